@@ -1,0 +1,65 @@
+# Shoal — build, test and benchmark. `make test` is the single entry point for
+# CI and for a fresh machine: it installs the system packages the tests drive
+# (redis-server, containerd, iproute2) and builds every binary they start.
+
+GO          ?= go
+BIN         := $(CURDIR)/bin
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+# Upstream registry binary, for drop-in tests and same-run benchmark baselines.
+DISTRIBUTION_VERSION := v3.1.2
+TEST_TIMEOUT ?= 25m
+
+export SHOAL_BIN       := $(BIN)/shoal
+export REGISTRY_BIN    := $(BIN)/registry
+export CONFORMANCE_BIN := $(BIN)/conformance.test
+
+.PHONY: all build tools deps test unit conformance bench bench-e2e e2e fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./cmd/shoal
+
+# tools are the other programs tests run: the upstream registry (baseline and
+# drop-in checks) and the OCI conformance suite, pinned in tools/conformance.
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN)
+
+$(REGISTRY_BIN):
+	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+
+$(CONFORMANCE_BIN): tools/conformance/go.mod
+	cd tools/conformance && $(GO) test -c -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
+
+deps:
+	./scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: deps build tools vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# unit runs the tests without installing anything; tests needing a missing
+# binary or package skip with a message.
+unit:
+	$(GO) test -count=1 ./...
+
+conformance: build tools
+	$(GO) test -count=1 -run TestConformance -v ./registry/
+
+bench: build tools
+	./scripts/bench.sh
+
+e2e: deps build
+	$(GO) test -count=1 -timeout 10m -run TestQuick -v ./e2e/
+
+bench-e2e: deps build
+	$(GO) test -count=1 -timeout 60m -run TestMatrix -v ./e2e/ -args -matrix
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)
