@@ -1,0 +1,224 @@
+package tracker
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisStore keeps swarms in Redis so any number of tracker replicas can
+// share them. Per swarm it uses one sorted set per peer class, scored by the
+// peer's expiry in Unix milliseconds, a hash from peer id to peer record, and
+// a completed-download counter. All keys of a swarm carry the hash tag
+// {<infohash hex>} so they share a Cluster slot and one Lua script can update
+// them atomically. Expired peers are pruned by score range within the swarm
+// being announced to; whole swarms vanish through key expiry, so nothing ever
+// scans the keyspace.
+type RedisStore struct {
+	client redis.UniversalClient
+	prefix string
+	// owned says whether Close closes client.
+	owned bool
+	// observe reports the latency of each Redis round trip (may be nil).
+	observe func(op string, d time.Duration, err error)
+}
+
+// announceScript applies an announce and samples the swarm in one round trip.
+//
+// KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 peer hash,
+// 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer id,
+// 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample size per class,
+// 7 key TTL (ms), 8 "1" if the download completed.
+//
+// Returns {complete, origin, incomplete, downloaded, record...}.
+var announceScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+for k = 1, 3 do
+  -- Bounded per call so a swarm with many dead peers never stalls Redis;
+  -- later announces (or key expiry) finish the job.
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, 512)
+  if #dead > 0 then
+    redis.call('ZREM', KEYS[k], unpack(dead))
+    redis.call('HDEL', KEYS[4], unpack(dead))
+  end
+end
+local id = ARGV[3]
+local cls = tonumber(ARGV[4])
+for k = 1, 3 do
+  if k ~= cls then redis.call('ZREM', KEYS[k], id) end
+end
+if cls == 0 then
+  redis.call('HDEL', KEYS[4], id)
+else
+  redis.call('ZADD', KEYS[cls], ARGV[2], id)
+  redis.call('HSET', KEYS[4], id, ARGV[5])
+end
+if ARGV[8] == '1' then redis.call('INCR', KEYS[5]) end
+for k = 1, 5 do redis.call('PEXPIRE', KEYS[k], ARGV[7]) end
+local out = {
+  redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
+  tonumber(redis.call('GET', KEYS[5]) or '0'),
+}
+local want = tonumber(ARGV[6])
+if want > 0 then
+  for k = 1, 3 do
+    local n = out[k]
+    if n > 0 then
+      local ids
+      if n <= want + 1 then
+        ids = redis.call('ZRANGE', KEYS[k], 0, -1)
+      else
+        ids = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
+      end
+      local sel = {}
+      for _, m in ipairs(ids) do
+        if m ~= id and #sel < want then sel[#sel + 1] = m end
+      end
+      if #sel > 0 then
+        for _, d in ipairs(redis.call('HMGET', KEYS[4], unpack(sel))) do
+          if d then out[#out + 1] = d end
+        end
+      end
+    end
+  end
+end
+return out
+`)
+
+// classSlot maps a class to its sorted set (1-based, as in the script).
+func classSlot(c Class) int {
+	switch c {
+	case ClassComplete:
+		return 1
+	case ClassOrigin:
+		return 2
+	}
+	return 3
+}
+
+// NewRedisStore wraps client. prefix namespaces the keys (e.g. "shoal:").
+// The store closes client on Close.
+func NewRedisStore(client redis.UniversalClient, prefix string) *RedisStore {
+	return &RedisStore{client: client, prefix: prefix, owned: true}
+}
+
+func (s *RedisStore) keys(ih [20]byte) []string {
+	tag := s.prefix + "t:{" + hex.EncodeToString(ih[:]) + "}:"
+	return []string{tag + "c", tag + "o", tag + "i", tag + "p", tag + "n"}
+}
+
+func (s *RedisStore) timed(op string, start time.Time, err error) {
+	if s.observe != nil {
+		s.observe(op, time.Since(start), err)
+	}
+}
+
+func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error) {
+	cls := 0
+	if !in.Stopped {
+		cls = classSlot(in.Peer.Class)
+	}
+	completed := "0"
+	if in.Completed {
+		completed = "1"
+	}
+	ttlMS := in.TTL.Milliseconds()
+	if ttlMS < 1 {
+		ttlMS = 1
+	}
+	start := time.Now()
+	res, err := announceScript.Run(ctx, s.client, s.keys(in.InfoHash),
+		now.UnixMilli(), now.Add(in.TTL).UnixMilli(), peerKey(in.Peer.ID), cls,
+		encodePeer(in.Peer), in.Sample, ttlMS, completed).Slice()
+	s.timed("announce", start, err)
+	if err != nil {
+		return Swarm{}, fmt.Errorf("%w: redis announce: %v", ErrStoreUnavailable, err)
+	}
+	if len(res) < 4 {
+		return Swarm{}, fmt.Errorf("%w: redis announce: short reply (%d items)", ErrStoreUnavailable, len(res))
+	}
+	var n [4]int64
+	for i := range n {
+		v, ok := res[i].(int64)
+		if !ok {
+			return Swarm{}, fmt.Errorf("%w: redis announce: unexpected reply item %T", ErrStoreUnavailable, res[i])
+		}
+		n[i] = v
+	}
+	out := Swarm{Counts: Counts{Complete: int(n[0] + n[1]), Incomplete: int(n[2]), Downloaded: int(n[3])}}
+	for _, r := range res[4:] {
+		str, ok := r.(string)
+		if !ok {
+			continue
+		}
+		p, err := decodePeer([]byte(str))
+		if err != nil {
+			// A corrupt record costs one candidate, not the announce.
+			continue
+		}
+		out.Candidates = append(out.Candidates, p)
+	}
+	return out, nil
+}
+
+func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) ([]Counts, error) {
+	if len(ihs) == 0 {
+		return nil, nil
+	}
+	min := "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	type cmds struct {
+		c, o, i *redis.IntCmd
+		n       *redis.StringCmd
+	}
+	all := make([]cmds, len(ihs))
+	start := time.Now()
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, ih := range ihs {
+			k := s.keys(ih)
+			all[i] = cmds{
+				c: p.ZCount(ctx, k[0], min, "+inf"),
+				o: p.ZCount(ctx, k[1], min, "+inf"),
+				i: p.ZCount(ctx, k[2], min, "+inf"),
+				n: p.Get(ctx, k[4]),
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, redis.Nil) {
+		// A missing download counter is a zero, not a failure.
+		err = nil
+	}
+	s.timed("scrape", start, err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis scrape: %v", ErrStoreUnavailable, err)
+	}
+	out := make([]Counts, len(ihs))
+	for i, c := range all {
+		out[i].Complete = int(c.c.Val() + c.o.Val())
+		out[i].Incomplete = int(c.i.Val())
+		out[i].Downloaded, _ = strconv.Atoi(c.n.Val())
+	}
+	return out, nil
+}
+
+func (s *RedisStore) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := s.client.Ping(ctx).Err()
+	s.timed("ping", start, err)
+	if err != nil {
+		return fmt.Errorf("%w: redis ping: %v", ErrStoreUnavailable, err)
+	}
+	return nil
+}
+
+func (s *RedisStore) Close() error {
+	if s.owned {
+		return s.client.Close()
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Class orders peers for hand-out: the tracker prefers peers that can serve
+// every piece, and among those prefers other nodes over the registry's own
+// seeder so the origin is only used when the swarm cannot serve itself.
+type Class uint8
+
+const (
+	ClassIncomplete Class = iota
+	ClassComplete
+	ClassOrigin
+	numClasses
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassIncomplete:
+		return "incomplete"
+	case ClassComplete:
+		return "complete"
+	case ClassOrigin:
+		return "origin"
+	}
+	return fmt.Sprintf("class(%d)", uint8(c))
+}
+
+// rank is the hand-out order of a class: lower goes first.
+func (c Class) rank() int {
+	switch c {
+	case ClassComplete:
+		return 0
+	case ClassOrigin:
+		return 1
+	}
+	return 2
+}
+
+// Peer is one member of a swarm as the store keeps it.
+type Peer struct {
+	ID    [20]byte
+	Addr  netip.AddrPort
+	Class Class
+	// Group is the node group or zone the peer declared ("" if none).
+	Group string
+}
+
+// AnnounceInput is one announce as the store applies it.
+type AnnounceInput struct {
+	InfoHash [20]byte
+	Peer     Peer
+	// Stopped removes the peer instead of refreshing it.
+	Stopped bool
+	// Completed counts a finished download (BEP 48 "downloaded").
+	Completed bool
+	// TTL is how long the peer stays without announcing again.
+	TTL time.Duration
+	// Sample is how many candidate peers per class to return (0: none).
+	Sample int
+}
+
+// Swarm is the state of a swarm right after an announce was applied.
+type Swarm struct {
+	Counts
+	// Candidates holds up to Sample random live peers of each class, never
+	// the announcing peer itself. The hand-out policy orders and trims them.
+	Candidates []Peer
+}
+
+// Counts are the scrape figures of a swarm. Complete includes the origin.
+type Counts struct {
+	Complete   int
+	Incomplete int
+	Downloaded int
+}
+
+// Store keeps swarms. Implementations must apply an announce atomically
+// (update, prune and sample in one step) so replicas sharing a store never
+// observe half-applied announces, and must prune expired peers per swarm
+// without walking every swarm.
+type Store interface {
+	// Announce applies in at time now and returns the swarm afterwards.
+	Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error)
+	// Scrape returns the counts of each swarm, zero for unknown ones.
+	Scrape(ctx context.Context, now time.Time, infoHashes [][20]byte) ([]Counts, error)
+	// Ping reports whether the store is usable.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// ErrStoreUnavailable wraps every backend failure so the HTTP layer can tell
+// "try again later" apart from bad requests.
+var ErrStoreUnavailable = errors.New("peer store unavailable")
+
+// maxGroupLen bounds the group a peer may declare; it is stored with every
+// peer, so an unbounded value would let one client bloat the store.
+const maxGroupLen = 64
+
+// encodePeer is the compact form kept in Redis:
+// id(20) | class(1) | addr length(1) | addr | group.
+func encodePeer(p Peer) []byte {
+	addr, _ := p.Addr.MarshalBinary()
+	b := make([]byte, 0, 22+len(addr)+len(p.Group))
+	b = append(b, p.ID[:]...)
+	b = append(b, byte(p.Class), byte(len(addr)))
+	b = append(b, addr...)
+	return append(b, p.Group...)
+}
+
+func decodePeer(b []byte) (Peer, error) {
+	var p Peer
+	if len(b) < 22 {
+		return p, fmt.Errorf("peer record too short (%d bytes)", len(b))
+	}
+	copy(p.ID[:], b[:20])
+	p.Class = Class(b[20])
+	n := int(b[21])
+	if p.Class >= numClasses || len(b) < 22+n {
+		return p, errors.New("peer record corrupt")
+	}
+	if err := p.Addr.UnmarshalBinary(b[22 : 22+n]); err != nil {
+		return p, fmt.Errorf("peer record address: %w", err)
+	}
+	p.Group = string(b[22+n:])
+	return p, nil
+}
+
+// peerKey identifies a peer within a swarm as a string (Redis member, map key).
+func peerKey(id [20]byte) string { return string(id[:]) }
+

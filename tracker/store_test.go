@@ -1,0 +1,258 @@
+package tracker
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+func ih(n byte) (h [20]byte) {
+	h[0], h[19] = n, n
+	return
+}
+
+func pid(n int) (id [20]byte) {
+	copy(id[:], fmt.Sprintf("-SH0001-%012d", n))
+	return
+}
+
+func peerN(n int, c Class) Peer {
+	return Peer{ID: pid(n), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(n)}), uint16(6000+n)), Class: c}
+}
+
+// storeFactories runs the same suite against every Store implementation.
+func storeFactories() map[string]func(t *testing.T) Store {
+	return map[string]func(t *testing.T) Store{
+		"memory": func(t *testing.T) Store {
+			s := NewMemoryStore(time.Hour)
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"redis": func(t *testing.T) Store {
+			r := testenv.StartRedis(t)
+			s := NewRedisStore(redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{r.Addr}}), "test:")
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+}
+
+func TestStores(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	ttl := time.Minute
+	announce := func(t *testing.T, s Store, now time.Time, h [20]byte, p Peer, mod func(*AnnounceInput)) Swarm {
+		t.Helper()
+		in := AnnounceInput{InfoHash: h, Peer: p, TTL: ttl, Sample: 10}
+		if mod != nil {
+			mod(&in)
+		}
+		sw, err := s.Announce(ctx, now, in)
+		if err != nil {
+			t.Fatalf("announce: %v", err)
+		}
+		return sw
+	}
+	ids := func(ps []Peer) map[[20]byte]Peer {
+		m := map[[20]byte]Peer{}
+		for _, p := range ps {
+			m[p.ID] = p
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		run  func(t *testing.T, s Store)
+	}{
+		{"first peer sees nobody, second sees first but not itself", func(t *testing.T, s Store) {
+			sw := announce(t, s, t0, ih(1), peerN(1, ClassIncomplete), nil)
+			if len(sw.Candidates) != 0 || sw.Incomplete != 1 || sw.Complete != 0 {
+				t.Fatalf("first announce: %+v", sw)
+			}
+			sw = announce(t, s, t0, ih(1), peerN(2, ClassIncomplete), nil)
+			got := ids(sw.Candidates)
+			if len(got) != 1 || got[pid(1)].Addr != peerN(1, 0).Addr || sw.Incomplete != 2 {
+				t.Fatalf("second announce: %+v", sw)
+			}
+		}},
+		{"record round trip keeps class, IPv6 address and group", func(t *testing.T, s Store) {
+			p := Peer{ID: pid(7), Addr: netip.MustParseAddrPort("[::1]:7777"), Class: ClassOrigin, Group: "zone-a"}
+			announce(t, s, t0, ih(2), p, nil)
+			sw := announce(t, s, t0, ih(2), peerN(8, ClassIncomplete), nil)
+			if len(sw.Candidates) != 1 || sw.Candidates[0] != p {
+				t.Fatalf("got %+v, want %+v", sw.Candidates, p)
+			}
+			if sw.Complete != 1 || sw.Incomplete != 1 {
+				t.Fatalf("origin must count as complete: %+v", sw.Counts)
+			}
+		}},
+		{"completed moves a peer to seeders and counts a download", func(t *testing.T, s Store) {
+			announce(t, s, t0, ih(3), peerN(1, ClassIncomplete), nil)
+			sw := announce(t, s, t0, ih(3), peerN(1, ClassComplete), func(in *AnnounceInput) { in.Completed = true })
+			if sw.Complete != 1 || sw.Incomplete != 0 || sw.Downloaded != 1 {
+				t.Fatalf("after completed: %+v", sw.Counts)
+			}
+			sw = announce(t, s, t0, ih(3), peerN(2, ClassIncomplete), nil)
+			if c := ids(sw.Candidates)[pid(1)]; c.Class != ClassComplete {
+				t.Fatalf("peer 1 class = %v", c.Class)
+			}
+		}},
+		{"stopped removes at once", func(t *testing.T, s Store) {
+			announce(t, s, t0, ih(4), peerN(1, ClassComplete), nil)
+			announce(t, s, t0, ih(4), peerN(2, ClassIncomplete), nil)
+			sw := announce(t, s, t0, ih(4), peerN(1, ClassComplete), func(in *AnnounceInput) { in.Stopped = true })
+			if sw.Complete != 0 || sw.Incomplete != 1 {
+				t.Fatalf("after stopped: %+v", sw.Counts)
+			}
+			sw = announce(t, s, t0, ih(4), peerN(3, ClassIncomplete), nil)
+			if _, ok := ids(sw.Candidates)[pid(1)]; ok {
+				t.Fatal("stopped peer still handed out")
+			}
+		}},
+		{"peer expires after its TTL, refresh keeps it", func(t *testing.T, s Store) {
+			announce(t, s, t0, ih(5), peerN(1, ClassIncomplete), nil)
+			announce(t, s, t0, ih(5), peerN(2, ClassIncomplete), nil)
+			// Peer 2 refreshes half-way; peer 1 does not.
+			announce(t, s, t0.Add(ttl/2), ih(5), peerN(2, ClassIncomplete), nil)
+			sw := announce(t, s, t0.Add(ttl+time.Second), ih(5), peerN(3, ClassIncomplete), nil)
+			got := ids(sw.Candidates)
+			if _, ok := got[pid(1)]; ok || sw.Incomplete != 2 {
+				t.Fatalf("expired peer 1 still present: %+v", sw)
+			}
+			if _, ok := got[pid(2)]; !ok {
+				t.Fatalf("refreshed peer 2 missing: %+v", sw)
+			}
+			c, err := s.Scrape(ctx, t0.Add(3*ttl), [][20]byte{ih(5)})
+			if err != nil || c[0].Incomplete != 0 {
+				t.Fatalf("scrape after all expired: %+v %v", c, err)
+			}
+		}},
+		{"sample bounded per class and excludes requester", func(t *testing.T, s Store) {
+			for i := 1; i <= 30; i++ {
+				c := ClassIncomplete
+				if i%2 == 0 {
+					c = ClassComplete
+				}
+				announce(t, s, t0, ih(6), peerN(i, c), nil)
+			}
+			sw := announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = 4 })
+			var per [numClasses]int
+			for _, p := range sw.Candidates {
+				per[p.Class]++
+				if p.ID == pid(1) {
+					t.Fatal("requester in candidates")
+				}
+			}
+			if per[ClassComplete] != 4 || per[ClassIncomplete] != 4 {
+				t.Fatalf("per-class sample = %v", per)
+			}
+			if sw.Complete != 15 || sw.Incomplete != 15 {
+				t.Fatalf("counts %+v", sw.Counts)
+			}
+			sw = announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = 0 })
+			if len(sw.Candidates) != 0 {
+				t.Fatalf("sample 0 returned %d", len(sw.Candidates))
+			}
+		}},
+		{"swarms are isolated and scrape reports each", func(t *testing.T, s Store) {
+			announce(t, s, t0, ih(7), peerN(1, ClassComplete), nil)
+			announce(t, s, t0, ih(8), peerN(2, ClassIncomplete), nil)
+			announce(t, s, t0, ih(8), peerN(3, ClassIncomplete), nil)
+			c, err := s.Scrape(ctx, t0, [][20]byte{ih(7), ih(8), ih(99)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Counts{{Complete: 1}, {Incomplete: 2}, {}}
+			for i := range want {
+				if c[i] != want[i] {
+					t.Errorf("scrape[%d] = %+v, want %+v", i, c[i], want[i])
+				}
+			}
+		}},
+		{"stopped on an unknown swarm is harmless", func(t *testing.T, s Store) {
+			sw := announce(t, s, t0, ih(9), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Stopped = true })
+			if sw.Complete+sw.Incomplete != 0 {
+				t.Fatalf("%+v", sw)
+			}
+		}},
+	}
+	for name, mk := range storeFactories() {
+		t.Run(name, func(t *testing.T) {
+			s := mk(t)
+			if err := s.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) { tc.run(t, s) })
+			}
+		})
+	}
+}
+
+func TestMemoryStoreSweepDropsDeadSwarms(t *testing.T) {
+	s := NewMemoryStore(time.Hour)
+	defer s.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := 0; i < 100; i++ {
+		if _, err := s.Announce(context.Background(), t0, AnnounceInput{InfoHash: ih(byte(i)), Peer: peerN(i, ClassIncomplete), TTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() (n int) {
+		for i := range s.shards {
+			n += len(s.shards[i].swarms)
+		}
+		return
+	}
+	if count() != 100 {
+		t.Fatalf("swarms = %d", count())
+	}
+	s.sweep(t0.Add(30 * time.Second))
+	if count() != 100 {
+		t.Fatalf("live swarms swept: %d left", count())
+	}
+	s.sweep(t0.Add(time.Minute))
+	if count() != 0 {
+		t.Fatalf("dead swarms kept: %d", count())
+	}
+}
+
+func TestRedisStoreKeysExpireAndShareSlot(t *testing.T) {
+	r := testenv.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	s := NewRedisStore(client, "x:")
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Announce(ctx, time.Now(), AnnounceInput{InfoHash: ih(1), Peer: peerN(1, ClassIncomplete), TTL: 30 * time.Second, Completed: true}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := client.Keys(ctx, "x:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 3 { // incomplete zset, peer hash, download counter
+		t.Fatalf("keys = %v", keys)
+	}
+	slot := -1
+	for _, k := range keys {
+		ttl, err := client.PTTL(ctx, k).Result()
+		if err != nil || ttl <= 0 || ttl > 30*time.Second {
+			t.Errorf("key %s ttl %v %v", k, ttl, err)
+		}
+		ks, err := client.ClusterKeySlot(ctx, k).Result()
+		if err != nil {
+			// CLUSTER KEYSLOT needs cluster mode on old servers; compare tags instead.
+			ks = 0
+		}
+		if slot != -1 && int(ks) != slot {
+			t.Errorf("key %s in slot %d, others in %d", k, ks, slot)
+		}
+		slot = int(ks)
+	}
+}
