@@ -1,0 +1,286 @@
+package preheat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+// storeFactories are the two Store implementations; every store test runs
+// against both, so the embedded mode cannot drift from production.
+func storeFactories() map[string]func(t *testing.T) Store {
+	return map[string]func(t *testing.T) Store{
+		"memory": func(t *testing.T) Store { return NewMemoryStore() },
+		"redis": func(t *testing.T) Store {
+			rs := testenv.StartRedis(t)
+			rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{rs.Addr}})
+			t.Cleanup(func() { rdb.Close() })
+			return NewRedisStore(rdb, "test:preheat:")
+		},
+	}
+}
+
+func TestStore(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, s Store)
+	}{
+		{"NodeHeartbeatTTL", testNodeTTL},
+		{"JobCRUDAndList", testJobCRUD},
+		{"DedupeWhileRunning", testDedupe},
+		{"ConcurrentDedupeCreatesOne", testConcurrentDedupe},
+		{"UpdateAtomicAndTerminalSticky", testUpdate},
+		{"ProgressPerNodePerBlob", testProgress},
+		{"RetentionExpiresFinishedJobs", testRetention},
+		{"Leases", testLeases},
+		{"MarkSeen", testMarkSeen},
+	}
+	for name, mk := range storeFactories() {
+		t.Run(name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { c.run(t, mk(t)) })
+			}
+		})
+	}
+}
+
+var bg = context.Background()
+
+func testNodeTTL(t *testing.T, s Store) {
+	ttl := 300 * time.Millisecond
+	if err := s.PutNode(bg, Node{ID: "n1", Address: "http://127.0.0.1:1", Groups: []string{"a"}, CacheFreeBytes: 10}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutNode(bg, Node{ID: "n2", Address: "http://127.0.0.1:2", Groups: []string{"b"}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := s.ListNodes(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns) != 2 || ns[0].ID != "n1" || !ns[0].Alive(time.Now()) || ns[0].CacheFreeBytes != 10 || ns[0].Groups[0] != "a" {
+		t.Fatalf("nodes = %+v", ns)
+	}
+	time.Sleep(ttl + 50*time.Millisecond)
+	ns, _ = s.ListNodes(bg)
+	if len(ns) != 2 || ns[0].Alive(time.Now()) || !ns[1].Alive(time.Now()) {
+		t.Fatalf("after TTL n1 should be listed dead, n2 alive: %+v", ns)
+	}
+	// A new heartbeat revives it.
+	_ = s.PutNode(bg, Node{ID: "n1", Address: "http://127.0.0.1:1"}, ttl)
+	ns, _ = s.ListNodes(bg)
+	if !ns[0].Alive(time.Now()) {
+		t.Fatalf("heartbeat did not revive n1: %+v", ns[0])
+	}
+}
+
+func newJob(key string) *Job {
+	now := time.Now().UTC()
+	return &Job{State: StatePending, Image: "127.0.0.1:5000/lib/x:1", Repository: "lib/x", Reference: "1",
+		Blobs: []Blob{{Digest: "sha256:aa", Size: 3}}, DedupeKey: key, CreatedAt: now, UpdatedAt: now}
+}
+
+func testJobCRUD(t *testing.T, s Store) {
+	if _, err := s.GetJob(bg, 42); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetJob(unknown) err = %v, want ErrNotFound", err)
+	}
+	var ids []int64
+	for i := 0; i < 3; i++ {
+		j, created, err := s.CreateJob(bg, newJob(fmt.Sprintf("k%d", i)))
+		if err != nil || !created {
+			t.Fatalf("create: %v created=%v", err, created)
+		}
+		if j.ID <= 0 {
+			t.Fatalf("id = %d", j.ID)
+		}
+		ids = append(ids, j.ID)
+	}
+	if ids[0] == ids[1] || ids[1] == ids[2] {
+		t.Fatalf("ids not unique: %v", ids)
+	}
+	got, err := s.GetJob(bg, ids[1])
+	if err != nil || got.ID != ids[1] || got.Repository != "lib/x" || len(got.Blobs) != 1 || got.Blobs[0].Size != 3 {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	list, err := s.ListJobs(bg, 2)
+	if err != nil || len(list) != 2 || list[0].ID != ids[2] || list[1].ID != ids[1] {
+		t.Fatalf("list newest first limit 2 = %+v, %v", list, err)
+	}
+	act, _ := s.ActiveJobs(bg)
+	if len(act) != 3 {
+		t.Fatalf("active = %v", act)
+	}
+}
+
+func testDedupe(t *testing.T, s Store) {
+	a, created, _ := s.CreateJob(bg, newJob("same"))
+	if !created {
+		t.Fatal("first create not created")
+	}
+	b, created, err := s.CreateJob(bg, newJob("same"))
+	if err != nil || created || b.ID != a.ID {
+		t.Fatalf("identical request while pending: got id %d created=%v err=%v, want %d", b.ID, created, err, a.ID)
+	}
+	if _, err := s.UpdateJob(bg, a.ID, time.Minute, func(j *Job) error { j.State = StateSuccess; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	c, created, _ := s.CreateJob(bg, newJob("same"))
+	if !created || c.ID == a.ID {
+		t.Fatalf("after finish a new job is expected, got %d created=%v", c.ID, created)
+	}
+	act, _ := s.ActiveJobs(bg)
+	if len(act) != 1 || act[0] != c.ID {
+		t.Fatalf("active = %v, want [%d]", act, c.ID)
+	}
+}
+
+func testConcurrentDedupe(t *testing.T, s Store) {
+	var wg sync.WaitGroup
+	ids := make([]int64, 10)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j, _, err := s.CreateJob(bg, newJob("race"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = j.ID
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("concurrent identical creates gave different jobs: %v", ids)
+		}
+	}
+}
+
+func testUpdate(t *testing.T, s Store) {
+	j, _, _ := s.CreateJob(bg, newJob(""))
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.UpdateJob(bg, j.ID, time.Minute, func(j *Job) error {
+				j.Blobs = append(j.Blobs, Blob{Digest: "sha256:x", Size: 1})
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _ := s.GetJob(bg, j.ID)
+	if len(got.Blobs) != 9 {
+		t.Fatalf("lost updates: %d blobs, want 9", len(got.Blobs))
+	}
+	abort := errors.New("abort")
+	if _, err := s.UpdateJob(bg, j.ID, time.Minute, func(j *Job) error { j.State = StateFailure; return abort }); !errors.Is(err, abort) {
+		t.Fatalf("aborted update err = %v", err)
+	}
+	if got, _ := s.GetJob(bg, j.ID); got.State != StatePending {
+		t.Fatalf("aborted update was applied: %s", got.State)
+	}
+	if _, err := s.UpdateJob(bg, 9999, time.Minute, func(*Job) error { return nil }); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update unknown err = %v", err)
+	}
+}
+
+func testProgress(t *testing.T, s Store) {
+	j, _, _ := s.CreateJob(bg, newJob(""))
+	for _, p := range []Progress{
+		{NodeID: "n2", Digest: "sha256:b", State: StateRunning},
+		{NodeID: "n1", Digest: "sha256:a", State: StateSuccess, Source: "http", BytesFromRegistry: 5},
+		{NodeID: "n2", Digest: "sha256:b", State: StateFailure, Error: "boom"},
+	} {
+		if err := s.SetProgress(bg, j.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, err := s.ListProgress(bg, j.ID)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("progress = %+v, %v", ps, err)
+	}
+	if ps[0].NodeID != "n1" || ps[0].BytesFromRegistry != 5 || ps[1].State != StateFailure || ps[1].Error != "boom" {
+		t.Fatalf("progress = %+v", ps)
+	}
+	if err := s.SetProgress(bg, 9999, Progress{NodeID: "n"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("progress on unknown job err = %v", err)
+	}
+}
+
+func testRetention(t *testing.T, s Store) {
+	j, _, _ := s.CreateJob(bg, newJob("ret"))
+	_ = s.SetProgress(bg, j.ID, Progress{NodeID: "n1", Digest: "sha256:a", State: StateSuccess})
+	keep, _, _ := s.CreateJob(bg, newJob("keep"))
+	if _, err := s.UpdateJob(bg, j.ID, 300*time.Millisecond, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetJob(bg, j.ID); err != nil || got.State != StateCanceled {
+		t.Fatalf("finished job must stay visible during retention: %+v %v", got, err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if _, err := s.GetJob(bg, j.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("job should have expired: %v", err)
+	}
+	if _, err := s.ListProgress(bg, j.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("progress should have expired: %v", err)
+	}
+	list, _ := s.ListJobs(bg, 10)
+	if len(list) != 1 || list[0].ID != keep.ID {
+		t.Fatalf("list after expiry = %+v", list)
+	}
+}
+
+func testLeases(t *testing.T, s Store) {
+	ok, err := s.AcquireLease(bg, 1, "a", 300*time.Millisecond)
+	if err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	if ok, _ := s.AcquireLease(bg, 1, "b", time.Second); ok {
+		t.Fatal("b took a held lease")
+	}
+	if ok, _ := s.AcquireLease(bg, 1, "a", 300*time.Millisecond); !ok {
+		t.Fatal("owner could not renew")
+	}
+	time.Sleep(400 * time.Millisecond) // owner died: lease lapses
+	if ok, _ := s.AcquireLease(bg, 1, "b", time.Second); !ok {
+		t.Fatal("b could not take an expired lease")
+	}
+	_ = s.ReleaseLease(bg, 1, "a") // not the owner: no effect
+	if ok, _ := s.AcquireLease(bg, 1, "a", time.Second); ok {
+		t.Fatal("release by non-owner dropped b's lease")
+	}
+	_ = s.ReleaseLease(bg, 1, "b")
+	if ok, _ := s.AcquireLease(bg, 1, "a", time.Second); !ok {
+		t.Fatal("released lease not acquirable")
+	}
+}
+
+func testMarkSeen(t *testing.T, s Store) {
+	first, err := s.MarkSeen(bg, "ev1", 300*time.Millisecond)
+	if err != nil || !first {
+		t.Fatalf("first: %v %v", first, err)
+	}
+	if again, _ := s.MarkSeen(bg, "ev1", time.Second); again {
+		t.Fatal("duplicate not detected")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if again, _ := s.MarkSeen(bg, "ev1", time.Second); !again {
+		t.Fatal("seen mark did not expire")
+	}
+	if err := s.Ping(bg); err != nil {
+		t.Fatal(err)
+	}
+}
