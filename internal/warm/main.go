@@ -19,6 +19,7 @@ import (
 	_ "golang.org/x/sync/singleflight"
 	_ "golang.org/x/time/rate"
 	_ "gonum.org/v1/plot"
+	_ "gopkg.in/yaml.v3"
 )
 
 func main() {}

@@ -1,0 +1,114 @@
+package driver
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Options is the `options:` block of the p2p storage middleware. It holds the
+// settings of every Shoal part of the registry, so one block in config.yml
+// configures them all; configs/registry.yml documents each key.
+type Options struct {
+	// PieceLength is the BitTorrent piece length of new metainfo. It must be a
+	// power of two, at least 16 KiB. Changing it affects new blobs only.
+	PieceLength int64 `yaml:"piecelength"`
+	// BaseURL is the registry's public URL, used for metadata URLs and web
+	// seeds. Empty means "from the request" (Host, X-Forwarded-Proto).
+	BaseURL string `yaml:"baseurl"`
+	// Secret signs metadata URLs. Empty means http.secret.
+	Secret string `yaml:"secret"`
+	// URLExpiry is how long a metadata URL handed out in a redirect is valid.
+	URLExpiry time.Duration `yaml:"urlexpiry"`
+
+	Tracker TrackerOptions `yaml:"tracker"`
+	Seeder  SeederOptions  `yaml:"seeder"`
+
+	// Hook connects the middleware to the registry process embedding it. It
+	// cannot come from YAML; the registry package puts it in the options map.
+	Hook Hook `yaml:"-"`
+}
+
+// TrackerOptions says which tracker torrents announce to.
+type TrackerOptions struct {
+	// URL is the announce URL, e.g. http://tracker:6969/announce.
+	URL string `yaml:"url"`
+	// Secrets sign announce tokens; the first signs, all verify at the
+	// tracker, which must share them.
+	Secrets []string `yaml:"secrets"`
+	// TokenExpiry bounds how long a torrent file can be used to announce.
+	TokenExpiry time.Duration `yaml:"tokenexpiry"`
+}
+
+// SeederOptions configures the BitTorrent client inside the registry.
+type SeederOptions struct {
+	Disabled bool `yaml:"disabled"`
+	// Listen is the peer-wire listen address.
+	Listen string `yaml:"listen"`
+	// PublicAddr is the IP peers should connect to, if not the listen IP.
+	PublicAddr string `yaml:"publicaddr"`
+	// RateLimit caps upload bytes per second (0: unlimited).
+	RateLimit int64 `yaml:"ratelimit"`
+	// IdleTimeout drops a torrent nobody downloaded from for this long.
+	IdleTimeout time.Duration `yaml:"idletimeout"`
+}
+
+// Defaults.
+const (
+	DefaultPieceLength = 1 << 20
+	minPieceLength     = 16 << 10
+	maxPieceLength     = 64 << 20
+)
+
+// HookOption is the key under which the registry package passes its Hook.
+const HookOption = "shoal.hook"
+
+// ParseOptions decodes the middleware options map as distribution hands it
+// over (YAML decoded into maps) and fills in defaults.
+func ParseOptions(m map[string]any) (Options, error) {
+	o := Options{}
+	plain := make(map[string]any, len(m))
+	for k, v := range m {
+		if k == HookOption {
+			h, ok := v.(Hook)
+			if !ok {
+				return o, fmt.Errorf("p2p: option %s has type %T", HookOption, v)
+			}
+			o.Hook = h
+			continue
+		}
+		plain[k] = v
+	}
+	// A round trip through YAML turns the nested map[any]any of distribution's
+	// parser into our typed struct, durations ("5m") included.
+	b, err := yaml.Marshal(plain)
+	if err != nil {
+		return o, fmt.Errorf("p2p options: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&o); err != nil && err.Error() != "EOF" {
+		return o, fmt.Errorf("p2p options: %w", err)
+	}
+	if o.PieceLength == 0 {
+		o.PieceLength = DefaultPieceLength
+	}
+	if o.PieceLength < minPieceLength || o.PieceLength > maxPieceLength || o.PieceLength&(o.PieceLength-1) != 0 {
+		return o, fmt.Errorf("p2p options: piecelength %d must be a power of two between %d and %d", o.PieceLength, minPieceLength, maxPieceLength)
+	}
+	if o.URLExpiry == 0 {
+		o.URLExpiry = 5 * time.Minute
+	}
+	if o.Tracker.TokenExpiry == 0 {
+		o.Tracker.TokenExpiry = 24 * time.Hour
+	}
+	if o.Seeder.Listen == "" {
+		o.Seeder.Listen = ":6881"
+	}
+	if o.Seeder.IdleTimeout == 0 {
+		o.Seeder.IdleTimeout = 30 * time.Minute
+	}
+	return o, nil
+}

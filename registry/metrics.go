@@ -1,0 +1,59 @@
+package registry
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	redirects *prometheus.CounterVec
+	torrents  *prometheus.CounterVec
+	seeding   prometheus.Gauge
+	uploaded  prometheus.Counter
+	pushed    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		redirects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "torrent_redirects_total",
+			Help: "Blob GETs answered with a redirect to torrent metadata, by result.",
+		}, []string{"result"}),
+		torrents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "torrent_requests_total",
+			Help: "Torrent metadata requests, by result.",
+		}, []string{"result"}),
+		seeding: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "seeding_torrents",
+			Help: "Torrents the registry's seeder currently serves.",
+		}),
+		uploaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "seeder_uploaded_bytes_total",
+			Help: "Blob bytes the seeder sent to peers (sampled when idle torrents are swept).",
+		}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "manifest_pushes_seeded_total",
+			Help: "Manifest pushes whose blobs were put into seeding.",
+		}),
+	}
+	m.redirects = register(reg, m.redirects)
+	m.torrents = register(reg, m.torrents)
+	m.seeding = register(reg, m.seeding)
+	m.uploaded = register(reg, m.uploaded)
+	m.pushed = register(reg, m.pushed)
+	return m
+}
+
+// register tolerates a second registry in one process (tests) by sharing
+// the collector registered first.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector.(C)
+		}
+		panic(err)
+	}
+	return c
+}

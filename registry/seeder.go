@@ -1,0 +1,278 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
+
+	"github.com/shoalproject/shoal/driver"
+)
+
+// seeder is the BitTorrent client inside the registry. It serves blob bytes
+// straight from the storage driver (for the filesystem driver, from the blob
+// file itself), so seeding costs no second copy on disk. Seeding is bounded:
+// a torrent nobody downloaded from for IdleTimeout is dropped, and the next
+// torrent request brings it back.
+type seeder struct {
+	cl      *torrent.Client
+	drv     *driver.Driver
+	opts    driver.SeederOptions
+	origin  func(ih metainfo.Hash) []string // announce URLs for the seeder itself
+	log     *logrus.Entry
+	metrics *metrics
+	dataDir string
+
+	mu       sync.Mutex
+	torrents map[metainfo.Hash]*seeded
+}
+
+type seeded struct {
+	t          *torrent.Torrent
+	dgst       digest.Digest
+	added      time.Time
+	lastActive time.Time
+	lastBytes  int64
+	blob       *blobData
+}
+
+func newSeeder(drv *driver.Driver, opts driver.SeederOptions, origin func(metainfo.Hash) []string, m *metrics) (*seeder, error) {
+	dataDir, err := os.MkdirTemp("", "shoal-seeder-")
+	if err != nil {
+		return nil, fmt.Errorf("seeder data dir: %w", err)
+	}
+	cfg := torrent.NewDefaultClientConfig()
+	// LAN tuning: no DHT, no uTP (see third_party/go-utp), no UPnP, no
+	// webtorrent; keep seeding whatever the ratio.
+	cfg.DisableUTP = true
+	cfg.NoDHT = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.DisableWebtorrent = true
+	cfg.DisableWebseeds = true
+	cfg.Seed = true
+	cfg.DataDir = dataDir
+	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
+	cfg.EstablishedConnsPerTorrent = 200
+	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
+	cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.SetListenAddr(opts.Listen)
+	// anacrolix listens on both families unless told otherwise, which fails
+	// for a literal address of one family.
+	if host, _, err := net.SplitHostPort(opts.Listen); err == nil {
+		if ip := net.ParseIP(host); ip != nil {
+			cfg.DisableIPv6 = ip.To4() != nil
+			cfg.DisableIPv4 = ip.To4() == nil
+		}
+	}
+	if opts.PublicAddr != "" {
+		ip := net.ParseIP(opts.PublicAddr)
+		if ip == nil {
+			return nil, fmt.Errorf("seeder publicaddr %q is not an IP", opts.PublicAddr)
+		}
+		if ip4 := ip.To4(); ip4 != nil {
+			cfg.PublicIp4 = ip4
+		} else {
+			cfg.PublicIp6 = ip
+		}
+	}
+	if opts.RateLimit > 0 {
+		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(opts.RateLimit), int(max(opts.RateLimit, 256<<10)))
+	}
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		os.RemoveAll(dataDir)
+		return nil, fmt.Errorf("start seeder on %s: %w", opts.Listen, err)
+	}
+	s := &seeder{
+		cl: cl, drv: drv, opts: opts, origin: origin, metrics: m, dataDir: dataDir,
+		log:      logrus.WithField("component", "seeder"),
+		torrents: map[metainfo.Hash]*seeded{},
+	}
+	s.log.WithField("listen", cl.LocalPort()).Info("seeder listening")
+	return s, nil
+}
+
+// Port is the peer-wire port the seeder listens on.
+func (s *seeder) Port() int { return s.cl.LocalPort() }
+
+// Ensure makes sure the blob is being seeded and returns its info and
+// infohash. It is cheap for blobs already seeded.
+func (s *seeder) Ensure(ctx context.Context, dgst digest.Digest) ([]byte, metainfo.Hash, error) {
+	infoBytes, err := s.drv.Info(ctx, dgst)
+	if err != nil {
+		return nil, metainfo.Hash{}, err
+	}
+	ih := metainfo.HashBytes(infoBytes)
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.torrents[ih]; ok {
+		cur.lastActive = now
+		return infoBytes, ih, nil
+	}
+	blob, err := openBlob(ctx, s.drv, dgst)
+	if err != nil {
+		return nil, metainfo.Hash{}, err
+	}
+	t, _ := s.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:             ih,
+		InfoBytes:            infoBytes,
+		Storage:              blob,
+		DisallowDataDownload: true,
+	})
+	if announce := s.origin(ih); len(announce) > 0 {
+		t.AddTrackers([][]string{announce})
+	}
+	s.torrents[ih] = &seeded{t: t, dgst: dgst, added: now, lastActive: now, blob: blob}
+	s.metrics.seeding.Set(float64(len(s.torrents)))
+	s.log.WithFields(logrus.Fields{"digest": dgst, "infohash": ih.HexString()}).Debug("seeding")
+	return infoBytes, ih, nil
+}
+
+// Forget stops seeding a deleted blob.
+func (s *seeder) Forget(dgst digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ih, st := range s.torrents {
+		if st.dgst == dgst {
+			s.dropLocked(ih, st)
+		}
+	}
+}
+
+func (s *seeder) dropLocked(ih metainfo.Hash, st *seeded) {
+	st.t.Drop()
+	st.blob.Close()
+	delete(s.torrents, ih)
+	s.metrics.seeding.Set(float64(len(s.torrents)))
+}
+
+// run drops idle torrents and renews announce tokens until ctx ends.
+func (s *seeder) run(ctx context.Context, tokenExpiry time.Duration) {
+	tick := time.NewTicker(min(s.opts.IdleTimeout/4, time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			s.sweep(now, tokenExpiry)
+		}
+	}
+}
+
+func (s *seeder) sweep(now time.Time, tokenExpiry time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ih, st := range s.torrents {
+		stats := st.t.Stats()
+		sent := stats.BytesWrittenData.Int64()
+		if sent != st.lastBytes {
+			s.metrics.uploaded.Add(float64(sent - st.lastBytes))
+			st.lastBytes, st.lastActive = sent, now
+		}
+		switch {
+		case now.Sub(st.lastActive) > s.opts.IdleTimeout:
+			s.log.WithField("digest", st.dgst).Debug("dropping idle torrent")
+			s.dropLocked(ih, st)
+		case now.Sub(st.added) > tokenExpiry/2:
+			// The announce token inside the tracker URL is about to expire;
+			// re-adding the torrent gives it a fresh one.
+			s.dropLocked(ih, st)
+		}
+	}
+}
+
+// Close stops seeding everything.
+func (s *seeder) Close() {
+	s.mu.Lock()
+	for ih, st := range s.torrents {
+		s.dropLocked(ih, st)
+	}
+	s.mu.Unlock()
+	s.cl.Close()
+	os.RemoveAll(s.dataDir)
+}
+
+// blobData is read-only torrent storage over one blob in the storage driver.
+type blobData struct {
+	drv  *driver.Driver
+	dgst digest.Digest
+	rc   io.ReadCloser
+	ra   io.ReaderAt // set when the driver hands out random access (filesystem)
+}
+
+func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blobData, error) {
+	rc, err := drv.BlobReader(context.WithoutCancel(ctx), dgst, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s for seeding: %w", dgst, err)
+	}
+	b := &blobData{drv: drv, dgst: dgst, rc: rc}
+	if ra, ok := rc.(io.ReaderAt); ok {
+		b.ra = ra
+	} else {
+		rc.Close()
+		b.rc = nil
+	}
+	return b, nil
+}
+
+func (b *blobData) Close() error {
+	if b.rc != nil {
+		return b.rc.Close()
+	}
+	return nil
+}
+
+// ReadAt reads from the open file when the driver gives random access and
+// otherwise opens a reader at the offset (object stores: a ranged GET).
+func (b *blobData) ReadAt(p []byte, off int64) (int, error) {
+	if b.ra != nil {
+		return b.ra.ReadAt(p, off)
+	}
+	rc, err := b.drv.BlobReader(context.Background(), b.dgst, off)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.ReadFull(rc, p)
+}
+
+func (b *blobData) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{
+		PieceWithHash: func(p metainfo.Piece, _ g.Option[[]byte]) storage.PieceImpl { return blobPiece{b, p} },
+		Close:         func() error { return nil },
+	}, nil
+}
+
+// blobPiece reports every piece complete: the blob's digest was verified
+// when it was pushed, and the registry never writes into it.
+type blobPiece struct {
+	b *blobData
+	p metainfo.Piece
+}
+
+func (p blobPiece) ReadAt(buf []byte, off int64) (int, error) {
+	return p.b.ReadAt(buf, p.p.Offset()+off)
+}
+
+func (blobPiece) WriteAt([]byte, int64) (int, error) {
+	return 0, fmt.Errorf("registry seeder storage is read-only")
+}
+func (blobPiece) MarkComplete() error    { return nil }
+func (blobPiece) MarkNotComplete() error { return nil }
+func (blobPiece) Completion() storage.Completion {
+	return storage.Completion{Ok: true, Complete: true}
+}

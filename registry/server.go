@@ -1,0 +1,384 @@
+// Package registry runs Shoal's registry: distribution's registry, unchanged
+// in behaviour and configuration, with the p2p storage middleware's other
+// half around it — the torrent metadata endpoint, the seeder, and the
+// repository middleware that seeds the blobs of each pushed manifest.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/distribution/distribution/v3/configuration"
+	dreg "github.com/distribution/distribution/v3/registry"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/token"
+
+	// The storage drivers, auth backends and middlewares of the upstream
+	// registry binary (azure and gcs left out: they double the binary and build
+	// time; add the import to enable them), so its config.yml works here too.
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/silly"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
+	_ "github.com/distribution/distribution/v3/registry/proxy"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/cloudfront"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/redirect"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/rewrite"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
+)
+
+// TorrentPath is the prefix of the torrent metadata endpoint. It lives
+// outside /v2/ so it can never shadow a repository name.
+const TorrentPath = "/_shoal/torrents/"
+
+// Token purposes, shared with the tracker.
+const (
+	purposeTorrent  = "torrent"
+	PurposeAnnounce = "announce"
+	PurposeOrigin   = "origin"
+)
+
+// LoadConfig reads a distribution config.yml, applying REGISTRY_*
+// environment overrides exactly as the upstream registry does.
+func LoadConfig(path string) (*configuration.Configuration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open registry config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := configuration.Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("parse registry config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Server is a running Shoal registry.
+type Server struct {
+	cfg      *configuration.Configuration
+	reg      *dreg.Registry
+	opts     driver.Options
+	p2p      bool
+	urlKeys  *token.Keys
+	annKeys  *token.Keys
+	metrics  *metrics
+	log      *logrus.Entry
+	attached chan struct{}
+	once     sync.Once
+
+	drv    *driver.Driver
+	seeder *seeder
+}
+
+// New builds the registry from cfg. When the storage middleware list has a
+// `p2p` entry, the P2P parts are wired to it; otherwise this is a plain
+// distribution registry.
+func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error) {
+	s := &Server{
+		cfg:      cfg,
+		metrics:  newMetrics(prometheus.DefaultRegisterer),
+		log:      logrus.WithField("component", "registry"),
+		attached: make(chan struct{}),
+	}
+	for _, mw := range cfg.Middleware["storage"] {
+		if mw.Name != driver.Name {
+			continue
+		}
+		opts, err := driver.ParseOptions(mw.Options)
+		if err != nil {
+			return nil, err
+		}
+		s.opts, s.p2p = opts, true
+		if mw.Options == nil {
+			mw.Options = configuration.Parameters{}
+		}
+		mw.Options[driver.HookOption] = driver.Hook(s)
+	}
+	if s.p2p {
+		if err := s.initKeys(); err != nil {
+			return nil, err
+		}
+		if cfg.Middleware == nil {
+			cfg.Middleware = map[string][]configuration.Middleware{}
+		}
+		cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
+			Name: seedOnPush, Options: configuration.Parameters{serverOption: s},
+		})
+	}
+	if _, set := os.LookupEnv("OTEL_TRACES_EXPORTER"); !set {
+		// distribution exports traces to localhost:4318 by default and logs
+		// an error every few seconds when nothing listens; opt in instead.
+		os.Setenv("OTEL_TRACES_EXPORTER", "none")
+	}
+	dreg.RegisterHandler(func(_ *configuration.Configuration, h http.Handler) http.Handler { return s.router(h) })
+	reg, err := dreg.NewRegistry(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.reg = reg
+	if s.p2p && s.drv == nil {
+		return nil, errors.New("p2p middleware configured but not applied by distribution")
+	}
+	if s.p2p && !s.opts.Seeder.Disabled {
+		s.seeder, err = newSeeder(s.drv, s.opts.Seeder, s.originAnnounce, s.metrics)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if s.p2p && cfg.Storage["redirect"]["disable"] == true {
+		s.log.Warn("storage.redirect.disable is true: distribution never asks the p2p middleware about blob GETs, so every node downloads from the registry")
+	}
+	if s.p2p && s.opts.Tracker.URL == "" {
+		s.log.Warn("p2p middleware has no tracker.url: torrents carry no announce URL and peers only find each other through web seeds and PEX")
+	}
+	return s, nil
+}
+
+func (s *Server) initKeys() error {
+	secret := s.opts.Secret
+	if secret == "" {
+		secret = s.cfg.HTTP.Secret
+	}
+	if secret == "" {
+		// Like distribution's own http.secret: fine for one instance,
+		// replicas behind a load balancer must share a configured one.
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		secret = hex.EncodeToString(b)
+		s.log.Warn("no p2p secret or http.secret configured; generated one, so torrent URLs only work on this instance")
+	}
+	var err error
+	if s.urlKeys, err = token.NewKeys(secret); err != nil {
+		return err
+	}
+	if s.opts.Tracker.URL != "" {
+		if len(s.opts.Tracker.Secrets) == 0 {
+			return errors.New("p2p: tracker.secrets is required with tracker.url (the tracker must share it)")
+		}
+		if s.annKeys, err = token.NewKeys(s.opts.Tracker.Secrets...); err != nil {
+			return fmt.Errorf("p2p tracker secrets: %w", err)
+		}
+	}
+	return nil
+}
+
+// Attach implements driver.Hook.
+func (s *Server) Attach(d *driver.Driver) { s.drv = d }
+
+// BlobDeleted implements driver.Hook.
+func (s *Server) BlobDeleted(dgst digest.Digest) {
+	if s.seeder != nil {
+		s.seeder.Forget(dgst)
+	}
+}
+
+// TorrentURL implements driver.Hook: distribution has authorized this GET for
+// repo and found the blob; bring it into seeding and hand out a URL that
+// carries that decision for a few minutes.
+func (s *Server) TorrentURL(r *http.Request, repo string, dgst digest.Digest) (string, error) {
+	if s.seeder != nil {
+		if _, _, err := s.seeder.Ensure(r.Context(), dgst); err != nil {
+			s.metrics.redirects.WithLabelValues("error").Inc()
+			return "", fmt.Errorf("seed %s: %w", dgst, err)
+		}
+	}
+	q := url.Values{}
+	q.Set("repo", repo)
+	q.Set("token", s.urlKeys.Sign(purposeTorrent, torrentSubject(repo, dgst), time.Now().Add(s.opts.URLExpiry)))
+	s.metrics.redirects.WithLabelValues("ok").Inc()
+	return s.baseURL(r) + TorrentPath + dgst.String() + "?" + q.Encode(), nil
+}
+
+func torrentSubject(repo string, dgst digest.Digest) []byte {
+	return []byte(repo + "@" + dgst.String())
+}
+
+func (s *Server) baseURL(r *http.Request) string {
+	if s.opts.BaseURL != "" {
+		return strings.TrimSuffix(s.opts.BaseURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+		scheme = p
+	}
+	return scheme + "://" + r.Host
+}
+
+// announceURL returns the tracker URL with a token for purpose.
+func (s *Server) announceURL(purpose string, ih metainfo.Hash) string {
+	if s.annKeys == nil {
+		return ""
+	}
+	u, err := url.Parse(s.opts.Tracker.URL)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	q.Set("token", s.annKeys.Sign(purpose, ih[:], time.Now().Add(s.opts.Tracker.TokenExpiry)))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func (s *Server) originAnnounce(ih metainfo.Hash) []string {
+	if u := s.announceURL(PurposeOrigin, ih); u != "" {
+		return []string{u}
+	}
+	return nil
+}
+
+func (s *Server) router(next http.Handler) http.Handler {
+	r := mux.NewRouter()
+	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	if s.p2p {
+		r.HandleFunc(TorrentPath+"{digest}", s.serveTorrent).Methods(http.MethodGet, http.MethodHead)
+	}
+	r.NotFoundHandler = next
+	r.MethodNotAllowedHandler = next
+	return r
+}
+
+// serveTorrent answers the redirect target: the blob's .torrent with a
+// fresh announce token, the registry as web seed, and the private flag.
+func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
+	fail := func(result string, err error) {
+		s.metrics.torrents.WithLabelValues(result).Inc()
+		_ = errcode.ServeJSON(w, err)
+	}
+	dgst, err := digest.Parse(mux.Vars(r)["digest"])
+	if err != nil {
+		fail("bad_request", v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
+		return
+	}
+	repo := r.URL.Query().Get("repo")
+	if err := s.urlKeys.Verify(purposeTorrent, torrentSubject(repo, dgst), r.URL.Query().Get("token"), time.Now()); err != nil {
+		fail("denied", errcode.ErrorCodeUnauthorized.WithMessage("torrent URL "+err.Error()+"; request the blob again with Accept: "+driver.MediaTypeTorrent))
+		return
+	}
+	var infoBytes []byte
+	var ih metainfo.Hash
+	if s.seeder != nil {
+		infoBytes, ih, err = s.seeder.Ensure(r.Context(), dgst)
+	} else {
+		infoBytes, err = s.drv.Info(r.Context(), dgst)
+		ih = metainfo.HashBytes(infoBytes)
+	}
+	if err != nil {
+		if driver.IsNotFound(err) {
+			fail("unknown", v2.ErrorCodeBlobUnknown.WithDetail(dgst))
+			return
+		}
+		s.log.WithError(err).WithField("digest", dgst).Error("torrent metadata")
+		fail("error", errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	mi := metainfo.MetaInfo{
+		InfoBytes:    infoBytes,
+		Announce:     s.announceURL(PurposeAnnounce, ih),
+		CreatedBy:    "shoal",
+		CreationDate: time.Now().Unix(),
+		UrlList:      []string{s.baseURL(r) + "/v2/" + repo + "/blobs/" + dgst.String()},
+	}
+	body, err := bencode.Marshal(mi)
+	if err != nil {
+		fail("error", errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	s.metrics.torrents.WithLabelValues("ok").Inc()
+	w.Header().Set("Content-Type", driver.MediaTypeTorrent)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	status := map[string]string{"status": "ok"}
+	code := http.StatusOK
+	if s.drv != nil {
+		if _, err := s.drv.StorageDriver.List(r.Context(), "/"); err != nil && !driver.IsNotFound(err) {
+			status["status"], status["storage"], code = "unhealthy", err.Error(), http.StatusServiceUnavailable
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(status)
+}
+
+// SeederPort is the peer-wire port of the seeder (0 without one).
+func (s *Server) SeederPort() int {
+	if s.seeder == nil {
+		return 0
+	}
+	return s.seeder.Port()
+}
+
+// Run serves until ctx is done, then drains.
+func (s *Server) Run(ctx context.Context) error {
+	if s.seeder != nil {
+		go s.seeder.run(ctx, s.opts.Tracker.TokenExpiry)
+		defer s.seeder.Close()
+	}
+	if addr := s.cfg.HTTP.Debug.Addr; addr != "" {
+		// Same debug server as the upstream binary (pprof, expvar, metrics).
+		if s.cfg.HTTP.Debug.Prometheus.Enabled {
+			path := s.cfg.HTTP.Debug.Prometheus.Path
+			if path == "" {
+				path = "/metrics"
+			}
+			http.DefaultServeMux.Handle(path, promhttp.Handler())
+		}
+		go func() {
+			if err := http.ListenAndServe(addr, nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.WithError(err).Error("debug server")
+			}
+		}()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.reg.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	drain := s.cfg.HTTP.DrainTimeout
+	if drain == 0 {
+		drain = 5 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := s.reg.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
