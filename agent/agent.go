@@ -1,0 +1,322 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
+)
+
+// Agent is one node daemon: mirror API, control API, cache and swarm client.
+type Agent struct {
+	cfg     Config
+	cache   *Cache
+	metrics *metrics
+	log     *logrus.Entry
+
+	// plain follows redirects (Go drops Authorization when a redirect
+	// leaves the original host, which is what storage redirects need);
+	// noRedirect lets the swarm path see the registry's 307.
+	plain      *http.Client
+	noRedirect *http.Client
+
+	tc       *torrent.Client // nil when P2P is disabled
+	webseeds *webseedTransport
+	httpRate *rate.Limiter // nil = unlimited
+
+	mu      sync.Mutex
+	flights map[string]*flight
+	seeds   map[string]*seed
+
+	authMu    sync.Mutex
+	authCache map[string]time.Time
+
+	ctx    context.Context // lives as long as Serve; downloads outlive requests
+	cancel context.CancelFunc
+}
+
+type seed struct {
+	t     *torrent.Torrent
+	timer *time.Timer
+}
+
+// New builds an agent from cfg (validated here) without listening yet.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if lvl, err := logrus.ParseLevel(cfg.Log.Level); err == nil {
+		logrus.SetLevel(lvl)
+	}
+	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{
+		cfg:       cfg,
+		cache:     c,
+		log:       logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
+		flights:   map[string]*flight{},
+		seeds:     map[string]*seed{},
+		authCache: map[string]time.Time{},
+		ctx:       ctx,
+		cancel:    cancel,
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
+	a.plain = &http.Client{Transport: tr}
+	a.noRedirect = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	a.metrics = newMetrics(a)
+	c.onEvict = a.dropSeed
+	c.onEvicts = func() { a.metrics.evictions.Inc() }
+	if cfg.P2P.DownloadBytesPerSec > 0 {
+		a.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
+	}
+	if cfg.P2P.Enabled {
+		if err := a.startTorrentClient(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *Agent) startTorrentClient() error {
+	tcfg := torrent.NewDefaultClientConfig()
+	// go-utp is a stub in this build: uTP must stay off or NewClient fails.
+	tcfg.DisableUTP = true
+	tcfg.NoDHT = true
+	tcfg.NoDefaultPortForwarding = true
+	tcfg.DisableWebtorrent = true
+	tcfg.Seed = true
+	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
+	tcfg.MaxUnverifiedBytes = 512 << 20
+	tcfg.PieceHashersPerTorrent = 2
+	tcfg.MaxAllocPeerRequestDataPerConn = 16 << 20
+	tcfg.EstablishedConnsPerTorrent = 100
+	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
+	tcfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false}
+	tcfg.SetListenAddr(a.cfg.P2P.Listen)
+	if ip := net.ParseIP(a.cfg.P2P.AdvertiseIP); ip != nil {
+		tcfg.PublicIp4 = ip
+	}
+	if n := a.cfg.P2P.UploadBytesPerSec; n > 0 {
+		tcfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(n), 0) // burst defaulted by the client
+	}
+	if n := a.cfg.P2P.DownloadBytesPerSec; n > 0 {
+		tcfg.DownloadRateLimiter = rate.NewLimiter(rate.Limit(n), 0)
+	}
+	a.webseeds = &webseedTransport{base: a.plain.Transport, auth: map[string]string{}, bytes: map[string]int64{}}
+	tcfg.WebTransport = a.webseeds
+	// The torrent library logs through slog; keep only warnings so a busy
+	// node's log stays readable.
+	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	tc, err := torrent.NewClient(tcfg)
+	if err != nil {
+		return fmt.Errorf("start bittorrent client on %s: %w", a.cfg.P2P.Listen, err)
+	}
+	a.tc = tc
+	a.log.WithField("peerAddrs", tc.ListenAddrs()).Info("bittorrent client listening")
+	return nil
+}
+
+// PeerPort is the BitTorrent listen port (0 without P2P).
+func (a *Agent) PeerPort() int {
+	if a.tc == nil {
+		return 0
+	}
+	return a.tc.LocalPort()
+}
+
+// Serve runs the mirror and control listeners until ctx ends.
+func (a *Agent) Serve(ctx context.Context) error {
+	defer a.close()
+	mirrorL, err := net.Listen("tcp", a.cfg.Mirror.Addr)
+	if err != nil {
+		return fmt.Errorf("agent mirror listen %s: %w", a.cfg.Mirror.Addr, err)
+	}
+	servers := []*http.Server{{Handler: a.mirrorHandler(), ReadHeaderTimeout: 30 * time.Second}}
+	listeners := []net.Listener{mirrorL}
+	if a.cfg.Control.Addr != "" {
+		controlL, err := net.Listen("tcp", a.cfg.Control.Addr)
+		if err != nil {
+			mirrorL.Close()
+			return fmt.Errorf("agent control listen %s: %w", a.cfg.Control.Addr, err)
+		}
+		servers = append(servers, &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 30 * time.Second})
+		listeners = append(listeners, controlL)
+	}
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { errc <- s.Serve(listeners[i]) }()
+	}
+	a.log.WithFields(logrus.Fields{"mirror": a.cfg.Mirror.Addr, "control": a.cfg.Control.Addr, "upstreams": len(a.cfg.Upstreams)}).Info("agent serving")
+	if a.cfg.Preheat.URL != "" {
+		go a.heartbeatLoop(ctx)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(shutCtx)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("agent server: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) close() {
+	a.cancel()
+	if a.tc != nil {
+		a.tc.Close()
+	}
+}
+
+// pickUpstream resolves containerd's ?ns=<host>; empty ns means the default.
+func (a *Agent) pickUpstream(ns string) (*Upstream, bool) {
+	for i := range a.cfg.Upstreams {
+		u := &a.cfg.Upstreams[i]
+		if ns == "" && u.Default {
+			return u, true
+		}
+		if ns != "" && strings.EqualFold(u.Host, ns) {
+			return u, true
+		}
+	}
+	// docker.io is what containerd sends for Docker Hub; accept the usual
+	// aliases of a configured hub upstream.
+	if ns == "docker.io" || ns == "registry-1.docker.io" || ns == "index.docker.io" {
+		for i := range a.cfg.Upstreams {
+			switch a.cfg.Upstreams[i].Host {
+			case "docker.io", "registry-1.docker.io", "index.docker.io":
+				return &a.cfg.Upstreams[i], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// upstreamByURL finds a configured upstream for a control-API registry URL
+// (to use its static credentials).
+func (a *Agent) upstreamByURL(u string) *Upstream {
+	u = strings.TrimRight(u, "/")
+	for i := range a.cfg.Upstreams {
+		if a.cfg.Upstreams[i].URL == u {
+			return &a.cfg.Upstreams[i]
+		}
+	}
+	return nil
+}
+
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+// checkAccess asks the upstream whether this client's credentials may read
+// the blob in this repository, before a cached or in-flight copy is served.
+// Positive answers are reused for cfg.Cache.AuthTTL. A negative answer comes
+// back as the upstream's response, to be relayed to the client unchanged.
+func (a *Agent) checkAccess(ctx context.Context, base, repo, hexd, auth string) error {
+	sum := sha256.Sum256([]byte(auth))
+	key := hex.EncodeToString(sum[:]) + "|" + base + "|" + repo + "|" + hexd
+	a.authMu.Lock()
+	exp, ok := a.authCache[key]
+	a.authMu.Unlock()
+	if ok && time.Now().Before(exp) {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(base, repo, hexd), nil)
+	if err != nil {
+		return err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := a.plain.Do(req)
+	if err != nil {
+		return fmt.Errorf("upstream access check: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &upstreamError{status: resp.StatusCode, header: resp.Header}
+	}
+	a.authMu.Lock()
+	if len(a.authCache) > 10000 { // bounded: drop everything rather than track ages
+		a.authCache = map[string]time.Time{}
+	}
+	a.authCache[key] = time.Now().Add(a.cfg.Cache.AuthTTL)
+	a.authMu.Unlock()
+	return nil
+}
+
+func blobURL(base, repo, hexd string) string {
+	return base + "/v2/" + repo + "/blobs/sha256:" + hexd
+}
+
+// upstreamError is a non-success answer from the upstream registry that the
+// client should see as-is (401 with WWW-Authenticate, 403, 404...).
+type upstreamError struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *upstreamError) Error() string {
+	return fmt.Sprintf("upstream answered %d", e.status)
+}
+
+// dropSeed stops seeding a blob (evicted, seed time over, or re-downloaded).
+func (a *Agent) dropSeed(hexd string) {
+	a.mu.Lock()
+	s, ok := a.seeds[hexd]
+	delete(a.seeds, hexd)
+	a.mu.Unlock()
+	if ok {
+		s.timer.Stop()
+		s.t.Drop()
+	}
+}
+
+func (a *Agent) keepSeeding(hexd string, t *torrent.Torrent) {
+	a.dropSeed(hexd)
+	s := &seed{t: t}
+	s.timer = time.AfterFunc(a.cfg.P2P.SeedTime, func() {
+		a.mu.Lock()
+		cur, ok := a.seeds[hexd]
+		if ok && cur == s {
+			delete(a.seeds, hexd)
+		}
+		a.mu.Unlock()
+		if ok && cur == s {
+			t.Drop()
+		}
+	})
+	a.mu.Lock()
+	a.seeds[hexd] = s
+	a.mu.Unlock()
+}
+
+func (a *Agent) activeTorrents() int {
+	if a.tc == nil {
+		return 0
+	}
+	return len(a.tc.Torrents())
+}

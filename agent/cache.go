@@ -1,0 +1,276 @@
+package agent
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Cache is the content-addressed blob store: <dir>/blobs/<hex> holds verified
+// sha256 blobs, <dir>/partial/<hex> downloads in progress. Only sha256 blobs
+// are cached. The size limit is enforced with LRU eviction that skips blobs
+// somebody is reading (refs > 0); downloads reserve their size up front so
+// the limit accounts for them too.
+type Cache struct {
+	dir string
+	max int64
+
+	mu       sync.Mutex
+	entries  map[string]*cacheEntry
+	lru      *list.List // front = most recently used; values are *cacheEntry
+	used     int64      // committed bytes + outstanding reservations
+	onEvict  func(hex string)
+	onEvicts func() // metrics hook
+}
+
+type cacheEntry struct {
+	hex  string
+	size int64
+	refs int
+	elem *list.Element
+	// verified records the file's size and mtime when its sha256 was last
+	// checked; a file changed behind our back (corruption, tampering) no
+	// longer matches and is re-hashed before it is served again.
+	verified bool
+	modTime  time.Time
+}
+
+// CacheHandle pins one cached blob against eviction until Release.
+type CacheHandle struct {
+	c    *Cache
+	e    *cacheEntry
+	once sync.Once
+}
+
+// OpenCache opens (or creates) the cache under dir. Leftover partial files
+// from a previous run are removed: resuming them across restarts is not
+// worth trusting bytes nobody verified.
+func OpenCache(dir string, max int64) (*Cache, error) {
+	for _, d := range []string{"blobs", "partial"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("cache dir: %w", err)
+		}
+	}
+	c := &Cache{dir: dir, max: max, entries: map[string]*cacheEntry{}, lru: list.New()}
+	if err := os.RemoveAll(filepath.Join(dir, "partial")); err != nil {
+		return nil, fmt.Errorf("clean partial dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "partial"), 0o755); err != nil {
+		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	des, err := os.ReadDir(filepath.Join(dir, "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("scan cache: %w", err)
+	}
+	var found []*cacheEntry
+	for _, de := range des {
+		if !validHex(de.Name()) || !de.Type().IsRegular() {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil {
+			continue
+		}
+		// Not verified: the previous process may have died mid-write of the
+		// filesystem, or the file may have been altered since.
+		found = append(found, &cacheEntry{hex: de.Name(), size: fi.Size(), modTime: fi.ModTime()})
+	}
+	// Recreate LRU order from modification times (oldest at the back).
+	sort.Slice(found, func(i, j int) bool { return found[i].modTime.After(found[j].modTime) })
+	for _, e := range found {
+		e.elem = c.lru.PushBack(e)
+		c.entries[e.hex] = e
+		c.used += e.size
+	}
+	logrus.WithFields(logrus.Fields{"dir": dir, "blobs": len(found), "usedBytes": c.used}).Info("agent cache opened")
+	return c, nil
+}
+
+func validHex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cache) blobPath(hex string) string    { return filepath.Join(c.dir, "blobs", hex) }
+func (c *Cache) partialPath(hex string) string { return filepath.Join(c.dir, "partial", hex) }
+
+// Usage returns used and free bytes (free never negative).
+func (c *Cache) Usage() (used, free int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.used, max(0, c.max-c.used)
+}
+
+// Lookup pins the blob if it is cached.
+func (c *Cache) Lookup(hex string) (*CacheHandle, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[hex]
+	if !ok {
+		return nil, false
+	}
+	e.refs++
+	c.lru.MoveToFront(e.elem)
+	return &CacheHandle{c: c, e: e}, true
+}
+
+// Path is the blob file.
+func (h *CacheHandle) Path() string { return h.c.blobPath(h.e.hex) }
+
+// Size is the blob length.
+func (h *CacheHandle) Size() int64 { return h.e.size }
+
+// Release unpins the blob.
+func (h *CacheHandle) Release() {
+	h.once.Do(func() {
+		h.c.mu.Lock()
+		h.e.refs--
+		h.c.mu.Unlock()
+	})
+}
+
+// Verify makes sure the file still hashes to its name. It is cheap when the
+// file was verified before and its size and mtime are unchanged. A mismatch
+// deletes the blob and returns an error; the caller re-fetches.
+func (h *CacheHandle) Verify() error {
+	c := h.c
+	fi, err := os.Stat(h.Path())
+	if err != nil {
+		c.remove(h.e)
+		return fmt.Errorf("cached blob %s: %w", h.e.hex, err)
+	}
+	c.mu.Lock()
+	ok := h.e.verified && fi.Size() == h.e.size && fi.ModTime().Equal(h.e.modTime)
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	f, err := os.Open(h.Path())
+	if err != nil {
+		c.remove(h.e)
+		return fmt.Errorf("cached blob %s: %w", h.e.hex, err)
+	}
+	defer f.Close()
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return fmt.Errorf("hash cached blob %s: %w", h.e.hex, err)
+	}
+	if got := hex.EncodeToString(d.Sum(nil)); got != h.e.hex {
+		logrus.WithFields(logrus.Fields{"digest": "sha256:" + h.e.hex, "got": "sha256:" + got}).Warn("cached blob corrupted; deleting and re-fetching")
+		c.remove(h.e)
+		return fmt.Errorf("cached blob sha256:%s is corrupted (hashes to sha256:%s)", h.e.hex, got)
+	}
+	c.mu.Lock()
+	h.e.verified, h.e.size, h.e.modTime = true, fi.Size(), fi.ModTime()
+	c.mu.Unlock()
+	return nil
+}
+
+// remove deletes an entry regardless of refs: used for corrupt blobs, which
+// nobody should keep reading. Open file descriptors stay valid.
+func (c *Cache) remove(e *cacheEntry) {
+	c.mu.Lock()
+	if cur, ok := c.entries[e.hex]; ok && cur == e {
+		delete(c.entries, e.hex)
+		c.lru.Remove(e.elem)
+		c.used -= e.size
+	}
+	c.mu.Unlock()
+	_ = os.Remove(c.blobPath(e.hex))
+}
+
+// Reserve accounts n bytes for a download and evicts unpinned blobs, least
+// recently used first, until the cache fits. If pinned blobs make that
+// impossible the reservation is kept anyway: a pull never fails because the
+// cache is full; the overshoot is evicted later.
+func (c *Cache) Reserve(n int64) {
+	c.mu.Lock()
+	c.used += n
+	evicted := c.evictLocked()
+	c.mu.Unlock()
+	c.afterEvict(evicted)
+}
+
+// Unreserve returns a reservation that did not become a blob.
+func (c *Cache) Unreserve(n int64) {
+	c.mu.Lock()
+	c.used -= n
+	c.mu.Unlock()
+}
+
+func (c *Cache) evictLocked() []string {
+	var evicted []string
+	for el := c.lru.Back(); el != nil && c.used > c.max; {
+		e := el.Value.(*cacheEntry)
+		prev := el.Prev()
+		if e.refs == 0 {
+			c.lru.Remove(el)
+			delete(c.entries, e.hex)
+			c.used -= e.size
+			if err := os.Remove(c.blobPath(e.hex)); err != nil && !os.IsNotExist(err) {
+				logrus.WithError(err).WithField("digest", "sha256:"+e.hex).Warn("evict cached blob")
+			}
+			evicted = append(evicted, e.hex)
+		}
+		el = prev
+	}
+	return evicted
+}
+
+func (c *Cache) afterEvict(evicted []string) {
+	for _, h := range evicted {
+		logrus.WithField("digest", "sha256:"+h).Info("evicted blob from agent cache")
+		if c.onEvicts != nil {
+			c.onEvicts()
+		}
+		if c.onEvict != nil {
+			c.onEvict(h)
+		}
+	}
+}
+
+// Commit moves a verified partial file into the cache, turning a
+// reservation of reserved bytes into a blob of size bytes, and returns it
+// pinned.
+func (c *Cache) Commit(hex string, size, reserved int64) (*CacheHandle, error) {
+	if err := os.Rename(c.partialPath(hex), c.blobPath(hex)); err != nil {
+		c.Unreserve(reserved)
+		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
+	}
+	fi, err := os.Stat(c.blobPath(hex))
+	if err != nil {
+		c.Unreserve(reserved)
+		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
+	}
+	c.mu.Lock()
+	c.used -= reserved
+	if old, ok := c.entries[hex]; ok {
+		// Replaced (a corrupt copy was re-fetched while the old entry lived).
+		c.lru.Remove(old.elem)
+		c.used -= old.size
+	}
+	e := &cacheEntry{hex: hex, size: size, refs: 1, verified: true, modTime: fi.ModTime()}
+	e.elem = c.lru.PushFront(e)
+	c.entries[hex] = e
+	c.used += size
+	evicted := c.evictLocked()
+	c.mu.Unlock()
+	c.afterEvict(evicted)
+	return &CacheHandle{c: c, e: e}, nil
+}

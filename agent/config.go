@@ -1,0 +1,163 @@
+// Package agent is Shoal's node daemon: a pull-through registry mirror for
+// containerd and Docker that keeps a content-addressed blob cache on disk and
+// fetches blobs from a BitTorrent swarm of other nodes when the upstream
+// registry offers a torrent, falling back to plain HTTP otherwise.
+package agent
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v2"
+)
+
+// Upstream is one registry the mirror can pull from.
+type Upstream struct {
+	// Host is what containerd sends as ?ns=<host> (e.g. "docker.io",
+	// "registry.example.com:5000"). Optional when the upstream is only the
+	// default.
+	Host string `yaml:"host"`
+	// URL is where the registry answers, e.g. https://registry-1.docker.io.
+	URL string `yaml:"url"`
+	// Default marks the upstream used when a request carries no ?ns= (Docker
+	// style 127.0.0.1:65001/<repo> addressing, Docker registry-mirrors).
+	Default bool `yaml:"default"`
+	// Username/Password are the agent's own credentials, used only for
+	// fetches the agent starts itself (preheat requests without headers).
+	// Client pulls always use the client's Authorization.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Config is the agent's configuration (configs/agent.yml documents it).
+type Config struct {
+	Node struct {
+		ID     string   `yaml:"id"`
+		Groups []string `yaml:"groups"`
+	} `yaml:"node"`
+	Mirror struct {
+		Addr string `yaml:"addr"`
+	} `yaml:"mirror"`
+	Control struct {
+		Addr      string `yaml:"addr"`
+		Advertise string `yaml:"advertise"`
+		Token     string `yaml:"token"`
+	} `yaml:"control"`
+	Upstreams []Upstream `yaml:"upstreams"`
+	Cache     struct {
+		Dir      string `yaml:"dir"`
+		MaxBytes int64  `yaml:"maxBytes"`
+		// AuthTTL is how long an upstream's "this credential may read this
+		// blob" answer is reused before asking again.
+		AuthTTL time.Duration `yaml:"authTTL"`
+	} `yaml:"cache"`
+	P2P struct {
+		Enabled bool `yaml:"enabled"`
+		// Listen is the BitTorrent TCP listen address (host:port).
+		Listen string `yaml:"listen"`
+		// AdvertiseIP is the IPv4 peers should dial, when it differs from
+		// the address the tracker sees.
+		AdvertiseIP string `yaml:"advertiseIP"`
+		// StallTimeout: no verified progress for this long → add the
+		// registry as web seed; twice as long → HTTP fallback.
+		StallTimeout time.Duration `yaml:"stallTimeout"`
+		// Deadline bounds a whole swarm download before HTTP takes over.
+		Deadline time.Duration `yaml:"deadline"`
+		// SeedTime is how long a downloaded blob keeps seeding.
+		SeedTime time.Duration `yaml:"seedTime"`
+		// Rate limits in bytes/s; 0 means unlimited.
+		UploadBytesPerSec   int64 `yaml:"uploadBytesPerSec"`
+		DownloadBytesPerSec int64 `yaml:"downloadBytesPerSec"`
+	} `yaml:"p2p"`
+	Preheat struct {
+		URL      string        `yaml:"url"`
+		Interval time.Duration `yaml:"interval"`
+	} `yaml:"preheat"`
+	Log struct {
+		Level string `yaml:"level"`
+	} `yaml:"log"`
+}
+
+// DefaultConfig is a working single-node configuration: mirror on
+// 127.0.0.1:65001 in front of a registry on 127.0.0.1:5000.
+func DefaultConfig() Config {
+	var c Config
+	host, _ := os.Hostname()
+	c.Node.ID = host
+	c.Mirror.Addr = "127.0.0.1:65001"
+	c.Control.Addr = "127.0.0.1:65002"
+	c.Upstreams = []Upstream{{Host: "127.0.0.1:5000", URL: "http://127.0.0.1:5000", Default: true}}
+	c.Cache.Dir = "./data/agent"
+	c.Cache.MaxBytes = 20 << 30
+	c.Cache.AuthTTL = 30 * time.Second
+	c.P2P.Enabled = true
+	c.P2P.Listen = "0.0.0.0:0"
+	c.P2P.StallTimeout = 5 * time.Second
+	c.P2P.Deadline = 10 * time.Minute
+	c.P2P.SeedTime = time.Hour
+	c.Preheat.Interval = 10 * time.Second
+	c.Log.Level = "info"
+	return c
+}
+
+// LoadConfig reads a YAML file over DefaultConfig.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read agent config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return c, fmt.Errorf("parse agent config %s: %w", path, err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the fields whose mistakes would otherwise surface late.
+func (c *Config) Validate() error {
+	if len(c.Upstreams) == 0 {
+		return fmt.Errorf("agent config: at least one upstream is required")
+	}
+	defaults := 0
+	for i, u := range c.Upstreams {
+		pu, err := url.Parse(u.URL)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("agent config: upstream %d: url %q must be http(s)://host[:port]", i, u.URL)
+		}
+		c.Upstreams[i].URL = strings.TrimRight(u.URL, "/")
+		if u.Host == "" {
+			c.Upstreams[i].Host = pu.Host
+		}
+		if u.Default {
+			defaults++
+		}
+	}
+	if defaults > 1 {
+		return fmt.Errorf("agent config: more than one default upstream")
+	}
+	if defaults == 0 {
+		c.Upstreams[0].Default = true
+	}
+	if c.Cache.Dir == "" {
+		return fmt.Errorf("agent config: cache.dir is required")
+	}
+	if c.Cache.MaxBytes <= 0 {
+		return fmt.Errorf("agent config: cache.maxBytes must be > 0")
+	}
+	if c.P2P.StallTimeout <= 0 {
+		c.P2P.StallTimeout = 5 * time.Second
+	}
+	if c.P2P.Deadline <= 0 {
+		c.P2P.Deadline = 10 * time.Minute
+	}
+	if c.Preheat.Interval <= 0 {
+		c.Preheat.Interval = 10 * time.Second
+	}
+	if c.Control.Advertise == "" && c.Control.Addr != "" {
+		c.Control.Advertise = "http://" + c.Control.Addr
+	}
+	return nil
+}

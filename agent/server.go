@@ -1,0 +1,565 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+)
+
+var (
+	// Repository name grammar of the OCI distribution spec.
+	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRe  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	hexRe  = regexp.MustCompile(`^[a-f0-9]+$`)
+)
+
+type metrics struct {
+	reg        *prometheus.Registry
+	bytes      *prometheus.CounterVec
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	evictions  prometheus.Counter
+	fallbacks  *prometheus.CounterVec
+	mismatches prometheus.Counter
+	downloads  prometheus.Counter
+}
+
+func newMetrics(a *Agent) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
+		Help: "Blob bytes by source: peers (swarm), registry (HTTP and web seed) downloaded; cache = served to clients from the cache."}, []string{"source"})
+	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
+	m.misses = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_misses_total", Help: "Blob requests that needed a download (or joined one)."})
+	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_evictions_total", Help: "Blobs evicted from the cache."})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
+		Help: "Downloads that left the swarm path, by reason (webseed added, stall, deadline, no_torrent...)."}, []string{"reason"})
+	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
+	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
+	m.reg.MustRegister(m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
+			func() float64 { return float64(a.activeTorrents()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
+			func() float64 { u, _ := a.cache.Usage(); return float64(u) }),
+	)
+	for _, s := range []string{"peers", "registry", "cache"} {
+		m.bytes.WithLabelValues(s)
+	}
+	return m
+}
+
+// ociError writes an OCI distribution error body.
+func ociError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+}
+
+func (a *Agent) mirrorHandler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/healthz", healthz)
+	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	r.PathPrefix("/v2").HandlerFunc(a.handleV2)
+	return r
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "the agent is a read-only mirror")
+		return
+	}
+	ns := r.URL.Query().Get("ns")
+	up, ok := a.pickUpstream(ns)
+	if !ok {
+		ociError(w, http.StatusNotFound, "NAME_UNKNOWN", fmt.Sprintf("no upstream configured for ns=%q", ns))
+		return
+	}
+	path := r.URL.Path
+	if path == "/v2" || path == "/v2/" {
+		a.proxy(w, r, up.URL+"/v2/")
+		return
+	}
+	rest := strings.TrimPrefix(path, "/v2/")
+	for _, kind := range []string{"/blobs/", "/manifests/", "/tags/", "/referrers/"} {
+		i := strings.LastIndex(rest, kind)
+		if i <= 0 {
+			continue
+		}
+		name, ref := rest[:i], rest[i+len(kind):]
+		if !nameRe.MatchString(name) || len(name) > 255 {
+			ociError(w, http.StatusBadRequest, "NAME_INVALID", "invalid repository name")
+			return
+		}
+		switch kind {
+		case "/blobs/":
+			if strings.HasPrefix(ref, "uploads") {
+				ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "the agent is a read-only mirror")
+				return
+			}
+			algo, hexd, err := parseDigest(ref)
+			if err != nil {
+				ociError(w, http.StatusBadRequest, "DIGEST_INVALID", err.Error())
+				return
+			}
+			if algo != "sha256" {
+				// Not cacheable (the cache verifies sha256): pass through.
+				a.proxy(w, r, up.URL+path)
+				return
+			}
+			a.serveBlob(w, r, up, name, hexd)
+		case "/manifests/":
+			if strings.Contains(ref, ":") {
+				if _, _, err := parseDigest(ref); err != nil {
+					ociError(w, http.StatusBadRequest, "DIGEST_INVALID", err.Error())
+					return
+				}
+			} else if !tagRe.MatchString(ref) {
+				ociError(w, http.StatusBadRequest, "TAG_INVALID", "invalid tag")
+				return
+			}
+			a.proxy(w, r, up.URL+path)
+		default:
+			a.proxy(w, r, up.URL+path)
+		}
+		return
+	}
+	ociError(w, http.StatusNotFound, "NAME_UNKNOWN", "unknown endpoint")
+}
+
+func parseDigest(s string) (algo, hexd string, err error) {
+	algo, hexd, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", "", fmt.Errorf("invalid digest %q", s)
+	}
+	want := map[string]int{"sha256": 64, "sha512": 128}[algo]
+	if want == 0 {
+		return "", "", fmt.Errorf("unsupported digest algorithm %q", algo)
+	}
+	if len(hexd) != want || !hexRe.MatchString(hexd) {
+		return "", "", fmt.Errorf("invalid %s digest", algo)
+	}
+	return algo, hexd, nil
+}
+
+// proxy passes a request through to the upstream unchanged (manifests,
+// tags, /v2/): the client's Authorization and Accept go up, the upstream's
+// status, headers (WWW-Authenticate included) and body come back.
+func (a *Agent) proxy(w http.ResponseWriter, r *http.Request, target string) {
+	q := r.URL.Query()
+	q.Del("ns")
+	if enc := q.Encode(); enc != "" {
+		target += "?" + enc
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, nil)
+	if err != nil {
+		ociError(w, http.StatusBadRequest, "UNSUPPORTED", err.Error())
+		return
+	}
+	for _, h := range []string{"Authorization", "Accept", "Range", "If-None-Match", "User-Agent"} {
+		for _, v := range r.Header.Values(h) {
+			req.Header.Add(h, v)
+		}
+	}
+	resp, err := a.plain.Do(req)
+	if err != nil {
+		a.log.WithError(err).WithField("url", target).Warn("upstream request failed")
+		ociError(w, http.StatusBadGateway, "UNAVAILABLE", "upstream registry unreachable")
+		return
+	}
+	defer resp.Body.Close()
+	copyHeaders(w.Header(), resp.Header)
+	w.WriteHeader(resp.StatusCode)
+	if r.Method != http.MethodHead {
+		_, _ = io.Copy(w, resp.Body)
+	}
+}
+
+var passHeaders = []string{"Content-Type", "Content-Length", "Docker-Content-Digest", "WWW-Authenticate",
+	"Docker-Distribution-Api-Version", "Etag", "Link", "Content-Range", "Accept-Ranges", "Oci-Subject", "Oci-Filters-Applied", "Location"}
+
+func copyHeaders(dst, src http.Header) {
+	for _, h := range passHeaders {
+		for _, v := range src.Values(h) {
+			dst.Add(h, v)
+		}
+	}
+}
+
+// relayUpstreamError gives the client the upstream's refusal unchanged.
+func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *upstreamError) {
+	copyHeaders(w.Header(), ue.header)
+	w.Header().Del("Content-Length")
+	body := ue.body
+	if len(body) == 0 && r.Method != http.MethodHead {
+		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[ue.status]
+		if code == "" {
+			code = "UNKNOWN"
+		}
+		ociError(w, ue.status, code, http.StatusText(ue.status))
+		return
+	}
+	w.WriteHeader(ue.status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// parseRange supports the single-range forms registries use.
+func parseRange(h string, size int64) (start, end int64, partial bool, err error) {
+	if h == "" {
+		return 0, size - 1, false, nil
+	}
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false, fmt.Errorf("unsupported range %q", h)
+	}
+	s, e, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, 0, false, fmt.Errorf("invalid range %q", h)
+	}
+	switch {
+	case s == "":
+		n, perr := strconv.ParseInt(e, 10, 64)
+		if perr != nil || n <= 0 {
+			return 0, 0, false, fmt.Errorf("invalid range %q", h)
+		}
+		start, end = max(0, size-n), size-1
+	default:
+		var perr error
+		start, perr = strconv.ParseInt(s, 10, 64)
+		if perr != nil || start < 0 {
+			return 0, 0, false, fmt.Errorf("invalid range %q", h)
+		}
+		end = size - 1
+		if e != "" {
+			end, perr = strconv.ParseInt(e, 10, 64)
+			if perr != nil || end < start {
+				return 0, 0, false, fmt.Errorf("invalid range %q", h)
+			}
+			end = min(end, size-1)
+		}
+	}
+	if start >= size {
+		return 0, 0, false, fmt.Errorf("range %q not satisfiable for %d bytes", h, size)
+	}
+	return start, end, true, nil
+}
+
+func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, repo, hexd string) {
+	ctx := r.Context()
+	auth := r.Header.Get("Authorization")
+	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
+	if h, ok := a.cache.Lookup(hexd); ok {
+		// Cached, but this client must prove it may read it upstream.
+		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+			h.Release()
+			a.writeErr(w, r, err)
+			return
+		}
+		if err := h.Verify(); err != nil {
+			h.Release()
+			log.WithError(err).Warn("re-fetching blob")
+		} else {
+			defer h.Release()
+			a.metrics.hits.Inc()
+			a.serveCached(w, r, h, hexd)
+			return
+		}
+	}
+	a.metrics.misses.Inc()
+	if r.Method == http.MethodHead {
+		a.proxy(w, r, blobURL(up.URL, repo, hexd))
+		return
+	}
+	f, isNew := a.startFlight(fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
+	defer f.release()
+	if !isNew {
+		// Joining someone else's download: same permission check.
+		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+			a.writeErr(w, r, err)
+			return
+		}
+	}
+	size, err := f.waitSize(ctx)
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
+	if err != nil {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
+		return
+	}
+	blobHeaders(w, hexd, size, start, end, partial)
+	off := start
+	buf := make([]byte, 256<<10)
+	for off <= end {
+		readable, _, _, ferr, ch := f.readable()
+		if off < readable {
+			n := min(int64(len(buf)), readable-off, end+1-off)
+			if _, err := f.file.ReadAt(buf[:n], off); err != nil {
+				log.WithError(err).Warn("read partial blob")
+				panic(http.ErrAbortHandler)
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return
+			}
+			off += n
+			continue
+		}
+		if ferr != nil {
+			// Headers are out: cut the connection so the client sees a
+			// truncated body, not a short "complete" one.
+			log.WithError(ferr).Warn("download failed while streaming; aborting response")
+			panic(http.ErrAbortHandler)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func blobHeaders(w http.ResponseWriter, hexd string, size, start, end int64, partial bool) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Docker-Content-Digest", "sha256:"+hexd)
+	w.Header().Set("Accept-Ranges", "bytes")
+	w.Header().Set("Content-Length", strconv.FormatInt(end-start+1, 10))
+	if partial {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
+		w.WriteHeader(http.StatusPartialContent)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHandle, hexd string) {
+	size := h.Size()
+	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
+	if err != nil {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
+		return
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", "sha256:"+hexd)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	file, err := os.Open(h.Path())
+	if err != nil {
+		ociError(w, http.StatusInternalServerError, "UNKNOWN", "cached blob unreadable")
+		return
+	}
+	defer file.Close()
+	blobHeaders(w, hexd, size, start, end, partial)
+	n, _ := io.Copy(w, io.NewSectionReader(file, start, end-start+1))
+	a.metrics.bytes.WithLabelValues("cache").Add(float64(n))
+}
+
+func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		relayUpstreamError(w, r, ue)
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	a.log.WithError(err).Warn("blob request failed")
+	ociError(w, http.StatusBadGateway, "UNAVAILABLE", err.Error())
+}
+
+// ---- control API (preheat) ----
+
+func (a *Agent) controlHandler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/healthz", healthz)
+	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	r.HandleFunc("/_shoal/v1/fetch", a.handleFetch).Methods(http.MethodPost)
+	return r
+}
+
+// FetchRequest is the body of POST /_shoal/v1/fetch.
+type FetchRequest struct {
+	Registry   string            `json:"registry"`
+	Repository string            `json:"repository"`
+	Digest     string            `json:"digest"`
+	Size       int64             `json:"size"`
+	Headers    map[string]string `json:"headers"`
+}
+
+// FetchResponse is its success answer.
+type FetchResponse struct {
+	Digest            string `json:"digest"`
+	Size              int64  `json:"size"`
+	Source            string `json:"source"`
+	BytesFromPeers    int64  `json:"bytesFromPeers"`
+	BytesFromRegistry int64  `json:"bytesFromRegistry"`
+}
+
+func jsonErr(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
+	if tok := a.cfg.Control.Token; tok != "" {
+		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+			jsonErr(w, http.StatusUnauthorized, "missing or wrong control token")
+			return
+		}
+	}
+	var req FetchRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		jsonErr(w, http.StatusBadRequest, "invalid JSON: "+err.Error())
+		return
+	}
+	u, err := url.Parse(req.Registry)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		jsonErr(w, http.StatusBadRequest, "registry must be http(s)://host[:port]")
+		return
+	}
+	base := strings.TrimRight(req.Registry, "/")
+	if !nameRe.MatchString(req.Repository) {
+		jsonErr(w, http.StatusBadRequest, "invalid repository name")
+		return
+	}
+	algo, hexd, err := parseDigest(req.Digest)
+	if err != nil || algo != "sha256" {
+		jsonErr(w, http.StatusBadRequest, "digest must be sha256:<64 hex>")
+		return
+	}
+	var auth string
+	for k, v := range req.Headers {
+		if strings.EqualFold(k, "Authorization") {
+			auth = v
+		}
+	}
+	if auth == "" {
+		if up := a.upstreamByURL(base); up != nil && up.Username != "" {
+			auth = basicAuth(up.Username, up.Password)
+		}
+	}
+	resp := FetchResponse{Digest: req.Digest}
+	if h, ok := a.cache.Lookup(hexd); ok {
+		verr := h.Verify()
+		resp.Size = h.Size()
+		h.Release()
+		if verr == nil {
+			resp.Source = "cache"
+			writeJSON(w, resp)
+			return
+		}
+	}
+	f, _ := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
+	defer f.release()
+	if err := f.waitDone(r.Context()); err != nil {
+		var ue *upstreamError
+		switch {
+		case errors.As(err, &ue):
+			status := ue.status
+			if status < 400 {
+				status = http.StatusBadGateway
+			}
+			jsonErr(w, status, fmt.Sprintf("upstream refused the blob: %d %s", ue.status, bytes.TrimSpace(ue.body)))
+		case errors.Is(err, context.Canceled):
+		default:
+			jsonErr(w, http.StatusBadGateway, err.Error())
+		}
+		return
+	}
+	f.mu.Lock()
+	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.size, f.source, f.fromPeers, f.fromRegistry
+	f.mu.Unlock()
+	if req.Size > 0 && req.Size != resp.Size {
+		jsonErr(w, http.StatusBadGateway, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
+		return
+	}
+	writeJSON(w, resp)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Heartbeat is what the agent POSTs to <preheat.url>/api/v1/nodes/heartbeat.
+type Heartbeat struct {
+	ID             string   `json:"id"`
+	Address        string   `json:"address"`
+	Groups         []string `json:"groups"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	target := strings.TrimRight(a.cfg.Preheat.URL, "/") + "/api/v1/nodes/heartbeat"
+	t := time.NewTicker(a.cfg.Preheat.Interval)
+	defer t.Stop()
+	failing := false
+	for {
+		used, free := a.cache.Usage()
+		groups := a.cfg.Node.Groups
+		if groups == nil {
+			groups = []string{}
+		}
+		body, _ := json.Marshal(Heartbeat{ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups, CacheFreeBytes: free, CacheUsedBytes: used})
+		err := func() error {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(rctx, http.MethodPost, target, bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := a.plain.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 300 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		}()
+		if err != nil && !failing && ctx.Err() == nil {
+			a.log.WithError(err).WithField("url", target).Warn("preheat heartbeat failed")
+		}
+		if err == nil && failing {
+			a.log.WithField("url", target).Info("preheat heartbeat recovered")
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
