@@ -24,8 +24,6 @@ type RedisStore struct {
 	prefix string
 	// owned says whether Close closes client.
 	owned bool
-	// observe reports the latency of each Redis round trip (may be nil).
-	observe func(op string, d time.Duration, err error)
 }
 
 // announceScript applies an announce and samples the swarm in one round trip.
@@ -112,12 +110,6 @@ func (s *RedisStore) keys(ih [20]byte) []string {
 	return []string{tag + "c", tag + "o", tag + "i", tag + "p", tag + "n"}
 }
 
-func (s *RedisStore) timed(op string, start time.Time, err error) {
-	if s.observe != nil {
-		s.observe(op, time.Since(start), err)
-	}
-}
-
 func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error) {
 	cls := 0
 	if !in.Stopped {
@@ -131,11 +123,9 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 	if ttlMS < 1 {
 		ttlMS = 1
 	}
-	start := time.Now()
 	res, err := announceScript.Run(ctx, s.client, s.keys(in.InfoHash),
 		now.UnixMilli(), now.Add(in.TTL).UnixMilli(), peerKey(in.Peer.ID), cls,
 		encodePeer(in.Peer), in.Sample, ttlMS, completed).Slice()
-	s.timed("announce", start, err)
 	if err != nil {
 		return Swarm{}, fmt.Errorf("%w: redis announce: %v", ErrStoreUnavailable, err)
 	}
@@ -176,7 +166,6 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 		n       *redis.StringCmd
 	}
 	all := make([]cmds, len(ihs))
-	start := time.Now()
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, ih := range ihs {
 			k := s.keys(ih)
@@ -193,7 +182,6 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 		// A missing download counter is a zero, not a failure.
 		err = nil
 	}
-	s.timed("scrape", start, err)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis scrape: %v", ErrStoreUnavailable, err)
 	}
@@ -207,9 +195,7 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 }
 
 func (s *RedisStore) Ping(ctx context.Context) error {
-	start := time.Now()
 	err := s.client.Ping(ctx).Err()
-	s.timed("ping", start, err)
 	if err != nil {
 		return fmt.Errorf("%w: redis ping: %v", ErrStoreUnavailable, err)
 	}

@@ -134,4 +134,3 @@ func decodePeer(b []byte) (Peer, error) {
 
 // peerKey identifies a peer within a swarm as a string (Redis member, map key).
 func peerKey(id [20]byte) string { return string(id[:]) }
-

@@ -1,0 +1,134 @@
+package tracker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the tracker configuration; configs/tracker.yml documents every
+// field.
+type Config struct {
+	Addr string `yaml:"addr"`
+	// Secrets verify announce tokens; the first is current, the rest are
+	// accepted during a rotation.
+	Secrets []string `yaml:"secrets"`
+	// Interval is what clients are told to wait between announces.
+	Interval time.Duration `yaml:"interval"`
+	// PeerTTL is how long a peer stays in a swarm without re-announcing. It
+	// must cover the real re-announce period of clients, which for anacrolix
+	// is never below one minute whatever Interval says.
+	PeerTTL time.Duration `yaml:"peer_ttl"`
+	// DefaultNumwant applies when a client sends no numwant.
+	DefaultNumwant int `yaml:"default_numwant"`
+	// MaxNumwant caps the peers returned per announce.
+	MaxNumwant int `yaml:"max_numwant"`
+	// RequestTimeout bounds the store work of one request, so a sick store
+	// yields a quick failure reason instead of hanging clients.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// RealIPHeader, when set, names a header (e.g. X-Forwarded-For) whose
+	// first address is taken as the peer's IP. Set it only behind a proxy
+	// that overwrites the header, or peers can spoof addresses.
+	RealIPHeader string `yaml:"real_ip_header"`
+	// MaxScrape bounds the infohashes per scrape request.
+	MaxScrape int         `yaml:"max_scrape"`
+	Store     string      `yaml:"store"`
+	Redis     RedisConfig `yaml:"redis"`
+	LogLevel  string      `yaml:"log_level"`
+}
+
+// RedisConfig selects standalone (one addr), Cluster (several addrs) or
+// Sentinel (mastername set, addrs are sentinels), as go-redis
+// UniversalClient does.
+type RedisConfig struct {
+	Addrs            []string      `yaml:"addrs"`
+	MasterName       string        `yaml:"mastername"`
+	Username         string        `yaml:"username"`
+	Password         string        `yaml:"password"`
+	SentinelUsername string        `yaml:"sentinel_username"`
+	SentinelPassword string        `yaml:"sentinel_password"`
+	DB               int           `yaml:"db"`
+	DialTimeout      time.Duration `yaml:"dial_timeout"`
+	ReadTimeout      time.Duration `yaml:"read_timeout"`
+	WriteTimeout     time.Duration `yaml:"write_timeout"`
+	PoolSize         int           `yaml:"pool_size"`
+	KeyPrefix        string        `yaml:"key_prefix"`
+}
+
+// DefaultConfig is the embedded default: in-memory store on loopback.
+func DefaultConfig() Config {
+	return Config{
+		Addr:           "127.0.0.1:6969",
+		Interval:       10 * time.Second,
+		PeerTTL:        3 * time.Minute,
+		DefaultNumwant: 50,
+		MaxNumwant:     200,
+		RequestTimeout: 500 * time.Millisecond,
+		MaxScrape:      64,
+		Store:          "memory",
+		LogLevel:       "info",
+		Redis: RedisConfig{
+			DialTimeout:  200 * time.Millisecond,
+			ReadTimeout:  300 * time.Millisecond,
+			WriteTimeout: 300 * time.Millisecond,
+			PoolSize:     64,
+			KeyPrefix:    "shoal:",
+		},
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig. Unknown keys are errors so
+// a typo never silently falls back to a default.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read tracker config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("parse tracker config %s: %w", path, err)
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate reports the first unusable setting.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Secrets) == 0:
+		return errors.New("tracker config: secrets: at least one secret is required (shared with the registry)")
+	case c.Interval < time.Second:
+		return fmt.Errorf("tracker config: interval %v is below 1s", c.Interval)
+	case c.PeerTTL < c.Interval:
+		return fmt.Errorf("tracker config: peer_ttl %v is shorter than interval %v", c.PeerTTL, c.Interval)
+	case c.MaxNumwant < 1:
+		return errors.New("tracker config: max_numwant must be at least 1")
+	case c.DefaultNumwant < 0 || c.DefaultNumwant > c.MaxNumwant:
+		return fmt.Errorf("tracker config: default_numwant %d outside 0..max_numwant", c.DefaultNumwant)
+	case c.RequestTimeout <= 0:
+		return errors.New("tracker config: request_timeout must be positive")
+	case c.MaxScrape < 1:
+		return errors.New("tracker config: max_scrape must be at least 1")
+	}
+	for i, s := range c.Secrets {
+		if s == "" {
+			return fmt.Errorf("tracker config: secrets[%d] is empty", i)
+		}
+	}
+	switch c.Store {
+	case "memory":
+	case "redis":
+		if len(c.Redis.Addrs) == 0 {
+			return errors.New("tracker config: store redis needs redis.addrs")
+		}
+	default:
+		return fmt.Errorf("tracker config: store %q: want memory or redis", c.Store)
+	}
+	return nil
+}

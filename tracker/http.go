@@ -1,0 +1,342 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/anacrolix/dht/v2/krpc"
+	"github.com/anacrolix/generics"
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/tracker"
+	httpTracker "github.com/anacrolix/torrent/tracker/http"
+	trackerServer "github.com/anacrolix/torrent/tracker/server"
+	"github.com/sirupsen/logrus"
+)
+
+// announceQuery is a parsed announce. Parsing is ours rather than
+// anacrolix's httpTrackerServer.Handler because that handler answers bad
+// input with plain-text HTTP errors, ignores numwant and compact=0, and has
+// no place for the token and group parameters.
+type announceQuery struct {
+	infoHash [20]byte
+	peerID   [20]byte
+	port     uint16
+	left     int64 // -1 when unknown
+	event    tracker.AnnounceEvent
+	numwant  int
+	compact  bool
+	group    string
+	token    string
+}
+
+// badRequest is a client error; its text becomes the failure reason.
+type badRequest string
+
+func (e badRequest) Error() string { return string(e) }
+
+func parseID(vs url.Values, key string) ([20]byte, error) {
+	var id [20]byte
+	v, ok := vs[key]
+	if !ok || len(v) != 1 {
+		return id, badRequest(key + " missing or repeated")
+	}
+	if len(v[0]) != 20 {
+		return id, badRequest(fmt.Sprintf("%s must be 20 bytes, got %d", key, len(v[0])))
+	}
+	copy(id[:], v[0])
+	return id, nil
+}
+
+// optInt parses an optional integer parameter.
+func optInt(vs url.Values, key string, def int64) (int64, error) {
+	v := vs.Get(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, badRequest("invalid " + key)
+	}
+	return n, nil
+}
+
+// parseAnnounce validates an announce query string; defNumwant and
+// maxNumwant come from the config.
+func parseAnnounce(rawQuery string, defNumwant, maxNumwant int) (q announceQuery, err error) {
+	vs, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return q, badRequest("malformed query string")
+	}
+	if q.infoHash, err = parseID(vs, "info_hash"); err != nil {
+		return q, err
+	}
+	if q.peerID, err = parseID(vs, "peer_id"); err != nil {
+		return q, err
+	}
+	port, err := strconv.ParseUint(vs.Get("port"), 10, 16)
+	if err != nil || port == 0 {
+		return q, badRequest("invalid port")
+	}
+	q.port = uint16(port)
+	if q.left, err = optInt(vs, "left", -1); err != nil {
+		return q, err
+	}
+	for _, k := range []string{"uploaded", "downloaded"} {
+		if n, err := optInt(vs, k, 0); err != nil || n < 0 {
+			return q, badRequest("invalid " + k)
+		}
+	}
+	if err := q.event.UnmarshalText([]byte(vs.Get("event"))); err != nil {
+		return q, badRequest("unknown event")
+	}
+	nw, err := optInt(vs, "numwant", -1)
+	if err != nil {
+		return q, err
+	}
+	switch {
+	case nw < 0:
+		q.numwant = defNumwant
+	case nw > int64(maxNumwant):
+		q.numwant = maxNumwant
+	default:
+		q.numwant = int(nw)
+	}
+	q.compact = vs.Get("compact") != "0"
+	q.group = vs.Get("group")
+	if len(q.group) > maxGroupLen {
+		return q, badRequest(fmt.Sprintf("group longer than %d bytes", maxGroupLen))
+	}
+	q.token = vs.Get("token")
+	return q, nil
+}
+
+type failureResponse struct {
+	Reason string `bencode:"failure reason"`
+}
+
+// writeBencode answers 200 like every BitTorrent tracker: clients read the
+// failure reason from the body and many ignore it on other statuses.
+func writeBencode(w http.ResponseWriter, v any) error {
+	b, err := bencode.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("bencode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err = w.Write(b)
+	return err
+}
+
+func writeFailure(w http.ResponseWriter, reason string) {
+	_ = writeBencode(w, failureResponse{Reason: reason})
+}
+
+// recoverBencoded turns a panic in any handler into a failure reason, so a
+// bug costs one request, not the process or a confusing reset.
+func recoverBencoded(log *logrus.Entry, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.WithField("panic", v).WithField("url", r.URL.String()).Error("handler panicked")
+				writeFailure(w, "internal tracker error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// nonCompactPeer is BEP 3's dictionary peer. httpTracker.Peer cannot be used
+// to send it: its net.IP field bencodes as raw bytes, not the text address
+// clients parse.
+type nonCompactPeer struct {
+	ID   string `bencode:"peer id"`
+	IP   string `bencode:"ip"`
+	Port int    `bencode:"port"`
+}
+
+type nonCompactResponse struct {
+	Interval    int32            `bencode:"interval"`
+	MinInterval int32            `bencode:"min interval"`
+	Complete    int32            `bencode:"complete"`
+	Incomplete  int32            `bencode:"incomplete"`
+	Peers       []nonCompactPeer `bencode:"peers"`
+}
+
+func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() { s.metrics.announceTime.Observe(time.Since(start).Seconds()) }()
+	q, err := parseAnnounce(r.URL.RawQuery, s.cfg.DefaultNumwant, s.cfg.MaxNumwant)
+	if err != nil {
+		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		writeFailure(w, err.Error())
+		return
+	}
+	origin, err := s.authorize(q.infoHash, q.token)
+	if err != nil {
+		s.metrics.failures.WithLabelValues("token").Inc()
+		writeFailure(w, "announce not authorized: "+err.Error())
+		return
+	}
+	ip, err := s.requestIP(r)
+	if err != nil {
+		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		writeFailure(w, "cannot determine peer address")
+		return
+	}
+	st := &announceState{
+		peer:      Peer{ID: q.peerID, Group: q.group, Class: ClassIncomplete},
+		stopped:   q.event == tracker.Stopped,
+		completed: q.event == tracker.Completed && !origin,
+		numwant:   q.numwant,
+	}
+	switch {
+	case origin:
+		st.peer.Class = ClassOrigin
+	case q.left == 0 || q.event == tracker.Completed:
+		st.peer.Class = ClassComplete
+	}
+	if st.stopped {
+		st.numwant = 0
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, ctxKey{}, st)
+	addr := netip.AddrPortFrom(ip, q.port)
+	res := s.ann.Serve(ctx, tracker.AnnounceRequest{
+		InfoHash: q.infoHash,
+		PeerId:   q.peerID,
+		Left:     q.left,
+		Event:    q.event,
+		NumWant:  int32(st.numwant),
+		Port:     q.port,
+	}, addr, trackerServer.GetPeersOpts{MaxCount: generics.Some(uint(s.cfg.MaxNumwant))})
+	if res.Err != nil {
+		s.metrics.failures.WithLabelValues("store").Inc()
+		s.log.WithError(res.Err).WithField("info_hash", fmt.Sprintf("%x", q.infoHash)).Warn("announce failed")
+		reason := "tracker temporarily unavailable, retry later"
+		if !errors.Is(res.Err, ErrStoreUnavailable) && !errors.Is(res.Err, context.DeadlineExceeded) {
+			reason = "internal tracker error"
+		}
+		writeFailure(w, reason)
+		return
+	}
+	s.metrics.announces.WithLabelValues(eventLabel(q.event)).Inc()
+	s.metrics.swarmSize.Observe(float64(st.swarm.Complete + st.swarm.Incomplete))
+	s.metrics.handedOut.Observe(float64(len(res.Peers)))
+	interval := res.Interval.UnwrapOr(int32(s.cfg.Interval / time.Second))
+	if !q.compact {
+		resp := nonCompactResponse{
+			Interval: interval, MinInterval: interval,
+			Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
+			Peers: []nonCompactPeer{},
+		}
+		for _, p := range res.Peers {
+			id := st.byAddr[p.AnnounceAddr].ID
+			resp.Peers = append(resp.Peers, nonCompactPeer{ID: string(id[:]), IP: p.Addr().String(), Port: int(p.Port())})
+		}
+		if err := writeBencode(w, resp); err != nil {
+			s.log.WithError(err).Debug("write announce response")
+		}
+		return
+	}
+	resp := httpTracker.HttpResponse{
+		Interval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
+		Peers: httpTracker.Peers{Compact: true},
+	}
+	for _, p := range res.Peers {
+		if p.Addr().Is4() {
+			resp.Peers.List = append(resp.Peers.List, httpTracker.Peer{IP: p.Addr().AsSlice(), Port: int(p.Port())})
+		} else {
+			resp.Peers6 = append(resp.Peers6, krpc.NodeAddr{IP: p.Addr().AsSlice(), Port: int(p.Port())})
+		}
+	}
+	if err := writeBencode(w, resp); err != nil {
+		s.log.WithError(err).Debug("write announce response")
+	}
+}
+
+func eventLabel(e tracker.AnnounceEvent) string {
+	if e == tracker.None {
+		return "none"
+	}
+	return e.String()
+}
+
+type scrapeResponse struct {
+	Files map[string]scrapeFile `bencode:"files"`
+}
+
+type scrapeFile struct {
+	Complete   int32 `bencode:"complete"`
+	Downloaded int32 `bencode:"downloaded"`
+	Incomplete int32 `bencode:"incomplete"`
+}
+
+// handleScrape serves BEP 48. Every infohash asked for must be covered by
+// one of the request's tokens, so scrape leaks nothing announce would not.
+func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
+	vs, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		writeFailure(w, "malformed query string")
+		return
+	}
+	raw := vs["info_hash"]
+	if len(raw) == 0 || len(raw) > s.cfg.MaxScrape {
+		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		writeFailure(w, fmt.Sprintf("scrape wants 1 to %d info_hash parameters", s.cfg.MaxScrape))
+		return
+	}
+	ihs := make([]trackerServer.InfoHash, 0, len(raw))
+	for _, v := range raw {
+		if len(v) != 20 {
+			s.metrics.failures.WithLabelValues("bad_request").Inc()
+			writeFailure(w, "info_hash must be 20 bytes")
+			return
+		}
+		var h [20]byte
+		copy(h[:], v)
+		tokens := vs["token"]
+		if len(tokens) == 0 {
+			tokens = []string{""}
+		}
+		var lastErr error
+		for _, tok := range tokens {
+			if _, lastErr = s.authorize(h, tok); lastErr == nil {
+				break
+			}
+		}
+		if lastErr != nil {
+			s.metrics.failures.WithLabelValues("token").Inc()
+			writeFailure(w, "scrape not authorized: "+lastErr.Error())
+			return
+		}
+		ihs = append(ihs, h)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	res, err := announceTracker{s}.Scrape(ctx, ihs)
+	if err != nil {
+		s.metrics.failures.WithLabelValues("store").Inc()
+		s.log.WithError(err).Warn("scrape failed")
+		writeFailure(w, "tracker temporarily unavailable, retry later")
+		return
+	}
+	s.metrics.scrapes.Inc()
+	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(ihs))}
+	for i, h := range ihs {
+		resp.Files[string(h[:])] = scrapeFile{Complete: res[i].Seeders, Downloaded: res[i].Completed, Incomplete: res[i].Leechers}
+	}
+	if err := writeBencode(w, resp); err != nil {
+		s.log.WithError(err).Debug("write scrape response")
+	}
+}

@@ -1,0 +1,84 @@
+package tracker
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are per Server (own registry) so several trackers can live in one
+// process (tests, `shoal run`) without colliding. Every label has a small
+// fixed value set: nothing is labelled by infohash or peer.
+type metrics struct {
+	announces    *prometheus.CounterVec
+	failures     *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	scrapes      prometheus.Counter
+	swarmSize    prometheus.Histogram
+	handedOut    prometheus.Histogram
+	storeLatency *prometheus.HistogramVec
+	storeUp      prometheus.Gauge
+	announceTime prometheus.Histogram
+}
+
+func newMetrics(reg *prometheus.Registry, store string) *metrics {
+	m := &metrics{
+		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_announces_total",
+			Help: "Announces accepted, by event (none, started, completed, stopped).",
+		}, []string{"event"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_failures_total",
+			Help: "Requests answered with a failure reason, by cause (bad_request, token, store).",
+		}, []string{"cause"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_rejected_tokens_total",
+			Help: "Announce and scrape tokens rejected, by reason (missing, malformed, expired, invalid).",
+		}, []string{"reason"}),
+		scrapes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_scrapes_total",
+			Help: "Scrape requests served.",
+		}),
+		swarmSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_tracker_swarm_peers",
+			Help:    "Peers (complete + incomplete) in the swarm announced to, observed per announce.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
+		}),
+		handedOut: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_tracker_peers_returned",
+			Help:    "Peers returned per announce.",
+			Buckets: []float64{0, 1, 5, 10, 25, 50, 100, 200, 500},
+		}),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:        "shoal_tracker_store_seconds",
+			Help:        "Latency of peer store round trips (Redis commands for the redis store), by operation.",
+			Buckets:     []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			ConstLabels: prometheus.Labels{"store": store},
+		}, []string{"op"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "shoal_tracker_store_up",
+			Help:        "1 if the last peer store operation succeeded.",
+			ConstLabels: prometheus.Labels{"store": store},
+		}),
+		announceTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_tracker_announce_seconds",
+			Help:    "Announce handling time, parsing to response.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+	}
+	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.swarmSize, m.handedOut,
+		m.storeLatency, m.storeUp, m.announceTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.storeUp.Set(1)
+	return m
+}
+
+func (m *metrics) observeStore(op string, d time.Duration, err error) {
+	m.storeLatency.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.storeUp.Set(0)
+	} else {
+		m.storeUp.Set(1)
+	}
+}
