@@ -1,0 +1,149 @@
+package registry
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+// testRegistry is a `shoal registry` process on loopback.
+type testRegistry struct {
+	t          *testing.T
+	Addr       string
+	Root       string
+	SeederAddr string
+	config     string
+	proc       *testenv.Process
+}
+
+type regOpts struct {
+	root      string
+	urlExpiry string
+	extra     string // extra top-level YAML (auth)
+	noP2P     bool
+}
+
+func startRegistry(t *testing.T, o regOpts) *testRegistry {
+	t.Helper()
+	if o.root == "" {
+		o.root = t.TempDir()
+	}
+	if o.urlExpiry == "" {
+		o.urlExpiry = "5m"
+	}
+	r := &testRegistry{t: t, Addr: testenv.FreeAddr(t), Root: o.root, SeederAddr: testenv.FreeAddr(t)}
+	mw := fmt.Sprintf(`middleware:
+  storage:
+    - name: p2p
+      options:
+        piecelength: 65536
+        urlexpiry: %s
+        tracker: {url: "http://127.0.0.1:9/announce", secrets: [tracker-secret]}
+        seeder: {listen: %q, idletimeout: 1m}
+`, o.urlExpiry, r.SeederAddr)
+	if o.noP2P {
+		mw = ""
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+log: {level: info, accesslog: {disabled: true}}
+http: {addr: %q, secret: registry-secret}
+storage:
+  filesystem: {rootdirectory: %q}
+  delete: {enabled: true}
+%s%s`, r.Addr, o.root, mw, o.extra)
+	r.config = filepath.Join(t.TempDir(), "config.yml")
+	if err := os.WriteFile(r.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	return r
+}
+
+func (r *testRegistry) Start() {
+	r.t.Helper()
+	r.proc = testenv.Start(r.t, "shoal registry", testenv.ShoalBinary(r.t), []string{"registry", "--config", r.config})
+	testenv.WaitHTTP(r.t, r.proc, "http://"+r.Addr+"/v2/", 30*time.Second)
+}
+
+func (r *testRegistry) URL() string { return "http://" + r.Addr }
+
+// pushImage pushes a random image with the given number of layers.
+func pushImage(t *testing.T, addr, repo string, layerSize int64, layers int64) v1.Image {
+	t.Helper()
+	img, err := random.Image(layerSize, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(addr+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return img
+}
+
+func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []v1.Hash
+	for _, l := range ls {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(out, cfg)
+}
+
+var noRedirect = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       30 * time.Second,
+}
+
+// torrentRedirect asks for a blob's torrent and returns the Location.
+func torrentRedirect(t *testing.T, base, repo, dgst string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v2/"+repo+"/blobs/"+dgst, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Accept", "application/x-bittorrent")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp, resp.Header.Get("Location")
+}
+
+// assertOCIError checks the status and that the body is OCI error JSON with code.
+func assertOCIError(t *testing.T, resp *http.Response, body []byte, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Errorf("status %d, want %d (body %s)", resp.StatusCode, status, body)
+	}
+	if !strings.Contains(string(body), `"code":"`+code+`"`) {
+		t.Errorf("body %s lacks OCI error code %s", body, code)
+	}
+}
