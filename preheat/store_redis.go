@@ -49,7 +49,7 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string) *RedisStore {
 }
 
 func (r *RedisStore) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
-func idStr(id int64) string                     { return strconv.FormatInt(id, 10) }
+func idStr(id int64) string                    { return strconv.FormatInt(id, 10) }
 
 func (r *RedisStore) PutNode(ctx context.Context, n Node, ttl time.Duration) error {
 	now := time.Now()

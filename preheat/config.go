@@ -1,0 +1,174 @@
+package preheat
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the preheat service configuration (configs/preheat.yml).
+type Config struct {
+	// Listen is the API address (jobs, nodes, webhooks, Harbor provider).
+	Listen string `yaml:"listen"`
+	// Redis: empty addrs selects the in-memory store (embedded mode, one
+	// replica only).
+	Redis RedisConfig `yaml:"redis"`
+	// Registry is the default registry for image references without a
+	// host, e.g. http://127.0.0.1:5000.
+	Registry string `yaml:"registry"`
+	// PlainHTTPRegistries are host:port values reached over http:// when an
+	// image reference names them (others use https://).
+	PlainHTTPRegistries []string `yaml:"plainHTTPRegistries"`
+
+	HeartbeatTTL time.Duration `yaml:"heartbeatTTL"`
+	// Retention: finished jobs and their progress expire after this.
+	Retention  time.Duration `yaml:"retention"`
+	JobTimeout time.Duration `yaml:"jobTimeout"`
+	// FetchTimeout bounds one POST /_shoal/v1/fetch to one agent.
+	FetchTimeout time.Duration `yaml:"fetchTimeout"`
+	// AgentConcurrency bounds in-flight fetches per agent across all jobs.
+	AgentConcurrency int `yaml:"agentConcurrency"`
+	// AgentToken is sent as "Authorization: Bearer" to agents' control API.
+	AgentToken string `yaml:"agentToken"`
+	// LeaseTTL: a job whose owner replica stops renewing for this long is
+	// taken over by another replica.
+	LeaseTTL time.Duration `yaml:"leaseTTL"`
+	// MaxBodyBytes bounds every request body.
+	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
+	// DefaultGroups are targeted when a request names none (empty = all).
+	DefaultGroups []string `yaml:"defaultGroups"`
+
+	Policies []Policy     `yaml:"policies"`
+	Harbor   HarborConfig `yaml:"harbor"`
+	// APITokens, when set, are required (Bearer) on /api/v1/jobs writes and
+	// webhooks. Heartbeats stay open to match the agent contract.
+	APITokens []string `yaml:"apiTokens"`
+}
+
+type RedisConfig struct {
+	Addrs      []string `yaml:"addrs"`
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
+	DB         int      `yaml:"db"`
+	MasterName string   `yaml:"masterName"`
+	Prefix     string   `yaml:"prefix"`
+}
+
+// Policy decides what a push (registry notification or Harbor webhook)
+// preheats. All set fields must match; the first matching policy wins.
+type Policy struct {
+	Name string `yaml:"name"`
+	// Repository is a path.Match glob, e.g. "library/*".
+	Repository string `yaml:"repository"`
+	// Tag is a glob; TagRegex a regular expression (anchored by the user).
+	Tag       string   `yaml:"tag"`
+	TagRegex  string   `yaml:"tagRegex"`
+	Groups    []string `yaml:"groups"`
+	Platforms []string `yaml:"platforms"`
+
+	tagRe *regexp.Regexp
+}
+
+// HarborConfig covers Shoal acting as a Harbor P2P preheat provider.
+//
+// Mapping onto node groups: Harbor's Dragonfly driver sends the policy's
+// extra_attrs as `scope` and `scheduler_cluster_ids`. Each cluster id is
+// looked up in Clusters (id -> groups); no ids (null) means DefaultGroups
+// (or every group). Scope: Shoal has no separate seed-peer tier — the
+// registry itself seeds — so "all_peers" targets every node of the chosen
+// groups, and "single_seed_peer"/"all_seed_peers" target only SeedGroups
+// intersected with them when SeedGroups is set (else the same as
+// all_peers); single_seed_peer further narrows to one live node per group.
+type HarborConfig struct {
+	// Tokens accepted as "Authorization: Bearer <token>" (Harbor's OAUTH
+	// auth mode). Empty: no auth (Harbor's NONE mode).
+	Tokens        []string         `yaml:"tokens"`
+	Clusters      map[int][]string `yaml:"clusters"`
+	DefaultGroups []string         `yaml:"defaultGroups"`
+	SeedGroups    []string         `yaml:"seedGroups"`
+}
+
+// DefaultConfig is the embedded-mode configuration `shoal run` uses.
+func DefaultConfig() Config {
+	return Config{
+		Listen:           "127.0.0.1:8002",
+		Registry:         "http://127.0.0.1:5000",
+		HeartbeatTTL:     30 * time.Second,
+		Retention:        24 * time.Hour,
+		JobTimeout:       30 * time.Minute,
+		FetchTimeout:     10 * time.Minute,
+		AgentConcurrency: 4,
+		LeaseTTL:         15 * time.Second,
+		MaxBodyBytes:     1 << 20,
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig.
+func LoadConfig(file string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return cfg, fmt.Errorf("read preheat config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("parse preheat config %s: %w", file, err)
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	if c.Registry == "" {
+		return fmt.Errorf("preheat config: registry is required")
+	}
+	if c.AgentConcurrency <= 0 {
+		c.AgentConcurrency = 1
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	for i := range c.Policies {
+		p := &c.Policies[i]
+		if p.Repository == "" {
+			return fmt.Errorf("preheat config: policy %d (%s): repository glob is required", i, p.Name)
+		}
+		if _, err := path.Match(p.Repository, ""); err != nil {
+			return fmt.Errorf("preheat config: policy %s: repository %q: %w", p.Name, p.Repository, err)
+		}
+		if p.Tag != "" {
+			if _, err := path.Match(p.Tag, ""); err != nil {
+				return fmt.Errorf("preheat config: policy %s: tag %q: %w", p.Name, p.Tag, err)
+			}
+		}
+		if p.TagRegex != "" {
+			re, err := regexp.Compile(p.TagRegex)
+			if err != nil {
+				return fmt.Errorf("preheat config: policy %s: tagRegex: %w", p.Name, err)
+			}
+			p.tagRe = re
+		}
+	}
+	return nil
+}
+
+// match reports whether a push of repo:tag falls under the policy.
+func (p *Policy) match(repo, tag string) bool {
+	if ok, _ := path.Match(p.Repository, repo); !ok {
+		return false
+	}
+	if p.Tag != "" {
+		if ok, _ := path.Match(p.Tag, tag); !ok {
+			return false
+		}
+	}
+	if p.tagRe != nil && !p.tagRe.MatchString(tag) {
+		return false
+	}
+	return true
+}

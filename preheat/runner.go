@@ -1,0 +1,458 @@
+package preheat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// FetchRequest is the body of POST <agent>/_shoal/v1/fetch (agent contract).
+type FetchRequest struct {
+	Registry   string            `json:"registry"`
+	Repository string            `json:"repository"`
+	Digest     string            `json:"digest"`
+	Size       int64             `json:"size"`
+	Headers    map[string]string `json:"headers,omitempty"`
+}
+
+// FetchResponse is the agent's 200 answer.
+type FetchResponse struct {
+	Digest            string `json:"digest"`
+	Size              int64  `json:"size"`
+	Source            string `json:"source"` // cache | p2p | http
+	BytesFromPeers    int64  `json:"bytesFromPeers"`
+	BytesFromRegistry int64  `json:"bytesFromRegistry"`
+}
+
+// launch runs the job in the background; the caller holds its lease.
+func (s *Service) launch(id int64) {
+	s.mu.Lock()
+	if _, ok := s.running[id]; ok {
+		s.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancelCause(s.baseCtx)
+	s.running[id] = cancel
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.running, id)
+			s.mu.Unlock()
+			cancel(nil)
+			// Background ctx: the lease must be released even on shutdown,
+			// so another replica can resume without waiting for the TTL.
+			rctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			_ = s.store.ReleaseLease(rctx, id, s.id)
+		}()
+		s.runJob(ctx, cancel, id)
+	}()
+}
+
+// resumeLoop adopts unfinished jobs whose owner stopped renewing its lease
+// (crashed replica, or this replica restarted).
+func (s *Service) resumeLoop() {
+	tick := time.NewTicker(max(s.cfg.LeaseTTL/2, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		s.resumeOnce()
+		select {
+		case <-s.baseCtx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Service) resumeOnce() {
+	ctx := s.baseCtx
+	ids, err := s.store.ActiveJobs(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WithError(err).Warn("resume scan failed")
+		}
+		return
+	}
+	for _, id := range ids {
+		s.mu.Lock()
+		_, mine := s.running[id]
+		s.mu.Unlock()
+		if mine {
+			continue
+		}
+		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		if err != nil || !ok {
+			continue
+		}
+		s.log.WithField("job", id).Info("adopting unfinished preheat job")
+		s.launch(id)
+	}
+}
+
+// watch renews the lease and notices cancellation by any replica.
+func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, id int64) {
+	iv := min(max(s.cfg.LeaseTTL/3, 50*time.Millisecond), time.Second)
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		if err == nil && !ok {
+			cancel(errLeaseLost)
+			return
+		}
+		j, err := s.store.GetJob(ctx, id)
+		if errors.Is(err, ErrNotFound) || (err == nil && j.State.Terminal()) {
+			cancel(errCanceled)
+			return
+		}
+	}
+}
+
+func (s *Service) finish(id int64, state JobState, msg string) {
+	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+		if j.State.Terminal() {
+			return errAlreadyFinal
+		}
+		now := time.Now().UTC()
+		j.State, j.Error, j.UpdatedAt, j.FinishedAt = state, msg, now, now
+		return nil
+	})
+	s.mu.Lock()
+	delete(s.creds, id)
+	s.mu.Unlock()
+	if err != nil {
+		if !errors.Is(err, errAlreadyFinal) {
+			s.log.WithError(err).WithField("job", id).Error("cannot record job result")
+		}
+		return
+	}
+	s.metrics.finished(j)
+	s.log.WithFields(logrus.Fields{"job": id, "state": state, "error": msg}).Info("preheat job finished")
+}
+
+var errAlreadyFinal = errors.New("job already final")
+
+func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id int64) {
+	log := s.log.WithField("job", id)
+	j, err := s.store.GetJob(ctx, id)
+	if err != nil || j.State.Terminal() {
+		return
+	}
+	s.mu.Lock()
+	headers, haveCreds := s.creds[id]
+	s.mu.Unlock()
+	if j.NeedsCreds && !haveCreds {
+		s.finish(id, StateFailure, "job needs pull credentials that were held only in memory by the replica that accepted it ("+
+			j.Owner+"), which stopped; credentials are never stored, so resubmit the job")
+		return
+	}
+	if j.State == StatePending {
+		targets, err := s.selectTargets(ctx, j)
+		if err != nil {
+			log.WithError(err).Warn("cannot select targets; will retry")
+			return
+		}
+		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+			if j.State != StatePending {
+				return errAlreadyFinal
+			}
+			now := time.Now().UTC()
+			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, targets, s.id
+			return nil
+		})
+		if err != nil {
+			return
+		}
+	} else {
+		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+			if j.State.Terminal() {
+				return errAlreadyFinal
+			}
+			j.Owner, j.UpdatedAt = s.id, time.Now().UTC()
+			return nil
+		})
+		if err != nil {
+			return
+		}
+		log.Info("resuming preheat job")
+	}
+	if len(j.Targets) == 0 {
+		s.finish(id, StateFailure, fmt.Sprintf("no nodes in groups %v", j.Groups))
+		return
+	}
+	start := j.StartedAt
+	if start.IsZero() {
+		start = j.CreatedAt
+	}
+	ctx, cancelT := context.WithDeadlineCause(ctx, start.Add(s.cfg.JobTimeout), errTimeout)
+	defer cancelT()
+	go s.watch(ctx, cancel, id)
+
+	done := map[string]bool{}
+	if ps, err := s.store.ListProgress(ctx, id); err == nil {
+		for _, p := range ps {
+			if p.State == StateSuccess {
+				done[progressField(p.NodeID, p.Digest)] = true
+			}
+		}
+	}
+	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
+	var wg sync.WaitGroup
+	for _, t := range j.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.runNode(ctx, j, ref, t, headers, done)
+		}()
+	}
+	wg.Wait()
+
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errShutdown), errors.Is(cause, errLeaseLost):
+		log.WithField("reason", cause).Info("leaving preheat job to another replica")
+		return
+	case errors.Is(cause, errCanceled):
+		return // the canceling replica already recorded CANCELED
+	case errors.Is(cause, errTimeout):
+		s.finish(id, StateFailure, fmt.Sprintf("job timed out after %s; %s", s.cfg.JobTimeout, s.failureSummary(id)))
+		return
+	}
+	summary := s.failureSummary(id)
+	if summary == "" {
+		s.finish(id, StateSuccess, "")
+	} else {
+		s.finish(id, StateFailure, summary)
+	}
+}
+
+// failureSummary lists failed node/blob pairs ("" when all succeeded).
+func (s *Service) failureSummary(id int64) string {
+	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	j, err := s.store.GetJob(ctx, id)
+	if err != nil {
+		return "cannot read job: " + err.Error()
+	}
+	ps, err := s.store.ListProgress(ctx, id)
+	if err != nil {
+		return "cannot read progress: " + err.Error()
+	}
+	ok := map[string]bool{}
+	errs := map[string]string{}
+	for _, p := range ps {
+		f := progressField(p.NodeID, p.Digest)
+		ok[f] = p.State == StateSuccess
+		errs[f] = p.Error
+	}
+	var failed []string
+	total := 0
+	for _, t := range j.Targets {
+		for _, b := range j.Blobs {
+			total++
+			f := progressField(t.NodeID, b.Digest)
+			if !ok[f] {
+				msg := errs[f]
+				if msg == "" {
+					msg = "not fetched"
+				}
+				failed = append(failed, fmt.Sprintf("%s %s: %s", t.NodeID, shortDigest(b.Digest), msg))
+			}
+		}
+	}
+	if len(failed) == 0 {
+		return ""
+	}
+	n, more := len(failed), ""
+	if len(failed) > 5 {
+		more = fmt.Sprintf("; and %d more", len(failed)-5)
+		failed = failed[:5]
+	}
+	return fmt.Sprintf("%d of %d blob fetches failed: %s%s", n, total, strings.Join(failed, "; "), more)
+}
+
+func shortDigest(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+// selectTargets freezes the nodes of the job's groups. Nodes whose
+// heartbeat lapsed are kept as Offline so they are reported, not waited on.
+func (s *Service) selectTargets(ctx context.Context, j *Job) ([]Target, error) {
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	onePerGroup := strings.HasSuffix(j.Source, ":single")
+	picked := map[string]bool{}
+	var out []Target
+	for _, n := range nodes {
+		var in []string
+		for _, g := range n.Groups {
+			if len(j.Groups) == 0 || slices.Contains(j.Groups, g) {
+				in = append(in, g)
+			}
+		}
+		if len(in) == 0 {
+			continue
+		}
+		alive := n.Alive(now)
+		if onePerGroup {
+			if !alive || picked[in[0]] {
+				continue
+			}
+			for _, g := range in {
+				picked[g] = true
+			}
+		}
+		out = append(out, Target{NodeID: n.ID, Address: n.Address, Groups: in, Offline: !alive})
+	}
+	return out, nil
+}
+
+func (s *Service) sem(addr string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.sems[addr]
+	if !ok {
+		c = make(chan struct{}, s.cfg.AgentConcurrency)
+		s.sems[addr] = c
+	}
+	return c
+}
+
+// runNode fetches every blob not yet done onto one node. A transport error
+// (agent unreachable) fails the node's remaining blobs at once instead of
+// paying FetchTimeout per blob.
+func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, headers map[string]string, done map[string]bool) {
+	set := func(p Progress) {
+		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errTimeout) {
+			return // shutdown/cancel: do not record spurious failures
+		}
+		wctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		if err := s.store.SetProgress(wctx, j.ID, p); err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.WithError(err).WithField("job", j.ID).Warn("cannot record progress")
+		}
+	}
+	if t.Offline {
+		for _, b := range j.Blobs {
+			if !done[progressField(t.NodeID, b.Digest)] {
+				set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateFailure, Error: "node offline: no heartbeat within TTL"})
+			}
+		}
+		return
+	}
+	var unreachable atomic.Pointer[string]
+	sem := s.sem(t.Address)
+	var wg sync.WaitGroup
+	for _, b := range j.Blobs {
+		if done[progressField(t.NodeID, b.Digest)] {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateFailure, Error: context.Cause(ctx).Error()})
+				return
+			}
+			defer func() { <-sem }()
+			if msg := unreachable.Load(); msg != nil {
+				set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateFailure, Error: *msg})
+				return
+			}
+			set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateRunning})
+			start := time.Now()
+			resp, transport, err := s.fetch(ctx, t, ref, b, headers)
+			if err != nil {
+				msg := err.Error()
+				if transport {
+					msg = "agent unreachable: " + msg
+					unreachable.CompareAndSwap(nil, &msg)
+				}
+				s.metrics.fetches.WithLabelValues("failure").Inc()
+				set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateFailure, Error: msg})
+				return
+			}
+			s.metrics.fetches.WithLabelValues("success").Inc()
+			s.metrics.bytes.WithLabelValues("peers").Add(float64(resp.BytesFromPeers))
+			s.metrics.bytes.WithLabelValues("registry").Add(float64(resp.BytesFromRegistry))
+			s.metrics.fetchDur.Observe(time.Since(start).Seconds())
+			set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateSuccess, Source: resp.Source,
+				BytesFromPeers: resp.BytesFromPeers, BytesFromRegistry: resp.BytesFromRegistry})
+		}()
+	}
+	wg.Wait()
+}
+
+// fetch asks one agent for one blob. transport reports that the agent
+// could not be reached at all (as opposed to answering with an error).
+func (s *Service) fetch(ctx context.Context, t Target, ref ImageRef, b Blob, headers map[string]string) (*FetchResponse, bool, error) {
+	body, _ := json.Marshal(FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(fctx, http.MethodPost, strings.TrimSuffix(t.Address, "/")+"/_shoal/v1/fetch", bytes.NewReader(body))
+	if err != nil {
+		return nil, true, fmt.Errorf("bad agent address %q: %w", t.Address, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if s.cfg.AgentToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.AgentToken)
+	}
+	resp, err := s.agents.Do(req)
+	if err != nil {
+		if fctx.Err() != nil && ctx.Err() == nil {
+			return nil, false, fmt.Errorf("agent did not answer within %s", s.cfg.FetchTimeout)
+		}
+		if ctx.Err() != nil {
+			return nil, false, context.Cause(ctx)
+		}
+		return nil, true, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		msg := strings.TrimSpace(string(raw))
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return nil, false, fmt.Errorf("agent answered %s: %s", resp.Status, msg)
+	}
+	var fr FetchResponse
+	if err := json.Unmarshal(raw, &fr); err != nil {
+		return nil, false, fmt.Errorf("agent answered 200 with a bad body: %w", err)
+	}
+	if fr.Digest != "" && fr.Digest != b.Digest {
+		return nil, false, fmt.Errorf("agent reported digest %s, asked for %s", fr.Digest, b.Digest)
+	}
+	return &fr, false, nil
+}

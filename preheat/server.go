@@ -1,0 +1,386 @@
+package preheat
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
+// endpoints (Dragonfly new and legacy, Kraken), /metrics and /healthz.
+func (s *Service) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
+	})
+	api := s.tokenAuth(s.cfg.APITokens)
+	r.HandleFunc("/api/v1/nodes/heartbeat", s.handleHeartbeat).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/nodes", s.handleNodes).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/groups", s.handleGroups).Methods(http.MethodGet)
+	r.Handle("/api/v1/jobs", api(s.handleCreate)).Methods(http.MethodPost)
+	r.HandleFunc("/api/v1/jobs", s.handleList).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/jobs/{id}", s.handleGet).Methods(http.MethodGet)
+	r.Handle("/api/v1/jobs/{id}", api(s.handleCancel)).Methods(http.MethodDelete)
+	r.Handle("/api/v1/webhooks/distribution", api(s.handleDistribution)).Methods(http.MethodPost)
+	r.Handle("/api/v1/webhooks/harbor", api(s.handleHarborWebhook)).Methods(http.MethodPost)
+
+	hb := s.tokenAuth(s.cfg.Harbor.Tokens)
+	// Harbor calls the health endpoints with credentials too, and a health
+	// check that passes with a bad token would hide a misconfiguration
+	// until the first preheat.
+	r.Handle("/healthy", hb(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
+	r.Handle("/oapi/v1/jobs", hb(s.handleDragonflyCreate)).Methods(http.MethodPost)
+	r.Handle("/oapi/v1/jobs/{id}", hb(s.handleDragonflyGet)).Methods(http.MethodGet)
+	r.Handle("/_ping", hb(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
+	r.Handle("/preheats", hb(s.handleLegacyCreate)).Methods(http.MethodPost)
+	r.Handle("/preheats/{id}", hb(s.handleLegacyGet)).Methods(http.MethodGet)
+	r.Handle("/health", hb(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "OK\n")
+	})).Methods(http.MethodGet)
+	r.Handle("/registry/notifications", hb(s.handleKraken)).Methods(http.MethodPost)
+
+	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
+	return s.limitBody(r)
+}
+
+func (s *Service) limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// tokenAuth requires "Authorization: Bearer <token>" (or the bare token, as
+// Harbor webhooks send their auth_header verbatim) when tokens are set.
+func (s *Service) tokenAuth(tokens []string) func(http.HandlerFunc) http.Handler {
+	return func(h http.HandlerFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(tokens) > 0 {
+				got := strings.TrimSpace(r.Header.Get("Authorization"))
+				if after, ok := strings.CutPrefix(got, "Bearer "); ok {
+					got = strings.TrimSpace(after)
+				}
+				ok := false
+				for _, t := range tokens {
+					if got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(t)) == 1 {
+						ok = true
+					}
+				}
+				if !ok {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-preheat"`)
+					writeErr(w, http.StatusUnauthorized, "missing or invalid bearer token")
+					return
+				}
+			}
+			h(w, r)
+		})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// writeError maps an error to a status: APIError carries one, ErrNotFound
+// is 404, anything else is an internal error.
+func (s *Service) writeError(w http.ResponseWriter, err error) {
+	var ae *APIError
+	switch {
+	case errors.As(err, &ae):
+		writeErr(w, ae.Status, ae.Msg)
+	case errors.Is(err, ErrNotFound):
+		writeErr(w, http.StatusNotFound, err.Error())
+	default:
+		s.log.WithError(err).Error("preheat API error")
+		writeErr(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// decode reads a JSON body strictly enough to catch garbage, mapping an
+// oversized body to 413.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &APIError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+		}
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &APIError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+		}
+	}
+	return nil
+}
+
+// Heartbeat is the agent contract body of POST /api/v1/nodes/heartbeat.
+type Heartbeat struct {
+	ID             string   `json:"id"`
+	Address        string   `json:"address"`
+	Groups         []string `json:"groups"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+}
+
+func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb Heartbeat
+	if err := decode(r, &hb); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	if hb.ID == "" || !strings.HasPrefix(hb.Address, "http://") && !strings.HasPrefix(hb.Address, "https://") {
+		writeErr(w, http.StatusBadRequest, "heartbeat needs id and an http(s):// address")
+		return
+	}
+	n := Node{ID: hb.ID, Address: strings.TrimSuffix(hb.Address, "/"), Groups: sortedUnique(hb.Groups),
+		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes}
+	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// NodeView is a node with its liveness, as listed by GET /api/v1/nodes.
+type NodeView struct {
+	Node
+	Alive bool `json:"alive"`
+}
+
+func (s *Service) handleNodes(w http.ResponseWriter, r *http.Request) {
+	nodes, err := s.store.ListNodes(r.Context())
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	now := time.Now()
+	out := make([]NodeView, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, NodeView{Node: n, Alive: n.Alive(now)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+}
+
+// GroupView summarises one group for GET /api/v1/groups.
+type GroupView struct {
+	Name           string   `json:"name"`
+	Nodes          []string `json:"nodes"`
+	Alive          int      `json:"alive"`
+	Dead           int      `json:"dead"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+}
+
+func (s *Service) handleGroups(w http.ResponseWriter, r *http.Request) {
+	known, nodes, err := s.knownGroups(r.Context())
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	now := time.Now()
+	byName := map[string]*GroupView{}
+	for g := range known {
+		byName[g] = &GroupView{Name: g, Nodes: []string{}}
+	}
+	for _, n := range nodes {
+		for _, g := range n.Groups {
+			v := byName[g]
+			v.Nodes = append(v.Nodes, n.ID)
+			if n.Alive(now) {
+				v.Alive++
+				v.CacheFreeBytes += n.CacheFreeBytes
+			} else {
+				v.Dead++
+			}
+		}
+	}
+	out := []GroupView{}
+	for _, g := range sortedUnique(keys(byName)) {
+		out = append(out, *byName[g])
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"groups": out})
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req JobRequest
+	if err := decode(r, &req); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	j, created, err := s.CreateJob(r.Context(), req, "api")
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK
+	}
+	v, err := s.view(r.Context(), j)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			writeErr(w, http.StatusBadRequest, "limit must be a positive integer")
+			return
+		}
+		limit = n
+	}
+	jobs, err := s.store.ListJobs(r.Context(), limit)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
+}
+
+func jobID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, badRequest("job id must be a positive integer")
+	}
+	return id, nil
+}
+
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	j, err := s.store.GetJob(r.Context(), id)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	v, err := s.view(r.Context(), j)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	j, err := s.CancelJob(r.Context(), id)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+// JobView is GET /api/v1/jobs/{id}: the job, per node per blob progress,
+// and a per group roll-up (what `shoal preheat status` draws).
+type JobView struct {
+	*Job
+	Progress      []Progress      `json:"progress"`
+	GroupProgress []GroupProgress `json:"groupProgress"`
+}
+
+type GroupProgress struct {
+	Group      string `json:"group"`
+	Nodes      int    `json:"nodes"`
+	Total      int    `json:"total"` // node x blob pairs
+	Succeeded  int    `json:"succeeded"`
+	Failed     int    `json:"failed"`
+	Bytes      int64  `json:"bytes"`
+	TotalBytes int64  `json:"totalBytes"`
+}
+
+func (s *Service) view(ctx context.Context, j *Job) (*JobView, error) {
+	ps, err := s.store.ListProgress(ctx, j.ID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if ps == nil {
+		ps = []Progress{}
+	}
+	byKey := map[string]Progress{}
+	for _, p := range ps {
+		byKey[progressField(p.NodeID, p.Digest)] = p
+	}
+	gp := map[string]*GroupProgress{}
+	for _, t := range j.Targets {
+		for _, g := range t.Groups {
+			v := gp[g]
+			if v == nil {
+				v = &GroupProgress{Group: g}
+				gp[g] = v
+			}
+			v.Nodes++
+			for _, b := range j.Blobs {
+				v.Total++
+				v.TotalBytes += b.Size
+				switch byKey[progressField(t.NodeID, b.Digest)].State {
+				case StateSuccess:
+					v.Succeeded++
+					v.Bytes += b.Size
+				case StateFailure:
+					v.Failed++
+				}
+			}
+		}
+	}
+	out := &JobView{Job: j, Progress: ps, GroupProgress: []GroupProgress{}}
+	for _, g := range sortedUnique(keys(gp)) {
+		out.GroupProgress = append(out.GroupProgress, *gp[g])
+	}
+	return out, nil
+}
+
+func (s *Service) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "replica": s.id})
+}

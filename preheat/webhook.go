@@ -1,0 +1,201 @@
+package preheat
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// seenTTL is how long a webhook delivery id is remembered: long enough to
+// absorb the sender's retries of an already-finished preheat.
+const seenTTL = time.Hour
+
+// Envelope is a distribution notification envelope. Go's JSON decoding is
+// case-insensitive, so the same struct also reads Harbor's capitalised
+// Kraken-driver body ({"Events":[{"Id",…,"Target":{"Url",…}}]}).
+type Envelope struct {
+	Events []Event `json:"events"`
+}
+
+type Event struct {
+	ID     string `json:"id"`
+	Action string `json:"action"`
+	Target struct {
+		MediaType  string `json:"mediaType"`
+		Digest     string `json:"digest"`
+		Repository string `json:"repository"`
+		URL        string `json:"url"`
+		Tag        string `json:"tag"`
+	} `json:"target"`
+}
+
+const (
+	eventsV1 = "application/vnd.docker.distribution.events.v1+json"
+	eventsV2 = "application/vnd.docker.distribution.events.v2+json"
+)
+
+func isManifestType(mt string) bool {
+	switch mt {
+	case mtOCIManifest, mtOCIIndex, mtDockerV2, mtDockerList:
+		return true
+	}
+	return false
+}
+
+// WebhookResult is the answer to every push-trigger endpoint.
+type WebhookResult struct {
+	Jobs    []int64  `json:"jobs"`
+	Ignored int      `json:"ignored"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, _ := mime.ParseMediaType(ct)
+		if mt != eventsV1 && mt != eventsV2 && mt != "application/json" {
+			writeErr(w, http.StatusUnsupportedMediaType, "content type "+mt+" is not a distribution events envelope ("+eventsV1+" or "+eventsV2+")")
+			return
+		}
+	}
+	var env Envelope
+	if err := decode(r, &env); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	res := WebhookResult{Jobs: []int64{}}
+	for _, ev := range env.Events {
+		if ev.Action != "push" || !isManifestType(ev.Target.MediaType) || ev.Target.Repository == "" {
+			res.Ignored++ // blob pushes, pulls, deletes
+			continue
+		}
+		pol := s.matchPolicy(ev.Target.Repository, ev.Target.Tag)
+		if pol == nil {
+			res.Ignored++
+			continue
+		}
+		img := ev.Target.URL
+		if img == "" {
+			img = s.cfg.Registry + "/v2/" + ev.Target.Repository + "/manifests/" + ev.Target.Digest
+		}
+		seen := "dist:" + ev.ID
+		if ev.ID == "" {
+			seen = "dist:" + hashKey(ev.Target.Repository, ev.Target.Digest, ev.Target.Tag)
+		}
+		s.trigger(r.Context(), &res, seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}, "distribution")
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func hashKey(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:16])
+}
+
+func (s *Service) matchPolicy(repo, tag string) *Policy {
+	for i := range s.cfg.Policies {
+		if s.cfg.Policies[i].match(repo, tag) {
+			return &s.cfg.Policies[i]
+		}
+	}
+	return nil
+}
+
+// trigger starts a job for one delivered event unless the delivery was
+// seen before. Failures are reported in the body but answered 200: a
+// registry retries non-2xx forever and would block its notification queue
+// on an image that cannot be preheated.
+func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey string, req JobRequest, source string) {
+	first, err := s.store.MarkSeen(ctx, seenKey, seenTTL)
+	if err != nil {
+		res.Errors = append(res.Errors, err.Error())
+		return
+	}
+	if !first {
+		res.Ignored++
+		return
+	}
+	j, _, err := s.CreateJob(ctx, req, source)
+	if err != nil {
+		s.log.WithFields(logrus.Fields{"image": req.Image, "source": source}).WithError(err).Warn("push-triggered preheat not started")
+		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", req.Image, err))
+		return
+	}
+	res.Jobs = append(res.Jobs, j.ID)
+}
+
+// HarborPayload is Harbor's webhook body (default format); for the
+// CloudEvents format the same event_data arrives under "data".
+type HarborPayload struct {
+	Type        string           `json:"type"`
+	OccurAt     int64            `json:"occur_at"`
+	Operator    string           `json:"operator"`
+	EventData   *HarborEventData `json:"event_data"`
+	SpecVersion string           `json:"specversion"`
+	ID          string           `json:"id"`
+	Data        *HarborEventData `json:"data"`
+}
+
+type HarborEventData struct {
+	Resources []struct {
+		Digest      string `json:"digest"`
+		Tag         string `json:"tag"`
+		ResourceURL string `json:"resource_url"`
+	} `json:"resources"`
+	Repository struct {
+		Name         string `json:"name"`
+		Namespace    string `json:"namespace"`
+		RepoFullName string `json:"repo_full_name"`
+	} `json:"repository"`
+}
+
+func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
+	var p HarborPayload
+	if err := decode(r, &p); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	data, push := p.EventData, p.Type == "PUSH_ARTIFACT"
+	if p.SpecVersion != "" {
+		data, push = p.Data, p.Type == "harbor.artifact.pushed"
+	}
+	res := WebhookResult{Jobs: []int64{}}
+	if !push || data == nil {
+		res.Ignored++
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	repo := data.Repository.RepoFullName
+	for _, rs := range data.Resources {
+		tag := rs.Tag
+		if strings.HasPrefix(tag, "sha256:") {
+			tag = "" // pushed by digest: Harbor puts the digest in tag
+		}
+		pol := s.matchPolicy(repo, tag)
+		if pol == nil || rs.ResourceURL == "" {
+			res.Ignored++
+			continue
+		}
+		// resource_url is host[:port]/<repo>:<tag>; pin the pushed digest so
+		// a tag moved again meanwhile does not preheat the wrong image.
+		host, _, _ := strings.Cut(rs.ResourceURL, "/")
+		img := host + "/" + repo
+		if rs.Digest != "" {
+			img += "@" + rs.Digest
+		} else {
+			img += ":" + tag
+		}
+		seen := "harbor:" + p.ID
+		if p.ID == "" {
+			seen = "harbor:" + hashKey(p.Type, fmt.Sprint(p.OccurAt), repo, rs.Digest, rs.Tag)
+		}
+		s.trigger(r.Context(), &res, seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}, "harbor")
+	}
+	writeJSON(w, http.StatusOK, res)
+}
