@@ -163,6 +163,18 @@ type nonCompactPeer struct {
 	Port int    `bencode:"port"`
 }
 
+// compactResponse is BEP 23 with BEP 7's peers6. httpTracker.HttpResponse
+// is not used for sending: it always emits an empty "failure reason", which
+// some clients treat as a failure. The peer encodings are the library's.
+type compactResponse struct {
+	Interval    int32                     `bencode:"interval"`
+	MinInterval int32                     `bencode:"min interval"`
+	Complete    int32                     `bencode:"complete"`
+	Incomplete  int32                     `bencode:"incomplete"`
+	Peers       httpTracker.Peers         `bencode:"peers"`
+	Peers6      krpc.CompactIPv6NodeAddrs `bencode:"peers6,omitempty"`
+}
+
 type nonCompactResponse struct {
 	Interval    int32            `bencode:"interval"`
 	MinInterval int32            `bencode:"min interval"`
@@ -248,8 +260,8 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	resp := httpTracker.HttpResponse{
-		Interval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
+	resp := compactResponse{
+		Interval: interval, MinInterval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
 		Peers: httpTracker.Peers{Compact: true},
 	}
 	for _, p := range res.Peers {
