@@ -111,6 +111,12 @@ func (a *Agent) startTorrentClient() error {
 	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
 	tcfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false}
 	tcfg.SetListenAddr(a.cfg.P2P.Listen)
+	// An IPv4 listen host (the usual LAN case) must not also try tcp6 on it.
+	if host, _, err := net.SplitHostPort(a.cfg.P2P.Listen); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+			tcfg.DisableIPv6 = true
+		}
+	}
 	if ip := net.ParseIP(a.cfg.P2P.AdvertiseIP); ip != nil {
 		tcfg.PublicIp4 = ip
 	}
