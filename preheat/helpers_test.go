@@ -1,0 +1,327 @@
+package preheat
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+func init() { logrus.SetLevel(logrus.WarnLevel) }
+
+// testRegistry is a real registry behind a counting reverse proxy, so tests
+// can assert registry egress for blobs.
+type testRegistry struct {
+	URL       string // http://127.0.0.1:port (the proxy)
+	Host      string
+	blobBytes atomic.Int64
+	blobGets  atomic.Int64
+}
+
+// startRegistry runs the upstream `registry` binary (REGISTRY_BIN, built by
+// `make tools`); without it, go-containerregistry's in-process registry
+// stands in so a plain `go test` still exercises everything.
+func startRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	var backend string
+	if bin := os.Getenv("REGISTRY_BIN"); bin != "" {
+		dir := t.TempDir()
+		addr := testenv.FreeAddr(t)
+		cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", dir, addr)
+		cfgPath := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := testenv.Start(t, "registry", bin, []string{"serve", cfgPath})
+		testenv.WaitHTTP(t, p, "http://"+addr+"/v2/", 20*time.Second)
+		backend = "http://" + addr
+	} else {
+		srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(nil)))
+		t.Cleanup(srv.Close)
+		backend = srv.URL
+	}
+	tr := &testRegistry{}
+	bu, _ := url.Parse(backend)
+	proxy := httputil.NewSingleHostReverseProxy(bu)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			tr.blobGets.Add(1)
+			cw := &countWriter{ResponseWriter: w}
+			proxy.ServeHTTP(cw, r)
+			tr.blobBytes.Add(cw.n)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	tr.URL = srv.URL
+	tr.Host = strings.TrimPrefix(srv.URL, "http://")
+	return tr
+}
+
+type countWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// push writes a random image (layers x size bytes) and returns it.
+func (tr *testRegistry) push(t *testing.T, repoTag string, size int64, layers int) v1.Image {
+	t.Helper()
+	img, err := random.Image(size, int64(layers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(tr.Host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push %s: %v", repoTag, err)
+	}
+	return img
+}
+
+func blobDigests(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	cfg, _ := img.ConfigName()
+	out := []string{cfg.String()}
+	ls, _ := img.Layers()
+	for _, l := range ls {
+		d, _ := l.Digest()
+		out = append(out, d.String())
+	}
+	return out
+}
+
+// testAgent is a small real HTTP server speaking the agent contract: it
+// fetches the blob from the registry with the given headers, verifies the
+// digest and writes it into its cache directory.
+type testAgent struct {
+	ID, Group string
+	Dir       string
+	srv       *httptest.Server
+	token     string
+	fetches   atomic.Int64
+	mu        sync.Mutex
+	headers   []http.Header // registry request headers seen
+	gate      chan struct{} // when non-nil, each fetch waits for a value
+	started   chan string   // when non-nil, receives digests as fetches start
+}
+
+func startAgent(t *testing.T, id, group, token string) *testAgent {
+	t.Helper()
+	a := &testAgent{ID: id, Group: group, Dir: t.TempDir(), token: token}
+	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+func (a *testAgent) URL() string { return a.srv.URL }
+
+func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, msg string) { writeErr(w, code, msg) }
+	if r.URL.Path != "/_shoal/v1/fetch" || r.Method != http.MethodPost {
+		fail(404, "not found")
+		return
+	}
+	if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token {
+		fail(401, "bad control token")
+		return
+	}
+	var req FetchRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		fail(400, err.Error())
+		return
+	}
+	a.fetches.Add(1)
+	if a.started != nil {
+		a.started <- req.Digest
+	}
+	if a.gate != nil {
+		select {
+		case <-a.gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	path := filepath.Join(a.Dir, strings.ReplaceAll(req.Digest, ":", "_"))
+	if st, err := os.Stat(path); err == nil {
+		writeJSON(w, 200, FetchResponse{Digest: req.Digest, Size: st.Size(), Source: "cache"})
+		return
+	}
+	greq, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, req.Registry+"/v2/"+req.Repository+"/blobs/"+req.Digest, nil)
+	for k, v := range req.Headers {
+		greq.Header.Set(k, v)
+	}
+	a.mu.Lock()
+	a.headers = append(a.headers, greq.Header.Clone())
+	a.mu.Unlock()
+	resp, err := http.DefaultClient.Do(greq)
+	if err != nil {
+		fail(502, err.Error())
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		fail(502, "registry: "+resp.Status)
+		return
+	}
+	var buf bytes.Buffer
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(&buf, h), resp.Body)
+	if err != nil {
+		fail(502, err.Error())
+		return
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != req.Digest {
+		fail(502, "digest mismatch: "+got)
+		return
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		fail(500, err.Error())
+		return
+	}
+	writeJSON(w, 200, FetchResponse{Digest: req.Digest, Size: n, Source: "http", BytesFromRegistry: n})
+}
+
+func (a *testAgent) cached(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	es, _ := os.ReadDir(a.Dir)
+	for _, e := range es {
+		out[strings.Replace(e.Name(), "_", ":", 1)] = true
+	}
+	return out
+}
+
+// heartbeat registers the agent through the HTTP contract.
+func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
+	t.Helper()
+	b, _ := json.Marshal(Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30})
+	resp, err := http.Post(api+"/api/v1/nodes/heartbeat", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("heartbeat %s: %s", id, resp.Status)
+	}
+}
+
+// replica is a running preheat service on a loopback port.
+type replica struct {
+	svc *Service
+	URL string
+	srv *httptest.Server
+}
+
+func redisStore(t *testing.T, addr string) Store {
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	t.Cleanup(func() { rdb.Close() })
+	return NewRedisStore(rdb, "it:")
+}
+
+func testConfig(registry string) Config {
+	cfg := DefaultConfig()
+	cfg.Registry = registry
+	cfg.HeartbeatTTL = 5 * time.Second
+	cfg.LeaseTTL = 600 * time.Millisecond
+	cfg.FetchTimeout = 10 * time.Second
+	cfg.JobTimeout = 30 * time.Second
+	cfg.Retention = time.Minute
+	cfg.MaxBodyBytes = 64 << 10
+	return cfg
+}
+
+func startReplica(t *testing.T, cfg Config, st Store) *replica {
+	t.Helper()
+	s := NewWithStore(cfg, st)
+	s.Start()
+	srv := httptest.NewServer(s.Handler())
+	r := &replica{svc: s, URL: srv.URL, srv: srv}
+	t.Cleanup(func() { srv.Close(); _ = s.Close() })
+	return r
+}
+
+// call does an HTTP request with a JSON body and decodes a JSON answer.
+func call(t *testing.T, method, u string, hdr map[string]string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %s: body %q is not JSON: %v", method, u, resp.Status, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func waitJob(t *testing.T, api string, id int64, want JobState, timeout time.Duration) *JobView {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var v JobView
+	for time.Now().Before(deadline) {
+		v = JobView{}
+		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", api, id), nil, nil, &v)
+		if v.Job != nil && v.State == want {
+			return &v
+		}
+		if v.Job != nil && v.State.Terminal() {
+			t.Fatalf("job %d ended %s (%s), want %s", id, v.State, v.Error, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("job %d not %s within %s: %+v", id, want, timeout, v.Job)
+	return nil
+}
