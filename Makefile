@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 25m
 
 export SHOAL_BIN       := $(BIN)/shoal
 export REGISTRY_BIN    := $(BIN)/registry
-export CONFORMANCE_BIN := $(BIN)/conformance.test
+export CONFORMANCE_BIN := $(BIN)/conformance
 
 .PHONY: all build tools deps test unit conformance bench bench-e2e e2e fmt vet clean
 
@@ -29,7 +29,7 @@ $(REGISTRY_BIN):
 	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
 
 $(CONFORMANCE_BIN): tools/conformance/go.mod
-	cd tools/conformance && $(GO) test -c -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
+	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
 
 deps:
 	./scripts/install-test-deps.sh
