@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -557,5 +558,24 @@ func TestHealthzAndMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestShippedConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("../configs/tracker.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	if cfg.Addr != def.Addr || cfg.Interval != def.Interval || cfg.PeerTTL != def.PeerTTL ||
+		cfg.MaxNumwant != def.MaxNumwant || cfg.Redis.ReadTimeout != def.Redis.ReadTimeout || cfg.Store != "memory" {
+		t.Fatalf("configs/tracker.yml drifted from DefaultConfig: %+v", cfg)
+	}
+	bad := t.TempDir() + "/bad.yml"
+	if err := os.WriteFile(bad, []byte("secrets: [x]\nintervall: 5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(bad); err == nil {
+		t.Fatal("unknown key accepted")
 	}
 }
