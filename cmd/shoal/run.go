@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 
@@ -24,8 +26,19 @@ func runAll(ctx context.Context, args []string) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	_ = dataDir
+	shared, err := newRunShared()
+	if err != nil {
+		return err
+	}
+	if err := startRunRegistry(ctx, g, *dataDir, shared); err != nil {
+		return err
+	}
 	if err := startRunAgent(ctx, g, *dataDir); err != nil {
+		return err
+	}
+	// tracker: in-memory on 127.0.0.1:6969 (shared.TrackerURL), checking
+	// the tokens the registry signs with shared.TrackerSecret.
+	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret); err != nil {
 		return err
 	}
 	// components: registry (registry core), tracker, agent, preheat
@@ -33,4 +46,35 @@ func runAll(ctx context.Context, args []string) error {
 		return fmt.Errorf("shoal run: %w", err)
 	}
 	return nil
+}
+
+// runShared is what the embedded components must agree on.
+type runShared struct {
+	// TrackerURL is the embedded tracker's announce URL.
+	TrackerURL string
+	// TrackerSecret signs announce tokens (registry) and checks them
+	// (tracker). Fresh per run: torrents handed out live minutes, not across
+	// restarts.
+	TrackerSecret string
+	// HTTPSecret is the registry's http.secret.
+	HTTPSecret string
+}
+
+func newRunShared() (runShared, error) {
+	secret := func() (string, error) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(b), nil
+	}
+	ts, err := secret()
+	if err != nil {
+		return runShared{}, err
+	}
+	hs, err := secret()
+	if err != nil {
+		return runShared{}, err
+	}
+	return runShared{TrackerURL: "http://127.0.0.1:6969/announce", TrackerSecret: ts, HTTPSecret: hs}, nil
 }
