@@ -252,3 +252,15 @@ func TestRegistryTokenAuth(t *testing.T) {
 		}
 	}
 }
+
+// The shipped example config must load.
+func TestShippedConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig("../configs/preheat.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policies) != 1 || !cfg.Policies[0].match("library/web", "v1.2") || cfg.Policies[0].match("library/web", "latest") ||
+		cfg.Harbor.Clusters[2][0] != "zone-b" || cfg.HeartbeatTTL != 30*time.Second {
+		t.Fatalf("config %+v", cfg)
+	}
+}
