@@ -11,3 +11,34 @@ section() { printf '\n==== %s ====\n' "$1"; }
 section "registry: direct GET throughput vs upstream, push-to-seeding latency"
 go test -count=1 -timeout 30m -run '^TestRegistryBenchmark$' -v ./registry/ | grep -E 'GET|push-to-seeding|^(ok|FAIL|---)'
 cat "$SHOAL_BENCH_OUT/registry.md"
+
+section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k infohashes x 100 peers)"
+(
+	set -euo pipefail
+	work=$(mktemp -d)
+	pids=()
+	trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+	freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+	waitport() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+	shoal=${SHOAL_BIN:-$PWD/bin/shoal}
+	[ -x "$shoal" ] || go build -o "$shoal" ./cmd/shoal
+	go build -o "$work/loadgen" ./tracker/internal/loadgen
+	secret=bench-secret
+	rport=$(freeport)
+	redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
+	pids+=($!)
+	waitport "$rport"
+	mport=$(freeport)
+	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nstore: memory\nlog_level: warn\n' "$mport" "$secret" >"$work/mem.yml"
+	"$shoal" tracker --config "$work/mem.yml" >"$work/mem.log" 2>&1 &
+	pids+=($!)
+	xport=$(freeport)
+	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nstore: redis\nlog_level: warn\nredis:\n  addrs: [127.0.0.1:%s]\n' "$xport" "$secret" "$rport" >"$work/redis.yml"
+	"$shoal" tracker --config "$work/redis.yml" >"$work/redis-tracker.log" 2>&1 &
+	pids+=($!)
+	waitport "$mport"
+	waitport "$xport"
+	"$work/loadgen" -secret "$secret" -infohashes 10000 -peers 100 -out "$SHOAL_BENCH_OUT" \
+		-target "memory=http://127.0.0.1:$mport" -target "redis=http://127.0.0.1:$xport"
+	cat "$SHOAL_BENCH_OUT/tracker.md"
+)
