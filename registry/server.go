@@ -263,7 +263,15 @@ func (s *Server) router(next http.Handler) http.Handler {
 	}
 	r.NotFoundHandler = next
 	r.MethodNotAllowedHandler = next
-	return r
+	// Registry traffic skips route matching: ordinary pulls must not pay
+	// for P2P, not even a regexp per request.
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, "/v2/") {
+			next.ServeHTTP(w, req)
+			return
+		}
+		r.ServeHTTP(w, req)
+	})
 }
 
 // serveTorrent answers the redirect target: the blob's .torrent with a
