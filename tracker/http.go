@@ -10,11 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/anacrolix/dht/v2/krpc"
 	"github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/tracker"
-	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	trackerServer "github.com/anacrolix/torrent/tracker/server"
 	"github.com/sirupsen/logrus"
 )
@@ -165,14 +163,28 @@ type nonCompactPeer struct {
 
 // compactResponse is BEP 23 with BEP 7's peers6. httpTracker.HttpResponse
 // is not used for sending: it always emits an empty "failure reason", which
-// some clients treat as a failure. The peer encodings are the library's.
+// some clients treat as a failure, and its peer encoding (via krpc) spends
+// more CPU than the rest of an announce. The compact strings are built by
+// appendCompact; bencode itself is still the library's.
 type compactResponse struct {
-	Interval    int32                     `bencode:"interval"`
-	MinInterval int32                     `bencode:"min interval"`
-	Complete    int32                     `bencode:"complete"`
-	Incomplete  int32                     `bencode:"incomplete"`
-	Peers       httpTracker.Peers         `bencode:"peers"`
-	Peers6      krpc.CompactIPv6NodeAddrs `bencode:"peers6,omitempty"`
+	Interval    int32  `bencode:"interval"`
+	MinInterval int32  `bencode:"min interval"`
+	Complete    int32  `bencode:"complete"`
+	Incomplete  int32  `bencode:"incomplete"`
+	Peers       string `bencode:"peers"`
+	Peers6      string `bencode:"peers6,omitempty"`
+}
+
+// appendCompact appends a peer's address bytes then its big-endian port.
+func appendCompact(b []byte, ap netip.AddrPort) []byte {
+	if a := ap.Addr(); a.Is4() {
+		ip := a.As4()
+		b = append(b, ip[:]...)
+	} else {
+		ip := a.As16()
+		b = append(b, ip[:]...)
+	}
+	return append(b, byte(ap.Port()>>8), byte(ap.Port()))
 }
 
 type nonCompactResponse struct {
@@ -260,17 +272,16 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	resp := compactResponse{
-		Interval: interval, MinInterval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
-		Peers: httpTracker.Peers{Compact: true},
-	}
+	resp := compactResponse{Interval: interval, MinInterval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value}
+	var p4, p6 []byte
 	for _, p := range res.Peers {
 		if p.Addr().Is4() {
-			resp.Peers.List = append(resp.Peers.List, httpTracker.Peer{IP: p.Addr().AsSlice(), Port: int(p.Port())})
+			p4 = appendCompact(p4, p.AnnounceAddr)
 		} else {
-			resp.Peers6 = append(resp.Peers6, krpc.NodeAddr{IP: p.Addr().AsSlice(), Port: int(p.Port())})
+			p6 = appendCompact(p6, p.AnnounceAddr)
 		}
 	}
+	resp.Peers, resp.Peers6 = string(p4), string(p6)
 	if err := writeBencode(w, resp); err != nil {
 		s.log.WithError(err).Debug("write announce response")
 	}

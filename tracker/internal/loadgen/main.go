@@ -69,7 +69,7 @@ func main() {
 	nIH := flag.Int("infohashes", 10000, "distinct infohashes")
 	nPeers := flag.Int("peers", 100, "peers per infohash")
 	numwant := flag.Int("numwant", 50, "numwant sent with each announce")
-	conc := flag.Int("concurrency", 64, "concurrent keep-alive connections")
+	conc := flag.Int("concurrency", 16, "concurrent keep-alive connections")
 	maxDur := flag.Duration("max-duration", 3*time.Minute, "stop a target early after this long")
 	out := flag.String("out", "bench/results", "directory for tracker.json and tracker.md")
 	flag.Var(&tg, "target", "name=base URL of a running tracker (repeatable)")
