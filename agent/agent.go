@@ -326,3 +326,11 @@ func (a *Agent) activeTorrents() int {
 	}
 	return len(a.tc.Torrents())
 }
+
+func (a *Agent) uploadedBytes() int64 {
+	if a.tc == nil {
+		return 0
+	}
+	st := a.tc.Stats()
+	return st.BytesWrittenData.Int64()
+}

@@ -54,6 +54,8 @@ func newMetrics(a *Agent) *metrics {
 	m.reg.MustRegister(m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_uploaded_bytes", Help: "Blob bytes uploaded to peers since start."},
+			func() float64 { return float64(a.uploadedBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
 			func() float64 { u, _ := a.cache.Usage(); return float64(u) }),
 	)

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/tracker/udp"
+	httpTrackerServer "github.com/anacrolix/torrent/tracker/http/server"
+	trackerServer "github.com/anacrolix/torrent/tracker/server"
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+// memTracker is a minimal in-memory peer store behind anacrolix's HTTP
+// tracker front end. Shoal's own tracker (tracker/) has no runnable command
+// yet; this one stands in so the swarm path is tested end to end. It also
+// records the group= each announce carried.
+type memTracker struct {
+	mu     sync.Mutex
+	peers  map[trackerServer.InfoHash]map[netip.AddrPort]bool
+	groups map[string]int
+	hits   atomic.Int64
+}
+
+func (m *memTracker) TrackAnnounce(_ context.Context, req udp.AnnounceRequest, addr trackerServer.AnnounceAddr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps := m.peers[req.InfoHash]
+	if ps == nil {
+		ps = map[netip.AddrPort]bool{}
+		m.peers[req.InfoHash] = ps
+	}
+	if req.Event == 3 { // stopped
+		delete(ps, addr)
+	} else {
+		ps[addr] = true
+	}
+	return nil
+}
+
+func (m *memTracker) Scrape(context.Context, []trackerServer.InfoHash) ([]udp.ScrapeInfohashResult, error) {
+	return nil, nil
+}
+
+func (m *memTracker) GetPeers(_ context.Context, ih trackerServer.InfoHash, _ trackerServer.GetPeersOpts, remote trackerServer.AnnounceAddr) trackerServer.ServerAnnounceResult {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []trackerServer.PeerInfo
+	for a := range m.peers[ih] {
+		if a != remote {
+			out = append(out, trackerServer.PeerInfo{AnnounceAddr: a})
+		}
+	}
+	var res trackerServer.ServerAnnounceResult
+	res.Peers = out
+	res.Interval.Set(60)
+	return res
+}
+
+func startMemTracker(t *testing.T) (*memTracker, string, func()) {
+	t.Helper()
+	m := &memTracker{peers: map[trackerServer.InfoHash]map[netip.AddrPort]bool{}, groups: map[string]int{}}
+	h := httpTrackerServer.Handler{Announce: &trackerServer.AnnounceHandler{AnnounceTracker: m}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.hits.Add(1)
+		m.mu.Lock()
+		m.groups[r.URL.Query().Get("group")]++
+		m.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	stop := func() { srv.Close() }
+	t.Cleanup(stop)
+	return m, "http://" + l.Addr().String() + "/announce", stop
+}
+
+// startShoalRegistry runs `shoal registry` with the p2p middleware.
+func startShoalRegistry(t *testing.T, trackerURL string, seederRate int64, seederDisabled bool) string {
+	t.Helper()
+	bin := testenv.ShoalBinary(t)
+	addr := testenv.FreeAddr(t)
+	seedAddr := testenv.FreeAddr(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`version: 0.1
+log: {level: warn}
+http:
+  addr: %s
+  secret: test-secret
+storage:
+  filesystem: {rootdirectory: %s}
+  redirect: {disable: false}
+middleware:
+  storage:
+    - name: p2p
+      options:
+        piecelength: 1048576
+        secret: ""
+        urlexpiry: 5m
+        tracker:
+          url: %s
+          secrets: [tracker-secret]
+          tokenexpiry: 1h
+        seeder:
+          disabled: %v
+          listen: %s
+          ratelimit: %d
+          idletimeout: 30m
+`, addr, filepath.Join(dir, "data"), trackerURL, seederDisabled, seedAddr, seederRate)
+	path := filepath.Join(dir, "registry.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.Start(t, "shoal-registry", bin, []string{"registry", "--config", path})
+	testenv.WaitHTTP(t, p, "http://"+addr+"/v2/", 60*time.Second)
+	return addr
+}
+
+func swarmConfig(t *testing.T, upstream string) Config {
+	cfg := testConfig(t, upstream)
+	cfg.Node.Groups = []string{"zone-a"}
+	return cfg
+}
+
+// Two agents and a Shoal registry (seeder throttled): the second agent's
+// bytes come from the first agent over BitTorrent, not from the registry
+// over HTTP.
+func TestSwarmTwoAgents(t *testing.T) {
+	trk, trackerURL, _ := startMemTracker(t)
+	reg := startShoalRegistry(t, trackerURL, 4<<20, false)
+	img := pushRandom(t, reg, "lib/swarm", 16<<20, 1)
+	d := layerDigests(t, img)[0]
+	l, _ := img.LayerByDigest(d)
+	size, _ := l.Size()
+	proxy := startCountingProxy(t, reg)
+
+	a1 := startAgent(t, swarmConfig(t, proxy.addr))
+	a2 := startAgent(t, swarmConfig(t, proxy.addr))
+
+	// Agent 1 downloads first (from the throttled registry seeder, or its
+	// web seed after a stall)...
+	if st, sum, _ := getBlob(t, a1.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("agent 1: %d %s", st, sum)
+	}
+	httpBefore := proxy.blobBytes.Load()
+	// ...then agent 2, which finds agent 1 through the tracker.
+	start := time.Now()
+	if st, sum, _ := getBlob(t, a2.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("agent 2: %d %s", st, sum)
+	}
+	t.Logf("agent 2 pulled %d bytes in %s", size, time.Since(start))
+	peers2 := metric(t, a2.mirror, `shoal_agent_blob_bytes_total{source="peers"}`)
+	reg2 := metric(t, a2.mirror, `shoal_agent_blob_bytes_total{source="registry"}`)
+	up1 := metric(t, a1.mirror, "shoal_agent_uploaded_bytes")
+	httpDuring := proxy.blobBytes.Load() - httpBefore
+	t.Logf("agent2: peers=%v registry=%v; agent1 uploaded=%v; registry HTTP blob bytes during agent 2 = %d", peers2, reg2, up1, httpDuring)
+	if peers2 < 0.9*float64(size) {
+		t.Errorf("agent 2 got %v bytes from peers, want >= 90%% of %d", peers2, size)
+	}
+	if up1 < 0.5*float64(size) {
+		t.Errorf("agent 1 uploaded %v bytes, want most of %d (agent 2 should pull from it, not the throttled registry seeder)", up1, size)
+	}
+	if httpDuring > size/10 {
+		t.Errorf("registry served %d HTTP blob bytes during agent 2's pull", httpDuring)
+	}
+	trk.mu.Lock()
+	zoneA := trk.groups["zone-a"]
+	trk.mu.Unlock()
+	if zoneA == 0 {
+		t.Errorf("no announce carried group=zone-a: %v", trk.groups)
+	}
+}
+
+// Tracker down, so no peer (not even the registry seeder) can be found: the swarm stalls, the registry is added as a
+// web seed and the pull completes; nothing fails.
+func TestSwarmFallbackTrackerDown(t *testing.T) {
+	_, trackerURL, stopTracker := startMemTracker(t)
+	reg := startShoalRegistry(t, trackerURL, 0, false)
+	stopTracker()
+	img := pushRandom(t, reg, "lib/fb", 4<<20, 2)
+	ag := startAgent(t, swarmConfig(t, reg))
+	start := time.Now()
+	for _, d := range layerDigests(t, img) {
+		if st, sum, _ := getBlob(t, ag.mirror, "lib/fb", d, nil); st != 200 || sum != d.String() {
+			t.Fatalf("pull with tracker down: %d %s", st, sum)
+		}
+	}
+	t.Logf("pulled in %s", time.Since(start))
+	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="webseed"}`) +
+		metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="stall"}`); v < 1 {
+		t.Errorf("no webseed/stall fallback recorded")
+	}
+	if v := metric(t, ag.mirror, `shoal_agent_blob_bytes_total{source="registry"}`); v < 4<<20 {
+		t.Errorf("registry bytes %v: the data had to come from the registry", v)
+	}
+	if !strings.Contains(trackerURL, "/announce") {
+		t.Fatal("bad tracker url")
+	}
+}
