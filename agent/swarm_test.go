@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent/tracker/udp"
 	httpTrackerServer "github.com/anacrolix/torrent/tracker/http/server"
 	trackerServer "github.com/anacrolix/torrent/tracker/server"
+	"github.com/anacrolix/torrent/tracker/udp"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
