@@ -41,6 +41,10 @@ func runAll(ctx context.Context, args []string) error {
 	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret); err != nil {
 		return err
 	}
+	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000.
+	if err := startRunPreheat(ctx, g); err != nil {
+		return err
+	}
 	// components: registry (registry core), tracker, agent, preheat
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("shoal run: %w", err)
