@@ -56,7 +56,7 @@ func New(cfg Config) (*Server, error) {
 	var store Store
 	switch cfg.Store {
 	case "redis":
-		store = NewRedisStore(NewRedisClient(cfg.Redis), cfg.Redis.KeyPrefix)
+		store = NewRedisStore(NewRedisClient(cfg.Redis), cfg.Redis.KeyPrefix, cfg.RequestTimeout)
 	default:
 		store = NewMemoryStore(cfg.PeerTTL)
 	}

@@ -457,7 +457,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	cfg.Store = "redis"
 	cfg.Redis.Addrs = []string{r.Addr}
 	cfg.RequestTimeout = 300 * time.Millisecond
-	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:"), "tcp", "127.0.0.1:0")
+	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:", cfg.RequestTimeout), "tcp", "127.0.0.1:0")
 	h := ih(9)
 	u := tt.announceURL(h)
 	mustAnnounce(t, u, req(h, 1, 10, anatracker.Started))
@@ -526,7 +526,7 @@ func TestRedisHungBoundedTimeout(t *testing.T) {
 	cfg.Store = "redis"
 	cfg.Redis.Addrs = []string{l.Addr().String()}
 	cfg.RequestTimeout = 300 * time.Millisecond
-	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:"), "tcp", "127.0.0.1:0")
+	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:", cfg.RequestTimeout), "tcp", "127.0.0.1:0")
 	h := ih(10)
 	start := time.Now()
 	_, err = clientAnnounce(t, tt.announceURL(h), req(h, 1, 10, anatracker.Started))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +37,7 @@ func storeFactories() map[string]func(t *testing.T) Store {
 		},
 		"redis": func(t *testing.T) Store {
 			r := testenv.StartRedis(t)
-			s := NewRedisStore(redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{r.Addr}}), "test:")
+			s := NewRedisStore(redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{r.Addr}}), "test:", time.Second)
 			t.Cleanup(func() { s.Close() })
 			return s
 		},
@@ -175,6 +176,35 @@ func TestStores(t *testing.T) {
 				}
 			}
 		}},
+		{"concurrent announces all land (batched pipelines for redis)", func(t *testing.T, s Store) {
+			var wg sync.WaitGroup
+			errs := make(chan error, 300)
+			for i := 0; i < 300; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					h := ih(20 + byte(i%3))
+					_, err := s.Announce(ctx, t0, AnnounceInput{InfoHash: h, Peer: peerN(i, ClassIncomplete), TTL: ttl, Sample: 5})
+					errs <- err
+				}(i)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := s.Scrape(ctx, t0, [][20]byte{ih(20), ih(21), ih(22)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, cc := range c {
+				if cc.Incomplete != 100 {
+					t.Errorf("swarm %d has %d peers, want 100", i, cc.Incomplete)
+				}
+			}
+		}},
 		{"stopped on an unknown swarm is harmless", func(t *testing.T, s Store) {
 			sw := announce(t, s, t0, ih(9), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Stopped = true })
 			if sw.Complete+sw.Incomplete != 0 {
@@ -226,7 +256,7 @@ func TestMemoryStoreSweepDropsDeadSwarms(t *testing.T) {
 func TestRedisStoreKeysExpireAndShareSlot(t *testing.T) {
 	r := testenv.StartRedis(t)
 	client := redis.NewClient(&redis.Options{Addr: r.Addr})
-	s := NewRedisStore(client, "x:")
+	s := NewRedisStore(client, "x:", time.Second)
 	defer s.Close()
 	ctx := context.Background()
 	if _, err := s.Announce(ctx, time.Now(), AnnounceInput{InfoHash: ih(1), Peer: peerN(1, ClassIncomplete), TTL: 30 * time.Second, Completed: true}); err != nil {
