@@ -42,3 +42,7 @@ section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k
 		-target "memory=http://127.0.0.1:$mport" -target "redis=http://127.0.0.1:$xport"
 	cat "$SHOAL_BENCH_OUT/tracker.md"
 )
+
+section "agent: 256 MiB image pull, direct vs agent cold vs agent warm"
+go test -count=1 -timeout 10m -run '^TestAgentBenchmark$' -v ./agent/ | grep -E '^(ok|FAIL|---)'
+cat "$SHOAL_BENCH_OUT/agent.md"
