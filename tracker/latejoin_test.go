@@ -3,6 +3,7 @@ package tracker
 import (
 	"context"
 	"crypto/rand"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,7 +107,10 @@ func TestLateJoinerDiscovery(t *testing.T) {
 	waitFor("the late joiner to download", func() bool { return lt.BytesMissing() == 0 })
 	waitFor("the seeder to see the late joiner", func() bool { return len(st.PeerConns()) > 0 })
 
-	got, err := os.ReadFile(filepath.Join(leechDir, "blob"))
+	// Read through the torrent: the file may still be a part file.
+	rd := lt.NewReader()
+	got, err := io.ReadAll(rd)
+	rd.Close()
 	if err != nil || string(got) != string(data) {
 		t.Fatalf("downloaded data differs (%v)", err)
 	}
