@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// A registry that offers a torrent nobody can deliver (dead tracker, web
+// seed answering 500) and whose first plain HTTP answer breaks mid-body:
+// the agent gives up on the swarm after the stall timeout, fetches over
+// HTTP, resumes with Range after the break, and serves the exact blob.
+func TestFallbackStallThenHTTPResume(t *testing.T) {
+	data := make([]byte, 3<<20+12345)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	hexd := hex.EncodeToString(sum[:])
+	var plainGets, rangeGets, torrentGets, webseedGets atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/torrent":
+			torrentGets.Add(1)
+			info := metainfo.Info{Name: hexd, Length: int64(len(data)), PieceLength: 256 << 10}
+			priv := true
+			info.Private = &priv
+			if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(data)), nil
+			}); err != nil {
+				t.Error(err)
+			}
+			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x",
+				UrlList: []string{srv.URL + "/webseed"}}
+			w.Header().Set("Content-Type", "application/x-bittorrent")
+			mi.Write(w)
+		case r.URL.Path == "/webseed":
+			webseedGets.Add(1)
+			http.Error(w, "broken", http.StatusInternalServerError)
+		case strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hexd):
+			if r.Header.Get("Accept") == "application/x-bittorrent" {
+				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
+				return
+			}
+			if r.Header.Get("Range") != "" {
+				rangeGets.Add(1)
+			} else if plainGets.Add(1) == 1 {
+				// First plain answer: promise everything, deliver 1 MiB, break.
+				w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+				w.Write(data[:1<<20])
+				panic(http.ErrAbortHandler)
+			}
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ag := startAgent(t, testConfig(t, host))
+	d := v1.Hash{Algorithm: "sha256", Hex: hexd}
+	start := time.Now()
+	st, got, _ := getBlob(t, ag.mirror, "lib/fb", d, nil)
+	if st != 200 || got != d.String() {
+		t.Fatalf("pull: %d %s", st, got)
+	}
+	t.Logf("pulled in %s", time.Since(start))
+	if torrentGets.Load() != 1 {
+		t.Errorf("torrent metadata fetched %d times, want 1", torrentGets.Load())
+	}
+	if webseedGets.Load() == 0 {
+		t.Error("web seed never tried before HTTP fallback")
+	}
+	if rangeGets.Load() == 0 {
+		t.Error("interrupted HTTP transfer was not resumed with Range")
+	}
+	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="stall"}`); v != 1 {
+		t.Errorf("stall fallbacks = %v, want 1", v)
+	}
+	if v := metric(t, ag.mirror, `shoal_agent_blob_bytes_total{source="registry"}`); v != float64(len(data)) {
+		t.Errorf("registry bytes = %v, want %d", v, len(data))
+	}
+}
