@@ -2,6 +2,7 @@ package preheat
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -88,11 +89,8 @@ func TestJobLifecycleOnlyTargetGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	buf := new(strings.Builder)
-	_, _ = fmt.Fprint(buf, "")
-	b := make([]byte, 1<<20)
-	n, _ := resp.Body.Read(b)
-	body := string(b[:n])
+	raw, _ := io.ReadAll(resp.Body)
+	body := string(raw)
 	for _, s := range []string{`shoal_preheat_jobs{state="SUCCESS"} 2`, `shoal_preheat_bytes_total{from="registry"}`, "shoal_preheat_job_duration_seconds_count 2"} {
 		if !strings.Contains(body, s) {
 			t.Errorf("metrics lack %q", s)
