@@ -203,3 +203,33 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 		t.Fatalf("lapsed node error = %q", v.Error)
 	}
 }
+
+// Job timeout and per-fetch timeout: an agent that never answers fails the
+// fetch after FetchTimeout, and the job fails at JobTimeout, with reasons.
+func TestTimeouts(t *testing.T) {
+	reg := startRegistry(t)
+	reg.push(t, "lib/t:v1", 1<<10, 1)
+	cfg := testConfig(reg.URL)
+	cfg.FetchTimeout = 200 * time.Millisecond
+	r := startReplica(t, cfg, NewMemoryStore())
+	a := startAgent(t, "n1", "g", "")
+	a.gate = make(chan struct{}) // never opened: agent hangs
+	heartbeat(t, r.URL, a.ID, a.URL(), "g")
+	var j JobView
+	call(t, "POST", r.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/t:v1"}, &j)
+	v := waitJob(t, r.URL, j.ID, StateFailure, 5*time.Second)
+	if !strings.Contains(v.Error, "did not answer within") {
+		t.Fatalf("fetch timeout error = %q", v.Error)
+	}
+
+	cfg.FetchTimeout = 10 * time.Second
+	cfg.JobTimeout = 300 * time.Millisecond
+	r2 := startReplica(t, cfg, NewMemoryStore())
+	heartbeat(t, r2.URL, a.ID, a.URL(), "g")
+	start := time.Now()
+	call(t, "POST", r2.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/t:v1"}, &j)
+	v = waitJob(t, r2.URL, j.ID, StateFailure, 5*time.Second)
+	if !strings.Contains(v.Error, "timed out") || time.Since(start) > 3*time.Second {
+		t.Fatalf("job timeout: %q after %s", v.Error, time.Since(start))
+	}
+}
