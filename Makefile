@@ -53,10 +53,10 @@ bench: build tools
 	./scripts/bench.sh
 
 e2e: deps build
-	$(GO) test -count=1 -timeout 10m -run TestQuick -v ./e2e/
+	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run TestQuick -v ./e2e/
 
 bench-e2e: deps build
-	$(GO) test -count=1 -timeout 60m -run TestMatrix -v ./e2e/ -args -matrix
+	SHOAL_E2E=1 $(GO) test -count=1 -timeout 60m -run TestMatrix -v ./e2e/ -args -matrix
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

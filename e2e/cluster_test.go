@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+const (
+	registryPort = 5000
+	trackerPort  = 6969
+	seederPort   = 6881
+	mirrorAddr   = "127.0.0.1:65001"
+	trackerSec   = "e2e-tracker-secret"
+)
+
+// Cluster is one infra host (registry + tracker) and node hosts with agents.
+type Cluster struct {
+	t       *testing.T
+	Net     *Net
+	Infra   *Host
+	Nodes   []*Host
+	bin     string
+	Reg     *testenv.Process
+	Tracker *testenv.Process
+	trkCfg  string
+	Agents  []*testenv.Process
+}
+
+func (c *Cluster) RegistryAddr() string { return fmt.Sprintf("%s:%d", c.Infra.IP, registryPort) }
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newCluster creates the namespaces and starts the registry and tracker in
+// the infra host; node agents start with StartAgents.
+func newCluster(t *testing.T, nodes int, link Link) *Cluster {
+	t.Helper()
+	n := newNet(t, nodes+1, link)
+	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t)}
+	dir := t.TempDir()
+	ip := c.Infra.IP
+	c.trkCfg = writeFile(t, dir, "tracker.yml", fmt.Sprintf(`addr: %s:%d
+secrets: [%s]
+interval: 10s
+peer_ttl: 3m
+store: memory
+log_level: warn
+`, ip, trackerPort, trackerSec))
+	c.StartTracker()
+	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+http: {addr: "%[1]s:%[2]d", secret: e2e-registry-secret}
+storage:
+  filesystem: {rootdirectory: %[3]q}
+  redirect: {disable: false}
+middleware:
+  storage:
+    - name: p2p
+      options:
+        piecelength: 1048576
+        baseurl: "http://%[1]s:%[2]d"
+        urlexpiry: 10m
+        tracker:
+          url: "http://%[1]s:%[4]d/announce"
+          secrets: [%[5]s]
+          tokenexpiry: 1h
+        seeder:
+          listen: "%[1]s:%[6]d"
+          idletimeout: 30m
+`, ip, registryPort, filepath.Join(dir, "registry-data"), trackerPort, trackerSec, seederPort))
+	c.Reg = c.Infra.Start(t, "shoal registry", c.bin, "registry", "--config", regCfg)
+	c.Infra.WaitHTTP(t, c.Reg, "http://"+c.RegistryAddr()+"/v2/", 60*time.Second)
+	return c
+}
+
+// StartTracker (re)starts the tracker on its fixed address.
+func (c *Cluster) StartTracker() {
+	c.t.Helper()
+	c.Tracker = c.Infra.Start(c.t, "shoal tracker", c.bin, "tracker", "--config", c.trkCfg)
+	c.Infra.WaitHTTP(c.t, c.Tracker, fmt.Sprintf("http://%s:%d/healthz", c.Infra.IP, trackerPort), 30*time.Second)
+}
+
+// StartAgents starts an agent with an empty cache on each of the first n
+// nodes.
+func (c *Cluster) StartAgents(n int) {
+	t := c.t
+	t.Helper()
+	c.Agents = make([]*testenv.Process, n)
+	for i, h := range c.Nodes[:n] {
+		dir := t.TempDir()
+		cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
+mirror: {addr: %[2]q}
+control: {addr: "127.0.0.1:65002", advertise: "http://%[3]s:65002"}
+upstreams:
+  - {host: %[4]q, url: "http://%[4]s", default: true}
+cache: {dir: %[5]q, maxBytes: 8589934592, authTTL: 30s}
+p2p:
+  enabled: true
+  listen: "0.0.0.0:6881"
+  advertiseIP: %[3]q
+  stallTimeout: 5s
+  deadline: 10m
+  seedTime: 1h
+log: {level: warn}
+`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache")))
+		c.Agents[i] = h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
+	}
+	for i, h := range c.Nodes[:n] {
+		h.WaitHTTP(t, c.Agents[i], "http://"+mirrorAddr+"/healthz", 60*time.Second)
+	}
+}
+
+// StopAgents stops every agent (their caches go with their temp dirs).
+func (c *Cluster) StopAgents() {
+	for _, a := range c.Agents {
+		a.Stop()
+	}
+	c.Agents = nil
+}
+
+// scrape reads Prometheus samples (name{labels} → value) from url, dialing
+// from inside host h.
+func scrape(t *testing.T, h *Host, url string) map[string]float64 {
+	t.Helper()
+	cl := &http.Client{Transport: h.Transport(), Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatalf("metrics %s in %s: %v", url, h.Name, err)
+	}
+	defer resp.Body.Close()
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err == nil {
+			m[l[:i]] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("metrics %s in %s: %v", url, h.Name, err)
+	}
+	return m
+}

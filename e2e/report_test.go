@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// Run is the outcome of one rollout: every node pulling one image at once.
+type Run struct {
+	Scenario   string    `json:"scenario"` // cold, fault-tracker-killed, ...
+	Mode       string    `json:"mode"`     // p2p (through agents) or direct (from the registry)
+	N          int       `json:"nodes"`
+	ImageBytes int64     `json:"imageBytes"`
+	RateMbit   int       `json:"rateMbit"`
+	DelayMs    int64     `json:"delayMs"`
+	Seconds    []float64 `json:"seconds"` // per node completion time
+	P50        float64   `json:"p50"`
+	P95        float64   `json:"p95"`
+	Max        float64   `json:"max"`
+	// RegistryEgress is what left the registry host's veth (IP+TCP headers
+	// and tracker replies included).
+	RegistryEgress int64   `json:"registryEgressBytes"`
+	EgressRatio    float64 `json:"registryEgressPerImage"`
+	// SwarmBytes / AgentRegistryBytes: blob bytes the agents got over
+	// BitTorrent (from other agents and the registry's seeder) / over HTTP
+	// from the registry (shoal_agent_blob_bytes_total). PeerBytes: bytes
+	// agents uploaded to each other (shoal_agent_uploaded_bytes), i.e. the
+	// node-to-node share of SwarmBytes.
+	SwarmBytes         int64   `json:"swarmBytes"`
+	PeerBytes          int64   `json:"peerToPeerBytes"`
+	AgentRegistryBytes int64   `json:"agentRegistryBytes"`
+	TStar              float64 `json:"tStar"`
+	VsTStar            float64 `json:"maxOverTStar"`
+	VsDirect           float64 `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
+	Note               string  `json:"note,omitempty"`
+}
+
+// tStar is the Kumar & Ross lower bound for distributing F bytes to n nodes
+// with server uplink us and node up/down links u, d (bytes/s).
+func tStar(f float64, n int, us, u, d float64) float64 {
+	return math.Max(math.Max(f/us, f/d), float64(n)*f/(us+float64(n)*u))
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func (r *Run) finish() {
+	r.P50, r.P95, r.Max = percentile(r.Seconds, .5), percentile(r.Seconds, .95), percentile(r.Seconds, 1)
+	r.EgressRatio = float64(r.RegistryEgress) / float64(r.ImageBytes)
+	bps := float64(r.RateMbit) * 1e6 / 8
+	r.TStar = tStar(float64(r.ImageBytes), r.N, bps, bps, bps)
+	if r.TStar > 0 {
+		r.VsTStar = r.Max / r.TStar
+	}
+}
+
+// linkVsDirect fills VsDirect of p2p runs from the direct run of the same
+// scenario, N, size and link.
+func linkVsDirect(runs []Run) {
+	for i := range runs {
+		if runs[i].Mode != "p2p" {
+			continue
+		}
+		for _, d := range runs {
+			if d.Mode == "direct" && d.Scenario == runs[i].Scenario && d.N == runs[i].N &&
+				d.ImageBytes == runs[i].ImageBytes && d.RateMbit == runs[i].RateMbit && d.DelayMs == runs[i].DelayMs && d.Max > 0 {
+				runs[i].VsDirect = runs[i].Max / d.Max
+			}
+		}
+	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func markdown(title string, runs []Run) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n\n", title)
+	b.WriteString("| scenario | mode | N | image | link | p50 s | p95 s | max s | T* s | max/T* | max/direct | registry egress | egress/image | swarm bytes | node-to-node bytes | agent HTTP bytes | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range runs {
+		link := fmt.Sprintf("%d Mbit/s", r.RateMbit)
+		if r.DelayMs > 0 {
+			link += fmt.Sprintf(" +%d ms", r.DelayMs)
+		}
+		vd := "–"
+		if r.VsDirect > 0 {
+			vd = fmt.Sprintf("%.2f", r.VsDirect)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | %.2f× | %s | %s | %s | %s |\n",
+			r.Scenario, r.Mode, r.N, mib(r.ImageBytes), link, r.P50, r.P95, r.Max, r.TStar, r.VsTStar, vd,
+			mib(r.RegistryEgress), r.EgressRatio, mib(r.SwarmBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes), r.Note)
+	}
+	b.WriteString("\nTimes are per-node completion of a full pull (manifest, config, every layer, sha256 verified). ")
+	b.WriteString("Registry egress is the registry host's veth tx bytes (headers and tracker replies included). ")
+	b.WriteString("T* = max(F/u_s, F/d, N·F/(u_s+N·u)) (Kumar & Ross 2006). Swarm bytes: what agents received over BitTorrent (other agents and the registry's seeder); node-to-node: what agents uploaded to each other.\n")
+	return b.String()
+}
+
+// writeReport writes results/<name>.json and .md, and an SVG chart of max
+// completion time vs N (P2P, direct, T*) per image size and link of the
+// cold-rollout runs.
+func writeReport(name, title string, runs []Run) ([]string, error) {
+	dir := "results"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	js, err := json.MarshalIndent(runs, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files := []string{filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md")}
+	if err := os.WriteFile(files[0], append(js, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(files[1], []byte(markdown(title, runs)), 0o644); err != nil {
+		return nil, err
+	}
+	type key struct {
+		size  int64
+		rate  int
+		delay int64
+	}
+	var keys []key
+	for _, r := range runs {
+		k := key{r.ImageBytes, r.RateMbit, r.DelayMs}
+		if r.Scenario == "cold" && !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		var p2p, direct, ts plotter.XYs
+		for _, r := range runs {
+			if r.Scenario != "cold" || (key{r.ImageBytes, r.RateMbit, r.DelayMs}) != k {
+				continue
+			}
+			pt := plotter.XY{X: float64(r.N), Y: r.Max}
+			switch r.Mode {
+			case "p2p":
+				p2p = append(p2p, pt)
+				ts = append(ts, plotter.XY{X: float64(r.N), Y: r.TStar})
+			case "direct":
+				direct = append(direct, pt)
+			}
+		}
+		p := plot.New()
+		p.Title.Text = fmt.Sprintf("Cold rollout, %s image, %d Mbit/s links", mib(k.size), k.rate)
+		if k.delay > 0 {
+			p.Title.Text += fmt.Sprintf(", +%d ms", k.delay)
+		}
+		p.X.Label.Text = "nodes N"
+		p.Y.Label.Text = "completion time of the last node (s)"
+		p.Add(plotter.NewGrid())
+		for _, s := range []struct {
+			name string
+			xys  plotter.XYs
+			c    color.RGBA
+		}{{"Shoal P2P", p2p, color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 255}},
+			{"direct from registry", direct, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 255}},
+			{"T* lower bound", ts, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 255}}} {
+			if len(s.xys) == 0 {
+				continue
+			}
+			slices.SortFunc(s.xys, func(a, b plotter.XY) int { return int(a.X - b.X) })
+			l, pts, err := plotter.NewLinePoints(s.xys)
+			if err != nil {
+				return nil, err
+			}
+			l.Color, pts.Color = s.c, s.c
+			p.Add(l, pts)
+			p.Legend.Add(s.name, l, pts)
+		}
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Y.Min = 0
+		f := filepath.Join(dir, fmt.Sprintf("%s-%dmib-%dmbit", name, k.size>>20, k.rate))
+		if k.delay > 0 {
+			f += fmt.Sprintf("-%dms", k.delay)
+		}
+		f += ".svg"
+		if err := p.Save(7*vg.Inch, 4.5*vg.Inch, f); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
