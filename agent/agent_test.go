@@ -442,3 +442,21 @@ func TestHeartbeat(t *testing.T) {
 		}
 	}
 }
+
+// The download rate limit caps how fast the agent pulls from the registry.
+func TestDownloadRateLimit(t *testing.T) {
+	reg := startUpstreamRegistry(t, "")
+	img := pushRandom(t, reg, "lib/slow", 3<<20, 1)
+	cfg := testConfig(t, reg)
+	cfg.P2P.DownloadBytesPerSec = 2 << 20
+	ag := startAgent(t, cfg)
+	d := layerDigests(t, img)[0]
+	start := time.Now()
+	if st, sum, _ := getBlob(t, ag.mirror, "lib/slow", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("pull: %d %s", st, sum)
+	}
+	// 3 MiB at 2 MiB/s with a 1 MiB burst takes at least one second.
+	if el := time.Since(start); el < 900*time.Millisecond {
+		t.Errorf("3 MiB downloaded in %s despite a 2 MiB/s limit", el)
+	}
+}

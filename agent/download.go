@@ -578,8 +578,16 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, skip int64) error {
 		}
 	}
 	buf := make([]byte, 256<<10)
+	lastLog := time.Now()
 	for {
 		n, err := body.Read(buf)
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			d.f.mu.Lock()
+			have, size := d.f.avail, d.f.size
+			d.f.mu.Unlock()
+			d.a.log.WithFields(logrus.Fields{"digest": "sha256:" + d.req.hex, "bytes": have, "size": size}).Info("HTTP download progress")
+		}
 		if n > 0 {
 			if lim := d.a.httpRate; lim != nil {
 				for done := 0; done < n; done += lim.Burst() {

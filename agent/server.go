@@ -280,6 +280,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		}
 		if err := h.Verify(); err != nil {
 			h.Release()
+			a.dropSeed(hexd) // don't keep offering the corrupt copy to peers
 			log.WithError(err).Warn("re-fetching blob")
 		} else {
 			defer h.Release()
