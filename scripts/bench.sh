@@ -46,3 +46,7 @@ section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k
 section "agent: 256 MiB image pull, direct vs agent cold vs agent warm"
 go test -count=1 -timeout 10m -run '^TestAgentBenchmark$' -v ./agent/ | grep -E '^(ok|FAIL|---)'
 cat "$SHOAL_BENCH_OUT/agent.md"
+
+section "preheat: 256 MiB image to 8 agents, preheat vs direct pull, registry egress"
+go test -count=1 -timeout 15m -run '^TestPreheatBenchmark$' -v ./preheat/ | grep -E '^(ok|FAIL|---)'
+cat "$SHOAL_BENCH_OUT/preheat.md"
