@@ -134,8 +134,14 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 		}
 	}
 	out.Downloaded = sw.downloaded
-	for _, r := range res {
+	budget := in.Sample
+	for _, c := range []Class{ClassComplete, ClassOrigin, ClassIncomplete} {
+		r := res[c]
+		if len(r) > budget {
+			r = r[:budget]
+		}
 		out.Candidates = append(out.Candidates, r...)
+		budget -= len(r)
 	}
 	if len(sw.peers) == 0 && sw.downloaded == 0 {
 		delete(sh.swarms, in.InfoHash)

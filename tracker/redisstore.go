@@ -55,7 +55,7 @@ const (
 //
 // KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 peer hash,
 // 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer id,
-// 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample size per class,
+// 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
 // 7 key TTL (ms), 8 "1" if the download completed.
 //
 // Returns {complete, origin, incomplete, downloaded, record...}.
@@ -88,25 +88,27 @@ local out = {
   tonumber(redis.call('GET', KEYS[5]) or '0'),
 }
 local want = tonumber(ARGV[6])
-if want > 0 then
-  for k = 1, 3 do
-    local n = out[k]
-    if n > 0 then
-      local ids
-      if n <= want + 1 then
-        ids = redis.call('ZRANGE', KEYS[k], 0, -1)
-      else
-        ids = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
+-- Sample in hand-out order (complete, origin, incomplete) and stop once the
+-- budget is spent: later classes would be cut by the policy anyway.
+for k = 1, 3 do
+  if want <= 0 then break end
+  local n = out[k]
+  if n > 0 then
+    local ids
+    if n <= want + 1 then
+      ids = redis.call('ZRANGE', KEYS[k], 0, -1)
+    else
+      ids = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
+    end
+    local sel = {}
+    for _, m in ipairs(ids) do
+      if m ~= id and #sel < want then sel[#sel + 1] = m end
+    end
+    if #sel > 0 then
+      for _, d in ipairs(redis.call('HMGET', KEYS[4], unpack(sel))) do
+        if d then out[#out + 1] = d end
       end
-      local sel = {}
-      for _, m in ipairs(ids) do
-        if m ~= id and #sel < want then sel[#sel + 1] = m end
-      end
-      if #sel > 0 then
-        for _, d in ipairs(redis.call('HMGET', KEYS[4], unpack(sel))) do
-          if d then out[#out + 1] = d end
-        end
-      end
+      want = want - #sel
     end
   end
 end

@@ -62,15 +62,18 @@ type AnnounceInput struct {
 	Completed bool
 	// TTL is how long the peer stays without announcing again.
 	TTL time.Duration
-	// Sample is how many candidate peers per class to return (0: none).
+	// Sample is how many candidate peers to return (0: none), taken class
+	// by class in hand-out order (complete, origin, incomplete), randomly
+	// within a class.
 	Sample int
 }
 
 // Swarm is the state of a swarm right after an announce was applied.
 type Swarm struct {
 	Counts
-	// Candidates holds up to Sample random live peers of each class, never
-	// the announcing peer itself. The hand-out policy orders and trims them.
+	// Candidates holds up to Sample live peers as described at
+	// AnnounceInput.Sample, never the announcing peer itself. The hand-out
+	// policy orders and trims them.
 	Candidates []Peer
 }
 

@@ -134,7 +134,7 @@ func TestStores(t *testing.T) {
 				t.Fatalf("scrape after all expired: %+v %v", c, err)
 			}
 		}},
-		{"sample bounded per class and excludes requester", func(t *testing.T, s Store) {
+		{"sample is a budget filled in hand-out class order, requester excluded", func(t *testing.T, s Store) {
 			for i := 1; i <= 30; i++ {
 				c := ClassIncomplete
 				if i%2 == 0 {
@@ -142,21 +142,26 @@ func TestStores(t *testing.T) {
 				}
 				announce(t, s, t0, ih(6), peerN(i, c), nil)
 			}
-			sw := announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = 4 })
-			var per [numClasses]int
-			for _, p := range sw.Candidates {
-				per[p.Class]++
-				if p.ID == pid(1) {
-					t.Fatal("requester in candidates")
+			announce(t, s, t0, ih(6), peerN(99, ClassOrigin), nil)
+			for _, tc := range []struct{ sample, complete, origin, incomplete int }{
+				{4, 4, 0, 0}, {15, 15, 0, 0}, {16, 15, 1, 0}, {20, 15, 1, 4}, {100, 15, 1, 14},
+			} {
+				sw := announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = tc.sample })
+				var per [numClasses]int
+				for _, p := range sw.Candidates {
+					per[p.Class]++
+					if p.ID == pid(1) {
+						t.Fatal("requester in candidates")
+					}
+				}
+				if per[ClassComplete] != tc.complete || per[ClassOrigin] != tc.origin || per[ClassIncomplete] != tc.incomplete {
+					t.Fatalf("sample %d: got complete/origin/incomplete %v, want %d/%d/%d", tc.sample, per, tc.complete, tc.origin, tc.incomplete)
+				}
+				if sw.Complete != 16 || sw.Incomplete != 15 {
+					t.Fatalf("counts %+v", sw.Counts)
 				}
 			}
-			if per[ClassComplete] != 4 || per[ClassIncomplete] != 4 {
-				t.Fatalf("per-class sample = %v", per)
-			}
-			if sw.Complete != 15 || sw.Incomplete != 15 {
-				t.Fatalf("counts %+v", sw.Counts)
-			}
-			sw = announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = 0 })
+			sw := announce(t, s, t0, ih(6), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Sample = 0 })
 			if len(sw.Candidates) != 0 {
 				t.Fatalf("sample 0 returned %d", len(sw.Candidates))
 			}
