@@ -579,3 +579,26 @@ func TestShippedConfigLoads(t *testing.T) {
 		t.Fatal("unknown key accepted")
 	}
 }
+
+func TestRequestIP(t *testing.T) {
+	cfg := testConfig()
+	s, err := NewWithStore(cfg, NewMemoryStore(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, _ := http.NewRequest(http.MethodGet, "/announce", nil)
+	r.RemoteAddr = "[::ffff:10.1.2.3]:5555"
+	r.Header.Set("X-Forwarded-For", "192.0.2.9, 10.0.0.1")
+	if ip, err := s.requestIP(r); err != nil || ip.String() != "10.1.2.3" {
+		t.Fatalf("mapped remote addr: %v %v (header must be ignored unless configured)", ip, err)
+	}
+	s.cfg.RealIPHeader = "X-Forwarded-For"
+	if ip, err := s.requestIP(r); err != nil || ip.String() != "192.0.2.9" {
+		t.Fatalf("forwarded: %v %v", ip, err)
+	}
+	r.Header.Set("X-Forwarded-For", "not-an-ip")
+	if _, err := s.requestIP(r); err == nil {
+		t.Fatal("garbage header accepted")
+	}
+}
