@@ -3,6 +3,7 @@ package preheat
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
@@ -262,5 +270,55 @@ func TestShippedConfigLoads(t *testing.T) {
 	if len(cfg.Policies) != 1 || !cfg.Policies[0].match("library/web", "v1.2") || cfg.Policies[0].match("library/web", "latest") ||
 		cfg.Harbor.Clusters[2][0] != "zone-b" || cfg.HeartbeatTTL != 30*time.Second {
 		t.Fatalf("config %+v", cfg)
+	}
+}
+
+// An index resolves to the manifests of the requested platforms only.
+func TestResolveIndexPlatforms(t *testing.T) {
+	reg := startRegistry(t)
+	amd, _ := random.Image(1024, 1)
+	arm, _ := random.Image(1024, 2)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}},
+	)
+	ref, _ := name.ParseReference(reg.Host+"/multi/app:1", name.Insecure)
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	res := &resolver{client: http.DefaultClient}
+	ir := ImageRef{Registry: reg.URL, Repository: "multi/app", Reference: "1"}
+	for _, c := range []struct {
+		platforms []string
+		want      [][]string
+	}{
+		{nil, [][]string{blobDigests(t, amd), blobDigests(t, arm)}},
+		{[]string{"linux/arm64"}, [][]string{blobDigests(t, arm)}},
+		{[]string{"linux/arm64/v8"}, [][]string{blobDigests(t, arm)}},
+		{[]string{"linux/amd64"}, [][]string{blobDigests(t, amd)}},
+	} {
+		got, err := res.Resolve(bg, ir, c.platforms, Credentials{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, w := range c.want {
+			want = append(want, w...)
+		}
+		var have []string
+		for _, b := range got.Blobs {
+			have = append(have, b.Digest)
+		}
+		if strings.Join(have, ",") != strings.Join(want, ",") {
+			t.Fatalf("platforms %v: blobs %v, want %v", c.platforms, have, want)
+		}
+		if d, _ := idx.Digest(); got.Digest != d.String() {
+			t.Fatalf("digest %s, want index digest %s", got.Digest, d)
+		}
+	}
+	_, err := res.Resolve(bg, ir, []string{"windows/amd64"}, Credentials{})
+	var re *ResolveError
+	if !errors.As(err, &re) || re.Status != 400 {
+		t.Fatalf("no matching platform: %v", err)
 	}
 }
