@@ -48,6 +48,9 @@ type Result struct {
 	P90ms        float64 `json:"p90_ms"`
 	P99ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
+	// LoadAvg is the 1-minute load average when the target finished: the
+	// machine is shared, so figures are only comparable at similar load.
+	LoadAvg string `json:"loadavg_1m"`
 	AvgPeersBack float64 `json:"avg_peers_returned"`
 }
 
@@ -185,6 +188,9 @@ func run(name, base string, ihPart, peerPart []string, conc int, maxDur time.Dur
 	r := Result{Store: name, URL: base, Requests: int64(len(all)), Errors: errs.Load(), Seconds: elapsed.Seconds(),
 		P50ms: pct(.50), P90ms: pct(.90), P99ms: pct(.99), MaxMs: pct(1)}
 	r.PerSecond = float64(r.Requests) / r.Seconds
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		r.LoadAvg, _, _ = strings.Cut(string(b), " ")
+	}
 	if ok := r.Requests - r.Errors; ok > 0 {
 		r.AvgPeersBack = float64(peersBack.Load()) / float64(ok)
 	}
@@ -204,11 +210,11 @@ func write(dir string, rep Report) error {
 		rep.Date, rep.Host, rep.CPUs)
 	fmt.Fprintf(&b, "%d infohashes x %d peers, each pair announced once (event=started, numwant=%d), %d keep-alive connections. The tracker and the load generator share the machine's CPUs.\n\n",
 		rep.InfoHashes, rep.Peers, rep.Numwant, rep.Concurrency)
-	b.WriteString("| store | announces | errors | seconds | announces/s | p50 ms | p90 ms | p99 ms | max ms | avg peers returned |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| store | announces | errors | seconds | announces/s | p50 ms | p90 ms | p99 ms | max ms | avg peers returned | load avg (1m) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f |\n",
-			r.Store, r.Requests, r.Errors, r.Seconds, r.PerSecond, r.P50ms, r.P90ms, r.P99ms, r.MaxMs, r.AvgPeersBack)
+		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f | %s |\n",
+			r.Store, r.Requests, r.Errors, r.Seconds, r.PerSecond, r.P50ms, r.P90ms, r.P99ms, r.MaxMs, r.AvgPeersBack, r.LoadAvg)
 	}
 	return os.WriteFile(filepath.Join(dir, "tracker.md"), []byte(b.String()), 0o644)
 }
