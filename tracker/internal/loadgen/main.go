@@ -38,19 +38,19 @@ func (t *targets) Set(v string) error { *t = append(*t, v); return nil }
 
 // Result is one target's figures.
 type Result struct {
-	Store        string  `json:"store"`
-	URL          string  `json:"url"`
-	Requests     int64   `json:"requests"`
-	Errors       int64   `json:"errors"`
-	Seconds      float64 `json:"seconds"`
-	PerSecond    float64 `json:"announces_per_second"`
-	P50ms        float64 `json:"p50_ms"`
-	P90ms        float64 `json:"p90_ms"`
-	P99ms        float64 `json:"p99_ms"`
-	MaxMs        float64 `json:"max_ms"`
+	Store     string  `json:"store"`
+	URL       string  `json:"url"`
+	Requests  int64   `json:"requests"`
+	Errors    int64   `json:"errors"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"announces_per_second"`
+	P50ms     float64 `json:"p50_ms"`
+	P90ms     float64 `json:"p90_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
 	// LoadAvg is the 1-minute load average when the target finished: the
 	// machine is shared, so figures are only comparable at similar load.
-	LoadAvg string `json:"loadavg_1m"`
+	LoadAvg      string  `json:"loadavg_1m"`
 	AvgPeersBack float64 `json:"avg_peers_returned"`
 }
 
