@@ -322,3 +322,33 @@ func TestResolveIndexPlatforms(t *testing.T) {
 		t.Fatalf("no matching platform: %v", err)
 	}
 }
+
+// apiTokens guard job writes and webhooks (Bearer, or the bare token Harbor
+// sends as auth_header); reads and agent heartbeats stay open.
+func TestAPITokens(t *testing.T) {
+	reg := startRegistry(t)
+	reg.push(t, "lib/tok:1", 1<<10, 1)
+	cfg := testConfig(reg.URL)
+	cfg.APITokens = []string{"api-secret"}
+	r := startReplica(t, cfg, NewMemoryStore())
+	a := startAgent(t, "a1", "g", "")
+	heartbeat(t, r.URL, a.ID, a.URL(), "g") // open, per the agent contract
+	req := JobRequest{Image: reg.Host + "/lib/tok:1"}
+	var e map[string]string
+	if code := call(t, "POST", r.URL+"/api/v1/jobs", nil, req, &e); code != 401 || e["error"] == "" {
+		t.Fatalf("no token: %d %v", code, e)
+	}
+	if code := call(t, "POST", r.URL+"/api/v1/webhooks/harbor", map[string]string{"Authorization": "Bearer nope"}, "{}", &e); code != 401 {
+		t.Fatalf("bad token on webhook: %d", code)
+	}
+	var j JobView
+	if code := call(t, "POST", r.URL+"/api/v1/jobs", map[string]string{"Authorization": "Bearer api-secret"}, req, &j); code != 201 {
+		t.Fatalf("with token: %d", code)
+	}
+	if code := call(t, "POST", r.URL+"/api/v1/webhooks/harbor", map[string]string{"Authorization": "api-secret"}, `{"type":"PUSH_ARTIFACT"}`, &map[string]any{}); code != 200 {
+		t.Fatalf("bare auth_header token on webhook: %d", code)
+	}
+	if code := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", r.URL, j.ID), nil, nil, &JobView{}); code != 200 {
+		t.Fatalf("read without token: %d", code)
+	}
+}
