@@ -21,6 +21,13 @@ import (
 // being announced to; whole swarms vanish through key expiry, so nothing ever
 // scans the keyspace.
 //
+// Compared with the usual designs: Kraken's time-windowed sets expire peers
+// only at window granularity and read several window keys per announce;
+// Chihaya's Redis store keeps last-seen times in per-swarm hashes and
+// garbage-collects by periodically walking every swarm. Scoring by expiry
+// gives exact per-peer TTLs with range deletes, and one script per announce
+// keeps replicas consistent without locks.
+//
 // Announces are batched: whatever announces queue up while a pipeline is in
 // flight go out together in the next one. Syscalls and round trips, not
 // Redis work, dominate a single announce, so this roughly halves the CPU per
