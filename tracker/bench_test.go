@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/testenv"
 )
 
 // BenchmarkAnnounceHandler measures the handler alone (no network) on the
@@ -17,6 +20,42 @@ func BenchmarkAnnounceHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	qs := benchQueries(s)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r := httptest.NewRequest(http.MethodGet, "/announce", nil)
+		r.URL.RawQuery = qs[i%len(qs)]
+		s.handleAnnounce(httptest.NewRecorder(), r)
+	}
+}
+
+// BenchmarkAnnounceHandlerRedis is the same over the Redis store, with
+// parallel callers so batching has something to batch.
+func BenchmarkAnnounceHandlerRedis(b *testing.B) {
+	r := testenv.StartRedis(b)
+	cfg := testConfig()
+	cfg.Store = "redis"
+	cfg.Redis.Addrs = []string{r.Addr}
+	s, err := NewWithStore(cfg, NewRedisStore(NewRedisClient(cfg.Redis), "b:", time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	qs := benchQueries(s)
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodGet, "/announce", nil)
+			r.URL.RawQuery = qs[int(n.Add(1))%len(qs)]
+			s.handleAnnounce(httptest.NewRecorder(), r)
+		}
+	})
+}
+
+// benchQueries are announces for 1000 swarms of 100 peers each.
+func benchQueries(s *Server) []string {
 	var qs []string
 	for i := 0; i < 1000; i++ {
 		h := ih(byte(i))
@@ -27,10 +66,5 @@ func BenchmarkAnnounceHandler(b *testing.B) {
 				"port": {fmt.Sprint(10000 + p)}, "left": {"5"}, "token": {tok}}.Encode())
 		}
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r := httptest.NewRequest(http.MethodGet, "/announce", nil)
-		r.URL.RawQuery = qs[i%len(qs)]
-		s.handleAnnounce(httptest.NewRecorder(), r)
-	}
+	return qs
 }
