@@ -73,6 +73,9 @@ func TestProcessCrashMidJobResumes(t *testing.T) {
 	if !strings.Contains(st, "SUCCESS") || !strings.Contains(st, "zone-a") || !strings.Contains(st, "100%") {
 		t.Fatalf("status output:\n%s", st)
 	}
+	if w := cli(t, bin, "status", fmt.Sprint(id), "--watch", "--api", api2); !strings.Contains(w, "SUCCESS") {
+		t.Fatalf("status --watch output:\n%s", w)
+	}
 	if l := cli(t, bin, "list", "--api", api2); !strings.Contains(l, "lib/crash:v1") {
 		t.Fatalf("list output:\n%s", l)
 	}

@@ -75,6 +75,13 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 			res.Ignored++ // blob pushes, pulls, deletes
 			continue
 		}
+		// Pushes by digest only are skipped: pushing a multi-platform index
+		// emits one for every child manifest before the tagged index push,
+		// which already covers them; preheating each would be N extra jobs.
+		if ev.Target.Tag == "" {
+			res.Ignored++
+			continue
+		}
 		pol := s.matchPolicy(ev.Target.Repository, ev.Target.Tag)
 		if pol == nil {
 			res.Ignored++

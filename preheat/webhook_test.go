@@ -101,6 +101,7 @@ func TestDistributionWebhook(t *testing.T) {
 	for _, ev := range []string{
 		distEnvelope("other-repo", reg.Host, "team/web", "1.2", digest),
 		distEnvelope("other-tag", reg.Host, "library/web", "latest", digest),
+		distEnvelope("by-digest", reg.Host, "library/web", "", digest),
 	} {
 		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", eventsV2, ev)
 		if code != 200 || len(res.Jobs) != 0 || res.Ignored != 2 {
