@@ -101,9 +101,28 @@ func (c *Cluster) StartAgents(n int) {
 	t := c.t
 	t.Helper()
 	c.Agents = make([]*testenv.Process, n)
+	for i := range n {
+		c.Agents[i] = c.startAgent(i)
+	}
 	for i, h := range c.Nodes[:n] {
-		dir := t.TempDir()
-		cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
+		h.WaitHTTP(t, c.Agents[i], "http://"+mirrorAddr+"/healthz", 60*time.Second)
+	}
+}
+
+// RestartAgent starts node i's agent again, with a new empty cache.
+func (c *Cluster) RestartAgent(i int) {
+	c.t.Helper()
+	c.Agents[i].Stop()
+	c.Agents[i] = c.startAgent(i)
+	c.Nodes[i].WaitHTTP(c.t, c.Agents[i], "http://"+mirrorAddr+"/healthz", 60*time.Second)
+}
+
+func (c *Cluster) startAgent(i int) *testenv.Process {
+	t := c.t
+	t.Helper()
+	h := c.Nodes[i]
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
 mirror: {addr: %[2]q}
 control: {addr: "127.0.0.1:65002", advertise: "http://%[3]s:65002"}
 upstreams:
@@ -118,11 +137,7 @@ p2p:
   seedTime: 1h
 log: {level: warn}
 `, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache")))
-		c.Agents[i] = h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
-	}
-	for i, h := range c.Nodes[:n] {
-		h.WaitHTTP(t, c.Agents[i], "http://"+mirrorAddr+"/healthz", 60*time.Second)
-	}
+	return h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
 }
 
 // StopAgents stops every agent (their caches go with their temp dirs).

@@ -66,35 +66,58 @@ func (c *Cluster) seedImage(t *testing.T, repo string, bytes int64, layers int) 
 	return img, size
 }
 
-func metricSum(ms []map[string]float64, key string) int64 {
-	var s float64
-	for _, m := range ms {
-		s += m[key]
-	}
-	return int64(s)
+// rolloutSpec is one rollout: the chosen nodes pull Repo at the same
+// moment, through their agents (Mode p2p) or straight from the registry
+// (direct). During, if set, runs concurrently (fault injection). Pull errors
+// fail the test, except on nodes in MayFail (their own agent was killed).
+type rolloutSpec struct {
+	Scenario, Mode, Repo string
+	Img                  v1.Image
+	Size                 int64
+	Nodes                []int
+	During               func()
+	MayFail              map[int]bool
 }
 
-// rollout has every node pull repo at the same moment, through its agent
-// (mode p2p) or straight from the registry (direct). during, if set, runs
-// concurrently (fault injection). Pull errors fail the test.
-func (c *Cluster) rollout(t *testing.T, scenario, mode, repo string, img v1.Image, size int64, nodes int, during func()) Run {
+func firstN(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 	t.Helper()
-	r := Run{Scenario: scenario, Mode: mode, N: nodes, ImageBytes: size, RateMbit: c.Net.Link.RateMbit, DelayMs: c.Net.Link.Delay.Milliseconds()}
-	hosts := c.Nodes[:nodes]
+	nodes := len(s.Nodes)
+	r := Run{Scenario: s.Scenario, Mode: s.Mode, N: nodes, ImageBytes: s.Size, RateMbit: c.Net.Link.RateMbit, DelayMs: c.Net.Link.Delay.Milliseconds()}
+	var hosts []*Host
+	for _, i := range s.Nodes {
+		hosts = append(hosts, c.Nodes[i])
+	}
 	host := c.RegistryAddr()
-	if mode == "p2p" {
+	if s.Mode == "p2p" {
 		host = mirrorAddr
 	}
-	var before []map[string]float64
-	if mode == "p2p" {
-		for _, h := range hosts {
-			before = append(before, scrape(t, h, "http://"+mirrorAddr+"/metrics"))
+	// Metrics of every live agent by node: the pulling nodes' received bytes
+	// and everyone's uploads (seeding nodes outside the rollout included).
+	metrics := func() map[int]map[string]float64 {
+		ms := map[int]map[string]float64{}
+		for i, a := range c.Agents {
+			if a != nil && !a.Exited() {
+				ms[i] = scrape(t, c.Nodes[i], "http://"+mirrorAddr+"/metrics")
+			}
 		}
+		return ms
+	}
+	var before map[int]map[string]float64
+	if s.Mode == "p2p" {
+		before = metrics()
 	}
 	egress0 := c.Infra.TxBytes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	r.Seconds = make([]float64, nodes)
+	secs := make([]float64, nodes)
 	errs := make([]error, nodes)
 	var wg sync.WaitGroup
 	go0 := make(chan struct{})
@@ -104,15 +127,15 @@ func (c *Cluster) rollout(t *testing.T, scenario, mode, repo string, img v1.Imag
 			defer wg.Done()
 			<-go0
 			start := time.Now()
-			errs[i] = pull(ctx, h.Transport(), host+"/"+repo+":v1", img)
-			r.Seconds[i] = time.Since(start).Seconds()
+			errs[i] = pull(ctx, h.Transport(), host+"/"+s.Repo+":v1", s.Img)
+			secs[i] = time.Since(start).Seconds()
 		}()
 	}
 	close(go0)
 	var hookDone chan struct{}
-	if during != nil {
+	if s.During != nil {
 		hookDone = make(chan struct{})
-		go func() { defer close(hookDone); during() }()
+		go func() { defer close(hookDone); s.During() }()
 	}
 	wg.Wait()
 	if hookDone != nil {
@@ -120,25 +143,41 @@ func (c *Cluster) rollout(t *testing.T, scenario, mode, repo string, img v1.Imag
 	}
 	r.RegistryEgress = c.Infra.TxBytes(t) - egress0
 	for i, err := range errs {
-		if err != nil {
-			t.Errorf("%s/%s pull on node %d (%s): %v", scenario, mode, i, hosts[i].Name, err)
+		switch {
+		case err == nil:
+			r.Seconds = append(r.Seconds, secs[i])
+		case s.MayFail[s.Nodes[i]]:
+			t.Logf("%s/%s pull on node %d failed as its agent was killed: %v", s.Scenario, s.Mode, s.Nodes[i], err)
+			r.Note += fmt.Sprintf("node %d (agent killed) failed after %.2fs. ", s.Nodes[i], secs[i])
+		default:
+			t.Errorf("%s/%s pull on node %d (%s): %v", s.Scenario, s.Mode, s.Nodes[i], hosts[i].Name, err)
 		}
 	}
-	if mode == "p2p" {
-		var after []map[string]float64
-		for _, h := range hosts {
-			after = append(after, scrape(t, h, "http://"+mirrorAddr+"/metrics"))
+	if s.Mode == "p2p" {
+		after := metrics()
+		// An agent killed during the rollout is not counted; one restarted
+		// counts from zero.
+		sum := func(nodes []int, k string) int64 {
+			var d float64
+			for _, i := range nodes {
+				if a, ok := after[i]; ok {
+					d += a[k] - before[i][k]
+				}
+			}
+			return int64(d)
 		}
-		r.SwarmBytes = metricSum(after, `shoal_agent_blob_bytes_total{source="peers"}`) - metricSum(before, `shoal_agent_blob_bytes_total{source="peers"}`)
-		r.PeerBytes = metricSum(after, "shoal_agent_uploaded_bytes") - metricSum(before, "shoal_agent_uploaded_bytes")
-		r.AgentRegistryBytes = metricSum(after, `shoal_agent_blob_bytes_total{source="registry"}`) - metricSum(before, `shoal_agent_blob_bytes_total{source="registry"}`)
-		if mm := metricSum(after, "shoal_agent_digest_mismatches_total") - metricSum(before, "shoal_agent_digest_mismatches_total"); mm > 0 {
-			r.Note = fmt.Sprintf("%d agent-side digest mismatches (discarded)", mm)
+		all := firstN(len(c.Agents))
+		delta := func(k string) int64 { return sum(s.Nodes, k) }
+		r.SwarmBytes = delta(`shoal_agent_blob_bytes_total{source="peers"}`)
+		r.PeerBytes = sum(all, "shoal_agent_uploaded_bytes")
+		r.AgentRegistryBytes = delta(`shoal_agent_blob_bytes_total{source="registry"}`)
+		if mm := delta("shoal_agent_digest_mismatches_total"); mm > 0 {
+			r.Note += fmt.Sprintf("%d agent-side digest mismatches (discarded). ", mm)
 		}
 	}
 	r.finish()
 	t.Logf("%s/%s N=%d %s: p50 %.2fs p95 %.2fs max %.2fs (T* %.2fs) registry egress %s (%.2f× image) swarm %s node-to-node %s agent-HTTP %s",
-		scenario, mode, nodes, mib(size), r.P50, r.P95, r.Max, r.TStar, mib(r.RegistryEgress), r.EgressRatio,
+		s.Scenario, s.Mode, nodes, mib(s.Size), r.P50, r.P95, r.Max, r.TStar, mib(r.RegistryEgress), r.EgressRatio,
 		mib(r.SwarmBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes))
 	return r
 }
@@ -148,26 +187,28 @@ func (c *Cluster) rollout(t *testing.T, scenario, mode, repo string, img v1.Imag
 // the tracker is killed. Part of `make e2e`.
 func TestQuick(t *testing.T) {
 	const nodes, rate = 4, 200
+	all := firstN(nodes)
 	c := newCluster(t, nodes, Link{RateMbit: rate})
 	c.StartAgents(nodes)
 
 	img, size := c.seedImage(t, "e2e/quick", 32<<20, 4)
 	var runs []Run
-	p2p := c.rollout(t, "cold", "p2p", "e2e/quick", img, size, nodes, nil)
+	p2p := c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "p2p", Repo: "e2e/quick", Img: img, Size: size, Nodes: all})
 	runs = append(runs, p2p)
-	runs = append(runs, c.rollout(t, "cold", "direct", "e2e/quick", img, size, nodes, nil))
+	runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "direct", Repo: "e2e/quick", Img: img, Size: size, Nodes: all}))
 	if p2p.RegistryEgress > 2*size {
-		t.Errorf("cold P2P rollout: registry egress %d bytes > 2× image (%d)", p2p.RegistryEgress, 2*size)
+		t.Errorf("cold P2P rollout: registry egress %d bytes = %.2f× image, want ≤ 2×", p2p.RegistryEgress, p2p.EgressRatio)
 	}
 
 	// Fault: tracker killed a moment into the rollout of a new image. Peers
 	// already known keep trading; later ones fall back to the registry.
-	img2, size2 := c.seedImage(t, "e2e/fault", 32<<20, 4)
-	fault := c.rollout(t, "fault-tracker-killed", "p2p", "e2e/fault", img2, size2, nodes, func() {
-		time.Sleep(300 * time.Millisecond)
-		c.Tracker.Kill()
-	})
-	fault.Note = "tracker SIGKILLed 300 ms after start"
+	img2, size2 := c.seedImage(t, "e2e/fault-tracker", 32<<20, 4)
+	fault := c.rollout(t, rolloutSpec{Scenario: "fault-tracker-killed", Mode: "p2p", Repo: "e2e/fault-tracker", Img: img2, Size: size2, Nodes: all,
+		During: func() {
+			time.Sleep(300 * time.Millisecond)
+			c.Tracker.Kill()
+		}})
+	fault.Note += "tracker SIGKILLed 300 ms after start"
 	runs = append(runs, fault)
 	c.StartTracker()
 
@@ -177,6 +218,42 @@ func TestQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report: %s\n%s", strings.Join(files, ", "), markdown("TestQuick", runs))
+}
+
+// TestScenarios: the other fault and join patterns on N=4, 32 MiB.
+func TestScenarios(t *testing.T) {
+	const nodes, rate = 4, 200
+	c := newCluster(t, nodes, Link{RateMbit: rate})
+	c.StartAgents(nodes)
+	var runs []Run
+
+	// One peer's agent killed mid-transfer: the others complete; the victim,
+	// restarted with an empty cache, pulls again.
+	img, size := c.seedImage(t, "e2e/fault-peer", 32<<20, 4)
+	victim := nodes - 1
+	r := c.rollout(t, rolloutSpec{Scenario: "fault-peer-killed", Mode: "p2p", Repo: "e2e/fault-peer", Img: img, Size: size, Nodes: firstN(nodes),
+		MayFail: map[int]bool{victim: true},
+		During: func() {
+			time.Sleep(time.Second)
+			c.Agents[victim].Kill()
+		}})
+	r.Note += fmt.Sprintf("agent of node %d SIGKILLed 1 s after start", victim)
+	runs = append(runs, r)
+	c.RestartAgent(victim)
+	r = c.rollout(t, rolloutSpec{Scenario: "fault-peer-killed-repull", Mode: "p2p", Repo: "e2e/fault-peer", Img: img, Size: size, Nodes: []int{victim}})
+	r.Note += "restarted victim pulls again (others seed)"
+	runs = append(runs, r)
+
+	// Late joiners: half pull, then the other half.
+	img, size = c.seedImage(t, "e2e/late", 32<<20, 4)
+	runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "late-joiners-first-half", Mode: "p2p", Repo: "e2e/late", Img: img, Size: size, Nodes: []int{0, 1}}))
+	runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "late-joiners-second-half", Mode: "p2p", Repo: "e2e/late", Img: img, Size: size, Nodes: []int{2, 3}}))
+
+	files, err := writeReport("scenarios", "Shoal e2e fault and late-joiner scenarios (TestScenarios)", runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report: %s\n%s", strings.Join(files, ", "), markdown("TestScenarios", runs))
 }
 
 func parseInts(t *testing.T, s string) []int {
@@ -208,9 +285,9 @@ func TestMatrix(t *testing.T) {
 		repo := fmt.Sprintf("e2e/m%s-%dmib-n%d", tag, sizeMiB, n)
 		img, size := c.seedImage(t, repo, int64(sizeMiB)<<20, 4)
 		c.StartAgents(n)
-		runs = append(runs, c.rollout(t, "cold", "p2p", repo, img, size, n, nil))
+		runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "p2p", Repo: repo, Img: img, Size: size, Nodes: firstN(n)}))
 		c.StopAgents()
-		runs = append(runs, c.rollout(t, "cold", "direct", repo, img, size, n, nil))
+		runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "direct", Repo: repo, Img: img, Size: size, Nodes: firstN(n)}))
 		linkVsDirect(runs)
 		// Written after every cell so an interrupted matrix keeps its data.
 		if _, err := writeReport(*matrixName, "Shoal e2e matrix (TestMatrix)", runs); err != nil {
@@ -227,6 +304,10 @@ func TestMatrix(t *testing.T) {
 	})
 	if *matrixDelay > 0 && *matrixDelN > 0 {
 		t.Run("delay", func(t *testing.T) {
+			requireNetns(t)
+			if err := netemAvailable(t); err != nil {
+				t.Skipf("no delayed-link run: %v", err)
+			}
 			c := newCluster(t, *matrixDelN, Link{RateMbit: *matrixRate, Delay: *matrixDelay})
 			cell(t, c, sizes[0], *matrixDelN, "d")
 		})

@@ -238,6 +238,20 @@ func (n *Net) AddHost() *Host {
 	return h
 }
 
+// netemAvailable reports whether the kernel has sch_netem (delay), probed on
+// the loopback of a scratch namespace.
+func netemAvailable(t *testing.T) error {
+	t.Helper()
+	ns := fmt.Sprintf("%s%d-probe%d", nsPrefix, os.Getpid(), nextRun())
+	addNS(t, ns)
+	defer func() {
+		if err := delNS(ns); err != nil {
+			t.Error(err)
+		}
+	}()
+	return run("tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+}
+
 // shape puts a token bucket (and optionally netem delay under it) on dev.
 func shape(ns, dev string, l Link) error {
 	if l.RateMbit <= 0 && l.Delay <= 0 {
