@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,15 +25,17 @@ const (
 
 // Cluster is one infra host (registry + tracker) and node hosts with agents.
 type Cluster struct {
-	t       *testing.T
-	Net     *Net
-	Infra   *Host
-	Nodes   []*Host
-	bin     string
-	Reg     *testenv.Process
-	Tracker *testenv.Process
-	trkCfg  string
-	Agents  []*testenv.Process
+	t        *testing.T
+	Net      *Net
+	Infra    *Host
+	Nodes    []*Host
+	bin      string
+	Reg      *testenv.Process
+	Tracker  *testenv.Process
+	trkCfg   string
+	Redis    *testenv.Process
+	redisBin string
+	Agents   []*testenv.Process
 }
 
 func (c *Cluster) RegistryAddr() string { return fmt.Sprintf("%s:%d", c.Infra.IP, registryPort) }
@@ -47,20 +50,32 @@ func writeFile(t *testing.T, dir, name, body string) string {
 }
 
 // newCluster creates the namespaces and starts the registry and tracker in
-// the infra host; node agents start with StartAgents.
-func newCluster(t *testing.T, nodes int, link Link) *Cluster {
+// the infra host; node agents start with StartAgents. With redisTracker the
+// tracker keeps peers in a real redis-server in the infra host.
+func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster {
 	t.Helper()
+	store, redisBin := "store: memory", ""
+	if redisTracker {
+		bin, err := exec.LookPath("redis-server")
+		if err != nil {
+			t.Skip("redis-server not installed; `make deps` installs it")
+		}
+		store, redisBin = "store: redis\nredis: {addrs: [\"127.0.0.1:6379\"]}", bin
+	}
 	n := newNet(t, nodes+1, link)
-	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t)}
+	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t), redisBin: redisBin}
 	dir := t.TempDir()
 	ip := c.Infra.IP
+	if redisTracker {
+		c.StartRedis()
+	}
 	c.trkCfg = writeFile(t, dir, "tracker.yml", fmt.Sprintf(`addr: %s:%d
 secrets: [%s]
 interval: 10s
 peer_ttl: 3m
-store: memory
+%s
 log_level: warn
-`, ip, trackerPort, trackerSec))
+`, ip, trackerPort, trackerSec, store))
 	c.StartTracker()
 	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
@@ -86,6 +101,15 @@ middleware:
 	c.Reg = c.Infra.Start(t, "shoal registry", c.bin, "registry", "--config", regCfg)
 	c.Infra.WaitHTTP(t, c.Reg, "http://"+c.RegistryAddr()+"/v2/", 60*time.Second)
 	return c
+}
+
+// StartRedis (re)starts redis-server on the infra host's loopback, empty
+// (persistence off, as a restarted cache would be).
+func (c *Cluster) StartRedis() {
+	c.t.Helper()
+	c.Redis = c.Infra.Start(c.t, "redis-server", c.redisBin, "--port", "6379", "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	c.Infra.WaitTCP(c.t, c.Redis, "127.0.0.1:6379", 10*time.Second)
 }
 
 // StartTracker (re)starts the tracker on its fixed address.

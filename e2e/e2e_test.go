@@ -188,7 +188,7 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 func TestQuick(t *testing.T) {
 	const nodes, rate = 4, 200
 	all := firstN(nodes)
-	c := newCluster(t, nodes, Link{RateMbit: rate})
+	c := newCluster(t, nodes, Link{RateMbit: rate}, false)
 	c.StartAgents(nodes)
 
 	img, size := c.seedImage(t, "e2e/quick", 32<<20, 4)
@@ -220,18 +220,32 @@ func TestQuick(t *testing.T) {
 	t.Logf("report: %s\n%s", strings.Join(files, ", "), markdown("TestQuick", runs))
 }
 
-// TestScenarios: the other fault and join patterns on N=4, 32 MiB.
+// TestScenarios: the other fault and join patterns on N=4, 32 MiB, with
+// the tracker on a real redis-server.
 func TestScenarios(t *testing.T) {
 	const nodes, rate = 4, 200
-	c := newCluster(t, nodes, Link{RateMbit: rate})
+	c := newCluster(t, nodes, Link{RateMbit: rate}, true)
 	c.StartAgents(nodes)
 	var runs []Run
 
+	// Redis restarted (empty) mid-rollout: the tracker answers "temporarily
+	// unavailable", then knows no peers until they re-announce.
+	img, size := c.seedImage(t, "e2e/fault-redis", 32<<20, 4)
+	r := c.rollout(t, rolloutSpec{Scenario: "fault-redis-restarted", Mode: "p2p", Repo: "e2e/fault-redis", Img: img, Size: size, Nodes: firstN(nodes),
+		During: func() {
+			time.Sleep(300 * time.Millisecond)
+			c.Redis.Kill()
+			time.Sleep(time.Second)
+			c.StartRedis()
+		}})
+	r.Note += "redis-server SIGKILLed 300 ms after start, restarted empty 1 s later"
+	runs = append(runs, r)
+
 	// One peer's agent killed mid-transfer: the others complete; the victim,
 	// restarted with an empty cache, pulls again.
-	img, size := c.seedImage(t, "e2e/fault-peer", 32<<20, 4)
+	img, size = c.seedImage(t, "e2e/fault-peer", 32<<20, 4)
 	victim := nodes - 1
-	r := c.rollout(t, rolloutSpec{Scenario: "fault-peer-killed", Mode: "p2p", Repo: "e2e/fault-peer", Img: img, Size: size, Nodes: firstN(nodes),
+	r = c.rollout(t, rolloutSpec{Scenario: "fault-peer-killed", Mode: "p2p", Repo: "e2e/fault-peer", Img: img, Size: size, Nodes: firstN(nodes),
 		MayFail: map[int]bool{victim: true},
 		During: func() {
 			time.Sleep(time.Second)
@@ -295,7 +309,7 @@ func TestMatrix(t *testing.T) {
 		}
 	}
 	t.Run("rate", func(t *testing.T) {
-		c := newCluster(t, maxN, Link{RateMbit: *matrixRate})
+		c := newCluster(t, maxN, Link{RateMbit: *matrixRate}, false)
 		for _, s := range sizes {
 			for _, n := range ns {
 				cell(t, c, s, n, "")
@@ -308,7 +322,7 @@ func TestMatrix(t *testing.T) {
 			if err := netemAvailable(t); err != nil {
 				t.Skipf("no delayed-link run: %v", err)
 			}
-			c := newCluster(t, *matrixDelN, Link{RateMbit: *matrixRate, Delay: *matrixDelay})
+			c := newCluster(t, *matrixDelN, Link{RateMbit: *matrixRate, Delay: *matrixDelay}, false)
 			cell(t, c, sizes[0], *matrixDelN, "d")
 		})
 	}

@@ -393,6 +393,28 @@ func (h *Host) Transport() *http.Transport {
 	}
 }
 
+// WaitTCP polls addr from inside the host until it accepts connections.
+func (h *Host) WaitTCP(t *testing.T, p *testenv.Process, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := h.DialContext(ctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return
+		}
+		if p != nil && p.Exited() {
+			t.Fatalf("%s exited before %s accepted connections\n%s", p.Name, addr, p.Output())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (in %s) not accepting connections after %s: %v", addr, h.Name, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // WaitHTTP polls url from inside the host until it answers below 500.
 func (h *Host) WaitHTTP(t *testing.T, p *testenv.Process, url string, timeout time.Duration) {
 	t.Helper()
