@@ -91,6 +91,7 @@ func New(cfg Config) (*Agent, error) {
 			cancel()
 			return nil, err
 		}
+		a.reseed()
 	}
 	return a, nil
 }
@@ -301,10 +302,10 @@ func (a *Agent) dropSeed(hexd string) {
 	}
 }
 
-func (a *Agent) keepSeeding(hexd string, t *torrent.Torrent) {
+func (a *Agent) keepSeeding(hexd string, t *torrent.Torrent, d time.Duration) {
 	a.dropSeed(hexd)
 	s := &seed{t: t}
-	s.timer = time.AfterFunc(a.cfg.P2P.SeedTime, func() {
+	s.timer = time.AfterFunc(d, func() {
 		a.mu.Lock()
 		cur, ok := a.seeds[hexd]
 		if ok && cur == s {

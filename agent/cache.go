@@ -55,7 +55,7 @@ type CacheHandle struct {
 // from a previous run are removed: resuming them across restarts is not
 // worth trusting bytes nobody verified.
 func OpenCache(dir string, max int64) (*Cache, error) {
-	for _, d := range []string{"blobs", "partial"} {
+	for _, d := range []string{"blobs", "partial", "torrents"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("cache dir: %w", err)
 		}
@@ -109,6 +109,21 @@ func validHex(s string) bool {
 
 func (c *Cache) blobPath(hex string) string    { return filepath.Join(c.dir, "blobs", hex) }
 func (c *Cache) partialPath(hex string) string { return filepath.Join(c.dir, "partial", hex) }
+
+// torrentPath holds the blob's torrent metadata, kept so a restarted agent
+// can seed it again.
+func (c *Cache) torrentPath(hex string) string { return filepath.Join(c.dir, "torrents", hex) }
+
+// Cached lists the cached blobs with their modification times.
+func (c *Cache) Cached() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Time, len(c.entries))
+	for h, e := range c.entries {
+		out[h] = e.modTime
+	}
+	return out
+}
 
 // Usage returns used and free bytes (free never negative).
 func (c *Cache) Usage() (used, free int64) {
@@ -193,6 +208,7 @@ func (c *Cache) remove(e *cacheEntry) {
 	}
 	c.mu.Unlock()
 	_ = os.Remove(c.blobPath(e.hex))
+	_ = os.Remove(c.torrentPath(e.hex))
 }
 
 // Reserve accounts n bytes for a download and evicts unpinned blobs, least
@@ -223,6 +239,7 @@ func (c *Cache) evictLocked() []string {
 			c.lru.Remove(el)
 			delete(c.entries, e.hex)
 			c.used -= e.size
+			_ = os.Remove(c.torrentPath(e.hex))
 			if err := os.Remove(c.blobPath(e.hex)); err != nil && !os.IsNotExist(err) {
 				logrus.WithError(err).WithField("digest", "sha256:"+e.hex).Warn("evict cached blob")
 			}

@@ -652,24 +652,80 @@ func (d *dl) finish(mi *metainfo.MetaInfo) error {
 		f.source = src
 	})
 	if a.tc != nil && mi != nil {
+		if err := saveMetainfo(a.cache.torrentPath(d.req.hex), mi); err != nil {
+			a.log.WithError(err).Warn("cannot keep torrent metadata; blob will not be seeded after a restart")
+		}
 		t := d.torrent
 		if t == nil {
 			// Finished over HTTP: seed from the committed blob instead.
-			spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
-			if err == nil {
-				spec.Webseeds = nil
-				spec.Trackers = a.withGroup(spec.Trackers)
-				spec.Storage = fileStorage{path: a.cache.blobPath(d.req.hex), complete: true}
-				t, _, err = a.tc.AddTorrentSpec(spec)
-			}
-			if err != nil {
+			if t, err = a.seedCached(d.req.hex, mi); err != nil {
 				a.log.WithError(err).Warn("cannot seed blob")
 				return nil
 			}
 		}
-		a.keepSeeding(d.req.hex, t)
+		a.keepSeeding(d.req.hex, t, a.cfg.P2P.SeedTime)
 	}
 	return nil
+}
+
+func saveMetainfo(path string, mi *metainfo.MetaInfo) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if err := mi.Write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// seedCached adds a torrent that seeds a committed blob file.
+func (a *Agent) seedCached(hexd string, mi *metainfo.MetaInfo) (*torrent.Torrent, error) {
+	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
+	if err != nil {
+		return nil, err
+	}
+	spec.Webseeds = nil
+	spec.Trackers = a.withGroup(spec.Trackers)
+	spec.Storage = fileStorage{path: a.cache.blobPath(hexd), complete: true}
+	t, _, err := a.tc.AddTorrentSpec(spec)
+	return t, err
+}
+
+// reseed resumes seeding, after a restart, the cached blobs still inside
+// their seed time (counted from when they were cached).
+func (a *Agent) reseed() {
+	n := 0
+	for hexd, mod := range a.cache.Cached() {
+		left := a.cfg.P2P.SeedTime - time.Since(mod)
+		if left <= 0 {
+			continue
+		}
+		f, err := os.Open(a.cache.torrentPath(hexd))
+		if err != nil {
+			continue // fetched over plain HTTP: no torrent to seed
+		}
+		mi, err := metainfo.Load(f)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		t, err := a.seedCached(hexd, mi)
+		if err != nil {
+			a.log.WithError(err).WithField("digest", "sha256:"+hexd).Warn("cannot re-seed cached blob")
+			continue
+		}
+		a.keepSeeding(hexd, t, left)
+		n++
+	}
+	if n > 0 {
+		a.log.WithField("blobs", n).Info("seeding cached blobs again after restart")
+	}
 }
 
 // webseedTransport adds a client's Authorization to web seed requests for

@@ -213,6 +213,24 @@ func TestSwarmTwoAgents(t *testing.T) {
 	if _, ok := groups.Load("zone-a"); !ok {
 		t.Errorf("no announce carried group=zone-a")
 	}
+
+	// Agent 1 restarts with its cache and seeds again: a third agent, with
+	// agent 2 gone, gets most bytes from the restarted agent 1.
+	a2.stop()
+	a1.stop()
+	cfg1 := a1.cfg
+	cfg1.Mirror.Addr, cfg1.Control.Addr = testenv.FreeAddr(t), testenv.FreeAddr(t)
+	a1b := startAgent(t, cfg1)
+	a3 := startAgent(t, swarmConfig(t, proxy.addr))
+	if st, sum, _ := getBlob(t, a3.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("agent 3: %d %s", st, sum)
+	}
+	up1b := metric(t, a1b.mirror, "shoal_agent_uploaded_bytes")
+	peers3 := metric(t, a3.mirror, `shoal_agent_blob_bytes_total{source="peers"}`)
+	t.Logf("agent3: peers=%v; restarted agent1 uploaded=%v", peers3, up1b)
+	if up1b < 0.5*float64(size) {
+		t.Errorf("restarted agent 1 uploaded %v bytes, want most of %d (re-seeding after restart)", up1b, size)
+	}
 }
 
 // Tracker down, so no peer (not even the registry seeder) can be found: the swarm stalls, the registry is added as a
