@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -59,7 +60,7 @@ func startRegistry(t *testing.T) *testRegistry {
 		testenv.WaitHTTP(t, p, "http://"+addr+"/v2/", 20*time.Second)
 		backend = "http://" + addr
 	} else {
-		srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(nil)))
+		srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
 		t.Cleanup(srv.Close)
 		backend = srv.URL
 	}
