@@ -95,7 +95,7 @@ type Progress struct {
 	Source            string   `json:"source,omitempty"`
 	BytesFromPeers    int64    `json:"bytesFromPeers"`
 	BytesFromRegistry int64    `json:"bytesFromRegistry"`
-	UpdatedAt         time.Time
+	UpdatedAt         time.Time `json:"updatedAt"`
 }
 
 // Store holds all shared preheat state. Every replica talks to the same
