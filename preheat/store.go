@@ -87,14 +87,14 @@ type Job struct {
 
 // Progress is the state of one blob on one node.
 type Progress struct {
-	NodeID            string   `json:"nodeId"`
-	Digest            string   `json:"digest"`
-	Size              int64    `json:"size"`
-	State             JobState `json:"state"`
-	Error             string   `json:"error,omitempty"`
-	Source            string   `json:"source,omitempty"`
-	BytesFromPeers    int64    `json:"bytesFromPeers"`
-	BytesFromRegistry int64    `json:"bytesFromRegistry"`
+	NodeID            string    `json:"nodeId"`
+	Digest            string    `json:"digest"`
+	Size              int64     `json:"size"`
+	State             JobState  `json:"state"`
+	Error             string    `json:"error,omitempty"`
+	Source            string    `json:"source,omitempty"`
+	BytesFromPeers    int64     `json:"bytesFromPeers"`
+	BytesFromRegistry int64     `json:"bytesFromRegistry"`
 	UpdatedAt         time.Time `json:"updatedAt"`
 }
 
