@@ -34,6 +34,7 @@ type Cluster struct {
 	Tracker  *testenv.Process
 	trkCfg   string
 	Redis    *testenv.Process
+	Preheat  *testenv.Process
 	redisBin string
 	Agents   []*testenv.Process
 }
@@ -112,6 +113,31 @@ func (c *Cluster) StartRedis() {
 	c.Infra.WaitTCP(c.t, c.Redis, "127.0.0.1:6379", 10*time.Second)
 }
 
+const preheatPort = 8002
+
+func (c *Cluster) PreheatURL() string { return fmt.Sprintf("http://%s:%d", c.Infra.IP, preheatPort) }
+
+// StartPreheat starts `shoal preheat` on the infra host (state in the
+// cluster's Redis). Agents started afterwards heartbeat to it.
+func (c *Cluster) StartPreheat() {
+	t := c.t
+	t.Helper()
+	if c.Redis == nil {
+		t.Fatal("StartPreheat needs a cluster with Redis")
+	}
+	cfg := writeFile(t, t.TempDir(), "preheat.yml", fmt.Sprintf(`listen: "%[1]s:%[2]d"
+redis: {addrs: ["127.0.0.1:6379"], prefix: "{shoal-preheat}:"}
+registry: "http://%[3]s"
+plainHTTPRegistries: [%[3]q]
+heartbeatTTL: 30s
+fetchTimeout: 5m
+agentConcurrency: 4
+policies: []
+`, c.Infra.IP, preheatPort, c.RegistryAddr()))
+	c.Preheat = c.Infra.Start(t, "shoal preheat", c.bin, "preheat", "serve", "--config", cfg)
+	c.Infra.WaitHTTP(t, c.Preheat, c.PreheatURL()+"/healthz", 30*time.Second)
+}
+
 // StartTracker (re)starts the tracker on its fixed address.
 func (c *Cluster) StartTracker() {
 	c.t.Helper()
@@ -146,9 +172,13 @@ func (c *Cluster) startAgent(i int) *testenv.Process {
 	t.Helper()
 	h := c.Nodes[i]
 	dir := t.TempDir()
+	preheatURL := ""
+	if c.Preheat != nil {
+		preheatURL = c.PreheatURL()
+	}
 	cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
 mirror: {addr: %[2]q}
-control: {addr: "127.0.0.1:65002", advertise: "http://%[3]s:65002"}
+control: {addr: "0.0.0.0:65002", advertise: "http://%[3]s:65002"}
 upstreams:
   - {host: %[4]q, url: "http://%[4]s", default: true}
 cache: {dir: %[5]q, maxBytes: 8589934592, authTTL: 30s}
@@ -159,8 +189,9 @@ p2p:
   stallTimeout: 5s
   deadline: 10m
   seedTime: 1h
+preheat: {url: %[6]q, interval: 1s}
 log: {level: warn}
-`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache")))
+`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL))
 	return h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
 }
 

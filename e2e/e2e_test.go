@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -225,13 +229,28 @@ func TestQuick(t *testing.T) {
 func TestScenarios(t *testing.T) {
 	const nodes, rate = 4, 200
 	c := newCluster(t, nodes, Link{RateMbit: rate}, true)
+	c.StartPreheat()
 	c.StartAgents(nodes)
 	var runs []Run
+
+	// Preheat then pull: the pull is served from the agents' caches.
+	pimg, psize := c.seedImage(t, "e2e/preheat", 32<<20, 4)
+	egress0 := c.Infra.TxBytes(t)
+	start := time.Now()
+	c.preheat(t, c.RegistryAddr()+"/e2e/preheat:v1", "e2e", nodes)
+	preheatSecs := time.Since(start).Seconds()
+	preheatEgress := c.Infra.TxBytes(t) - egress0
+	r := c.rollout(t, rolloutSpec{Scenario: "preheat-then-pull", Mode: "p2p", Repo: "e2e/preheat", Img: pimg, Size: psize, Nodes: firstN(nodes)})
+	if r.SwarmBytes != 0 || r.AgentRegistryBytes != 0 {
+		t.Errorf("pull after preheat: agents downloaded %d swarm + %d HTTP bytes, want 0 (cache)", r.SwarmBytes, r.AgentRegistryBytes)
+	}
+	r.Note += fmt.Sprintf("preheat job took %.2fs, registry egress during preheat %s (%.2f× image); times and egress are of the pull after it", preheatSecs, mib(preheatEgress), float64(preheatEgress)/float64(psize))
+	runs = append(runs, r)
 
 	// Redis restarted (empty) mid-rollout: the tracker answers "temporarily
 	// unavailable", then knows no peers until they re-announce.
 	img, size := c.seedImage(t, "e2e/fault-redis", 32<<20, 4)
-	r := c.rollout(t, rolloutSpec{Scenario: "fault-redis-restarted", Mode: "p2p", Repo: "e2e/fault-redis", Img: img, Size: size, Nodes: firstN(nodes),
+	r = c.rollout(t, rolloutSpec{Scenario: "fault-redis-restarted", Mode: "p2p", Repo: "e2e/fault-redis", Img: img, Size: size, Nodes: firstN(nodes),
 		During: func() {
 			time.Sleep(300 * time.Millisecond)
 			c.Redis.Kill()
@@ -268,6 +287,83 @@ func TestScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report: %s\n%s", strings.Join(files, ", "), markdown("TestScenarios", runs))
+}
+
+// preheat creates a preheat job for image on group once n agents have
+// registered, and waits for it to succeed.
+func (c *Cluster) preheat(t *testing.T, image, group string, n int) {
+	t.Helper()
+	cl := &http.Client{Transport: c.Infra.Transport(), Timeout: 10 * time.Second}
+	call := func(method, url string, body, out any) int {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, err := json.Marshal(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(method, url, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, raw, err)
+		}
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var g struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Alive int    `json:"alive"`
+			} `json:"groups"`
+		}
+		call("GET", c.PreheatURL()+"/api/v1/groups", nil, &g)
+		if len(g.Groups) == 1 && g.Groups[0].Name == group && g.Groups[0].Alive == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("preheat: agents did not register: %+v", g)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	type job struct {
+		ID    int64  `json:"id"`
+		State string `json:"state"`
+		Error string `json:"error"`
+	}
+	var j job
+	if code := call("POST", c.PreheatURL()+"/api/v1/jobs", map[string]any{"image": image, "groups": []string{group}}, &j); code != http.StatusCreated {
+		t.Fatalf("preheat: create job: %d %+v", code, j)
+	}
+	deadline = time.Now().Add(5 * time.Minute)
+	for {
+		var v job
+		call("GET", fmt.Sprintf("%s/api/v1/jobs/%d", c.PreheatURL(), j.ID), nil, &v)
+		switch v.State {
+		case "SUCCESS":
+			return
+		case "FAILURE", "CANCELED":
+			t.Fatalf("preheat job %d ended %s: %s", j.ID, v.State, v.Error)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("preheat job %d still %s", j.ID, v.State)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func parseInts(t *testing.T, s string) []int {
