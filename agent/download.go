@@ -143,6 +143,11 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
 	err := a.download(a.ctx, f, req)
+	if err != nil {
+		// Before leaving the flight map: a new flight for this blob would
+		// create the same partial path.
+		_ = os.Remove(a.cache.partialPath(req.hex))
+	}
 	a.mu.Lock()
 	delete(a.flights, req.hex)
 	a.mu.Unlock()
@@ -151,7 +156,6 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 		if !errors.As(err, &ue) {
 			log.WithError(err).Warn("blob download failed")
 		}
-		_ = os.Remove(a.cache.partialPath(req.hex))
 		f.update(func() { f.err = err })
 	} else {
 		f.mu.Lock()
