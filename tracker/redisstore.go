@@ -59,10 +59,13 @@ const (
 )
 
 // announceScript applies an announce and samples the swarm in one round trip.
+// Sorted-set members are the peer records themselves (peer id first), so
+// sampling returns records without a hash lookup per peer; the hash maps a
+// peer id to its current record, to replace it when the peer re-announces.
 //
-// KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 peer hash,
-// 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer id,
-// 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
+// KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 id->record
+// hash, 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer
+// id, 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
 // 7 key TTL (ms), 8 "1" if the download completed.
 //
 // Returns {complete, origin, incomplete, downloaded, record...}.
@@ -74,19 +77,27 @@ for k = 1, 3 do
   local dead = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, 512)
   if #dead > 0 then
     redis.call('ZREM', KEYS[k], unpack(dead))
-    redis.call('HDEL', KEYS[4], unpack(dead))
+    local ids = {}
+    for i, d in ipairs(dead) do ids[i] = string.sub(d, 1, 20) end
+    redis.call('HDEL', KEYS[4], unpack(ids))
   end
 end
 local id = ARGV[3]
+local rec = ARGV[5]
 local cls = tonumber(ARGV[4])
-for k = 1, 3 do
-  if k ~= cls then redis.call('ZREM', KEYS[k], id) end
+local old = redis.call('HGET', KEYS[4], id)
+if old and old ~= rec then
+  for k = 1, 3 do redis.call('ZREM', KEYS[k], old) end
+elseif old then
+  for k = 1, 3 do
+    if k ~= cls then redis.call('ZREM', KEYS[k], old) end
+  end
 end
 if cls == 0 then
   redis.call('HDEL', KEYS[4], id)
 else
-  redis.call('ZADD', KEYS[cls], ARGV[2], id)
-  redis.call('HSET', KEYS[4], id, ARGV[5])
+  redis.call('ZADD', KEYS[cls], ARGV[2], rec)
+  redis.call('HSET', KEYS[4], id, rec)
 end
 if ARGV[8] == '1' then redis.call('INCR', KEYS[5]) end
 for k = 1, 5 do redis.call('PEXPIRE', KEYS[k], ARGV[7]) end
@@ -101,21 +112,17 @@ for k = 1, 3 do
   if want <= 0 then break end
   local n = out[k]
   if n > 0 then
-    local ids
+    local recs
     if n <= want + 1 then
-      ids = redis.call('ZRANGE', KEYS[k], 0, -1)
+      recs = redis.call('ZRANGE', KEYS[k], 0, -1)
     else
-      ids = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
+      recs = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
     end
-    local sel = {}
-    for _, m in ipairs(ids) do
-      if m ~= id and #sel < want then sel[#sel + 1] = m end
-    end
-    if #sel > 0 then
-      for _, d in ipairs(redis.call('HMGET', KEYS[4], unpack(sel))) do
-        if d then out[#out + 1] = d end
+    for _, m in ipairs(recs) do
+      if want > 0 and string.sub(m, 1, 20) ~= id then
+        out[#out + 1] = m
+        want = want - 1
       end
-      want = want - #sel
     end
   end
 end

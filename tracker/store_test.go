@@ -210,6 +210,22 @@ func TestStores(t *testing.T) {
 				}
 			}
 		}},
+		{"re-announce from a new address replaces the peer", func(t *testing.T, s Store) {
+			p := peerN(1, ClassIncomplete)
+			announce(t, s, t0, ih(10), p, nil)
+			p.Addr = netip.MustParseAddrPort("127.0.0.9:7000")
+			p.Group = "zone-b"
+			announce(t, s, t0, ih(10), p, nil)
+			sw := announce(t, s, t0, ih(10), peerN(2, ClassIncomplete), nil)
+			if len(sw.Candidates) != 1 || sw.Candidates[0] != p || sw.Incomplete != 2 {
+				t.Fatalf("got %+v (counts %+v), want only %+v", sw.Candidates, sw.Counts, p)
+			}
+			// And it expires with its latest record, leaving nothing behind.
+			sw = announce(t, s, t0.Add(2*ttl), ih(10), peerN(3, ClassIncomplete), nil)
+			if len(sw.Candidates) != 0 || sw.Incomplete != 1 {
+				t.Fatalf("after expiry: %+v", sw)
+			}
+		}},
 		{"stopped on an unknown swarm is harmless", func(t *testing.T, s Store) {
 			sw := announce(t, s, t0, ih(9), peerN(1, ClassIncomplete), func(in *AnnounceInput) { in.Stopped = true })
 			if sw.Complete+sw.Incomplete != 0 {
