@@ -53,7 +53,7 @@ bench: build tools
 	./scripts/bench.sh
 
 e2e: deps build
-	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run TestQuick -v ./e2e/
+	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/
 
 bench-e2e: deps build
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 60m -run TestMatrix -v ./e2e/ -args -matrix
