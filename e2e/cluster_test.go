@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/shoalproject/shoal/internal/testenv"
 )
@@ -111,6 +114,113 @@ func (c *Cluster) StartRedis() {
 	c.Redis = c.Infra.Start(c.t, "redis-server", c.redisBin, "--port", "6379", "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no")
 	c.Infra.WaitTCP(c.t, c.Redis, "127.0.0.1:6379", 10*time.Second)
+}
+
+// Containerd is a containerd daemon inside a node namespace, pulling
+// through the node's agent (hosts.toml mirror).
+type Containerd struct {
+	Host     *Host
+	sock     string
+	hostsDir string
+	proc     *testenv.Process
+}
+
+// StartContainerd starts containerd (own root, state and socket) in node i
+// with a hosts.toml sending the registry's pulls to the node's agent.
+func (c *Cluster) StartContainerd(i int) *Containerd {
+	t := c.t
+	t.Helper()
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Skip("containerd not installed; `make deps` installs it")
+	}
+	if _, err := exec.LookPath("ctr"); err != nil {
+		t.Skip("ctr not installed (Debian package containerd)")
+	}
+	dir, err := os.MkdirTemp("", "shoal-e2e-ctd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cd := &Containerd{Host: c.Nodes[i], sock: filepath.Join(dir, "c.sock"), hostsDir: filepath.Join(dir, "certs.d")}
+	cfg := writeFile(t, dir, "config.toml", fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), cd.sock, cd.sock+".ttrpc"))
+	hd := filepath.Join(cd.hostsDir, c.RegistryAddr())
+	if err := os.MkdirAll(hd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, hd, "hosts.toml", fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
+		"http://"+c.RegistryAddr(), "http://"+mirrorAddr))
+	cd.proc = cd.Host.Start(t, fmt.Sprintf("containerd node-%d", i), bin, "--config", cfg, "--log-level", "warn")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := cd.ctr(context.Background(), "version")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || cd.proc.Exited() {
+			t.Fatalf("containerd did not come up: %v\n%s\n%s", err, out, cd.proc.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return cd
+}
+
+func (cd *Containerd) ctr(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"netns", "exec", cd.Host.Name, "ctr", "--address", cd.sock, "--namespace", "e2e"}, args...)
+	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Pull runs `ctr images pull` of ref (registry address: hosts.toml routes
+// it through the agent) and checks that containerd has the image under the
+// expected manifest digest and every blob in its content store (containerd
+// verifies each blob's digest on ingest).
+func (cd *Containerd) Pull(ctx context.Context, ref string, want v1.Image) error {
+	if _, err := cd.ctr(ctx, "images", "pull", "--plain-http", "--hosts-dir", cd.hostsDir, "--snapshotter", "native", ref); err != nil {
+		return err
+	}
+	d, err := want.Digest()
+	if err != nil {
+		return err
+	}
+	images, err := cd.ctr(ctx, "images", "ls")
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, l := range strings.Split(images, "\n") {
+		if strings.HasPrefix(l, ref+" ") && strings.Contains(l, d.String()) {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("containerd: %s with digest %s not in images ls:\n%s", ref, d, images)
+	}
+	content, err := cd.ctr(ctx, "content", "ls")
+	if err != nil {
+		return err
+	}
+	m, err := want.Manifest()
+	if err != nil {
+		return err
+	}
+	for _, b := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if !strings.Contains(content, b.Digest.String()) {
+			return fmt.Errorf("containerd: blob %s missing from the content store", b.Digest)
+		}
+	}
+	return nil
 }
 
 const preheatPort = 8002

@@ -81,6 +81,9 @@ type rolloutSpec struct {
 	Nodes                []int
 	During               func()
 	MayFail              map[int]bool
+	// Containerd pulls on these nodes with containerd (ctr) through the
+	// agent instead of go-containerregistry (p2p mode only).
+	Containerd map[int]*Containerd
 }
 
 func firstN(n int) []int {
@@ -131,7 +134,11 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 			defer wg.Done()
 			<-go0
 			start := time.Now()
-			errs[i] = pull(ctx, h.Transport(), host+"/"+s.Repo+":v1", s.Img)
+			if cd := s.Containerd[s.Nodes[i]]; cd != nil && s.Mode == "p2p" {
+				errs[i] = cd.Pull(ctx, c.RegistryAddr()+"/"+s.Repo+":v1", s.Img)
+			} else {
+				errs[i] = pull(ctx, h.Transport(), host+"/"+s.Repo+":v1", s.Img)
+			}
 			secs[i] = time.Since(start).Seconds()
 		}()
 	}
@@ -194,10 +201,13 @@ func TestQuick(t *testing.T) {
 	all := firstN(nodes)
 	c := newCluster(t, nodes, Link{RateMbit: rate}, false)
 	c.StartAgents(nodes)
+	ctd := c.StartContainerd(0)
 
 	img, size := c.seedImage(t, "e2e/quick", 32<<20, 4)
 	var runs []Run
-	p2p := c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "p2p", Repo: "e2e/quick", Img: img, Size: size, Nodes: all})
+	p2p := c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "p2p", Repo: "e2e/quick", Img: img, Size: size, Nodes: all,
+		Containerd: map[int]*Containerd{0: ctd}})
+	p2p.Note += "node 0 pulls with containerd (ctr images pull, hosts.toml → agent)"
 	runs = append(runs, p2p)
 	runs = append(runs, c.rollout(t, rolloutSpec{Scenario: "cold", Mode: "direct", Repo: "e2e/quick", Img: img, Size: size, Nodes: all}))
 	if p2p.RegistryEgress > 2*size {
