@@ -36,6 +36,7 @@ type Cluster struct {
 	Reg      *testenv.Process
 	Tracker  *testenv.Process
 	trkCfg   string
+	regCfg   string
 	Redis    *testenv.Process
 	Preheat  *testenv.Process
 	redisBin string
@@ -102,9 +103,16 @@ middleware:
           listen: "%[1]s:%[6]d"
           idletimeout: 30m
 `, ip, registryPort, filepath.Join(dir, "registry-data"), trackerPort, trackerSec, seederPort))
-	c.Reg = c.Infra.Start(t, "shoal registry", c.bin, "registry", "--config", regCfg)
-	c.Infra.WaitHTTP(t, c.Reg, "http://"+c.RegistryAddr()+"/v2/", 60*time.Second)
+	c.regCfg = regCfg
+	c.StartRegistry()
 	return c
+}
+
+// StartRegistry (re)starts the registry on its fixed address and storage.
+func (c *Cluster) StartRegistry() {
+	c.t.Helper()
+	c.Reg = c.Infra.Start(c.t, "shoal registry", c.bin, "registry", "--config", c.regCfg)
+	c.Infra.WaitHTTP(c.t, c.Reg, "http://"+c.RegistryAddr()+"/v2/", 60*time.Second)
 }
 
 // StartRedis (re)starts redis-server on the infra host's loopback, empty

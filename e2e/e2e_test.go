@@ -270,6 +270,19 @@ func TestScenarios(t *testing.T) {
 	r.Note += "redis-server SIGKILLed 300 ms after start, restarted empty 1 s later"
 	runs = append(runs, r)
 
+	// Registry (with its seeder) SIGKILLed mid-transfer and restarted 2 s
+	// later: agents finish from peers, then the restarted registry.
+	img, size = c.seedImage(t, "e2e/fault-registry", 32<<20, 4)
+	r = c.rollout(t, rolloutSpec{Scenario: "fault-registry-restarted", Mode: "p2p", Repo: "e2e/fault-registry", Img: img, Size: size, Nodes: firstN(nodes),
+		During: func() {
+			time.Sleep(time.Second)
+			c.Reg.Kill()
+			time.Sleep(2 * time.Second)
+			c.StartRegistry()
+		}})
+	r.Note += "registry+seeder SIGKILLed 1 s after start, restarted 2 s later"
+	runs = append(runs, r)
+
 	// One peer's agent killed mid-transfer: the others complete; the victim,
 	// restarted with an empty cache, pulls again.
 	img, size = c.seedImage(t, "e2e/fault-peer", 32<<20, 4)
