@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	mathrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
@@ -386,12 +387,31 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		}
 	}()
 	t.DownloadAll()
+	spread := newPieceSpreader(t)
+	spread.refill()
 	r := t.NewReader()
 	defer r.Close()
-	r.SetReadahead(64 << 20)
+	// One piece of readahead only: a long readahead makes every agent ask
+	// for the same pieces in index order, and the seeder sends each piece N
+	// times. The spreader decides the swarm order instead.
+	r.SetReadahead(info.PieceLength)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.SetContext(rctx)
+
+	go func() {
+		// A window of 1 MiB pieces drains in tens of milliseconds on a LAN.
+		tick := time.NewTicker(40 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-tick.C:
+				spread.refill()
+			}
+		}
+	}()
 
 	var reason atomic.Value
 	var progressed atomic.Int64
@@ -408,7 +428,9 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 			case <-rctx.Done():
 				return
 			case now := <-tick.C:
-				cur := progressed.Load()
+				// Pieces arrive out of order: progress is verified bytes,
+				// not what the in-order stream has read so far.
+				cur := t.BytesCompleted()
 				if cur > last {
 					last, lastAt = cur, now
 				}
@@ -798,4 +820,48 @@ func (c *countingBody) Read(p []byte) (int, error) {
 		c.add(n)
 	}
 	return n, err
+}
+
+// pieceSpreader makes concurrent downloaders of one blob want different
+// pieces. anacrolix orders requestable pieces by priority, then
+// availability, then index, so agents that start together with only the
+// registry's seeder to ask would all request pieces in index order and the
+// seeder would upload every piece once per agent. Each agent instead keeps a
+// small window of pieces, drawn from its own random permutation, at high
+// priority; the pieces it fetches first differ from its neighbours', who
+// then trade them over the swarm.
+type pieceSpreader struct {
+	t      *torrent.Torrent
+	order  []int
+	next   int
+	window []int
+}
+
+// spreadWindow is how many pieces each agent favours at a time: enough to
+// fill the request pipeline to the seeder (a few MiB), few enough that
+// agents' windows rarely overlap.
+const spreadWindow = 8
+
+func newPieceSpreader(t *torrent.Torrent) *pieceSpreader {
+	return &pieceSpreader{t: t, order: mathrand.Perm(t.NumPieces())}
+}
+
+// refill drops completed pieces from the window and tops it up.
+func (s *pieceSpreader) refill() {
+	kept := s.window[:0]
+	for _, i := range s.window {
+		if !s.t.PieceState(i).Complete {
+			kept = append(kept, i)
+		}
+	}
+	s.window = kept
+	for len(s.window) < spreadWindow && s.next < len(s.order) {
+		i := s.order[s.next]
+		s.next++
+		if s.t.PieceState(i).Complete {
+			continue
+		}
+		s.t.Piece(i).SetPriority(torrent.PiecePriorityHigh)
+		s.window = append(s.window, i)
+	}
 }
