@@ -45,7 +45,8 @@ storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
 `, upAddr, root)), 0o644)
 	up := testenv.Start(t, "upstream registry", upstreamBin, []string{"serve", upCfg}, "OTEL_TRACES_EXPORTER=none")
 	testenv.WaitHTTP(t, up, "http://"+upAddr+"/v2/", 30*time.Second)
-	shoal := startRegistry(t, regOpts{root: root})
+	// Same log level as the upstream: distribution logs every request at info.
+	shoal := startRegistry(t, regOpts{root: root, logLevel: "error"})
 
 	sizes := []int64{1 << 20, 64 << 20, 1 << 30}
 	blobs := map[int64]string{}

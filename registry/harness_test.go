@@ -32,12 +32,16 @@ type regOpts struct {
 	urlExpiry string
 	extra     string // extra top-level YAML (auth)
 	noP2P     bool
+	logLevel  string
 }
 
 func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	t.Helper()
 	if o.root == "" {
 		o.root = t.TempDir()
+	}
+	if o.logLevel == "" {
+		o.logLevel = "info"
 	}
 	if o.urlExpiry == "" {
 		o.urlExpiry = "5m"
@@ -56,12 +60,12 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 		mw = ""
 	}
 	cfg := fmt.Sprintf(`version: 0.1
-log: {level: info, accesslog: {disabled: true}}
+log: {level: %s, accesslog: {disabled: true}}
 http: {addr: %q, secret: registry-secret}
 storage:
   filesystem: {rootdirectory: %q}
   delete: {enabled: true}
-%s%s`, r.Addr, o.root, mw, o.extra)
+%s%s`, o.logLevel, r.Addr, o.root, mw, o.extra)
 	r.config = filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(r.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
