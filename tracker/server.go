@@ -263,8 +263,9 @@ func (t announceTracker) TrackAnnounce(ctx context.Context, req udp.AnnounceRequ
 		sample = st.numwant
 		if st.peer.Group != "" {
 			// Oversample so same-group peers can be found beyond the first
-			// numwant random picks.
-			sample *= 2
+			// numwant random picks. Locality is exact for swarms up to this
+			// size and best effort (a random 4x sample) above it.
+			sample *= 4
 		}
 	}
 	in := AnnounceInput{
