@@ -33,8 +33,8 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	// An interrupted run still removes its namespaces (processes die with
-	// their namespace or by Pdeathsig).
+	// An interrupted run still removes its namespaces (delNS kills what runs
+	// inside first; children also die by Pdeathsig when this process exits).
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {

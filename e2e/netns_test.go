@@ -137,7 +137,7 @@ func killNSProcs(ns string) {
 	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
 	for _, f := range strings.Fields(string(out)) {
 		var pid int
-		if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 1 {
+		if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 1 && pid != os.Getpid() {
 			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 	}
