@@ -33,6 +33,7 @@ type regOpts struct {
 	extra     string // extra top-level YAML (auth)
 	noP2P     bool
 	logLevel  string
+	noSeeder  bool
 }
 
 func startRegistry(t *testing.T, o regOpts) *testRegistry {
@@ -54,8 +55,8 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
         piecelength: 65536
         urlexpiry: %s
         tracker: {url: "http://127.0.0.1:9/announce", secrets: [tracker-secret]}
-        seeder: {listen: %q, idletimeout: 1m}
-`, o.urlExpiry, r.SeederAddr)
+        seeder: {listen: %q, idletimeout: 1m, disabled: %t}
+`, o.urlExpiry, r.SeederAddr, o.noSeeder)
 	if o.noP2P {
 		mw = ""
 	}

@@ -10,7 +10,6 @@ type metrics struct {
 	redirects *prometheus.CounterVec
 	torrents  *prometheus.CounterVec
 	seeding   prometheus.Gauge
-	uploaded  prometheus.Counter
 	pushed    prometheus.Counter
 }
 
@@ -28,10 +27,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shoal", Subsystem: "registry", Name: "seeding_torrents",
 			Help: "Torrents the registry's seeder currently serves.",
 		}),
-		uploaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "seeder_uploaded_bytes_total",
-			Help: "Blob bytes the seeder sent to peers (sampled when idle torrents are swept).",
-		}),
 		pushed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "shoal", Subsystem: "registry", Name: "manifest_pushes_seeded_total",
 			Help: "Manifest pushes whose blobs were put into seeding.",
@@ -40,7 +35,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.redirects = register(reg, m.redirects)
 	m.torrents = register(reg, m.torrents)
 	m.seeding = register(reg, m.seeding)
-	m.uploaded = register(reg, m.uploaded)
 	m.pushed = register(reg, m.pushed)
 	return m
 }

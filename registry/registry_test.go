@@ -312,3 +312,19 @@ func uploadChunked(t *testing.T, base, repo string, data []byte, chunks []int, b
 		t.Fatalf("commit upload: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestSeederDisabled: with the seeder off, pushes still work and torrents
+// are still handed out (peers and web seeds serve them).
+func TestSeederDisabled(t *testing.T) {
+	r := startRegistry(t, regOpts{noSeeder: true})
+	img := pushImage(t, r.Addr, "noseed/app:v1", 50_000, 2)
+	d := layerDigests(t, img)[0].String()
+	resp, loc := torrentRedirect(t, r.URL(), "noseed/app", d, nil)
+	if resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("torrent GET with seeder disabled: %d", resp.StatusCode)
+	}
+	info, err := fetchMetainfo(t, loc).UnmarshalInfo()
+	if want := int64(len(blobBytes(t, r.URL(), "noseed/app", d))); err != nil || info.Length != want {
+		t.Fatalf("metainfo: %v, length %d", err, info.Length)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
@@ -37,6 +38,9 @@ type seeder struct {
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*seeded
+	// dropped counts bytes uploaded by torrents no longer seeded, so the
+	// upload counter stays monotonic across drops.
+	dropped int64
 }
 
 type seeded struct {
@@ -100,6 +104,10 @@ func newSeeder(drv *driver.Driver, opts driver.SeederOptions, origin func(metain
 		log:      logrus.WithField("component", "seeder"),
 		torrents: map[metainfo.Hash]*seeded{},
 	}
+	register(prometheus.DefaultRegisterer, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "shoal", Subsystem: "registry", Name: "seeder_uploaded_bytes_total",
+		Help: "Blob bytes the registry's seeder sent to peers.",
+	}, func() float64 { return float64(s.uploadedBytes()) }))
 	s.log.WithField("listen", cl.LocalPort()).Info("seeder listening")
 	return s, nil
 }
@@ -152,7 +160,21 @@ func (s *seeder) Forget(dgst digest.Digest) {
 	}
 }
 
+// uploadedBytes is what the seeder has sent to peers since it started.
+func (s *seeder) uploadedBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.dropped
+	for _, st := range s.torrents {
+		stats := st.t.Stats()
+		n += stats.BytesWrittenData.Int64()
+	}
+	return n
+}
+
 func (s *seeder) dropLocked(ih metainfo.Hash, st *seeded) {
+	stats := st.t.Stats()
+	s.dropped += stats.BytesWrittenData.Int64()
 	st.t.Drop()
 	st.blob.Close()
 	delete(s.torrents, ih)
@@ -180,7 +202,6 @@ func (s *seeder) sweep(now time.Time, tokenExpiry time.Duration) {
 		stats := st.t.Stats()
 		sent := stats.BytesWrittenData.Int64()
 		if sent != st.lastBytes {
-			s.metrics.uploaded.Add(float64(sent - st.lastBytes))
 			st.lastBytes, st.lastActive = sent, now
 		}
 		switch {

@@ -124,6 +124,8 @@ func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error)
 		if cfg.Middleware == nil {
 			cfg.Middleware = map[string][]configuration.Middleware{}
 		}
+	}
+	if s.p2p && !s.opts.Seeder.Disabled {
 		cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
 			Name: seedOnPush, Options: configuration.Parameters{serverOption: s},
 		})
