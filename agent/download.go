@@ -386,22 +386,20 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 			t.Drop()
 		}
 	}()
-	t.DownloadAll()
+	// No DownloadAll and no torrent Reader: both make every agent want the
+	// same pieces in index order, so the seeder would send each piece once
+	// per agent. The spreader asks for a few pieces at a time from this
+	// agent's own random order; the stream below hands pieces to the
+	// client in order as soon as they are verified.
 	spread := newPieceSpreader(t)
+	sub := t.SubscribePieceStateChanges()
+	defer sub.Close()
 	spread.refill()
-	r := t.NewReader()
-	defer r.Close()
-	// One piece of readahead only: a long readahead makes every agent ask
-	// for the same pieces in index order, and the seeder sends each piece N
-	// times. The spreader decides the swarm order instead.
-	r.SetReadahead(info.PieceLength)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r.SetContext(rctx)
-
 	go func() {
-		// A window of 1 MiB pieces drains in tens of milliseconds on a LAN.
-		tick := time.NewTicker(40 * time.Millisecond)
+		// A backstop for missed state changes; refill is cheap.
+		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -461,22 +459,29 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		}
 	}()
 
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, info.PieceLength)
 	var readErr error
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			d.h.Write(buf[:n])
-			progressed.Add(int64(n))
-			d.advance(int64(n), true)
+	for next := 0; next < info.NumPieces() && readErr == nil; {
+		if !t.PieceState(next).Complete {
+			spread.want(next)
+			select {
+			case <-sub.Values:
+				spread.refill()
+			case <-rctx.Done():
+				readErr = rctx.Err()
+			}
+			continue
 		}
-		if err == io.EOF || d.complete() {
+		p := info.Piece(next)
+		b := buf[:p.Length()]
+		if _, err := f.file.ReadAt(b, p.Offset()); err != nil {
+			readErr = fmt.Errorf("read verified piece %d: %w", next, err)
 			break
 		}
-		if err != nil {
-			readErr = err
-			break
-		}
+		d.h.Write(b)
+		progressed.Add(int64(len(b)))
+		d.advance(int64(len(b)), true)
+		next++
 	}
 	cancel()
 	<-monitorDone
@@ -824,30 +829,41 @@ func (c *countingBody) Read(p []byte) (int, error) {
 
 // pieceSpreader makes concurrent downloaders of one blob want different
 // pieces. anacrolix orders requestable pieces by priority, then
-// availability, then index, so agents that start together with only the
-// registry's seeder to ask would all request pieces in index order and the
-// seeder would upload every piece once per agent. Each agent instead keeps a
-// small window of pieces, drawn from its own random permutation, at high
-// priority; the pieces it fetches first differ from its neighbours', who
-// then trade them over the swarm.
+// availability, then index, and requests as many as its pipeline holds, so
+// agents that start together with only the registry's seeder to ask would
+// all request the same pieces and the seeder would upload each one once per
+// agent. Each agent instead wants only a small window of pieces at a time,
+// drawn from its own random permutation; neighbours fetch different pieces
+// from the seeder and trade them over the swarm.
 type pieceSpreader struct {
 	t      *torrent.Torrent
+	mu     sync.Mutex
 	order  []int
 	next   int
 	window []int
 }
 
-// spreadWindow is how many pieces each agent favours at a time: enough to
-// fill the request pipeline to the seeder (a few MiB), few enough that
+// spreadWindow is how many pieces each agent wants at a time: enough to keep
+// a LAN link busy (4 MiB at the default piece length), few enough that
 // agents' windows rarely overlap.
-const spreadWindow = 8
+const spreadWindow = 2
 
 func newPieceSpreader(t *torrent.Torrent) *pieceSpreader {
 	return &pieceSpreader{t: t, order: mathrand.Perm(t.NumPieces())}
 }
 
+// want marks the piece the client stream waits for as wanted, below the
+// window: streaming needs it soon, the swarm's spread needs the window more.
+func (s *pieceSpreader) want(i int) {
+	if !s.t.PieceState(i).Complete {
+		s.t.Piece(i).SetPriority(torrent.PiecePriorityNormal)
+	}
+}
+
 // refill drops completed pieces from the window and tops it up.
 func (s *pieceSpreader) refill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	kept := s.window[:0]
 	for _, i := range s.window {
 		if !s.t.PieceState(i).Complete {
