@@ -54,12 +54,9 @@ import (
 // outside /v2/ so it can never shadow a repository name.
 const TorrentPath = "/_shoal/torrents/"
 
-// Token purposes, shared with the tracker.
-const (
-	purposeTorrent  = "torrent"
-	PurposeAnnounce = "announce"
-	PurposeOrigin   = "origin"
-)
+// purposeTorrent marks the tokens of metadata URLs, which only this
+// registry checks; announce and origin purposes are shared with the tracker.
+const purposeTorrent = "torrent"
 
 // LoadConfig reads a distribution config.yml, applying REGISTRY_*
 // environment overrides exactly as the upstream registry does.
@@ -250,7 +247,7 @@ func (s *Server) announceURL(purpose string, ih metainfo.Hash) string {
 }
 
 func (s *Server) originAnnounce(ih metainfo.Hash) []string {
-	if u := s.announceURL(PurposeOrigin, ih); u != "" {
+	if u := s.announceURL(token.PurposeOrigin, ih); u != "" {
 		return []string{u}
 	}
 	return nil
@@ -312,7 +309,7 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	}
 	mi := metainfo.MetaInfo{
 		InfoBytes:    infoBytes,
-		Announce:     s.announceURL(PurposeAnnounce, ih),
+		Announce:     s.announceURL(token.PurposeAnnounce, ih),
 		CreatedBy:    "shoal",
 		CreationDate: time.Now().Unix(),
 		UrlList:      []string{s.baseURL(r) + "/v2/" + repo + "/blobs/" + dgst.String()},

@@ -26,12 +26,10 @@ import (
 	"github.com/shoalproject/shoal/internal/token"
 )
 
-// Token purposes, shared with the registry: it signs "announce" tokens into
-// torrents and an "origin" token for its own seeder, both over the raw
-// 20-byte infohash.
+// Token purposes, shared with the registry through the token package.
 const (
-	PurposeAnnounce = "announce"
-	PurposeOrigin   = "origin"
+	PurposeAnnounce = token.PurposeAnnounce
+	PurposeOrigin   = token.PurposeOrigin
 )
 
 // Server is one tracker instance. It holds no swarm state of its own beyond

@@ -20,6 +20,14 @@ import (
 	"time"
 )
 
+// Purposes of the tokens Shoal hands out. The registry signs announce and
+// origin tokens over a torrent's raw 20-byte infohash; the tracker verifies
+// them and ranks an origin (the registry's own seeder) apart from peers.
+const (
+	PurposeAnnounce = "announce"
+	PurposeOrigin   = "origin"
+)
+
 // Errors returned by Verify. They are distinct so callers can count them
 // separately; none of them reveals anything about the secret.
 var (
