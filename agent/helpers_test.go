@@ -18,9 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/sirupsen/logrus"
@@ -50,21 +48,9 @@ http:
 	return addr
 }
 
-// pushRandom pushes a random image of n layers of size bytes to host/repo:tag.
+// pushRandom pushes a random image of n layers of size bytes to host/repo:latest.
 func pushRandom(t *testing.T, host, repo string, size int64, n int64, opts ...remote.Option) v1.Image {
-	t.Helper()
-	img, err := random.Image(size, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(host+"/"+repo+":latest", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img, opts...); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	return img
+	return testenv.PushRandomImage(t, host+"/"+repo+":latest", size, n, opts...)
 }
 
 type testAgent struct {
@@ -153,22 +139,7 @@ func startCountingProxy(t *testing.T, target string) *countingProxy {
 	return cp
 }
 
-func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
-	t.Helper()
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []v1.Hash
-	for _, l := range ls {
-		d, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, d)
-	}
-	return out
-}
+func layerDigests(t *testing.T, img v1.Image) []v1.Hash { return testenv.LayerDigests(t, img) }
 
 // getBlob GETs a blob through the agent and returns status and body hash.
 func getBlob(t *testing.T, mirror, repo string, d v1.Hash, hdr map[string]string) (int, string, []byte) {

@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/shoalproject/shoal/internal/testenv"
 )
@@ -85,40 +82,17 @@ func (r *testRegistry) URL() string { return "http://" + r.Addr }
 
 // pushImage pushes a random image with the given number of layers.
 func pushImage(t *testing.T, addr, repo string, layerSize int64, layers int64) v1.Image {
-	t.Helper()
-	img, err := random.Image(layerSize, layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(addr+"/"+repo, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	return img
+	return testenv.PushRandomImage(t, addr+"/"+repo, layerSize, layers)
 }
 
+// layerDigests lists the layers' digests, then the config's.
 func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
 	t.Helper()
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []v1.Hash
-	for _, l := range ls {
-		d, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, d)
-	}
 	cfg, err := img.ConfigName()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(out, cfg)
+	return append(testenv.LayerDigests(t, img), cfg)
 }
 
 var noRedirect = &http.Client{
