@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
+
+	"github.com/shoalproject/shoal/internal/peerid"
 )
 
 // Agent is one node daemon: mirror API, control API, cache and swarm client.
@@ -36,6 +39,9 @@ type Agent struct {
 	tc       *torrent.Client // nil when P2P is disabled
 	webseeds *webseedTransport
 	httpRate *rate.Limiter // nil = unlimited
+	// spreaders of the blobs downloading now, by infohash, for the claims
+	// other nodes send.
+	spreaders sync.Map
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -96,6 +102,14 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
+// sender labels where a piece came from in the swarm metrics.
+func sender(pc *torrent.PeerConn) string {
+	if peerid.IsOrigin(pc.PeerID) {
+		return "origin"
+	}
+	return "node"
+}
+
 func (a *Agent) startTorrentClient() error {
 	tcfg := torrent.NewDefaultClientConfig()
 	// go-utp is a stub in this build: uTP must stay off or NewClient fails.
@@ -104,6 +118,7 @@ func (a *Agent) startTorrentClient() error {
 	tcfg.NoDefaultPortForwarding = true
 	tcfg.DisableWebtorrent = true
 	tcfg.Seed = true
+	tcfg.PeerID = peerid.New(peerid.NodePrefix)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
@@ -132,6 +147,47 @@ func (a *Agent) startTorrentClient() error {
 	// The torrent library logs through slog; keep only warnings so a busy
 	// node's log stays readable.
 	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	tcfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, msg *pp.Message) {
+		if msg.Type == pp.Piece {
+			a.metrics.swarm.WithLabelValues(sender(pc), "all").Add(float64(len(msg.Piece)))
+		}
+	}
+	tcfg.Callbacks.ReceivedUsefulData = append(tcfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
+		if pc, ok := ev.Peer.TryAsPeerConn(); ok {
+			a.metrics.swarm.WithLabelValues(sender(pc), "useful").Add(float64(len(ev.Message.Piece)))
+		}
+	})
+	// Nodes fetch the registry's share of a blob over HTTP (see
+	// pieceSpreader): a connection to the registry's seeder would compete
+	// with the nodes for every piece.
+	tcfg.Callbacks.PeerConnAdded = append(tcfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
+		if peerid.IsOrigin(pc.PeerID) {
+			if s, ok := a.spreaders.Load(pc.Torrent().InfoHash()); ok {
+				s.(*pieceSpreader).originSeen.Store(true)
+			}
+			go pc.Close()
+			return
+		}
+		pc.LocalLtepProtocolMap.AddUserProtocol(claimExtension)
+	})
+	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
+		// The handshake is being handled under the connection's lock: greet
+		// once it is done.
+		if s, ok := a.spreaders.Load(pc.Torrent().InfoHash()); ok {
+			go s.(*pieceSpreader).greet(pc)
+		}
+	}
+	tcfg.Callbacks.PeerConnReadExtensionMessage = append(tcfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
+		name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber)
+		if err != nil || name != claimExtension {
+			return
+		}
+		if s, ok := a.spreaders.Load(ev.PeerConn.Torrent().InfoHash()); ok {
+			if err := s.(*pieceSpreader).received(ev.PeerConn.PeerID, ev.Payload); err != nil {
+				a.log.WithError(err).WithField("peer", ev.PeerConn.RemoteAddr).Debug("ignoring claim message")
+			}
+		}
+	})
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
 		return fmt.Errorf("start bittorrent client on %s: %w", a.cfg.P2P.Listen, err)

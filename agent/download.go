@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	mathrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
@@ -386,30 +385,25 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 			t.Drop()
 		}
 	}()
-	// No DownloadAll and no torrent Reader: both make every agent want the
-	// same pieces in index order, so the seeder would send each piece once
-	// per agent. The spreader asks for a few pieces at a time from this
-	// agent's own random order; the stream below hands pieces to the
-	// client in order as soon as they are verified.
-	spread := newPieceSpreader(t)
+	// Every piece is wanted from the nodes (anacrolix: rarest first); the
+	// spreader decides what comes from the registry. The stream below
+	// hands pieces to the client in order as soon as they are verified.
+	t.DownloadAll()
+	spread := newPieceSpreader(t, a.tc.PeerID())
+	a.spreaders.Store(t.InfoHash(), spread)
+	defer a.spreaders.Delete(t.InfoHash())
+	origin := &originFetcher{d: d, t: t, info: &info, url: blobURL(d.req.base, d.req.repo, d.req.hex)}
 	sub := t.SubscribePieceStateChanges()
 	defer sub.Close()
-	spread.refill()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		// A backstop for missed state changes; refill is cheap.
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-tick.C:
-				spread.refill()
-			}
+	var workers sync.WaitGroup
+	workers.Go(func() {
+		spread.settle(rctx)
+		for range originWorkers {
+			workers.Go(func() { origin.run(rctx, spread) })
 		}
-	}()
+	})
 
 	var reason atomic.Value
 	var progressed atomic.Int64
@@ -463,10 +457,8 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	var readErr error
 	for next := 0; next < info.NumPieces() && readErr == nil; {
 		if !t.PieceState(next).Complete {
-			spread.want(next)
 			select {
 			case <-sub.Values:
-				spread.refill()
 			case <-rctx.Done():
 				readErr = rctx.Err()
 			}
@@ -485,8 +477,10 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	}
 	cancel()
 	<-monitorDone
-	// Bytes the web seed delivered came from the registry, not from peers.
-	if ws := a.webseeds.take(d.req.hex); ws > 0 {
+	workers.Wait()
+	// Bytes the web seed and the Range requests delivered came from the
+	// registry, not from peers.
+	if ws := a.webseeds.take(d.req.hex) + origin.bytes.Load(); ws > 0 {
 		f.update(func() {
 			ws = min(ws, f.fromPeers)
 			f.fromPeers -= ws
@@ -602,6 +596,20 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 	return nil
 }
 
+// waitHTTP holds back n bytes of HTTP download to the configured rate.
+func (a *Agent) waitHTTP(ctx context.Context, n int) error {
+	lim := a.httpRate
+	if lim == nil {
+		return nil
+	}
+	for done := 0; done < n; done += lim.Burst() {
+		if err := lim.WaitN(ctx, min(lim.Burst(), n-done)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (d *dl) copyBody(ctx context.Context, body io.Reader, skip int64) error {
 	if skip > 0 {
 		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
@@ -620,12 +628,8 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, skip int64) error {
 			d.a.log.WithFields(logrus.Fields{"digest": "sha256:" + d.req.hex, "bytes": have, "size": size}).Info("HTTP download progress")
 		}
 		if n > 0 {
-			if lim := d.a.httpRate; lim != nil {
-				for done := 0; done < n; done += lim.Burst() {
-					if werr := lim.WaitN(ctx, min(lim.Burst(), n-done)); werr != nil {
-						return werr
-					}
-				}
+			if werr := d.a.waitHTTP(ctx, n); werr != nil {
+				return werr
 			}
 			d.f.mu.Lock()
 			off, size := d.f.avail, d.f.size
@@ -825,59 +829,4 @@ func (c *countingBody) Read(p []byte) (int, error) {
 		c.add(n)
 	}
 	return n, err
-}
-
-// pieceSpreader makes concurrent downloaders of one blob want different
-// pieces. anacrolix orders requestable pieces by priority, then
-// availability, then index, and requests as many as its pipeline holds, so
-// agents that start together with only the registry's seeder to ask would
-// all request the same pieces and the seeder would upload each one once per
-// agent. Each agent instead wants only a small window of pieces at a time,
-// drawn from its own random permutation; neighbours fetch different pieces
-// from the seeder and trade them over the swarm.
-type pieceSpreader struct {
-	t      *torrent.Torrent
-	mu     sync.Mutex
-	order  []int
-	next   int
-	window []int
-}
-
-// spreadWindow is how many pieces each agent wants at a time: enough to keep
-// a LAN link busy (4 MiB at the default piece length), few enough that
-// agents' windows rarely overlap.
-const spreadWindow = 2
-
-func newPieceSpreader(t *torrent.Torrent) *pieceSpreader {
-	return &pieceSpreader{t: t, order: mathrand.Perm(t.NumPieces())}
-}
-
-// want marks the piece the client stream waits for as wanted, below the
-// window: streaming needs it soon, the swarm's spread needs the window more.
-func (s *pieceSpreader) want(i int) {
-	if !s.t.PieceState(i).Complete {
-		s.t.Piece(i).SetPriority(torrent.PiecePriorityNormal)
-	}
-}
-
-// refill drops completed pieces from the window and tops it up.
-func (s *pieceSpreader) refill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kept := s.window[:0]
-	for _, i := range s.window {
-		if !s.t.PieceState(i).Complete {
-			kept = append(kept, i)
-		}
-	}
-	s.window = kept
-	for len(s.window) < spreadWindow && s.next < len(s.order) {
-		i := s.order[s.next]
-		s.next++
-		if s.t.PieceState(i).Complete {
-			continue
-		}
-		s.t.Piece(i).SetPriority(torrent.PiecePriorityHigh)
-		s.window = append(s.window, i)
-	}
 }

@@ -19,16 +19,17 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// A registry that offers a torrent nobody can deliver (dead tracker, web
-// seed answering 500) and whose first plain HTTP answer breaks mid-body:
-// the agent gives up on the swarm after the stall timeout, fetches over
-// HTTP, resumes with Range after the break, and serves the exact blob.
+// A registry that offers a torrent nobody can deliver (dead tracker, piece
+// Range requests and web seed answering 500) and whose first plain HTTP
+// answer breaks mid-body: the agent gives up on the swarm after the stall
+// timeout, fetches over HTTP, resumes with Range after the break, and
+// serves the exact blob.
 func TestFallbackStallThenHTTPResume(t *testing.T) {
 	data := make([]byte, 3<<20+12345)
 	rand.Read(data)
 	sum := sha256.Sum256(data)
 	hexd := hex.EncodeToString(sum[:])
-	var plainGets, rangeGets, torrentGets, webseedGets atomic.Int64
+	var plainGets, rangeGets, pieceGets, torrentGets, webseedGets atomic.Int64
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -54,9 +55,14 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
 				return
 			}
-			if r.Header.Get("Range") != "" {
+			switch rg := r.Header.Get("Range"); {
+			case strings.HasSuffix(rg, "-"): // resuming: bytes=N-
 				rangeGets.Add(1)
-			} else if plainGets.Add(1) == 1 {
+			case rg != "": // one piece: bytes=N-M
+				pieceGets.Add(1)
+				http.Error(w, "broken", http.StatusInternalServerError)
+				return
+			case plainGets.Add(1) == 1:
 				// First plain answer: promise everything, deliver 1 MiB, break.
 				w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 				w.Write(data[:1<<20])
@@ -79,6 +85,9 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 	t.Logf("pulled in %s", time.Since(start))
 	if torrentGets.Load() != 1 {
 		t.Errorf("torrent metadata fetched %d times, want 1", torrentGets.Load())
+	}
+	if pieceGets.Load() == 0 {
+		t.Error("pieces never asked of the registry before HTTP fallback")
 	}
 	if webseedGets.Load() == 0 {
 		t.Error("web seed never tried before HTTP fallback")

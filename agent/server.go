@@ -38,6 +38,7 @@ type metrics struct {
 	fallbacks  *prometheus.CounterVec
 	mismatches prometheus.Counter
 	downloads  prometheus.Counter
+	swarm      *prometheus.CounterVec
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -51,7 +52,10 @@ func newMetrics(a *Agent) *metrics {
 		Help: "Downloads that left the swarm path, by reason (webseed added, stall, deadline, no_torrent...)."}, []string{"reason"})
 	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
 	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
-	m.reg.MustRegister(m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",
+		Help: "Piece bytes received over BitTorrent, by sender (origin: the registry's seeder; node: other agents) and kind (all, or useful: not a duplicate of a chunk already received, as after a request moved to another peer)."},
+		[]string{"from", "kind"})
+	m.reg.MustRegister(m.swarm, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_uploaded_bytes", Help: "Blob bytes uploaded to peers since start."},
@@ -61,6 +65,11 @@ func newMetrics(a *Agent) *metrics {
 	)
 	for _, s := range []string{"peers", "registry", "cache"} {
 		m.bytes.WithLabelValues(s)
+	}
+	for _, from := range []string{"origin", "node"} {
+		for _, kind := range []string{"all", "useful"} {
+			m.swarm.WithLabelValues(from, kind)
+		}
 	}
 	return m
 }

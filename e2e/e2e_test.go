@@ -182,14 +182,18 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		r.SwarmBytes = delta(`shoal_agent_blob_bytes_total{source="peers"}`)
 		r.PeerBytes = sum(all, "shoal_agent_uploaded_bytes")
 		r.AgentRegistryBytes = delta(`shoal_agent_blob_bytes_total{source="registry"}`)
+		for _, from := range []string{"origin", "node"} {
+			r.WastedBytes += delta(`shoal_agent_swarm_received_bytes_total{from="`+from+`",kind="all"}`) -
+				delta(`shoal_agent_swarm_received_bytes_total{from="`+from+`",kind="useful"}`)
+		}
 		if mm := delta("shoal_agent_digest_mismatches_total"); mm > 0 {
 			r.Note += fmt.Sprintf("%d agent-side digest mismatches (discarded). ", mm)
 		}
 	}
 	r.finish()
-	t.Logf("%s/%s N=%d %s: p50 %.2fs p95 %.2fs max %.2fs (T* %.2fs) registry egress %s (%.2f× image) swarm %s node-to-node %s agent-HTTP %s",
+	t.Logf("%s/%s N=%d %s: p50 %.2fs p95 %.2fs max %.2fs (T* %.2fs) registry egress %s (%.2f× image) swarm %s (wasted %s) node-to-node %s agent-HTTP %s",
 		s.Scenario, s.Mode, nodes, mib(s.Size), r.P50, r.P95, r.Max, r.TStar, mib(r.RegistryEgress), r.EgressRatio,
-		mib(r.SwarmBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes))
+		mib(r.SwarmBytes), mib(r.WastedBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes))
 	return r
 }
 

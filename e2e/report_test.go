@@ -36,13 +36,16 @@ type Run struct {
 	// from the registry (shoal_agent_blob_bytes_total). PeerBytes: bytes
 	// agents uploaded to each other (shoal_agent_uploaded_bytes), i.e. the
 	// node-to-node share of SwarmBytes.
-	SwarmBytes         int64   `json:"swarmBytes"`
-	PeerBytes          int64   `json:"peerToPeerBytes"`
-	AgentRegistryBytes int64   `json:"agentRegistryBytes"`
-	TStar              float64 `json:"tStar"`
-	VsTStar            float64 `json:"maxOverTStar"`
-	VsDirect           float64 `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
-	Note               string  `json:"note,omitempty"`
+	SwarmBytes         int64 `json:"swarmBytes"`
+	PeerBytes          int64 `json:"peerToPeerBytes"`
+	AgentRegistryBytes int64 `json:"agentRegistryBytes"`
+	// WastedBytes: piece bytes agents received over BitTorrent and threw
+	// away as duplicates (shoal_agent_swarm_received_bytes_total).
+	WastedBytes int64   `json:"wastedBytes"`
+	TStar       float64 `json:"tStar"`
+	VsTStar     float64 `json:"maxOverTStar"`
+	VsDirect    float64 `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
+	Note        string  `json:"note,omitempty"`
 }
 
 // tStar is the Kumar & Ross lower bound for distributing F bytes to n nodes
@@ -92,8 +95,8 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 func markdown(title string, runs []Run) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n\n", title)
-	b.WriteString("| scenario | mode | N | image | link | p50 s | p95 s | max s | T* s | max/T* | max/direct | registry egress | egress/image | swarm bytes | node-to-node bytes | agent HTTP bytes | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario | mode | N | image | link | p50 s | p95 s | max s | T* s | max/T* | max/direct | registry egress | egress/image | swarm bytes | wasted | node-to-node bytes | agent HTTP bytes | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		link := fmt.Sprintf("%d Mbit/s", r.RateMbit)
 		if r.DelayMs > 0 {
@@ -103,13 +106,13 @@ func markdown(title string, runs []Run) string {
 		if r.VsDirect > 0 {
 			vd = fmt.Sprintf("%.2f", r.VsDirect)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | %.2f× | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n",
 			r.Scenario, r.Mode, r.N, mib(r.ImageBytes), link, r.P50, r.P95, r.Max, r.TStar, r.VsTStar, vd,
-			mib(r.RegistryEgress), r.EgressRatio, mib(r.SwarmBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes), r.Note)
+			mib(r.RegistryEgress), r.EgressRatio, mib(r.SwarmBytes), mib(r.WastedBytes), mib(r.PeerBytes), mib(r.AgentRegistryBytes), r.Note)
 	}
 	b.WriteString("\nTimes are per-node completion of a full pull (manifest, config, every layer, sha256 verified). ")
 	b.WriteString("Registry egress is the registry host's veth tx bytes (headers and tracker replies included). ")
-	b.WriteString("T* = max(F/u_s, F/d, N·F/(u_s+N·u)) (Kumar & Ross 2006). Swarm bytes: what agents received over BitTorrent (other agents and the registry's seeder); node-to-node: what agents uploaded to each other.\n")
+	b.WriteString("T* = max(F/u_s, F/d, N·F/(u_s+N·u)) (Kumar & Ross 2006). Swarm bytes: what agents received over BitTorrent, and the duplicate chunk bytes among them thrown away; agent HTTP bytes: what agents fetched from the registry over HTTP (their share of pieces, web seed, fallback); node-to-node: what agents uploaded to each other.\n")
 	return b.String()
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/peerid"
 )
 
 // seeder is the BitTorrent client inside the registry. It serves blob bytes
@@ -66,6 +67,7 @@ func newSeeder(drv *driver.Driver, opts driver.SeederOptions, origin func(metain
 	cfg.DisableWebtorrent = true
 	cfg.DisableWebseeds = true
 	cfg.Seed = true
+	cfg.PeerID = peerid.New(peerid.OriginPrefix)
 	cfg.DataDir = dataDir
 	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	cfg.EstablishedConnsPerTorrent = 200
