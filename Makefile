@@ -38,8 +38,11 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
+# root for network namespaces, skips with a message without).
 test: deps build tools vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 
 # unit runs the tests without installing anything; tests needing a missing
 # binary or package skip with a message.

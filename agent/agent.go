@@ -125,6 +125,9 @@ func (a *Agent) startTorrentClient() error {
 	tcfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	tcfg.EstablishedConnsPerTorrent = 100
 	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
+	// A request moved to another peer before its holder could answer is
+	// sent twice; on shaped links the holder needs a while.
+	tcfg.StealRequestGrace = 500 * time.Millisecond
 	tcfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false}
 	tcfg.SetListenAddr(a.cfg.P2P.Listen)
 	// An IPv4 listen host (the usual LAN case) must not also try tcp6 on it.

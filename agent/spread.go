@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -43,9 +44,11 @@ import (
 // later), because BitTorrent only says which pieces a peer has, not which
 // it is fetching, and the partition shifts while nodes join. Once its share
 // is done and it has been idle a moment (no node has anything it lacks,
-// nothing in flight), a node takes one unclaimed missing piece anyway,
-// highest index first, the end its owner reaches last: the owner may be
-// slow, gone, or not yet connected.
+// nothing in flight), a node takes one unclaimed missing piece anyway
+// (the owner may be slow, gone, or not yet connected): counting from the
+// highest index, the end owners reach last, the rank-th of them. At most swarmFetches pieces of
+// a blob are on their way from the registry at a time, counting the claims
+// of the other nodes.
 type pieceSpreader struct {
 	t    *torrent.Torrent
 	self torrent.PeerID
@@ -74,7 +77,8 @@ const (
 	opRelease = 'r'
 	// claimTTL bounds how long a claim holds if its release never comes
 	// (the claiming node hung without closing the connection).
-	claimTTL = 10 * time.Second
+	// A closed connection drops its claims at once, so this can be long.
+	claimTTL = 30 * time.Second
 )
 
 type claimKey struct {
@@ -144,16 +148,35 @@ func (s *pieceSpreader) greet(pc *torrent.PeerConn) {
 	s.mu.Lock()
 	pieces := slices.Collect(maps.Keys(s.inFlight))
 	s.mu.Unlock()
-	s.tell(opClaim, pieces, pc)
+	if len(pieces) == 0 {
+		return
+	}
+	msg := encodeClaims(opClaim, pieces)
+	// Called right after the peer's extended handshake arrived; the
+	// extension IDs it names may not be recorded yet.
+	for range 10 {
+		if pc.WriteExtendedMessage(claimExtension, msg) == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 const (
 	// originWorkers is how many pieces a node fetches from the registry at
 	// a time, per blob: enough to keep a LAN link busy when alone.
 	originWorkers = 2
+	// swarmFetches caps the pieces of a blob all nodes together fetch from
+	// the registry at a time (as far as their claims tell): the registry's
+	// uplink is shared, and a piece that arrives sooner is traded sooner.
+	swarmFetches = 4
 	// stealAfter is how long a node waits with nothing to fetch before it
 	// asks the registry for a piece outside its share.
-	stealAfter = 300 * time.Millisecond
+	// Idle nodes tend to be idle together, and a claim can take a while to
+	// cross links busy with piece data: each waits stealStagger longer per
+	// rank, so one of them steals first and tells the others.
+	stealAfter   = time.Second
+	stealStagger = 100 * time.Millisecond
 )
 
 func newPieceSpreader(t *torrent.Torrent, self torrent.PeerID) *pieceSpreader {
@@ -212,6 +235,12 @@ func (s *pieceSpreader) pickOrigin() int {
 		s.idleSince = time.Time{}
 		return i
 	}
+	if int(roaring.AndNot(claimed, atNodes).GetCardinality())+len(s.inFlight) >= swarmFetches {
+		// Waiting for the registry, not idle: when the cap lifts, owners
+		// take their share at once and would-be stealers start counting.
+		s.idleSince = time.Time{}
+		return -1
+	}
 	for i := rank; i < n; i += members {
 		if !atNodes.Contains(uint32(i)) && missing(i) {
 			return pick(i)
@@ -230,15 +259,19 @@ func (s *pieceSpreader) pickOrigin() int {
 	case s.idleSince.IsZero():
 		s.idleSince = time.Now()
 		return -1
-	case time.Since(s.idleSince) < stealAfter:
+	case time.Since(s.idleSince) < stealAfter+time.Duration(rank)*stealStagger:
 		return -1
 	}
+	var candidates []int
 	for i := n - 1; i >= 0; i-- {
 		if !atNodes.Contains(uint32(i)) && missing(i) {
-			return pick(i)
+			candidates = append(candidates, i)
 		}
 	}
-	return -1
+	if len(candidates) == 0 {
+		return -1
+	}
+	return pick(candidates[rank%len(candidates)])
 }
 
 // settle waits until the tracker has answered and this node has connected
@@ -246,11 +279,18 @@ func (s *pieceSpreader) pickOrigin() int {
 // are already split among them. It gives up after a short while: the
 // tracker may be down, or name no one.
 func (s *pieceSpreader) settle(ctx context.Context) {
-	const limit, poll = 300 * time.Millisecond, 5 * time.Millisecond
+	const limit, poll = time.Second, 5 * time.Millisecond
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		st := s.t.Stats()
 		if (st.TotalPeers > 0 || s.originSeen.Load()) && st.PendingPeers == 0 && st.HalfOpenPeers == 0 {
+			if st.ActivePeers > 0 {
+				// Let the claims of the nodes just connected arrive.
+				select {
+				case <-ctx.Done():
+				case <-time.After(settleGrace):
+				}
+			}
 			return
 		}
 		select {
@@ -260,6 +300,9 @@ func (s *pieceSpreader) settle(ctx context.Context) {
 		}
 	}
 }
+
+// settleGrace is how long the claims of nodes just connected take to come.
+const settleGrace = 20 * time.Millisecond
 
 // originDone ends a registry fetch; a failed piece is missing again and
 // released to the other nodes (a verified one is announced by anacrolix).
@@ -342,14 +385,20 @@ func (o *originFetcher) fetch(ctx context.Context, i int, buf []byte) error {
 	if err != nil {
 		return fmt.Errorf("piece %d: %w", i, err)
 	}
+	// Checked before it touches the file: anacrolix may be writing chunks
+	// of the same piece from a node.
+	if sum := sha1.Sum(b); !bytes.Equal(sum[:], p.V1Hash().Value.Bytes()) {
+		return fmt.Errorf("piece %d from the registry failed its SHA-1 check", i)
+	}
 	if _, err := o.d.f.file.WriteAt(b, p.Offset()); err != nil {
 		return fmt.Errorf("write piece %d: %w", i, err)
 	}
-	if err := o.t.Piece(i).VerifyDataContext(ctx); err != nil {
-		return fmt.Errorf("verify piece %d: %w", i, err)
+	// Already verified: mark it complete in storage and let anacrolix pick
+	// that up (and tell the nodes) instead of hashing it a second time.
+	piece := o.t.Piece(i)
+	if err := piece.Storage().MarkComplete(); err != nil {
+		return fmt.Errorf("mark piece %d complete: %w", i, err)
 	}
-	if !o.t.PieceState(i).Complete {
-		return fmt.Errorf("piece %d from the registry failed its SHA-1 check", i)
-	}
+	piece.UpdateCompletion()
 	return nil
 }
