@@ -399,7 +399,22 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	defer cancel()
 	var workers sync.WaitGroup
 	workers.Go(func() {
+		// Pieces completing (here, or at nodes: HAVE) change what to fetch.
+		states := t.SubscribePieceStateChanges()
+		defer states.Close()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-states.Values:
+				spread.poke()
+			}
+		}
+	})
+	settled := make(chan struct{})
+	workers.Go(func() {
 		spread.settle(rctx)
+		close(settled)
 		for range originWorkers {
 			workers.Go(func() { origin.run(rctx, spread) })
 		}
@@ -420,16 +435,27 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 			case <-rctx.Done():
 				return
 			case now := <-tick.C:
-				// Pieces arrive out of order: progress is verified bytes,
-				// not what the in-order stream has read so far.
-				cur := t.BytesCompleted()
+				// Waiting for the swarm to form (bounded) is not a stall.
+				if settled != nil {
+					select {
+					case <-settled:
+						lastAt, settled = now, nil
+					default:
+						continue
+					}
+				}
+				// Pieces arrive out of order: progress is verified bytes
+				// plus useful chunks of pieces not yet complete (a large
+				// piece shared by many slow nodes takes a while), not what
+				// the in-order stream has read so far.
+				st := t.Stats()
+				cur := t.BytesCompleted() + st.BytesReadUsefulData.Int64()
 				if cur > last {
 					last, lastAt = cur, now
 				}
 				if now.Sub(lastLog) >= 10*time.Second {
 					lastLog = now
-					st := t.Stats()
-					log.WithFields(logrus.Fields{"bytes": cur, "size": info.Length, "peers": st.ActivePeers}).Info("swarm download progress")
+					log.WithFields(logrus.Fields{"bytes": t.BytesCompleted(), "size": info.Length, "peers": st.ActivePeers}).Info("swarm download progress")
 				}
 				switch {
 				case now.Sub(start) > a.cfg.P2P.Deadline:
@@ -437,8 +463,8 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 					cancel()
 					return
 				case !webseed && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
-					// No verified progress: peers can't deliver (none,
-					// tracker down, all stopped). Let the registry help.
+					// Nothing arrives: peers can't deliver (none, tracker
+					// down, all stopped). Let the registry help.
 					webseed = true
 					lastAt = now
 					a.metrics.fallbacks.WithLabelValues("webseed").Inc()

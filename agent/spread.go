@@ -61,6 +61,11 @@ type pieceSpreader struct {
 	// connection the agent closes), so it has answered.
 	originSeen atomic.Bool
 
+	// changed is closed (and replaced) when something a pick depends on
+	// changes: a piece's state, a claim, a fetch ending.
+	changedMu sync.Mutex
+	changed   chan struct{}
+
 	// claimsMu is separate because claims arrive in anacrolix callbacks,
 	// under the client lock that mu's holders take.
 	claimsMu sync.Mutex
@@ -121,6 +126,9 @@ func (s *pieceSpreader) received(from torrent.PeerID, payload []byte) error {
 			delete(s.claims, claimKey{from, i})
 		}
 	}
+	if op == opRelease {
+		s.poke()
+	}
 	return nil
 }
 
@@ -180,7 +188,22 @@ const (
 )
 
 func newPieceSpreader(t *torrent.Torrent, self torrent.PeerID) *pieceSpreader {
-	return &pieceSpreader{t: t, self: self, inFlight: map[int]struct{}{}, claims: map[claimKey]time.Time{}}
+	return &pieceSpreader{t: t, self: self, inFlight: map[int]struct{}{}, claims: map[claimKey]time.Time{}, changed: make(chan struct{})}
+}
+
+// changes returns a channel closed at the next poke.
+func (s *pieceSpreader) changes() <-chan struct{} {
+	s.changedMu.Lock()
+	defer s.changedMu.Unlock()
+	return s.changed
+}
+
+// poke wakes the workers waiting for something to fetch.
+func (s *pieceSpreader) poke() {
+	s.changedMu.Lock()
+	defer s.changedMu.Unlock()
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // swarm returns the pieces connected nodes have and the pieces they have
@@ -310,6 +333,7 @@ func (s *pieceSpreader) originDone(i int, ok bool) {
 	s.mu.Lock()
 	delete(s.inFlight, i)
 	s.mu.Unlock()
+	s.poke()
 	if !ok {
 		s.tell(opRelease, []int{i}, nil)
 	}
@@ -330,11 +354,14 @@ func (o *originFetcher) run(ctx context.Context, s *pieceSpreader) {
 	buf := make([]byte, o.info.PieceLength)
 	failures := 0
 	for ctx.Err() == nil {
+		changed := s.changes()
 		i := s.nextOrigin()
 		if i < 0 {
+			// The timer drives the idle clock of stealing.
 			select {
 			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
+			case <-changed:
+			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
