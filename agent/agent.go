@@ -37,7 +37,6 @@ type Agent struct {
 	noRedirect *http.Client
 
 	tc       *torrent.Client // nil when P2P is disabled
-	webseeds *webseedTransport
 	httpRate *rate.Limiter // nil = unlimited
 	// spreaders of the blobs downloading now, by infohash, for the claims
 	// other nodes send.
@@ -145,8 +144,7 @@ func (a *Agent) startTorrentClient() error {
 	if n := a.cfg.P2P.DownloadBytesPerSec; n > 0 {
 		tcfg.DownloadRateLimiter = rate.NewLimiter(rate.Limit(n), 0)
 	}
-	a.webseeds = &webseedTransport{base: a.plain.Transport, auth: map[string]string{}, bytes: map[string]int64{}}
-	tcfg.WebTransport = a.webseeds
+	tcfg.DisableWebseeds = true
 	// The torrent library logs through slog; keep only warnings so a busy
 	// node's log stays readable.
 	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -61,8 +61,9 @@ type Config struct {
 		// AdvertiseIP is the IPv4 peers should dial, when it differs from
 		// the address the tracker sees.
 		AdvertiseIP string `yaml:"advertiseIP"`
-		// StallTimeout: no verified progress for this long → add the
-		// registry as web seed; twice as long → HTTP fallback.
+		// StallTimeout: nothing arrives for this long (and no fetch of
+		// this node's is under way) → every missing piece comes from the
+		// registry; twice as long → plain HTTP fallback.
 		StallTimeout time.Duration `yaml:"stallTimeout"`
 		// Deadline bounds a whole swarm download before HTTP takes over.
 		Deadline time.Duration `yaml:"deadline"`

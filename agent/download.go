@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -363,12 +362,8 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	if err != nil {
 		return "bad_torrent", nil
 	}
-	// The url-list web seed is added only after a stall: web seeds compete
-	// with peers and would load the registry on every node.
-	webseedURL := blobURL(d.req.base, d.req.repo, d.req.hex)
-	if len(mi.UrlList) > 0 {
-		webseedURL = mi.UrlList[0]
-	}
+	// Web seeds (url-list) would load the registry from every node at
+	// once; the spreader fetches the registry's share itself.
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
 	spec.Storage = fileStorage{path: a.cache.partialPath(d.req.hex)}
@@ -377,8 +372,6 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		log.WithError(err).Warn("add torrent; using HTTP")
 		return "torrent_add_failed", nil
 	}
-	a.webseeds.register(webseedURL, d.req.hex, d.req.auth)
-	defer a.webseeds.unregister(webseedURL)
 	keep := false
 	defer func() {
 		if !keep {
@@ -429,7 +422,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		defer tick.Stop()
 		start := time.Now()
 		lastAt, last, lastLog := start, int64(0), start
-		webseed := false
+		solo := false
 		for {
 			select {
 			case <-rctx.Done():
@@ -462,15 +455,20 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 					reason.Store("deadline")
 					cancel()
 					return
-				case !webseed && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
-					// Nothing arrives: peers can't deliver (none, tracker
-					// down, all stopped). Let the registry help.
-					webseed = true
+				case spread.busy():
+					// Our own registry fetches are under way: slow, maybe,
+					// but not stalled (each has its own timeout).
 					lastAt = now
-					a.metrics.fallbacks.WithLabelValues("webseed").Inc()
-					log.WithField("peers", t.Stats().ActivePeers).Info("swarm stalled; adding registry as web seed")
-					t.AddWebSeeds([]string{webseedURL})
-				case webseed && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
+				case !solo && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
+					// Nothing arrives: the nodes can't deliver (none,
+					// tracker down, owners gone). Take every missing piece
+					// from the registry, whoever's share it is.
+					solo = true
+					lastAt = now
+					a.metrics.fallbacks.WithLabelValues("solo").Inc()
+					log.WithField("peers", st.ActivePeers).Info("swarm stalled; fetching the missing pieces from the registry")
+					spread.goSolo()
+				case solo && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
 					reason.Store("stall")
 					cancel()
 					return
@@ -504,9 +502,9 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	cancel()
 	<-monitorDone
 	workers.Wait()
-	// Bytes the web seed and the Range requests delivered came from the
-	// registry, not from peers.
-	if ws := a.webseeds.take(d.req.hex) + origin.bytes.Load(); ws > 0 {
+	// Bytes the Range requests delivered came from the registry, not from
+	// peers.
+	if ws := origin.bytes.Load(); ws > 0 {
 		f.update(func() {
 			ws = min(ws, f.fromPeers)
 			f.fromPeers -= ws
@@ -789,70 +787,3 @@ func (a *Agent) reseed() {
 	}
 }
 
-// webseedTransport adds a client's Authorization to web seed requests for
-// the registry URL only (not to redirect targets: storage rejects it) and
-// counts the bytes each blob received from web seeds.
-type webseedTransport struct {
-	base  http.RoundTripper
-	mu    sync.Mutex
-	auth  map[string]string // blob URL → "hex\x00authorization"
-	bytes map[string]int64  // hex → bytes received
-}
-
-func (t *webseedTransport) register(u, hexd, auth string) {
-	t.mu.Lock()
-	t.auth[u] = hexd + "\x00" + auth
-	t.mu.Unlock()
-}
-
-func (t *webseedTransport) unregister(u string) {
-	t.mu.Lock()
-	delete(t.auth, u)
-	t.mu.Unlock()
-}
-
-func (t *webseedTransport) take(hexd string) int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := t.bytes[hexd]
-	delete(t.bytes, hexd)
-	return n
-}
-
-func (t *webseedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	orig := req
-	for orig.Response != nil && orig.Response.Request != nil {
-		orig = orig.Response.Request
-	}
-	t.mu.Lock()
-	v, ok := t.auth[orig.URL.String()]
-	t.mu.Unlock()
-	hexd, auth, _ := strings.Cut(v, "\x00")
-	if ok && req == orig && auth != "" {
-		req = req.Clone(req.Context())
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := t.base.RoundTrip(req)
-	if err != nil || !ok {
-		return resp, err
-	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, add: func(n int) {
-		t.mu.Lock()
-		t.bytes[hexd] += int64(n)
-		t.mu.Unlock()
-	}}
-	return resp, nil
-}
-
-type countingBody struct {
-	io.ReadCloser
-	add func(int)
-}
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.ReadCloser.Read(p)
-	if n > 0 {
-		c.add(n)
-	}
-	return n, err
-}

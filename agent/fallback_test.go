@@ -20,16 +20,16 @@ import (
 )
 
 // A registry that offers a torrent nobody can deliver (dead tracker, piece
-// Range requests and web seed answering 500) and whose first plain HTTP
-// answer breaks mid-body: the agent gives up on the swarm after the stall
-// timeout, fetches over HTTP, resumes with Range after the break, and
-// serves the exact blob.
+// Range requests answering 500) and whose first plain HTTP answer breaks
+// mid-body: the agent gives up on the swarm after two stall timeouts (the
+// second with every piece its own), fetches over HTTP, resumes with Range
+// after the break, and serves the exact blob.
 func TestFallbackStallThenHTTPResume(t *testing.T) {
 	data := make([]byte, 3<<20+12345)
 	rand.Read(data)
 	sum := sha256.Sum256(data)
 	hexd := hex.EncodeToString(sum[:])
-	var plainGets, rangeGets, pieceGets, torrentGets, webseedGets atomic.Int64
+	var plainGets, rangeGets, pieceGets, torrentGets atomic.Int64
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -43,13 +43,9 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 			}); err != nil {
 				t.Error(err)
 			}
-			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x",
-				UrlList: []string{srv.URL + "/webseed"}}
+			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x"}
 			w.Header().Set("Content-Type", "application/x-bittorrent")
 			mi.Write(w)
-		case r.URL.Path == "/webseed":
-			webseedGets.Add(1)
-			http.Error(w, "broken", http.StatusInternalServerError)
 		case strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hexd):
 			if r.Header.Get("Accept") == "application/x-bittorrent" {
 				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
@@ -89,8 +85,8 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 	if pieceGets.Load() == 0 {
 		t.Error("pieces never asked of the registry before HTTP fallback")
 	}
-	if webseedGets.Load() == 0 {
-		t.Error("web seed never tried before HTTP fallback")
+	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="solo"}`); v != 1 {
+		t.Errorf("solo fallbacks = %v, want 1", v)
 	}
 	if rangeGets.Load() == 0 {
 		t.Error("interrupted HTTP transfer was not resumed with Range")

@@ -184,3 +184,17 @@ func TestMain(m *testing.M) {
 	logrus.SetLevel(logrus.WarnLevel)
 	os.Exit(m.Run())
 }
+
+// countingBody reports the bytes read through it.
+type countingBody struct {
+	io.ReadCloser
+	add func(int)
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	if n > 0 {
+		c.add(n)
+	}
+	return n, err
+}

@@ -44,12 +44,12 @@ type metrics struct {
 func newMetrics(a *Agent) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
-		Help: "Blob bytes by source: peers (swarm), registry (HTTP and web seed) downloaded; cache = served to clients from the cache."}, []string{"source"})
+		Help: "Blob bytes by source: peers (swarm), registry (its share of pieces and HTTP fallback) downloaded; cache = served to clients from the cache."}, []string{"source"})
 	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
 	m.misses = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_misses_total", Help: "Blob requests that needed a download (or joined one)."})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_evictions_total", Help: "Blobs evicted from the cache."})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
-		Help: "Downloads that left the swarm path, by reason (webseed added, stall, deadline, no_torrent...)."}, []string{"reason"})
+		Help: "Downloads that left the swarm path, by reason (solo: every missing piece from the registry; stall, deadline: plain HTTP; no_torrent...)."}, []string{"reason"})
 	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
 	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
 	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",

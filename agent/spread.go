@@ -60,6 +60,8 @@ type pieceSpreader struct {
 	// originSeen: the tracker named the registry's seeder (whose
 	// connection the agent closes), so it has answered.
 	originSeen atomic.Bool
+	// solo: the swarm stalled; every missing piece is this node's share.
+	solo atomic.Bool
 
 	// changed is closed (and replaced) when something a pick depends on
 	// changes: a piece's state, a claim, a fetch ending.
@@ -249,6 +251,15 @@ func (s *pieceSpreader) pickOrigin() int {
 	defer s.mu.Unlock()
 	atNodes, claimed, rank, members := s.swarm()
 	n := s.t.NumPieces()
+	if s.solo.Load() {
+		for i := range n {
+			if _, busy := s.inFlight[i]; !busy && !atNodes.Contains(uint32(i)) && !s.t.PieceState(i).Complete {
+				s.inFlight[i] = struct{}{}
+				return i
+			}
+		}
+		return -1
+	}
 	missing := func(i int) bool {
 		_, busy := s.inFlight[i]
 		return !busy && !claimed.Contains(uint32(i)) && !s.t.PieceState(i).Complete
@@ -327,6 +338,19 @@ func (s *pieceSpreader) settle(ctx context.Context) {
 // settleGrace is how long the claims of nodes just connected take to come.
 const settleGrace = 20 * time.Millisecond
 
+// goSolo makes every missing piece this node's share, claimed or not.
+func (s *pieceSpreader) goSolo() {
+	s.solo.Store(true)
+	s.poke()
+}
+
+// busy reports whether registry fetches of this node are under way.
+func (s *pieceSpreader) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inFlight) > 0
+}
+
 // originDone ends a registry fetch; a failed piece is missing again and
 // released to the other nodes (a verified one is announced by anacrolix).
 func (s *pieceSpreader) originDone(i int, ok bool) {
@@ -385,7 +409,13 @@ func (o *originFetcher) run(ctx context.Context, s *pieceSpreader) {
 	}
 }
 
+// pieceTimeout bounds one Range request: a hung registry connection must not
+// hold a piece (and keep the download from counting as stalled) forever.
+const pieceTimeout = time.Minute
+
 func (o *originFetcher) fetch(ctx context.Context, i int, buf []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, pieceTimeout)
+	defer cancel()
 	p := o.info.Piece(i)
 	b := buf[:p.Length()]
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.url, nil)

@@ -277,9 +277,9 @@ func TestSwarmFallbackTrackerDown(t *testing.T) {
 	t.Logf("pulled in %s", time.Since(start))
 	// Alone, the agent's share is every piece: it takes them from the
 	// registry with Range requests and never stalls.
-	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="webseed"}`) +
+	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="solo"}`) +
 		metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="stall"}`); v != 0 {
-		t.Errorf("%v webseed/stall fallbacks, want none", v)
+		t.Errorf("%v solo/stall fallbacks, want none", v)
 	}
 	if v := metric(t, ag.mirror, `shoal_agent_blob_bytes_total{source="registry"}`); v < 4<<20 {
 		t.Errorf("registry bytes %v: the data had to come from the registry", v)

@@ -191,7 +191,7 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 				delta(`shoal_agent_swarm_received_bytes_total{from="`+from+`",kind="useful"}`)
 		}
 		var fb []string
-		for _, reason := range []string{"webseed", "stall", "deadline", "torrent_error", "no_torrent", "bad_torrent", "torrent_request_failed"} {
+		for _, reason := range []string{"solo", "stall", "deadline", "torrent_error", "no_torrent", "bad_torrent", "torrent_request_failed"} {
 			if v := delta(`shoal_agent_fallbacks_total{reason="` + reason + `"}`); v > 0 {
 				fb = append(fb, fmt.Sprintf("%s=%d", reason, v))
 			}
