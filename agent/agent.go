@@ -37,7 +37,7 @@ type Agent struct {
 	noRedirect *http.Client
 
 	tc       *torrent.Client // nil when P2P is disabled
-	httpRate *rate.Limiter // nil = unlimited
+	httpRate *rate.Limiter   // nil = unlimited
 	// spreaders of the blobs downloading now, by infohash, for the claims
 	// other nodes send.
 	spreaders sync.Map

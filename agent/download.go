@@ -786,4 +786,3 @@ func (a *Agent) reseed() {
 		a.log.WithField("blobs", n).Info("seeding cached blobs again after restart")
 	}
 }
-
