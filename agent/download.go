@@ -437,12 +437,15 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 						continue
 					}
 				}
-				// Pieces arrive out of order: progress is verified bytes
-				// plus useful chunks of pieces not yet complete (a large
-				// piece shared by many slow nodes takes a while), not what
-				// the in-order stream has read so far.
+				// Progress is anything useful arriving for any blob of
+				// this node, not what the in-order stream has read:
+				// pieces arrive out of order, a large piece shared by many
+				// slow nodes takes a while, and anacrolix orders requests
+				// across all torrents of the client, so one blob may wait
+				// while others are served.
 				st := t.Stats()
-				cur := t.BytesCompleted() + st.BytesReadUsefulData.Int64()
+				cst := a.tc.ConnStats()
+				cur := t.BytesCompleted() + cst.BytesReadUsefulData.Int64()
 				if cur > last {
 					last, lastAt = cur, now
 				}
