@@ -33,9 +33,6 @@ func runAll(ctx context.Context, args []string) error {
 	if err := startRunRegistry(ctx, g, *dataDir, shared); err != nil {
 		return err
 	}
-	if err := startRunAgent(ctx, g, *dataDir); err != nil {
-		return err
-	}
 	// tracker: in-memory on 127.0.0.1:6969 (shared.TrackerURL), checking
 	// the tokens the registry signs with shared.TrackerSecret.
 	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret); err != nil {
@@ -43,6 +40,10 @@ func runAll(ctx context.Context, args []string) error {
 	}
 	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000.
 	if err := startRunPreheat(ctx, g); err != nil {
+		return err
+	}
+	// The agent last: its first heartbeat goes to preheat.
+	if err := startRunAgent(ctx, g, *dataDir); err != nil {
 		return err
 	}
 	// components: registry (registry core), tracker, agent, preheat
