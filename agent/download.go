@@ -386,13 +386,11 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	a.spreaders.Store(t.InfoHash(), spread)
 	defer a.spreaders.Delete(t.InfoHash())
 	origin := &originFetcher{d: d, t: t, info: &info, url: blobURL(d.req.base, d.req.repo, d.req.hex)}
-	sub := t.SubscribePieceStateChanges()
-	defer sub.Close()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var workers sync.WaitGroup
 	workers.Go(func() {
-		// Pieces completing (here, or at nodes: HAVE) change what to fetch.
+		// Piece state changes wake the registry workers and the stream.
 		states := t.SubscribePieceStateChanges()
 		defer states.Close()
 		for {
@@ -443,7 +441,6 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 				// slow nodes takes a while, and anacrolix orders requests
 				// across all torrents of the client, so one blob may wait
 				// while others are served.
-				st := t.Stats()
 				cst := a.tc.ConnStats()
 				cur := t.BytesCompleted() + cst.BytesReadUsefulData.Int64()
 				if cur > last {
@@ -451,7 +448,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 				}
 				if now.Sub(lastLog) >= 10*time.Second {
 					lastLog = now
-					log.WithFields(logrus.Fields{"bytes": t.BytesCompleted(), "size": info.Length, "peers": st.ActivePeers}).Info("swarm download progress")
+					log.WithFields(logrus.Fields{"bytes": t.BytesCompleted(), "size": info.Length, "peers": t.Stats().ActivePeers}).Info("swarm download progress")
 				}
 				switch {
 				case now.Sub(start) > a.cfg.P2P.Deadline:
@@ -469,7 +466,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 					solo = true
 					lastAt = now
 					a.metrics.fallbacks.WithLabelValues("solo").Inc()
-					log.WithField("peers", st.ActivePeers).Info("swarm stalled; fetching the missing pieces from the registry")
+					log.WithField("peers", t.Stats().ActivePeers).Info("swarm stalled; fetching the missing pieces from the registry")
 					spread.goSolo()
 				case solo && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
 					reason.Store("stall")
@@ -483,9 +480,10 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	buf := make([]byte, info.PieceLength)
 	var readErr error
 	for next := 0; next < info.NumPieces() && readErr == nil; {
+		changed := spread.changes()
 		if !t.PieceState(next).Complete {
 			select {
-			case <-sub.Values:
+			case <-changed:
 			case <-rctx.Done():
 				readErr = rctx.Err()
 			}

@@ -46,9 +46,9 @@ import (
 // is done and it has been idle a moment (no node has anything it lacks,
 // nothing in flight), a node takes one unclaimed missing piece anyway
 // (the owner may be slow, gone, or not yet connected): counting from the
-// highest index, the end owners reach last, the rank-th of them. At most swarmFetches pieces of
-// a blob are on their way from the registry at a time, counting the claims
-// of the other nodes.
+// highest index, the end owners reach last, the rank-th of them. At most
+// swarmFetches pieces of a blob are on their way from the registry at a
+// time, counting the claims of the other nodes.
 type pieceSpreader struct {
 	t    *torrent.Torrent
 	self torrent.PeerID
@@ -83,8 +83,8 @@ const (
 	opClaim   = 'c'
 	opRelease = 'r'
 	// claimTTL bounds how long a claim holds if its release never comes
-	// (the claiming node hung without closing the connection).
-	// A closed connection drops its claims at once, so this can be long.
+	// (the claiming node hung without closing the connection). A closed
+	// connection drops its claims at once, so this can be long.
 	claimTTL = 30 * time.Second
 )
 
@@ -181,10 +181,10 @@ const (
 	// uplink is shared, and a piece that arrives sooner is traded sooner.
 	swarmFetches = 4
 	// stealAfter is how long a node waits with nothing to fetch before it
-	// asks the registry for a piece outside its share.
-	// Idle nodes tend to be idle together, and a claim can take a while to
-	// cross links busy with piece data: each waits stealStagger longer per
-	// rank, so one of them steals first and tells the others.
+	// asks the registry for a piece outside its share. Idle nodes tend to
+	// be idle together, and a claim can take a while to cross links busy
+	// with piece data: each waits stealStagger longer per rank, so one of
+	// them steals first and tells the others.
 	stealAfter   = time.Second
 	stealStagger = 100 * time.Millisecond
 )
@@ -364,8 +364,8 @@ func (s *pieceSpreader) originDone(i int, ok bool) {
 }
 
 // originFetcher fetches the registry's share of a blob's pieces with HTTP
-// Range requests and hands them to the torrent, which verifies their SHA-1
-// and announces them to the other nodes.
+// Range requests, checks their SHA-1 and hands them to the torrent, which
+// announces them to the other nodes.
 type originFetcher struct {
 	d     *dl
 	t     *torrent.Torrent
