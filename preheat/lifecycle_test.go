@@ -194,8 +194,10 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 		t.Fatalf("offline agent: %s after %s", v.Error, time.Since(start))
 	}
 	// Node with lapsed heartbeat: marked offline without a fetch attempt.
-	_ = r.svc.store.PutNode(bg, Node{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}, time.Millisecond)
-	time.Sleep(5 * time.Millisecond)
+	// Lapsed, not yet forgotten (that happens after nodeForgetFactor TTLs):
+	// with a 1 ms TTL a loaded machine let it vanish before the job listed it.
+	_ = r.svc.store.PutNode(bg, Node{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}, 200*time.Millisecond)
+	time.Sleep(250 * time.Millisecond)
 	var j3 JobView
 	call(t, "POST", r.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/c:v1", Groups: []string{"k"}}, &j3)
 	v = waitJob(t, r.URL, j3.ID, StateFailure, 5*time.Second)
