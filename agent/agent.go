@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -36,11 +37,27 @@ type Agent struct {
 	plain      *http.Client
 	noRedirect *http.Client
 
-	tc       *torrent.Client // nil when P2P is disabled
-	httpRate *rate.Limiter   // nil = unlimited
-	// spreaders of the blobs downloading now, by infohash, for the claims
-	// other nodes send.
-	spreaders sync.Map
+	tc         *torrent.Client // nil when P2P is disabled
+	httpRate   *rate.Limiter   // downloads; nil = unlimited
+	uploadRate *rate.Limiter   // the data path's uploads; nil = unlimited
+	// peerClient talks to other nodes' data listeners.
+	peerClient *http.Client
+	// dataL is the data path's listener (nil without P2P); its port is
+	// told to every node this one connects to.
+	dataL net.Listener
+	// swarms are the blobs downloading through the swarm now, by
+	// infohash, for the extension messages other nodes send.
+	swarms sync.Map // metainfo.Hash → *swarmDownload
+	// stores are the open blob files of the torrents, by infohash, for
+	// the data server.
+	stores sync.Map // metainfo.Hash → *fileTorrent
+	// peerPorts are the data ports other nodes told us.
+	peerPorts sync.Map // torrent.PeerID → int
+	// received counts piece bytes arriving from anywhere, for the stall
+	// watch: progress of any blob means the node is not stalled.
+	received atomic.Int64
+	// servedBytes counts piece bytes sent to nodes over the data path.
+	servedBytes atomic.Int64
 
 	mu      sync.Mutex
 	flights map[string]*flight
@@ -91,6 +108,16 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.P2P.DownloadBytesPerSec > 0 {
 		a.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
 	}
+	if cfg.P2P.UploadBytesPerSec > 0 {
+		a.uploadRate = rate.NewLimiter(rate.Limit(cfg.P2P.UploadBytesPerSec), 1<<20)
+	}
+	ptr := tr.Clone()
+	// Nodes' data listeners are on the LAN: never through a proxy, and
+	// idle connections to many nodes are cheap to keep.
+	ptr.Proxy = nil
+	ptr.MaxIdleConnsPerHost = 8
+	ptr.DisableCompression = true
+	a.peerClient = &http.Client{Transport: ptr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if cfg.P2P.Enabled {
 		if err := a.startTorrentClient(); err != nil {
 			cancel()
@@ -99,14 +126,6 @@ func New(cfg Config) (*Agent, error) {
 		a.reseed()
 	}
 	return a, nil
-}
-
-// sender labels where a piece came from in the swarm metrics.
-func sender(pc *torrent.PeerConn) string {
-	if peerid.IsOrigin(pc.PeerID) {
-		return "origin"
-	}
-	return "node"
 }
 
 func (a *Agent) startTorrentClient() error {
@@ -148,54 +167,82 @@ func (a *Agent) startTorrentClient() error {
 	// The torrent library logs through slog; keep only warnings so a busy
 	// node's log stays readable.
 	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	tcfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, msg *pp.Message) {
-		if msg.Type == pp.Piece {
-			a.metrics.swarm.WithLabelValues(sender(pc), "all").Add(float64(len(msg.Piece)))
-		}
-	}
-	tcfg.Callbacks.ReceivedUsefulData = append(tcfg.Callbacks.ReceivedUsefulData, func(ev torrent.ReceivedUsefulDataEvent) {
-		if pc, ok := ev.Peer.TryAsPeerConn(); ok {
-			a.metrics.swarm.WithLabelValues(sender(pc), "useful").Add(float64(len(ev.Message.Piece)))
-		}
-	})
-	// Nodes fetch the registry's share of a blob over HTTP (see
-	// pieceSpreader): a connection to the registry's seeder would compete
-	// with the nodes for every piece.
+	// Nodes fetch the registry's share of a blob over HTTP Range requests
+	// (internal/sched): a connection to the registry's seeder would
+	// compete with the nodes for every piece.
 	tcfg.Callbacks.PeerConnAdded = append(tcfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
 		if peerid.IsOrigin(pc.PeerID) {
-			if s, ok := a.spreaders.Load(pc.Torrent().InfoHash()); ok {
-				s.(*pieceSpreader).originSeen.Store(true)
+			if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
+				sd := s.(*swarmDownload)
+				sd.mu.Lock()
+				sd.originSeen = true
+				sd.mu.Unlock()
+				sd.poke()
 			}
 			go pc.Close()
 			return
 		}
-		pc.LocalLtepProtocolMap.AddUserProtocol(claimExtension)
+		pc.LocalLtepProtocolMap.AddUserProtocol(shoalExtension)
 	})
 	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
-		// The handshake is being handled under the connection's lock: greet
-		// once it is done.
-		if s, ok := a.spreaders.Load(pc.Torrent().InfoHash()); ok {
-			go s.(*pieceSpreader).greet(pc)
-		}
+		// The handshake is being handled under the connection's lock:
+		// greet once it is done.
+		go a.greet(pc)
 	}
 	tcfg.Callbacks.PeerConnReadExtensionMessage = append(tcfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
 		name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber)
-		if err != nil || name != claimExtension {
+		if err != nil || name != shoalExtension {
 			return
 		}
-		if s, ok := a.spreaders.Load(ev.PeerConn.Torrent().InfoHash()); ok {
-			if err := s.(*pieceSpreader).received(ev.PeerConn.PeerID, ev.Payload); err != nil {
-				a.log.WithError(err).WithField("peer", ev.PeerConn.RemoteAddr).Debug("ignoring claim message")
-			}
+		op, pieces, port, err := decodeExtension(ev.Payload)
+		if err != nil {
+			a.log.WithError(err).WithField("peer", ev.PeerConn.RemoteAddr).Debug("ignoring extension message")
+			return
+		}
+		if op == opData {
+			a.peerPorts.Store(ev.PeerConn.PeerID, port)
+		} else if s, ok := a.swarms.Load(ev.PeerConn.Torrent().InfoHash()); ok {
+			s.(*swarmDownload).receivedClaims(ev.PeerConn.PeerID, op, pieces)
+			return
+		}
+		if s, ok := a.swarms.Load(ev.PeerConn.Torrent().InfoHash()); ok {
+			s.(*swarmDownload).poke()
 		}
 	})
+	dataAddr := a.cfg.P2P.DataListen
+	if dataAddr == "" {
+		host, _, _ := net.SplitHostPort(a.cfg.P2P.Listen)
+		dataAddr = net.JoinHostPort(host, "0")
+	}
+	dl, err := net.Listen("tcp", dataAddr)
+	if err != nil {
+		return fmt.Errorf("agent data listen %s: %w", dataAddr, err)
+	}
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
+		dl.Close()
 		return fmt.Errorf("start bittorrent client on %s: %w", a.cfg.P2P.Listen, err)
 	}
-	a.tc = tc
-	a.log.WithField("peerAddrs", tc.ListenAddrs()).Info("bittorrent client listening")
+	a.tc, a.dataL = tc, dl
+	a.log.WithFields(logrus.Fields{"peerAddrs": tc.ListenAddrs(), "data": dl.Addr().String()}).Info("bittorrent client listening")
 	return nil
+}
+
+// greet tells a node that has just connected where this one serves pieces,
+// and replays this node's claims on the blob.
+func (a *Agent) greet(pc *torrent.PeerConn) {
+	msg := encodeDataPort(a.dataL.Addr().(*net.TCPAddr).Port)
+	// Called right after the peer's extended handshake arrived; the
+	// extension IDs it names may not be recorded yet.
+	for range 10 {
+		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
+		s.(*swarmDownload).greet(pc)
+	}
 }
 
 // PeerPort is the BitTorrent listen port (0 without P2P).
@@ -224,6 +271,11 @@ func (a *Agent) Serve(ctx context.Context) error {
 		servers = append(servers, &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 30 * time.Second})
 		listeners = append(listeners, controlL)
 	}
+	if a.dataL != nil {
+		servers = append(servers, a.dataServer())
+		listeners = append(listeners, a.dataL)
+	}
+	go a.serveDebug(ctx)
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
 		go func() { errc <- s.Serve(listeners[i]) }()
@@ -390,5 +442,5 @@ func (a *Agent) uploadedBytes() int64 {
 		return 0
 	}
 	st := a.tc.Stats()
-	return st.BytesWrittenData.Int64()
+	return st.BytesWrittenData.Int64() + int64(a.servedBytes.Load())
 }

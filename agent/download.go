@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"mime"
 	"net/http"
@@ -19,6 +16,8 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/agent/internal/partial"
 )
 
 // fetchReq is one blob download: where from and with whose credentials. The
@@ -31,45 +30,21 @@ type fetchReq struct {
 }
 
 // flight is one in-progress download shared by every requester of the blob
-// (single flight). Bytes land in the partial file; avail is the length of
-// the verified-or-streamed prefix readers may serve.
+// (single flight). Its bytes and their state belong to blob; the flight
+// adds who is waiting and the outcome.
 type flight struct {
-	hex string
+	hex  string
+	blob *partial.Blob
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every state change
-	size    int64         // -1 until known
-	avail   int64
-	done    bool
-	err     error
-	file    *os.File
-	handle  *CacheHandle
-	refs    int
-
+	done chan struct{} // closed once committed or failed
+	mu   sync.Mutex
+	err  error
+	refs int
+	// Set before done closes.
+	handle       *CacheHandle
 	source       string // p2p or http
 	fromPeers    int64
 	fromRegistry int64
-}
-
-func (f *flight) update(fn func()) {
-	f.mu.Lock()
-	fn()
-	close(f.changed)
-	f.changed = make(chan struct{})
-	f.mu.Unlock()
-}
-
-// readable is how far readers may go. The last byte is held back until the
-// sha256 of the whole blob checked out, so a client never receives a
-// complete-looking copy of corrupt data.
-func (f *flight) readable() (end, size int64, done bool, err error, ch <-chan struct{}) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	end = f.avail
-	if !f.done && f.size > 0 && end >= f.size {
-		end = f.size - 1
-	}
-	return end, f.size, f.done, f.err, f.changed
 }
 
 func (f *flight) release() {
@@ -78,71 +53,51 @@ func (f *flight) release() {
 	last := f.refs == 0
 	f.mu.Unlock()
 	if last {
-		if f.file != nil {
-			f.file.Close()
-		}
+		f.blob.Close()
 		if f.handle != nil {
 			f.handle.Release()
 		}
 	}
 }
 
-// waitSize blocks until the blob size is known or the flight failed.
-func (f *flight) waitSize(ctx context.Context) (int64, error) {
-	for {
-		_, size, done, err, ch := f.readable()
-		if err != nil {
-			return 0, err
-		}
-		if size >= 0 || done {
-			return size, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-}
-
-// waitDone blocks until the blob is committed to the cache or failed.
-func (f *flight) waitDone(ctx context.Context) error {
-	for {
-		_, _, done, err, ch := f.readable()
-		if done || err != nil {
-			return err
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// wait blocks until the blob is committed to the cache or failed.
+func (f *flight) wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // startFlight joins the download of hex or starts it. The returned flight
 // is pinned; call release when done with it.
-func (a *Agent) startFlight(req fetchReq) (*flight, bool) {
+func (a *Agent) startFlight(req fetchReq) (*flight, bool, error) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	if f, ok := a.flights[req.hex]; ok {
 		f.mu.Lock()
 		f.refs++
 		f.mu.Unlock()
-		a.mu.Unlock()
-		return f, false
+		return f, false, nil
 	}
-	f := &flight{hex: req.hex, changed: make(chan struct{}), size: -1, refs: 2}
+	b, err := partial.Create(a.ctx, a.cache.partialPath(req.hex), req.hex)
+	if err != nil {
+		return nil, false, err
+	}
+	f := &flight{hex: req.hex, blob: b, done: make(chan struct{}), refs: 2}
 	a.flights[req.hex] = f
-	a.mu.Unlock()
 	go a.runFlight(f, req)
-	return f, true
+	return f, true, nil
 }
 
 func (a *Agent) runFlight(f *flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
-	err := a.download(a.ctx, f, req)
+	d := &dl{a: a, f: f, blob: f.blob, req: req}
+	err := a.download(a.ctx, d)
 	if err != nil {
+		f.blob.Fail(err)
 		// Before leaving the flight map: a new flight for this blob would
 		// create the same partial path.
 		_ = os.Remove(a.cache.partialPath(req.hex))
@@ -150,30 +105,38 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 	a.mu.Lock()
 	delete(a.flights, req.hex)
 	a.mu.Unlock()
+	f.mu.Lock()
+	f.err = err
+	f.mu.Unlock()
+	close(f.done)
 	if err != nil {
 		var ue *upstreamError
 		if !errors.As(err, &ue) {
 			log.WithError(err).Warn("blob download failed")
 		}
-		f.update(func() { f.err = err })
 	} else {
-		f.mu.Lock()
-		log.WithFields(logrus.Fields{"size": f.size, "source": f.source, "fromPeers": f.fromPeers,
+		log.WithFields(logrus.Fields{"size": f.blob.Size(), "source": f.source, "fromPeers": f.fromPeers,
 			"fromRegistry": f.fromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
-		f.mu.Unlock()
 	}
 	f.release()
 }
 
-// download fills the partial file, verifies it and commits it to the cache.
-func (a *Agent) download(ctx context.Context, f *flight, req fetchReq) error {
+// dl is the state of one download attempt.
+type dl struct {
+	a         *Agent
+	f         *flight
+	blob      *partial.Blob
+	req       fetchReq
+	reserved  int64
+	committed bool
+	torrent   *torrent.Torrent // still seeding from the partial file, if any
+
+	fromPeers, fromRegistry atomic.Int64
+}
+
+// download fills the partial blob, verifies it and commits it to the cache.
+func (a *Agent) download(ctx context.Context, d *dl) error {
 	a.metrics.downloads.Inc()
-	file, err := os.OpenFile(a.cache.partialPath(req.hex), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("create partial blob: %w", err)
-	}
-	f.update(func() { f.file = file })
-	d := &dl{a: a, f: f, req: req, h: sha256.New()}
 	defer func() {
 		if d.reserved > 0 && !d.committed {
 			a.cache.Unreserve(d.reserved)
@@ -182,15 +145,16 @@ func (a *Agent) download(ctx context.Context, f *flight, req fetchReq) error {
 
 	var mi *metainfo.MetaInfo
 	var plain *http.Response
+	var err error
 	reason := "p2p_disabled"
 	if a.tc != nil {
-		mi, plain, err = a.askTorrent(ctx, req)
+		mi, plain, err = a.askTorrent(ctx, d.req)
 		var ue *upstreamError
 		switch {
 		case errors.As(err, &ue):
 			return err
 		case err != nil:
-			a.log.WithError(err).WithField("digest", "sha256:"+req.hex).Warn("torrent request failed; using HTTP")
+			a.log.WithError(err).WithField("digest", "sha256:"+d.req.hex).Warn("torrent request failed; using HTTP")
 			reason = "torrent_request_failed"
 		case mi != nil:
 			reason, err = d.viaTorrent(ctx, mi)
@@ -201,7 +165,7 @@ func (a *Agent) download(ctx context.Context, f *flight, req fetchReq) error {
 			reason = "no_torrent"
 		}
 	}
-	if !d.complete() {
+	if !d.blob.Complete() {
 		a.metrics.fallbacks.WithLabelValues(reason).Inc()
 		if err := d.viaHTTP(ctx, plain); err != nil {
 			return err
@@ -209,57 +173,107 @@ func (a *Agent) download(ctx context.Context, f *flight, req fetchReq) error {
 	} else if plain != nil {
 		plain.Body.Close()
 	}
-	return d.finish(mi)
+	return d.finish(ctx, mi)
 }
 
-// dl is the state of one download attempt.
-type dl struct {
-	a         *Agent
-	f         *flight
-	req       fetchReq
-	h         hash.Hash // sha256 of the prefix [0, avail)
-	reserved  int64
-	committed bool
-	torrent   *torrent.Torrent // still seeding from the partial file, if any
-}
-
-func (d *dl) complete() bool {
-	d.f.mu.Lock()
-	defer d.f.mu.Unlock()
-	return d.f.size >= 0 && d.f.avail == d.f.size
-}
-
-func (d *dl) setSize(n int64) error {
-	d.f.mu.Lock()
-	cur := d.f.size
-	d.f.mu.Unlock()
-	if cur >= 0 {
-		if cur != n {
-			return fmt.Errorf("blob sha256:%s: size %d from upstream contradicts %d", d.req.hex, n, cur)
-		}
-		return nil
+// reserve accounts the blob's size in the cache once it is known.
+func (d *dl) reserve(size int64) {
+	if d.reserved == 0 && size > 0 {
+		d.a.cache.Reserve(size)
+		d.reserved = size
 	}
-	d.a.cache.Reserve(n)
-	d.reserved = n
-	d.f.update(func() { d.f.size = n })
-	return nil
-}
-
-// advance records n more bytes of the prefix, already written to the file.
-func (d *dl) advance(n int64, fromPeers bool) {
-	d.f.update(func() {
-		d.f.avail += n
-		if fromPeers {
-			d.f.fromPeers += n
-		} else {
-			d.f.fromRegistry += n
-		}
-	})
 }
 
 func isTorrentType(ct string) bool {
 	mt, _, _ := mime.ParseMediaType(ct)
 	return mt == "application/x-bittorrent"
+}
+
+// Limits on torrent metadata from the upstream: checked before anything is
+// allocated or reserved for it.
+const (
+	minPieceLength = 16 << 10
+	maxPieceLength = 64 << 20
+)
+
+// checkInfo makes sure the torrent describes this blob in a shape the agent
+// can hold.
+func (a *Agent) checkInfo(info *metainfo.Info, hexd string) error {
+	switch {
+	case info.Name != hexd:
+		return fmt.Errorf("torrent names %q, not this blob", info.Name)
+	case len(info.Files) > 0:
+		return errors.New("torrent has several files")
+	case info.Length <= 0 || info.Length > a.cfg.Cache.MaxBytes:
+		return fmt.Errorf("torrent length %d outside (0, cache.maxBytes]", info.Length)
+	case info.PieceLength < minPieceLength || info.PieceLength > maxPieceLength || info.PieceLength&(info.PieceLength-1) != 0:
+		return fmt.Errorf("torrent piece length %d is not a power of two in [16 KiB, 64 MiB]", info.PieceLength)
+	case int64(len(info.Pieces)) != 20*((info.Length+info.PieceLength-1)/info.PieceLength):
+		return errors.New("torrent piece hashes do not match its length")
+	}
+	return nil
+}
+
+// viaTorrent downloads through the swarm. It returns a fallback reason when
+// HTTP has to finish the job; the pieces that arrived are kept.
+func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, error) {
+	a := d.a
+	log := a.log.WithField("digest", "sha256:"+d.req.hex)
+	info, err := mi.UnmarshalInfo()
+	if err == nil {
+		err = a.checkInfo(&info, d.req.hex)
+	}
+	if err != nil {
+		log.WithError(err).Warn("torrent metadata does not describe this blob; using HTTP")
+		return "bad_torrent", nil
+	}
+	if err := d.blob.SetLayout(info.Length, info.PieceLength); err != nil {
+		return "", err
+	}
+	d.reserve(info.Length)
+	a.dropSeed(d.req.hex)
+	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
+	if err != nil {
+		return "bad_torrent", nil
+	}
+	// Web seeds (url-list) would load the registry from every node at
+	// once; the engine fetches the registry's share itself.
+	spec.Webseeds = nil
+	spec.Trackers = a.withGroup(spec.Trackers)
+	spec.Storage = fileStorage{a: a, path: d.blob.Path(), has: d.blob.Has}
+	t, _, err := a.tc.AddTorrentSpec(spec)
+	if err != nil {
+		log.WithError(err).Warn("add torrent; using HTTP")
+		return "torrent_add_failed", nil
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			t.Drop()
+		}
+	}()
+	// Pieces are wanted (anacrolix connects only to swarms it needs data
+	// from or seeds) but never requested over its wire: the engine moves
+	// them over the data path.
+	t.DownloadAll()
+	t.DisallowDataDownload()
+	s := a.newSwarmDownload(d, t, &info)
+	a.swarms.Store(t.InfoHash(), s)
+	defer a.swarms.Delete(t.InfoHash())
+	reason, err := s.run(ctx)
+	d.f.mu.Lock()
+	d.f.fromPeers, d.f.fromRegistry = d.fromPeers.Load(), d.fromRegistry.Load()
+	d.f.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	if reason == "" {
+		keep = true
+		d.torrent = t
+		return "", nil
+	}
+	log.WithFields(logrus.Fields{"reason": reason, "have": d.blob.Prefix()}).Info("swarm download gave up; resuming over HTTP")
+	return reason, nil
 }
 
 // askTorrent asks the upstream for the blob's torrent. A Shoal registry
@@ -343,205 +357,17 @@ func (a *Agent) withGroup(tiers [][]string) [][]string {
 	return out
 }
 
-// viaTorrent downloads through the swarm, streaming verified data into the
-// prefix. It returns a fallback reason when HTTP has to finish the job; the
-// prefix that arrived is kept.
-func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, error) {
-	a, f := d.a, d.f
-	log := a.log.WithField("digest", "sha256:"+d.req.hex)
-	info, err := mi.UnmarshalInfo()
-	if err != nil || info.Name != d.req.hex || info.Length <= 0 || len(info.Files) > 0 {
-		log.WithError(err).Warn("torrent metadata does not describe this blob; using HTTP")
-		return "bad_torrent", nil
-	}
-	if err := d.setSize(info.Length); err != nil {
-		return "", err
-	}
-	a.dropSeed(d.req.hex)
-	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
-	if err != nil {
-		return "bad_torrent", nil
-	}
-	// Web seeds (url-list) would load the registry from every node at
-	// once; the spreader fetches the registry's share itself.
-	spec.Webseeds = nil
-	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{path: a.cache.partialPath(d.req.hex)}
-	t, _, err := a.tc.AddTorrentSpec(spec)
-	if err != nil {
-		log.WithError(err).Warn("add torrent; using HTTP")
-		return "torrent_add_failed", nil
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			t.Drop()
-		}
-	}()
-	// Every piece is wanted from the nodes (anacrolix: rarest first); the
-	// spreader decides what comes from the registry. The stream below
-	// hands pieces to the client in order as soon as they are verified.
-	t.DownloadAll()
-	spread := newPieceSpreader(t, a.tc.PeerID())
-	a.spreaders.Store(t.InfoHash(), spread)
-	defer a.spreaders.Delete(t.InfoHash())
-	origin := &originFetcher{d: d, t: t, info: &info, url: blobURL(d.req.base, d.req.repo, d.req.hex)}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var workers sync.WaitGroup
-	workers.Go(func() {
-		// Piece state changes wake the registry workers and the stream.
-		states := t.SubscribePieceStateChanges()
-		defer states.Close()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-states.Values:
-				spread.poke()
-			}
-		}
-	})
-	settled := make(chan struct{})
-	workers.Go(func() {
-		spread.settle(rctx)
-		close(settled)
-		for range originWorkers {
-			workers.Go(func() { origin.run(rctx, spread) })
-		}
-	})
-
-	var reason atomic.Value
-	var progressed atomic.Int64
-	monitorDone := make(chan struct{})
-	go func() {
-		defer close(monitorDone)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		start := time.Now()
-		lastAt, last, lastLog := start, int64(0), start
-		solo := false
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case now := <-tick.C:
-				// Waiting for the swarm to form (bounded) is not a stall.
-				if settled != nil {
-					select {
-					case <-settled:
-						lastAt, settled = now, nil
-					default:
-						continue
-					}
-				}
-				// Progress is anything useful arriving for any blob of
-				// this node, not what the in-order stream has read:
-				// pieces arrive out of order, a large piece shared by many
-				// slow nodes takes a while, and anacrolix orders requests
-				// across all torrents of the client, so one blob may wait
-				// while others are served.
-				cst := a.tc.ConnStats()
-				cur := t.BytesCompleted() + cst.BytesReadUsefulData.Int64()
-				if cur > last {
-					last, lastAt = cur, now
-				}
-				if now.Sub(lastLog) >= 10*time.Second {
-					lastLog = now
-					log.WithFields(logrus.Fields{"bytes": t.BytesCompleted(), "size": info.Length, "peers": t.Stats().ActivePeers}).Info("swarm download progress")
-				}
-				switch {
-				case now.Sub(start) > a.cfg.P2P.Deadline:
-					reason.Store("deadline")
-					cancel()
-					return
-				case spread.busy():
-					// Our own registry fetches are under way: slow, maybe,
-					// but not stalled (each has its own timeout).
-					lastAt = now
-				case !solo && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
-					// Nothing arrives: the nodes can't deliver (none,
-					// tracker down, owners gone). Take every missing piece
-					// from the registry, whoever's share it is.
-					solo = true
-					lastAt = now
-					a.metrics.fallbacks.WithLabelValues("solo").Inc()
-					log.WithField("peers", t.Stats().ActivePeers).Info("swarm stalled; fetching the missing pieces from the registry")
-					spread.goSolo()
-				case solo && now.Sub(lastAt) >= a.cfg.P2P.StallTimeout:
-					reason.Store("stall")
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-
-	buf := make([]byte, info.PieceLength)
-	var readErr error
-	for next := 0; next < info.NumPieces() && readErr == nil; {
-		changed := spread.changes()
-		if !t.PieceState(next).Complete {
-			select {
-			case <-changed:
-			case <-rctx.Done():
-				readErr = rctx.Err()
-			}
-			continue
-		}
-		p := info.Piece(next)
-		b := buf[:p.Length()]
-		if _, err := f.file.ReadAt(b, p.Offset()); err != nil {
-			readErr = fmt.Errorf("read verified piece %d: %w", next, err)
-			break
-		}
-		d.h.Write(b)
-		progressed.Add(int64(len(b)))
-		d.advance(int64(len(b)), true)
-		next++
-	}
-	cancel()
-	<-monitorDone
-	workers.Wait()
-	// Bytes the Range requests delivered came from the registry, not from
-	// peers.
-	if ws := origin.bytes.Load(); ws > 0 {
-		f.update(func() {
-			ws = min(ws, f.fromPeers)
-			f.fromPeers -= ws
-			f.fromRegistry += ws
-		})
-	}
-	if d.complete() {
-		keep = true
-		d.torrent = t
-		return "", nil
-	}
-	rs, _ := reason.Load().(string)
-	if rs == "" {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		rs = "torrent_error"
-		log.WithError(readErr).Warn("swarm read failed")
-	}
-	log.WithFields(logrus.Fields{"reason": rs, "have": progressed.Load()}).Info("swarm download gave up; resuming over HTTP")
-	return rs, nil
-}
-
-// viaHTTP fetches the rest of the blob from the upstream, resuming from the
-// prefix with Range. plain, if set, is an already-open response with the
-// whole blob.
+// viaHTTP fetches the rest of the blob from the upstream, resuming at the
+// present prefix with Range. plain, if set, is an already-open response
+// with the whole blob.
 func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
-	a, f := d.a, d.f
+	a := d.a
 	const attempts = 4
 	var lastErr error
-	for i := 0; i < attempts && !d.complete(); i++ {
+	for i := 0; i < attempts && !d.blob.Complete(); i++ {
 		resp := plain
 		plain = nil
-		f.mu.Lock()
-		off := f.avail
-		f.mu.Unlock()
+		off := d.blob.Prefix()
 		if resp == nil {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(d.req.base, d.req.repo, d.req.hex), nil)
 			if err != nil {
@@ -593,7 +419,7 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			lastErr = ue
 			continue
 		}
-		err := d.copyBody(ctx, resp.Body, skip)
+		err := d.copyBody(ctx, resp.Body, off, skip)
 		resp.Body.Close()
 		if err != nil {
 			lastErr = err
@@ -603,16 +429,13 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			a.log.WithError(err).WithField("digest", "sha256:"+d.req.hex).Warn("HTTP blob transfer interrupted; resuming")
 			continue
 		}
-		f.mu.Lock()
-		unknown, have := f.size < 0, f.avail
-		f.mu.Unlock()
-		if unknown { // no Content-Length: the end of the body is the end
-			if err := d.setSize(have); err != nil {
+		if d.blob.Size() < 0 { // no Content-Length: the end of the body is the end
+			if err := d.setSize(d.blob.Prefix()); err != nil {
 				return err
 			}
 		}
 	}
-	if !d.complete() {
+	if !d.blob.Complete() {
 		if lastErr == nil {
 			lastErr = errors.New("upstream body shorter than the blob")
 		}
@@ -621,7 +444,19 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 	return nil
 }
 
-// waitHTTP holds back n bytes of HTTP download to the configured rate.
+// setSize records the size a plain HTTP answer gives, bounded by the cache.
+func (d *dl) setSize(n int64) error {
+	if n > d.a.cfg.Cache.MaxBytes {
+		return fmt.Errorf("blob sha256:%s: %d bytes exceed cache.maxBytes", d.req.hex, n)
+	}
+	if err := d.blob.SetSize(n); err != nil {
+		return err
+	}
+	d.reserve(n)
+	return nil
+}
+
+// waitHTTP holds back n bytes of download to the configured rate.
 func (a *Agent) waitHTTP(ctx context.Context, n int) error {
 	lim := a.httpRate
 	if lim == nil {
@@ -635,40 +470,39 @@ func (a *Agent) waitHTTP(ctx context.Context, n int) error {
 	return nil
 }
 
-func (d *dl) copyBody(ctx context.Context, body io.Reader, skip int64) error {
+// copyBody appends an HTTP body to the blob from off, after skipping skip
+// bytes of it. Without a known size the body is still bounded by the cache.
+func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) error {
 	if skip > 0 {
 		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
 			return err
 		}
 	}
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, 1<<20)
 	lastLog := time.Now()
 	for {
-		n, err := body.Read(buf)
+		n, err := io.ReadFull(body, buf)
 		if time.Since(lastLog) >= 10*time.Second {
 			lastLog = time.Now()
-			d.f.mu.Lock()
-			have, size := d.f.avail, d.f.size
-			d.f.mu.Unlock()
-			d.a.log.WithFields(logrus.Fields{"digest": "sha256:" + d.req.hex, "bytes": have, "size": size}).Info("HTTP download progress")
+			d.a.log.WithFields(logrus.Fields{"digest": "sha256:" + d.req.hex, "bytes": off, "size": d.blob.Size()}).Info("HTTP download progress")
 		}
 		if n > 0 {
+			if off+int64(n) > d.a.cfg.Cache.MaxBytes {
+				return fmt.Errorf("upstream sent more than cache.maxBytes")
+			}
 			if werr := d.a.waitHTTP(ctx, n); werr != nil {
 				return werr
 			}
+			if werr := d.blob.Append(off, buf[:n]); werr != nil {
+				return werr
+			}
+			off += int64(n)
+			d.fromRegistry.Add(int64(n))
 			d.f.mu.Lock()
-			off, size := d.f.avail, d.f.size
+			d.f.fromRegistry = d.fromRegistry.Load()
 			d.f.mu.Unlock()
-			if size >= 0 && off+int64(n) > size {
-				return fmt.Errorf("upstream sent more than %d bytes", size)
-			}
-			if _, werr := d.f.file.WriteAt(buf[:n], off); werr != nil {
-				return fmt.Errorf("write partial blob: %w", werr)
-			}
-			d.h.Write(buf[:n])
-			d.advance(int64(n), false)
 		}
-		if err == io.EOF {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil
 		}
 		if err != nil {
@@ -677,25 +511,25 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, skip int64) error {
 	}
 }
 
-// finish verifies the sha256 and commits the blob to the cache; the torrent
-// (if any) keeps seeding for the configured time.
-func (d *dl) finish(mi *metainfo.MetaInfo) error {
+// finish waits for the blob's sha256 and commits it to the cache; the
+// torrent (if any) keeps seeding for the configured time.
+func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	a, f := d.a, d.f
-	if got := hex.EncodeToString(d.h.Sum(nil)); got != d.req.hex {
-		a.metrics.mismatches.Inc()
+	if err := d.blob.Wait(ctx); err != nil {
+		if errors.Is(err, partial.ErrDigest) {
+			a.metrics.mismatches.Inc()
+		}
 		if d.torrent != nil {
 			d.torrent.Drop()
 		}
-		return fmt.Errorf("blob digest mismatch: want sha256:%s, got sha256:%s; discarded", d.req.hex, got)
+		return err
 	}
-	f.mu.Lock()
-	size := f.size
+	size := d.blob.Size()
+	peers, reg := d.fromPeers.Load(), d.fromRegistry.Load()
 	src := "http"
-	if f.fromPeers > 0 {
+	if peers > 0 || d.torrent != nil {
 		src = "p2p"
 	}
-	peers, reg := f.fromPeers, f.fromRegistry
-	f.mu.Unlock()
 	h, err := a.cache.Commit(d.req.hex, size, d.reserved)
 	d.committed = true
 	if err != nil {
@@ -706,11 +540,9 @@ func (d *dl) finish(mi *metainfo.MetaInfo) error {
 	}
 	a.metrics.bytes.WithLabelValues("peers").Add(float64(peers))
 	a.metrics.bytes.WithLabelValues("registry").Add(float64(reg))
-	f.update(func() {
-		f.handle = h
-		f.done = true
-		f.source = src
-	})
+	f.mu.Lock()
+	f.handle, f.source, f.fromPeers, f.fromRegistry = h, src, peers, reg
+	f.mu.Unlock()
 	if a.tc != nil && mi != nil {
 		if err := saveMetainfo(a.cache.torrentPath(d.req.hex), mi); err != nil {
 			a.log.WithError(err).Warn("cannot keep torrent metadata; blob will not be seeded after a restart")
@@ -752,7 +584,7 @@ func (a *Agent) seedCached(hexd string, mi *metainfo.MetaInfo) (*torrent.Torrent
 	}
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{path: a.cache.blobPath(hexd), complete: true}
+	spec.Storage = fileStorage{a: a, path: a.cache.blobPath(hexd), has: func(int) bool { return true }}
 	t, _, err := a.tc.AddTorrentSpec(spec)
 	return t, err
 }

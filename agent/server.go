@@ -303,7 +303,11 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		a.proxy(w, r, blobURL(up.URL, repo, hexd))
 		return
 	}
-	f, isNew := a.startFlight(fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
+	f, isNew, err := a.startFlight(fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
 	defer f.release()
 	if !isNew {
 		// Joining someone else's download: same permission check.
@@ -312,7 +316,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 			return
 		}
 	}
-	size, err := f.waitSize(ctx)
+	size, err := f.blob.WaitSize(ctx)
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -323,21 +327,29 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
 		return
 	}
+	// A descriptor of our own on the partial file (own offset, for
+	// sendfile), valid after the file is renamed into the cache.
+	file, err := f.blob.OpenRead()
+	if err != nil {
+		a.writeErr(w, r, err)
+		return
+	}
+	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
 	off := start
-	buf := make([]byte, 256<<10)
 	for off <= end {
-		readable, _, _, ferr, ch := f.readable()
+		readable, _, _, ferr, ch := f.blob.Readable()
 		if off < readable {
-			n := min(int64(len(buf)), readable-off, end+1-off)
-			if _, err := f.file.ReadAt(buf[:n], off); err != nil {
-				log.WithError(err).Warn("read partial blob")
+			n := min(readable, end+1) - off
+			if _, err := file.Seek(off, io.SeekStart); err != nil {
+				log.WithError(err).Warn("seek partial blob")
 				panic(http.ErrAbortHandler)
 			}
-			if _, err := w.Write(buf[:n]); err != nil {
+			sent, err := io.Copy(w, io.LimitReader(file, n))
+			off += sent
+			if err != nil {
 				return
 			}
-			off += n
 			continue
 		}
 		if ferr != nil {
@@ -490,9 +502,13 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f, _ := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
+	f, _, err := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
+	if err != nil {
+		jsonErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	defer f.release()
-	if err := f.waitDone(r.Context()); err != nil {
+	if err := f.wait(r.Context()); err != nil {
 		var ue *upstreamError
 		switch {
 		case errors.As(err, &ue):
@@ -508,7 +524,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.size, f.source, f.fromPeers, f.fromRegistry
+	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
 	f.mu.Unlock()
 	if req.Size > 0 && req.Size != resp.Size {
 		jsonErr(w, http.StatusBadGateway, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))

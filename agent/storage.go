@@ -2,48 +2,63 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 )
 
-// fileStorage stores a single-file torrent directly in one file of the
-// cache: the partial file while downloading, the blob file while seeding. It
-// keeps piece completion in memory and reports unknown pieces as "known
-// incomplete" so a fresh download never hashes the empty file (the default
-// storages would hash the whole torrent before downloading).
+// fileStorage is how anacrolix sees a blob: one file of the cache, read
+// only. Anacrolix never writes it: Shoal nodes move piece data over the data
+// path (dataserver.go) and the agent writes it through partial.Blob; the
+// torrent keeps membership, availability (bitfield and have messages) and
+// the standard wire for other BitTorrent clients. has says which pieces are
+// present: the partial blob's while downloading, every piece for a cached
+// blob.
 type fileStorage struct {
-	path     string
-	complete bool // every piece present and verified (seeding a cached blob)
+	a    *Agent
+	path string
+	has  func(i int) bool
 }
 
-func (s fileStorage) OpenTorrent(_ context.Context, info *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
-	flag := os.O_RDWR
-	if s.complete {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(s.path, flag, 0)
+func (s fileStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih metainfo.Hash) (storage.TorrentImpl, error) {
+	f, err := os.Open(s.path)
 	if err != nil {
 		return storage.TorrentImpl{}, fmt.Errorf("open torrent storage: %w", err)
 	}
-	t := &fileTorrent{f: f, done: make([]bool, info.NumPieces()), readOnly: s.complete}
-	for i := range t.done {
-		t.done[i] = s.complete
-	}
+	t := &fileTorrent{f: f, has: s.has, pieceLen: info.PieceLength, length: info.Length}
+	s.a.stores.Store(ih, t)
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl { return filePiece{t: t, p: p} },
-		Close: func() error { return f.Close() },
+		Close: func() error {
+			s.a.stores.CompareAndDelete(ih, t)
+			return f.Close()
+		},
 	}, nil
 }
 
+// fileTorrent is one open blob file: the torrent's storage and the data
+// server's source for the same blob.
 type fileTorrent struct {
-	f        *os.File
-	readOnly bool
-	mu       sync.Mutex
-	done     []bool
+	f        *os.File // kept open: stays valid when the partial file is renamed into the cache
+	has      func(i int) bool
+	pieceLen int64
+	length   int64
+}
+
+// hasRange reports whether bytes [off, off+n) lie in present pieces.
+func (t *fileTorrent) hasRange(off, n int64) bool {
+	if off < 0 || n <= 0 || off+n > t.length {
+		return false
+	}
+	for i := off / t.pieceLen; i <= (off+n-1)/t.pieceLen; i++ {
+		if !t.has(int(i)) {
+			return false
+		}
+	}
+	return true
 }
 
 type filePiece struct {
@@ -55,29 +70,16 @@ func (p filePiece) ReadAt(b []byte, off int64) (int, error) {
 	return p.t.f.ReadAt(b, p.p.Offset()+off)
 }
 
-func (p filePiece) WriteAt(b []byte, off int64) (int, error) {
-	if p.t.readOnly {
-		return 0, fmt.Errorf("seeding storage is read-only")
-	}
-	return p.t.f.WriteAt(b, p.p.Offset()+off)
-}
+var errReadOnly = errors.New("shoal torrent storage is read-only: pieces arrive over the data path")
 
-func (p filePiece) MarkComplete() error {
-	p.t.mu.Lock()
-	p.t.done[p.p.Index()] = true
-	p.t.mu.Unlock()
-	return nil
-}
+func (p filePiece) WriteAt([]byte, int64) (int, error) { return 0, errReadOnly }
 
-func (p filePiece) MarkNotComplete() error {
-	p.t.mu.Lock()
-	p.t.done[p.p.Index()] = false
-	p.t.mu.Unlock()
-	return nil
-}
+// MarkComplete and MarkNotComplete are no-ops: presence is the blob's to
+// say (a failed read makes anacrolix call MarkNotComplete; the bytes are
+// there all the same, checked when they arrived).
+func (p filePiece) MarkComplete() error    { return nil }
+func (p filePiece) MarkNotComplete() error { return nil }
 
 func (p filePiece) Completion() storage.Completion {
-	p.t.mu.Lock()
-	defer p.t.mu.Unlock()
-	return storage.Completion{Ok: true, Complete: p.t.done[p.p.Index()]}
+	return storage.Completion{Ok: true, Complete: p.t.has(p.p.Index())}
 }

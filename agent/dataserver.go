@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/gorilla/mux"
+	"golang.org/x/time/rate"
+
+	"github.com/shoalproject/shoal/internal/peerid"
+)
+
+// The data path: Shoal nodes move piece bytes between them over plain HTTP
+// Range requests on a listener of their own, and the sender answers with
+// sendfile from the blob file. Measured on loopback, anacrolix's wire costs
+// ~4 CPU-s per GiB in user-space copies at its best chunk size; a Range
+// request moves a run of pieces with one kernel copy on each side. The
+// BitTorrent connection stays for membership and availability, and tells
+// the peer where this listener is (shoalExtension, opData).
+//
+// Who may read: only an address that is a connected BitTorrent peer of that
+// torrent, i.e. a node that knew the infohash and passed the handshake —
+// the same bar as the BitTorrent wire itself.
+const dataPathPrefix = "/_shoal/p2p/v1/pieces/"
+
+func (a *Agent) dataHandler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc(dataPathPrefix+"{ih:[0-9a-f]{40}}", a.handlePieces).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		jsonErr(w, http.StatusNotFound, "unknown endpoint")
+	})
+	return r
+}
+
+func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
+	var ih metainfo.Hash
+	if _, err := hex.Decode(ih[:], []byte(mux.Vars(r)["ih"])); err != nil {
+		jsonErr(w, http.StatusBadRequest, "invalid infohash")
+		return
+	}
+	v, ok := a.stores.Load(ih)
+	if !ok || !a.isPeerOf(ih, r.RemoteAddr) {
+		// The same answer for "unknown" and "not yours": nothing to learn.
+		jsonErr(w, http.StatusNotFound, "no such torrent for this peer")
+		return
+	}
+	st := v.(*fileTorrent)
+	start, end, partial, err := parseRange(r.Header.Get("Range"), st.length)
+	if err != nil || !partial {
+		jsonErr(w, http.StatusRequestedRangeNotSatisfiable, "a single byte range is required")
+		return
+	}
+	if !st.hasRange(start, end-start+1) {
+		jsonErr(w, http.StatusRequestedRangeNotSatisfiable, "range not present here")
+		return
+	}
+	// A descriptor of its own (own offset, for sendfile) on the storage's
+	// open file: valid after the partial file was renamed into the cache.
+	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", st.f.Fd()))
+	if err != nil {
+		jsonErr(w, http.StatusNotFound, "torrent closed")
+		return
+	}
+	defer f.Close()
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
+		jsonErr(w, http.StatusInternalServerError, "seek blob")
+		return
+	}
+	n := end - start + 1
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, st.length))
+	w.WriteHeader(http.StatusPartialContent)
+	sent, _ := a.sendFile(r.Context(), w, f, n, a.uploadRate)
+	a.servedBytes.Add(sent)
+}
+
+// sendFile copies n bytes from f's offset to w: one sendfile(2) when no
+// rate limit applies (net/http hands an *os.File behind an io.LimitedReader
+// to the kernel), limiter-sized steps otherwise.
+func (a *Agent) sendFile(ctx context.Context, w io.Writer, f *os.File, n int64, lim *rate.Limiter) (int64, error) {
+	if lim == nil {
+		return io.Copy(w, io.LimitReader(f, n))
+	}
+	var sent int64
+	for sent < n {
+		step := min(n-sent, int64(lim.Burst()))
+		if err := lim.WaitN(ctx, int(step)); err != nil {
+			return sent, err
+		}
+		m, err := io.Copy(w, io.LimitReader(f, step))
+		sent += m
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// isPeerOf reports whether remote (host:port) is the address of a node
+// connected to the torrent.
+func (a *Agent) isPeerOf(ih metainfo.Hash, remote string) bool {
+	if a.tc == nil {
+		return false
+	}
+	t, ok := a.tc.Torrent(ih)
+	if !ok {
+		return false
+	}
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	for _, pc := range t.PeerConns() {
+		if peerid.IsOrigin(pc.PeerID) {
+			continue
+		}
+		if ph, _, err := net.SplitHostPort(pc.RemoteAddr.String()); err == nil && net.ParseIP(ph).Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// dataServer is the data path's HTTP server; timeouts bound what a slow or
+// silent peer can hold.
+func (a *Agent) dataServer() *http.Server {
+	return &http.Server{Handler: a.dataHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+}

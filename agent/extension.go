@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	pp "github.com/anacrolix/torrent/peer_protocol"
+)
+
+// shoalExtension is the BitTorrent extension (BEP 10) Shoal nodes speak
+// among themselves, next to the standard wire that anacrolix keeps for
+// membership and piece availability. Payload: one op byte, then
+//   - opClaim, opRelease: big-endian uint32 piece indexes this node starts
+//     (or stopped) fetching from the registry, because BitTorrent says which
+//     pieces a peer has, not which it is fetching;
+//   - opData: a big-endian uint16, the port of this node's data listener,
+//     where it serves the pieces it has over HTTP (see dataserver.go).
+const shoalExtension pp.ExtensionName = "shoal_claim"
+
+const (
+	opClaim   = 'c'
+	opRelease = 'r'
+	opData    = 'd'
+)
+
+// maxClaimsPerMessage bounds what one message may carry: a blob of
+// MaxBlobBytes in the smallest pieces allowed.
+const maxClaimsPerMessage = 1 << 20
+
+func encodeClaims(op byte, pieces []int) []byte {
+	b := make([]byte, 1, 1+4*len(pieces))
+	b[0] = op
+	for _, i := range pieces {
+		b = binary.BigEndian.AppendUint32(b, uint32(i))
+	}
+	return b
+}
+
+func encodeDataPort(port int) []byte {
+	return binary.BigEndian.AppendUint16([]byte{opData}, uint16(port))
+}
+
+// decodeExtension parses a message of the extension: claims or releases
+// (pieces) or a data port.
+func decodeExtension(b []byte) (op byte, pieces []int, port int, err error) {
+	if len(b) < 1 {
+		return 0, nil, 0, fmt.Errorf("empty %s message", shoalExtension)
+	}
+	switch b[0] {
+	case opData:
+		if len(b) != 3 {
+			return 0, nil, 0, fmt.Errorf("malformed %s data-port message (%d bytes)", shoalExtension, len(b))
+		}
+		port = int(binary.BigEndian.Uint16(b[1:]))
+		if port == 0 {
+			return 0, nil, 0, fmt.Errorf("%s data-port message with port 0", shoalExtension)
+		}
+		return opData, nil, port, nil
+	case opClaim, opRelease:
+		if (len(b)-1)%4 != 0 || (len(b)-1)/4 > maxClaimsPerMessage {
+			return 0, nil, 0, fmt.Errorf("malformed %s message (%d bytes)", shoalExtension, len(b))
+		}
+		for off := 1; off < len(b); off += 4 {
+			pieces = append(pieces, int(binary.BigEndian.Uint32(b[off:])))
+		}
+		return b[0], pieces, 0, nil
+	default:
+		return 0, nil, 0, fmt.Errorf("unknown %s op %q", shoalExtension, b[0])
+	}
+}

@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestExtensionMessages(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload []byte
+		op      byte
+		pieces  []int
+		port    int
+		wantErr bool
+	}{
+		{name: "claim one", payload: encodeClaims(opClaim, []int{7}), op: opClaim, pieces: []int{7}},
+		{name: "release many", payload: encodeClaims(opRelease, []int{0, 1, 1 << 20}), op: opRelease, pieces: []int{0, 1, 1 << 20}},
+		{name: "data port", payload: encodeDataPort(40123), op: opData, port: 40123},
+		{name: "data port zero", payload: encodeDataPort(0), wantErr: true},
+		{name: "data port truncated", payload: []byte{opData, 1}, wantErr: true},
+		{name: "empty", payload: []byte{}, wantErr: true},
+		{name: "unknown op", payload: []byte{'x', 0, 0, 0, 1}, wantErr: true},
+		{name: "truncated index", payload: []byte{opClaim, 0, 0, 1}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op, pieces, port, err := decodeExtension(tt.payload)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("decodeExtension(%v) error = %v, want error %v", tt.payload, err, tt.wantErr)
+			}
+			if err == nil && (op != tt.op || !slices.Equal(pieces, tt.pieces) || port != tt.port) {
+				t.Errorf("decodeExtension(%v) = %c, %v, %d", tt.payload, op, pieces, port)
+			}
+		})
+	}
+}
+
+func FuzzDecodeExtension(f *testing.F) {
+	f.Add(encodeClaims(opClaim, []int{1, 2}))
+	f.Add(encodeDataPort(6881))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		op, pieces, port, err := decodeExtension(b)
+		if err != nil {
+			return
+		}
+		var again []byte
+		if op == opData {
+			again = encodeDataPort(port)
+		} else {
+			again = encodeClaims(op, pieces)
+		}
+		if !slices.Equal(again, b) {
+			t.Fatalf("decode/encode changed %v into %v", b, again)
+		}
+	})
+}

@@ -1,0 +1,421 @@
+// Package partial owns a blob while it downloads: the partial file, which
+// pieces of it are present, how much of it readers may stream, and its
+// sha256.
+//
+// Every byte of the partial file is written through a Blob, from whatever
+// source (other nodes, the registry's share, plain HTTP), so there is one
+// answer to "what is in the file": pieces are written whole and only after
+// their source checked them, the contiguous prefix of present bytes is what
+// clients may stream, and the sha256 of that prefix is computed as it grows,
+// on its own goroutine, from the page cache. The last byte is released only
+// when the whole blob matched its digest, so no client ever receives a
+// complete-looking copy of corrupt data.
+package partial
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"sync"
+)
+
+// ErrDigest is returned (wrapped) when the whole blob does not match its
+// digest.
+var ErrDigest = errors.New("blob digest mismatch")
+
+// Blob is one blob in the making. Create it with Create, describe its
+// layout with SetLayout (pieces) or SetSize (a plain stream), write pieces
+// or append bytes, and Wait for the verdict.
+type Blob struct {
+	path string
+	want string // sha256 hex
+	f    *os.File
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every state change
+	size     int64         // -1 until known
+	pieceLen int64         // 0 until SetLayout
+	have     []bool        // pieces present (checked by their source)
+	nhave    int
+	prefix   int64 // [0, prefix) is present
+	hashed   int64 // [0, hashed) went into the sha256
+	sealed   bool  // the sha256 of the whole blob matched
+	err      error // terminal failure
+	closed   bool
+
+	wake chan struct{} // the hasher's doorbell (capacity 1)
+}
+
+// Create makes (truncating) the partial file at path for the blob whose
+// sha256 hex digest is want, and starts its hasher, which lives until ctx
+// ends or Close.
+func Create(ctx context.Context, path, want string) (*Blob, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create partial blob: %w", err)
+	}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1)}
+	go b.hashLoop(ctx)
+	return b, nil
+}
+
+// Path is the partial file's path (it is renamed into the cache on commit;
+// descriptors opened before stay valid).
+func (b *Blob) Path() string { return b.path }
+
+// OpenRead opens a descriptor of the caller's own on the partial file
+// (its own offset, for sendfile), valid after the file was renamed.
+func (b *Blob) OpenRead() (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", b.f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("open partial blob for reading: %w", err)
+	}
+	return f, nil
+}
+
+// Close stops the hasher and closes the file. Blocked waiters see an error
+// unless the blob was sealed.
+func (b *Blob) Close() error {
+	b.update(func() {
+		b.closed = true
+		if !b.sealed && b.err == nil {
+			b.err = errors.New("partial blob closed")
+		}
+	})
+	b.ring()
+	return b.f.Close()
+}
+
+func (b *Blob) update(fn func()) {
+	b.mu.Lock()
+	fn()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+func (b *Blob) ring() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// SetLayout fixes the size and piece length for piece writes. It may be
+// called once (again with the same values is fine).
+func (b *Blob) SetLayout(size, pieceLen int64) error {
+	if size <= 0 || pieceLen <= 0 {
+		return fmt.Errorf("partial blob: invalid layout size=%d pieceLength=%d", size, pieceLen)
+	}
+	var err error
+	b.update(func() {
+		switch {
+		case b.pieceLen != 0 && (b.pieceLen != pieceLen || b.size != size):
+			err = fmt.Errorf("partial blob: layout %d/%d contradicts %d/%d", size, pieceLen, b.size, b.pieceLen)
+		case b.size >= 0 && b.size != size:
+			err = fmt.Errorf("partial blob: size %d contradicts %d", size, b.size)
+		case b.pieceLen == 0:
+			b.size, b.pieceLen = size, pieceLen
+			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
+			b.markPrefixLocked()
+		}
+	})
+	return err
+}
+
+// SetSize records the blob's size when only a byte stream is known (plain
+// HTTP). A size contradicting an earlier one is an error.
+func (b *Blob) SetSize(size int64) error {
+	if size < 0 {
+		return fmt.Errorf("partial blob: negative size")
+	}
+	var err error
+	b.update(func() {
+		if b.size >= 0 && b.size != size {
+			err = fmt.Errorf("partial blob sha256:%s: size %d contradicts %d", b.want, size, b.size)
+			return
+		}
+		b.size = size
+	})
+	b.ring()
+	return err
+}
+
+// Size is the blob's size, -1 while unknown.
+func (b *Blob) Size() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.size
+}
+
+// NumPieces is the number of pieces (0 without a layout).
+func (b *Blob) NumPieces() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.have)
+}
+
+// Has reports whether piece i is present.
+func (b *Blob) Has(i int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return i >= 0 && i < len(b.have) && b.have[i]
+}
+
+// HasRange reports whether bytes [off, off+n) lie in present pieces.
+func (b *Blob) HasRange(off, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pieceLen == 0 || off < 0 || n <= 0 || off+n > b.size {
+		return false
+	}
+	for i := off / b.pieceLen; i <= (off+n-1)/b.pieceLen; i++ {
+		if !b.have[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Missing returns the indexes of the pieces not present yet.
+func (b *Blob) Missing() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []int
+	for i, ok := range b.have {
+		if !ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Complete reports whether every byte is present (not yet whether it
+// matched the digest: see Wait).
+func (b *Blob) Complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.size >= 0 && b.prefix == b.size
+}
+
+// Prefix is the length of the present prefix.
+func (b *Blob) Prefix() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.prefix
+}
+
+// PieceBounds returns piece i's offset and length.
+func (b *Blob) PieceBounds(i int) (off, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	off = int64(i) * b.pieceLen
+	return off, min(b.pieceLen, b.size-off)
+}
+
+// WritePiece stores piece i, which its source has already checked (SHA-1
+// against the torrent, or a trusted whole-blob stream). A piece already
+// present is not written again.
+func (b *Blob) WritePiece(i int, data []byte) error {
+	b.mu.Lock()
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	if i < 0 || i >= len(b.have) {
+		b.mu.Unlock()
+		return fmt.Errorf("partial blob: piece %d out of range", i)
+	}
+	off := int64(i) * b.pieceLen
+	if int64(len(data)) != min(b.pieceLen, b.size-off) {
+		b.mu.Unlock()
+		return fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
+	}
+	if b.have[i] {
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	// Two writers of the same piece write the same checked bytes; the
+	// first to finish marks it.
+	if _, err := b.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write piece %d: %w", i, err)
+	}
+	b.update(func() {
+		if !b.have[i] {
+			b.have[i] = true
+			b.nhave++
+			b.markPrefixLocked()
+		}
+	})
+	b.ring()
+	return nil
+}
+
+// markPrefixLocked moves the prefix over present pieces.
+func (b *Blob) markPrefixLocked() {
+	if b.pieceLen == 0 {
+		return
+	}
+	for i := int(b.prefix / b.pieceLen); i < len(b.have) && b.have[i]; i++ {
+		b.prefix = min(int64(i+1)*b.pieceLen, b.size)
+	}
+}
+
+// Append writes a stream's bytes at off, which must not lie beyond the
+// present prefix (plain HTTP, resuming at Prefix). Pieces it completes
+// become present.
+func (b *Blob) Append(off int64, data []byte) error {
+	b.mu.Lock()
+	prefix, size, err := b.prefix, b.size, b.err
+	b.mu.Unlock()
+	switch {
+	case err != nil:
+		return err
+	case off > prefix:
+		return fmt.Errorf("partial blob: stream write at %d leaves a gap after %d", off, prefix)
+	case size >= 0 && off+int64(len(data)) > size:
+		return fmt.Errorf("upstream sent more than %d bytes", size)
+	}
+	if _, err := b.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write partial blob: %w", err)
+	}
+	end := off + int64(len(data))
+	b.update(func() {
+		b.prefix = max(b.prefix, end)
+		if b.pieceLen > 0 {
+			for i := int(off / b.pieceLen); i < len(b.have) && min(int64(i+1)*b.pieceLen, b.size) <= b.prefix; i++ {
+				if !b.have[i] {
+					b.have[i] = true
+					b.nhave++
+				}
+			}
+			b.markPrefixLocked()
+		}
+	})
+	b.ring()
+	return nil
+}
+
+// Fail ends the blob with err (if it has not ended already): waiters and
+// readers see it.
+func (b *Blob) Fail(err error) {
+	b.update(func() {
+		if b.err == nil && !b.sealed {
+			b.err = err
+		}
+	})
+}
+
+// Readable returns how far readers may stream: the present prefix, minus
+// the last byte until the digest matched. ch is closed at the next change.
+func (b *Blob) Readable() (end, size int64, sealed bool, err error, ch <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	end = b.prefix
+	if !b.sealed && b.size > 0 && end >= b.size {
+		end = b.size - 1
+	}
+	return end, b.size, b.sealed, b.err, b.changed
+}
+
+// WaitSize blocks until the size is known or the blob failed.
+func (b *Blob) WaitSize(ctx context.Context) (int64, error) {
+	for {
+		_, size, _, err, ch := b.Readable()
+		if err != nil {
+			return 0, err
+		}
+		if size >= 0 {
+			return size, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Wait blocks until the whole blob matched its digest (nil) or failed.
+func (b *Blob) Wait(ctx context.Context) error {
+	for {
+		_, _, sealed, err, ch := b.Readable()
+		if sealed {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// hashLoop feeds the prefix into the sha256 as it grows, reading back from
+// the page cache in large blocks (cheaper than handing buffers across
+// sources that complete pieces out of order), and seals the blob when the
+// whole of it matched.
+func (b *Blob) hashLoop(ctx context.Context) {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		b.mu.Lock()
+		from, to, size, done := b.hashed, b.prefix, b.size, b.closed || b.err != nil || b.sealed
+		b.mu.Unlock()
+		if done {
+			return
+		}
+		if from < to {
+			if err := b.hashRange(h, buf, from, to); err != nil {
+				b.Fail(err)
+				return
+			}
+			b.mu.Lock()
+			b.hashed = to
+			b.mu.Unlock()
+			continue
+		}
+		if size >= 0 && from == size {
+			b.seal(h)
+			return
+		}
+		select {
+		case <-b.wake:
+		case <-ctx.Done():
+			b.Fail(ctx.Err())
+			return
+		}
+	}
+}
+
+func (b *Blob) hashRange(h hash.Hash, buf []byte, from, to int64) error {
+	for off := from; off < to; {
+		n := min(int64(len(buf)), to-off)
+		if _, err := b.f.ReadAt(buf[:n], off); err != nil {
+			return fmt.Errorf("read back partial blob for hashing: %w", err)
+		}
+		h.Write(buf[:n])
+		off += n
+	}
+	return nil
+}
+
+func (b *Blob) seal(h hash.Hash) {
+	got := hex.EncodeToString(h.Sum(nil))
+	b.update(func() {
+		if got != b.want {
+			b.err = fmt.Errorf("%w: want sha256:%s, got sha256:%s; discarded", ErrDigest, b.want, got)
+			return
+		}
+		b.sealed = true
+	})
+}

@@ -1,0 +1,457 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/agent/internal/sched"
+	"github.com/shoalproject/shoal/internal/peerid"
+)
+
+// swarmDownload is the download engine for one blob through the swarm. Its
+// run loop alone owns the scheduling state (what is in flight, from whom,
+// the idle and stall clocks); it asks sched.Plan what to start, starts it,
+// and hears back from the fetches. Bytes go into the partial.Blob, which
+// owns the file.
+type swarmDownload struct {
+	a    *Agent
+	d    *dl
+	t    *torrent.Torrent
+	info *metainfo.Info
+	log  *logrus.Entry
+
+	// wake (capacity 1) tells the run loop something a plan depends on
+	// changed: a piece arrived, a claim came, a peer said where it serves.
+	wake chan struct{}
+
+	// Written from anacrolix callbacks, read by the run loop.
+	mu         sync.Mutex
+	claims     map[claimKey]time.Time // other nodes' registry fetches
+	mine       map[int]struct{}       // this node's, replayed to nodes that connect later
+	originSeen bool                   // the tracker named the registry's seeder: it has answered
+}
+
+type claimKey struct {
+	by    torrent.PeerID
+	piece int
+}
+
+// claimTTL bounds how long a claim holds if its release never comes (the
+// claiming node hung without closing the connection). A closed connection
+// drops its claims at once, so this can be long.
+const claimTTL = 30 * time.Second
+
+// Settling: how long a node waits at most for the swarm to form before its
+// first registry fetch, and for the claims of nodes just connected.
+const (
+	settleLimit = time.Second
+	settleGrace = 20 * time.Millisecond
+)
+
+// idleReadTimeout ends a request that delivers nothing for this long (a
+// hung peer or registry must not hold pieces forever); requests have no
+// overall limit, since a node alone fetches the whole blob in one.
+const idleReadTimeout = 30 * time.Second
+
+func (a *Agent) newSwarmDownload(d *dl, t *torrent.Torrent, info *metainfo.Info) *swarmDownload {
+	return &swarmDownload{
+		a: a, d: d, t: t, info: info,
+		log:    a.log.WithField("digest", "sha256:"+d.req.hex),
+		wake:   make(chan struct{}, 1),
+		claims: map[claimKey]time.Time{},
+		mine:   map[int]struct{}{},
+	}
+}
+
+func (s *swarmDownload) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// receivedClaims applies a claim or release from another node.
+func (s *swarmDownload) receivedClaims(from torrent.PeerID, op byte, pieces []int) {
+	s.mu.Lock()
+	now := time.Now()
+	for _, i := range pieces {
+		if op == opClaim {
+			s.claims[claimKey{from, i}] = now
+		} else {
+			delete(s.claims, claimKey{from, i})
+		}
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// tell sends a claim message to every connected node, or only to pc.
+func (s *swarmDownload) tell(op byte, pieces []int, only *torrent.PeerConn) {
+	if len(pieces) == 0 {
+		return
+	}
+	msg := encodeClaims(op, pieces)
+	conns := []*torrent.PeerConn{only}
+	if only == nil {
+		conns = s.t.PeerConns()
+	}
+	for _, pc := range conns {
+		if !peerid.IsOrigin(pc.PeerID) {
+			// Nodes without the extension (other clients) just fetch more
+			// from the registry; nothing to do about it here.
+			_ = pc.WriteExtendedMessage(shoalExtension, msg)
+		}
+	}
+}
+
+func (s *swarmDownload) claim(pieces []int) {
+	s.mu.Lock()
+	for _, i := range pieces {
+		s.mine[i] = struct{}{}
+	}
+	s.mu.Unlock()
+	s.tell(opClaim, pieces, nil)
+}
+
+// unclaim ends this node's claims; failed pieces are released to the
+// other nodes (a piece that arrived is announced by anacrolix instead).
+func (s *swarmDownload) unclaim(pieces []int, failed bool) {
+	s.mu.Lock()
+	for _, i := range pieces {
+		delete(s.mine, i)
+	}
+	s.mu.Unlock()
+	if failed {
+		s.tell(opRelease, pieces, nil)
+	}
+}
+
+// greet replays this node's claims to a node that has just connected.
+func (s *swarmDownload) greet(pc *torrent.PeerConn) {
+	s.mu.Lock()
+	pieces := slices.Collect(maps.Keys(s.mine))
+	s.mu.Unlock()
+	s.tell(opClaim, pieces, pc)
+}
+
+// snapshot collects what the plan depends on. The caller owns the
+// in-flight state it passes in.
+func (s *swarmDownload) snapshot(now time.Time, banned map[string]bool) (sched.Snapshot, map[string]string) {
+	snap := sched.Snapshot{Now: now, NumPieces: s.info.NumPieces(), Self: selfID(s.a.tc),
+		Have: roaring.New(), Claimed: roaring.New()}
+	for i := range snap.NumPieces {
+		if s.d.blob.Has(i) {
+			snap.Have.Add(uint32(i))
+		}
+	}
+	addrs := map[string]string{}
+	connected := map[torrent.PeerID]bool{}
+	for _, pc := range s.t.PeerConns() {
+		id := string(pc.PeerID[:])
+		if peerid.IsOrigin(pc.PeerID) || banned[id] {
+			continue
+		}
+		connected[pc.PeerID] = true
+		p := sched.Peer{ID: id, Has: pc.PeerPieces()}
+		if port, ok := s.a.peerPorts.Load(pc.PeerID); ok {
+			if host, _, err := net.SplitHostPort(pc.RemoteAddr.String()); err == nil {
+				addrs[id] = net.JoinHostPort(host, strconv.Itoa(port.(int)))
+				p.Data = true
+			}
+		}
+		snap.Peers = append(snap.Peers, p)
+	}
+	s.mu.Lock()
+	for k, at := range s.claims {
+		if !connected[k.by] || now.Sub(at) > claimTTL {
+			delete(s.claims, k)
+			continue
+		}
+		snap.Claimed.Add(uint32(k.piece))
+	}
+	s.mu.Unlock()
+	return snap, addrs
+}
+
+// settled reports whether the swarm had its chance to form: the tracker
+// answered (it named somebody, if only the registry's seeder) and the
+// connections it named are made, or settleLimit passed. readyAt carries
+// the moment the condition first held, for the grace period.
+func (s *swarmDownload) settled(now, start time.Time, readyAt *time.Time) bool {
+	if now.Sub(start) >= settleLimit {
+		return true
+	}
+	st := s.t.Stats()
+	s.mu.Lock()
+	originSeen := s.originSeen
+	s.mu.Unlock()
+	if !((st.TotalPeers > 0 || originSeen) && st.PendingPeers == 0 && st.HalfOpenPeers == 0) {
+		return false
+	}
+	if st.ActivePeers == 0 {
+		return true // alone: nobody's claims to wait for
+	}
+	if readyAt.IsZero() {
+		*readyAt = now
+	}
+	return now.Sub(*readyAt) >= settleGrace
+}
+
+type fetchResult struct {
+	f       sched.Fetch
+	err     error
+	badPeer bool // sent bytes that failed their SHA-1
+}
+
+// run fetches every piece of the blob, or returns the reason the swarm
+// path gave up (the pieces that arrived are kept).
+func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
+	a := s.a
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan fetchResult)
+	var running sync.WaitGroup
+
+	var (
+		inFlight                 = roaring.New()
+		peerBusy                 = map[string]int{}
+		banned                   = map[string]bool{}
+		originBusy, originPieces int
+		originFailures           int
+		originPausedUntil        time.Time
+		idleSince, readyAt       time.Time
+		solo, isSettled          bool
+		start                    = time.Now()
+		lastProgress             = start
+		lastReceived             = a.received.Load()
+		lastLog                  = start
+		pending                  int
+	)
+	defer func() {
+		// Fetches still running end with the context; their results are
+		// drained so none blocks.
+		cancel()
+		for ; pending > 0; pending-- {
+			<-results
+		}
+		running.Wait()
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+
+	for !s.d.blob.Complete() {
+		now := time.Now()
+		if !isSettled && s.settled(now, start, &readyAt) {
+			isSettled, lastProgress = true, now
+		}
+		snap, addrs := s.snapshot(now, banned)
+		snap.InFlight, snap.OriginBusy, snap.OriginPieces = inFlight, originBusy, originPieces
+		snap.Settled, snap.Solo, snap.IdleSince = isSettled, solo, idleSince
+		for i := range snap.Peers {
+			snap.Peers[i].Busy = peerBusy[snap.Peers[i].ID]
+		}
+		var plan []sched.Fetch
+		plan, idleSince = sched.Plan(snap, sched.DefaultLimits)
+		for _, f := range plan {
+			if f.Origin() && now.Before(originPausedUntil) {
+				continue
+			}
+			inFlight.AddRange(uint64(f.First), uint64(f.First+f.Count))
+			pending++
+			running.Add(1)
+			if f.Origin() {
+				originBusy++
+				originPieces += f.Count
+				pieces := make([]int, f.Count)
+				for k := range pieces {
+					pieces[k] = f.First + k
+				}
+				s.claim(pieces)
+				go func() { defer running.Done(); results <- fetchResult{f: f, err: s.fetchOrigin(ctx, f)} }()
+			} else {
+				peerBusy[f.Peer]++
+				addr := addrs[f.Peer]
+				go func() {
+					defer running.Done()
+					bad, err := s.fetchPeer(ctx, f, addr)
+					results <- fetchResult{f: f, err: err, badPeer: bad}
+				}()
+			}
+		}
+
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case r := <-results:
+			pending--
+			inFlight.RemoveRange(uint64(r.f.First), uint64(r.f.First+r.f.Count))
+			if r.f.Origin() {
+				originBusy--
+				originPieces -= r.f.Count
+				pieces := make([]int, 0, r.f.Count)
+				for i := r.f.First; i < r.f.First+r.f.Count; i++ {
+					pieces = append(pieces, i)
+				}
+				s.unclaim(pieces, r.err != nil)
+				if r.err != nil {
+					// The registry may be restarting; the stall watch
+					// decides when to give up on pieces altogether.
+					originFailures++
+					originPausedUntil = time.Now().Add(time.Duration(min(originFailures, 10)) * 100 * time.Millisecond)
+					s.log.WithError(r.err).Debug("pieces from the registry failed")
+				} else {
+					originFailures = 0
+				}
+			} else {
+				peerBusy[r.f.Peer]--
+				if r.badPeer {
+					banned[r.f.Peer] = true
+					a.metrics.fallbacks.WithLabelValues("bad_peer_data").Inc()
+					s.log.WithError(r.err).Warn("a node sent pieces that failed their check; not asking it again for this blob")
+				} else if r.err != nil {
+					s.log.WithError(r.err).Debug("pieces from a node failed")
+				}
+			}
+		case <-s.wake:
+		case <-tick.C:
+		}
+
+		now = time.Now()
+		if cur := a.received.Load(); cur != lastReceived {
+			lastReceived, lastProgress = cur, now
+		}
+		if now.Sub(lastLog) >= 10*time.Second {
+			lastLog = now
+			s.log.WithFields(logrus.Fields{"bytes": s.d.blob.Prefix(), "size": s.info.Length, "peers": len(snap.Peers)}).Info("swarm download progress")
+		}
+		if !isSettled {
+			continue
+		}
+		switch sched.Watch(now, start, lastProgress, originBusy > 0, solo, a.cfg.P2P.StallTimeout, a.cfg.P2P.Deadline) {
+		case sched.GoSolo:
+			// Nothing arrives: the nodes can't deliver (none, tracker
+			// down, owners gone). Take every missing piece from the
+			// registry, whoever's share it is.
+			solo, lastProgress = true, now
+			a.metrics.fallbacks.WithLabelValues("solo").Inc()
+			s.log.WithField("peers", len(snap.Peers)).Info("swarm stalled; fetching the missing pieces from the registry")
+		case sched.GiveUp:
+			if now.Sub(start) > a.cfg.P2P.Deadline {
+				return "deadline", nil
+			}
+			return "stall", nil
+		}
+	}
+	return "", nil
+}
+
+// fetchPeer asks a node for a run of pieces over the data path and checks
+// each against its SHA-1 before it is written: a node is not trusted.
+func (s *swarmDownload) fetchPeer(ctx context.Context, f sched.Fetch, addr string) (badPeer bool, err error) {
+	if addr == "" {
+		return false, errors.New("node has no data address")
+	}
+	url := "http://" + addr + dataPathPrefix + hex.EncodeToString(s.t.InfoHash().Bytes())
+	return s.fetchRun(ctx, f, url, "", true)
+}
+
+// fetchOrigin takes a run of pieces from the registry with one Range
+// request. The bytes are not SHA-1-checked here: they come from the same
+// registry as the torrent's hashes, the blob's sha256 is checked before
+// anything is released, and nodes check every piece they get from us.
+func (s *swarmDownload) fetchOrigin(ctx context.Context, f sched.Fetch) error {
+	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, s.d.req.repo, s.d.req.hex), s.d.req.auth, false)
+	return err
+}
+
+func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth string, fromPeer bool) (badPeer bool, err error) {
+	a := s.a
+	first := s.info.Piece(f.First)
+	last := s.info.Piece(f.First + f.Count - 1)
+	from, to := first.Offset(), last.Offset()+last.Length()-1
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Ends the request when nothing arrives for a while; reset per piece.
+	watchdog := time.AfterFunc(idleReadTimeout, cancel)
+	defer watchdog.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, to))
+	client := a.plain
+	if fromPeer {
+		client = a.peerClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("pieces %d+%d: %w", f.First, f.Count, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent {
+		return false, fmt.Errorf("pieces %d+%d: Range request answered %s", f.First, f.Count, resp.Status)
+	}
+	if want := fmt.Sprintf("bytes %d-%d/%d", from, to, s.info.Length); resp.Header.Get("Content-Range") != want {
+		return false, fmt.Errorf("pieces %d+%d: Content-Range %q, want %q", f.First, f.Count, resp.Header.Get("Content-Range"), want)
+	}
+	buf := make([]byte, s.info.PieceLength)
+	for i := f.First; i < f.First+f.Count; i++ {
+		p := s.info.Piece(i)
+		b := buf[:p.Length()]
+		if err := a.waitHTTP(ctx, len(b)); err != nil {
+			return false, err
+		}
+		n, err := io.ReadFull(resp.Body, b)
+		a.received.Add(int64(n))
+		if fromPeer {
+			a.metrics.swarm.WithLabelValues("node", "all").Add(float64(n))
+		}
+		if err != nil {
+			return false, fmt.Errorf("piece %d: %w", i, err)
+		}
+		watchdog.Reset(idleReadTimeout)
+		if fromPeer {
+			if sum := sha1.Sum(b); string(sum[:]) != string(p.V1Hash().Value.Bytes()) {
+				return true, fmt.Errorf("piece %d failed its SHA-1 check", i)
+			}
+			a.metrics.swarm.WithLabelValues("node", "useful").Add(float64(n))
+		}
+		if err := s.d.blob.WritePiece(i, b); err != nil {
+			return false, err
+		}
+		if fromPeer {
+			s.d.fromPeers.Add(int64(n))
+		} else {
+			s.d.fromRegistry.Add(int64(n))
+		}
+		// Anacrolix reads presence from the blob; this makes it look and
+		// announce the piece to the nodes.
+		s.t.Piece(i).UpdateCompletion()
+		s.poke()
+	}
+	return false, nil
+}
+
+func selfID(tc *torrent.Client) string {
+	id := tc.PeerID()
+	return string(id[:])
+}
