@@ -12,6 +12,8 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v2"
+
+	"github.com/shoalproject/shoal/internal/debugserver"
 )
 
 // Upstream is one registry the mirror can pull from.
@@ -77,6 +79,10 @@ type Config struct {
 		URL      string        `yaml:"url"`
 		Interval time.Duration `yaml:"interval"`
 	} `yaml:"preheat"`
+	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
+	Debug struct {
+		Addr string `yaml:"addr"`
+	} `yaml:"debug"`
 	Log struct {
 		Level string `yaml:"level"`
 	} `yaml:"log"`
@@ -156,6 +162,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Preheat.Interval <= 0 {
 		c.Preheat.Interval = 10 * time.Second
+	}
+	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
+		return fmt.Errorf("agent config: debug.addr: %w", err)
 	}
 	if c.Control.Advertise == "" && c.Control.Addr != "" {
 		c.Control.Advertise = "http://" + c.Control.Addr

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoalproject/shoal/internal/debugserver"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
@@ -48,6 +50,10 @@ type Config struct {
 	// APITokens, when set, are required (Bearer) on /api/v1/jobs writes and
 	// webhooks. Heartbeats stay open to match the agent contract.
 	APITokens []string `yaml:"apiTokens"`
+	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
+	Debug struct {
+		Addr string `yaml:"addr"`
+	} `yaml:"debug"`
 }
 
 type RedisConfig struct {
@@ -126,6 +132,9 @@ func LoadConfig(file string) (Config, error) {
 func (c *Config) validate() error {
 	if c.Registry == "" {
 		return fmt.Errorf("preheat config: registry is required")
+	}
+	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
+		return fmt.Errorf("preheat config: debug.addr: %w", err)
 	}
 	if c.AgentConcurrency <= 0 {
 		c.AgentConcurrency = 1

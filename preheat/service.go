@@ -53,6 +53,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/debugserver"
 )
 
 // Service is one preheat replica.
@@ -161,8 +163,17 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// Serve runs the API on cfg.Listen until ctx ends.
+// Serve runs the API on cfg.Listen until ctx ends, and the pprof listener
+// on cfg.Debug.Addr when set.
 func (s *Service) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.cfg.Debug.Addr != "" {
+		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
+			_ = s.Close()
+			return fmt.Errorf("preheat: %w", err)
+		}
+	}
 	srv := &http.Server{Addr: s.cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.Start()
 	errc := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/health"
 	dreg "github.com/distribution/distribution/v3/registry"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -33,6 +35,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/token"
 
 	// The storage drivers, auth backends and middlewares of the upstream
@@ -94,6 +97,10 @@ type Server struct {
 // `p2p` entry, the P2P parts are wired to it; otherwise this is a plain
 // distribution registry.
 func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error) {
+	if err := debugserver.ValidateAddr(cfg.HTTP.Debug.Addr); err != nil {
+		// Stricter than upstream, which accepts e.g. ":5001".
+		return nil, fmt.Errorf("registry config: http.debug.addr: %w", err)
+	}
 	s := &Server{
 		cfg:      cfg,
 		metrics:  newMetrics(prometheus.DefaultRegisterer),
@@ -350,26 +357,48 @@ func (s *Server) SeederPort() int {
 	return s.seeder.Port()
 }
 
+// debugHandler is what http.debug.addr serves: the upstream binary's debug
+// server on an explicit mux. Upstream serves http.DefaultServeMux, i.e.
+// whatever every linked package registered (here pprof only by accident,
+// through anacrolix/torrent's envpprof import, plus x/net/trace and
+// anacrolix's /debug pages); Shoal keeps pprof, expvar's /debug/vars,
+// distribution's /debug/health and, when enabled, prometheus metrics.
+func (s *Server) debugHandler() http.Handler {
+	mux := debugserver.NewMux()
+	mux.Handle("/debug/vars", expvar.Handler())
+	mux.HandleFunc("/debug/health", health.StatusHandler)
+	prom := s.cfg.HTTP.Debug.Prometheus
+	if !prom.Enabled {
+		return mux
+	}
+	path := prom.Path
+	if path == "" {
+		path = "/metrics"
+	}
+	metrics := promhttp.Handler()
+	// Matched by hand: the configured path is not a ServeMux pattern, and
+	// must not panic on a clash with a debug path (metrics win then).
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path || (strings.HasSuffix(path, "/") && strings.HasPrefix(r.URL.Path, path)) {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
 // Run serves until ctx is done, then drains.
 func (s *Server) Run(ctx context.Context) error {
 	if s.seeder != nil {
 		go s.seeder.run(ctx, s.opts.Tracker.TokenExpiry)
 		defer s.seeder.Close()
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if addr := s.cfg.HTTP.Debug.Addr; addr != "" {
-		// Same debug server as the upstream binary (pprof, expvar, metrics).
-		if s.cfg.HTTP.Debug.Prometheus.Enabled {
-			path := s.cfg.HTTP.Debug.Prometheus.Path
-			if path == "" {
-				path = "/metrics"
-			}
-			http.DefaultServeMux.Handle(path, promhttp.Handler())
+		if _, err := debugserver.ServeHandler(ctx, addr, s.debugHandler(), s.log); err != nil {
+			return fmt.Errorf("registry: http.debug: %w", err)
 		}
-		go func() {
-			if err := http.ListenAndServe(addr, nil); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.WithError(err).Error("debug server")
-			}
-		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.reg.ListenAndServe() }()

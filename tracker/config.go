@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoalproject/shoal/internal/debugserver"
 )
 
 // Config is the tracker configuration; configs/tracker.yml documents every
@@ -39,7 +41,11 @@ type Config struct {
 	MaxScrape int         `yaml:"max_scrape"`
 	Store     string      `yaml:"store"`
 	Redis     RedisConfig `yaml:"redis"`
-	LogLevel  string      `yaml:"log_level"`
+	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
+	Debug struct {
+		Addr string `yaml:"addr"`
+	} `yaml:"debug"`
+	LogLevel string `yaml:"log_level"`
 }
 
 // RedisConfig selects standalone (one addr), Cluster (several addrs) or
@@ -115,6 +121,9 @@ func (c Config) Validate() error {
 		return errors.New("tracker config: request_timeout must be positive")
 	case c.MaxScrape < 1:
 		return errors.New("tracker config: max_scrape must be at least 1")
+	}
+	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
+		return fmt.Errorf("tracker config: debug.addr: %w", err)
 	}
 	for i, s := range c.Secrets {
 		if s == "" {

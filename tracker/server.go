@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/token"
 )
 
@@ -122,8 +123,18 @@ func NewWithStore(cfg Config, store Store) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on l until ctx ends, then drains for up to five seconds. It
-// closes the store on return.
+// closes the store on return. With debug.addr set it also runs the pprof
+// listener for as long.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.cfg.Debug.Addr != "" {
+		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
+			l.Close()
+			s.store.Close()
+			return fmt.Errorf("tracker: %w", err)
+		}
+	}
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,67 @@
+package preheat
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+func TestDebugConfig(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:5000")
+	cfg.Debug.Addr = "10.0.0.1:6060"
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "debug.addr") || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("debug.addr 10.0.0.1:6060: %v", err)
+	}
+	cfg.Debug.Addr = "[::1]:6060"
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if DefaultConfig().Debug.Addr != "" {
+		t.Fatal("debug listener on by default")
+	}
+}
+
+// Serve runs the pprof listener for as long as the API when configured.
+func TestDebugServe(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:5000")
+	cfg.Listen = testenv.FreeAddr(t)
+	cfg.Debug.Addr = testenv.FreeAddr(t)
+	s := NewWithStore(cfg, NewMemoryStore())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err = http.Get(url); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %s", url, resp.Status)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	noKeepAlive := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := noKeepAlive.Get(url)
+		if err != nil {
+			break
+		}
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("debug listener still up after Serve returned")
+		}
+	}
+}
