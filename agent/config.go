@@ -63,6 +63,10 @@ type Config struct {
 		// AdvertiseIP is the IPv4 peers should dial, when it differs from
 		// the address the tracker sees.
 		AdvertiseIP string `yaml:"advertiseIP"`
+		// DataListen is where this node serves piece bytes to other nodes
+		// over HTTP (host:port); empty = the host of Listen, any port. Its
+		// port travels to the nodes over the BitTorrent connection.
+		DataListen string `yaml:"dataListen"`
 		// StallTimeout: nothing arrives for this long (and no fetch of
 		// this node's is under way) → every missing piece comes from the
 		// registry; twice as long → plain HTTP fallback.

@@ -1,0 +1,161 @@
+package partial
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func blobOf(t *testing.T, size int) ([]byte, string) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	return data, hex.EncodeToString(sum[:])
+}
+
+func newBlob(t *testing.T, want string) *Blob {
+	t.Helper()
+	b, err := Create(context.Background(), filepath.Join(t.TempDir(), "p"), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func waitCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPiecesOutOfOrder(t *testing.T) {
+	const pl = 1024
+	data, want := blobOf(t, 5*pl+100)
+	b := newBlob(t, want)
+	if err := b.SetLayout(int64(len(data)), pl); err != nil {
+		t.Fatal(err)
+	}
+	piece := func(i int) []byte { return data[i*pl : min((i+1)*pl, len(data))] }
+	for _, i := range []int{3, 5, 1} {
+		if err := b.WritePiece(i, piece(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if end, _, _, _, _ := b.Readable(); end != 0 {
+		t.Fatalf("readable %d before piece 0 arrived", end)
+	}
+	b.WritePiece(0, piece(0))
+	if end, _, _, _, _ := b.Readable(); end != 2*pl {
+		t.Fatalf("readable %d, want the prefix of pieces 0-1", end)
+	}
+	if err := b.WritePiece(2, piece(2)[:10]); err == nil {
+		t.Fatal("a short piece was accepted")
+	}
+	b.WritePiece(2, piece(2))
+	b.WritePiece(4, piece(4))
+	if !b.Complete() {
+		t.Fatal("not complete with every piece written")
+	}
+	if err := b.Wait(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	end, size, sealed, _, _ := b.Readable()
+	if !sealed || end != size || size != int64(len(data)) {
+		t.Fatalf("sealed=%v end=%d size=%d", sealed, end, size)
+	}
+	f, err := b.OpenRead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, _ := io.ReadAll(f)
+	if !bytes.Equal(got, data) {
+		t.Fatal("file content differs")
+	}
+}
+
+func TestDigestMismatchHoldsLastByte(t *testing.T) {
+	data, _ := blobOf(t, 3000)
+	_, other := blobOf(t, 10)
+	b := newBlob(t, other)
+	if err := b.SetSize(int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(0, data); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Wait(waitCtx(t))
+	if !errors.Is(err, ErrDigest) {
+		t.Fatalf("Wait = %v, want a digest mismatch", err)
+	}
+	if end, _, sealed, rerr, _ := b.Readable(); end != int64(len(data))-1 || sealed || rerr == nil {
+		t.Fatalf("readable end=%d sealed=%v err=%v: the last byte must never be released", end, sealed, rerr)
+	}
+}
+
+func TestAppendResumesAndRejectsGaps(t *testing.T) {
+	const pl = 100
+	data, want := blobOf(t, 950)
+	b := newBlob(t, want)
+	b.SetLayout(int64(len(data)), pl)
+	b.WritePiece(5, data[500:600])
+	if err := b.Append(0, data[:250]); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Has(1) || b.Has(2) || b.Prefix() != 250 {
+		t.Fatalf("after 250 streamed bytes: has1=%v has2=%v prefix=%d", b.Has(1), b.Has(2), b.Prefix())
+	}
+	if err := b.Append(300, data[300:400]); err == nil {
+		t.Fatal("a write beyond the prefix was accepted")
+	}
+	if err := b.Append(250, data[250:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(900, make([]byte, 100)); err == nil {
+		t.Fatal("bytes beyond the size were accepted")
+	}
+	if err := b.Wait(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSizeContradiction(t *testing.T) {
+	b := newBlob(t, "00")
+	if err := b.SetSize(10); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetSize(11); err == nil {
+		t.Fatal("contradicting size accepted")
+	}
+	if err := b.SetLayout(12, 4); err == nil {
+		t.Fatal("layout contradicting the size accepted")
+	}
+}
+
+func TestCloseWakesWaiters(t *testing.T) {
+	b, err := Create(context.Background(), filepath.Join(t.TempDir(), "p"), "00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := b.WaitSize(context.Background()); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("WaitSize succeeded on a closed blob")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake WaitSize")
+	}
+}
