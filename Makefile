@@ -14,7 +14,7 @@ export SHOAL_BIN       := $(BIN)/shoal
 export REGISTRY_BIN    := $(BIN)/registry
 export CONFORMANCE_BIN := $(BIN)/conformance
 
-.PHONY: all build tools deps test unit conformance bench bench-e2e e2e fmt vet clean
+.PHONY: all build tools deps test unit conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -54,6 +54,14 @@ conformance: build tools
 
 bench: build tools
 	./scripts/bench.sh
+
+# bench-datapath runs only the data-path benchmark (bench/datapath): one blob
+# direct, through an agent cold and warm, from a peer, and to 8 agents at
+# once, at 64 MiB and 1 GiB (SHOAL_BENCH_SIZES=64 for a quick run,
+# SHOAL_BENCH_PROFILE=1 for CPU profiles). ~2-3 minutes.
+bench-datapath: build
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 30m -run '^TestDatapathBenchmark$$' -v ./bench/datapath/
+	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/datapath.md
 
 e2e: deps build
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/

@@ -50,3 +50,14 @@ cat "$SHOAL_BENCH_OUT/agent.md"
 section "preheat: 256 MiB image to 8 agents, preheat vs direct pull, registry egress"
 go test -count=1 -timeout 15m -run '^TestPreheatBenchmark$' -v ./preheat/ | grep -E '^(ok|FAIL|---)'
 cat "$SHOAL_BENCH_OUT/preheat.md"
+
+section "data path: one blob via registry, agent cold/warm, peer, 8-agent swarm (64 MiB, 1 GiB): wall, CPU-s/GiB, registry egress"
+# SHOAL_BENCH_SIZES=64 for a quick run; SHOAL_BENCH_PROFILE=1 adds CPU
+# profiles of every process under $SHOAL_BENCH_OUT/profiles/.
+if [ "${SHOAL_BENCH_PROFILE:-}" = 1 ]; then # the whole log: it has the profiles' top entries
+	go test -count=1 -timeout 30m -run '^TestDatapathBenchmark$' -v ./bench/datapath/
+else
+	go test -count=1 -timeout 30m -run '^TestDatapathBenchmark$' -v ./bench/datapath/ |
+		grep -E '^    datapath_test.go:[0-9]+: (====|pushed|[0-9]+[MG]iB +[a-z0-9]+ +wall|note:)|^(ok|FAIL|---)'
+fi
+cat "$SHOAL_BENCH_OUT/datapath.md"
