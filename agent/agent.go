@@ -56,6 +56,9 @@ type Agent struct {
 	// received counts piece bytes arriving from anywhere, for the stall
 	// watch: progress of any blob means the node is not stalled.
 	received atomic.Int64
+	// strict holds the blobs (sha256 hex) that failed their digest after
+	// unchecked pieces from nodes: their next downloads check every piece.
+	strict sync.Map
 	// servedBytes counts piece bytes sent to nodes over the data path.
 	servedBytes atomic.Int64
 

@@ -515,9 +515,17 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 // torrent (if any) keeps seeding for the configured time.
 func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	a, f := d.a, d.f
+	unchecked := d.blob.Unchecked()
 	if err := d.blob.Wait(ctx); err != nil {
 		if errors.Is(err, partial.ErrDigest) {
 			a.metrics.mismatches.Inc()
+			if unchecked > 0 {
+				// Pieces taken from nodes without their SHA-1 check: the
+				// next attempt checks every piece and drops the node that
+				// sent bad ones.
+				a.strict.Store(d.req.hex, true)
+				a.log.WithField("digest", "sha256:"+d.req.hex).Warn("blob failed its digest; the next download checks every piece from nodes")
+			}
 		}
 		if d.torrent != nil {
 			d.torrent.Drop()
@@ -548,6 +556,12 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 			a.log.WithError(err).Warn("cannot keep torrent metadata; blob will not be seeded after a restart")
 		}
 		t := d.torrent
+		if t != nil && unchecked > 0 {
+			// The digest vouched for the pieces nobody checked: offer them.
+			for i := range t.NumPieces() {
+				t.Piece(i).UpdateCompletion()
+			}
+		}
 		if t == nil {
 			// Finished over HTTP: seed from the committed blob instead.
 			if t, err = a.seedCached(d.req.hex, mi); err != nil {

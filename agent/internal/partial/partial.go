@@ -39,7 +39,8 @@ type Blob struct {
 	changed  chan struct{} // closed and replaced on every state change
 	size     int64         // -1 until known
 	pieceLen int64         // 0 until SetLayout
-	have     []bool        // pieces present (checked by their source)
+	have     []bool        // pieces present
+	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
 	nhave    int
 	prefix   int64 // [0, prefix) is present
 	hashed   int64 // [0, hashed) went into the sha256
@@ -121,6 +122,7 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 		case b.pieceLen == 0:
 			b.size, b.pieceLen = size, pieceLen
 			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
+			b.checked = make([]bool, len(b.have))
 			b.markPrefixLocked()
 		}
 	})
@@ -159,26 +161,33 @@ func (b *Blob) NumPieces() int {
 	return len(b.have)
 }
 
-// Has reports whether piece i is present.
-func (b *Blob) Has(i int) bool {
+// Present reports whether piece i is in the file (checked or not).
+func (b *Blob) Present(i int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return i >= 0 && i < len(b.have) && b.have[i]
 }
 
-// HasRange reports whether bytes [off, off+n) lie in present pieces.
-func (b *Blob) HasRange(off, n int64) bool {
+// Has reports whether piece i is present and known good: checked when it
+// arrived, or vouched for by the whole blob's digest. Only such pieces are
+// announced and served to other nodes.
+func (b *Blob) Has(i int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.pieceLen == 0 || off < 0 || n <= 0 || off+n > b.size {
-		return false
-	}
-	for i := off / b.pieceLen; i <= (off+n-1)/b.pieceLen; i++ {
-		if !b.have[i] {
-			return false
+	return i >= 0 && i < len(b.checked) && (b.checked[i] || b.sealed)
+}
+
+// Unchecked is the number of present pieces nobody checked yet.
+func (b *Blob) Unchecked() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for i, ok := range b.have {
+		if ok && !b.checked[i] {
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // Missing returns the indexes of the pieces not present yet.
@@ -217,10 +226,12 @@ func (b *Blob) PieceBounds(i int) (off, n int64) {
 	return off, min(b.pieceLen, b.size-off)
 }
 
-// WritePiece stores piece i, which its source has already checked (SHA-1
-// against the torrent, or a trusted whole-blob stream). A piece already
-// present is not written again.
-func (b *Blob) WritePiece(i int, data []byte) error {
+// WritePiece stores piece i. checked says its source checked it (SHA-1
+// against the torrent) or is trusted; an unchecked piece is present for
+// this node's stream, which the whole blob's sha256 guards, but is not
+// offered to other nodes until that digest matched. A piece already present
+// is not written again.
+func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
@@ -252,6 +263,7 @@ func (b *Blob) WritePiece(i int, data []byte) error {
 			b.nhave++
 			b.markPrefixLocked()
 		}
+		b.checked[i] = b.checked[i] || checked
 	})
 	b.ring()
 	return nil
@@ -292,6 +304,7 @@ func (b *Blob) Append(off int64, data []byte) error {
 			for i := int(off / b.pieceLen); i < len(b.have) && min(int64(i+1)*b.pieceLen, b.size) <= b.prefix; i++ {
 				if !b.have[i] {
 					b.have[i] = true
+					b.checked[i] = true // the registry's stream, like its hashes
 					b.nhave++
 				}
 			}

@@ -46,22 +46,25 @@ func TestPiecesOutOfOrder(t *testing.T) {
 	}
 	piece := func(i int) []byte { return data[i*pl : min((i+1)*pl, len(data))] }
 	for _, i := range []int{3, 5, 1} {
-		if err := b.WritePiece(i, piece(i)); err != nil {
+		if err := b.WritePiece(i, piece(i), true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if end, _, _, _, _ := b.Readable(); end != 0 {
 		t.Fatalf("readable %d before piece 0 arrived", end)
 	}
-	b.WritePiece(0, piece(0))
+	b.WritePiece(0, piece(0), false)
 	if end, _, _, _, _ := b.Readable(); end != 2*pl {
 		t.Fatalf("readable %d, want the prefix of pieces 0-1", end)
 	}
-	if err := b.WritePiece(2, piece(2)[:10]); err == nil {
+	if !b.Present(0) || b.Has(0) || b.Unchecked() != 1 {
+		t.Fatalf("unchecked piece 0: present=%v has=%v unchecked=%d", b.Present(0), b.Has(0), b.Unchecked())
+	}
+	if err := b.WritePiece(2, piece(2)[:10], true); err == nil {
 		t.Fatal("a short piece was accepted")
 	}
-	b.WritePiece(2, piece(2))
-	b.WritePiece(4, piece(4))
+	b.WritePiece(2, piece(2), true)
+	b.WritePiece(4, piece(4), true)
 	if !b.Complete() {
 		t.Fatal("not complete with every piece written")
 	}
@@ -71,6 +74,9 @@ func TestPiecesOutOfOrder(t *testing.T) {
 	end, size, sealed, _, _ := b.Readable()
 	if !sealed || end != size || size != int64(len(data)) {
 		t.Fatalf("sealed=%v end=%d size=%d", sealed, end, size)
+	}
+	if !b.Has(0) {
+		t.Fatal("the digest did not vouch for the unchecked piece")
 	}
 	f, err := b.OpenRead()
 	if err != nil {
@@ -107,12 +113,12 @@ func TestAppendResumesAndRejectsGaps(t *testing.T) {
 	data, want := blobOf(t, 950)
 	b := newBlob(t, want)
 	b.SetLayout(int64(len(data)), pl)
-	b.WritePiece(5, data[500:600])
+	b.WritePiece(5, data[500:600], true)
 	if err := b.Append(0, data[:250]); err != nil {
 		t.Fatal(err)
 	}
-	if !b.Has(1) || b.Has(2) || b.Prefix() != 250 {
-		t.Fatalf("after 250 streamed bytes: has1=%v has2=%v prefix=%d", b.Has(1), b.Has(2), b.Prefix())
+	if !b.Has(1) || b.Present(2) || b.Prefix() != 250 {
+		t.Fatalf("after 250 streamed bytes: has1=%v present2=%v prefix=%d", b.Has(1), b.Present(2), b.Prefix())
 	}
 	if err := b.Append(300, data[300:400]); err == nil {
 		t.Fatal("a write beyond the prefix was accepted")
