@@ -259,6 +259,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		now := time.Now()
 		if !isSettled && s.settled(now, start, &readyAt) {
 			isSettled, lastProgress = true, now
+			s.log.WithFields(logrus.Fields{"after": now.Sub(start).Round(time.Millisecond), "nodes": len(s.t.PeerConns())}).Debug("swarm settled")
 		}
 		snap, addrs := s.snapshot(now, banned)
 		snap.InFlight, snap.OriginBusy, snap.OriginPieces = inFlight, originBusy, originPieces
@@ -436,7 +437,8 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 		return false, fmt.Errorf("pieces %d+%d: Content-Range %q, want %q", f.First, f.Count, resp.Header.Get("Content-Range"), want)
 	}
 	check := fromPeer && s.mustCheck(f)
-	buf := make([]byte, s.info.PieceLength)
+	buf := getPieceBuf(s.info.PieceLength)
+	defer putPieceBuf(buf)
 	for i := f.First; i < f.First+f.Count; i++ {
 		p := s.info.Piece(i)
 		b := buf[:p.Length()]
@@ -479,4 +481,20 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 func selfID(tc *torrent.Client) string {
 	id := tc.PeerID()
 	return string(id[:])
+}
+
+// Piece buffers are reused across requests: a fresh megabyte per request
+// is garbage the collector hands back to the kernel, and the next one is
+// faulted in again page by page.
+var pieceBufs sync.Map // piece length → *sync.Pool
+
+func getPieceBuf(n int64) []byte {
+	p, _ := pieceBufs.LoadOrStore(n, &sync.Pool{New: func() any { return make([]byte, n) }})
+	return p.(*sync.Pool).Get().([]byte)
+}
+
+func putPieceBuf(b []byte) {
+	if p, ok := pieceBufs.Load(int64(len(b))); ok {
+		p.(*sync.Pool).Put(b)
+	}
 }
