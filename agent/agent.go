@@ -202,8 +202,11 @@ func (a *Agent) startTorrentClient() error {
 			a.log.WithError(err).WithField("peer", ev.PeerConn.RemoteAddr).Debug("ignoring extension message")
 			return
 		}
-		if op == opData {
+		if op == opData || op == opDataAsk {
 			a.peerPorts.Store(ev.PeerConn.PeerID, port)
+			if op == opDataAsk {
+				go a.tellDataPort(ev.PeerConn, opData)
+			}
 		} else if s, ok := a.swarms.Load(ev.PeerConn.Torrent().InfoHash()); ok {
 			s.(*swarmDownload).receivedClaims(ev.PeerConn.PeerID, op, pieces)
 			return
@@ -234,17 +237,23 @@ func (a *Agent) startTorrentClient() error {
 // greet tells a node that has just connected where this one serves pieces,
 // and replays this node's claims on the blob.
 func (a *Agent) greet(pc *torrent.PeerConn) {
-	msg := encodeDataPort(a.dataL.Addr().(*net.TCPAddr).Port)
-	// Called right after the peer's extended handshake arrived; the
-	// extension IDs it names may not be recorded yet.
-	for range 10 {
-		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a.tellDataPort(pc, opData)
 	if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
 		s.(*swarmDownload).greet(pc)
+	}
+}
+
+// tellDataPort sends this node's data port to a connected node. Right
+// after the peer's extended handshake its extension IDs may not be
+// recorded yet: retry a while. A node that still does not hear it asks
+// again (opDataAsk) when it wants our pieces.
+func (a *Agent) tellDataPort(pc *torrent.PeerConn, op byte) {
+	msg := encodeDataPort(op, a.dataL.Addr().(*net.TCPAddr).Port)
+	for range 50 {
+		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

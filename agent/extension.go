@@ -13,14 +13,18 @@ import (
 //   - opClaim, opRelease: big-endian uint32 piece indexes this node starts
 //     (or stopped) fetching from the registry, because BitTorrent says which
 //     pieces a peer has, not which it is fetching;
-//   - opData: a big-endian uint16, the port of this node's data listener,
-//     where it serves the pieces it has over HTTP (see dataserver.go).
+//   - opData, opDataAsk: a big-endian uint16, the port of this node's data
+//     listener, where it serves the pieces it has over HTTP (see
+//     dataserver.go); opDataAsk also asks for the receiver's port, for a
+//     node that has not heard it (the greeting can be lost while a
+//     connection's extension IDs are being set up).
 const shoalExtension pp.ExtensionName = "shoal_claim"
 
 const (
 	opClaim   = 'c'
 	opRelease = 'r'
 	opData    = 'd'
+	opDataAsk = 'D'
 )
 
 // maxClaimsPerMessage bounds what one message may carry: a blob of
@@ -36,8 +40,8 @@ func encodeClaims(op byte, pieces []int) []byte {
 	return b
 }
 
-func encodeDataPort(port int) []byte {
-	return binary.BigEndian.AppendUint16([]byte{opData}, uint16(port))
+func encodeDataPort(op byte, port int) []byte {
+	return binary.BigEndian.AppendUint16([]byte{op}, uint16(port))
 }
 
 // decodeExtension parses a message of the extension: claims or releases
@@ -47,7 +51,7 @@ func decodeExtension(b []byte) (op byte, pieces []int, port int, err error) {
 		return 0, nil, 0, fmt.Errorf("empty %s message", shoalExtension)
 	}
 	switch b[0] {
-	case opData:
+	case opData, opDataAsk:
 		if len(b) != 3 {
 			return 0, nil, 0, fmt.Errorf("malformed %s data-port message (%d bytes)", shoalExtension, len(b))
 		}
@@ -55,7 +59,7 @@ func decodeExtension(b []byte) (op byte, pieces []int, port int, err error) {
 		if port == 0 {
 			return 0, nil, 0, fmt.Errorf("%s data-port message with port 0", shoalExtension)
 		}
-		return opData, nil, port, nil
+		return b[0], nil, port, nil
 	case opClaim, opRelease:
 		if (len(b)-1)%4 != 0 || (len(b)-1)/4 > maxClaimsPerMessage {
 			return 0, nil, 0, fmt.Errorf("malformed %s message (%d bytes)", shoalExtension, len(b))

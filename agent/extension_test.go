@@ -16,8 +16,9 @@ func TestExtensionMessages(t *testing.T) {
 	}{
 		{name: "claim one", payload: encodeClaims(opClaim, []int{7}), op: opClaim, pieces: []int{7}},
 		{name: "release many", payload: encodeClaims(opRelease, []int{0, 1, 1 << 20}), op: opRelease, pieces: []int{0, 1, 1 << 20}},
-		{name: "data port", payload: encodeDataPort(40123), op: opData, port: 40123},
-		{name: "data port zero", payload: encodeDataPort(0), wantErr: true},
+		{name: "data port", payload: encodeDataPort(opData, 40123), op: opData, port: 40123},
+		{name: "data port, asking back", payload: encodeDataPort(opDataAsk, 1), op: opDataAsk, port: 1},
+		{name: "data port zero", payload: encodeDataPort(opData, 0), wantErr: true},
 		{name: "data port truncated", payload: []byte{opData, 1}, wantErr: true},
 		{name: "empty", payload: []byte{}, wantErr: true},
 		{name: "unknown op", payload: []byte{'x', 0, 0, 0, 1}, wantErr: true},
@@ -38,7 +39,7 @@ func TestExtensionMessages(t *testing.T) {
 
 func FuzzDecodeExtension(f *testing.F) {
 	f.Add(encodeClaims(opClaim, []int{1, 2}))
-	f.Add(encodeDataPort(6881))
+	f.Add(encodeDataPort(opData, 6881))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		op, pieces, port, err := decodeExtension(b)
@@ -46,8 +47,8 @@ func FuzzDecodeExtension(f *testing.F) {
 			return
 		}
 		var again []byte
-		if op == opData {
-			again = encodeDataPort(port)
+		if op == opData || op == opDataAsk {
+			again = encodeDataPort(op, port)
 		} else {
 			again = encodeClaims(op, pieces)
 		}

@@ -41,10 +41,12 @@ type swarmDownload struct {
 	wake chan struct{}
 
 	// Written from anacrolix callbacks, read by the run loop.
-	mu         sync.Mutex
-	claims     map[claimKey]time.Time // other nodes' registry fetches
-	mine       map[int]struct{}       // this node's, replayed to nodes that connect later
-	originSeen bool                   // the tracker named the registry's seeder: it has answered
+	mu     sync.Mutex
+	claims map[claimKey]time.Time // other nodes' registry fetches
+	// asked is when the run loop last asked a node for its data port.
+	asked      map[torrent.PeerID]time.Time
+	mine       map[int]struct{} // this node's, replayed to nodes that connect later
+	originSeen bool             // the tracker named the registry's seeder: it has answered
 }
 
 type claimKey struct {
@@ -69,6 +71,9 @@ const (
 // overall limit, since a node alone fetches the whole blob in one.
 const idleReadTimeout = 30 * time.Second
 
+// askDataPortEvery paces asking a node that has pieces for its data port.
+const askDataPortEvery = 500 * time.Millisecond
+
 func (a *Agent) newSwarmDownload(d *dl, t *torrent.Torrent, info *metainfo.Info) *swarmDownload {
 	return &swarmDownload{
 		a: a, d: d, t: t, info: info,
@@ -76,6 +81,7 @@ func (a *Agent) newSwarmDownload(d *dl, t *torrent.Torrent, info *metainfo.Info)
 		wake:   make(chan struct{}, 1),
 		claims: map[claimKey]time.Time{},
 		mine:   map[int]struct{}{},
+		asked:  map[torrent.PeerID]time.Time{},
 	}
 }
 
@@ -174,6 +180,10 @@ func (s *swarmDownload) snapshot(now time.Time, banned map[string]bool) (sched.S
 				addrs[id] = net.JoinHostPort(host, strconv.Itoa(port.(int)))
 				p.Data = true
 			}
+		} else if !p.Has.IsEmpty() && now.Sub(s.asked[pc.PeerID]) >= askDataPortEvery {
+			// It has pieces and we don't know where it serves them.
+			s.asked[pc.PeerID] = now
+			go s.a.tellDataPort(pc, opDataAsk)
 		}
 		snap.Peers = append(snap.Peers, p)
 	}
@@ -230,6 +240,8 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 
 	var (
 		inFlight                 = roaring.New()
+		aloneRuns                = map[int]context.CancelFunc{} // registry runs started alone, by first piece
+		aloneCut                 = map[int]bool{}               // ...and cut short since
 		peerBusy                 = map[string]int{}
 		banned                   = map[string]bool{}
 		originBusy, originPieces int
@@ -284,7 +296,17 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 					pieces[k] = f.First + k
 				}
 				s.claim(pieces)
-				go func() { defer running.Done(); results <- fetchResult{f: f, err: s.fetchOrigin(ctx, f)} }()
+				fctx, fcancel := context.WithCancel(ctx)
+				if len(snap.Peers) == 0 {
+					// Alone: the whole rest in one request, cut short
+					// below if nodes turn up, so they get their shares.
+					aloneRuns[f.First] = fcancel
+				}
+				go func() {
+					defer running.Done()
+					defer fcancel()
+					results <- fetchResult{f: f, err: s.fetchOrigin(fctx, f)}
+				}()
 			} else {
 				peerBusy[f.Peer]++
 				addr := addrs[f.Peer]
@@ -296,6 +318,13 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 			}
 		}
 
+		if len(aloneRuns) > 0 && len(snap.Peers) > 0 {
+			for first, cut := range aloneRuns {
+				cut()
+				delete(aloneRuns, first)
+				aloneCut[first] = true
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
@@ -310,7 +339,13 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 					pieces = append(pieces, i)
 				}
 				s.unclaim(pieces, r.err != nil)
-				if r.err != nil {
+				delete(aloneRuns, r.f.First)
+				cut := aloneCut[r.f.First]
+				delete(aloneCut, r.f.First)
+				if r.err != nil && cut && ctx.Err() == nil {
+					// Cut short because nodes turned up: not a failure.
+					s.log.WithField("peers", len(snap.Peers)).Debug("nodes turned up; the registry's rest of the blob is shared out again")
+				} else if r.err != nil {
 					// The registry may be restarting; the stall watch
 					// decides when to give up on pieces altogether.
 					originFailures++

@@ -7,19 +7,22 @@
 //
 // The policy:
 //   - Other nodes: anything they have that this node lacks, rarest first
-//     (ties: lowest index, which keeps a lone source streaming in order), in
-//     contiguous runs so that one request moves many pieces.
+//     (ties: lowest index, which keeps a lone source streaming in order); in
+//     contiguous runs of up to PeerRun from a node that has the whole blob,
+//     one piece per request from a node still downloading.
 //   - The registry: only this node's share of the pieces no connected node
-//     has or has claimed. Pieces are dealt out in blocks of OriginRun: block
-//     k belongs to the node of rank k mod n among the sorted IDs of the n
+//     has or has claimed. Pieces are dealt out in blocks of OriginRun (less
+//     when there are too few pieces for every node to own one): block k
+//     belongs to the node of rank k mod n among the sorted IDs of the n
 //     connected nodes (this one included), a partition every node computes
 //     alike. A node alone takes everything, in one request. At most
 //     SwarmOrigin pieces of a blob are on their way from the registry at a
 //     time, swarm-wide as far as claims tell, so each arrives (and is
 //     traded) sooner.
-//   - Stealing: a node with nothing to fetch for StealAfter + rank ×
-//     StealStagger takes one unclaimed missing piece outside its share,
-//     counting from the end (owners start at the front).
+//   - Stealing: a node with nothing to fetch, while no node is fetching
+//     from the registry either, for StealAfter + rank × StealStagger takes
+//     one unclaimed missing piece outside its share, counting from the end
+//     (owners start at the front).
 //   - Settling: before its first registry fetch a node waits for the
 //     swarm to form (the engine says when: tracker answered, connections
 //     made, or a time limit), so the first pieces are already split.
@@ -137,8 +140,16 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 			if best < 0 {
 				continue
 			}
+			// Long runs only from a node that has the whole blob: from a
+			// node still downloading, piece by piece, so that a piece one
+			// node just got is not queued behind a run at its first holder
+			// while others could relay it.
+			run := 1
+			if p.Has.GetCardinality() >= uint64(s.NumPieces) {
+				run = l.PeerRun
+			}
 			n := 0
-			for i := best; i < s.NumPieces && n < l.PeerRun && missing(i) && p.Has.Contains(uint32(i)); i++ {
+			for i := best; i < s.NumPieces && n < run && missing(i) && p.Has.Contains(uint32(i)); i++ {
 				inFlight.Add(uint32(i))
 				n++
 			}
@@ -174,23 +185,27 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 
 	unclaimed := func(i int) bool { return free(i) && !s.Claimed.Contains(uint32(i)) }
 	pending := int(roaring.AndNot(s.Claimed, atNodes).GetCardinality()) + s.OriginPieces
-	mine := func(i int) bool { return (i/l.OriginRun)%members == rank }
+	// Blocks shrink so that every node owns a share: a layer of 16 pieces
+	// in blocks of 4 would leave all but 4 nodes idle, and idle nodes steal.
+	block := max(1, min(l.OriginRun, s.NumPieces/members))
+	mine := func(i int) bool { return (i/block)%members == rank }
 	for i := 0; i < s.NumPieces && busy < l.OriginRequests && pending < l.SwarmOrigin; i++ {
 		if !mine(i) || !unclaimed(i) {
 			continue
 		}
 		first := i
-		for ; i < s.NumPieces && i-first < l.OriginRun && mine(i) && unclaimed(i) && pending < l.SwarmOrigin; i++ {
+		for ; i < s.NumPieces && i-first < block && mine(i) && unclaimed(i) && pending < l.SwarmOrigin; i++ {
 			inFlight.Add(uint32(i))
 			pending++
 		}
 		out = append(out, Fetch{First: first, Count: i - first})
 		busy++
 	}
-	if len(out) > 0 || busy > 0 || !s.InFlight.IsEmpty() || pending >= l.SwarmOrigin {
-		// Fetching, or waiting for the registry: not idle. When the cap
-		// lifts, owners take their share at once and would-be stealers
-		// start counting.
+	if len(out) > 0 || busy > 0 || !s.InFlight.IsEmpty() || pending > 0 {
+		// Fetching, or some node is still fetching from the registry: not
+		// idle. Stealing is for pieces nobody is fetching (an owner slow
+		// to start, or gone); while the registry is busy, a stolen piece
+		// is one it sends twice.
 		return out, time.Time{}
 	}
 	for it := atNodes.Iterator(); it.HasNext(); {

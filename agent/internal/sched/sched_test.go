@@ -67,7 +67,7 @@ func TestPlan(t *testing.T) {
 			edit: func(s *Snapshot) { s.Peers = []Peer{{ID: "a", Has: bm(span(0, 8)...)}} },
 		},
 		{
-			name: "rarest first, runs stop at what the peer lacks",
+			name: "rarest first, one piece per request from nodes still downloading",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{
 					{ID: "a", Has: bm(0, 1, 2, 5), Data: true, Busy: 1},
@@ -76,7 +76,24 @@ func TestPlan(t *testing.T) {
 				s.Have = bm(3, 4, 6, 7)
 			},
 			// a: pieces 2 and 5 have one holder, 2 comes first; c: 0.
-			want: []Fetch{{Peer: "a", First: 2, Count: 1}, {Peer: "c", First: 0, Count: 2}},
+			want: []Fetch{{Peer: "a", First: 2, Count: 1}, {Peer: "c", First: 0, Count: 1}},
+		},
+		{
+			name: "runs from a complete node stop at what we have",
+			edit: func(s *Snapshot) {
+				s.Peers = []Peer{{ID: "a", Has: bm(span(0, 8)...), Data: true, Busy: 1}}
+				s.Have = bm(2)
+			},
+			want: []Fetch{{Peer: "a", First: 0, Count: 2}},
+		},
+		{
+			name: "too few pieces for blocks: one piece per node in turn",
+			edit: func(s *Snapshot) {
+				// 8 pieces, 4 nodes: blocks of 2; 8 nodes would get blocks of 1.
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}, {ID: "c", Has: bm(), Data: true}, {ID: "d", Has: bm(), Data: true}}
+			},
+			// b has rank 1 of {a, b, c, d}: block 1 = pieces 2, 3; block 5 would be beyond.
+			want: []Fetch{{First: 2, Count: 2}},
 		},
 		{
 			name: "swarm of two: only my blocks, unclaimed, up to the swarm cap",
