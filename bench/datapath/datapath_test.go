@@ -46,7 +46,7 @@ const (
 
 // A guess of each scenario's duration per GiB on a 2-vCPU machine, for the
 // length of CPU profiles when no smaller size has run yet.
-var guessSecondsPerGiB = map[string]float64{"direct": 3, "cold": 12, "peer": 8, "warm": 3, "swarm8": 40}
+var guessSecondsPerGiB = map[string]float64{"direct": 3, "direct+write": 4, "cold": 12, "peer": 8, "warm": 3, "swarm8": 40}
 
 // TestDatapathBenchmark runs only when SHOAL_BENCH_OUT names a directory
 // (`make bench`, `make bench-datapath`). SHOAL_BENCH_SIZES lists blob sizes
@@ -157,6 +157,9 @@ type env struct {
 	regAddr string
 	tracker *proc
 	agents  []*proc
+	// storeDir stands for a runtime's content store (direct+write), on
+	// the filesystem of the agents' caches.
+	storeDir string
 }
 
 func (e *env) note(format string, args ...any) {
@@ -317,6 +320,14 @@ middleware:
 
 	names := "abcdefghijklmnopqrstuvwxyz"
 	tryDebug := true // the first agent finds out whether the binary takes a debug listener
+	e.storeDir = t.TempDir()
+	if cacheRoot != "" {
+		var err error
+		if e.storeDir, err = os.MkdirTemp(cacheRoot, "shoal-datapath-store-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(e.storeDir) })
+	}
 	for i := 0; i < nAgents; i++ {
 		id := "agent-" + names[i:i+1]
 		mirror := testenv.FreeAddr(t)
@@ -632,6 +643,13 @@ func do(t *testing.T, req *http.Request) (*http.Response, string) {
 // connection, hashes the body in this goroutine, discards it, and returns
 // the time from request to verified last byte.
 func get(ctx context.Context, host string, b blob) (time.Duration, error) {
+	return getTo(ctx, host, b, "")
+}
+
+// getTo is get that also writes the body to a new file in dir (when not
+// empty), as a runtime writes a layer into its content store, and removes
+// it afterwards.
+func getTo(ctx context.Context, host string, b blob, dir string) (time.Duration, error) {
 	tr := &http.Transport{DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
@@ -647,7 +665,17 @@ func get(ctx context.Context, host string, b blob) (time.Duration, error) {
 		return 0, fmt.Errorf("GET %s: %s %s", req.URL, resp.Status, msg)
 	}
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, resp.Body, make([]byte, 1<<20))
+	var w io.Writer = h
+	if dir != "" {
+		f, err := os.CreateTemp(dir, "layer-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		w = io.MultiWriter(h, f)
+	}
+	n, err := io.CopyBuffer(w, resp.Body, make([]byte, 1<<20))
 	d := time.Since(start)
 	if err != nil {
 		return 0, fmt.Errorf("GET %s: after %d bytes: %w", req.URL, n, err)
@@ -789,6 +817,19 @@ func (e *env) runSize(size int64, prev *sizeResult) sizeResult {
 		}
 	}
 	direct := run("direct", 3, []*proc{e.reg}, nil, nil, seq(3, e.regAddr, bDirect))
+	// What a runtime pulling straight from the registry pays: the layer
+	// lands in its content store, on the disk the agents' caches use.
+	run("direct+write", 3, []*proc{e.reg}, nil, nil, func(ctx context.Context) ([]time.Duration, error) {
+		var ds []time.Duration
+		for i := 0; i < 3; i++ {
+			d, err := getTo(ctx, e.regAddr, bDirect, e.storeDir)
+			if err != nil {
+				return nil, err
+			}
+			ds = append(ds, d)
+		}
+		return ds, nil
+	})
 	run("cold", 1, []*proc{e.reg, e.tracker, A}, A, nil, seq(1, A.mirror, bChain))
 	run("peer", 1, []*proc{e.reg, e.tracker, A, B}, B, A, seq(1, B.mirror, bChain))
 	run("warm", 3, []*proc{e.reg, A}, A, nil, seq(3, A.mirror, bChain))
