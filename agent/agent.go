@@ -186,6 +186,10 @@ func (a *Agent) startTorrentClient() error {
 			return
 		}
 		pc.LocalLtepProtocolMap.AddUserProtocol(shoalExtension)
+		// A node turned up: shares change.
+		if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
+			s.(*swarmDownload).poke()
+		}
 	})
 	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
 		// The handshake is being handled under the connection's lock:
@@ -243,12 +247,16 @@ func (a *Agent) greet(pc *torrent.PeerConn) {
 	}
 }
 
-// tellDataPort sends this node's data port to a connected node. Right
-// after the peer's extended handshake its extension IDs may not be
-// recorded yet: retry a while. A node that still does not hear it asks
-// again (opDataAsk) when it wants our pieces.
+// tellDataPort sends this node's data port to a connected node. A node
+// that still does not hear it asks again (opDataAsk) when it wants our
+// pieces.
 func (a *Agent) tellDataPort(pc *torrent.PeerConn, op byte) {
-	msg := encodeDataPort(op, a.dataL.Addr().(*net.TCPAddr).Port)
+	sendExtension(pc, encodeDataPort(op, a.dataL.Addr().(*net.TCPAddr).Port))
+}
+
+// sendExtension sends a shoalExtension message, retrying for up to a
+// second while the peer's extension IDs are not recorded yet.
+func sendExtension(pc *torrent.PeerConn, msg []byte) {
 	for range 50 {
 		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
 			return

@@ -148,12 +148,16 @@ func (s *swarmDownload) unclaim(pieces []int, failed bool) {
 	}
 }
 
-// greet replays this node's claims to a node that has just connected.
+// greet replays this node's claims to a node that has just connected
+// (retrying while the connection's extension IDs are being set up: a lost
+// replay means the node fetches our claimed pieces too).
 func (s *swarmDownload) greet(pc *torrent.PeerConn) {
 	s.mu.Lock()
 	pieces := slices.Collect(maps.Keys(s.mine))
 	s.mu.Unlock()
-	s.tell(opClaim, pieces, pc)
+	if len(pieces) > 0 {
+		sendExtension(pc, encodeClaims(opClaim, pieces))
+	}
 }
 
 // snapshot collects what the plan depends on. The caller owns the
@@ -240,8 +244,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 
 	var (
 		inFlight                 = roaring.New()
-		aloneRuns                = map[int]context.CancelFunc{} // registry runs started alone, by first piece
-		aloneCut                 = map[int]bool{}               // ...and cut short since
+		aloneRun                 int // pieces per registry request while alone; grows
 		peerBusy                 = map[string]int{}
 		banned                   = map[string]bool{}
 		originBusy, originPieces int
@@ -276,6 +279,10 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		snap, addrs := s.snapshot(now, banned)
 		snap.InFlight, snap.OriginBusy, snap.OriginPieces = inFlight, originBusy, originPieces
 		snap.Settled, snap.Solo, snap.IdleSince = isSettled, solo, idleSince
+		if len(snap.Peers) > 0 {
+			aloneRun = 0
+		}
+		snap.AloneRun = aloneRun
 		for i := range snap.Peers {
 			snap.Peers[i].Busy = peerBusy[snap.Peers[i].ID]
 		}
@@ -296,17 +303,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 					pieces[k] = f.First + k
 				}
 				s.claim(pieces)
-				fctx, fcancel := context.WithCancel(ctx)
-				if len(snap.Peers) == 0 {
-					// Alone: the whole rest in one request, cut short
-					// below if nodes turn up, so they get their shares.
-					aloneRuns[f.First] = fcancel
-				}
-				go func() {
-					defer running.Done()
-					defer fcancel()
-					results <- fetchResult{f: f, err: s.fetchOrigin(fctx, f)}
-				}()
+				go func() { defer running.Done(); results <- fetchResult{f: f, err: s.fetchOrigin(ctx, f)} }()
 			} else {
 				peerBusy[f.Peer]++
 				addr := addrs[f.Peer]
@@ -318,13 +315,6 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 			}
 		}
 
-		if len(aloneRuns) > 0 && len(snap.Peers) > 0 {
-			for first, cut := range aloneRuns {
-				cut()
-				delete(aloneRuns, first)
-				aloneCut[first] = true
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
@@ -339,13 +329,11 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 					pieces = append(pieces, i)
 				}
 				s.unclaim(pieces, r.err != nil)
-				delete(aloneRuns, r.f.First)
-				cut := aloneCut[r.f.First]
-				delete(aloneCut, r.f.First)
-				if r.err != nil && cut && ctx.Err() == nil {
-					// Cut short because nodes turned up: not a failure.
-					s.log.WithField("peers", len(snap.Peers)).Debug("nodes turned up; the registry's rest of the blob is shared out again")
-				} else if r.err != nil {
+				if r.err == nil && len(snap.Peers) == 0 {
+					// Still alone: likely to stay so; take more at once.
+					aloneRun = max(2*aloneRun, 2*r.f.Count)
+				}
+				if r.err != nil {
 					// The registry may be restarting; the stall watch
 					// decides when to give up on pieces altogether.
 					originFailures++

@@ -15,7 +15,7 @@
 //     when there are too few pieces for every node to own one): block k
 //     belongs to the node of rank k mod n among the sorted IDs of the n
 //     connected nodes (this one included), a partition every node computes
-//     alike. A node alone takes everything, in one request. At most
+//     alike. A node alone takes everything, in runs of AloneRun. At most
 //     SwarmOrigin pieces of a blob are on their way from the registry at a
 //     time, swarm-wide as far as claims tell, so each arrives (and is
 //     traded) sooner.
@@ -57,9 +57,12 @@ type Snapshot struct {
 	OriginPieces int
 	Claimed      *roaring.Bitmap // other nodes are fetching these from the registry
 	Peers        []Peer
-	Settled      bool // the swarm had its chance to form
-	Solo         bool // the swarm stalled: every missing piece is this node's share
-	IdleSince    time.Time
+	// AloneRun is how many pieces a registry request may take while this
+	// node is alone (it grows with every run that completes alone).
+	AloneRun  int
+	Settled   bool // the swarm had its chance to form
+	Solo      bool // the swarm stalled: every missing piece is this node's share
+	IdleSince time.Time
 }
 
 // Limits are the policy's knobs.
@@ -68,6 +71,7 @@ type Limits struct {
 	PeerRun        int // pieces per request to a node
 	OriginRequests int // registry requests in flight
 	OriginRun      int // pieces per registry request and per share block, in a swarm
+	AloneRun       int // the most pieces per registry request, alone
 	SwarmOrigin    int // registry pieces in flight swarm-wide, in a swarm
 	StealAfter     time.Duration
 	StealStagger   time.Duration
@@ -79,6 +83,7 @@ var DefaultLimits = Limits{
 	PeerRun:        16,
 	OriginRequests: 2,
 	OriginRun:      4,
+	AloneRun:       64,
 	SwarmOrigin:    8,
 	StealAfter:     time.Second,
 	StealStagger:   100 * time.Millisecond,
@@ -167,18 +172,24 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	busy := s.OriginBusy
 
 	if s.Solo || members == 1 {
-		// Alone, or the swarm stalled: every missing piece no node has,
-		// in runs as long as they go.
+		// Alone, or the swarm stalled: every missing piece no node has, in
+		// runs that grow while the node stays alone (s.AloneRun, up to
+		// l.AloneRun): a node that is really alone soon moves the blob in
+		// few large requests, and nodes that turn up early find the rest
+		// unclaimed (cutting a request short would waste what the
+		// registry's socket buffers already hold).
+		run := min(max(s.AloneRun, l.OriginRun), l.AloneRun)
 		for i := 0; i < s.NumPieces && busy < l.OriginRequests; i++ {
 			if !free(i) {
 				continue
 			}
 			first := i
-			for ; i < s.NumPieces && free(i); i++ {
+			for ; i < s.NumPieces && i-first < run && free(i); i++ {
 				inFlight.Add(uint32(i))
 			}
 			out = append(out, Fetch{First: first, Count: i - first})
 			busy++
+			i--
 		}
 		return out, time.Time{}
 	}

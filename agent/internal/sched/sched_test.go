@@ -26,7 +26,7 @@ func span(from, to int) []int {
 
 func TestPlan(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	lim := Limits{PerPeer: 2, PeerRun: 4, OriginRequests: 2, OriginRun: 2, SwarmOrigin: 4, StealAfter: time.Second, StealStagger: 100 * time.Millisecond}
+	lim := Limits{PerPeer: 2, PeerRun: 4, OriginRequests: 2, OriginRun: 2, AloneRun: 5, SwarmOrigin: 4, StealAfter: time.Second, StealStagger: 100 * time.Millisecond}
 	base := func() Snapshot {
 		return Snapshot{Now: t0, NumPieces: 8, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Settled: true}
 	}
@@ -37,13 +37,18 @@ func TestPlan(t *testing.T) {
 		idle time.Time
 	}{
 		{
-			name: "alone: the whole blob from the registry in one request",
+			name: "alone at first: runs of OriginRun",
 			edit: func(s *Snapshot) {},
-			want: []Fetch{{First: 0, Count: 8}},
+			want: []Fetch{{First: 0, Count: 2}, {First: 2, Count: 2}},
+		},
+		{
+			name: "alone for a while: longer runs, up to AloneRun",
+			edit: func(s *Snapshot) { s.AloneRun = 64 },
+			want: []Fetch{{First: 0, Count: 5}, {First: 5, Count: 3}},
 		},
 		{
 			name: "alone, part present: one request per gap",
-			edit: func(s *Snapshot) { s.Have = bm(2, 3, 6) },
+			edit: func(s *Snapshot) { s.Have = bm(2, 3, 6); s.AloneRun = 8 },
 			want: []Fetch{{First: 0, Count: 2}, {First: 4, Count: 2}},
 		},
 		{
@@ -165,8 +170,9 @@ func TestPlan(t *testing.T) {
 				s.Peers = []Peer{{ID: "a", Has: bm(7), Data: false}}
 				s.Claimed = bm(0, 1)
 				s.Solo = true
+				s.AloneRun = 64
 			},
-			want: []Fetch{{First: 0, Count: 7}},
+			want: []Fetch{{First: 0, Count: 5}, {First: 5, Count: 2}},
 		},
 	}
 	for _, tt := range tests {
