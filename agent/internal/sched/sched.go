@@ -11,11 +11,10 @@
 //     contiguous runs of up to PeerRun from a node that has the whole blob,
 //     one piece per request from a node still downloading.
 //   - The registry: only this node's share of the pieces no connected node
-//     has or has claimed. Pieces are dealt out in blocks of OriginRun (less
-//     when there are too few pieces for every node to own one): block k
-//     belongs to the node of rank k mod n among the sorted IDs of the n
-//     connected nodes (this one included), a partition every node computes
-//     alike. A node alone takes everything, in runs of AloneRun. At most
+//     has or has claimed. Pieces are dealt out in blocks (BlockSize): block
+//     k belongs to the connected node (this one included) with the highest
+//     hash of (its ID, k), a partition every node computes alike and that
+//     moves few blocks when a node joins. A node alone takes everything, in runs of AloneRun. At most
 //     SwarmOrigin pieces of a blob are on their way from the registry at a
 //     time, swarm-wide as far as claims tell, so each arrives (and is
 //     traded) sooner.
@@ -30,6 +29,8 @@ package sched
 
 import (
 	"cmp"
+	"encoding/binary"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -196,10 +197,22 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 
 	unclaimed := func(i int) bool { return free(i) && !s.Claimed.Contains(uint32(i)) }
 	pending := int(roaring.AndNot(s.Claimed, atNodes).GetCardinality()) + s.OriginPieces
-	// Blocks shrink so that every node owns a share: a layer of 16 pieces
-	// in blocks of 4 would leave all but 4 nodes idle, and idle nodes steal.
-	block := max(1, min(l.OriginRun, s.NumPieces/members))
-	mine := func(i int) bool { return (i/block)%members == rank }
+	block := BlockSize(s.NumPieces, l)
+	ids := make([]string, 0, members)
+	ids = append(ids, s.Self)
+	for _, p := range s.Peers {
+		ids = append(ids, p.ID)
+	}
+	owned := map[int]bool{}
+	mine := func(i int) bool {
+		k := i / block
+		own, ok := owned[k]
+		if !ok {
+			own = Owner(k, ids) == s.Self
+			owned[k] = own
+		}
+		return own
+	}
 	for i := 0; i < s.NumPieces && busy < l.OriginRequests && pending < l.SwarmOrigin; i++ {
 		if !mine(i) || !unclaimed(i) {
 			continue
@@ -211,6 +224,7 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 		}
 		out = append(out, Fetch{First: first, Count: i - first})
 		busy++
+		i-- // the piece that ended the run may start the next
 	}
 	if len(out) > 0 || busy > 0 || !s.InFlight.IsEmpty() || pending > 0 {
 		// Fetching, or some node is still fetching from the registry: not
@@ -240,6 +254,48 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 		return out, s.IdleSince
 	}
 	return append(out, Fetch{First: candidates[rank%len(candidates)], Count: 1}), time.Time{}
+}
+
+// BlockSize is how many consecutive pieces form one share block: OriginRun
+// for blobs large enough that every node of a big swarm still owns
+// blocks, single pieces for small ones (a layer of 16 pieces in blocks of
+// 4 would leave all but 4 nodes idle). It depends on the blob alone, so
+// nodes with different views of the swarm still agree on the blocks.
+func BlockSize(numPieces int, l Limits) int {
+	if numPieces < 64*l.OriginRun {
+		return 1
+	}
+	return l.OriginRun
+}
+
+// Owner is the node that fetches block k from the registry: the one of ids
+// with the highest hash of (id, k) — rendezvous hashing. Nodes that see
+// different members (connections still forming) disagree only about the
+// blocks whose owner one of them does not see yet, where sorting IDs into
+// ranks would reshuffle every block.
+func Owner(k int, ids []string) string {
+	var best string
+	var bestH uint64
+	for i, id := range ids {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(k)))
+		if v := mix(h.Sum64()); i == 0 || v > bestH || (v == bestH && id > best) {
+			best, bestH = id, v
+		}
+	}
+	return best
+}
+
+// mix is MurmurHash3's 64-bit finalizer: FNV alone orders IDs that
+// differ in one byte alike for every k.
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
 }
 
 // Rank is self's position among the sorted IDs of itself and the peers,

@@ -2,6 +2,7 @@ package sched
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -24,7 +25,32 @@ func span(from, to int) []int {
 	return out
 }
 
+// owned lists the pieces of an n-piece blob (blocks of one piece) whose
+// registry share belongs to self among ids.
+func owned(self string, n int, ids ...string) []int {
+	var out []int
+	for i := range n {
+		if Owner(i, ids) == self {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ones is one single-piece registry fetch per piece.
+func ones(pieces ...int) []Fetch {
+	var out []Fetch
+	for _, i := range pieces {
+		out = append(out, Fetch{First: i, Count: 1})
+	}
+	return out
+}
+
 func TestPlan(t *testing.T) {
+	mineA, mineB := owned("a", 8, "a", "b"), owned("b", 8, "a", "b")
+	if len(mineA) < 2 || len(mineB) < 3 {
+		t.Fatalf("test needs a few pieces each: a=%v b=%v", mineA, mineB)
+	}
 	t0 := time.Unix(1000, 0)
 	lim := Limits{PerPeer: 2, PeerRun: 4, OriginRequests: 2, OriginRun: 2, AloneRun: 5, SwarmOrigin: 4, StealAfter: time.Second, StealStagger: 100 * time.Millisecond}
 	base := func() Snapshot {
@@ -92,46 +118,43 @@ func TestPlan(t *testing.T) {
 			want: []Fetch{{Peer: "a", First: 0, Count: 2}},
 		},
 		{
-			name: "too few pieces for blocks: one piece per node in turn",
+			name: "swarm of four: my pieces only, OriginRequests at a time",
 			edit: func(s *Snapshot) {
-				// 8 pieces, 4 nodes: blocks of 2; 8 nodes would get blocks of 1.
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}, {ID: "c", Has: bm(), Data: true}, {ID: "d", Has: bm(), Data: true}}
 			},
-			// b has rank 1 of {a, b, c, d}: block 1 = pieces 2, 3; block 5 would be beyond.
-			want: []Fetch{{First: 2, Count: 2}},
+			want: ones(owned("b", 8, "a", "b", "c", "d")[:2]...),
 		},
 		{
-			name: "swarm of two: only my blocks, unclaimed, up to the swarm cap",
+			name: "swarm of two: claimed pieces are left to the claimer",
 			edit: func(s *Snapshot) {
-				// rank of b among {a, b} is 1: blocks 1 and 3 = pieces 2,3 and 6,7.
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Claimed = bm(0, 1)
+				s.Claimed = bm(mineB[0])
 			},
-			want: []Fetch{{First: 2, Count: 2}},
+			want: ones(mineB[1:3]...),
 		},
 		{
 			name: "swarm cap counts other nodes' claims and my own pieces in flight",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Claimed = bm(0, 1)
-				s.OriginBusy, s.OriginPieces = 1, 2
-				s.InFlight = bm(2, 3)
+				s.Claimed = bm(mineA[:2]...)
+				s.OriginBusy, s.OriginPieces = 2, 2
+				s.InFlight = bm(mineB[:2]...)
 			},
 		},
 		{
 			name: "claimed pieces a node already has do not count against the cap",
 			edit: func(s *Snapshot) {
-				s.Peers = []Peer{{ID: "a", Has: bm(0, 1, 4, 5), Data: true, Busy: 2}}
-				s.Claimed = bm(0, 1, 4, 5)
-				s.InFlight = bm(0, 1, 4, 5)
+				s.Peers = []Peer{{ID: "a", Has: bm(mineA...), Data: true, Busy: 2}}
+				s.Claimed = bm(mineA...)
+				s.InFlight = bm(mineA...)
 			},
-			want: []Fetch{{First: 2, Count: 2}, {First: 6, Count: 2}},
+			want: ones(mineB[:2]...),
 		},
 		{
 			name: "share done and nothing at nodes: the idle clock starts",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Have = bm(2, 3, 6, 7)
+				s.Have = bm(mineB...)
 			},
 			idle: t0,
 		},
@@ -139,7 +162,7 @@ func TestPlan(t *testing.T) {
 			name: "idle, not long enough for rank 1",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Have = bm(2, 3, 6, 7)
+				s.Have = bm(mineB...)
 				s.IdleSince = t0.Add(-1050 * time.Millisecond)
 			},
 			idle: t0.Add(-1050 * time.Millisecond),
@@ -148,21 +171,20 @@ func TestPlan(t *testing.T) {
 			name: "idle long enough: steal from the end, rank-th candidate",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Have = bm(2, 3, 6, 7)
+				s.Have = bm(mineB...)
 				s.IdleSince = t0.Add(-2 * time.Second)
 			},
-			// candidates from the end: 5, 4, 1, 0 → rank 1 takes 4.
-			want: []Fetch{{First: 4, Count: 1}},
+			// candidates: a's pieces from the end; b has rank 1.
+			want: ones(mineA[len(mineA)-2]),
 		},
 		{
-			name: "claimed pieces are not stolen",
+			name: "while any node fetches from the registry, nobody steals",
 			edit: func(s *Snapshot) {
 				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
-				s.Have = bm(2, 3, 6, 7)
-				s.Claimed = bm(0, 1, 4, 5)
+				s.Have = bm(mineB...)
+				s.Claimed = bm(mineA[0])
 				s.IdleSince = t0.Add(-2 * time.Second)
 			},
-			// the claims fill the swarm cap: waiting, not idle
 		},
 		{
 			name: "solo: every missing piece no node has, whoever's share",
@@ -241,5 +263,25 @@ func TestWatch(t *testing.T) {
 				t.Errorf("Watch = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A node joining takes blocks only for itself: every other block keeps
+// its owner, so nodes whose views differ by that node still agree on it.
+func TestOwnerStableWhenANodeJoins(t *testing.T) {
+	ids := []string{"n1", "n2", "n3", "n4", "n5", "n6", "n7"}
+	grown := append(slices.Clone(ids), "n8")
+	moved := 0
+	for k := range 1000 {
+		before, after := Owner(k, ids), Owner(k, grown)
+		if after != before {
+			if after != "n8" {
+				t.Fatalf("block %d moved from %s to %s, not to the new node", k, before, after)
+			}
+			moved++
+		}
+	}
+	if moved < 60 || moved > 200 { // ~1/8 of 1000
+		t.Errorf("%d of 1000 blocks moved to the new node, want about 125", moved)
 	}
 }
