@@ -53,7 +53,7 @@ func newMetrics(a *Agent) *metrics {
 	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
 	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
 	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",
-		Help: "Piece bytes received over BitTorrent, by sender (origin: the registry's seeder; node: other agents) and kind (all, or useful: not a duplicate of a chunk already received, as after a request moved to another peer)."},
+		Help: "Piece bytes received from other nodes over the data path (from=node; from=origin, the registry's seeder, is no longer used: the registry's share comes over HTTP), by kind (all, or useful: passed its check)."},
 		[]string{"from", "kind"})
 	m.reg.MustRegister(m.swarm, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},

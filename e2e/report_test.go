@@ -39,7 +39,7 @@ type Run struct {
 	SwarmBytes         int64 `json:"swarmBytes"`
 	PeerBytes          int64 `json:"peerToPeerBytes"`
 	AgentRegistryBytes int64 `json:"agentRegistryBytes"`
-	// WastedBytes: piece bytes agents received over BitTorrent and threw
+	// WastedBytes: piece bytes agents received from other nodes and threw
 	// away as duplicates (shoal_agent_swarm_received_bytes_total).
 	WastedBytes int64   `json:"wastedBytes"`
 	TStar       float64 `json:"tStar"`
@@ -127,7 +127,7 @@ func markdown(title string, runs []Run) string {
 	}
 	b.WriteString("\nTimes are per-node completion of a full pull (manifest, config, every layer, sha256 verified). ")
 	b.WriteString("Registry egress is the registry host's veth tx bytes (headers and tracker replies included). ")
-	b.WriteString("T* = max(F/u_s, F/d, N·F/(u_s+N·u)) (Kumar & Ross 2006). Swarm bytes: what agents received over BitTorrent, and the duplicate chunk bytes among them thrown away; agent HTTP bytes: what agents fetched from the registry over HTTP (their share of pieces, web seed, fallback); node-to-node: what agents uploaded to each other.\n")
+	b.WriteString("T* = max(F/u_s, F/d, N·F/(u_s+N·u)) (Kumar & Ross 2006). Swarm bytes: what agents received from other nodes (over the HTTP data path), and the bytes among them thrown away (failed checks); agent HTTP bytes: what agents fetched from the registry over HTTP (their share of pieces, web seed, fallback); node-to-node: what agents uploaded to each other.\n")
 	return b.String()
 }
 
