@@ -39,6 +39,7 @@ type metrics struct {
 	mismatches prometheus.Counter
 	downloads  prometheus.Counter
 	swarm      *prometheus.CounterVec
+	origin     *prometheus.CounterVec
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -55,7 +56,10 @@ func newMetrics(a *Agent) *metrics {
 	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",
 		Help: "Piece bytes received from other nodes over the data path (from=node; from=origin, the registry's seeder, is no longer used: the registry's share comes over HTTP), by kind (all, or useful: passed its check)."},
 		[]string{"from", "kind"})
-	m.reg.MustRegister(m.swarm, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
+		Help: "Piece bytes fetched from the registry over the swarm path, by why: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
+		[]string{"why"})
+	m.reg.MustRegister(m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_uploaded_bytes", Help: "Blob bytes uploaded to peers since start."},
@@ -65,6 +69,9 @@ func newMetrics(a *Agent) *metrics {
 	)
 	for _, s := range []string{"peers", "registry", "cache"} {
 		m.bytes.WithLabelValues(s)
+	}
+	for _, why := range []string{"share", "alone", "steal", "solo"} {
+		m.origin.WithLabelValues(why)
 	}
 	for _, from := range []string{"origin", "node"} {
 		for _, kind := range []string{"all", "useful"} {

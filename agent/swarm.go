@@ -281,6 +281,9 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		snap.Settled, snap.Solo, snap.IdleSince = isSettled, solo, idleSince
 		if len(snap.Peers) > 0 {
 			aloneRun = 0
+		} else if isSettled {
+			st := s.t.Stats()
+			snap.Forming = st.PendingPeers+st.HalfOpenPeers > 0
 		}
 		snap.AloneRun = aloneRun
 		for i := range snap.Peers {
@@ -492,6 +495,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 			s.d.fromPeers.Add(int64(n))
 		} else {
 			s.d.fromRegistry.Add(int64(n))
+			a.metrics.origin.WithLabelValues(f.Why).Add(float64(n))
 		}
 		// Anacrolix reads presence from the blob; this makes it look and
 		// announce the piece to the nodes.

@@ -199,6 +199,15 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		if len(fb) > 0 {
 			r.Note += "agent fallbacks: " + strings.Join(fb, " ") + ". "
 		}
+		var why []string
+		for _, w := range []string{"share", "alone", "steal", "solo"} {
+			if v := delta(`shoal_agent_registry_piece_bytes_total{why="` + w + `"}`); v > 0 {
+				why = append(why, fmt.Sprintf("%s %s", w, mib(v)))
+			}
+		}
+		if len(why) > 0 {
+			r.Note += "registry pieces: " + strings.Join(why, ", ") + ". "
+		}
 		if mm := delta("shoal_agent_digest_mismatches_total"); mm > 0 {
 			r.Note += fmt.Sprintf("%d agent-side digest mismatches (discarded). ", mm)
 		}

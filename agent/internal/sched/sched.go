@@ -60,8 +60,13 @@ type Snapshot struct {
 	Peers        []Peer
 	// AloneRun is how many pieces a registry request may take while this
 	// node is alone (it grows with every run that completes alone).
-	AloneRun  int
-	Settled   bool // the swarm had its chance to form
+	AloneRun int
+	Settled  bool // the swarm had its chance to form
+	// Forming: connections to nodes the tracker named are still being
+	// made. A node without connected nodes is not alone then, only slow
+	// to connect (a loaded host takes longer than the settle limit), and
+	// fetching "alone" would fetch what those nodes fetch too.
+	Forming   bool
 	Solo      bool // the swarm stalled: every missing piece is this node's share
 	IdleSince time.Time
 }
@@ -96,6 +101,9 @@ type Fetch struct {
 	Peer  string
 	First int
 	Count int
+	// Why a registry fetch was planned: "alone", "solo" (the swarm
+	// stalled), "share" (this node's share) or "steal".
+	Why string
 }
 
 // Origin reports whether the fetch goes to the registry.
@@ -172,6 +180,9 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	rank, members := Rank(s.Self, s.Peers)
 	busy := s.OriginBusy
 
+	if members == 1 && s.Forming && !s.Solo {
+		return out, time.Time{} // the stall watch goes solo if they never come
+	}
 	if s.Solo || members == 1 {
 		// Alone, or the swarm stalled: every missing piece no node has, in
 		// runs that grow while the node stays alone (s.AloneRun, up to
@@ -188,7 +199,11 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 			for ; i < s.NumPieces && i-first < run && free(i); i++ {
 				inFlight.Add(uint32(i))
 			}
-			out = append(out, Fetch{First: first, Count: i - first})
+			why := "alone"
+			if s.Solo {
+				why = "solo"
+			}
+			out = append(out, Fetch{First: first, Count: i - first, Why: why})
 			busy++
 			i--
 		}
@@ -222,7 +237,7 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 			inFlight.Add(uint32(i))
 			pending++
 		}
-		out = append(out, Fetch{First: first, Count: i - first})
+		out = append(out, Fetch{First: first, Count: i - first, Why: "share"})
 		busy++
 		i-- // the piece that ended the run may start the next
 	}
@@ -253,7 +268,7 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	if len(candidates) == 0 {
 		return out, s.IdleSince
 	}
-	return append(out, Fetch{First: candidates[rank%len(candidates)], Count: 1}), time.Time{}
+	return append(out, Fetch{First: candidates[rank%len(candidates)], Count: 1, Why: "steal"}), time.Time{}
 }
 
 // BlockSize is how many consecutive pieces form one share block: OriginRun

@@ -37,11 +37,11 @@ func owned(self string, n int, ids ...string) []int {
 	return out
 }
 
-// ones is one single-piece registry fetch per piece.
+// ones is one single-piece registry fetch per piece, of this node's share.
 func ones(pieces ...int) []Fetch {
 	var out []Fetch
 	for _, i := range pieces {
-		out = append(out, Fetch{First: i, Count: 1})
+		out = append(out, Fetch{First: i, Count: 1, Why: "share"})
 	}
 	return out
 }
@@ -65,17 +65,21 @@ func TestPlan(t *testing.T) {
 		{
 			name: "alone at first: runs of OriginRun",
 			edit: func(s *Snapshot) {},
-			want: []Fetch{{First: 0, Count: 2}, {First: 2, Count: 2}},
+			want: []Fetch{{First: 0, Count: 2, Why: "alone"}, {First: 2, Count: 2, Why: "alone"}},
 		},
 		{
 			name: "alone for a while: longer runs, up to AloneRun",
 			edit: func(s *Snapshot) { s.AloneRun = 64 },
-			want: []Fetch{{First: 0, Count: 5}, {First: 5, Count: 3}},
+			want: []Fetch{{First: 0, Count: 5, Why: "alone"}, {First: 5, Count: 3, Why: "alone"}},
 		},
 		{
 			name: "alone, part present: one request per gap",
 			edit: func(s *Snapshot) { s.Have = bm(2, 3, 6); s.AloneRun = 8 },
-			want: []Fetch{{First: 0, Count: 2}, {First: 4, Count: 2}},
+			want: []Fetch{{First: 0, Count: 2, Why: "alone"}, {First: 4, Count: 2, Why: "alone"}},
+		},
+		{
+			name: "no node connected yet, but connections still forming: not alone, wait",
+			edit: func(s *Snapshot) { s.Forming = true },
 		},
 		{
 			name: "not settled: nothing from the registry yet",
@@ -175,7 +179,7 @@ func TestPlan(t *testing.T) {
 				s.IdleSince = t0.Add(-2 * time.Second)
 			},
 			// candidates: a's pieces from the end; b has rank 1.
-			want: ones(mineA[len(mineA)-2]),
+			want: []Fetch{{First: mineA[len(mineA)-2], Count: 1, Why: "steal"}},
 		},
 		{
 			name: "while any node fetches from the registry, nobody steals",
@@ -194,7 +198,7 @@ func TestPlan(t *testing.T) {
 				s.Solo = true
 				s.AloneRun = 64
 			},
-			want: []Fetch{{First: 0, Count: 5}, {First: 5, Count: 2}},
+			want: []Fetch{{First: 0, Count: 5, Why: "solo"}, {First: 5, Count: 2, Why: "solo"}},
 		},
 	}
 	for _, tt := range tests {
