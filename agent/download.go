@@ -132,6 +132,10 @@ type dl struct {
 	torrent   *torrent.Torrent // still seeding from the partial file, if any
 
 	fromPeers, fromRegistry atomic.Int64
+	// dataURL is the registry's signed piece endpoint for this blob, if it
+	// offered one: Range requests there cost it a sendfile instead of a
+	// trip through distribution.
+	dataURL string
 }
 
 // download fills the partial blob, verifies it and commits it to the cache.
@@ -148,7 +152,7 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var err error
 	reason := "p2p_disabled"
 	if a.tc != nil {
-		mi, plain, err = a.askTorrent(ctx, d.req)
+		mi, plain, d.dataURL, err = a.askTorrent(ctx, d.req)
 		var ue *upstreamError
 		switch {
 		case errors.As(err, &ue):
@@ -280,10 +284,10 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 // answers 307 to signed torrent metadata; a plain registry answers with the
 // blob (200) or a storage redirect, which is returned as plain to be
 // streamed over HTTP.
-func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInfo, *http.Response, error) {
+func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInfo, *http.Response, string, error) {
 	r, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(req.base, req.repo, req.hex), nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	r.Header.Set("Accept", "application/x-bittorrent")
 	if req.auth != "" {
@@ -291,7 +295,7 @@ func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInf
 	}
 	resp, err := a.noRedirect.Do(r)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ask upstream for torrent: %w", err)
+		return nil, nil, "", fmt.Errorf("ask upstream for torrent: %w", err)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -299,37 +303,52 @@ func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInf
 		loc, err := resp.Location()
 		resp.Body.Close()
 		if err != nil {
-			return nil, nil, fmt.Errorf("upstream redirect without location: %w", err)
+			return nil, nil, "", fmt.Errorf("upstream redirect without location: %w", err)
 		}
 		// The torrent URL is signed; no credentials go there (a storage
 		// redirect target would reject them too).
 		r2, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		r2.Header.Set("Accept", "application/x-bittorrent")
 		resp, err = a.plain.Do(r2)
 		if err != nil {
-			return nil, nil, fmt.Errorf("fetch torrent metadata: %w", err)
+			return nil, nil, "", fmt.Errorf("fetch torrent metadata: %w", err)
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			return nil, nil, fmt.Errorf("fetch torrent metadata: status %d", resp.StatusCode)
+			return nil, nil, "", fmt.Errorf("fetch torrent metadata: status %d", resp.StatusCode)
 		}
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		return nil, nil, &upstreamError{status: resp.StatusCode, header: resp.Header, body: body}
+		return nil, nil, "", &upstreamError{status: resp.StatusCode, header: resp.Header, body: body}
 	}
 	if !isTorrentType(resp.Header.Get("Content-Type")) {
-		return nil, resp, nil
+		return nil, resp, "", nil
 	}
 	defer resp.Body.Close()
 	mi, err := metainfo.Load(io.LimitReader(resp.Body, 32<<20))
 	if err != nil {
-		return nil, nil, fmt.Errorf("parse torrent metadata: %w", err)
+		return nil, nil, "", fmt.Errorf("parse torrent metadata: %w", err)
 	}
-	return mi, nil, nil
+	return mi, nil, blobDataURL(resp), nil
+}
+
+// blobDataURL is the registry's signed URL for this blob's bytes, given with
+// the torrent metadata (Shoal-Blob-Url). Only a URL on the host that served
+// the metadata is taken: the agent fetches what it names.
+func blobDataURL(resp *http.Response) string {
+	raw := resp.Header.Get("Shoal-Blob-Url")
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || resp.Request == nil || u.Host != resp.Request.URL.Host {
+		return ""
+	}
+	return u.String()
 }
 
 // withGroup appends the node group to announce URLs so the tracker can

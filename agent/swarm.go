@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -43,6 +44,9 @@ type swarmDownload struct {
 	// Written from anacrolix callbacks, read by the run loop.
 	mu     sync.Mutex
 	claims map[claimKey]time.Time // other nodes' registry fetches
+	// dataURL is the registry's piece endpoint for this blob (nil: use the
+	// blob route); dropped at its first refusal.
+	dataURL atomic.Pointer[string]
 	// asked is when the run loop last asked a node for its data port.
 	asked      map[torrent.PeerID]time.Time
 	mine       map[int]struct{} // this node's, replayed to nodes that connect later
@@ -75,7 +79,7 @@ const idleReadTimeout = 30 * time.Second
 const askDataPortEvery = 500 * time.Millisecond
 
 func (a *Agent) newSwarmDownload(d *dl, t *torrent.Torrent, info *metainfo.Info) *swarmDownload {
-	return &swarmDownload{
+	s := &swarmDownload{
 		a: a, d: d, t: t, info: info,
 		log:    a.log.WithField("digest", "sha256:"+d.req.hex),
 		wake:   make(chan struct{}, 1),
@@ -83,6 +87,10 @@ func (a *Agent) newSwarmDownload(d *dl, t *torrent.Torrent, info *metainfo.Info)
 		mine:   map[int]struct{}{},
 		asked:  map[torrent.PeerID]time.Time{},
 	}
+	if d.dataURL != "" {
+		s.dataURL.Store(&d.dataURL)
+	}
+	return s
 }
 
 func (s *swarmDownload) poke() {
@@ -425,9 +433,28 @@ func (s *swarmDownload) mustCheck(f sched.Fetch) bool {
 // registry as the torrent's hashes, the blob's sha256 is checked before
 // anything is released, and nodes check every piece they get from us.
 func (s *swarmDownload) fetchOrigin(ctx context.Context, f sched.Fetch) error {
+	if u := s.dataURL.Load(); u != nil {
+		_, err := s.fetchRun(ctx, f, *u, "", false)
+		var se *statusError
+		if !errors.As(err, &se) || se.status < 400 || se.status >= 500 {
+			return err
+		}
+		// Refused (the signed URL expired, or the registry no longer
+		// serves it): the blob route with the client's credentials.
+		s.dataURL.CompareAndSwap(u, nil)
+		s.log.WithField("status", se.status).Debug("registry's piece endpoint refused; using the blob route")
+	}
 	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, s.d.req.repo, s.d.req.hex), s.d.req.auth, false)
 	return err
 }
+
+// statusError is an unexpected HTTP answer to a Range request.
+type statusError struct {
+	status int
+	what   string
+}
+
+func (e *statusError) Error() string { return e.what }
 
 func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth string, fromPeer bool) (badPeer bool, err error) {
 	a := s.a
@@ -457,7 +484,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {
-		return false, fmt.Errorf("pieces %d+%d: Range request answered %s", f.First, f.Count, resp.Status)
+		return false, &statusError{status: resp.StatusCode, what: fmt.Sprintf("pieces %d+%d: Range request answered %s", f.First, f.Count, resp.Status)}
 	}
 	if want := fmt.Sprintf("bytes %d-%d/%d", from, to, s.info.Length); resp.Header.Get("Content-Range") != want {
 		return false, fmt.Errorf("pieces %d+%d: Content-Range %q, want %q", f.First, f.Count, resp.Header.Get("Content-Range"), want)
