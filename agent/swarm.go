@@ -226,7 +226,13 @@ func (s *swarmDownload) settled(now, start time.Time, readyAt *time.Time) bool {
 	if !((st.TotalPeers > 0 || originSeen) && st.PendingPeers == 0 && st.HalfOpenPeers == 0) {
 		return false
 	}
-	if st.ActivePeers == 0 {
+	nodes := 0
+	for _, pc := range s.t.PeerConns() {
+		if !peerid.IsOrigin(pc.PeerID) { // the seeder's connection is being closed
+			nodes++
+		}
+	}
+	if nodes == 0 {
 		return true // alone: nobody's claims to wait for
 	}
 	if readyAt.IsZero() {
@@ -275,13 +281,15 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		}
 		running.Wait()
 	}()
-	tick := time.NewTicker(50 * time.Millisecond)
+	// Fine-grained while settling (its grace is 20 ms), coarse after.
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 
 	for !s.d.blob.Complete() {
 		now := time.Now()
 		if !isSettled && s.settled(now, start, &readyAt) {
 			isSettled, lastProgress = true, now
+			tick.Reset(50 * time.Millisecond)
 			s.log.WithFields(logrus.Fields{"after": now.Sub(start).Round(time.Millisecond), "nodes": len(s.t.PeerConns())}).Debug("swarm settled")
 		}
 		snap, addrs := s.snapshot(now, banned)
