@@ -185,12 +185,13 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	}
 	if s.Solo || members == 1 {
 		// Alone, or the swarm stalled: every missing piece no node has, in
-		// runs that grow while the node stays alone (s.AloneRun, up to
-		// l.AloneRun): a node that is really alone soon moves the blob in
-		// few large requests, and nodes that turn up early find the rest
-		// unclaimed (cutting a request short would waste what the
+		// runs that start at one piece and double while the node stays
+		// alone (s.AloneRun, up to l.AloneRun): a node that is really alone
+		// soon moves the blob in few large requests, and when nodes of a
+		// rollout turn up just after it settled, it has taken little that
+		// they take too (cutting a request short would waste what the
 		// registry's socket buffers already hold).
-		run := min(max(s.AloneRun, l.OriginRun), l.AloneRun)
+		run := min(max(s.AloneRun, 1), l.AloneRun)
 		for i := 0; i < s.NumPieces && busy < l.OriginRequests; i++ {
 			if !free(i) {
 				continue

@@ -63,9 +63,9 @@ func TestPlan(t *testing.T) {
 		idle time.Time
 	}{
 		{
-			name: "alone at first: runs of OriginRun",
+			name: "alone at first: one piece per request",
 			edit: func(s *Snapshot) {},
-			want: []Fetch{{First: 0, Count: 2, Why: "alone"}, {First: 2, Count: 2, Why: "alone"}},
+			want: []Fetch{{First: 0, Count: 1, Why: "alone"}, {First: 1, Count: 1, Why: "alone"}},
 		},
 		{
 			name: "alone for a while: longer runs, up to AloneRun",
