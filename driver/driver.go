@@ -356,9 +356,19 @@ func DecodeInfo(b []byte) (*metainfo.Info, error) {
 	return &info, nil
 }
 
-// BlobReader opens a blob's bytes at offset.
+// BlobReader opens a blob's bytes at offset. For the filesystem driver the
+// reader is the blob's data file, an *os.File seeked to offset.
 func (d *Driver) BlobReader(ctx context.Context, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
 	return d.StorageDriver.Reader(ctx, blobDataPath(dgst), offset)
+}
+
+// BlobSize returns the size of a blob's bytes.
+func (d *Driver) BlobSize(ctx context.Context, dgst digest.Digest) (int64, error) {
+	fi, err := d.StorageDriver.Stat(ctx, blobDataPath(dgst))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
 }
 
 func isNotFound(err error) bool {

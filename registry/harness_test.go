@@ -31,6 +31,7 @@ type regOpts struct {
 	noP2P     bool
 	logLevel  string
 	noSeeder  bool
+	storage   string // storage driver entry in place of filesystem, e.g. "inmemory: {}"
 }
 
 func startRegistry(t *testing.T, o regOpts) *testRegistry {
@@ -43,6 +44,10 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	}
 	if o.urlExpiry == "" {
 		o.urlExpiry = "5m"
+	}
+	storage := fmt.Sprintf("filesystem: {rootdirectory: %q}", o.root)
+	if o.storage != "" {
+		storage = o.storage
 	}
 	r := &testRegistry{t: t, Addr: testenv.FreeAddr(t), Root: o.root, SeederAddr: testenv.FreeAddr(t)}
 	mw := fmt.Sprintf(`middleware:
@@ -61,9 +66,9 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 log: {level: %s, accesslog: {disabled: true}}
 http: {addr: %q, secret: registry-secret}
 storage:
-  filesystem: {rootdirectory: %q}
+  %s
   delete: {enabled: true}
-%s%s`, o.logLevel, r.Addr, o.root, mw, o.extra)
+%s%s`, o.logLevel, r.Addr, storage, mw, o.extra)
 	r.config = filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(r.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

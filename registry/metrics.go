@@ -7,10 +7,12 @@ import (
 )
 
 type metrics struct {
-	redirects *prometheus.CounterVec
-	torrents  *prometheus.CounterVec
-	seeding   prometheus.Gauge
-	pushed    prometheus.Counter
+	redirects  *prometheus.CounterVec
+	torrents   *prometheus.CounterVec
+	pieces     *prometheus.CounterVec
+	pieceBytes *prometheus.CounterVec
+	seeding    prometheus.Gauge
+	pushed     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,6 +25,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "shoal", Subsystem: "registry", Name: "torrent_requests_total",
 			Help: "Torrent metadata requests, by result.",
 		}, []string{"result"}),
+		pieces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "piece_requests_total",
+			Help: "Requests to the piece-range endpoint (" + BlobPath + "), by result.",
+		}, []string{"result"}),
+		pieceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "shoal", Subsystem: "registry", Name: "piece_bytes_total",
+			Help: "Blob bytes sent by the piece-range endpoint, by reader: file (the blob file, sendfile on plain TCP) or stream (other storage drivers).",
+		}, []string{"reader"}),
 		seeding: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "shoal", Subsystem: "registry", Name: "seeding_torrents",
 			Help: "Torrents the registry's seeder currently serves.",
@@ -34,6 +44,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.redirects = register(reg, m.redirects)
 	m.torrents = register(reg, m.torrents)
+	m.pieces = register(reg, m.pieces)
+	m.pieceBytes = register(reg, m.pieceBytes)
 	m.seeding = register(reg, m.seeding)
 	m.pushed = register(reg, m.pushed)
 	return m

@@ -215,12 +215,14 @@ func (s *Server) TorrentURL(r *http.Request, repo string, dgst digest.Digest) (s
 	}
 	q := url.Values{}
 	q.Set("repo", repo)
-	q.Set("token", s.urlKeys.Sign(purposeTorrent, torrentSubject(repo, dgst), time.Now().Add(s.opts.URLExpiry)))
+	q.Set("token", s.urlKeys.Sign(purposeTorrent, urlSubject(repo, dgst), time.Now().Add(s.opts.URLExpiry)))
 	s.metrics.redirects.WithLabelValues("ok").Inc()
 	return s.baseURL(r) + TorrentPath + dgst.String() + "?" + q.Encode(), nil
 }
 
-func torrentSubject(repo string, dgst digest.Digest) []byte {
+// urlSubject is what metadata and piece-range URL tokens are bound to; the
+// purpose keeps the two kinds apart.
+func urlSubject(repo string, dgst digest.Digest) []byte {
 	return []byte(repo + "@" + dgst.String())
 }
 
@@ -266,6 +268,7 @@ func (s *Server) router(next http.Handler) http.Handler {
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	if s.p2p {
 		r.HandleFunc(TorrentPath+"{digest}", s.serveTorrent).Methods(http.MethodGet, http.MethodHead)
+		r.HandleFunc(BlobPath+"{digest}", s.serveBlob).Methods(http.MethodGet, http.MethodHead)
 	}
 	r.NotFoundHandler = next
 	r.MethodNotAllowedHandler = next
@@ -281,7 +284,10 @@ func (s *Server) router(next http.Handler) http.Handler {
 }
 
 // serveTorrent answers the redirect target: the blob's .torrent with a
-// fresh announce token, the registry as web seed, and the private flag.
+// fresh announce token, the registry as web seed, and the private flag. The
+// Shoal-Blob-Url header beside it is the blob's piece-range URL, signed for
+// the same repository and expiring with the torrent URL; it is a header so
+// the .torrent (and its infohash) stays the same whoever fetches it.
 func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	fail := func(result string, err error) {
 		s.metrics.torrents.WithLabelValues(result).Inc()
@@ -292,8 +298,8 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 		fail("bad_request", v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
 		return
 	}
-	repo := r.URL.Query().Get("repo")
-	if err := s.urlKeys.Verify(purposeTorrent, torrentSubject(repo, dgst), r.URL.Query().Get("token"), time.Now()); err != nil {
+	repo, tok := r.URL.Query().Get("repo"), r.URL.Query().Get("token")
+	if err := s.urlKeys.Verify(purposeTorrent, urlSubject(repo, dgst), tok, time.Now()); err != nil {
 		fail("denied", errcode.ErrorCodeUnauthorized.WithMessage("torrent URL "+err.Error()+"; request the blob again with Accept: "+driver.MediaTypeTorrent))
 		return
 	}
@@ -331,6 +337,9 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Docker-Content-Digest", dgst.String())
+	if exp, ok := tokenExpiry(tok); ok {
+		w.Header().Set(BlobURLHeader, s.blobURL(r, repo, dgst, exp))
+	}
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
 	}

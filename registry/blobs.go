@@ -1,0 +1,208 @@
+package registry
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shoalproject/shoal/driver"
+)
+
+// BlobPath is the prefix of the piece-range endpoint: a blob's bytes, by
+// signed URL, for the agents' share of a blob that comes from the registry.
+// Like TorrentPath it lives outside /v2/.
+const BlobPath = "/_shoal/blobs/"
+
+// BlobURLHeader is the response header of the torrent metadata endpoint that
+// carries the blob's signed piece-range URL (absolute, same expiry as the
+// torrent URL the metadata was fetched with).
+const BlobURLHeader = "Shoal-Blob-Url"
+
+// purposeBlob marks the tokens of piece-range URLs. It differs from
+// purposeTorrent, so neither kind of URL token opens the other endpoint.
+const purposeBlob = "blob"
+
+// blobURL returns the signed piece-range URL of dgst in repo, valid until
+// expiry.
+func (s *Server) blobURL(r *http.Request, repo string, dgst digest.Digest, expiry time.Time) string {
+	q := url.Values{}
+	q.Set("repo", repo)
+	q.Set("token", s.urlKeys.Sign(purposeBlob, urlSubject(repo, dgst), expiry))
+	return s.baseURL(r) + BlobPath + dgst.String() + "?" + q.Encode()
+}
+
+// tokenExpiry is the expiry a token claims ("<unix>.<mac>"); only meaningful
+// for a token that has been verified.
+func tokenExpiry(tok string) (time.Time, bool) {
+	exp, _, ok := strings.Cut(tok, ".")
+	if !ok {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(n, 0), true
+}
+
+// serveBlob answers a piece-range URL: the blob's bytes, or one range of
+// them, without distribution's blob server in the way. distribution's
+// filesystem blob reader allocates and zeroes a 4 MiB buffer per request and
+// copies through user space; here the storage driver's reader is copied to
+// the connection directly. For the filesystem driver that reader is the
+// blob's *os.File, already seeked to the range, so net/http sends it with
+// sendfile(2); other drivers (object stores) are streamed with net/http's
+// 32 KiB copy buffer.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
+	fail := func(result string, err error) {
+		s.metrics.pieces.WithLabelValues(result).Inc()
+		_ = errcode.ServeJSON(w, err)
+	}
+	dgst, err := digest.Parse(mux.Vars(r)["digest"])
+	if err != nil {
+		fail("bad_request", v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
+		return
+	}
+	repo := r.URL.Query().Get("repo")
+	if err := s.urlKeys.Verify(purposeBlob, urlSubject(repo, dgst), r.URL.Query().Get("token"), time.Now()); err != nil {
+		fail("denied", errcode.ErrorCodeUnauthorized.WithMessage("blob URL "+err.Error()+"; fetch the blob's torrent again for a fresh "+BlobURLHeader))
+		return
+	}
+	size, err := s.drv.BlobSize(r.Context(), dgst)
+	if err != nil {
+		if driver.IsNotFound(err) {
+			fail("unknown", v2.ErrorCodeBlobUnknown.WithDetail(dgst))
+			return
+		}
+		s.log.WithError(err).WithField("digest", dgst).Error("piece range: stat blob")
+		fail("error", errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+
+	start, n, status := int64(0), size, http.StatusOK
+	if ranges := r.Header.Values("Range"); len(ranges) > 0 {
+		var ok bool
+		start, n, ok = parseRange(ranges, size)
+		if !ok {
+			w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			fail("bad_range", errcode.ErrorCodeRangeInvalid.WithMessage("a single satisfiable range, bytes=first-last, is required"))
+			return
+		}
+		status = http.StatusPartialContent
+	}
+
+	var body io.ReadCloser
+	if r.Method == http.MethodGet && n > 0 {
+		// Opened before any header is written, so a blob deleted since the
+		// stat still gets a proper error.
+		body, err = s.drv.BlobReader(r.Context(), dgst, start)
+		if err != nil {
+			if driver.IsNotFound(err) {
+				fail("unknown", v2.ErrorCodeBlobUnknown.WithDetail(dgst))
+				return
+			}
+			s.log.WithError(err).WithField("digest", dgst).Error("piece range: open blob")
+			fail("error", errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+			return
+		}
+		defer body.Close()
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Etag", `"`+dgst.String()+`"`)
+	// The URL carries a short-lived authorization: no shared cache may keep
+	// serving it after the token expires.
+	h.Set("Cache-Control", "no-store")
+	if status == http.StatusPartialContent {
+		h.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+n-1, 10)+"/"+strconv.FormatInt(size, 10))
+	}
+	s.metrics.pieces.WithLabelValues("ok").Inc()
+	w.WriteHeader(status)
+	if body == nil {
+		return
+	}
+	reader := "stream"
+	if _, ok := body.(*os.File); ok {
+		reader = "file"
+	}
+	// io.Copy hands the LimitedReader to the ResponseWriter's ReadFrom,
+	// which for an *os.File over a plain TCP connection is sendfile(2).
+	sent, err := io.Copy(w, io.LimitReader(body, n))
+	s.metrics.pieceBytes.WithLabelValues(reader).Add(float64(sent))
+	if err == nil && sent < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && r.Context().Err() == nil {
+		// Headers are out; net/http closes the connection on the short body.
+		s.log.WithError(err).WithField("digest", dgst).WithField("sent", sent).Warn("piece range: copy")
+	}
+}
+
+// parseRange resolves the Range header values of a request against a blob of
+// size bytes and returns the first byte and the length. Exactly one range is
+// accepted: bytes=first-last (last clamped to the blob), bytes=first- or
+// bytes=-suffix. Anything else (several ranges, other units, malformed
+// numbers, a range starting past the end) is refused, so a client bug shows
+// up as 416 rather than as a whole blob it did not ask for.
+func parseRange(values []string, size int64) (start, n int64, ok bool) {
+	if len(values) != 1 {
+		return 0, 0, false
+	}
+	spec, ok := strings.CutPrefix(strings.TrimSpace(values[0]), "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	firstStr, lastStr, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return 0, 0, false
+	}
+	if firstStr == "" {
+		// Suffix: the last n bytes.
+		suffix, ok := parseDecimal(lastStr)
+		if !ok || suffix == 0 || size == 0 {
+			return 0, 0, false
+		}
+		suffix = min(suffix, size)
+		return size - suffix, suffix, true
+	}
+	first, ok := parseDecimal(firstStr)
+	if !ok || first >= size {
+		return 0, 0, false
+	}
+	last := size - 1
+	if lastStr != "" {
+		l, ok := parseDecimal(lastStr)
+		if !ok || l < first {
+			return 0, 0, false
+		}
+		last = min(l, last)
+	}
+	return first, last - first + 1, true
+}
+
+// parseDecimal accepts ASCII digits only (no sign, no spaces), up to int64.
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
