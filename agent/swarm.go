@@ -498,10 +498,10 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 		return false, fmt.Errorf("pieces %d+%d: Content-Range %q, want %q", f.First, f.Count, resp.Header.Get("Content-Range"), want)
 	}
 	check := fromPeer && s.mustCheck(f)
-	buf := getPieceBuf(s.info.PieceLength)
-	defer putPieceBuf(buf)
 	for i := f.First; i < f.First+f.Count; i++ {
 		p := s.info.Piece(i)
+		// A buffer per piece, lent to the blob's hasher once written.
+		buf := getPieceBuf(s.info.PieceLength)
 		b := buf[:p.Length()]
 		if err := a.waitHTTP(ctx, len(b)); err != nil {
 			return false, err
@@ -512,18 +512,20 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 			a.metrics.swarm.WithLabelValues("node", "all").Add(float64(n))
 		}
 		if err != nil {
+			putPieceBuf(buf)
 			return false, fmt.Errorf("piece %d: %w", i, err)
 		}
 		watchdog.Reset(idleReadTimeout)
 		if check {
 			if sum := sha1.Sum(b); string(sum[:]) != string(p.V1Hash().Value.Bytes()) {
+				putPieceBuf(buf)
 				return true, fmt.Errorf("piece %d failed its SHA-1 check", i)
 			}
 		}
 		if fromPeer {
 			a.metrics.swarm.WithLabelValues("node", "useful").Add(float64(n))
 		}
-		if err := s.d.blob.WritePiece(i, b, !fromPeer || check); err != nil {
+		if err := s.d.blob.WritePieceLent(i, b, !fromPeer || check, func() { putPieceBuf(buf) }); err != nil {
 			return false, err
 		}
 		if fromPeer {

@@ -49,7 +49,20 @@ type Blob struct {
 	closed   bool
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
+
+	// lent are piece buffers their writers handed over (WritePieceLent), so
+	// that the hasher need not read back bytes that just arrived. Bounded:
+	// a piece far ahead of the hashed prefix is read back later instead.
+	lent []lentBuf
 }
+
+type lentBuf struct {
+	off  int64
+	data []byte
+	done func() // gives the buffer back; called exactly once
+}
+
+const maxLent = 16
 
 // Create makes (truncating) the partial file at path for the blob whose
 // sha256 hex digest is want, and starts its hasher, which lives until ctx
@@ -232,41 +245,71 @@ func (b *Blob) PieceBounds(i int) (off, n int64) {
 // offered to other nodes until that digest matched. A piece already present
 // is not written again.
 func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
+	_, err := b.writePiece(i, data, checked)
+	return err
+}
+
+// WritePieceLent is WritePiece for a caller that hands data over: the
+// hasher takes the piece's bytes from it instead of reading them back, and
+// calls done when it no longer needs data (at once if it cannot use it).
+func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) error {
+	wrote, err := b.writePiece(i, data, checked)
+	if err != nil || !wrote {
+		// Not written by this call: the file may hold other (equal or
+		// unchecked) bytes, and the hash must be of the file.
+		done()
+		return err
+	}
+	off := int64(i) * b.pieceLen
+	b.mu.Lock()
+	if off >= b.hashed && len(b.lent) < maxLent && !b.closed && b.err == nil {
+		b.lent = append(b.lent, lentBuf{off: off, data: data, done: done})
+		b.mu.Unlock()
+		b.ring()
+		return nil
+	}
+	b.mu.Unlock()
+	done()
+	return nil
+}
+
+func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err error) {
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
 		b.mu.Unlock()
-		return err
+		return false, err
 	}
 	if i < 0 || i >= len(b.have) {
 		b.mu.Unlock()
-		return fmt.Errorf("partial blob: piece %d out of range", i)
+		return false, fmt.Errorf("partial blob: piece %d out of range", i)
 	}
 	off := int64(i) * b.pieceLen
 	if int64(len(data)) != min(b.pieceLen, b.size-off) {
 		b.mu.Unlock()
-		return fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
+		return false, fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
 	}
 	if b.have[i] {
 		b.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	b.mu.Unlock()
 	// Two writers of the same piece write the same checked bytes; the
 	// first to finish marks it.
 	if _, err := b.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("write piece %d: %w", i, err)
+		return false, fmt.Errorf("write piece %d: %w", i, err)
 	}
 	b.update(func() {
 		if !b.have[i] {
 			b.have[i] = true
 			b.nhave++
 			b.markPrefixLocked()
+			wrote = true
 		}
 		b.checked[i] = b.checked[i] || checked
 	})
 	b.ring()
-	return nil
+	return wrote, nil
 }
 
 // markPrefixLocked moves the prefix over present pieces.
@@ -373,13 +416,14 @@ func (b *Blob) Wait(ctx context.Context) error {
 	}
 }
 
-// hashLoop feeds the prefix into the sha256 as it grows, reading back from
-// the page cache in large blocks (cheaper than handing buffers across
-// sources that complete pieces out of order), and seals the blob when the
-// whole of it matched.
+// hashLoop feeds the prefix into the sha256 as it grows — from the buffers
+// writers lent it where it can, reading back from the page cache where it
+// cannot (pieces that arrived out of order beyond what it keeps, streams) —
+// and seals the blob when the whole of it matched.
 func (b *Blob) hashLoop(ctx context.Context) {
+	defer b.returnLent(-1)
 	h := sha256.New()
-	buf := make([]byte, 1<<20)
+	var buf []byte // for reading back; most bytes come from lent buffers
 	for {
 		b.mu.Lock()
 		from, to, size, done := b.hashed, b.prefix, b.size, b.closed || b.err != nil || b.sealed
@@ -387,13 +431,24 @@ func (b *Blob) hashLoop(ctx context.Context) {
 		if done {
 			return
 		}
+		b.returnLent(from) // buffers of bytes already hashed
 		if from < to {
-			if err := b.hashRange(h, buf, from, to); err != nil {
-				b.Fail(err)
-				return
+			lb, next := b.takeLent(from, to)
+			if lb != nil {
+				h.Write(lb.data)
+				lb.done()
+				next = from + int64(len(lb.data))
+			} else {
+				if buf == nil {
+					buf = make([]byte, 1<<20)
+				}
+				if err := b.hashRange(h, buf, from, next); err != nil {
+					b.Fail(err)
+					return
+				}
 			}
 			b.mu.Lock()
-			b.hashed = to
+			b.hashed = next
 			b.mu.Unlock()
 			continue
 		}
@@ -407,6 +462,45 @@ func (b *Blob) hashLoop(ctx context.Context) {
 			b.Fail(ctx.Err())
 			return
 		}
+	}
+}
+
+// takeLent removes and returns the lent buffer starting at from, if it lies
+// within [from, to). Otherwise next is where reading back should stop: the
+// start of the nearest lent buffer after from, or to.
+func (b *Blob) takeLent(from, to int64) (lb *lentBuf, next int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	next = to
+	for k, l := range b.lent {
+		switch {
+		case l.off == from && from+int64(len(l.data)) <= to:
+			b.lent = append(b.lent[:k], b.lent[k+1:]...)
+			return &l, 0
+		case l.off > from && l.off < next:
+			next = l.off
+		}
+	}
+	return nil, next
+}
+
+// returnLent gives back the lent buffers of bytes before hashed (all of
+// them when hashed < 0).
+func (b *Blob) returnLent(hashed int64) {
+	b.mu.Lock()
+	var back []func()
+	keep := b.lent[:0]
+	for _, l := range b.lent {
+		if hashed < 0 || l.off < hashed {
+			back = append(back, l.done)
+		} else {
+			keep = append(keep, l)
+		}
+	}
+	b.lent = keep
+	b.mu.Unlock()
+	for _, done := range back {
+		done()
 	}
 }
 

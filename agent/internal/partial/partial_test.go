@@ -9,6 +9,8 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -163,5 +165,48 @@ func TestCloseWakesWaiters(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not wake WaitSize")
+	}
+}
+
+// Lent buffers are hashed instead of read back, each given back exactly
+// once, in and out of order, and also when the blob fails.
+func TestLentBuffers(t *testing.T) {
+	const pl = 1000
+	data, want := blobOf(t, 20*pl+7)
+	b := newBlob(t, want)
+	if err := b.SetLayout(int64(len(data)), pl); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	returned := map[int]int{}
+	order := []int{1, 0, 2, 3, 5, 4, 20, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
+	for _, i := range order {
+		piece := slices.Clone(data[i*pl : min((i+1)*pl, len(data))])
+		if err := b.WritePieceLent(i, piece, true, func() { mu.Lock(); returned[i]++; mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second write of a present piece is not lent: given back at once.
+	b.WritePieceLent(3, slices.Clone(data[3*pl:4*pl]), true, func() { mu.Lock(); returned[-3]++; mu.Unlock() })
+	if err := b.Wait(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(returned)
+		mu.Unlock()
+		if n == len(order)+1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, i := range append(order, -3) {
+		if returned[i] != 1 {
+			t.Errorf("buffer of piece %d given back %d times, want once", i, returned[i])
+		}
 	}
 }
