@@ -64,7 +64,7 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 	}
 	// A descriptor of its own (own offset, for sendfile) on the storage's
 	// open file: valid after the partial file was renamed into the cache.
-	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", st.f.Fd()))
+	f, err := st.reopen()
 	if err != nil {
 		jsonErr(w, http.StatusNotFound, "torrent closed")
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
@@ -34,7 +35,7 @@ func (s fileStorage) OpenTorrent(_ context.Context, info *metainfo.Info, ih meta
 		Piece: func(p metainfo.Piece) storage.PieceImpl { return filePiece{t: t, p: p} },
 		Close: func() error {
 			s.a.stores.CompareAndDelete(ih, t)
-			return f.Close()
+			return t.close()
 		},
 	}, nil
 }
@@ -46,6 +47,29 @@ type fileTorrent struct {
 	has      func(i int) bool
 	pieceLen int64
 	length   int64
+
+	// mu orders reopen against close: once f is closed its descriptor
+	// number may name another file.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// reopen opens a descriptor of the caller's own on the blob file (its own
+// offset, for sendfile).
+func (t *fileTorrent) reopen() (*os.File, error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return nil, os.ErrClosed
+	}
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", t.f.Fd()))
+}
+
+func (t *fileTorrent) close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	return t.f.Close()
 }
 
 // hasRange reports whether bytes [off, off+n) lie in present pieces.
