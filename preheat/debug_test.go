@@ -35,19 +35,11 @@ func TestDebugServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
-	var resp *http.Response
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err = http.Get(url); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %s", url, resp.Status)
+	testenv.WaitHTTP(t, nil, url, 5*time.Second)
+	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %v %v", url, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	cancel()
 	if err := <-done; err != nil {

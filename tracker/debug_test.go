@@ -50,18 +50,11 @@ func TestDebugServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
-	var resp *http.Response
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err = http.Get(url); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %s", url, resp.Status)
+	testenv.WaitHTTP(t, nil, url, 5*time.Second)
+	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %v %v", url, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// The tracker's own listener has no debug pages.
 	if resp, err := http.Get("http://" + l.Addr().String() + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
