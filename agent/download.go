@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
@@ -234,6 +235,10 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	if err := d.blob.SetLayout(info.Length, info.PieceLength); err != nil {
 		return "", err
 	}
+	d.blob.SetVerifier(func(i int, data []byte) bool {
+		sum := sha1.Sum(data)
+		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
+	})
 	d.reserve(info.Length)
 	a.dropSeed(d.req.hex)
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)

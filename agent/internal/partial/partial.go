@@ -54,6 +54,10 @@ type Blob struct {
 	// that the hasher need not read back bytes that just arrived. Bounded:
 	// a piece far ahead of the hashed prefix is read back later instead.
 	lent []lentBuf
+
+	// verify checks a piece against its hash (SHA-1 from the torrent), for
+	// unchecked pieces a ranged reader needs before the blob is sealed.
+	verify func(i int, data []byte) bool
 }
 
 type lentBuf struct {
@@ -188,6 +192,54 @@ func (b *Blob) Has(i int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return i >= 0 && i < len(b.checked) && (b.checked[i] || b.sealed)
+}
+
+// SetVerifier gives the blob the check for single pieces (EnsureChecked).
+func (b *Blob) SetVerifier(verify func(i int, data []byte) bool) {
+	b.mu.Lock()
+	b.verify = verify
+	b.mu.Unlock()
+}
+
+// EnsureChecked makes sure every present piece overlapping [off, off+n) is
+// checked, checking unchecked ones now (read back from the file). A reader
+// of a range that ends before the blob does is not protected by the
+// held-back last byte: it must receive checked bytes only. A piece that
+// fails its check fails the blob.
+func (b *Blob) EnsureChecked(off, n int64) error {
+	b.mu.Lock()
+	if b.sealed || b.pieceLen == 0 || n <= 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	first, last := int(off/b.pieceLen), int((off+n-1)/b.pieceLen)
+	var todo []int
+	for i := first; i <= last && i < len(b.have); i++ {
+		if b.have[i] && !b.checked[i] {
+			todo = append(todo, i)
+		}
+	}
+	verify, pieceLen, size := b.verify, b.pieceLen, b.size
+	b.mu.Unlock()
+	for _, i := range todo {
+		if verify == nil {
+			return fmt.Errorf("partial blob: piece %d unchecked and no way to check it", i)
+		}
+		po := int64(i) * pieceLen
+		data := make([]byte, min(pieceLen, size-po))
+		if _, err := b.f.ReadAt(data, po); err != nil {
+			return fmt.Errorf("read back piece %d to check it: %w", i, err)
+		}
+		if !verify(i, data) {
+			err := fmt.Errorf("%w: piece %d failed its check", ErrDigest, i)
+			b.Fail(err)
+			return err
+		}
+		b.mu.Lock()
+		b.checked[i] = true
+		b.mu.Unlock()
+	}
+	return nil
 }
 
 // Unchecked is the number of present pieces nobody checked yet.

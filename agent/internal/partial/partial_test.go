@@ -210,3 +210,31 @@ func TestLentBuffers(t *testing.T) {
 		}
 	}
 }
+
+// A ranged reader ending before the blob does gets checked bytes only:
+// unchecked pieces are checked on demand, and a bad one fails the blob.
+func TestEnsureChecked(t *testing.T) {
+	const pl = 100
+	data, want := blobOf(t, 450)
+	b := newBlob(t, want)
+	b.SetLayout(int64(len(data)), pl)
+	good := func(i int, p []byte) bool { return bytes.Equal(p, data[i*pl:min((i+1)*pl, len(data))]) }
+	calls := 0
+	b.SetVerifier(func(i int, p []byte) bool { calls++; return good(i, p) })
+	b.WritePiece(0, data[:100], false)
+	b.WritePiece(1, data[100:200], true)
+	bad := bytes.Repeat([]byte{'x'}, 100)
+	b.WritePiece(2, bad, false)
+	if err := b.EnsureChecked(50, 100); err != nil || !b.Has(0) || calls != 1 {
+		t.Fatalf("EnsureChecked(50, 100) = %v, has0=%v, checks=%d", err, b.Has(0), calls)
+	}
+	if err := b.EnsureChecked(0, 200); err != nil || calls != 1 {
+		t.Fatalf("checked pieces checked again: %v, %d checks", err, calls)
+	}
+	if err := b.EnsureChecked(150, 100); !errors.Is(err, ErrDigest) {
+		t.Fatalf("bad piece: EnsureChecked = %v, want a digest error", err)
+	}
+	if _, _, _, rerr, _ := b.Readable(); rerr == nil {
+		t.Fatal("a piece that failed its check did not fail the blob")
+	}
+}
