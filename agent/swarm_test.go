@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -217,7 +218,20 @@ func TestSwarmTwoAgents(t *testing.T) {
 		t.Errorf("first byte after %s of %s: blob not streamed while downloading", ttfb, total)
 	}
 	httpBefore := proxy.blobBytes.Load()
-	// ...then agent 2, which finds agent 1 through the tracker.
+	// ...then agent 2, which finds agent 1 through the tracker. A Range
+	// that ends early starts it: its bytes, from a complete node and not
+	// checked on arrival, are checked before they are sent.
+	rl, _ := img.LayerByDigest(d)
+	rc, _ := rl.Compressed()
+	whole, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, part := getBlob(t, a2.mirror, "lib/swarm", d, map[string]string{"Range": "bytes=1000-3000000"})
+	if st != http.StatusPartialContent || !bytes.Equal(part, whole[1000:3000001]) {
+		t.Fatalf("agent 2 Range: %d, %d bytes, equal=%v", st, len(part), bytes.Equal(part, whole[1000:3000001]))
+	}
 	start := time.Now()
 	if st, sum, _ := getBlob(t, a2.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
 		t.Fatalf("agent 2: %d %s", st, sum)
