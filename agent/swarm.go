@@ -41,16 +41,17 @@ type swarmDownload struct {
 	// changed: a piece arrived, a claim came, a peer said where it serves.
 	wake chan struct{}
 
-	// Written from anacrolix callbacks, read by the run loop.
-	mu     sync.Mutex
-	claims map[claimKey]time.Time // other nodes' registry fetches
 	// dataURL is the registry's piece endpoint for this blob (nil: use the
-	// blob route); dropped at its first refusal.
+	// blob route); fetches read it, the first refusal drops it.
 	dataURL atomic.Pointer[string]
 	// asked is when the run loop last asked a node for its data port.
-	asked      map[torrent.PeerID]time.Time
-	mine       map[int]struct{} // this node's, replayed to nodes that connect later
-	originSeen bool             // the tracker named the registry's seeder: it has answered
+	asked map[torrent.PeerID]time.Time
+
+	// Written from anacrolix callbacks and fetches, read by the run loop.
+	mu         sync.Mutex
+	claims     map[claimKey]time.Time // other nodes' registry fetches
+	mine       map[int]struct{}       // this node's, replayed to nodes that connect later
+	originSeen bool                   // the tracker named the registry's seeder: it has answered
 }
 
 type claimKey struct {
@@ -72,7 +73,7 @@ const (
 
 // idleReadTimeout ends a request that delivers nothing for this long (a
 // hung peer or registry must not hold pieces forever); requests have no
-// overall limit, since a node alone fetches the whole blob in one.
+// overall limit, since a lone node's runs grow to 64 pieces.
 const idleReadTimeout = 30 * time.Second
 
 // askDataPortEvery paces asking a node that has pieces for its data port.
@@ -115,17 +116,13 @@ func (s *swarmDownload) receivedClaims(from torrent.PeerID, op byte, pieces []in
 	s.poke()
 }
 
-// tell sends a claim message to every connected node, or only to pc.
-func (s *swarmDownload) tell(op byte, pieces []int, only *torrent.PeerConn) {
+// tell sends a claim message to every connected node.
+func (s *swarmDownload) tell(op byte, pieces []int) {
 	if len(pieces) == 0 {
 		return
 	}
 	msg := encodeClaims(op, pieces)
-	conns := []*torrent.PeerConn{only}
-	if only == nil {
-		conns = s.t.PeerConns()
-	}
-	for _, pc := range conns {
+	for _, pc := range s.t.PeerConns() {
 		if !peerid.IsOrigin(pc.PeerID) {
 			// Nodes without the extension (other clients) just fetch more
 			// from the registry; nothing to do about it here.
@@ -140,7 +137,7 @@ func (s *swarmDownload) claim(pieces []int) {
 		s.mine[i] = struct{}{}
 	}
 	s.mu.Unlock()
-	s.tell(opClaim, pieces, nil)
+	s.tell(opClaim, pieces)
 }
 
 // unclaim ends this node's claims; failed pieces are released to the
@@ -152,7 +149,7 @@ func (s *swarmDownload) unclaim(pieces []int, failed bool) {
 	}
 	s.mu.Unlock()
 	if failed {
-		s.tell(opRelease, pieces, nil)
+		s.tell(opRelease, pieces)
 	}
 }
 
