@@ -14,7 +14,9 @@
 //     has or has claimed. Pieces are dealt out in blocks (BlockSize): block
 //     k belongs to the connected node (this one included) with the highest
 //     hash of (its ID, k), a partition every node computes alike and that
-//     moves few blocks when a node joins. A node alone takes everything, in runs of AloneRun. At most
+//     moves few blocks when a node joins. A node alone (none connected,
+//     none being connected) takes everything, in runs that start at one
+//     piece and double while it stays alone, up to AloneRun. At most
 //     SwarmOrigin pieces of a blob are on their way from the registry at a
 //     time, swarm-wide as far as claims tell, so each arrives (and is
 //     traded) sooner.
