@@ -85,7 +85,8 @@ func TestAgentBenchmark(t *testing.T) {
 	warm := best(func() time.Duration { return pullAll(t, ag.mirror, "bench/img") })
 
 	// The swarm path: `shoal registry` (seeder) + `shoal tracker`; a first
-	// agent pulls from the registry's seeder, a second from both.
+	// agent pulls from the registry (alone: its share is every piece), a
+	// second from the first over the data path.
 	trackerURL, _ := startShoalTracker(t, "bench-secret")
 	sreg := startShoalRegistrySecret(t, trackerURL, "bench-secret", 0, false)
 	pushRandom(t, sreg, "bench/img", layerSize, layers)
@@ -136,11 +137,11 @@ Swarm path (shoal registry with seeder + shoal tracker, same image):
 | path | seconds | MiB/s | vs direct |
 | --- | --- | --- | --- |
 | direct from shoal registry | %.2f | %.0f | 1.00 |
-| agent 1 cold (from registry seeder over BitTorrent) | %.2f | %.0f | %.2f |
-| agent 2 cold (from agent 1 + seeder) | %.2f | %.0f | %.2f |
+| agent 1 cold (alone: the registry's piece endpoint, HTTP Range) | %.2f | %.0f | %.2f |
+| agent 2 cold (from agent 1 over the data path) | %.2f | %.0f | %.2f |
 
 Agent 2 got %.0f MiB from peers. All processes share one 2-vCPU machine, so
-the swarm numbers measure CPU (SHA-1, copies), not a network.
+the swarm numbers measure CPU (sha256, page-cache writes), not a network.
 `, mib, layers, direct.Seconds(), mib/direct.Seconds(), cold.Seconds(), mib/cold.Seconds(), cold.Seconds()/direct.Seconds(),
 		warm.Seconds(), mib/warm.Seconds(), warm.Seconds()/direct.Seconds(), 100*(warm.Seconds()/direct.Seconds()-1),
 		sdirect.Seconds(), mib/sdirect.Seconds(), p2pCold1.Seconds(), mib/p2pCold1.Seconds(), p2pCold1.Seconds()/sdirect.Seconds(),
