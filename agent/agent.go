@@ -59,6 +59,8 @@ type Agent struct {
 	// strict holds the blobs (sha256 hex) that failed their digest after
 	// unchecked pieces from nodes: their next downloads check every piece.
 	strict sync.Map
+	// uploadSlots bounds the data path's concurrent uploads.
+	uploadSlots chan struct{}
 	// servedBytes counts piece bytes sent to nodes over the data path.
 	servedBytes atomic.Int64
 
@@ -92,14 +94,15 @@ func New(cfg Config) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{
-		cfg:       cfg,
-		cache:     c,
-		log:       logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
-		flights:   map[string]*flight{},
-		seeds:     map[string]*seed{},
-		authCache: map[string]time.Time{},
-		ctx:       ctx,
-		cancel:    cancel,
+		cfg:         cfg,
+		cache:       c,
+		log:         logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
+		flights:     map[string]*flight{},
+		seeds:       map[string]*seed{},
+		authCache:   map[string]time.Time{},
+		uploadSlots: make(chan struct{}, cfg.P2P.UploadSlots),
+		ctx:         ctx,
+		cancel:      cancel,
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32

@@ -67,6 +67,9 @@ type Config struct {
 		// over HTTP (host:port); empty = the host of Listen, any port. Its
 		// port travels to the nodes over the BitTorrent connection.
 		DataListen string `yaml:"dataListen"`
+		// UploadSlots is how many piece requests of other nodes the data
+		// path serves at once; the rest are told to ask another node.
+		UploadSlots int `yaml:"uploadSlots"`
 		// StallTimeout: nothing arrives for this long (and no fetch of
 		// this node's is under way) → every missing piece comes from the
 		// registry; twice as long → plain HTTP fallback.
@@ -107,6 +110,7 @@ func DefaultConfig() Config {
 	c.P2P.Enabled = true
 	c.P2P.Listen = "0.0.0.0:0"
 	c.P2P.StallTimeout = 5 * time.Second
+	c.P2P.UploadSlots = 4
 	c.P2P.Deadline = 10 * time.Minute
 	c.P2P.SeedTime = time.Hour
 	c.Preheat.Interval = 10 * time.Second
@@ -157,6 +161,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.MaxBytes <= 0 {
 		return fmt.Errorf("agent config: cache.maxBytes must be > 0")
+	}
+	if c.P2P.UploadSlots <= 0 {
+		return fmt.Errorf("agent config: p2p.uploadSlots must be > 0")
 	}
 	if c.P2P.StallTimeout <= 0 {
 		c.P2P.StallTimeout = 5 * time.Second

@@ -62,6 +62,17 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 		jsonErr(w, http.StatusRequestedRangeNotSatisfiable, "range not present here")
 		return
 	}
+	// A few uploads at a time, like BitTorrent's unchoked peers: a piece
+	// sent to everyone at once reaches everyone late, while one sent to a
+	// few is soon relayed by them. The others are told to ask elsewhere.
+	select {
+	case a.uploadSlots <- struct{}{}:
+		defer func() { <-a.uploadSlots }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		jsonErr(w, http.StatusServiceUnavailable, "no upload slot free; ask another node")
+		return
+	}
 	// A descriptor of its own (own offset, for sendfile) on the storage's
 	// open file: valid after the partial file was renamed into the cache.
 	f, err := st.reopen()

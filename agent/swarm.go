@@ -76,6 +76,10 @@ const (
 // overall limit, since a lone node's runs grow to 64 pieces.
 const idleReadTimeout = 30 * time.Second
 
+// peerBusyBackoff is how long a node that answered "no upload slot free"
+// is left alone.
+const peerBusyBackoff = 150 * time.Millisecond
+
 // askDataPortEvery paces asking a node that has pieces for its data port.
 const askDataPortEvery = 500 * time.Millisecond
 
@@ -257,6 +261,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		inFlight                 = roaring.New()
 		aloneRun                 int // pieces per registry request while alone; grows
 		peerBusy                 = map[string]int{}
+		peerBackoff              = map[string]time.Time{} // nodes whose upload slots were full
 		banned                   = map[string]bool{}
 		originBusy, originPieces int
 		originFailures           int
@@ -300,7 +305,11 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 		}
 		snap.AloneRun = aloneRun
 		for i := range snap.Peers {
-			snap.Peers[i].Busy = peerBusy[snap.Peers[i].ID]
+			p := &snap.Peers[i]
+			p.Busy = peerBusy[p.ID]
+			if now.Before(peerBackoff[p.ID]) {
+				p.Busy = sched.DefaultLimits.PerPeer // asked again after the backoff
+			}
 		}
 		var plan []sched.Fetch
 		plan, idleSince = sched.Plan(snap, sched.DefaultLimits)
@@ -360,6 +369,12 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 				}
 			} else {
 				peerBusy[r.f.Peer]--
+				var se *statusError
+				if errors.As(r.err, &se) && se.status == http.StatusServiceUnavailable {
+					// Its upload slots are taken: ask the piece's other
+					// holders for a moment (BitTorrent's choking, by answer).
+					peerBackoff[r.f.Peer] = time.Now().Add(peerBusyBackoff)
+				}
 				if r.badPeer {
 					banned[r.f.Peer] = true
 					a.metrics.fallbacks.WithLabelValues("bad_peer_data").Inc()
@@ -494,6 +509,9 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 	if want := fmt.Sprintf("bytes %d-%d/%d", from, to, s.info.Length); resp.Header.Get("Content-Range") != want {
 		return false, fmt.Errorf("pieces %d+%d: Content-Range %q, want %q", f.First, f.Count, resp.Header.Get("Content-Range"), want)
 	}
+	// Progress for the stall watch is every byte arriving, not every
+	// piece: on a slow link shared by many requesters a piece takes a while.
+	body := countingReader{r: resp.Body, n: &a.received}
 	check := fromPeer && s.mustCheck(f)
 	for i := f.First; i < f.First+f.Count; i++ {
 		p := s.info.Piece(i)
@@ -503,8 +521,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 		if err := a.waitHTTP(ctx, len(b)); err != nil {
 			return false, err
 		}
-		n, err := io.ReadFull(resp.Body, b)
-		a.received.Add(int64(n))
+		n, err := io.ReadFull(body, b)
 		if fromPeer {
 			a.metrics.swarm.WithLabelValues("node", "all").Add(float64(n))
 		}
@@ -558,4 +575,16 @@ func putPieceBuf(b []byte) {
 	if p, ok := pieceBufs.Load(int64(len(b))); ok {
 		p.(*sync.Pool).Put(b)
 	}
+}
+
+// countingReader adds what it reads to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
