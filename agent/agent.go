@@ -51,8 +51,10 @@ type Agent struct {
 	// stores are the open blob files of the torrents, by infohash, for
 	// the data server.
 	stores sync.Map // metainfo.Hash → *fileTorrent
-	// peerPorts are the data ports other nodes told us.
-	peerPorts sync.Map // torrent.PeerID → int
+	// peerPorts are the data ports other nodes told us, per connection
+	// (every connection greets), forgotten when it closes: a peer making
+	// connections under fresh IDs must not grow the map.
+	peerPorts sync.Map // *torrent.PeerConn → int
 	// received counts piece bytes arriving from anywhere, for the stall
 	// watch: progress of any blob means the node is not stalled.
 	received atomic.Int64
@@ -194,6 +196,11 @@ func (a *Agent) startTorrentClient() error {
 			s.(*swarmDownload).poke()
 		}
 	})
+	tcfg.Callbacks.PeerClosed = append(tcfg.Callbacks.PeerClosed, func(p *torrent.Peer) {
+		if pc, ok := p.TryAsPeerConn(); ok {
+			a.peerPorts.Delete(pc)
+		}
+	})
 	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
 		// The handshake is being handled under the connection's lock:
 		// greet once it is done.
@@ -210,7 +217,7 @@ func (a *Agent) startTorrentClient() error {
 			return
 		}
 		if op == opData || op == opDataAsk {
-			a.peerPorts.Store(ev.PeerConn.PeerID, port)
+			a.peerPorts.Store(ev.PeerConn, port)
 			if op == opDataAsk {
 				go a.tellDataPort(ev.PeerConn, opData)
 			}

@@ -319,7 +319,12 @@ func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInf
 		r2.Header.Set("Accept", "application/x-bittorrent")
 		resp, err = a.plain.Do(r2)
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("fetch torrent metadata: %w", err)
+			// Without the URL: it is signed, and errors end up in logs.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, nil, "", fmt.Errorf("fetch torrent metadata from %s: %w", loc.Host, err)
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()

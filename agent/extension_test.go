@@ -3,6 +3,10 @@ package agent
 import (
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
 )
 
 func TestExtensionMessages(t *testing.T) {
@@ -56,4 +60,16 @@ func FuzzDecodeExtension(f *testing.F) {
 			t.Fatalf("decode/encode changed %v into %v", b, again)
 		}
 	})
+}
+
+// Claims name pieces of the blob only: an index beyond it, as a
+// misbehaving node could send by the million, is not stored.
+func TestReceivedClaimsBounded(t *testing.T) {
+	s := &swarmDownload{info: &metainfo.Info{Length: 4 << 20, PieceLength: 1 << 20, Pieces: make([]byte, 4*20)},
+		claims: map[claimKey]time.Time{}, wake: make(chan struct{}, 1)}
+	var from torrent.PeerID
+	s.receivedClaims(from, opClaim, []int{0, 3, 4, 1 << 30, -1})
+	if len(s.claims) != 2 {
+		t.Fatalf("%d claims stored, want 2 (pieces 0 and 3): %v", len(s.claims), s.claims)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -105,11 +106,17 @@ func (s *swarmDownload) poke() {
 	}
 }
 
-// receivedClaims applies a claim or release from another node.
+// receivedClaims applies a claim or release from another node. Indexes
+// beyond the blob are dropped: the map holds at most one claim per piece
+// and connected node.
 func (s *swarmDownload) receivedClaims(from torrent.PeerID, op byte, pieces []int) {
+	n := s.info.NumPieces()
 	s.mu.Lock()
 	now := time.Now()
 	for _, i := range pieces {
+		if i < 0 || i >= n {
+			continue
+		}
 		if op == opClaim {
 			s.claims[claimKey{from, i}] = now
 		} else {
@@ -188,7 +195,7 @@ func (s *swarmDownload) snapshot(now time.Time, banned map[string]bool) (sched.S
 		}
 		connected[pc.PeerID] = true
 		p := sched.Peer{ID: id, Has: pc.PeerPieces()}
-		if port, ok := s.a.peerPorts.Load(pc.PeerID); ok {
+		if port, ok := s.a.peerPorts.Load(pc); ok {
 			if host, _, err := net.SplitHostPort(pc.RemoteAddr.String()); err == nil {
 				addrs[id] = net.JoinHostPort(host, strconv.Itoa(port.(int)))
 				p.Data = true
@@ -422,8 +429,8 @@ func (s *swarmDownload) fetchPeer(ctx context.Context, f sched.Fetch, addr strin
 	if addr == "" {
 		return false, errors.New("node has no data address")
 	}
-	url := "http://" + addr + dataPathPrefix + hex.EncodeToString(s.t.InfoHash().Bytes())
-	return s.fetchRun(ctx, f, url, "", true)
+	target := "http://" + addr + dataPathPrefix + hex.EncodeToString(s.t.InfoHash().Bytes())
+	return s.fetchRun(ctx, f, target, "", true)
 }
 
 // mustCheck decides whether pieces from a node are SHA-1-checked as they
@@ -476,7 +483,7 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.what }
 
-func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth string, fromPeer bool) (badPeer bool, err error) {
+func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, auth string, fromPeer bool) (badPeer bool, err error) {
 	a := s.a
 	first := s.info.Piece(f.First)
 	last := s.info.Piece(f.First + f.Count - 1)
@@ -486,7 +493,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 	// Ends the request when nothing arrives for a while; reset per piece.
 	watchdog := time.AfterFunc(idleReadTimeout, cancel)
 	defer watchdog.Stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return false, err
 	}
@@ -500,7 +507,13 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, url, auth s
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("pieces %d+%d: %w", f.First, f.Count, err)
+		// Not the *url.Error itself: the registry's signed URL carries a
+		// token, and errors end up in logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return false, fmt.Errorf("pieces %d+%d from %s: %w", f.First, f.Count, req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {
