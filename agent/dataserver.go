@@ -81,23 +81,23 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	if _, err := f.Seek(start, io.SeekStart); err != nil {
-		jsonErr(w, http.StatusInternalServerError, "seek blob")
-		return
-	}
 	n := end - start + 1
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, st.length))
 	w.WriteHeader(http.StatusPartialContent)
-	sent, _ := a.sendFile(r.Context(), w, f, n, a.uploadRate)
+	sent, _ := sendRange(r.Context(), w, f, start, n, a.uploadRate)
 	a.servedBytes.Add(sent)
 }
 
-// sendFile copies n bytes from f's offset to w: one sendfile(2) when no
-// rate limit applies (net/http hands an *os.File behind an io.LimitedReader
-// to the kernel), limiter-sized steps otherwise.
-func (a *Agent) sendFile(ctx context.Context, w io.Writer, f *os.File, n int64, lim *rate.Limiter) (int64, error) {
+// sendRange copies n bytes of f from off to w: one sendfile(2) when no rate
+// limit applies (net/http hands an *os.File behind an io.LimitedReader to
+// the kernel), limiter-sized steps otherwise. f's offset moves: give it a
+// descriptor of its own.
+func sendRange(ctx context.Context, w io.Writer, f *os.File, off, n int64, lim *rate.Limiter) (int64, error) {
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
 	if lim == nil {
 		return io.Copy(w, io.LimitReader(f, n))
 	}

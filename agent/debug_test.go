@@ -16,12 +16,7 @@ func TestDebugListener(t *testing.T) {
 	cfg.Debug.Addr = testenv.FreeAddr(t)
 	ag := startAgent(t, cfg)
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
-	testenv.WaitHTTP(t, nil, url, 5*time.Second)
-	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %v %v", url, resp, err)
-	} else {
-		resp.Body.Close()
-	}
+	testenv.WaitHTTPOK(t, url, 5*time.Second)
 	if resp, err := http.Get("http://" + ag.mirror + "/debug/pprof/"); err != nil || resp.StatusCode == http.StatusOK {
 		t.Fatalf("mirror /debug/pprof/: %v %v", resp, err)
 	} else {

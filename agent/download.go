@@ -41,7 +41,7 @@ type flight struct {
 	mu   sync.Mutex
 	err  error
 	refs int
-	// Set before done closes.
+	// Set by finish, before done closes; read after it.
 	handle       *CacheHandle
 	source       string // p2p or http
 	fromPeers    int64
@@ -270,9 +270,6 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	a.swarms.Store(t.InfoHash(), s)
 	defer a.swarms.Delete(t.InfoHash())
 	reason, err := s.run(ctx)
-	d.f.mu.Lock()
-	d.f.fromPeers, d.f.fromRegistry = d.fromPeers.Load(), d.fromRegistry.Load()
-	d.f.mu.Unlock()
 	if err != nil {
 		return "", err
 	}
@@ -527,9 +524,6 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 			}
 			off += int64(n)
 			d.fromRegistry.Add(int64(n))
-			d.f.mu.Lock()
-			d.f.fromRegistry = d.fromRegistry.Load()
-			d.f.mu.Unlock()
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil

@@ -357,11 +357,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 					panic(http.ErrAbortHandler)
 				}
 			}
-			if _, err := file.Seek(off, io.SeekStart); err != nil {
-				log.WithError(err).Warn("seek partial blob")
-				panic(http.ErrAbortHandler)
-			}
-			sent, err := io.Copy(w, io.LimitReader(file, n))
+			sent, err := sendRange(ctx, w, file, off, n, nil)
 			off += sent
 			if err != nil {
 				return
@@ -416,13 +412,8 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 		return
 	}
 	defer file.Close()
-	if _, err := file.Seek(start, io.SeekStart); err != nil {
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", "cached blob unreadable")
-		return
-	}
 	blobHeaders(w, hexd, size, start, end, partial)
-	// *os.File behind a LimitReader: net/http hands it to sendfile(2).
-	n, _ := io.Copy(w, io.LimitReader(file, end-start+1))
+	n, _ := sendRange(r.Context(), w, file, start, end-start+1, nil)
 	a.metrics.bytes.WithLabelValues("cache").Add(float64(n))
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
+
+	"github.com/shoalproject/shoal/agent/internal/partial"
 )
 
 // fileStorage is how anacrolix sees a blob: one file of the cache, read
@@ -62,7 +64,7 @@ func (t *fileTorrent) reopen() (*os.File, error) {
 	if t.closed {
 		return nil, os.ErrClosed
 	}
-	return os.Open(fmt.Sprintf("/proc/self/fd/%d", t.f.Fd()))
+	return partial.Reopen(t.f)
 }
 
 func (t *fileTorrent) close() error {

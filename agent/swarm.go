@@ -180,12 +180,7 @@ func (s *swarmDownload) greet(pc *torrent.PeerConn) {
 // in-flight state it passes in.
 func (s *swarmDownload) snapshot(now time.Time, banned map[string]bool) (sched.Snapshot, map[string]string) {
 	snap := sched.Snapshot{Now: now, NumPieces: s.info.NumPieces(), Self: selfID(s.a.tc),
-		Have: roaring.New(), Claimed: roaring.New()}
-	for i := range snap.NumPieces {
-		if s.d.blob.Present(i) {
-			snap.Have.Add(uint32(i))
-		}
-	}
+		Have: roaring.BitmapOf(s.d.blob.AppendPresent(nil)...), Claimed: roaring.New()}
 	addrs := map[string]string{}
 	connected := map[torrent.PeerID]bool{}
 	for _, pc := range s.t.PeerConns() {
@@ -247,6 +242,15 @@ func (s *swarmDownload) settled(now, start time.Time, readyAt *time.Time) bool {
 		*readyAt = now
 	}
 	return now.Sub(*readyAt) >= settleGrace
+}
+
+// pieceRange lists the pieces a fetch covers.
+func pieceRange(f sched.Fetch) []int {
+	pieces := make([]int, f.Count)
+	for k := range pieces {
+		pieces[k] = f.First + k
+	}
+	return pieces
 }
 
 type fetchResult struct {
@@ -330,11 +334,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 			if f.Origin() {
 				originBusy++
 				originPieces += f.Count
-				pieces := make([]int, f.Count)
-				for k := range pieces {
-					pieces[k] = f.First + k
-				}
-				s.claim(pieces)
+				s.claim(pieceRange(f))
 				go func() { defer running.Done(); results <- fetchResult{f: f, err: s.fetchOrigin(ctx, f)} }()
 			} else {
 				peerBusy[f.Peer]++
@@ -356,11 +356,7 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 			if r.f.Origin() {
 				originBusy--
 				originPieces -= r.f.Count
-				pieces := make([]int, 0, r.f.Count)
-				for i := r.f.First; i < r.f.First+r.f.Count; i++ {
-					pieces = append(pieces, i)
-				}
-				s.unclaim(pieces, r.err != nil)
+				s.unclaim(pieceRange(r.f), r.err != nil)
 				if r.err == nil && len(snap.Peers) == 0 {
 					// Still alone: likely to stay so; take more at once.
 					aloneRun = max(2*aloneRun, 2*r.f.Count)

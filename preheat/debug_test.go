@@ -35,12 +35,7 @@ func TestDebugServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
-	testenv.WaitHTTP(t, nil, url, 5*time.Second)
-	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %v %v", url, resp, err)
-	} else {
-		resp.Body.Close()
-	}
+	testenv.WaitHTTPOK(t, url, 5*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -50,12 +50,7 @@ func TestDebugServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
-	testenv.WaitHTTP(t, nil, url, 5*time.Second)
-	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %v %v", url, resp, err)
-	} else {
-		resp.Body.Close()
-	}
+	testenv.WaitHTTPOK(t, url, 5*time.Second)
 	// The tracker's own listener has no debug pages.
 	if resp, err := http.Get("http://" + l.Addr().String() + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("tracker listener /debug/pprof/: %v %v", resp, err)

@@ -210,6 +210,21 @@ func WaitHTTP(t testing.TB, p *Process, url string, timeout time.Duration) {
 	}
 }
 
+// WaitHTTPOK waits for url like WaitHTTP, then fails the test unless a GET
+// of it answers 200.
+func WaitHTTPOK(t testing.TB, url string, timeout time.Duration) {
+	t.Helper()
+	WaitHTTP(t, nil, url, timeout)
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+}
+
 // WaitTCP polls addr until it accepts connections.
 func WaitTCP(t testing.TB, p *Process, addr string, timeout time.Duration) {
 	t.Helper()

@@ -88,11 +88,32 @@ func (b *Blob) Path() string { return b.path }
 // OpenRead opens a descriptor of the caller's own on the partial file
 // (its own offset, for sendfile), valid after the file was renamed.
 func (b *Blob) OpenRead() (*os.File, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", b.f.Fd()))
+	f, err := Reopen(b.f)
 	if err != nil {
 		return nil, fmt.Errorf("open partial blob for reading: %w", err)
 	}
 	return f, nil
+}
+
+// Reopen opens f's file again, read-only, through /proc/self/fd: a new
+// open file description with an offset of its own (sendfile moves it), and
+// the same file even after it was renamed or unlinked. f must stay open
+// meanwhile, or its descriptor number may name another file.
+func Reopen(f *os.File) (*os.File, error) {
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+}
+
+// AppendPresent appends the indexes of the present pieces to dst, under
+// one lock (a per-piece Present would take it once per piece).
+func (b *Blob) AppendPresent(dst []uint32) []uint32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, ok := range b.have {
+		if ok {
+			dst = append(dst, uint32(i))
+		}
+	}
+	return dst
 }
 
 // Close stops the hasher and closes the file. Blocked waiters see an error
