@@ -40,20 +40,6 @@ func (s *Server) blobURL(r *http.Request, repo string, dgst digest.Digest, expir
 	return s.baseURL(r) + BlobPath + dgst.String() + "?" + q.Encode()
 }
 
-// tokenExpiry is the expiry a token claims ("<unix>.<mac>"); only meaningful
-// for a token that has been verified.
-func tokenExpiry(tok string) (time.Time, bool) {
-	exp, _, ok := strings.Cut(tok, ".")
-	if !ok {
-		return time.Time{}, false
-	}
-	n, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(n, 0), true
-}
-
 // serveBlob answers a piece-range URL: the blob's bytes, or one range of
 // them, without distribution's blob server in the way. distribution's
 // filesystem blob reader allocates and zeroes a 4 MiB buffer per request and

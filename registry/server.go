@@ -337,7 +337,7 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Docker-Content-Digest", dgst.String())
-	if exp, ok := tokenExpiry(tok); ok {
+	if exp, ok := token.Expiry(tok); ok {
 		w.Header().Set(BlobURLHeader, s.blobURL(r, repo, dgst, exp))
 	}
 	if r.Method == http.MethodGet {

@@ -65,6 +65,20 @@ func (k *Keys) Sign(purpose string, subject []byte, expiry time.Time) string {
 	return strconv.FormatInt(exp, 10) + "." + base64.RawURLEncoding.EncodeToString(mac(k.secrets[0], purpose, subject, exp))
 }
 
+// Expiry is the expiry tok claims. Only meaningful for a token Verify
+// accepted (it checks nothing).
+func Expiry(tok string) (time.Time, bool) {
+	expStr, _, ok := strings.Cut(tok, ".")
+	if !ok {
+		return time.Time{}, false
+	}
+	exp, err := strconv.ParseInt(expStr, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(exp, 0), true
+}
+
 // Verify checks that tok was signed by one of the secrets for exactly this
 // purpose and subject, and has not expired at now.
 func (k *Keys) Verify(purpose string, subject []byte, tok string, now time.Time) error {
