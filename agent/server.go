@@ -40,10 +40,11 @@ type metrics struct {
 	downloads  prometheus.Counter
 	swarm      *prometheus.CounterVec
 	origin     *prometheus.CounterVec
+	requests   *prometheus.CounterVec
 }
 
 func newMetrics(a *Agent) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: prometheus.NewRegistry(), requests: newMirrorRequests()}
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
 		Help: "Blob bytes by source: peers (swarm), registry (its share of pieces and HTTP fallback) downloaded; cache = served to clients from the cache."}, []string{"source"})
 	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
@@ -59,7 +60,7 @@ func newMetrics(a *Agent) *metrics {
 	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
 		Help: "Piece bytes fetched from the registry over the swarm path, by why: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
 		[]string{"why"})
-	m.reg.MustRegister(m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.reg.MustRegister(m.requests, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_uploaded_bytes", Help: "Blob bytes uploaded to peers since start."},
@@ -92,7 +93,7 @@ func (a *Agent) mirrorHandler() http.Handler {
 	r := mux.NewRouter()
 	r.HandleFunc("/healthz", healthz)
 	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	r.PathPrefix("/v2").HandlerFunc(a.handleV2)
+	r.PathPrefix("/v2").HandlerFunc(countMirrorRequest(a.metrics.requests, a.handleV2))
 	return r
 }
 
