@@ -8,6 +8,13 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v containerd   >/dev/null 2>&1 || need+=(containerd)
 command -v ip           >/dev/null 2>&1 || need+=(iproute2)
 command -v tc           >/dev/null 2>&1 || need+=(iproute2)
+# Runtimes that pull through the agent in runtimes/ (Docker 20.10, Podman 4,
+# Skopeo 1.9 on Debian 12). Installing docker.io does not start a daemon in
+# a container without systemd; the tests start their own, on their own
+# sockets and storage.
+command -v dockerd      >/dev/null 2>&1 || need+=(docker.io)
+command -v podman       >/dev/null 2>&1 || need+=(podman)
+command -v skopeo       >/dev/null 2>&1 || need+=(skopeo)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
