@@ -38,6 +38,8 @@ func otherArch() string {
 func TestRuntimes(t *testing.T) {
 	c := startCluster(t)
 	t.Run("docker", func(t *testing.T) { testDocker(t, c) })
+	t.Run("podman", func(t *testing.T) { testPodman(t, c) })
+	t.Run("skopeo", func(t *testing.T) { testSkopeo(t, c) })
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
