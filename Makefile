@@ -1,6 +1,7 @@
 # Shoal — build, test and benchmark. `make test` is the single entry point for
 # CI and for a fresh machine: it installs the system packages the tests drive
-# (redis-server, containerd, iproute2) and builds every binary they start.
+# (redis-server, containerd, iproute2, docker.io, podman, skopeo) and builds
+# every binary they start.
 
 GO          ?= go
 BIN         := $(CURDIR)/bin
@@ -9,10 +10,17 @@ LDFLAGS     := -X main.version=$(VERSION)
 # Upstream registry binary, for drop-in tests and same-run benchmark baselines.
 DISTRIBUTION_VERSION := v3.1.2
 TEST_TIMEOUT ?= 25m
+# containerd 2 and crictl for runtimes/ (Debian ships containerd 1.6 only).
+# Built once into bin/ (~10 min cold on 2 cores), then free.
+CONTAINERD2_VERSION := v2.4.2
+CRICTL_VERSION      := v1.34.0
 
 export SHOAL_BIN       := $(BIN)/shoal
 export REGISTRY_BIN    := $(BIN)/registry
 export CONFORMANCE_BIN := $(BIN)/conformance
+export CONTAINERD2_BIN := $(BIN)/containerd-$(CONTAINERD2_VERSION)/containerd
+export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
+export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
 .PHONY: all build tools deps test unit conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
@@ -22,11 +30,23 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./cmd/shoal
 
 # tools are the other programs tests run: the upstream registry (baseline and
-# drop-in checks) and the OCI conformance suite, pinned in tools/conformance.
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN)
+# drop-in checks), the OCI conformance suite, pinned in tools/conformance,
+# and containerd 2 with ctr and crictl (runtimes/).
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN)
 
 $(REGISTRY_BIN):
 	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+
+# The build tags leave out snapshotters whose C headers Debian would need
+# (btrfs, devmapper, zfs); the tests use the native snapshotter.
+$(CONTAINERD2_BIN) $(CTR2_BIN) &:
+	GOBIN=$(dir $(CONTAINERD2_BIN)) $(GO) install -tags no_btrfs,no_devmapper,no_zfs \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD2_VERSION) \
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD2_VERSION)
+
+$(CRICTL_BIN):
+	GOBIN=$(BIN)/.crictl $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
+	mv $(BIN)/.crictl/crictl $@ && rmdir $(BIN)/.crictl
 
 $(CONFORMANCE_BIN): tools/conformance/go.mod
 	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
