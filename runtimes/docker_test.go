@@ -17,10 +17,13 @@ import (
 
 // dockerd is a Docker daemon of its own: socket, data root, exec root,
 // pidfile and containerd all under one temp dir, vfs storage, no iptables
-// or bridge — a system dockerd, if any, is not touched.
+// or bridge — a system dockerd, if any, is not touched. (dockerd 20.10
+// still makes an empty /run/docker/plugins, its plugin discovery path,
+// which no flag moves.)
 type dockerd struct {
-	cli  string
-	host string // DOCKER_HOST
+	cli       string
+	host      string // DOCKER_HOST
+	cliConfig string // DOCKER_CONFIG, not ~/.docker
 }
 
 func startDockerd(t *testing.T, mirror string) *dockerd {
@@ -46,6 +49,8 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 
 	cfg, _ := json.Marshal(map[string]any{
 		"registry-mirrors": []string{"http://" + mirror},
+		// Else dockerd 20.10 writes its identity to /etc/docker/key.json.
+		"deprecated-key-path": filepath.Join(dir, "key.json"),
 	})
 	cfgPath := writeFile(t, dir, "daemon.json", string(cfg))
 	sock := filepath.Join(dir, "d.sock")
@@ -59,7 +64,7 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 		"--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
 		"--log-level", "warn",
 	}, noEgress(t)...)
-	d := &dockerd{cli: cli, host: "unix://" + sock}
+	d := &dockerd{cli: cli, host: "unix://" + sock, cliConfig: filepath.Join(dir, "cli")}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, err := d.try("version")
@@ -75,7 +80,7 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 }
 
 func (d *dockerd) try(args ...string) (string, error) {
-	return runErr([]string{"DOCKER_HOST=" + d.host, "DOCKER_CONFIG=" + os.TempDir() + "/shoal-runtimes-docker-cli"}, d.cli, args...)
+	return runErr([]string{"DOCKER_HOST=" + d.host, "DOCKER_CONFIG=" + d.cliConfig}, d.cli, args...)
 }
 
 func (d *dockerd) docker(t *testing.T, args ...string) string {
