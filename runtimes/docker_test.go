@@ -174,4 +174,12 @@ func testDocker(t *testing.T, c *cluster) {
 		t.Errorf("docker pull %s:v1 printed no digest %s:\n%s", name, hd, out)
 	}
 	checkDockerImage(t, d.inspect(t, name+":v1"), name, hd, hub)
+
+	// A docker.io name the mirror lacks: dockerd falls back to Docker Hub
+	// and meets the dead proxy — so the pull above did come from the mirror,
+	// and nothing here leaves the machine.
+	out, err := d.try("pull", name+"-absent:v1")
+	if err == nil || !strings.Contains(out, "proxyconnect") {
+		t.Errorf("pull of a docker.io name the mirror lacks: want a refused proxy connection, got err=%v\n%s", err, out)
+	}
 }
