@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/peerid"
 )
 
@@ -30,6 +32,13 @@ type Agent struct {
 	cache   *Cache
 	metrics *metrics
 	log     *logrus.Entry
+
+	// authority and identity make this node a cluster member: every
+	// connection to or from another member is mutually authenticated
+	// with them. The node key lives in the cache directory (node.key) so
+	// the identity preheat enrolled survives restarts.
+	authority *cluster.Authority
+	identity  *cluster.Identity
 
 	// plain follows redirects (Go drops Authorization when a redirect
 	// leaves the original host, which is what storage redirects need);
@@ -90,7 +99,23 @@ func New(cfg Config) (*Agent, error) {
 	if lvl, err := logrus.ParseLevel(cfg.Log.Level); err == nil {
 		logrus.SetLevel(lvl)
 	}
+	secrets, err := cfg.clusterSecrets()
+	if err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	authority, err := cluster.NewAuthority(secrets...)
+	if err != nil {
+		return nil, err
+	}
 	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := cluster.LoadOrCreateKey(filepath.Join(cfg.Cache.Dir, "node.key"))
+	if err != nil {
+		return nil, err
+	}
+	identity, err := authority.Issue(cfg.Node.ID, key)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +123,8 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg:         cfg,
 		cache:       c,
+		authority:   authority,
+		identity:    identity,
 		log:         logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
 		flights:     map[string]*flight{},
 		seeds:       map[string]*seed{},

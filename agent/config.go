@@ -14,6 +14,7 @@ import (
 	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Upstream is one registry the mirror can pull from.
@@ -40,6 +41,14 @@ type Config struct {
 		ID     string   `yaml:"id"`
 		Groups []string `yaml:"groups"`
 	} `yaml:"node"`
+	// Cluster is membership: the join secret every node, the registry's
+	// seeder and preheat hold (internal/cluster). Values may be the secret,
+	// env:VAR or file:/path. PreviousSecrets are still accepted from
+	// others while the secret rotates.
+	Cluster struct {
+		Secret          string   `yaml:"secret"`
+		PreviousSecrets []string `yaml:"previousSecrets"`
+	} `yaml:"cluster"`
 	Mirror struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"mirror"`
@@ -101,6 +110,7 @@ func DefaultConfig() Config {
 	var c Config
 	host, _ := os.Hostname()
 	c.Node.ID = host
+	c.Cluster.Secret = "env:SHOAL_CLUSTER_SECRET"
 	c.Mirror.Addr = "127.0.0.1:65001"
 	c.Control.Addr = "127.0.0.1:65002"
 	c.Upstreams = []Upstream{{Host: "127.0.0.1:5000", URL: "http://127.0.0.1:5000", Default: true}}
@@ -177,8 +187,25 @@ func (c *Config) Validate() error {
 	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
 		return fmt.Errorf("agent config: debug.addr: %w", err)
 	}
+	if _, err := c.clusterSecrets(); err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
 	if c.Control.Advertise == "" && c.Control.Addr != "" {
 		c.Control.Advertise = "http://" + c.Control.Addr
 	}
 	return nil
+}
+
+// clusterSecrets resolves the join secret and the previous ones, current
+// first.
+func (c *Config) clusterSecrets() ([]string, error) {
+	cur, err := secret.Resolve("cluster.secret", c.Cluster.Secret)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := secret.ResolveAll("cluster.previousSecrets", c.Cluster.PreviousSecrets)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{cur}, prev...), nil
 }

@@ -3,10 +3,13 @@ package agent
 import (
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // The shipped example must load as-is (strict: unknown keys are errors).
 func TestShippedConfigLoads(t *testing.T) {
+	t.Setenv("SHOAL_CLUSTER_SECRET", secret.Generate())
 	cfg, err := LoadConfig("../configs/agent.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -20,12 +23,17 @@ func TestShippedConfigLoads(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Setenv("SHOAL_CLUSTER_SECRET", secret.Generate())
 	for name, mut := range map[string]func(*Config){
-		"no upstream":  func(c *Config) { c.Upstreams = nil },
-		"bad url":      func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
-		"two defaults": func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{URL: "http://b", Default: true}) },
-		"no cache dir": func(c *Config) { c.Cache.Dir = "" },
-		"no limit":     func(c *Config) { c.Cache.MaxBytes = 0 },
+		"no cluster secret":    func(c *Config) { c.Cluster.Secret = "" },
+		"placeholder secret":   func(c *Config) { c.Cluster.Secret = "change-me-cluster-secret-0123456789abcdef" },
+		"short secret":         func(c *Config) { c.Cluster.Secret = "0123456789" },
+		"placeholder previous": func(c *Config) { c.Cluster.PreviousSecrets = []string{"change-me-previous-0123456789abcdefghij"} },
+		"no upstream":          func(c *Config) { c.Upstreams = nil },
+		"bad url":              func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
+		"two defaults":         func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{URL: "http://b", Default: true}) },
+		"no cache dir":         func(c *Config) { c.Cache.Dir = "" },
+		"no limit":             func(c *Config) { c.Cache.MaxBytes = 0 },
 	} {
 		c := DefaultConfig()
 		mut(&c)

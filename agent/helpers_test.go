@@ -20,9 +20,14 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/sirupsen/logrus"
 )
+
+// testClusterSecret is the join secret of every agent a test of this
+// package starts (one cluster per test binary).
+var testClusterSecret = secret.Generate()
 
 // startUpstreamRegistry runs the upstream distribution `registry` binary
 // (no Shoal middleware) with optional extra YAML (e.g. auth), returning its
@@ -62,6 +67,7 @@ type testAgent struct {
 func testConfig(t *testing.T, upstreamHost string) Config {
 	cfg := DefaultConfig()
 	cfg.Node.ID = "test-node"
+	cfg.Cluster.Secret = testClusterSecret
 	cfg.Mirror.Addr = testenv.FreeAddr(t)
 	cfg.Control.Addr = testenv.FreeAddr(t)
 	cfg.Upstreams = []Upstream{{Host: upstreamHost, URL: "http://" + upstreamHost, Default: true}}

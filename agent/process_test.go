@@ -22,6 +22,7 @@ func TestAgentProcessCrashKeepsCache(t *testing.T) {
 	dir := t.TempDir()
 	mirror := testenv.FreeAddr(t)
 	cfg := fmt.Sprintf(`node: {id: proc-node}
+cluster: {secret: %s}
 mirror: {addr: %s}
 control: {addr: %s}
 upstreams:
@@ -29,7 +30,7 @@ upstreams:
 cache: {dir: %s, maxBytes: 1073741824}
 p2p: {listen: "127.0.0.1:0"}
 log: {level: info}
-`, mirror, testenv.FreeAddr(t), proxy.addr, filepath.Join(dir, "cache"))
+`, testClusterSecret, mirror, testenv.FreeAddr(t), proxy.addr, filepath.Join(dir, "cache"))
 	path := filepath.Join(dir, "agent.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

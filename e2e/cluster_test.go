@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/shoalproject/shoal/internal/secret"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,10 @@ import (
 
 	"github.com/shoalproject/shoal/internal/testenv"
 )
+
+// clusterSecret is the join secret of every Shoal process this test binary
+// starts.
+var clusterSecret = secret.Generate()
 
 const (
 	registryPort = 5000
@@ -295,6 +300,7 @@ func (c *Cluster) startAgent(i int) *testenv.Process {
 		preheatURL = c.PreheatURL()
 	}
 	cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
+cluster: {secret: %[7]q}
 mirror: {addr: %[2]q}
 control: {addr: "0.0.0.0:65002", advertise: "http://%[3]s:65002"}
 upstreams:
@@ -309,7 +315,7 @@ p2p:
   seedTime: 1h
 preheat: {url: %[6]q, interval: 1s}
 log: {level: warn}
-`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL))
+`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL, clusterSecret))
 	return h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -19,6 +20,10 @@ type realAgent struct {
 
 // startRealAgent runs `shoal agent` (P2P off: this test is about preheat
 // dispatch, the swarm has its own tests) heartbeating to the preheat API.
+// testClusterSecret is the join secret of the agents (and, where a test
+// runs one, the preheat service) of this package's tests.
+var testClusterSecret = secret.Generate()
+
 func startRealAgent(t *testing.T, bin, id, group, registry, preheatURL, token string) *realAgent {
 	t.Helper()
 	dir := t.TempDir()
@@ -26,6 +31,8 @@ func startRealAgent(t *testing.T, bin, id, group, registry, preheatURL, token st
 	cfg := fmt.Sprintf(`node:
   id: %s
   groups: [%s]
+cluster:
+  secret: %s
 mirror:
   addr: %s
 control:
@@ -43,7 +50,7 @@ preheat:
   interval: 200ms
 log:
   level: warn
-`, id, group, a.mirror, a.control, token, registry, a.cacheDir, preheatURL)
+`, id, group, testClusterSecret, a.mirror, a.control, token, registry, a.cacheDir, preheatURL)
 	path := filepath.Join(dir, "agent.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/shoalproject/shoal/internal/secret"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -34,10 +35,17 @@ import (
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
+// clusterSecret is the join secret of every Shoal process this test binary
+// starts.
+var (
+	clusterSecret = secret.Generate()
+	// trackerSecret signs announce tokens (registry) and checks them (tracker).
+	trackerSecret = secret.Generate()
+)
+
 const (
 	nAgents   = 8
 	clkTck    = 100 // getconf CLK_TCK
-	secret    = "bench-secret"
 	repo      = "bench/datapath"
 	gib       = float64(1 << 30)
 	mib       = float64(1 << 20)
@@ -278,7 +286,7 @@ func (e *env) start(cacheRoot string) {
 	t := e.t
 	trAddr := testenv.FreeAddr(t)
 	e.tracker, _ = e.launch("tracker", "tracker", func(debug string) string {
-		s := fmt.Sprintf("addr: %s\nsecrets: [%s]\nstore: memory\ninterval: 10s\nlog_level: warn\n", trAddr, secret)
+		s := fmt.Sprintf("addr: %s\nsecrets: [%s]\nstore: memory\ninterval: 10s\nlog_level: warn\n", trAddr, trackerSecret)
 		if debug != "" {
 			s += fmt.Sprintf("debug: {addr: %s}\n", debug)
 		}
@@ -315,7 +323,7 @@ middleware:
           disabled: false
           listen: %s
           idletimeout: 30m
-`, e.regAddr, secret, dbg, regData, trAddr, secret, seedAddr)
+`, e.regAddr, trackerSecret, dbg, regData, trAddr, trackerSecret, seedAddr)
 	}, "http://"+e.regAddr+"/v2/", true)
 
 	names := "abcdefghijklmnopqrstuvwxyz"
@@ -342,6 +350,7 @@ middleware:
 		}
 		p, dbg := e.launch(id, "agent", func(debug string) string {
 			s := fmt.Sprintf(`node: {id: %s, groups: [bench]}
+cluster: {secret: %q}
 mirror: {addr: %s}
 control: {addr: %s}
 upstreams:
@@ -349,7 +358,7 @@ upstreams:
 cache: {dir: %q, maxBytes: %d}
 p2p: {enabled: true, listen: "127.0.0.1:0"}
 log: {level: warn}
-`, id, mirror, control, e.regAddr, e.regAddr, cache, int64(agentsMax))
+`, id, clusterSecret, mirror, control, e.regAddr, e.regAddr, cache, int64(agentsMax))
 			if debug != "" {
 				s += fmt.Sprintf("debug: {addr: %s}\n", debug)
 			}

@@ -41,9 +41,10 @@ func runAgent(ctx context.Context, args []string) error {
 // startRunAgent adds the all-in-one agent to `shoal run`: mirror on
 // 127.0.0.1:65001 in front of the local registry, cache under <data>/agent,
 // control API on 127.0.0.1:65002 registered with the embedded preheat service.
-func startRunAgent(ctx context.Context, g *errgroup.Group, dataDir string) error {
+func startRunAgent(ctx context.Context, g *errgroup.Group, dataDir string, shared runShared) error {
 	cfg := agent.DefaultConfig()
 	cfg.Cache.Dir = filepath.Join(dataDir, "agent")
+	cfg.Cluster.Secret = shared.ClusterSecret
 	// Register with the embedded preheat service (startRunPreheat's address).
 	cfg.Preheat.URL = "http://127.0.0.1:8002"
 	a, err := agent.New(cfg)

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 func init() {
@@ -26,10 +26,7 @@ func runAll(ctx context.Context, args []string) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	shared, err := newRunShared()
-	if err != nil {
-		return err
-	}
+	shared := newRunShared()
 	if err := startRunRegistry(ctx, g, *dataDir, shared); err != nil {
 		return err
 	}
@@ -43,7 +40,7 @@ func runAll(ctx context.Context, args []string) error {
 		return err
 	}
 	// The agent last: its first heartbeat goes to preheat.
-	if err := startRunAgent(ctx, g, *dataDir); err != nil {
+	if err := startRunAgent(ctx, g, *dataDir, shared); err != nil {
 		return err
 	}
 	// components: registry (registry core), tracker, agent, preheat
@@ -63,23 +60,16 @@ type runShared struct {
 	TrackerSecret string
 	// HTTPSecret is the registry's http.secret.
 	HTTPSecret string
+	// ClusterSecret is the join secret of the agent, the registry's
+	// seeder and preheat. Fresh per run like the others.
+	ClusterSecret string
 }
 
-func newRunShared() (runShared, error) {
-	secret := func() (string, error) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return "", err
-		}
-		return hex.EncodeToString(b), nil
+func newRunShared() runShared {
+	return runShared{
+		TrackerURL:    "http://127.0.0.1:6969/announce",
+		TrackerSecret: secret.Generate(),
+		HTTPSecret:    secret.Generate(),
+		ClusterSecret: secret.Generate(),
 	}
-	ts, err := secret()
-	if err != nil {
-		return runShared{}, err
-	}
-	hs, err := secret()
-	if err != nil {
-		return runShared{}, err
-	}
-	return runShared{TrackerURL: "http://127.0.0.1:6969/announce", TrackerSecret: ts, HTTPSecret: hs}, nil
 }
