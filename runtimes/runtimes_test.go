@@ -15,6 +15,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -59,8 +60,8 @@ func startCluster(t *testing.T) *cluster {
 	dir := t.TempDir()
 	c := &cluster{reg: testenv.FreeAddr(t)}
 	trk := testenv.FreeAddr(t)
-	const secret = "runtimes-tracker-secret"
-	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\npeer_ttl: 3m\nstore: memory\nlog_level: warn\n", trk, secret))
+	const trackerSecret = "runtimes-tracker-secret"
+	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\npeer_ttl: 3m\nstore: memory\nlog_level: warn\n", trk, trackerSecret))
 	tp := testenv.Start(t, "shoal tracker", bin, []string{"tracker", "--config", trkCfg})
 	testenv.WaitHTTP(t, tp, "http://"+trk+"/healthz", 30*time.Second)
 	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
@@ -83,9 +84,10 @@ middleware:
         seeder:
           listen: %[5]q
           idletimeout: 30m
-`, c.reg, filepath.Join(dir, "registry-data"), trk, secret, testenv.FreeAddr(t)))
+`, c.reg, filepath.Join(dir, "registry-data"), trk, trackerSecret, testenv.FreeAddr(t)))
 	rp := testenv.Start(t, "shoal registry", bin, []string{"registry", "--config", regCfg})
 	testenv.WaitHTTP(t, rp, "http://"+c.reg+"/v2/", 60*time.Second)
+	clusterSecret := secret.Generate() // the agents' join secret
 	for i := 0; i < 2; i++ {
 		mirror := testenv.FreeAddr(t)
 		// docker.io is the default upstream, pointed at the local registry:
@@ -93,6 +95,7 @@ middleware:
 		// registry-mirrors send no ?ns=, so both land on it; containerd
 		// sends ?ns=<registry address>, the second entry.
 		cfg := writeFile(t, dir, fmt.Sprintf("agent-%d.yml", i), fmt.Sprintf(`node: {id: runtimes-%[1]d}
+cluster: {secret: %[6]q}
 mirror: {addr: %[2]q}
 control: {addr: %[3]q}
 upstreams:
@@ -101,7 +104,7 @@ upstreams:
 cache: {dir: %[5]q, maxBytes: 4294967296}
 p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 5s}
 log: {level: warn}
-`, i, mirror, testenv.FreeAddr(t), c.reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i))))
+`, i, mirror, testenv.FreeAddr(t), c.reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), clusterSecret))
 		p := testenv.Start(t, fmt.Sprintf("shoal agent %d", i), bin, []string{"agent", "--config", cfg})
 		testenv.WaitHTTP(t, p, "http://"+mirror+"/healthz", 30*time.Second)
 		c.agents = append(c.agents, mirror)
