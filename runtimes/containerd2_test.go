@@ -106,9 +106,10 @@ func testContainerd2Ctr(t *testing.T, c *cluster) {
 	before := scrape(t, agent)
 	cd.run(t, "images", "pull", "--plain-http", "--hosts-dir", cd.certs, "--snapshotter", "native", c.reg+"/lib/ctr2-multi:v1")
 	cd.run(t, "images", "pull", "--plain-http", "--hosts-dir", cd.certs, "--snapshotter", "native", "--all-platforms", c.reg+"/lib/ctr2-index:v1")
-	delta := scrape(t, agent).sub(before)
+	want := blobsOf(t, multi, amd, arm)
+	delta := settled(t, agent, before, want)
 	logDelta(t, "ctr pulls", delta)
-	checkCold(t, delta, blobsOf(t, multi, amd, arm), 4)
+	checkCold(t, delta, want, 4)
 
 	images := cd.run(t, "images", "ls")
 	md, _ := multi.Digest()
@@ -126,7 +127,7 @@ func testContainerd2Ctr(t *testing.T, c *cluster) {
 	}
 	// containerd checks every blob's digest as it ingests it.
 	content := cd.run(t, "content", "ls")
-	for d := range blobsOf(t, multi, amd, arm) {
+	for d := range want {
 		if !strings.Contains(content, d.String()) {
 			t.Errorf("blob %s missing from containerd's content store", d)
 		}
@@ -151,9 +152,9 @@ func testContainerd2CRI(t *testing.T, c *cluster) {
 	conf := writeFile(t, dir, "crictl.yaml", fmt.Sprintf("runtime-endpoint: unix://%[1]s\nimage-endpoint: unix://%[1]s\ntimeout: 120\n", cd.sock))
 	before := scrape(t, agent)
 	run(t, nil, crictl, "--config", conf, "pull", ref)
-	delta := scrape(t, agent).sub(before)
-	logDelta(t, "crictl pull", delta)
 	want := blobsOf(t, host)
+	delta := settled(t, agent, before, want)
+	logDelta(t, "crictl pull", delta)
 	checkCold(t, delta, want, 2)
 	// Every layer is bigger than a chunk: each comes in several ranges.
 	var chunks float64

@@ -145,6 +145,21 @@ func scrape(t *testing.T, addr string) metrics {
 	return m
 }
 
+// settled is the change in an agent's metrics since before, once they show
+// every blob of want downloaded (or after 10 s): a runtime may see a blob's
+// last byte a moment before the agent has counted it.
+func settled(t *testing.T, addr string, before metrics, want blobSet) metrics {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d := scrape(t, addr).sub(before)
+		if (d[downloads] >= float64(len(want)) && d[bytesRegistry]+d[bytesPeers] >= want.bytes()) || time.Now().After(deadline) {
+			return d
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // requests sums the mirror's requests of a kind, whatever their method and
 // Range (containerd 2 asks for manifests with "Range: bytes=0-" too).
 func (m metrics) requests(kind string) float64 {
