@@ -16,8 +16,8 @@ import (
 )
 
 // dockerd is a Docker daemon of its own: socket, data root, exec root,
-// pidfile and containerd all under one temp dir, vfs storage, no iptables
-// or bridge — a system dockerd, if any, is not touched. (dockerd 20.10
+// pidfile and containerd all under one temp dir, vfs storage, no iptables,
+// bridge or ip_forward sysctl — a system dockerd, if any, is not touched. (dockerd 20.10
 // still makes an empty /run/docker/plugins, its plugin discovery path,
 // which no flag moves.)
 type dockerd struct {
@@ -61,7 +61,7 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "d.pid"),
 		"--containerd", ctdSock,
-		"--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
+		"--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false", "--bridge=none",
 		"--log-level", "warn",
 	}, noEgress(t)...)
 	d := &dockerd{cli: cli, host: "unix://" + sock, cliConfig: filepath.Join(dir, "cli")}
