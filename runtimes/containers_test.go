@@ -55,7 +55,10 @@ func testPodman(t *testing.T, c *cluster) {
 	policy := containersPolicy(t, dir)
 	podman := func(args ...string) string {
 		t.Helper()
-		full := append([]string{"--tmpdir", filepath.Join(dir, "tmp"), "--cgroup-manager", "cgroupfs", "--events-backend", "none"}, args...)
+		// --network-config-dir: podman takes a lock in /etc/cni/net.d
+		// even to pull.
+		full := append([]string{"--tmpdir", filepath.Join(dir, "tmp"), "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+			"--network-config-dir", filepath.Join(dir, "net")}, args...)
 		return run(t, env, bin, full...)
 	}
 
@@ -105,6 +108,10 @@ func testPodman(t *testing.T, c *cluster) {
 		}
 	}
 }
+
+// Podman and Skopeo as root keep their blob-info cache (which blob is
+// known where) in /var/lib/containers/cache whatever their storage roots;
+// no flag of skopeo moves it. That is the one file these tests leave.
 
 // Skopeo copies every platform of a multi-arch index through the agent as a
 // registries.conf mirror (--registries-conf) into a dir: layout, then a
