@@ -6,7 +6,8 @@
 // # Dispatch design: HTTP push to agents
 //
 // For every live node of the target groups the job runner POSTs
-// <node.address>/_shoal/v1/fetch once per blob; the agent answers when the
+// <node.address>/_shoal/v1/fetch once per blob (mutual TLS pinned to the
+// key the node enrolled with); the agent answers when the
 // blob is cached and verified (or with an error). We chose push over a
 // queue (e.g. a Redis Stream per group) because:
 //   - agents need no Redis credentials or connectivity — only the preheat

@@ -184,18 +184,6 @@ func (c *Client) transport(base string, pin ed25519.PublicKey) *http.Transport {
 	return tr
 }
 
-// Forget closes the connections to a node (forgotten or re-enrolled).
-func (c *Client) Forget(address string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k, tr := range c.transports {
-		if strings.HasPrefix(k, address+"|") {
-			tr.CloseIdleConnections()
-			delete(c.transports, k)
-		}
-	}
-}
-
 // CloseIdleConnections releases every pooled connection.
 func (c *Client) CloseIdleConnections() {
 	c.mu.Lock()
