@@ -360,3 +360,45 @@ func TestWebhookFanOutLimits(t *testing.T) {
 		t.Errorf("harbor: %d %q", code, msg)
 	}
 }
+
+// The removed agent token and a missing join secret stop the start with a
+// message naming what to set.
+func TestConfigRefusesOldTokenAndNoSecret(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:5000")
+	cfg.AgentToken = "old-agent-token"
+	if _, err := NewWithStore(cfg, NewMemoryStore()); err == nil || !strings.Contains(err.Error(), "agentToken") || !strings.Contains(err.Error(), "cluster.secret") {
+		t.Fatalf("agentToken: %v", err)
+	}
+	cfg = testConfig("http://127.0.0.1:5000")
+	cfg.Cluster.Secret = "change-me-cluster-secret-0123456789abcdef"
+	if _, err := NewWithStore(cfg, NewMemoryStore()); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
+		t.Fatalf("placeholder secret: %v", err)
+	}
+}
+
+// The registries a job may name, and the base URL each is reached at.
+func TestRegistrySet(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:5000")
+	cfg.Registries = []string{"https://Harbor.example.com/", "registry.internal:5000", "plain.internal:5000", "127.0.0.1:6000"}
+	cfg.PlainHTTPRegistries = []string{"plain.internal:5000"}
+	got, err := cfg.registrySet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"127.0.0.1:5000":         "http://127.0.0.1:5000",
+		"harbor.example.com":     "https://Harbor.example.com",
+		"registry.internal:5000": "https://registry.internal:5000",
+		"plain.internal:5000":    "http://plain.internal:5000",
+		"127.0.0.1:6000":         "http://127.0.0.1:6000",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("registrySet = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"ftp://x", "https://x/path", "https://u:p@x"} {
+		cfg.Registries = []string{bad}
+		if _, err := cfg.registrySet(); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
