@@ -6,6 +6,7 @@ package agent
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -210,6 +211,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("agent config: control.advertise: %w (the control API is TLS only)", err)
 		}
 		c.Control.Advertise = adv
+		if u, _ := url.Parse(adv); c.Preheat.URL != "" && u != nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+				return fmt.Errorf("agent config: control.advertise %s is not an address preheat can reach; set it to this node's https://<ip>:<port>", adv)
+			}
+		}
 	}
 	return nil
 }

@@ -37,6 +37,9 @@ func TestConfigValidate(t *testing.T) {
 		"control token":        func(c *Config) { c.Control.Token = "old-bearer-token" },
 		"plain http advertise": func(c *Config) { c.Control.Advertise = "http://10.0.0.1:65002" },
 		"advertise with path":  func(c *Config) { c.Control.Advertise = "https://10.0.0.1:65002/x" },
+		"unspecified advertise": func(c *Config) {
+			c.Control.Addr, c.Preheat.URL = "0.0.0.0:65002", "http://preheat:8002"
+		},
 	} {
 		c := DefaultConfig()
 		mut(&c)
