@@ -320,10 +320,10 @@ func (a *Agent) Serve(ctx context.Context) error {
 	servers := []*http.Server{{Handler: a.mirrorHandler(), ReadHeaderTimeout: 30 * time.Second}}
 	listeners := []net.Listener{mirrorL}
 	if a.cfg.Control.Addr != "" {
-		controlL, err := net.Listen("tcp", a.cfg.Control.Addr)
+		controlL, err := a.controlListener()
 		if err != nil {
 			mirrorL.Close()
-			return fmt.Errorf("agent control listen %s: %w", a.cfg.Control.Addr, err)
+			return err
 		}
 		servers = append(servers, &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 30 * time.Second})
 		listeners = append(listeners, controlL)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +66,7 @@ func TestPullThroughPlainRegistry(t *testing.T) {
 	if v := metric(t, ag.mirror, "shoal_agent_cache_hits_total"); v < 3 {
 		t.Errorf("cache hits = %v, want >= 3 on the second pull", v)
 	}
-	if v := metric(t, ag.control, `shoal_agent_blob_bytes_total{source="registry"}`); v < 3<<20 {
+	if v := metric(t, ag.mirror, `shoal_agent_blob_bytes_total{source="registry"}`); v < 3<<20 {
 		t.Errorf("registry bytes = %v, want >= 3 MiB", v)
 	}
 }
@@ -357,89 +356,6 @@ func TestBadInputAndRanges(t *testing.T) {
 	d2 := layerDigests(t, img2)[0]
 	if st, _, b := getBlob(t, ag.mirror, "lib/r2", d2, map[string]string{"Range": "bytes=100-199"}); st != 206 || len(b) != 100 {
 		t.Errorf("range on uncached blob: %d, %d bytes", st, len(b))
-	}
-}
-
-// Control API: token required; fetch caches the blob and reports its source.
-func TestControlFetch(t *testing.T) {
-	reg := startUpstreamRegistry(t, "")
-	img := pushRandom(t, reg, "lib/c", 1<<20, 1)
-	cfg := testConfig(t, reg)
-	cfg.Control.Token = "tok"
-	ag := startAgent(t, cfg)
-	d := layerDigests(t, img)[0]
-
-	post := func(token string, body any) (int, map[string]any) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(http.MethodPost, "http://"+ag.control+"/_shoal/v1/fetch", bytes.NewReader(b))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
-	}
-	l, _ := img.LayerByDigest(d)
-	size, _ := l.Size()
-	good := map[string]any{"registry": "http://" + reg, "repository": "lib/c", "digest": d.String(), "size": size}
-	if st, out := post("", good); st != 401 || out["error"] == nil {
-		t.Errorf("without token: %d %v", st, out)
-	}
-	st, out := post("tok", good)
-	if st != 200 || out["source"] != "http" || out["digest"] != d.String() || out["bytesFromRegistry"].(float64) != float64(size) {
-		t.Fatalf("fetch: %d %v", st, out)
-	}
-	if _, ok := ag.cache.Lookup(d.Hex); !ok {
-		t.Error("fetched blob not in cache")
-	}
-	if st, out := post("tok", good); st != 200 || out["source"] != "cache" {
-		t.Errorf("second fetch: %d %v", st, out)
-	}
-	if st, out := post("tok", map[string]any{"registry": "http://" + reg, "repository": "lib/c", "digest": "sha256:" + strings.Repeat("0", 64)}); st != 404 || out["error"] == nil {
-		t.Errorf("unknown blob: %d %v", st, out)
-	}
-	if st, _ := post("tok", map[string]any{"registry": "ftp://x", "repository": "lib/c", "digest": d.String()}); st != 400 {
-		t.Errorf("bad registry: %d", st)
-	}
-}
-
-// The agent registers with the preheat service by heartbeat.
-func TestHeartbeat(t *testing.T) {
-	got := make(chan Heartbeat, 4)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/v1/nodes/heartbeat" || r.Method != http.MethodPost {
-			http.NotFound(w, r)
-			return
-		}
-		var hb Heartbeat
-		json.NewDecoder(r.Body).Decode(&hb)
-		select {
-		case got <- hb:
-		default:
-		}
-	}))
-	defer srv.Close()
-	cfg := testConfig(t, "127.0.0.1:1")
-	cfg.Preheat.URL = srv.URL
-	cfg.Preheat.Interval = 100 * time.Millisecond
-	cfg.Node.Groups = []string{"zone-a"}
-	cfg.Control.Advertise = "http://127.0.0.1:9/"
-	cfg.P2P.Enabled = false
-	startAgent(t, cfg)
-	for i := 0; i < 2; i++ {
-		select {
-		case hb := <-got:
-			if hb.ID != "test-node" || hb.Address != "http://127.0.0.1:9/" || len(hb.Groups) != 1 || hb.Groups[0] != "zone-a" || hb.CacheFreeBytes != cfg.Cache.MaxBytes {
-				t.Fatalf("heartbeat %+v", hb)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no heartbeat")
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ package agent
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
@@ -52,10 +54,15 @@ type Config struct {
 	Mirror struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"mirror"`
+	// Control is preheat's way in: mutual TLS with the cluster's
+	// certificates, nothing else. Advertise is the https://host:port preheat
+	// reaches it at (default: https:// + Addr).
 	Control struct {
 		Addr      string `yaml:"addr"`
 		Advertise string `yaml:"advertise"`
-		Token     string `yaml:"token"`
+		// Token is the removed bearer token; kept only to refuse it with a
+		// message naming what replaced it.
+		Token string `yaml:"token"`
 	} `yaml:"control"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	Cache     struct {
@@ -190,8 +197,25 @@ func (c *Config) Validate() error {
 	if _, err := c.clusterSecrets(); err != nil {
 		return fmt.Errorf("agent config: %w", err)
 	}
-	if c.Control.Advertise == "" && c.Control.Addr != "" {
-		c.Control.Advertise = "http://" + c.Control.Addr
+	if c.Control.Token != "" {
+		return fmt.Errorf("agent config: control.token is no longer supported: the control API now accepts only " +
+			"cluster members over mutual TLS; remove control.token (and preheat's agentToken) and give the agents and " +
+			"preheat the same cluster.secret")
+	}
+	if c.Control.Addr != "" {
+		if c.Control.Advertise == "" {
+			c.Control.Advertise = "https://" + c.Control.Addr
+		}
+		adv, err := nodeapi.CheckAddress(c.Control.Advertise)
+		if err != nil {
+			return fmt.Errorf("agent config: control.advertise: %w (the control API is TLS only)", err)
+		}
+		c.Control.Advertise = adv
+		if u, _ := url.Parse(adv); c.Preheat.URL != "" && u != nil {
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+				return fmt.Errorf("agent config: control.advertise %s is not an address preheat can reach; set it to this node's https://<ip>:<port>", adv)
+			}
+		}
 	}
 	return nil
 }

@@ -34,6 +34,12 @@ func TestConfigValidate(t *testing.T) {
 		"two defaults":         func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{URL: "http://b", Default: true}) },
 		"no cache dir":         func(c *Config) { c.Cache.Dir = "" },
 		"no limit":             func(c *Config) { c.Cache.MaxBytes = 0 },
+		"control token":        func(c *Config) { c.Control.Token = "old-bearer-token" },
+		"plain http advertise": func(c *Config) { c.Control.Advertise = "http://10.0.0.1:65002" },
+		"advertise with path":  func(c *Config) { c.Control.Advertise = "https://10.0.0.1:65002/x" },
+		"unspecified advertise": func(c *Config) {
+			c.Control.Addr, c.Preheat.URL = "0.0.0.0:65002", "http://preheat:8002"
+		},
 	} {
 		c := DefaultConfig()
 		mut(&c)

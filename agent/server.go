@@ -1,20 +1,16 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -429,178 +425,4 @@ func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	a.log.WithError(err).Warn("blob request failed")
 	ociError(w, http.StatusBadGateway, "UNAVAILABLE", err.Error())
-}
-
-// ---- control API (preheat) ----
-
-func (a *Agent) controlHandler() http.Handler {
-	r := mux.NewRouter()
-	r.HandleFunc("/healthz", healthz)
-	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	r.HandleFunc("/_shoal/v1/fetch", a.handleFetch).Methods(http.MethodPost)
-	return r
-}
-
-// FetchRequest is the body of POST /_shoal/v1/fetch.
-type FetchRequest struct {
-	Registry   string            `json:"registry"`
-	Repository string            `json:"repository"`
-	Digest     string            `json:"digest"`
-	Size       int64             `json:"size"`
-	Headers    map[string]string `json:"headers"`
-}
-
-// FetchResponse is its success answer.
-type FetchResponse struct {
-	Digest            string `json:"digest"`
-	Size              int64  `json:"size"`
-	Source            string `json:"source"`
-	BytesFromPeers    int64  `json:"bytesFromPeers"`
-	BytesFromRegistry int64  `json:"bytesFromRegistry"`
-}
-
-func jsonErr(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
-
-func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
-	if tok := a.cfg.Control.Token; tok != "" {
-		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			jsonErr(w, http.StatusUnauthorized, "missing or wrong control token")
-			return
-		}
-	}
-	var req FetchRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		jsonErr(w, http.StatusBadRequest, "invalid JSON: "+err.Error())
-		return
-	}
-	u, err := url.Parse(req.Registry)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		jsonErr(w, http.StatusBadRequest, "registry must be http(s)://host[:port]")
-		return
-	}
-	base := strings.TrimRight(req.Registry, "/")
-	if !nameRe.MatchString(req.Repository) {
-		jsonErr(w, http.StatusBadRequest, "invalid repository name")
-		return
-	}
-	algo, hexd, err := parseDigest(req.Digest)
-	if err != nil || algo != "sha256" {
-		jsonErr(w, http.StatusBadRequest, "digest must be sha256:<64 hex>")
-		return
-	}
-	var auth string
-	for k, v := range req.Headers {
-		if strings.EqualFold(k, "Authorization") {
-			auth = v
-		}
-	}
-	if auth == "" {
-		if up := a.upstreamByURL(base); up != nil && up.Username != "" {
-			auth = basicAuth(up.Username, up.Password)
-		}
-	}
-	resp := FetchResponse{Digest: req.Digest}
-	if h, ok := a.cache.Lookup(hexd); ok {
-		verr := h.Verify()
-		resp.Size = h.Size()
-		h.Release()
-		if verr == nil {
-			resp.Source = "cache"
-			writeJSON(w, resp)
-			return
-		}
-	}
-	f, _, err := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
-	if err != nil {
-		jsonErr(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	defer f.release()
-	if err := f.wait(r.Context()); err != nil {
-		var ue *upstreamError
-		switch {
-		case errors.As(err, &ue):
-			status := ue.status
-			if status < 400 {
-				status = http.StatusBadGateway
-			}
-			jsonErr(w, status, fmt.Sprintf("upstream refused the blob: %d %s", ue.status, bytes.TrimSpace(ue.body)))
-		case errors.Is(err, context.Canceled):
-		default:
-			jsonErr(w, http.StatusBadGateway, err.Error())
-		}
-		return
-	}
-	f.mu.Lock()
-	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
-	f.mu.Unlock()
-	if req.Size > 0 && req.Size != resp.Size {
-		jsonErr(w, http.StatusBadGateway, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
-		return
-	}
-	writeJSON(w, resp)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// Heartbeat is what the agent POSTs to <preheat.url>/api/v1/nodes/heartbeat.
-type Heartbeat struct {
-	ID             string   `json:"id"`
-	Address        string   `json:"address"`
-	Groups         []string `json:"groups"`
-	CacheFreeBytes int64    `json:"cacheFreeBytes"`
-	CacheUsedBytes int64    `json:"cacheUsedBytes"`
-}
-
-func (a *Agent) heartbeatLoop(ctx context.Context) {
-	target := strings.TrimRight(a.cfg.Preheat.URL, "/") + "/api/v1/nodes/heartbeat"
-	t := time.NewTicker(a.cfg.Preheat.Interval)
-	defer t.Stop()
-	failing := false
-	for {
-		used, free := a.cache.Usage()
-		groups := a.cfg.Node.Groups
-		if groups == nil {
-			groups = []string{}
-		}
-		body, _ := json.Marshal(Heartbeat{ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups, CacheFreeBytes: free, CacheUsedBytes: used})
-		err := func() error {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(rctx, http.MethodPost, target, bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := a.plain.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode >= 300 {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			return nil
-		}()
-		if err != nil && !failing && ctx.Err() == nil {
-			a.log.WithError(err).WithField("url", target).Warn("preheat heartbeat failed")
-		}
-		if err == nil && failing {
-			a.log.WithField("url", target).Info("preheat heartbeat recovered")
-		}
-		failing = err != nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -249,6 +249,7 @@ func (c *Cluster) StartPreheat() {
 		t.Fatal("StartPreheat needs a cluster with Redis")
 	}
 	cfg := writeFile(t, t.TempDir(), "preheat.yml", fmt.Sprintf(`listen: "%[1]s:%[2]d"
+cluster: {secret: %[4]q}
 redis: {addrs: ["127.0.0.1:6379"], prefix: "{shoal-preheat}:"}
 registry: "http://%[3]s"
 plainHTTPRegistries: [%[3]q]
@@ -256,7 +257,7 @@ heartbeatTTL: 30s
 fetchTimeout: 5m
 agentConcurrency: 4
 policies: []
-`, c.Infra.IP, preheatPort, c.RegistryAddr()))
+`, c.Infra.IP, preheatPort, c.RegistryAddr(), clusterSecret))
 	c.Preheat = c.Infra.Start(t, "shoal preheat", c.bin, "preheat", "serve", "--config", cfg)
 	c.Infra.WaitHTTP(t, c.Preheat, c.PreheatURL()+"/healthz", 30*time.Second)
 }
@@ -302,7 +303,7 @@ func (c *Cluster) startAgent(i int) *testenv.Process {
 	cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
 cluster: {secret: %[7]q}
 mirror: {addr: %[2]q}
-control: {addr: "0.0.0.0:65002", advertise: "http://%[3]s:65002"}
+control: {addr: "0.0.0.0:65002", advertise: "https://%[3]s:65002"}
 upstreams:
   - {host: %[4]q, url: "http://%[4]s", default: true}
 cache: {dir: %[5]q, maxBytes: 8589934592, authTTL: 30s}

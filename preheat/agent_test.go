@@ -24,7 +24,7 @@ type realAgent struct {
 // runs one, the preheat service) of this package's tests.
 var testClusterSecret = secret.Generate()
 
-func startRealAgent(t *testing.T, bin, id, group, registry, preheatURL, token string) *realAgent {
+func startRealAgent(t *testing.T, bin, id, group, registry, preheatURL string) *realAgent {
 	t.Helper()
 	dir := t.TempDir()
 	a := &realAgent{id: id, group: group, mirror: testenv.FreeAddr(t), control: testenv.FreeAddr(t), cacheDir: filepath.Join(dir, "cache")}
@@ -37,7 +37,6 @@ mirror:
   addr: %s
 control:
   addr: %s
-  token: %s
 upstreams:
   - url: %s
     default: true
@@ -50,13 +49,15 @@ preheat:
   interval: 200ms
 log:
   level: warn
-`, id, group, testClusterSecret, a.mirror, a.control, token, registry, a.cacheDir, preheatURL)
+`, id, group, testClusterSecret, a.mirror, a.control, registry, a.cacheDir, preheatURL)
 	path := filepath.Join(dir, "agent.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := testenv.Start(t, "agent-"+id, bin, []string{"agent", "--config", path})
-	testenv.WaitHTTP(t, p, "http://"+a.control+"/healthz", 30*time.Second)
+	// The control listener is members-only TLS; the mirror says when the
+	// agent is up.
+	testenv.WaitHTTP(t, p, "http://"+a.mirror+"/healthz", 30*time.Second)
 	return a
 }
 
@@ -79,12 +80,11 @@ func TestRealAgentsLifecycle(t *testing.T) {
 	blobs := blobDigests(t, img)
 
 	cfg := testConfig(reg.URL)
-	cfg.AgentToken = "ctl-token"
 	r := startReplica(t, cfg, redisStore(t, rs.Addr))
 	agents := []*realAgent{
-		startRealAgent(t, bin, "a1", "zone-a", reg.URL, r.URL, "ctl-token"),
-		startRealAgent(t, bin, "a2", "zone-a", reg.URL, r.URL, "ctl-token"),
-		startRealAgent(t, bin, "b1", "zone-b", reg.URL, r.URL, "ctl-token"),
+		startRealAgent(t, bin, "a1", "zone-a", reg.URL, r.URL),
+		startRealAgent(t, bin, "a2", "zone-a", reg.URL, r.URL),
+		startRealAgent(t, bin, "b1", "zone-b", reg.URL, r.URL),
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

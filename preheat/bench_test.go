@@ -65,7 +65,7 @@ func TestPreheatBenchmark(t *testing.T) {
 	startAgents := func(api, tag string) []*realAgent {
 		var as []*realAgent
 		for i := 0; i < agents; i++ {
-			as = append(as, startRealAgent(t, bin, fmt.Sprintf("%s-%d", tag, i), "bench", reg.URL, api, ""))
+			as = append(as, startRealAgent(t, bin, fmt.Sprintf("%s-%d", tag, i), "bench", reg.URL, api))
 		}
 		return as
 	}

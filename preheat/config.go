@@ -2,15 +2,18 @@ package preheat
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
@@ -20,14 +23,34 @@ type Config struct {
 	// Redis: empty addrs selects the in-memory store (embedded mode, one
 	// replica only).
 	Redis RedisConfig `yaml:"redis"`
+	// Cluster is membership: the join secret the agents hold too. Preheat
+	// accepts heartbeats only from certificates of this cluster and calls
+	// agents only over mutual TLS with them. Values may be the secret,
+	// env:VAR or file:/path; PreviousSecrets are still accepted while the
+	// secret rotates.
+	Cluster struct {
+		Secret          string   `yaml:"secret"`
+		PreviousSecrets []string `yaml:"previousSecrets"`
+	} `yaml:"cluster"`
 	// Registry is the default registry for image references without a
 	// host, e.g. http://127.0.0.1:5000.
 	Registry string `yaml:"registry"`
+	// Registries are the other registries jobs may name
+	// (scheme://host[:port], or host[:port] for https). An image on any
+	// other host is refused before a connection is made.
+	Registries []string `yaml:"registries"`
 	// PlainHTTPRegistries are host:port values reached over http:// when an
 	// image reference names them (others use https://).
 	PlainHTTPRegistries []string `yaml:"plainHTTPRegistries"`
 
 	HeartbeatTTL time.Duration `yaml:"heartbeatTTL"`
+	// HeartbeatMaxSkew is how far a heartbeat's signed timestamp may be
+	// from this replica's clock.
+	HeartbeatMaxSkew time.Duration `yaml:"heartbeatMaxSkew"`
+	// NodeKeyRetention is how long a node id stays pinned to its key after
+	// its last heartbeat; within it, only that key may use the id (an
+	// operator forgets a re-imaged node with DELETE /api/v1/nodes/{id}).
+	NodeKeyRetention time.Duration `yaml:"nodeKeyRetention"`
 	// Retention: finished jobs and their progress expire after this.
 	Retention  time.Duration `yaml:"retention"`
 	JobTimeout time.Duration `yaml:"jobTimeout"`
@@ -35,20 +58,27 @@ type Config struct {
 	FetchTimeout time.Duration `yaml:"fetchTimeout"`
 	// AgentConcurrency bounds in-flight fetches per agent across all jobs.
 	AgentConcurrency int `yaml:"agentConcurrency"`
-	// AgentToken is sent as "Authorization: Bearer" to agents' control API.
+	// AgentToken is the removed agent bearer token; kept only to refuse it
+	// with a message naming what replaced it (cluster.secret).
 	AgentToken string `yaml:"agentToken"`
 	// LeaseTTL: a job whose owner replica stops renewing for this long is
 	// taken over by another replica.
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
 	// MaxBodyBytes bounds every request body.
 	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
+	// MaxWebhookEvents bounds the events (or Harbor resources) of one
+	// webhook request, MaxWebhookJobs the jobs one request may start; a
+	// request over either is refused whole, before any job starts.
+	MaxWebhookEvents int `yaml:"maxWebhookEvents"`
+	MaxWebhookJobs   int `yaml:"maxWebhookJobs"`
 	// DefaultGroups are targeted when a request names none (empty = all).
 	DefaultGroups []string `yaml:"defaultGroups"`
 
 	Policies []Policy     `yaml:"policies"`
 	Harbor   HarborConfig `yaml:"harbor"`
 	// APITokens, when set, are required (Bearer) on /api/v1/jobs writes and
-	// webhooks. Heartbeats stay open to match the agent contract.
+	// webhooks; forgetting a node (DELETE /api/v1/nodes/{id}) always needs
+	// one. Heartbeats authenticate with the cluster's certificates instead.
 	APITokens []string `yaml:"apiTokens"`
 	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
 	Debug struct {
@@ -101,10 +131,14 @@ type HarborConfig struct {
 
 // DefaultConfig is the embedded-mode configuration `shoal run` uses.
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
 		Listen:           "127.0.0.1:8002",
 		Registry:         "http://127.0.0.1:5000",
 		HeartbeatTTL:     30 * time.Second,
+		HeartbeatMaxSkew: time.Minute,
+		NodeKeyRetention: 30 * 24 * time.Hour,
+		MaxWebhookEvents: 100,
+		MaxWebhookJobs:   20,
 		Retention:        24 * time.Hour,
 		JobTimeout:       30 * time.Minute,
 		FetchTimeout:     10 * time.Minute,
@@ -112,6 +146,8 @@ func DefaultConfig() Config {
 		LeaseTTL:         15 * time.Second,
 		MaxBodyBytes:     1 << 20,
 	}
+	c.Cluster.Secret = "env:SHOAL_CLUSTER_SECRET"
+	return c
 }
 
 // LoadConfig reads a YAML file over DefaultConfig.
@@ -132,6 +168,28 @@ func LoadConfig(file string) (Config, error) {
 func (c *Config) validate() error {
 	if c.Registry == "" {
 		return fmt.Errorf("preheat config: registry is required")
+	}
+	if c.AgentToken != "" {
+		return fmt.Errorf("preheat config: agentToken is no longer supported: preheat now calls agents over mutual TLS " +
+			"as a cluster member; remove agentToken (and the agents' control.token) and set cluster.secret to the agents' join secret")
+	}
+	if _, err := c.clusterSecrets(); err != nil {
+		return fmt.Errorf("preheat config: %w", err)
+	}
+	if _, err := c.registrySet(); err != nil {
+		return fmt.Errorf("preheat config: %w", err)
+	}
+	if c.HeartbeatMaxSkew <= 0 {
+		c.HeartbeatMaxSkew = time.Minute
+	}
+	if c.NodeKeyRetention < 10*c.HeartbeatTTL {
+		return fmt.Errorf("preheat config: nodeKeyRetention (%s) must be at least 10 x heartbeatTTL (%s): a node's pin must outlive its record", c.NodeKeyRetention, c.HeartbeatTTL)
+	}
+	if c.MaxWebhookEvents <= 0 {
+		c.MaxWebhookEvents = 100
+	}
+	if c.MaxWebhookJobs <= 0 {
+		c.MaxWebhookJobs = 20
 	}
 	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
 		return fmt.Errorf("preheat config: debug.addr: %w", err)
@@ -180,4 +238,49 @@ func (p *Policy) match(repo, tag string) bool {
 		return false
 	}
 	return true
+}
+
+// clusterSecrets resolves the join secret and the previous ones, current
+// first.
+func (c *Config) clusterSecrets() ([]string, error) {
+	cur, err := secret.Resolve("cluster.secret", c.Cluster.Secret)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := secret.ResolveAll("cluster.previousSecrets", c.Cluster.PreviousSecrets)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{cur}, prev...), nil
+}
+
+// registrySet maps each configured registry's host[:port] to the base URL
+// preheat and the agents reach it at: the default registry and the
+// registries list. A bare host is https unless listed in
+// plainHTTPRegistries or on loopback.
+func (c *Config) registrySet() (map[string]string, error) {
+	out := map[string]string{}
+	for i, r := range append([]string{c.Registry}, c.Registries...) {
+		name := "registry"
+		if i > 0 {
+			name = fmt.Sprintf("registries[%d]", i-1)
+		}
+		r = strings.TrimSuffix(strings.TrimSpace(r), "/")
+		if !strings.Contains(r, "://") {
+			scheme := "https://"
+			if slices.Contains(c.PlainHTTPRegistries, r) || strings.HasPrefix(r, "127.") || strings.HasPrefix(r, "localhost") {
+				scheme = "http://"
+			}
+			r = scheme + r
+		}
+		u, err := url.Parse(r)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
+			return nil, fmt.Errorf("%s %q: want scheme://host[:port]", name, r)
+		}
+		host := strings.ToLower(u.Host)
+		if _, dup := out[host]; !dup {
+			out[host] = u.Scheme + "://" + u.Host
+		}
+	}
+	return out, nil
 }

@@ -30,7 +30,10 @@ func TestDebugServe(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Listen = testenv.FreeAddr(t)
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s := NewWithStore(cfg, NewMemoryStore())
+	s, err := NewWithStore(cfg, NewMemoryStore())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()

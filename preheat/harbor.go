@@ -314,8 +314,13 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "notification has no events")
 		return
 	}
+	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
+		s.writeError(w, err)
+		return
+	}
 	groups, _, _ := s.harborGroups(nil, "")
 	res := WebhookResult{Jobs: []int64{}}
+	var todo []pendingJob
 	for _, ev := range env.Events {
 		if ev.Action != "push" || !isManifestType(ev.Target.MediaType) || ev.Target.URL == "" {
 			res.Ignored++
@@ -325,7 +330,11 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 		if ev.ID == "" {
 			seen = "kraken:" + hashKey(ev.Target.URL, ev.Target.Digest)
 		}
-		s.trigger(r.Context(), &res, seen, JobRequest{URL: ev.Target.URL, Groups: groups}, "kraken")
+		todo = append(todo, pendingJob{seen, JobRequest{URL: ev.Target.URL, Groups: groups}})
+	}
+	if err := s.startAll(r.Context(), &res, todo, "kraken"); err != nil {
+		s.writeError(w, err)
+		return
 	}
 	if len(res.Jobs) == 0 && len(res.Errors) > 0 {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"error": res.Errors[0], "errors": res.Errors})

@@ -20,7 +20,7 @@ func harborSetup(t *testing.T) (*replica, *testRegistry, []string, map[string]*t
 	cfg.Harbor.DefaultGroups = []string{"zone-a"}
 	r := startReplica(t, cfg, NewMemoryStore())
 	agents := map[string]*testAgent{}
-	for _, a := range []*testAgent{startAgent(t, "a1", "zone-a", ""), startAgent(t, "b1", "zone-b", "")} {
+	for _, a := range []*testAgent{startAgent(t, "a1", "zone-a"), startAgent(t, "b1", "zone-b")} {
 		heartbeat(t, r.URL, a.ID, a.URL(), a.Group)
 		agents[a.ID] = a
 	}

@@ -28,6 +28,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -123,25 +125,63 @@ func blobDigests(t *testing.T, img v1.Image) []string {
 	return out
 }
 
-// testAgent is a small real HTTP server speaking the agent contract: it
-// fetches the blob from the registry with the given headers, verifies the
-// digest and writes it into its cache directory.
+// testAgent is a small real HTTPS server speaking the agent contract as a
+// cluster member (its identity from testIdentity(ID), TLS with the
+// cluster's ServerTLS): it fetches the blob from the registry with the
+// given headers, verifies the digest and writes it into its cache
+// directory.
 type testAgent struct {
 	ID, Group string
 	Dir       string
 	srv       *httptest.Server
-	token     string
 	fetches   atomic.Int64
 	mu        sync.Mutex
 	headers   []http.Header // registry request headers seen
 	gate      chan struct{} // when non-nil, each fetch waits for a value
 	started   chan string   // when non-nil, receives digests as fetches start
+	// status, when set, is answered to every fetch with body (an agent
+	// relaying a registry's refusal).
+	status int
+	body   string
 }
 
-func startAgent(t *testing.T, id, group, token string) *testAgent {
+// testAuthority is the cluster of this package's tests (testClusterSecret).
+var testAuthority = func() *cluster.Authority {
+	a, err := cluster.NewAuthority(testClusterSecret)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}()
+
+var testIdentities sync.Map // node id → *cluster.Identity
+
+// testIdentity is the member identity of a test node: one key per node id
+// for the whole test binary, as a real node keeps its node.key.
+func testIdentity(id string) *cluster.Identity {
+	if v, ok := testIdentities.Load(id); ok {
+		return v.(*cluster.Identity)
+	}
+	ident, err := testAuthority.Issue(id, nil)
+	if err != nil {
+		panic(err)
+	}
+	v, _ := testIdentities.LoadOrStore(id, ident)
+	return v.(*cluster.Identity)
+}
+
+func startAgent(t *testing.T, id, group string) *testAgent {
 	t.Helper()
-	a := &testAgent{ID: id, Group: group, Dir: t.TempDir(), token: token}
-	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
+	return startAgentAs(t, id, group, testIdentity(id))
+}
+
+// startAgentAs runs a test agent presenting ident at its TLS listener.
+func startAgentAs(t *testing.T, id, group string, ident *cluster.Identity) *testAgent {
+	t.Helper()
+	a := &testAgent{ID: id, Group: group, Dir: t.TempDir()}
+	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
+	a.srv.TLS = testAuthority.ServerTLS(ident)
+	a.srv.StartTLS()
 	t.Cleanup(a.srv.Close)
 	return a
 }
@@ -150,20 +190,19 @@ func (a *testAgent) URL() string { return a.srv.URL }
 
 func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(code int, msg string) { writeErr(w, code, msg) }
-	if r.URL.Path != "/_shoal/v1/fetch" || r.Method != http.MethodPost {
+	if r.URL.Path != nodeapi.FetchPath || r.Method != http.MethodPost {
 		fail(404, "not found")
 		return
 	}
-	if a.token != "" && r.Header.Get("Authorization") != "Bearer "+a.token {
-		fail(401, "bad control token")
-		return
-	}
-	var req FetchRequest
+	var req nodeapi.FetchRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		fail(400, err.Error())
 		return
 	}
 	a.fetches.Add(1)
+	a.mu.Lock()
+	a.headers = append(a.headers, http.Header{"Authorization": {req.Headers["Authorization"]}})
+	a.mu.Unlock()
 	if a.started != nil {
 		a.started <- req.Digest
 	}
@@ -174,18 +213,20 @@ func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if a.status != 0 {
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, a.body)
+		return
+	}
 	path := filepath.Join(a.Dir, strings.ReplaceAll(req.Digest, ":", "_"))
 	if st, err := os.Stat(path); err == nil {
-		writeJSON(w, 200, FetchResponse{Digest: req.Digest, Size: st.Size(), Source: "cache"})
+		writeJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: st.Size(), Source: "cache"})
 		return
 	}
 	greq, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, req.Registry+"/v2/"+req.Repository+"/blobs/"+req.Digest, nil)
 	for k, v := range req.Headers {
 		greq.Header.Set(k, v)
 	}
-	a.mu.Lock()
-	a.headers = append(a.headers, greq.Header.Clone())
-	a.mu.Unlock()
 	resp, err := http.DefaultClient.Do(greq)
 	if err != nil {
 		fail(502, err.Error())
@@ -211,7 +252,7 @@ func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
 		fail(500, err.Error())
 		return
 	}
-	writeJSON(w, 200, FetchResponse{Digest: req.Digest, Size: n, Source: "http", BytesFromRegistry: n})
+	writeJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: n, Source: "http", BytesFromRegistry: n})
 }
 
 func (a *testAgent) cached(t *testing.T) map[string]bool {
@@ -224,18 +265,43 @@ func (a *testAgent) cached(t *testing.T) map[string]bool {
 	return out
 }
 
-// heartbeat registers the agent through the HTTP contract.
+// heartbeat registers a node through the contract: signed with the node's
+// test identity, as an agent does.
 func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
 	t.Helper()
-	b, _ := json.Marshal(Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30})
-	resp, err := http.Post(api+"/api/v1/nodes/heartbeat", "application/json", bytes.NewReader(b))
+	if code, msg := heartbeatAs(t, api, testIdentity(id), nodeapi.Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30}, time.Now()); code != http.StatusNoContent {
+		t.Fatalf("heartbeat %s: %d %s", id, code, msg)
+	}
+}
+
+// heartbeatAs sends hb signed by ident at the given time and returns the
+// status and error message.
+func heartbeatAs(t *testing.T, api string, ident *cluster.Identity, hb nodeapi.Heartbeat, at time.Time) (int, string) {
+	t.Helper()
+	b, _ := json.Marshal(hb)
+	req, _ := http.NewRequest(http.MethodPost, api+nodeapi.HeartbeatPath, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if ident != nil {
+		nodeapi.Sign(req.Header, ident, http.MethodPost, nodeapi.HeartbeatPath, b, at)
+	}
+	return sendRaw(t, req)
+}
+
+func sendRaw(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("heartbeat %s: %s", id, resp.Status)
+	defer resp.Body.Close()
+	var e struct {
+		Error string `json:"error"`
 	}
+	raw, _ := io.ReadAll(resp.Body)
+	if len(raw) > 0 && json.Unmarshal(raw, &e) != nil {
+		t.Fatalf("answer %d is not the JSON error shape: %q", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, e.Error
 }
 
 // replica is a running preheat service on a loopback port.
@@ -254,6 +320,7 @@ func redisStore(t *testing.T, addr string) Store {
 func testConfig(registry string) Config {
 	cfg := DefaultConfig()
 	cfg.Registry = registry
+	cfg.Cluster.Secret = testClusterSecret
 	cfg.HeartbeatTTL = 5 * time.Second
 	cfg.LeaseTTL = 600 * time.Millisecond
 	cfg.FetchTimeout = 10 * time.Second
@@ -265,7 +332,10 @@ func testConfig(registry string) Config {
 
 func startReplica(t *testing.T, cfg Config, st Store) *replica {
 	t.Helper()
-	s := NewWithStore(cfg, st)
+	s, err := NewWithStore(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Start()
 	srv := httptest.NewServer(s.Handler())
 	r := &replica{svc: s, URL: srv.URL, srv: srv}

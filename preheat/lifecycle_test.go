@@ -20,11 +20,10 @@ func TestJobLifecycleOnlyTargetGroup(t *testing.T) {
 	want := blobDigests(t, img)
 
 	cfg := testConfig(reg.URL)
-	cfg.AgentToken = "agent-secret"
 	r := startReplica(t, cfg, redisStore(t, rs.Addr))
-	a1 := startAgent(t, "a1", "zone-a", "agent-secret")
-	a2 := startAgent(t, "a2", "zone-a", "agent-secret")
-	b1 := startAgent(t, "b1", "zone-b", "agent-secret")
+	a1 := startAgent(t, "a1", "zone-a")
+	a2 := startAgent(t, "a2", "zone-a")
+	b1 := startAgent(t, "b1", "zone-b")
 	for _, a := range []*testAgent{a1, a2, b1} {
 		heartbeat(t, r.URL, a.ID, a.URL(), a.Group)
 	}
@@ -115,7 +114,7 @@ func TestRestartMidJobAndTwoReplicas(t *testing.T) {
 	cfg := testConfig(reg.URL)
 	cfg.AgentConcurrency = 1
 
-	a := startAgent(t, "n1", "g", "")
+	a := startAgent(t, "n1", "g")
 	a.gate = make(chan struct{})
 	a.started = make(chan string, 100)
 	r1 := startReplica(t, cfg, redisStore(t, rs.Addr))
@@ -162,7 +161,7 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	reg.push(t, "lib/c:v1", 4<<10, 2)
 	cfg := testConfig(reg.URL)
 	r := startReplica(t, cfg, NewMemoryStore())
-	a := startAgent(t, "n1", "g", "")
+	a := startAgent(t, "n1", "g")
 	a.gate = make(chan struct{})
 	heartbeat(t, r.URL, a.ID, a.URL(), "g")
 	var j JobView
@@ -183,7 +182,7 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	}
 
 	// An agent that registered and then vanished: reported, not waited on.
-	dead := startAgent(t, "gone", "h", "")
+	dead := startAgent(t, "gone", "h")
 	heartbeat(t, r.URL, dead.ID, dead.URL(), "h")
 	dead.srv.Close()
 	start := time.Now()
@@ -214,7 +213,7 @@ func TestTimeouts(t *testing.T) {
 	cfg := testConfig(reg.URL)
 	cfg.FetchTimeout = 200 * time.Millisecond
 	r := startReplica(t, cfg, NewMemoryStore())
-	a := startAgent(t, "n1", "g", "")
+	a := startAgent(t, "n1", "g")
 	a.gate = make(chan struct{}) // never opened: agent hangs
 	heartbeat(t, r.URL, a.ID, a.URL(), "g")
 	var j JobView

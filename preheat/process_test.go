@@ -15,7 +15,7 @@ import (
 func startPreheatProcess(t *testing.T, bin, name, redisAddr, registry string) (*testenv.Process, string) {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, redisAddr, registry)
+	cfg := fmt.Sprintf("listen: %s\ncluster: {secret: %s}\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, testClusterSecret, redisAddr, registry)
 	path := filepath.Join(t.TempDir(), "preheat.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -48,7 +48,7 @@ func TestProcessCrashMidJobResumes(t *testing.T) {
 	want := blobDigests(t, img)
 
 	p1, api1 := startPreheatProcess(t, bin, "preheat-1", rs.Addr, reg.URL)
-	a := startAgent(t, "n1", "zone-a", "")
+	a := startAgent(t, "n1", "zone-a")
 	a.gate = make(chan struct{})
 	a.started = make(chan string, 100)
 	heartbeat(t, api1, a.ID, a.URL(), "zone-a")
@@ -93,7 +93,7 @@ func TestResumeWithoutCredentialsFailsClearly(t *testing.T) {
 	reg.push(t, "lib/cred:v1", 4<<10, 2)
 	cfg := testConfig(reg.URL)
 	r1 := startReplica(t, cfg, redisStore(t, rs.Addr))
-	a := startAgent(t, "n1", "g", "")
+	a := startAgent(t, "n1", "g")
 	a.gate = make(chan struct{})
 	a.started = make(chan string, 100)
 	heartbeat(t, r1.URL, a.ID, a.URL(), "g")

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/sirupsen/logrus"
 )
 
 // ImageRef is an image located on a registry.
@@ -100,6 +102,17 @@ type ResolveError struct {
 
 func (e *ResolveError) Error() string { return e.Err.Error() }
 func (e *ResolveError) Unwrap() error { return e.Err }
+
+// unreachable is a failed connection to what. The transport's error text
+// can quote bytes the other end sent (a malformed response), so callers
+// get a fixed message and the detail goes to the debug log.
+func unreachable(what string, err error) error {
+	logrus.WithError(err).WithField("component", "preheat").Debugf("%s unreachable", what)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &ResolveError{Status: http.StatusGatewayTimeout, Err: fmt.Errorf("%s did not answer in time", what)}
+	}
+	return &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("%s unreachable", what)}
+}
 
 // Credentials for one job. Never persisted, never logged.
 type Credentials struct {
@@ -243,7 +256,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 	u := ref.manifestURL(reference)
 	resp, err := r.do(ctx, u, auth)
 	if err != nil {
-		return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s unreachable: %w", ref.Registry, err)}
+		return nil, "", "", unreachable("registry "+ref.Registry, err)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		chal := resp.Header.Get("WWW-Authenticate")
@@ -252,7 +265,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 			return nil, "", "", err
 		}
 		if resp, err = r.do(ctx, u, auth); err != nil {
-			return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s unreachable: %w", ref.Registry, err)}
+			return nil, "", "", unreachable("registry "+ref.Registry, err)
 		}
 	}
 	defer resp.Body.Close()
@@ -260,9 +273,9 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, "", "", &ResolveError{Status: http.StatusNotFound, Err: fmt.Errorf("image %s not found on %s", ref.Repository+":"+reference, ref.Registry)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return nil, "", "", &ResolveError{Status: http.StatusUnauthorized, Err: fmt.Errorf("registry %s denied access to %s (%s)", ref.Registry, ref.Repository, resp.Status)}
+		return nil, "", "", &ResolveError{Status: http.StatusUnauthorized, Err: fmt.Errorf("registry %s denied access to %s (%d)", ref.Registry, ref.Repository, resp.StatusCode)}
 	case resp.StatusCode != http.StatusOK:
-		return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s: GET manifest %s: %s", ref.Registry, reference, resp.Status)}
+		return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s: GET manifest %s: status %d", ref.Registry, reference, resp.StatusCode)}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
 	if err != nil {
@@ -273,7 +286,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 	}
 	var m manifestDoc
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s: manifest %s is not JSON: %w", ref.Registry, reference, err)}
+		return nil, "", "", &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("registry %s: manifest %s is not valid JSON", ref.Registry, reference)}
 	}
 	mt := m.MediaType
 	if ct := resp.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
@@ -319,7 +332,7 @@ func (r *resolver) authorize(ctx context.Context, challenge string, ref ImageRef
 		return nil
 	case "bearer":
 	default:
-		return deny("registry %s: unauthorized and no usable challenge (%q)", ref.Registry, challenge)
+		return deny("registry %s: unauthorized and no usable challenge", ref.Registry)
 	}
 	realm := params["realm"]
 	if realm == "" {
@@ -336,7 +349,7 @@ func (r *resolver) authorize(ctx context.Context, challenge string, ref ImageRef
 	q.Set("scope", scope)
 	tu, err := url.Parse(realm)
 	if err != nil {
-		return deny("registry %s: bad token realm %q", ref.Registry, realm)
+		return deny("registry %s: malformed token realm", ref.Registry)
 	}
 	tu.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, tu.String(), nil)
@@ -348,18 +361,18 @@ func (r *resolver) authorize(ctx context.Context, challenge string, ref ImageRef
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("token service %s unreachable: %w", tu.Host, err)}
+		return unreachable("token service "+tu.Host, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return deny("token service %s refused a pull token for %s: %s", tu.Host, ref.Repository, resp.Status)
+		return deny("token service %s refused a pull token for %s: status %d", tu.Host, ref.Repository, resp.StatusCode)
 	}
 	var tok struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&tok); err != nil {
-		return &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("token service %s: bad response: %w", tu.Host, err)}
+		return &ResolveError{Status: http.StatusBadGateway, Err: fmt.Errorf("token service %s: malformed response", tu.Host)}
 	}
 	t := tok.Token
 	if t == "" {

@@ -1,13 +1,10 @@
 package preheat
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -15,25 +12,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
-
-// FetchRequest is the body of POST <agent>/_shoal/v1/fetch (agent contract).
-type FetchRequest struct {
-	Registry   string            `json:"registry"`
-	Repository string            `json:"repository"`
-	Digest     string            `json:"digest"`
-	Size       int64             `json:"size"`
-	Headers    map[string]string `json:"headers,omitempty"`
-}
-
-// FetchResponse is the agent's 200 answer.
-type FetchResponse struct {
-	Digest            string `json:"digest"`
-	Size              int64  `json:"size"`
-	Source            string `json:"source"` // cache | p2p | http
-	BytesFromPeers    int64  `json:"bytesFromPeers"`
-	BytesFromRegistry int64  `json:"bytesFromRegistry"`
-}
 
 // launch runs the job in the background; the caller holds its lease.
 func (s *Service) launch(id int64) {
@@ -366,6 +347,22 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 		}
 		return
 	}
+	// The key the node enrolled with: the fetch (and the job's
+	// credentials) goes only to a TLS peer holding it.
+	key, err := s.store.NodeKey(ctx, t.NodeID)
+	if err != nil {
+		msg := "node not enrolled (forgotten by an operator); it enrolls again with its next heartbeat"
+		if !errors.Is(err, ErrNotFound) {
+			msg = "cannot read the node's enrolled key"
+			s.log.WithError(err).WithField("node", t.NodeID).Warn("cannot read node key")
+		}
+		for _, b := range j.Blobs {
+			if !done[progressField(t.NodeID, b.Digest)] {
+				set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateFailure, Error: msg})
+			}
+		}
+		return
+	}
 	var unreachable atomic.Pointer[string]
 	sem := s.sem(t.Address)
 	var wg sync.WaitGroup
@@ -389,7 +386,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 			}
 			set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateRunning})
 			start := time.Now()
-			resp, transport, err := s.fetch(ctx, t, ref, b, headers)
+			resp, transport, err := s.fetch(ctx, t, key, ref, b, headers)
 			if err != nil {
 				msg := err.Error()
 				if transport {
@@ -411,48 +408,63 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 	wg.Wait()
 }
 
-// fetch asks one agent for one blob. transport reports that the agent
-// could not be reached at all (as opposed to answering with an error).
-func (s *Service) fetch(ctx context.Context, t Target, ref ImageRef, b Blob, headers map[string]string) (*FetchResponse, bool, error) {
-	body, _ := json.Marshal(FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
+// fetch asks one agent for one blob, at its enrolled address over mutual
+// TLS pinned to its enrolled key. transport reports that the agent could
+// not be reached at all (as opposed to answering with an error). Error
+// messages are fixed per class: what an agent or a registry said is logged
+// at debug, never stored in progress or returned to API callers.
+func (s *Service) fetch(ctx context.Context, t Target, key ed25519.PublicKey, ref ImageRef, b Blob, headers map[string]string) (*nodeapi.FetchResponse, bool, error) {
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(fctx, http.MethodPost, strings.TrimSuffix(t.Address, "/")+"/_shoal/v1/fetch", bytes.NewReader(body))
-	if err != nil {
-		return nil, true, fmt.Errorf("bad agent address %q: %w", t.Address, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if s.cfg.AgentToken != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.AgentToken)
-	}
-	resp, err := s.agents.Do(req)
-	if err != nil {
-		if fctx.Err() != nil && ctx.Err() == nil {
-			return nil, false, fmt.Errorf("agent did not answer within %s", s.cfg.FetchTimeout)
+	fr, err := s.agents.Fetch(fctx, t.Address, key, nodeapi.FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
+	if err == nil {
+		if fr.Digest != "" && fr.Digest != b.Digest {
+			return nil, false, errors.New("agent reported another digest than the one asked for")
 		}
-		if ctx.Err() != nil {
-			return nil, false, context.Cause(ctx)
-		}
-		return nil, true, err
+		return fr, false, nil
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(raw))
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		return nil, false, fmt.Errorf("agent answered %s: %s", resp.Status, msg)
+	log := s.log.WithFields(logrus.Fields{"node": t.NodeID, "digest": b.Digest})
+	var se *nodeapi.StatusError
+	switch {
+	case ctx.Err() != nil:
+		return nil, false, context.Cause(ctx)
+	case fctx.Err() != nil:
+		return nil, false, fmt.Errorf("agent did not answer within %s", s.cfg.FetchTimeout)
+	case errors.As(err, &se):
+		log.WithFields(logrus.Fields{"status": se.Status, "code": se.Code, "detail": se.Detail}).Debug("agent refused a fetch")
+		return nil, false, errors.New(fetchFailure(se))
+	case nodeapi.IsPinMismatch(err):
+		log.WithError(err).Warn("agent presented another key than the one enrolled; not sending the fetch")
+		return nil, true, errors.New("agent at the enrolled address presented another key than the one enrolled")
+	case errors.Is(err, nodeapi.ErrUnreachable):
+		log.WithError(err).Debug("agent unreachable")
+		return nil, true, errors.New("connection failed")
 	}
-	var fr FetchResponse
-	if err := json.Unmarshal(raw, &fr); err != nil {
-		return nil, false, fmt.Errorf("agent answered 200 with a bad body: %w", err)
+	log.WithError(err).Debug("fetch failed")
+	return nil, false, errors.New("agent answered with a malformed response")
+}
+
+// fetchFailure is the fixed message for an agent's refusal.
+func fetchFailure(se *nodeapi.StatusError) string {
+	switch se.Code {
+	case nodeapi.CodeInvalid:
+		return fmt.Sprintf("agent refused the request as invalid (%d)", se.Status)
+	case nodeapi.CodeUpstreamDenied:
+		return fmt.Sprintf("registry refused the job's credentials (%d)", se.Status)
+	case nodeapi.CodeBlobUnknown:
+		return fmt.Sprintf("registry has no such blob (%d)", se.Status)
+	case nodeapi.CodeUpstream:
+		return fmt.Sprintf("registry answered an error (%d)", se.Status)
+	case nodeapi.CodeSizeMismatch:
+		return "blob size differs from the manifest's"
+	case nodeapi.CodeFetchFailed:
+		return fmt.Sprintf("agent could not download the blob (%d)", se.Status)
 	}
-	if fr.Digest != "" && fr.Digest != b.Digest {
-		return nil, false, fmt.Errorf("agent reported digest %s, asked for %s", fr.Digest, b.Digest)
+	switch {
+	case se.Status == 401 || se.Status == 403:
+		return fmt.Sprintf("agent refused preheat (%d)", se.Status)
+	case se.Status >= 500:
+		return fmt.Sprintf("agent failed (%d)", se.Status)
 	}
-	return &fr, false, nil
+	return fmt.Sprintf("agent answered %d", se.Status)
 }

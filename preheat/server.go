@@ -14,6 +14,9 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // Handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -27,8 +30,9 @@ func (s *Service) Handler() http.Handler {
 		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
 	})
 	api := s.tokenAuth(s.cfg.APITokens)
-	r.HandleFunc("/api/v1/nodes/heartbeat", s.handleHeartbeat).Methods(http.MethodPost)
+	r.HandleFunc(nodeapi.HeartbeatPath, s.handleHeartbeat).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/nodes", s.handleNodes).Methods(http.MethodGet)
+	r.Handle("/api/v1/nodes/{id}", s.requireToken(s.cfg.APITokens, s.handleForgetNode)).Methods(http.MethodDelete)
 	r.HandleFunc("/api/v1/groups", s.handleGroups).Methods(http.MethodGet)
 	r.Handle("/api/v1/jobs", api(s.handleCreate)).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/jobs", s.handleList).Methods(http.MethodGet)
@@ -94,6 +98,17 @@ func (s *Service) tokenAuth(tokens []string) func(http.HandlerFunc) http.Handler
 	}
 }
 
+// requireToken is tokenAuth for operations that must never be open: with
+// no tokens configured they are refused, saying what to configure.
+func (s *Service) requireToken(tokens []string, h http.HandlerFunc) http.Handler {
+	if len(tokens) == 0 {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeErr(w, http.StatusForbidden, "this operation needs an API token; configure apiTokens")
+		})
+	}
+	return s.tokenAuth(tokens)(h)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -139,31 +154,89 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-// Heartbeat is the agent contract body of POST /api/v1/nodes/heartbeat.
-type Heartbeat struct {
-	ID             string   `json:"id"`
-	Address        string   `json:"address"`
-	Groups         []string `json:"groups"`
-	CacheFreeBytes int64    `json:"cacheFreeBytes"`
-	CacheUsedBytes int64    `json:"cacheUsedBytes"`
-}
+// maxHeartbeatBytes bounds a heartbeat body, read whole before its
+// signature is checked.
+const maxHeartbeatBytes = 64 << 10
 
+// handleHeartbeat enrolls and refreshes nodes. A heartbeat counts only
+// when it is signed by a certificate of this cluster naming the node id it
+// reports, recently, later than the last one accepted for that id, and by
+// the key that id enrolled with.
 func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
-	var hb Heartbeat
-	if err := decode(r, &hb); err != nil {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHeartbeatBytes+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+			return
+		}
+		writeErr(w, http.StatusBadRequest, "cannot read the heartbeat body")
+		return
+	}
+	if len(body) > maxHeartbeatBytes {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
+		return
+	}
+	m, at, err := nodeapi.Verify(s.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, time.Now(), s.cfg.HeartbeatMaxSkew)
+	if err != nil {
+		s.log.WithError(err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
+		writeErr(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	var hb nodeapi.Heartbeat
+	if err := json.Unmarshal(body, &hb); err != nil {
+		writeErr(w, http.StatusBadRequest, "malformed heartbeat JSON")
+		return
+	}
+	if hb.ID == "" || hb.ID != m.Name {
+		writeErr(w, http.StatusUnauthorized, fmt.Sprintf("heartbeat for node %q signed by the certificate of %q", hb.ID, m.Name))
+		return
+	}
+	addr, err := nodeapi.CheckAddress(hb.Address)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "heartbeat "+err.Error())
+		return
+	}
+	pinned, err := s.store.EnrollNode(r.Context(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
+	switch {
+	case errors.Is(err, ErrKeyMismatch):
+		s.log.WithFields(logrus.Fields{"node": hb.ID, "enrolledKey": nodeapi.Fingerprint(pinned),
+			"presentedKey": nodeapi.Fingerprint(m.Key), "remote": r.RemoteAddr}).
+			Warn("heartbeat for an enrolled node id from another key refused; if the node was re-imaged, forget it with DELETE /api/v1/nodes/{id}")
+		writeErr(w, http.StatusConflict, fmt.Sprintf("node %q is enrolled with another key (%s); an operator must forget it before it can enroll again", hb.ID, nodeapi.Fingerprint(pinned)))
+		return
+	case errors.Is(err, ErrReplay):
+		writeErr(w, http.StatusUnauthorized, "heartbeat is not newer than the last one accepted for this node (replayed?)")
+		return
+	case err != nil:
 		s.writeError(w, err)
 		return
 	}
-	if hb.ID == "" || !strings.HasPrefix(hb.Address, "http://") && !strings.HasPrefix(hb.Address, "https://") {
-		writeErr(w, http.StatusBadRequest, "heartbeat needs id and an http(s):// address")
-		return
-	}
-	n := Node{ID: hb.ID, Address: strings.TrimSuffix(hb.Address, "/"), Groups: sortedUnique(hb.Groups),
-		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes}
+	n := Node{ID: hb.ID, Address: addr, Groups: sortedUnique(hb.Groups),
+		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes,
+		BytesServedToPeers: hb.BytesServedToPeers, BytesFromRegistry: hb.BytesFromRegistry,
+		KeyFingerprint: nodeapi.Fingerprint(m.Key)}
 	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
 		s.writeError(w, err)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleForgetNode drops a node's enrollment so its id can enroll again
+// with a new key (a re-imaged node). It always needs an API token: it is
+// what lets a key other than the enrolled one take over a node id.
+func (s *Service) handleForgetNode(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	if err := s.store.ForgetNode(r.Context(), id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("node %q is not enrolled", id))
+			return
+		}
+		s.writeError(w, err)
+		return
+	}
+	s.log.WithFields(logrus.Fields{"node": id, "remote": r.RemoteAddr}).Info("node forgotten; its id enrolls with the next key that heartbeats")
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -6,7 +6,8 @@
 // # Dispatch design: HTTP push to agents
 //
 // For every live node of the target groups the job runner POSTs
-// <node.address>/_shoal/v1/fetch once per blob; the agent answers when the
+// <node.address>/_shoal/v1/fetch once per blob (mutual TLS pinned to the
+// key the node enrolled with); the agent answers when the
 // blob is cached and verified (or with an error). We chose push over a
 // queue (e.g. a Redis Stream per group) because:
 //   - agents need no Redis credentials or connectivity — only the preheat
@@ -54,7 +55,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // Service is one preheat replica.
@@ -64,8 +67,16 @@ type Service struct {
 	log      *logrus.Entry
 	id       string
 	resolver *resolver
-	agents   *http.Client
 	metrics  *metrics
+
+	// authority and identity make this replica a cluster member: it
+	// verifies heartbeats with the authority and calls agents (agents)
+	// over mutual TLS as identity, pinned to each node's enrolled key.
+	authority *cluster.Authority
+	identity  *cluster.Identity
+	agents    *nodeapi.Client
+	// registries maps each configured registry host to its base URL.
+	registries map[string]string
 
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
@@ -103,33 +114,62 @@ func New(cfg Config) (*Service, error) {
 	} else {
 		st = NewMemoryStore()
 	}
-	s := NewWithStore(cfg, st)
+	s, err := NewWithStore(cfg, st)
+	if err != nil {
+		if closeFn != nil {
+			_ = closeFn()
+		}
+		return nil, err
+	}
 	s.closeFn = closeFn
 	return s, nil
 }
 
 // NewWithStore builds a replica on an existing store (tests, embedding).
-func NewWithStore(cfg Config, st Store) *Service {
-	_ = cfg.validate()
+func NewWithStore(cfg Config, st Store) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	secrets, err := cfg.clusterSecrets()
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
+	authority, err := cluster.NewAuthority(secrets...)
+	if err != nil {
+		return nil, err
+	}
+	// A fresh key per process: agents do not pin preheat, they check
+	// that it is a member.
+	identity, err := authority.Issue("preheat", nil)
+	if err != nil {
+		return nil, err
+	}
+	registries, err := cfg.registrySet()
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
 	host, _ := os.Hostname()
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
 	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{
-		cfg:      cfg,
-		store:    st,
-		log:      logrus.WithFields(logrus.Fields{"component": "preheat", "replica": id}),
-		id:       id,
-		resolver: &resolver{client: &http.Client{Timeout: 30 * time.Second}},
-		agents:   &http.Client{},
-		metrics:  newMetrics(st),
-		creds:    map[int64]map[string]string{},
-		running:  map[int64]context.CancelCauseFunc{},
-		sems:     map[string]chan struct{}{},
-		baseCtx:  ctx,
-		stop:     stop,
-	}
+		cfg:        cfg,
+		store:      st,
+		log:        logrus.WithFields(logrus.Fields{"component": "preheat", "replica": id}),
+		id:         id,
+		resolver:   &resolver{client: &http.Client{Timeout: 30 * time.Second}},
+		metrics:    newMetrics(st),
+		authority:  authority,
+		identity:   identity,
+		agents:     nodeapi.NewClient(authority, identity),
+		registries: registries,
+		creds:      map[int64]map[string]string{},
+		running:    map[int64]context.CancelCauseFunc{},
+		sems:       map[string]chan struct{}{},
+		baseCtx:    ctx,
+		stop:       stop,
+	}, nil
 }
 
 // Store exposes the replica's store (tests, embedding).
@@ -234,6 +274,9 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	ref, err := ParseImage(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
 	if err != nil {
 		return nil, false, badRequest("%v", err)
+	}
+	if ref, err = s.configuredRegistry(ref); err != nil {
+		return nil, false, err
 	}
 	for _, p := range req.Platforms {
 		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
@@ -364,4 +407,21 @@ func (s *Service) checkGroups(ctx context.Context, groups []string) error {
 		}
 	}
 	return nil
+}
+
+// configuredRegistry refuses an image on a registry preheat is not
+// configured for, before any connection: a job's registry is where preheat
+// sends the job's credentials and where the agents fetch from. The base URL
+// is the configured one (its scheme wins over the reference's).
+func (s *Service) configuredRegistry(ref ImageRef) (ImageRef, error) {
+	host := ref.Registry
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	base, ok := s.registries[strings.ToLower(host)]
+	if !ok {
+		return ref, badRequest("registry %s is not configured on this preheat service (registry, registries)", host)
+	}
+	ref.Registry = base
+	return ref, nil
 }

@@ -2,6 +2,7 @@ package preheat
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"sort"
 	"time"
@@ -26,13 +27,26 @@ func (s JobState) Terminal() bool {
 // ErrNotFound is returned for unknown (or expired) jobs.
 var ErrNotFound = errors.New("not found")
 
+// Enrollment refusals (Store.EnrollNode).
+var (
+	ErrKeyMismatch = errors.New("node id is enrolled with another key")
+	ErrReplay      = errors.New("heartbeat is not newer than the last one accepted")
+)
+
 // Node is an agent as it registered through the heartbeat endpoint.
 type Node struct {
-	ID             string    `json:"id"`
-	Address        string    `json:"address"`
-	Groups         []string  `json:"groups"`
-	CacheFreeBytes int64     `json:"cacheFreeBytes"`
-	CacheUsedBytes int64     `json:"cacheUsedBytes"`
+	ID             string   `json:"id"`
+	Address        string   `json:"address"`
+	Groups         []string `json:"groups"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// BytesServedToPeers and BytesFromRegistry are the node's counters
+	// since its start, as of its last heartbeat.
+	BytesServedToPeers int64 `json:"bytesServedToPeers"`
+	BytesFromRegistry  int64 `json:"bytesFromRegistry"`
+	// KeyFingerprint identifies the key the node enrolled with
+	// (nodeapi.Fingerprint).
+	KeyFingerprint string    `json:"keyFingerprint,omitempty"`
 	LastSeen       time.Time `json:"lastSeen"`
 	// ExpiresAt is LastSeen + heartbeat TTL: the node is alive before it.
 	ExpiresAt time.Time `json:"expiresAt"`
@@ -107,6 +121,19 @@ type Store interface {
 	PutNode(ctx context.Context, n Node, ttl time.Duration) error
 	// ListNodes returns nodes seen within the forget window, dead or alive.
 	ListNodes(ctx context.Context) ([]Node, error)
+
+	// EnrollNode pins node id to key on first sight and records at as the
+	// newest heartbeat accepted from it, atomically. The pin lives for keep
+	// after the last heartbeat (far longer than the node record). It fails
+	// with ErrKeyMismatch, returning the pinned key, when id is pinned to
+	// another key, and with ErrReplay when at is not after the last
+	// heartbeat accepted for id.
+	EnrollNode(ctx context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (pinned ed25519.PublicKey, err error)
+	// NodeKey is the key id is pinned to (ErrNotFound when none).
+	NodeKey(ctx context.Context, id string) (ed25519.PublicKey, error)
+	// ForgetNode drops the pin and the node record, so the node id can
+	// enroll again with a new key (ErrNotFound when neither existed).
+	ForgetNode(ctx context.Context, id string) error
 
 	// CreateJob stores j with a fresh ID unless an unfinished job with the
 	// same dedupe key exists, in which case that job is returned and

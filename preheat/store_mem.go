@@ -2,6 +2,7 @@ package preheat
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"sort"
 	"sync"
@@ -16,6 +17,7 @@ type MemoryStore struct {
 	now      func() time.Time
 	forget   time.Duration
 	nodes    map[string]memNode
+	pins     map[string]memPin
 	seq      int64
 	jobs     map[int64]*memJob
 	dedupe   map[string]int64
@@ -28,6 +30,12 @@ type MemoryStore struct {
 type memNode struct {
 	n       Node
 	purgeAt time.Time
+}
+
+type memPin struct {
+	key       ed25519.PublicKey
+	last      time.Time
+	expiresAt time.Time
 }
 
 type memJob struct {
@@ -47,6 +55,7 @@ func NewMemoryStore() *MemoryStore {
 		now:      time.Now,
 		forget:   nodeForgetFactor,
 		nodes:    map[string]memNode{},
+		pins:     map[string]memPin{},
 		jobs:     map[int64]*memJob{},
 		dedupe:   map[string]int64{},
 		leases:   map[int64]memLease{},
@@ -259,3 +268,44 @@ func (m *MemoryStore) MarkSeen(_ context.Context, key string, ttl time.Duration)
 }
 
 func (m *MemoryStore) Ping(context.Context) error { return nil }
+
+func (m *MemoryStore) EnrollNode(_ context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	p, ok := m.pins[id]
+	if ok && !now.Before(p.expiresAt) {
+		ok = false
+	}
+	if ok && !p.key.Equal(key) {
+		return p.key, ErrKeyMismatch
+	}
+	if ok && !at.After(p.last) {
+		return p.key, ErrReplay
+	}
+	m.pins[id] = memPin{key: key, last: at, expiresAt: now.Add(keep)}
+	return key, nil
+}
+
+func (m *MemoryStore) NodeKey(_ context.Context, id string) (ed25519.PublicKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pins[id]
+	if !ok || !m.now().Before(p.expiresAt) {
+		return nil, ErrNotFound
+	}
+	return p.key, nil
+}
+
+func (m *MemoryStore) ForgetNode(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, pinned := m.pins[id]
+	_, listed := m.nodes[id]
+	delete(m.pins, id)
+	delete(m.nodes, id)
+	if !pinned && !listed {
+		return ErrNotFound
+	}
+	return nil
+}

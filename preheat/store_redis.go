@@ -2,6 +2,8 @@ package preheat
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,8 @@ import (
 //
 //	P node:<id>       JSON Node, expires forgetFactor x heartbeat TTL
 //	P nodes           set of node ids (pruned lazily)
+//	P pin:<id>        hash k = node key (hex), t = last heartbeat (20-digit
+//	                  Unix ns); PX the enrollment retention
 //	P seq             job id counter (integer ids: Harbor wants them)
 //	P job:<id>        JSON Job; expires `retention` after it finishes
 //	P jobs            zset of job ids (score = id), pruned lazily
@@ -393,6 +397,74 @@ func (r *RedisStore) MarkSeen(ctx context.Context, key string, ttl time.Duration
 func (r *RedisStore) Ping(ctx context.Context) error {
 	if err := r.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: ping: %w", err)
+	}
+	return nil
+}
+
+// enrollScript pins and advances a node's last heartbeat atomically.
+// Timestamps are compared as fixed-width decimal strings: Lua numbers are
+// doubles and would round Unix nanoseconds.
+var enrollScript = redis.NewScript(`
+local k = redis.call('HGET', KEYS[1], 'k')
+if k and k ~= ARGV[1] then return {1, k} end
+local t = redis.call('HGET', KEYS[1], 't')
+if k and t and ARGV[2] <= t then return {2, k} end
+redis.call('HSET', KEYS[1], 'k', ARGV[1], 't', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {0, ARGV[1]}
+`)
+
+func (r *RedisStore) EnrollNode(ctx context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
+	res, err := enrollScript.Run(ctx, r.rdb, []string{r.k("pin", id)},
+		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), keep.Milliseconds()).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redis: enroll node %s: %w", id, err)
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("redis: enroll node %s: unexpected answer", id)
+	}
+	code, _ := res[0].(int64)
+	s, _ := res[1].(string)
+	pinned, err := hex.DecodeString(s)
+	if err != nil || len(pinned) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("redis: node %s: stored key is malformed", id)
+	}
+	switch code {
+	case 1:
+		return pinned, ErrKeyMismatch
+	case 2:
+		return pinned, ErrReplay
+	}
+	return pinned, nil
+}
+
+func (r *RedisStore) NodeKey(ctx context.Context, id string) (ed25519.PublicKey, error) {
+	s, err := r.rdb.HGet(ctx, r.k("pin", id), "k").Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis: node %s key: %w", id, err)
+	}
+	key, err := hex.DecodeString(s)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("redis: node %s: stored key is malformed", id)
+	}
+	return key, nil
+}
+
+func (r *RedisStore) ForgetNode(ctx context.Context, id string) error {
+	var n *redis.IntCmd
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		n = p.Del(ctx, r.k("pin", id), r.k("node", id))
+		p.SRem(ctx, r.k("nodes"), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis: forget node %s: %w", id, err)
+	}
+	if n.Val() == 0 {
+		return ErrNotFound
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package preheat
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -41,6 +43,7 @@ func TestStore(t *testing.T) {
 		{"RetentionExpiresFinishedJobs", testRetention},
 		{"Leases", testLeases},
 		{"MarkSeen", testMarkSeen},
+		{"EnrollPinsKeyRefusesReplay", testEnroll},
 	}
 	for name, mk := range storeFactories() {
 		t.Run(name, func(t *testing.T) {
@@ -282,5 +285,48 @@ func testMarkSeen(t *testing.T, s Store) {
 	}
 	if err := s.Ping(bg); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func testEnroll(t *testing.T, s Store) {
+	k1, _, _ := ed25519.GenerateKey(rand.Reader)
+	k2, _, _ := ed25519.GenerateKey(rand.Reader)
+	t0 := time.Unix(1_800_000_000, 123456789)
+	keep := time.Minute
+	if _, err := s.NodeKey(bg, "n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("key before enrollment: %v", err)
+	}
+	if p, err := s.EnrollNode(bg, "n1", k1, t0, keep); err != nil || !p.Equal(k1) {
+		t.Fatalf("first sight: %v", err)
+	}
+	if _, err := s.EnrollNode(bg, "n1", k1, t0.Add(time.Nanosecond), keep); err != nil {
+		t.Fatalf("next heartbeat: %v", err)
+	}
+	for _, at := range []time.Time{t0.Add(time.Nanosecond), t0} {
+		if _, err := s.EnrollNode(bg, "n1", k1, at, keep); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replayed %v: %v", at, err)
+		}
+	}
+	if p, err := s.EnrollNode(bg, "n1", k2, t0.Add(time.Second), keep); !errors.Is(err, ErrKeyMismatch) || !p.Equal(k1) {
+		t.Fatalf("other key: %v", err)
+	}
+	if k, err := s.NodeKey(bg, "n1"); err != nil || !k.Equal(k1) {
+		t.Fatalf("pinned key after the attempt: %v", err)
+	}
+	if err := s.ForgetNode(bg, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ForgetNode(bg, "n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second forget: %v", err)
+	}
+	if _, err := s.EnrollNode(bg, "n1", k2, t0, keep); err != nil {
+		t.Fatalf("re-enroll after forget: %v", err)
+	}
+	if _, err := s.EnrollNode(bg, "short", k1, t0, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := s.EnrollNode(bg, "short", k2, t0, time.Minute); err != nil {
+		t.Fatalf("enrollment outlived its retention: %v", err)
 	}
 }

@@ -69,7 +69,12 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
+	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
+		s.writeError(w, err)
+		return
+	}
 	res := WebhookResult{Jobs: []int64{}}
+	var todo []pendingJob
 	for _, ev := range env.Events {
 		if ev.Action != "push" || !isManifestType(ev.Target.MediaType) || ev.Target.Repository == "" {
 			res.Ignored++ // blob pushes, pulls, deletes
@@ -95,9 +100,43 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 		if ev.ID == "" {
 			seen = "dist:" + hashKey(ev.Target.Repository, ev.Target.Digest, ev.Target.Tag)
 		}
-		s.trigger(r.Context(), &res, seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}, "distribution")
+		todo = append(todo, pendingJob{seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}})
+	}
+	if err := s.startAll(r.Context(), &res, todo, "distribution"); err != nil {
+		s.writeError(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// pendingJob is a job a webhook request asks for, before it starts.
+type pendingJob struct {
+	seen string
+	req  JobRequest
+}
+
+// checkFanOut refuses a webhook request carrying more events than
+// MaxWebhookEvents, before any of them is looked at.
+func (s *Service) checkFanOut(n int, what string) error {
+	if n > s.cfg.MaxWebhookEvents {
+		return &APIError{Status: http.StatusRequestEntityTooLarge,
+			Msg: fmt.Sprintf("request carries %d %s; at most %d are accepted per request (maxWebhookEvents)", n, what, s.cfg.MaxWebhookEvents)}
+	}
+	return nil
+}
+
+// startAll starts the jobs of one webhook request, or none of them when
+// they are more than MaxWebhookJobs: one request must not fan out into an
+// unbounded number of resolutions and dispatches.
+func (s *Service) startAll(ctx context.Context, res *WebhookResult, todo []pendingJob, source string) error {
+	if len(todo) > s.cfg.MaxWebhookJobs {
+		return &APIError{Status: http.StatusUnprocessableEntity,
+			Msg: fmt.Sprintf("request would start %d preheat jobs; at most %d are started per request (maxWebhookJobs); none was started", len(todo), s.cfg.MaxWebhookJobs)}
+	}
+	for _, p := range todo {
+		s.trigger(ctx, res, p.seen, p.req, source)
+	}
+	return nil
 }
 
 func hashKey(parts ...string) string {
@@ -178,7 +217,12 @@ func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, res)
 		return
 	}
+	if err := s.checkFanOut(len(data.Resources), "resources"); err != nil {
+		s.writeError(w, err)
+		return
+	}
 	repo := data.Repository.RepoFullName
+	var todo []pendingJob
 	for _, rs := range data.Resources {
 		tag := rs.Tag
 		if strings.HasPrefix(tag, "sha256:") {
@@ -202,7 +246,11 @@ func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 		if p.ID == "" {
 			seen = "harbor:" + hashKey(p.Type, fmt.Sprint(p.OccurAt), repo, rs.Digest, rs.Tag)
 		}
-		s.trigger(r.Context(), &res, seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}, "harbor")
+		todo = append(todo, pendingJob{seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}})
+	}
+	if err := s.startAll(r.Context(), &res, todo, "harbor"); err != nil {
+		s.writeError(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }

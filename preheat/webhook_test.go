@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
@@ -34,7 +36,7 @@ func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
-	a := startAgent(t, "a1", "zone-a", "")
+	a := startAgent(t, "a1", "zone-a")
 	heartbeat(t, r.URL, a.ID, a.URL(), "zone-a")
 	return r, reg, d.String()
 }
@@ -155,8 +157,10 @@ func TestHarborWebhook(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	reg := startRegistry(t)
 	reg.push(t, "lib/ok:1", 1<<10, 1)
-	r := startReplica(t, testConfig(reg.URL), NewMemoryStore())
-	a := startAgent(t, "a1", "zone-a", "")
+	cfg := testConfig(reg.URL)
+	cfg.Registries = []string{"127.0.0.1:1"} // configured, nothing listens
+	r := startReplica(t, cfg, NewMemoryStore())
+	a := startAgent(t, "a1", "zone-a")
 	heartbeat(t, r.URL, a.ID, a.URL(), "zone-a")
 
 	huge := `{"image":"` + strings.Repeat("x", 128<<10) + `"}`
@@ -194,8 +198,11 @@ func TestBadInput(t *testing.T) {
 	if code := call(t, "PUT", r.URL+"/api/v1/jobs", nil, "{}", &e); code != 405 || e["error"] == "" {
 		t.Errorf("PUT jobs: %d %v", code, e)
 	}
-	if code := call(t, "POST", r.URL+"/api/v1/nodes/heartbeat", nil, `{"id":"x"}`, &e); code != 400 {
-		t.Errorf("heartbeat without address: %d", code)
+	if code, msg := heartbeatAs(t, r.URL, testIdentity("x"), nodeapi.Heartbeat{ID: "x"}, time.Now()); code != 400 || !strings.Contains(msg, "https://host:port") {
+		t.Errorf("heartbeat without address: %d %s", code, msg)
+	}
+	if code, msg := heartbeatAs(t, r.URL, testIdentity("x"), nodeapi.Heartbeat{ID: "x", Address: "http://127.0.0.1:1"}, time.Now()); code != 400 {
+		t.Errorf("heartbeat with a plain http address: %d %s", code, msg)
 	}
 	var list struct{ Jobs []Job }
 	call(t, "GET", r.URL+"/api/v1/jobs", nil, nil, &list)
@@ -234,8 +241,10 @@ func TestRegistryTokenAuth(t *testing.T) {
 	t.Cleanup(guarded.Close)
 	host := strings.TrimPrefix(guarded.URL, "http://")
 
-	r := startReplica(t, testConfig(reg.URL), NewMemoryStore())
-	a := startAgent(t, "a1", "g", "")
+	cfg := testConfig(reg.URL)
+	cfg.Registries = []string{host}
+	r := startReplica(t, cfg, NewMemoryStore())
+	a := startAgent(t, "a1", "g")
 	heartbeat(t, r.URL, a.ID, a.URL(), "g")
 
 	var e map[string]string
@@ -264,6 +273,7 @@ func TestRegistryTokenAuth(t *testing.T) {
 
 // The shipped example config must load.
 func TestShippedConfigLoads(t *testing.T) {
+	t.Setenv("SHOAL_CLUSTER_SECRET", testClusterSecret)
 	cfg, err := LoadConfig("../configs/preheat.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +342,7 @@ func TestAPITokens(t *testing.T) {
 	cfg := testConfig(reg.URL)
 	cfg.APITokens = []string{"api-secret"}
 	r := startReplica(t, cfg, NewMemoryStore())
-	a := startAgent(t, "a1", "g", "")
+	a := startAgent(t, "a1", "g")
 	heartbeat(t, r.URL, a.ID, a.URL(), "g") // open, per the agent contract
 	req := JobRequest{Image: reg.Host + "/lib/tok:1"}
 	var e map[string]string

@@ -301,9 +301,12 @@ func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
 
 // startRunPreheat adds the embedded preheat service to `shoal run`:
 // 127.0.0.1:8002, in-memory store (single replica), registry
-// http://127.0.0.1:5000 — preheat.DefaultConfig.
-func startRunPreheat(ctx context.Context, g *errgroup.Group) error {
-	svc, err := preheat.New(preheat.DefaultConfig())
+// http://127.0.0.1:5000 (the only one jobs may name) — preheat.DefaultConfig
+// — and the run's join secret, so it enrolls the embedded agent.
+func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared) error {
+	cfg := preheat.DefaultConfig()
+	cfg.Cluster.Secret = shared.ClusterSecret
+	svc, err := preheat.New(cfg)
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
 	}

@@ -35,8 +35,9 @@ func runAll(ctx context.Context, args []string) error {
 	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret); err != nil {
 		return err
 	}
-	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000.
-	if err := startRunPreheat(ctx, g); err != nil {
+	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000,
+	// enrolling agents of shared.ClusterSecret.
+	if err := startRunPreheat(ctx, g, shared); err != nil {
 		return err
 	}
 	// The agent last: its first heartbeat goes to preheat.

@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
+)
+
+// The control API is how preheat reaches this node. It is served over
+// mutual TLS with the cluster's certificates only (cluster.ServerTLS): a
+// caller must hold the join secret, and preheat in turn only calls the key
+// it enrolled for this node id, so the pull credentials a fetch carries go
+// to this node and nowhere else.
+
+// controlListener is the control API's TLS listener.
+func (a *Agent) controlListener() (net.Listener, error) {
+	l, err := net.Listen("tcp", a.cfg.Control.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("agent control listen %s: %w", a.cfg.Control.Addr, err)
+	}
+	return tls.NewListener(l, a.authority.ServerTLS(a.identity)), nil
+}
+
+func (a *Agent) controlHandler() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/healthz", healthz)
+	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	r.HandleFunc(nodeapi.FetchPath, a.handleFetch).Methods(http.MethodPost)
+	return r
+}
+
+func jsonErr(w http.ResponseWriter, status int, msg string) {
+	jsonErrCode(w, status, "", msg)
+}
+
+func jsonErrCode(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(nodeapi.ErrorBody{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
+	var req nodeapi.FetchRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid JSON: "+err.Error())
+		return
+	}
+	u, err := url.Parse(req.Registry)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "registry must be http(s)://host[:port]")
+		return
+	}
+	base := strings.TrimRight(req.Registry, "/")
+	if !nameRe.MatchString(req.Repository) {
+		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid repository name")
+		return
+	}
+	algo, hexd, err := parseDigest(req.Digest)
+	if err != nil || algo != "sha256" {
+		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "digest must be sha256:<64 hex>")
+		return
+	}
+	var auth string
+	for k, v := range req.Headers {
+		if strings.EqualFold(k, "Authorization") {
+			auth = v
+		}
+	}
+	if auth == "" {
+		if up := a.upstreamByURL(base); up != nil && up.Username != "" {
+			auth = basicAuth(up.Username, up.Password)
+		}
+	}
+	resp := nodeapi.FetchResponse{Digest: req.Digest}
+	if h, ok := a.cache.Lookup(hexd); ok {
+		verr := h.Verify()
+		resp.Size = h.Size()
+		h.Release()
+		if verr == nil {
+			resp.Source = "cache"
+			writeJSON(w, resp)
+			return
+		}
+	}
+	f, _, err := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
+	if err != nil {
+		a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch could not start")
+		jsonErrCode(w, http.StatusInternalServerError, nodeapi.CodeFetchFailed, "the download could not start")
+		return
+	}
+	defer f.release()
+	if err := f.wait(r.Context()); err != nil {
+		var ue *upstreamError
+		switch {
+		case errors.As(err, &ue):
+			// The registry's status, never its body: the caller relays
+			// what it gets here into job progress.
+			status, code := ue.status, nodeapi.CodeUpstream
+			switch ue.status {
+			case http.StatusUnauthorized, http.StatusForbidden:
+				code = nodeapi.CodeUpstreamDenied
+			case http.StatusNotFound:
+				code = nodeapi.CodeBlobUnknown
+			}
+			if status < 400 {
+				status = http.StatusBadGateway
+			}
+			jsonErrCode(w, status, code, fmt.Sprintf("the registry answered %d", ue.status))
+		case errors.Is(err, context.Canceled):
+		default:
+			a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch failed")
+			jsonErrCode(w, http.StatusBadGateway, nodeapi.CodeFetchFailed, "the download failed; see the agent's log")
+		}
+		return
+	}
+	f.mu.Lock()
+	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
+	f.mu.Unlock()
+	if req.Size > 0 && req.Size != resp.Size {
+		jsonErrCode(w, http.StatusBadGateway, nodeapi.CodeSizeMismatch, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
+		return
+	}
+	writeJSON(w, resp)
+}
+
+// counterValue reads a Prometheus counter (the heartbeat reports the same
+// numbers /metrics does).
+func counterValue(c interface{ Write(*dto.Metric) error }) int64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return int64(m.GetCounter().GetValue())
+}
+
+// heartbeat is this node as preheat should see it now.
+func (a *Agent) heartbeat() nodeapi.Heartbeat {
+	used, free := a.cache.Usage()
+	groups := a.cfg.Node.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return nodeapi.Heartbeat{
+		ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups,
+		CacheFreeBytes: free, CacheUsedBytes: used,
+		BytesServedToPeers: a.uploadedBytes(),
+		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues("registry")),
+	}
+}
+
+// heartbeatLoop enrolls this node with preheat and keeps it alive there:
+// each heartbeat is signed with the node's cluster identity.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	c := nodeapi.NewClient(a.authority, a.identity)
+	defer c.CloseIdleConnections()
+	target := a.cfg.Preheat.URL
+	t := time.NewTicker(a.cfg.Preheat.Interval)
+	defer t.Stop()
+	failing := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.Heartbeat(rctx, target, a.heartbeat())
+		cancel()
+		if err != nil && !failing && ctx.Err() == nil {
+			log := a.log.WithError(err).WithField("url", target)
+			var se *nodeapi.StatusError
+			if errors.As(err, &se) && se.Detail != "" {
+				log = log.WithField("reason", se.Detail)
+			}
+			log.Warn("preheat heartbeat failed")
+		}
+		if err == nil && failing {
+			a.log.WithField("url", target).Info("preheat heartbeat recovered")
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,114 @@
+// Package nodeapi is the wire contract between agents and preheat: the
+// paths, the bodies, how a heartbeat proves which node sent it, and a typed
+// client for each direction. Both sides import it, so the contract has one
+// definition.
+//
+// Trust: a heartbeat is signed with the node's cluster identity (its
+// certificate chain and an Ed25519 signature over method, path, timestamp
+// and body hash travel in headers), so preheat learns a node's address only
+// from a holder of the join secret whose certificate carries that node id.
+// Preheat calls an agent's control API over mutual TLS pinned to the key it
+// enrolled for that node, so pull credentials go only to that node.
+package nodeapi
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// Paths of the contract.
+const (
+	// HeartbeatPath is served by preheat; agents POST a signed Heartbeat.
+	HeartbeatPath = "/api/v1/nodes/heartbeat"
+	// FetchPath is served by the agent's control listener (mutual TLS).
+	FetchPath = "/_shoal/v1/fetch"
+)
+
+// Heartbeat is what an agent POSTs to preheat every interval.
+type Heartbeat struct {
+	ID string `json:"id"`
+	// Address is where the agent's control API answers: https://host:port.
+	Address        string   `json:"address"`
+	Groups         []string `json:"groups"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// BytesServedToPeers counts blob bytes this node uploaded to other
+	// nodes since it started; BytesFromRegistry the blob bytes it
+	// downloaded from the registry. Counters: a console shows rates.
+	BytesServedToPeers int64 `json:"bytesServedToPeers"`
+	BytesFromRegistry  int64 `json:"bytesFromRegistry"`
+}
+
+// FetchRequest is the body of POST FetchPath.
+type FetchRequest struct {
+	Registry   string `json:"registry"`
+	Repository string `json:"repository"`
+	Digest     string `json:"digest"`
+	Size       int64  `json:"size"`
+	// Headers (the job's pull Authorization) are used for this fetch only,
+	// never logged or stored.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// FetchResponse is the agent's 200 answer, once the blob is cached and
+// verified.
+type FetchResponse struct {
+	Digest            string `json:"digest"`
+	Size              int64  `json:"size"`
+	Source            string `json:"source"` // cache | p2p | http
+	BytesFromPeers    int64  `json:"bytesFromPeers"`
+	BytesFromRegistry int64  `json:"bytesFromRegistry"`
+}
+
+// Error codes an agent answers a failed fetch with. Preheat shows a fixed
+// message per code, never the agent's or the registry's text.
+const (
+	CodeInvalid        = "INVALID"         // the request was malformed
+	CodeUpstreamDenied = "UPSTREAM_DENIED" // the registry refused the credentials (401/403)
+	CodeBlobUnknown    = "BLOB_UNKNOWN"    // the registry has no such blob (404)
+	CodeUpstream       = "UPSTREAM_ERROR"  // the registry answered another error
+	CodeSizeMismatch   = "SIZE_MISMATCH"   // the blob's size differs from the manifest's
+	CodeFetchFailed    = "FETCH_FAILED"    // the download failed (network, digest, disk)
+)
+
+// ErrorBody is the one JSON error shape of both sides.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// CheckAddress accepts what a node may advertise: https://host:port with
+// nothing else (no user info, path, query or fragment), and returns it in
+// its canonical form.
+func CheckAddress(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("address %q must be https://host:port", s)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || host == "" {
+		return "", fmt.Errorf("address %q must be https://host:port", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return "", fmt.Errorf("address %q: bad port", s)
+	}
+	return "https://" + u.Host, nil
+}
+
+// Fingerprint is how a node key is shown in logs and listings: the first
+// 16 bytes of its SHA-256, hex.
+func Fingerprint(key ed25519.PublicKey) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:16])
+}
+
+// ErrUnreachable wraps failures to reach an agent at all (dial, TLS
+// handshake, a pin mismatch), as opposed to an answer.
+var ErrUnreachable = errors.New("agent unreachable")
