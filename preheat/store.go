@@ -63,16 +63,26 @@ type Target struct {
 type Job struct {
 	// ID must stay the first field: the Redis store allocates it atomically
 	// and splices it into the JSON it was given (see createScript).
-	ID         int64     `json:"id"`
-	State      JobState  `json:"state"`
-	Error      string    `json:"error,omitempty"`
-	Image      string    `json:"image"`
-	Registry   string    `json:"registry"`
-	Repository string    `json:"repository"`
-	Reference  string    `json:"reference"`
-	Digest     string    `json:"digest,omitempty"`
-	Platforms  []string  `json:"platforms,omitempty"`
-	Groups     []string  `json:"groups,omitempty"`
+	ID         int64    `json:"id"`
+	State      JobState `json:"state"`
+	Error      string   `json:"error,omitempty"`
+	Image      string   `json:"image"`
+	Registry   string   `json:"registry"`
+	Repository string   `json:"repository"`
+	Reference  string   `json:"reference"`
+	Digest     string   `json:"digest,omitempty"`
+	Platforms  []string `json:"platforms,omitempty"`
+	Groups     []string `json:"groups,omitempty"`
+	// Nodes, Count and Percentage narrow the groups' nodes (TargetSpec).
+	Nodes      []string `json:"nodes,omitempty"`
+	Count      int      `json:"count,omitempty"`
+	Percentage int      `json:"percentage,omitempty"`
+	// EmptyGroups are requested groups that had no node when the job
+	// started; each is a failure of the job.
+	EmptyGroups []string `json:"emptyGroups,omitempty"`
+	// ClusterIDs are the Harbor scheduler cluster ids the job was asked
+	// for, so that each gets its results[] entry.
+	ClusterIDs []int     `json:"clusterIds,omitempty"`
 	Blobs      []Blob    `json:"blobs"`
 	Targets    []Target  `json:"targets,omitempty"`
 	Source     string    `json:"source,omitempty"` // api, distribution, harbor, dragonfly, kraken

@@ -26,7 +26,8 @@ func init() {
 
 const preheatUsage = `Usage:
   shoal preheat [serve] --config FILE          run the preheat service
-  shoal preheat create <image> [--group G]... [--platform os/arch]... [--username U --password P] [--watch]
+  shoal preheat create <image> [--group G]... [--node ID|IP]... [--count N | --percentage P]
+                              [--platform os/arch]... [--username U --password P] [--watch]
   shoal preheat status <id> [--watch]
   shoal preheat list
   shoal preheat cancel <id>
@@ -154,6 +155,10 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 	var groups, platforms multiFlag
 	fs.Var(&groups, "group", "target node group (repeatable; default: configured defaults or all)")
 	fs.Var(&platforms, "platform", "platform filter os/arch[/variant] (repeatable)")
+	var nodes multiFlag
+	fs.Var(&nodes, "node", "only these nodes, by id or IP (repeatable)")
+	count := fs.Int("count", 0, "preheat this many of the eligible live nodes")
+	percentage := fs.Int("percentage", 0, "preheat this share (1-100) of the eligible live nodes")
 	user := fs.String("username", "", "registry username (used for this job only)")
 	pass := fs.String("password", os.Getenv("SHOAL_REGISTRY_PASSWORD"), "registry password (default $SHOAL_REGISTRY_PASSWORD)")
 	pos, err := parseInterspersed(fs, args)
@@ -174,11 +179,12 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 			return err
 		}
 		var v preheat.JobView
-		req := preheat.JobRequest{Image: img, Groups: groups, Platforms: platforms, Username: *user, Password: *pass}
+		req := preheat.JobRequest{Image: img, Groups: groups, Nodes: nodes, Count: *count, Percentage: *percentage,
+			Platforms: platforms, Username: *user, Password: *pass}
 		if err := api.do(ctx, http.MethodPost, "/api/v1/jobs", req, &v); err != nil {
 			return err
 		}
-		fmt.Printf("job %d %s: %s, %d blobs, groups %v\n", v.ID, v.State, v.Image, len(v.Blobs), orAll(v.Groups))
+		fmt.Printf("job %d %s: %s, %d blobs, groups %v%s\n", v.ID, v.State, v.Image, len(v.Blobs), orAll(v.Groups), narrowing(v.Job))
 		if *watch {
 			return watchJob(ctx, api, v.ID)
 		}
@@ -224,6 +230,21 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 		return nil
 	}
 	return nil
+}
+
+// narrowing describes the node, count and percentage parts of a target.
+func narrowing(j *preheat.Job) string {
+	var b strings.Builder
+	if len(j.Nodes) > 0 {
+		fmt.Fprintf(&b, ", nodes %v", j.Nodes)
+	}
+	if j.Count > 0 {
+		fmt.Fprintf(&b, ", %d of them", j.Count)
+	}
+	if j.Percentage > 0 {
+		fmt.Fprintf(&b, ", %d%% of them", j.Percentage)
+	}
+	return b.String()
 }
 
 func orAll(g []string) any {
