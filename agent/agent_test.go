@@ -434,7 +434,8 @@ func TestHeartbeat(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		select {
 		case hb := <-got:
-			if hb.ID != "test-node" || hb.Address != "http://127.0.0.1:9/" || len(hb.Groups) != 1 || hb.Groups[0] != "zone-a" || hb.CacheFreeBytes != cfg.Cache.MaxBytes {
+			if hb.ID != "test-node" || hb.Address != "http://127.0.0.1:9/" || len(hb.Groups) != 1 || hb.Groups[0] != "zone-a" || hb.CacheFreeBytes != cfg.Cache.MaxBytes ||
+				time.Since(hb.StartedAt) > time.Minute {
 				t.Fatalf("heartbeat %+v", hb)
 			}
 		case <-time.After(5 * time.Second):

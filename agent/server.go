@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 )
 
@@ -557,9 +558,26 @@ type Heartbeat struct {
 	Groups         []string `json:"groups"`
 	CacheFreeBytes int64    `json:"cacheFreeBytes"`
 	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// Byte counters since StartedAt (this agent process), for the console's
+	// nodes view and its registry-egress vs between-nodes chart.
+	StartedAt          time.Time `json:"startedAt,omitzero"`
+	BytesServedToPeers int64     `json:"bytesServedToPeers"`
+	BytesFromPeers     int64     `json:"bytesFromPeers"`
+	BytesFromRegistry  int64     `json:"bytesFromRegistry"`
+}
+
+// counterValue reads a Prometheus counter, so the heartbeat reports the
+// same numbers /metrics does.
+func counterValue(c prometheus.Counter) int64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return int64(m.GetCounter().GetValue())
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
+	started := time.Now().UTC()
 	target := strings.TrimRight(a.cfg.Preheat.URL, "/") + "/api/v1/nodes/heartbeat"
 	t := time.NewTicker(a.cfg.Preheat.Interval)
 	defer t.Stop()
@@ -570,7 +588,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		if groups == nil {
 			groups = []string{}
 		}
-		body, _ := json.Marshal(Heartbeat{ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups, CacheFreeBytes: free, CacheUsedBytes: used})
+		body, _ := json.Marshal(Heartbeat{ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups, CacheFreeBytes: free, CacheUsedBytes: used,
+			StartedAt: started, BytesServedToPeers: a.uploadedBytes(),
+			BytesFromPeers:    counterValue(a.metrics.bytes.WithLabelValues("peers")),
+			BytesFromRegistry: counterValue(a.metrics.bytes.WithLabelValues("registry"))})
 		err := func() error {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()

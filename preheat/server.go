@@ -53,6 +53,8 @@ func (s *Service) Handler() http.Handler {
 	})).Methods(http.MethodGet)
 	r.Handle("/registry/notifications", hb(s.handleKraken)).Methods(http.MethodPost)
 
+	s.consoleRoutes(r)
+
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	return s.limitBody(r)
@@ -146,6 +148,11 @@ type Heartbeat struct {
 	Groups         []string `json:"groups"`
 	CacheFreeBytes int64    `json:"cacheFreeBytes"`
 	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// Optional byte counters since StartedAt (the agent process's start).
+	StartedAt          time.Time `json:"startedAt,omitzero"`
+	BytesServedToPeers int64     `json:"bytesServedToPeers,omitempty"`
+	BytesFromPeers     int64     `json:"bytesFromPeers,omitempty"`
+	BytesFromRegistry  int64     `json:"bytesFromRegistry,omitempty"`
 }
 
 func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
@@ -158,12 +165,18 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "heartbeat needs id and an http(s):// address")
 		return
 	}
+	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
+		writeErr(w, http.StatusBadRequest, "heartbeat byte counts must not be negative")
+		return
+	}
 	n := Node{ID: hb.ID, Address: strings.TrimSuffix(hb.Address, "/"), Groups: sortedUnique(hb.Groups),
-		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes}
+		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes, StartedAt: hb.StartedAt,
+		BytesServedToPeers: hb.BytesServedToPeers, BytesFromPeers: hb.BytesFromPeers, BytesFromRegistry: hb.BytesFromRegistry}
 	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
 		s.writeError(w, err)
 		return
 	}
+	s.recordTraffic(r.Context(), hb)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -243,6 +243,9 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	if err != nil {
 		return nil, false, badRequest("%v", err)
 	}
+	if err := checkRef(ref, img); err != nil {
+		return nil, false, badRequest("image %q: %v", img, err)
+	}
 	for _, p := range req.Platforms {
 		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
 			return nil, false, badRequest("platform %q: want os/arch[/variant]", p)

@@ -28,12 +28,17 @@ var ErrNotFound = errors.New("not found")
 
 // Node is an agent as it registered through the heartbeat endpoint.
 type Node struct {
-	ID             string    `json:"id"`
-	Address        string    `json:"address"`
-	Groups         []string  `json:"groups"`
-	CacheFreeBytes int64     `json:"cacheFreeBytes"`
-	CacheUsedBytes int64     `json:"cacheUsedBytes"`
-	LastSeen       time.Time `json:"lastSeen"`
+	ID             string   `json:"id"`
+	Address        string   `json:"address"`
+	Groups         []string `json:"groups"`
+	CacheFreeBytes int64    `json:"cacheFreeBytes"`
+	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// Byte counters the agent reports since StartedAt (its process start).
+	StartedAt          time.Time `json:"startedAt,omitzero"`
+	BytesServedToPeers int64     `json:"bytesServedToPeers"`
+	BytesFromPeers     int64     `json:"bytesFromPeers"`
+	BytesFromRegistry  int64     `json:"bytesFromRegistry"`
+	LastSeen           time.Time `json:"lastSeen"`
 	// ExpiresAt is LastSeen + heartbeat TTL: the node is alive before it.
 	ExpiresAt time.Time `json:"expiresAt"`
 }
@@ -146,6 +151,9 @@ type Store interface {
 	MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error)
 
 	Ping(ctx context.Context) error
+
+	// TrafficStore: registry egress vs bytes between nodes over time.
+	TrafficStore
 }
 
 func progressField(nodeID, digest string) string { return nodeID + "|" + digest }
