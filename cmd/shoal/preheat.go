@@ -322,12 +322,20 @@ func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
 
 // startRunPreheat adds the embedded preheat service to `shoal run`:
 // 127.0.0.1:8002, in-memory store (single replica), registry
-// http://127.0.0.1:5000 — preheat.DefaultConfig.
-func startRunPreheat(ctx context.Context, g *errgroup.Group) error {
-	svc, err := preheat.New(preheat.DefaultConfig())
+// http://127.0.0.1:5000 — preheat.DefaultConfig. tokens, when given,
+// guard job writes and the console as apiTokens do.
+func startRunPreheat(ctx context.Context, g *errgroup.Group, tokens []string) error {
+	cfg := preheat.DefaultConfig()
+	cfg.APITokens = tokens
+	svc, err := preheat.New(cfg)
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
 	}
+	how := "open to loopback clients (no --preheat-token)"
+	if len(tokens) > 0 {
+		how = "log in with the --preheat-token"
+	}
+	fmt.Fprintf(os.Stderr, "shoal run: admin console at http://%s/console/, %s\n", cfg.Listen, how)
 	g.Go(func() error { return svc.Serve(ctx) })
 	return nil
 }

@@ -22,8 +22,19 @@ func init() {
 func runAll(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	dataDir := fs.String("data", "./data", "directory for all state (registry storage, caches)")
+	preheatToken := fs.String("preheat-token", "",
+		"require this token for preheat writes and the console (env:NAME or file:/path also work; >= 32 bytes); "+
+			"without it the console at http://127.0.0.1:8002/console/ is open to loopback clients")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var tokens []string
+	if *preheatToken != "" {
+		t, err := secret.Resolve("--preheat-token", *preheatToken)
+		if err != nil {
+			return err
+		}
+		tokens = []string{t}
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	shared := newRunShared()
@@ -36,7 +47,7 @@ func runAll(ctx context.Context, args []string) error {
 		return err
 	}
 	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000.
-	if err := startRunPreheat(ctx, g); err != nil {
+	if err := startRunPreheat(ctx, g, tokens); err != nil {
 		return err
 	}
 	// The agent last: its first heartbeat goes to preheat.
