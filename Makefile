@@ -1,6 +1,6 @@
 # Shoal — build, test and benchmark. `make test` is the single entry point for
 # CI and for a fresh machine: it installs the system packages the tests drive
-# (redis-server, containerd, iproute2) and builds every binary they start.
+# (redis-server, containerd, iproute2, chromium) and builds every binary they start.
 
 GO          ?= go
 BIN         := $(CURDIR)/bin
@@ -41,7 +41,7 @@ vet:
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
 # root for network namespaces, skips with a message without).
 test: deps build tools vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 
 # unit runs the tests without installing anything; tests needing a missing

@@ -121,7 +121,8 @@ func consoleBrowser(t *testing.T, chromium string) {
 	shot := func(name string) chromedp.Action {
 		return chromedp.ActionFunc(func(ctx context.Context) error {
 			var png []byte
-			if err := chromedp.FullScreenshot(&png, 100) // 100: PNG, below that JPEG.Do(ctx); err != nil {
+			// Quality 100 makes a PNG; below that chromedp asks for JPEG.
+			if err := chromedp.FullScreenshot(&png, 100).Do(ctx); err != nil {
 				return err
 			}
 			return os.WriteFile(filepath.Join(results, name), png, 0o644)

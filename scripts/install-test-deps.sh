@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v containerd   >/dev/null 2>&1 || need+=(containerd)
 command -v ip           >/dev/null 2>&1 || need+=(iproute2)
 command -v tc           >/dev/null 2>&1 || need+=(iproute2)
+# The console's browser test (preheat/console_browser_test.go) drives it.
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
