@@ -235,6 +235,28 @@ func consoleBrowser(t *testing.T, chromium string) {
 	if l := text("#jobs"); !strings.Contains(l, "SUCCESS") || !strings.Contains(l, "CANCELED") {
 		t.Fatalf("jobs list %q", l)
 	}
-	must("savings", chromedp.Click("#nav-traffic", chromedp.ByID), chromedp.WaitVisible("#chart svg", chromedp.ByQuery), shot("savings.png"))
+	// The agent's next heartbeat carries what it fetched: the nodes view and
+	// the registry-egress chart show it.
+	deadline = time.Now().Add(30 * time.Second)
+	var fetched int64
+	for fetched == 0 && time.Now().Before(deadline) {
+		var ns struct{ Nodes []NodeView }
+		call(t, "GET", api+"/api/v1/nodes", nil, nil, &ns)
+		for _, n := range ns.Nodes {
+			if n.ID == node {
+				fetched = n.BytesFromRegistry + n.BytesFromPeers
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if fetched < 3*512<<10 {
+		t.Fatalf("node reports %d bytes fetched, want the image's 1.5 MiB", fetched)
+	}
+	must("savings", chromedp.Click("#nav-traffic", chromedp.ByID), chromedp.WaitVisible("#chart svg rect", chromedp.ByQuery),
+		chromedp.WaitVisible("#traffic tbody td.num", chromedp.ByQuery), shot("savings.png"),
+		chromedp.Click("#nav-nodes", chromedp.ByID), chromedp.WaitVisible(fmt.Sprintf(`#nodes tr[data-node=%q]`, node), chromedp.ByQuery), shot("nodes.png"))
+	if row := text(fmt.Sprintf(`#nodes tr[data-node=%q]`, node)); !strings.Contains(row, "MiB") {
+		t.Fatalf("node row without its fetched bytes: %q", row)
+	}
 	t.Logf("screenshots in %s", results)
 }

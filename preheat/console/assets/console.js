@@ -355,7 +355,9 @@ function renderJob(v) {
     el("th", { scope: "row" }, t.nodeId, t.offline ? el("span", { class: "muted" }, " (offline)") : null),
     blobs.map((b) => {
       const p = byKey[t.nodeId + "|" + b.digest];
-      const st = p ? p.state : (["SUCCESS", "FAILURE", "CANCELED"].includes(v.state) ? "—" : "PENDING");
+      const over = ["SUCCESS", "FAILURE", "CANCELED"].includes(v.state);
+      let st = p ? p.state : (over ? "—" : "PENDING");
+      if (over && (st === "RUNNING" || st === "PENDING")) st = "stopped";
       if (st === "SUCCESS") done++;
       if (p && p.state === "FAILURE") failures.push([t.nodeId, b.digest, p.error]);
       const sym = { SUCCESS: "✓ done", FAILURE: "✗ failed", RUNNING: "… fetching", PENDING: "waiting" }[st] || st;
@@ -371,7 +373,7 @@ function renderJob(v) {
     el("dt", {}, "Source"), el("dd", {}, v.source || "—"),
     el("dt", {}, "Progress"), el("dd", {},
       el("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": "Fetches done" },
-        el("span", { style: "width:" + pct + "%" })),
+        barFill(pct)),
       `${done} of ${total} blob fetches done (${pct}%)`));
   const kids = [kv];
   if (v.error) kids.push(el("p", { class: "error", id: "job-error" }, v.error));
@@ -394,6 +396,14 @@ function renderJob(v) {
   body.replaceChildren(...kids);
 }
 
+// barFill sets its width through the CSSOM: the page's CSP forbids style
+// attributes.
+function barFill(pct) {
+  const s = el("span", {});
+  s.style.width = pct + "%";
+  return s;
+}
+
 function targetText(v) {
   const parts = [(v.groups || []).length ? "groups " + v.groups.join(", ") : "every node"];
   if ((v.nodes || []).length) parts.push("nodes " + v.nodes.join(", "));
@@ -411,8 +421,8 @@ function trafficPage() {
     el("p", { id: "savings" }, "Waiting for data…"),
     el("h3", { id: "chart-title" }, "Bytes nodes fetched per minute, last 6 hours"),
     el("p", { class: "legend" },
-      el("span", {}, el("span", { class: "swatch", style: "background:#a40e26" }), "from the registry (egress)"),
-      el("span", {}, el("span", { class: "swatch", style: "background:#116329" }), "from other nodes")),
+      el("span", {}, el("span", { class: "swatch reg" }), "from the registry (egress)"),
+      el("span", {}, el("span", { class: "swatch peers" }), "from other nodes")),
     el("div", { id: "chart" }),
     el("table", { id: "traffic", "aria-labelledby": "chart-title" },
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Minute"), el("th", { scope: "col", class: "num" }, "From registry"),
@@ -432,7 +442,7 @@ function fillTraffic() {
   for (const n of overview.nodes) { nreg += n.bytesFromRegistry || 0; npeers += n.bytesFromPeers || 0; served += n.bytesServedToPeers || 0; }
   const share = reg + peers ? Math.round((100 * peers) / (reg + peers)) : 0;
   document.getElementById("savings").textContent =
-    `Last 6 hours: nodes fetched ${bytes(reg)} from the registry and ${bytes(peers)} from each other — ${share}% of the bytes did not leave the registry. ` +
+    `Last 6 hours: nodes fetched ${bytes(reg)} from the registry and ${bytes(peers)} from each other: ${share}% of what they fetched did not cost registry egress. ` +
     `Agents now running report ${bytes(nreg)} from the registry, ${bytes(npeers)} from nodes, ${bytes(served)} served to nodes.`;
   tb.replaceChildren(...pts.slice(-30).reverse().map((p) => el("tr", {},
     el("td", {}, new Date(p.minute).toLocaleTimeString()), el("td", { class: "num" }, bytes(p.fromRegistry)), el("td", { class: "num" }, bytes(p.fromPeers)))));
