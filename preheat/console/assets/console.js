@@ -412,12 +412,12 @@ function targetText(v) {
   return parts.join("; ");
 }
 
-// ---- swarms and savings ----
+// ---- savings ----
 
 function trafficPage() {
   current = "traffic";
-  document.title = "Swarms & savings · Shoal console";
-  setMain(el("h2", {}, "Swarms & savings"),
+  document.title = "Savings · Shoal console";
+  setMain(el("h2", {}, "Savings: registry egress vs bytes between nodes"),
     el("p", { id: "savings" }, "Waiting for data…"),
     el("h3", { id: "chart-title" }, "Bytes nodes fetched per minute, last 6 hours"),
     el("p", { class: "legend" },
