@@ -424,6 +424,8 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.streamsDone:
+			return
 		case <-tick.C:
 		}
 	}

@@ -74,8 +74,11 @@ type Service struct {
 
 	baseCtx context.Context
 	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	closeFn func() error
+	// streamsDone closes when the HTTP server shuts down, ending console
+	// event streams, which would otherwise hold Shutdown to its timeout.
+	streamsDone chan struct{}
+	wg          sync.WaitGroup
+	closeFn     func() error
 }
 
 var (
@@ -129,6 +132,8 @@ func NewWithStore(cfg Config, st Store) *Service {
 		sems:     map[string]chan struct{}{},
 		baseCtx:  ctx,
 		stop:     stop,
+
+		streamsDone: make(chan struct{}),
 	}
 }
 
@@ -175,6 +180,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		}
 	}
 	srv := &http.Server{Addr: s.cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { close(s.streamsDone) })
 	s.Start()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
