@@ -212,3 +212,40 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// The heartbeat's byte counters reach the node list and the traffic
+// totals; negative counts are refused.
+func TestHeartbeatCounters(t *testing.T) {
+	r := startReplica(t, testConfig("http://127.0.0.1:1"), NewMemoryStore())
+	started := time.Now().Add(-time.Second).UTC()
+	send := func(hb Heartbeat) int {
+		return call(t, "POST", r.URL+"/api/v1/nodes/heartbeat", nil, hb, nil)
+	}
+	hb := Heartbeat{ID: "n1", Address: "http://127.0.0.1:9", StartedAt: started, BytesFromRegistry: 100, BytesFromPeers: 300, BytesServedToPeers: 50}
+	if code := send(hb); code != 204 {
+		t.Fatalf("heartbeat = %d", code)
+	}
+	hb.BytesFromRegistry, hb.BytesFromPeers = 150, 700
+	send(hb)
+	var ns struct{ Nodes []NodeView }
+	call(t, "GET", r.URL+"/api/v1/nodes", nil, nil, &ns)
+	if n := ns.Nodes[0]; n.BytesFromRegistry != 150 || n.BytesFromPeers != 700 || n.BytesServedToPeers != 50 || !n.StartedAt.Equal(started) {
+		t.Fatalf("node %+v", n)
+	}
+	var tr struct{ Traffic []TrafficPoint }
+	call(t, "GET", r.URL+"/console/api/traffic?minutes=5", nil, nil, &tr)
+	var reg, peers int64
+	for _, p := range tr.Traffic {
+		reg, peers = reg+p.FromRegistry, peers+p.FromPeers
+	}
+	if reg != 150 || peers != 700 {
+		t.Fatalf("traffic %+v: want 150 from the registry, 700 from nodes", tr.Traffic)
+	}
+	if code := call(t, "GET", r.URL+"/console/api/traffic?minutes=-1", nil, nil, &map[string]any{}); code != 400 {
+		t.Fatalf("bad minutes = %d", code)
+	}
+	hb.BytesFromPeers = -1
+	if code := send(hb); code != 400 {
+		t.Fatalf("negative counter = %d", code)
+	}
+}
