@@ -1,6 +1,6 @@
 # Shoal — build, test and benchmark. `make test` is the single entry point for
 # CI and for a fresh machine: it installs the system packages the tests drive
-# (redis-server, containerd, iproute2, docker.io, podman, skopeo) and builds
+# (redis-server, containerd, iproute2, docker.io, podman, skopeo, chromium) and builds
 # every binary they start.
 
 GO          ?= go
@@ -61,7 +61,7 @@ vet:
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
 # root for network namespaces, skips with a message without).
 test: deps build tools vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 
 # unit runs the tests without installing anything; tests needing a missing

@@ -39,6 +39,9 @@ type Agent struct {
 	// the identity preheat enrolled survives restarts.
 	authority *cluster.Authority
 	identity  *cluster.Identity
+	// started is when this process started; the heartbeat's counters
+	// count from it.
+	started time.Time
 
 	// plain follows redirects (Go drops Authorization when a redirect
 	// leaves the original host, which is what storage redirects need);
@@ -125,6 +128,7 @@ func New(cfg Config) (*Agent, error) {
 		cache:       c,
 		authority:   authority,
 		identity:    identity,
+		started:     time.Now().UTC(),
 		log:         logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
 		flights:     map[string]*flight{},
 		seeds:       map[string]*seed{},

@@ -162,7 +162,9 @@ func (a *Agent) heartbeat() nodeapi.Heartbeat {
 	return nodeapi.Heartbeat{
 		ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups,
 		CacheFreeBytes: free, CacheUsedBytes: used,
+		StartedAt:          a.started,
 		BytesServedToPeers: a.uploadedBytes(),
+		BytesFromPeers:     counterValue(a.metrics.bytes.WithLabelValues("peers")),
 		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues("registry")),
 	}
 }

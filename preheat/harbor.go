@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -153,7 +154,7 @@ func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) 
 		s.dragonflyError(w, err)
 		return
 	}
-	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: req.Args.URL, Headers: req.Args.Headers, Groups: groups, onePerGroup: single}, "dragonfly")
+	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: req.Args.URL, Headers: req.Args.Headers, Groups: groups, onePerGroup: single, clusterIDs: req.SchedulerClusterIDs}, "dragonfly")
 	if err != nil {
 		s.dragonflyError(w, err)
 		return
@@ -216,6 +217,20 @@ func (s *Service) dragonflyView(r *http.Request, j *Job) *dragonflyJob {
 				task.Description = "not fetched: job " + string(j.State)
 				res.FailureTasks = append(res.FailureTasks, task)
 			}
+		}
+	}
+	// Every cluster id asked for gets its entry, also one whose groups had
+	// no node: Harbor draws one row per cluster.
+	for _, cid := range j.ClusterIDs {
+		if results[cid] != nil {
+			continue
+		}
+		res := &dragonflyResult{SuccessTasks: []dragonflyTask{}, FailureTasks: []dragonflyTask{}, SchedulerClusterID: cid}
+		results[cid] = res
+		order = append(order, cid)
+		why := fmt.Sprintf("no nodes in scheduler cluster %d (groups %v)", cid, s.cfg.Harbor.Clusters[cid])
+		for _, b := range j.Blobs {
+			res.FailureTasks = append(res.FailureTasks, dragonflyTask{URL: ref.BlobURL(b.Digest), Description: why})
 		}
 	}
 	sort.Ints(order)
@@ -303,7 +318,8 @@ func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 // handleKraken accepts Harbor's Kraken-driver notification (capitalised
 // keys; decoded by the same struct as distribution envelopes). Harbor
 // reports SUCCESS as soon as we answer 2xx, so a failure to start any job
-// is answered 502 to surface it in Harbor instead.
+// is answered non-2xx (the failure's own status: 422 no target nodes, 404
+// image not found, 502 registry unreachable) to surface it in Harbor.
 func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 	var env Envelope
 	if err := decode(r, &env); err != nil {
@@ -336,8 +352,14 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	if len(res.Jobs) == 0 && len(res.Errors) > 0 {
-		writeJSON(w, http.StatusBadGateway, map[string]any{"error": res.Errors[0], "errors": res.Errors})
+	// Any event that could not be started makes the answer non-2xx: Harbor
+	// never polls this provider, so a 2xx is reported as a finished preheat.
+	if len(res.Errors) > 0 {
+		status := res.status
+		if status < 400 {
+			status = http.StatusBadGateway
+		}
+		writeJSON(w, status, map[string]any{"error": strings.Join(res.Errors, "; "), "errors": res.Errors, "jobs": res.Jobs})
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

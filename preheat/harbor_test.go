@@ -201,3 +201,107 @@ func TestHarborLegacyDragonflyAndKraken(t *testing.T) {
 	}
 	_ = json.Marshal
 }
+
+// Harbor's Dragonfly driver with policies that carry no extra attributes:
+// scheduler_cluster_ids null and every scope, against a node without
+// groups (what `shoal run` has) and no harbor section in the config.
+func TestHarborDragonflyNullClustersEveryScope(t *testing.T) {
+	reg := startRegistry(t)
+	img := reg.push(t, "library/busybox:latest", 4<<10, 2)
+	r := startReplica(t, testConfig(reg.URL), NewMemoryStore())
+	a := startAgent(t, "solo", "")
+	heartbeat(t, r.URL, a.ID, a.URL())
+	for _, scope := range []string{"", "all_peers", "all_seed_peers", "single_seed_peer"} {
+		t.Run("scope="+scope, func(t *testing.T) {
+			body := fmt.Sprintf(`{"type":"preheat","args":{"type":"image","url":"%s/v2/library/busybox/manifests/latest","headers":{"Authorization":"Bearer jwt"},"scope":%q},"scheduler_cluster_ids":null}`, reg.URL, scope)
+			var j dragonflyJob
+			if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, body, &j); code != 200 {
+				t.Fatalf("create = %d %+v", code, j)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for j.State == "PENDING" && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				call(t, "GET", fmt.Sprintf("%s/oapi/v1/jobs/%d", r.URL, j.ID), nil, nil, &j)
+			}
+			if j.State != "SUCCESS" {
+				t.Fatalf("job %+v", j)
+			}
+			res := j.Result.JobStates[0].Results
+			if len(res) != 1 || res[0].SchedulerClusterID != 0 || len(res[0].SuccessTasks) != len(blobDigests(t, img)) || res[0].SuccessTasks[0].Hostname != "solo" {
+				t.Fatalf("results %+v", res)
+			}
+		})
+	}
+}
+
+// A cluster id whose groups have no node still gets its results[] entry,
+// with the failure; the job fails because that cluster got nothing.
+func TestHarborDragonflyClusterWithoutNodes(t *testing.T) {
+	reg := startRegistry(t)
+	img := reg.push(t, "library/busybox:latest", 4<<10, 2)
+	cfg := testConfig(reg.URL)
+	cfg.Harbor.Clusters = map[int][]string{1: {"zone-a"}, 3: {"zone-c"}}
+	r := startReplica(t, cfg, NewMemoryStore())
+	a := startAgent(t, "a1", "zone-a")
+	heartbeat(t, r.URL, a.ID, a.URL(), a.Group)
+	body := fmt.Sprintf(`{"type":"preheat","args":{"type":"image","url":"%s/v2/library/busybox/manifests/latest","headers":{"Authorization":"Bearer jwt"},"scope":"all_peers"},"scheduler_cluster_ids":[1,3]}`, reg.URL)
+	var j dragonflyJob
+	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, body, &j); code != 200 {
+		t.Fatalf("create = %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for j.State == "PENDING" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		call(t, "GET", fmt.Sprintf("%s/oapi/v1/jobs/%d", r.URL, j.ID), nil, nil, &j)
+	}
+	st := j.Result.JobStates[0]
+	if j.State != "FAILURE" || !strings.Contains(st.Error, "zone-c") || len(st.Results) != 2 {
+		t.Fatalf("job %+v", j)
+	}
+	nblobs := len(blobDigests(t, img))
+	if r1 := st.Results[0]; r1.SchedulerClusterID != 1 || len(r1.SuccessTasks) != nblobs || len(r1.FailureTasks) != 0 {
+		t.Fatalf("cluster 1 %+v", r1)
+	}
+	r3 := st.Results[1]
+	if r3.SchedulerClusterID != 3 || len(r3.SuccessTasks) != 0 || len(r3.FailureTasks) != nblobs || !strings.Contains(r3.FailureTasks[0].Description, "no nodes in scheduler cluster 3") {
+		t.Fatalf("cluster 3 %+v", r3)
+	}
+	// Only clusters without any node: refused at once.
+	only3 := strings.Replace(body, `[1,3]`, `[3]`, 1)
+	var e map[string]string
+	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, only3, &e); code != 422 || !strings.Contains(e["errors"], "no target nodes") {
+		t.Fatalf("cluster without nodes: %d %v", code, e)
+	}
+}
+
+// Harbor's Kraken driver treats any 2xx as a finished preheat and never
+// polls: whatever is known to fail must be answered non-2xx.
+func TestHarborKrakenRefusesWhatWouldFail(t *testing.T) {
+	reg := startRegistry(t)
+	reg.push(t, "library/busybox:latest", 4<<10, 1)
+	cfg := testConfig(reg.URL)
+	// Configured, so the failure is reaching it, not the allow-list.
+	cfg.Registries = []string{"http://127.0.0.1:1"}
+	r := startReplica(t, cfg, NewMemoryStore())
+	notify := func(registry, repo string) (int, map[string]any) {
+		body := fmt.Sprintf(`{"Events":[{"Id":"%d","TimeStamp":"2025-01-01T00:00:00Z","Action":"push","Target":{"MediaType":"application/vnd.docker.distribution.manifest.v2+json","Digest":"sha256:f3c97e3b","Repository":%q,"Url":"%s/v2/%s/manifests/latest","Tag":"latest"}}]}`, time.Now().UnixNano(), repo, registry, repo)
+		var out map[string]any
+		return call(t, "POST", r.URL+"/registry/notifications", nil, body, &out), out
+	}
+	if code, out := notify(reg.URL, "library/busybox"); code != 422 || !strings.Contains(fmt.Sprint(out["error"]), "no target nodes") {
+		t.Fatalf("no nodes: %d %v, want 422", code, out)
+	}
+	a := startAgent(t, "solo", "")
+	heartbeat(t, r.URL, a.ID, a.URL())
+	if code, out := notify(reg.URL, "library/nothere"); code != 404 || !strings.Contains(fmt.Sprint(out["error"]), "not found") {
+		t.Fatalf("image not found: %d %v, want 404", code, out)
+	}
+	if code, out := notify("http://127.0.0.1:1", "library/busybox"); code != 502 || !strings.Contains(fmt.Sprint(out["error"]), "unreachable") {
+		t.Fatalf("registry unreachable: %d %v, want 502", code, out)
+	}
+	code, out := notify(reg.URL, "library/busybox")
+	if code != 200 {
+		t.Fatalf("good notification: %d %v", code, out)
+	}
+	waitJob(t, r.URL, int64(out["jobs"].([]any)[0].(float64)), StateSuccess, 10*time.Second)
+}

@@ -197,11 +197,18 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	// with a 1 ms TTL a loaded machine let it vanish before the job listed it.
 	_ = r.svc.store.PutNode(bg, Node{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}, 200*time.Millisecond)
 	time.Sleep(250 * time.Millisecond)
+	// Only that node in the group: known to fail, so refused at once.
+	var e map[string]string
+	if code := call(t, "POST", r.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/c:v1", Groups: []string{"k"}}, &e); code != 422 || !strings.Contains(e["error"], "no target nodes") {
+		t.Fatalf("job for a group with only a lapsed node: %d %v, want 422 no target nodes", code, e)
+	}
+	live := startAgent(t, "k-live", "k")
+	heartbeat(t, r.URL, live.ID, live.URL(), "k")
 	var j3 JobView
 	call(t, "POST", r.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/c:v1", Groups: []string{"k"}}, &j3)
 	v = waitJob(t, r.URL, j3.ID, StateFailure, 5*time.Second)
-	if !strings.Contains(v.Error, "node offline") {
-		t.Fatalf("lapsed node error = %q", v.Error)
+	if !strings.Contains(v.Error, "late") || !strings.Contains(v.Error, "node offline") || live.fetches.Load() != 3 { // config + 2 layers
+		t.Fatalf("lapsed node error = %q, live node fetches %d", v.Error, live.fetches.Load())
 	}
 }
 

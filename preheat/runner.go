@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +148,7 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 		return
 	}
 	if j.State == StatePending {
-		targets, err := s.selectTargets(ctx, j)
+		sel, err := s.selectTargets(ctx, j)
 		if err != nil {
 			log.WithError(err).Warn("cannot select targets; will retry")
 			return
@@ -159,7 +158,8 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 				return errAlreadyFinal
 			}
 			now := time.Now().UTC()
-			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, targets, s.id
+			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
+			j.EmptyGroups = sel.EmptyGroups
 			return nil
 		})
 		if err != nil {
@@ -179,7 +179,11 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 		log.Info("resuming preheat job")
 	}
 	if len(j.Targets) == 0 {
-		s.finish(id, StateFailure, fmt.Sprintf("no nodes in groups %v", j.Groups))
+		if len(j.Groups) == 0 {
+			s.finish(id, StateFailure, "no target nodes: no node matched when the job started")
+		} else {
+			s.finish(id, StateFailure, fmt.Sprintf("no target nodes: no node in groups %v when the job started", j.Groups))
+		}
 		return
 	}
 	start := j.StartedAt
@@ -261,15 +265,22 @@ func (s *Service) failureSummary(id int64) string {
 			}
 		}
 	}
+	empty := ""
+	if len(j.EmptyGroups) > 0 {
+		empty = fmt.Sprintf("no nodes in groups %v", j.EmptyGroups)
+	}
 	if len(failed) == 0 {
-		return ""
+		return empty
+	}
+	if empty != "" {
+		empty += "; "
 	}
 	n, more := len(failed), ""
 	if len(failed) > 5 {
 		more = fmt.Sprintf("; and %d more", len(failed)-5)
 		failed = failed[:5]
 	}
-	return fmt.Sprintf("%d of %d blob fetches failed: %s%s", n, total, strings.Join(failed, "; "), more)
+	return fmt.Sprintf("%s%d of %d blob fetches failed: %s%s", empty, n, total, strings.Join(failed, "; "), more)
 }
 
 func shortDigest(d string) string {
@@ -279,39 +290,15 @@ func shortDigest(d string) string {
 	return d
 }
 
-// selectTargets freezes the nodes of the job's groups. Nodes whose
-// heartbeat lapsed are kept as Offline so they are reported, not waited on.
-func (s *Service) selectTargets(ctx context.Context, j *Job) ([]Target, error) {
+// selectTargets freezes the job's targets (see the pure selectTargets).
+func (s *Service) selectTargets(ctx context.Context, j *Job) (Selection, error) {
 	nodes, err := s.store.ListNodes(ctx)
 	if err != nil {
-		return nil, err
+		return Selection{}, err
 	}
-	now := time.Now()
-	onePerGroup := strings.HasSuffix(j.Source, ":single")
-	picked := map[string]bool{}
-	var out []Target
-	for _, n := range nodes {
-		var in []string
-		for _, g := range n.Groups {
-			if len(j.Groups) == 0 || slices.Contains(j.Groups, g) {
-				in = append(in, g)
-			}
-		}
-		if len(in) == 0 {
-			continue
-		}
-		alive := n.Alive(now)
-		if onePerGroup {
-			if !alive || picked[in[0]] {
-				continue
-			}
-			for _, g := range in {
-				picked[g] = true
-			}
-		}
-		out = append(out, Target{NodeID: n.ID, Address: n.Address, Groups: in, Offline: !alive})
-	}
-	return out, nil
+	spec := TargetSpec{Groups: j.Groups, Nodes: j.Nodes, Count: j.Count, Percentage: j.Percentage,
+		OnePerGroup: strings.HasSuffix(j.Source, ":single"), Seed: j.ID}
+	return selectTargets(nodes, spec, time.Now()), nil
 }
 
 func (s *Service) sem(addr string) chan struct{} {

@@ -57,6 +57,8 @@ func (s *Service) Handler() http.Handler {
 	})).Methods(http.MethodGet)
 	r.Handle("/registry/notifications", hb(s.handleKraken)).Methods(http.MethodPost)
 
+	s.consoleRoutes(r)
+
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
 	return s.limitBody(r)
@@ -212,14 +214,19 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
+	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
+		writeErr(w, http.StatusBadRequest, "heartbeat byte counts must not be negative")
+		return
+	}
 	n := Node{ID: hb.ID, Address: addr, Groups: sortedUnique(hb.Groups),
-		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes,
-		BytesServedToPeers: hb.BytesServedToPeers, BytesFromRegistry: hb.BytesFromRegistry,
+		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes, StartedAt: hb.StartedAt,
+		BytesServedToPeers: hb.BytesServedToPeers, BytesFromPeers: hb.BytesFromPeers, BytesFromRegistry: hb.BytesFromRegistry,
 		KeyFingerprint: nodeapi.Fingerprint(m.Key)}
 	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
 		s.writeError(w, err)
 		return
 	}
+	s.recordTraffic(r.Context(), hb)
 	w.WriteHeader(http.StatusNoContent)
 }
 

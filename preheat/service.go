@@ -85,8 +85,11 @@ type Service struct {
 
 	baseCtx context.Context
 	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	closeFn func() error
+	// streamsDone closes when the HTTP server shuts down, ending console
+	// event streams, which would otherwise hold Shutdown to its timeout.
+	streamsDone chan struct{}
+	wg          sync.WaitGroup
+	closeFn     func() error
 }
 
 var (
@@ -169,6 +172,8 @@ func NewWithStore(cfg Config, st Store) (*Service, error) {
 		sems:       map[string]chan struct{}{},
 		baseCtx:    ctx,
 		stop:       stop,
+
+		streamsDone: make(chan struct{}),
 	}, nil
 }
 
@@ -215,6 +220,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		}
 	}
 	srv := &http.Server{Addr: s.cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(func() { close(s.streamsDone) })
 	s.Start()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
@@ -236,15 +242,23 @@ type JobRequest struct {
 	// Image is "host/repo:tag", "repo@digest" or a manifest URL.
 	Image string `json:"image"`
 	// URL is an alternative to Image: https://host/v2/<repo>/manifests/<ref>.
-	URL       string            `json:"url,omitempty"`
-	Platforms []string          `json:"platforms,omitempty"`
-	Groups    []string          `json:"groups,omitempty"`
-	Headers   map[string]string `json:"headers,omitempty"`
-	Username  string            `json:"username,omitempty"`
-	Password  string            `json:"password,omitempty"`
+	URL       string   `json:"url,omitempty"`
+	Platforms []string `json:"platforms,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	// Nodes narrows the targets to these node ids or IPs.
+	Nodes []string `json:"nodes,omitempty"`
+	// Count or Percentage keeps that many (that share) of the live
+	// eligible nodes.
+	Count      int               `json:"count,omitempty"`
+	Percentage int               `json:"percentage,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Username   string            `json:"username,omitempty"`
+	Password   string            `json:"password,omitempty"`
 
 	// internal: set by the Harbor provider for single_seed_peer scope.
 	onePerGroup bool
+	// internal: the Harbor scheduler cluster ids the groups came from.
+	clusterIDs []int
 }
 
 // APIError is an error with an HTTP status for the JSON error body.
@@ -275,6 +289,9 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	if err != nil {
 		return nil, false, badRequest("%v", err)
 	}
+	if err := checkRef(ref, img); err != nil {
+		return nil, false, badRequest("image %q: %v", img, err)
+	}
 	if ref, err = s.configuredRegistry(ref); err != nil {
 		return nil, false, err
 	}
@@ -291,6 +308,24 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	if err := s.checkGroups(ctx, groups); err != nil {
 		return nil, false, err
 	}
+	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
+	if err := spec.validate(); err != nil {
+		return nil, false, err
+	}
+	// A job that cannot reach a single node is refused now rather than
+	// failing later: Harbor's Kraken driver never polls, so a 2xx here is
+	// what its admin sees as the outcome.
+	nodes, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("list nodes: %w", err)
+	}
+	sel := selectTargets(nodes, spec, time.Now())
+	if len(sel.UnknownNodes) > 0 {
+		return nil, false, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
+	}
+	if sel.Live() == 0 {
+		return nil, false, noTargetsError(spec, sel, len(nodes))
+	}
 	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
 	res, err := s.resolver.Resolve(ctx, ref, req.Platforms, cred)
 	if err != nil {
@@ -302,11 +337,13 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	}
 	platforms := sortedUnique(req.Platforms)
 	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
-		strings.Join(platforms, ","), strings.Join(groups, ","), fmt.Sprint(req.onePerGroup)}, "\x00")))
+		strings.Join(platforms, ","), strings.Join(groups, ","), fmt.Sprint(req.onePerGroup),
+		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
 	now := time.Now().UTC()
 	j := &Job{
 		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
 		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: groups,
+		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
 		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
 		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
 	}

@@ -40,10 +40,12 @@ type Node struct {
 	Groups         []string `json:"groups"`
 	CacheFreeBytes int64    `json:"cacheFreeBytes"`
 	CacheUsedBytes int64    `json:"cacheUsedBytes"`
-	// BytesServedToPeers and BytesFromRegistry are the node's counters
-	// since its start, as of its last heartbeat.
-	BytesServedToPeers int64 `json:"bytesServedToPeers"`
-	BytesFromRegistry  int64 `json:"bytesFromRegistry"`
+	// Byte counters the agent reports since StartedAt (its process start),
+	// as of its last heartbeat.
+	StartedAt          time.Time `json:"startedAt,omitzero"`
+	BytesServedToPeers int64     `json:"bytesServedToPeers"`
+	BytesFromPeers     int64     `json:"bytesFromPeers"`
+	BytesFromRegistry  int64     `json:"bytesFromRegistry"`
 	// KeyFingerprint identifies the key the node enrolled with
 	// (nodeapi.Fingerprint).
 	KeyFingerprint string    `json:"keyFingerprint,omitempty"`
@@ -77,16 +79,26 @@ type Target struct {
 type Job struct {
 	// ID must stay the first field: the Redis store allocates it atomically
 	// and splices it into the JSON it was given (see createScript).
-	ID         int64     `json:"id"`
-	State      JobState  `json:"state"`
-	Error      string    `json:"error,omitempty"`
-	Image      string    `json:"image"`
-	Registry   string    `json:"registry"`
-	Repository string    `json:"repository"`
-	Reference  string    `json:"reference"`
-	Digest     string    `json:"digest,omitempty"`
-	Platforms  []string  `json:"platforms,omitempty"`
-	Groups     []string  `json:"groups,omitempty"`
+	ID         int64    `json:"id"`
+	State      JobState `json:"state"`
+	Error      string   `json:"error,omitempty"`
+	Image      string   `json:"image"`
+	Registry   string   `json:"registry"`
+	Repository string   `json:"repository"`
+	Reference  string   `json:"reference"`
+	Digest     string   `json:"digest,omitempty"`
+	Platforms  []string `json:"platforms,omitempty"`
+	Groups     []string `json:"groups,omitempty"`
+	// Nodes, Count and Percentage narrow the groups' nodes (TargetSpec).
+	Nodes      []string `json:"nodes,omitempty"`
+	Count      int      `json:"count,omitempty"`
+	Percentage int      `json:"percentage,omitempty"`
+	// EmptyGroups are requested groups that had no node when the job
+	// started; each is a failure of the job.
+	EmptyGroups []string `json:"emptyGroups,omitempty"`
+	// ClusterIDs are the Harbor scheduler cluster ids the job was asked
+	// for, so that each gets its results[] entry.
+	ClusterIDs []int     `json:"clusterIds,omitempty"`
 	Blobs      []Blob    `json:"blobs"`
 	Targets    []Target  `json:"targets,omitempty"`
 	Source     string    `json:"source,omitempty"` // api, distribution, harbor, dragonfly, kraken
@@ -163,6 +175,9 @@ type Store interface {
 	MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error)
 
 	Ping(ctx context.Context) error
+
+	// TrafficStore: registry egress vs bytes between nodes over time.
+	TrafficStore
 }
 
 func progressField(nodeID, digest string) string { return nodeID + "|" + digest }

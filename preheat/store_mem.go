@@ -25,6 +25,7 @@ type MemoryStore struct {
 	seen     map[string]time.Time
 	active   map[int64]bool
 	progress map[int64]map[string]Progress
+	traffic  *memTraffic // made on first use (store_traffic.go)
 }
 
 type memNode struct {

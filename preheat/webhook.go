@@ -1,9 +1,11 @@
 package preheat
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -54,6 +56,10 @@ type WebhookResult struct {
 	Jobs    []int64  `json:"jobs"`
 	Ignored int      `json:"ignored"`
 	Errors  []string `json:"errors,omitempty"`
+
+	// status is the HTTP status of the first error, for the Kraken
+	// endpoint, which must answer non-2xx when anything failed.
+	status int
 }
 
 func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
@@ -169,8 +175,15 @@ func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey strin
 	}
 	j, _, err := s.CreateJob(ctx, req, source)
 	if err != nil {
-		s.log.WithFields(logrus.Fields{"image": req.Image, "source": source}).WithError(err).Warn("push-triggered preheat not started")
-		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", req.Image, err))
+		s.log.WithFields(logrus.Fields{"image": cmp.Or(req.Image, req.URL), "source": source}).WithError(err).Warn("push-triggered preheat not started")
+		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", cmp.Or(req.Image, req.URL), err))
+		if res.status == 0 {
+			res.status = http.StatusBadGateway
+			var ae *APIError
+			if errors.As(err, &ae) {
+				res.status = ae.Status
+			}
+		}
 		return
 	}
 	res.Jobs = append(res.Jobs, j.ID)

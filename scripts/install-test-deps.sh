@@ -15,6 +15,8 @@ command -v tc           >/dev/null 2>&1 || need+=(iproute2)
 command -v dockerd      >/dev/null 2>&1 || need+=(docker.io)
 command -v podman       >/dev/null 2>&1 || need+=(podman)
 command -v skopeo       >/dev/null 2>&1 || need+=(skopeo)
+# The console's browser test (preheat/console_browser_test.go) drives it.
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -26,7 +26,8 @@ func init() {
 
 const preheatUsage = `Usage:
   shoal preheat [serve] --config FILE          run the preheat service
-  shoal preheat create <image> [--group G]... [--platform os/arch]... [--username U --password P] [--watch]
+  shoal preheat create <image> [--group G]... [--node ID|IP]... [--count N | --percentage P]
+                              [--platform os/arch]... [--username U --password P] [--watch]
   shoal preheat status <id> [--watch]
   shoal preheat list
   shoal preheat cancel <id>
@@ -154,6 +155,10 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 	var groups, platforms multiFlag
 	fs.Var(&groups, "group", "target node group (repeatable; default: configured defaults or all)")
 	fs.Var(&platforms, "platform", "platform filter os/arch[/variant] (repeatable)")
+	var nodes multiFlag
+	fs.Var(&nodes, "node", "only these nodes, by id or IP (repeatable)")
+	count := fs.Int("count", 0, "preheat this many of the eligible live nodes")
+	percentage := fs.Int("percentage", 0, "preheat this share (1-100) of the eligible live nodes")
 	user := fs.String("username", "", "registry username (used for this job only)")
 	pass := fs.String("password", os.Getenv("SHOAL_REGISTRY_PASSWORD"), "registry password (default $SHOAL_REGISTRY_PASSWORD)")
 	pos, err := parseInterspersed(fs, args)
@@ -174,11 +179,12 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 			return err
 		}
 		var v preheat.JobView
-		req := preheat.JobRequest{Image: img, Groups: groups, Platforms: platforms, Username: *user, Password: *pass}
+		req := preheat.JobRequest{Image: img, Groups: groups, Nodes: nodes, Count: *count, Percentage: *percentage,
+			Platforms: platforms, Username: *user, Password: *pass}
 		if err := api.do(ctx, http.MethodPost, "/api/v1/jobs", req, &v); err != nil {
 			return err
 		}
-		fmt.Printf("job %d %s: %s, %d blobs, groups %v\n", v.ID, v.State, v.Image, len(v.Blobs), orAll(v.Groups))
+		fmt.Printf("job %d %s: %s, %d blobs, groups %v%s\n", v.ID, v.State, v.Image, len(v.Blobs), orAll(v.Groups), narrowing(v.Job))
 		if *watch {
 			return watchJob(ctx, api, v.ID)
 		}
@@ -224,6 +230,21 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 		return nil
 	}
 	return nil
+}
+
+// narrowing describes the node, count and percentage parts of a target.
+func narrowing(j *preheat.Job) string {
+	var b strings.Builder
+	if len(j.Nodes) > 0 {
+		fmt.Fprintf(&b, ", nodes %v", j.Nodes)
+	}
+	if j.Count > 0 {
+		fmt.Fprintf(&b, ", %d of them", j.Count)
+	}
+	if j.Percentage > 0 {
+		fmt.Fprintf(&b, ", %d%% of them", j.Percentage)
+	}
+	return b.String()
 }
 
 func orAll(g []string) any {
@@ -302,14 +323,21 @@ func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
 // startRunPreheat adds the embedded preheat service to `shoal run`:
 // 127.0.0.1:8002, in-memory store (single replica), registry
 // http://127.0.0.1:5000 (the only one jobs may name) — preheat.DefaultConfig
-// — and the run's join secret, so it enrolls the embedded agent.
-func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared) error {
+// — and the run's join secret, so it enrolls the embedded agent. tokens,
+// when given, guard job writes and the console as apiTokens do.
+func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared, tokens []string) error {
 	cfg := preheat.DefaultConfig()
 	cfg.Cluster.Secret = shared.ClusterSecret
+	cfg.APITokens = tokens
 	svc, err := preheat.New(cfg)
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
 	}
+	how := "open to loopback clients (no --preheat-token)"
+	if len(tokens) > 0 {
+		how = "log in with the --preheat-token"
+	}
+	fmt.Fprintf(os.Stderr, "shoal run: admin console at http://%s/console/, %s\n", cfg.Listen, how)
 	g.Go(func() error { return svc.Serve(ctx) })
 	return nil
 }

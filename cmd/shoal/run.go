@@ -22,11 +22,32 @@ func init() {
 func runAll(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	dataDir := fs.String("data", "./data", "directory for all state (registry storage, caches)")
+	preheatToken := fs.String("preheat-token", "",
+		"require this token for preheat writes and the console (env:NAME or file:/path also work; >= 32 bytes); "+
+			"without it the console at http://127.0.0.1:8002/console/ is open to loopback clients")
+	clusterSecret := fs.String("cluster-secret", "",
+		"the join secret (env:NAME or file:/path also work; >= 32 bytes), for agents on other hosts to join "+
+			"this all-in-one deployment; without it a fresh one is generated per run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var tokens []string
+	if *preheatToken != "" {
+		t, err := secret.Resolve("--preheat-token", *preheatToken)
+		if err != nil {
+			return err
+		}
+		tokens = []string{t}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	shared := newRunShared()
+	if *clusterSecret != "" {
+		s, err := secret.Resolve("--cluster-secret", *clusterSecret)
+		if err != nil {
+			return err
+		}
+		shared.ClusterSecret = s
+	}
 	if err := startRunRegistry(ctx, g, *dataDir, shared); err != nil {
 		return err
 	}
@@ -37,7 +58,7 @@ func runAll(ctx context.Context, args []string) error {
 	}
 	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000,
 	// enrolling agents of shared.ClusterSecret.
-	if err := startRunPreheat(ctx, g, shared); err != nil {
+	if err := startRunPreheat(ctx, g, shared, tokens); err != nil {
 		return err
 	}
 	// The agent last: its first heartbeat goes to preheat.

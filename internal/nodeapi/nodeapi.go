@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // Paths of the contract.
@@ -38,10 +39,16 @@ type Heartbeat struct {
 	Groups         []string `json:"groups"`
 	CacheFreeBytes int64    `json:"cacheFreeBytes"`
 	CacheUsedBytes int64    `json:"cacheUsedBytes"`
+	// StartedAt is when this agent process started: the counters below
+	// count from then, so a restart (counters back to zero) is told apart
+	// from a quiet node.
+	StartedAt time.Time `json:"startedAt,omitzero"`
 	// BytesServedToPeers counts blob bytes this node uploaded to other
-	// nodes since it started; BytesFromRegistry the blob bytes it
-	// downloaded from the registry. Counters: a console shows rates.
+	// nodes since it started; BytesFromPeers and BytesFromRegistry the
+	// blob bytes it downloaded from other nodes and from the registry.
+	// Counters: a console shows rates.
 	BytesServedToPeers int64 `json:"bytesServedToPeers"`
+	BytesFromPeers     int64 `json:"bytesFromPeers"`
 	BytesFromRegistry  int64 `json:"bytesFromRegistry"`
 }
 
