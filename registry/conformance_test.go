@@ -26,10 +26,10 @@ func TestConformance(t *testing.T) {
 log: {level: warn, accesslog: {disabled: true}}
 http: {addr: %q}
 storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
-`, upAddr, t.TempDir())), 0o644)
+%s`, upAddr, t.TempDir(), conformanceValidation)), 0o644)
 	up := testenv.Start(t, "upstream registry", upstreamBin, []string{"serve", upCfg}, "OTEL_TRACES_EXPORTER=none")
 	testenv.WaitHTTP(t, up, "http://"+upAddr+"/v2/", 30*time.Second)
-	shoal := startRegistry(t, regOpts{})
+	shoal := startRegistry(t, regOpts{extra: conformanceValidation})
 
 	upstream := runConformance(t, suite, upAddr)
 	ours := runConformance(t, suite, shoal.Addr)
@@ -74,7 +74,10 @@ func runConformance(t *testing.T, suite, addr string) conformanceResult {
 	cmd := exec.Command(suite)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
-		"OCI_REGISTRY="+addr, "OCI_TLS=disabled", "OCI_RESULTS_DIR="+dir, "OCI_LOG=error")
+		"OCI_REGISTRY="+addr, "OCI_TLS=disabled", "OCI_RESULTS_DIR="+dir, "OCI_LOG=error",
+		// Upload cancel is off in the suite's defaults; both registries
+		// implement it, so it is tested rather than counted as disabled.
+		"OCI_API_BLOBS_UPLOAD_CANCEL=true")
 	out, err := cmd.CombinedOutput()
 	// The suite exits non-zero whenever anything fails; upstream fails some
 	// (referrers, sha512, non-distributable), so only the report decides.
@@ -110,3 +113,10 @@ func runConformance(t *testing.T, suite, addr string) conformanceResult {
 	}
 	return res
 }
+
+// conformanceValidation lets manifests reference non-distributable layers
+// by URL, which the suite pushes. distribution (and so Shoal, which keeps
+// its configuration semantics) refuses foreign URLs unless
+// validation.manifests.urls.allow says otherwise; both registries get the
+// same setting.
+const conformanceValidation = "validation: {manifests: {urls: {allow: ['^https?://']}}}\n"
