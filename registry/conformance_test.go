@@ -15,7 +15,9 @@ import (
 
 // TestConformance runs the OCI distribution-spec conformance suite against
 // the upstream registry and against Shoal (p2p middleware on) in the same
-// run, and fails if Shoal fails any test the upstream registry passes.
+// run. Shoal must pass every test (conformanceExceptions lists the ones it
+// may miss, with the reason: none today) and every test the upstream
+// registry passes.
 func TestConformance(t *testing.T) {
 	suite := testenv.ToolBinary(t, "CONFORMANCE_BIN")
 	upstreamBin := testenv.ToolBinary(t, "REGISTRY_BIN")
@@ -43,6 +45,20 @@ storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
 	sort.Strings(regressions)
 	t.Logf("OCI conformance: upstream distribution passed %d of %d; shoal passed %d of %d",
 		upstream.suitePassed, upstream.tests, ours.suitePassed, ours.tests)
+	excepted := 0
+	for _, c := range ours.notPassed {
+		if why, ok := conformanceExceptions[c.name]; ok {
+			t.Logf("allowed not to pass (%s): %s — %s", c.status, c.name, why)
+			excepted++
+			continue
+		}
+		t.Errorf("shoal does not pass (%s): %s", c.status, c.name)
+	}
+	// The suite counts assertions, several per reported case; without
+	// exceptions every one of them must have passed.
+	if excepted == 0 && ours.suitePassed != ours.tests {
+		t.Errorf("shoal passed %d of the suite's %d tests", ours.suitePassed, ours.tests)
+	}
 	if ours.suitePassed < upstream.suitePassed {
 		t.Errorf("shoal passed fewer conformance tests (%d) than upstream (%d)", ours.suitePassed, upstream.suitePassed)
 	}
@@ -58,7 +74,14 @@ type conformanceResult struct {
 	tests       int
 	suitePassed int            // the suite's own count of passed tests
 	passed      map[string]int // reported test name → passing cases (names repeat)
+	notPassed   []caseStatus   // failed, errored, skipped and disabled cases
 }
+
+type caseStatus struct{ name, status string }
+
+// conformanceExceptions are the suite's tests Shoal is allowed not to pass,
+// by name, each with its reason.
+var conformanceExceptions = map[string]string{}
 
 func (r conformanceResult) total() int {
 	n := 0
@@ -108,6 +131,8 @@ func runConformance(t *testing.T, suite, addr string) conformanceResult {
 		for _, c := range s.Cases {
 			if c.Status == "passed" {
 				res.passed[c.Name]++
+			} else {
+				res.notPassed = append(res.notPassed, caseStatus{c.Name, c.Status})
 			}
 		}
 	}

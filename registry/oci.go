@@ -76,7 +76,7 @@ type ociFront struct {
 	d        storagedriver.StorageDriver // the outermost driver distribution uses
 	index    referrerIndex
 	ac       auth.AccessController // nil without auth
-	readOnly bool
+	readOnly bool                  // maintenance read-only or a pull-through cache
 	log      *logrus.Entry
 }
 
@@ -97,6 +97,8 @@ func newOCIFront(cfg *configuration.Configuration) (*ociFront, error) {
 	case map[string]any:
 		o.readOnly = ro["enabled"] == true
 	}
+	// A pull-through cache refuses pushes; it must not take mounts either.
+	o.readOnly = o.readOnly || cfg.Proxy.RemoteURL != ""
 	if cfg.Middleware == nil {
 		cfg.Middleware = map[string][]configuration.Middleware{}
 	}
@@ -470,29 +472,56 @@ func (o *ociFront) postWhole(w http.ResponseWriter, r *http.Request, next http.H
 		copyRecorded(w, res)
 		return
 	}
-	u, err := url.Parse(loc)
-	if err != nil {
+	// The bytes go in a PATCH and the digest in an empty PUT, so that a
+	// refused digest can still be cancelled: distribution's own cancel
+	// after a failed PUT fails ("already closed"), and a DELETE needs the
+	// upload state of the last successful request.
+	patch := r.Clone(r.Context())
+	patch.Method = http.MethodPatch
+	if !setLocation(patch, loc) {
 		serveError(w, errcode.ErrorCodeUnknown.WithDetail("bad upload location"))
 		return
 	}
-	q := u.Query()
-	q.Set("digest", dgs)
+	patch.Header.Set("Content-Type", "application/octet-stream")
+	patch.Header.Del("Content-Range")
+	res = httptest.NewRecorder()
+	next.ServeHTTP(res, patch)
+	if loc = res.Header().Get("Location"); res.Code != http.StatusAccepted || loc == "" {
+		copyRecorded(w, res)
+		return
+	}
 	put := r.Clone(r.Context())
 	put.Method = http.MethodPut
-	put.URL.Path, put.URL.RawPath, put.URL.RawQuery = u.Path, "", q.Encode()
-	put.RequestURI = put.URL.RequestURI()
+	put.Body, put.ContentLength = http.NoBody, 0
+	put.Header.Del("Content-Length")
 	put.Header.Set("Content-Type", "application/octet-stream")
+	setLocation(put, loc)
+	q := put.URL.Query()
+	q.Set("digest", dgs)
+	put.URL.RawQuery = q.Encode()
+	put.RequestURI = put.URL.RequestURI()
 	rec := &statusRecorder{ResponseWriter: w}
 	o.serve(rec, put, next)
 	if rec.status/100 != 2 {
 		// Leave no upload session behind a refused blob.
 		cancel := r.Clone(context.WithoutCancel(r.Context()))
 		cancel.Method = http.MethodDelete
-		cancel.URL.Path, cancel.URL.RawPath, cancel.URL.RawQuery = u.Path, "", u.RawQuery
-		cancel.RequestURI = cancel.URL.RequestURI()
 		cancel.Body, cancel.ContentLength = http.NoBody, 0
+		cancel.Header.Del("Content-Length")
+		setLocation(cancel, loc)
 		next.ServeHTTP(httptest.NewRecorder(), cancel)
 	}
+}
+
+// setLocation points r at an upload Location distribution returned.
+func setLocation(r *http.Request, loc string) bool {
+	u, err := url.Parse(loc)
+	if err != nil || !strings.HasPrefix(u.Path, "/v2/") {
+		return false
+	}
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = u.Path, "", u.RawQuery
+	r.RequestURI = r.URL.RequestURI()
+	return true
 }
 
 // finishUpload completes an upload with a sha512 digest. distribution
