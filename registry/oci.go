@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
@@ -294,18 +296,30 @@ func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http
 			return
 		}
 		canonical := digest.SHA256.FromBytes(body)
+		// distribution stores the manifest as a sha256 revision; if that
+		// revision is new, it is replaced by the sha512 one below.
+		_, err = o.d.Stat(r.Context(), manifestRevisionLink(name, canonical))
+		hadCanonical := err == nil
 		r = rewritePath(r, "/v2/"+name+"/manifests/"+canonical.String())
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		alias, note.alias = dg, dg
-		canon := canonical
+		ctx := r.Context()
 		w = &headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
 			if status != http.StatusCreated {
 				return nil
 			}
-			if err := o.d.PutContent(r.Context(), manifestRevisionLink(name, alias), []byte(canon.String())); err != nil {
-				return fmt.Errorf("link %s to %s: %w", alias, canon, err)
+			if err := o.storeAs(ctx, canonical, alias); err != nil {
+				return err
 			}
-			replaceDigest(h, canon, alias)
+			if err := o.d.PutContent(ctx, manifestRevisionLink(name, alias), []byte(alias.String())); err != nil {
+				return fmt.Errorf("link manifest %s: %w", alias, err)
+			}
+			if !hadCanonical {
+				if err := o.d.Delete(ctx, path.Dir(manifestRevisionLink(name, canonical))); err != nil && !isPathNotFound(err) {
+					o.log.WithError(err).Warn("removing the sha256 revision of a sha512 manifest")
+				}
+			}
+			replaceDigest(h, canonical, alias)
 			return nil
 		}}
 	}
@@ -391,7 +405,7 @@ func (o *ociFront) mountOther(w http.ResponseWriter, r *http.Request, next http.
 		if status != http.StatusCreated {
 			return nil
 		}
-		if err := o.linkAlias(r.Context(), name, dg, canonical); err != nil {
+		if err := o.linkOwn(r.Context(), name, canonical, dg); err != nil {
 			return err
 		}
 		replaceDigest(h, canonical, dg)
@@ -399,14 +413,56 @@ func (o *ociFront) mountOther(w http.ResponseWriter, r *http.Request, next http.
 	}}, sub)
 }
 
-// linkAlias links a sha512 digest to the sha256 blob in repo, and records
-// the alias registry-wide for anonymous mounts.
-func (o *ociFront) linkAlias(ctx context.Context, repo string, alias, canonical digest.Digest) error {
-	if err := o.d.PutContent(ctx, layerLink(repo, alias), []byte(canonical.String())); err != nil {
-		return fmt.Errorf("link %s to %s in %s: %w", alias, canonical, repo, err)
+// linkOwn gives a blob distribution stored under its sha256 a copy under
+// its own (sha512) digest and links that in repo. distribution links the
+// sha512 digest to the sha256 blob instead, which its garbage collector
+// gets wrong: it marks the sha512 digest a manifest names, sweeps the
+// sha256 blob behind it, and stops on the second of two links to it.
+func (o *ociFront) linkOwn(ctx context.Context, repo string, canonical, own digest.Digest) error {
+	if err := o.storeAs(ctx, canonical, own); err != nil {
+		return err
 	}
-	if err := o.d.PutContent(ctx, globalAlias(alias), []byte(canonical.String())); err != nil {
-		return fmt.Errorf("record alias %s of %s: %w", alias, canonical, err)
+	if err := o.d.PutContent(ctx, layerLink(repo, own), []byte(own.String())); err != nil {
+		return fmt.Errorf("link %s in %s: %w", own, repo, err)
+	}
+	return nil
+}
+
+// storeAs copies the blob stored as canonical to the blob store path of
+// own, verifying own on the way; through a temporary file and a move, so
+// a blob present under own is always whole.
+func (o *ociFront) storeAs(ctx context.Context, canonical, own digest.Digest) error {
+	dst := blobDataPath(own)
+	if fi, err := o.d.Stat(ctx, dst); err == nil && !fi.IsDir() {
+		return nil
+	}
+	rd, err := o.d.Reader(ctx, blobDataPath(canonical), 0)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", canonical, err)
+	}
+	defer rd.Close()
+	tmp := path.Join(v2Root, "_shoal/tmp", own.Encoded()+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	fw, err := o.d.Writer(ctx, tmp, false)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", own, err)
+	}
+	v := own.Verifier()
+	if _, err := io.Copy(io.MultiWriter(fw, v), rd); err != nil {
+		_ = fw.Cancel(ctx)
+		return fmt.Errorf("copy %s to %s: %w", canonical, own, err)
+	}
+	if !v.Verified() {
+		_ = fw.Cancel(ctx)
+		return fmt.Errorf("blob %s does not match %s", canonical, own)
+	}
+	if err := fw.Commit(ctx); err != nil {
+		return fmt.Errorf("store %s: %w", own, err)
+	}
+	if err := fw.Close(); err != nil {
+		return fmt.Errorf("store %s: %w", own, err)
+	}
+	if err := o.d.Move(ctx, tmp, dst); err != nil {
+		return fmt.Errorf("store %s: %w", own, err)
 	}
 	return nil
 }
@@ -427,26 +483,13 @@ func (o *ociFront) mountAnonymous(w http.ResponseWriter, r *http.Request, name, 
 		return false
 	}
 	ctx := r.Context()
-	canonical := dg
-	if dg.Algorithm() != digest.SHA256 {
-		if canonical, err = readLink(ctx, o.d, globalAlias(dg)); err != nil || canonical.Algorithm() != digest.SHA256 {
-			return false
-		}
-	}
-	if fi, err := o.d.Stat(ctx, blobDataPath(canonical)); err != nil || fi.IsDir() {
+	if fi, err := o.d.Stat(ctx, blobDataPath(dg)); err != nil || fi.IsDir() {
 		return false
 	}
-	if err := o.d.PutContent(ctx, layerLink(name, canonical), []byte(canonical.String())); err != nil {
+	if err := o.d.PutContent(ctx, layerLink(name, dg), []byte(dg.String())); err != nil {
 		serveError(w, errcode.ErrorCodeUnknown.WithDetail("could not link blob"))
 		o.log.WithError(err).Error("anonymous mount")
 		return true
-	}
-	if dg != canonical {
-		if err := o.linkAlias(ctx, name, dg, canonical); err != nil {
-			serveError(w, errcode.ErrorCodeUnknown.WithDetail("could not link blob"))
-			o.log.WithError(err).Error("anonymous mount")
-			return true
-		}
 	}
 	w.Header().Set("Location", "/v2/"+name+"/blobs/"+dg.String())
 	w.Header().Set("Docker-Content-Digest", dg.String())
@@ -540,8 +583,8 @@ func (o *ociFront) finishUpload(w http.ResponseWriter, r *http.Request, next htt
 		if err != nil || canonical == dg {
 			return nil
 		}
-		if err := o.d.PutContent(r.Context(), globalAlias(dg), []byte(canonical.String())); err != nil {
-			o.log.WithError(err).Warn("recording a sha512 alias (anonymous mounts of it will start uploads)")
+		if err := o.linkOwn(r.Context(), name, canonical, dg); err != nil {
+			return err
 		}
 		replaceDigest(h, canonical, dg)
 		return nil

@@ -367,9 +367,22 @@ func TestSHA512(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Equal(b, mbody) || resp.Header.Get("Docker-Content-Digest") != md.Digest.String() {
 		t.Fatalf("GET sha512 manifest: %d %q", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
 	}
-	link, err := os.ReadFile(filepath.Join(r.Root, "docker/registry/v2/repositories", repo, "_manifests/revisions/sha512", md.Digest.Encoded(), "link"))
-	if err != nil || string(link) != digest.FromBytes(mbody).String() {
+	// Stored under its own digest, the way distribution's GC expects.
+	v2dir := filepath.Join(r.Root, "docker/registry/v2")
+	link, err := os.ReadFile(filepath.Join(v2dir, "repositories", repo, "_manifests/revisions/sha512", md.Digest.Encoded(), "link"))
+	if err != nil || string(link) != md.Digest.String() {
 		t.Fatalf("sha512 revision link: %v %q", err, link)
+	}
+	if _, err := os.Stat(filepath.Join(v2dir, "repositories", repo, "_manifests/revisions/sha256", digest.FromBytes(mbody).Encoded())); !os.IsNotExist(err) {
+		t.Errorf("sha256 revision of a sha512 manifest left: %v", err)
+	}
+	for _, dg := range []digest.Digest{md.Digest, d} {
+		if b, err := os.ReadFile(filepath.Join(v2dir, "blobs/sha512", dg.Encoded()[:2], dg.Encoded(), "data")); err != nil || digest.SHA512.FromBytes(b) != dg {
+			t.Errorf("%s not stored under its own digest: %v", dg, err)
+		}
+		if link, err := os.ReadFile(filepath.Join(v2dir, "repositories", repo, "_layers/sha512", d.Encoded(), "link")); err != nil || string(link) != d.String() {
+			t.Errorf("sha512 layer link: %v %q", err, link)
+		}
 	}
 	resp, b = c.do(http.MethodPut, "/v2/"+repo+"/manifests/"+digest.SHA512.FromString("other").String(), mbody, http.Header{"Content-Type": {v1.MediaTypeImageManifest}})
 	assertOCIError(t, resp, b, http.StatusBadRequest, "DIGEST_INVALID")

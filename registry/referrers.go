@@ -24,22 +24,16 @@ import (
 //     the same file. The catalog walk skips every "_" directory of a
 //     repository and GC never looks there. An entry whose manifest has gone
 //     (deleted or collected by an upstream registry) is dropped when read.
-//   - sha512 manifests: _manifests/revisions/sha512/<hex>/link holding the
-//     sha256 digest the bytes are stored under, the same kind of alias link
-//     distribution itself writes into _layers for blobs uploaded with a
-//     sha512 digest. distribution reads manifests through it unchanged; GC's
-//     manifest walk follows it to the sha256 revision, and skips it once that
-//     is gone (it tolerates ErrBlobUnknown there).
-//   - sha512 blobs: distribution links _layers/sha512/<hex> itself on upload;
-//     Shoal adds the same link on mount (upstream links the sha512 digest to
-//     itself there, a link to nothing) and keeps a registry-wide alias,
-//     _shoal/aliases/sha512/<hex>, outside repositories/ and blobs/, for
-//     anonymous mounts. Aliases are only followed after the sha256 blob they
-//     name has been found.
+//   - sha512 blobs and manifests are stored under their own digest,
+//     blobs/sha512/<hh>/<hex>/data, linked to themselves in _layers and
+//     _manifests/revisions: the layout distribution's code reads and its
+//     garbage collector handles (it marks the digests manifests name and
+//     sweeps by blob path). distribution's upload stores them under sha256
+//     with a sha512 link to that; Shoal copies the bytes over (verified)
+//     after the commit, relinks, and leaves the sha256 copy to GC.
 const (
 	v2Root          = "/docker/registry/v2"
 	repositoriesDir = v2Root + "/repositories/"
-	aliasesDir      = v2Root + "/_shoal/aliases/"
 )
 
 func referrersDir(repo string, subject digest.Digest) string {
@@ -61,10 +55,6 @@ func layerLink(repo string, d digest.Digest) string {
 func blobDataPath(d digest.Digest) string {
 	enc := d.Encoded()
 	return path.Join(v2Root, "blobs", d.Algorithm().String(), enc[:2], enc, "data")
-}
-
-func globalAlias(d digest.Digest) string {
-	return path.Join(aliasesDir, d.Algorithm().String(), d.Encoded())
 }
 
 // maxIndexEntry bounds what one index entry may hold: a descriptor with the
