@@ -408,3 +408,46 @@ func TestSHA512(t *testing.T) {
 		return nil
 	})
 }
+
+// FuzzReferrerOf: any pushed manifest body yields either no subject or a
+// valid subject digest and a descriptor of the bytes, never a panic; the
+// subject is only ever a valid digest because it becomes a storage path.
+func FuzzReferrerOf(f *testing.F) {
+	f.Add(v1.MediaTypeImageManifest, []byte(`{"schemaVersion":2,"config":{"mediaType":"a/b","digest":"sha256:`+strings.Repeat("a", 64)+`","size":2},"subject":{"digest":"sha256:`+strings.Repeat("b", 64)+`"}}`))
+	f.Add("", []byte(`{"subject":{"digest":"sha256:../../x"}}`))
+	f.Add(v1.MediaTypeImageIndex, []byte(`{"artifactType":"x","annotations":{"k":"v"},"subject":{"digest":"sha512:`+strings.Repeat("c", 128)+`"}}`))
+	f.Add("", []byte(`[`))
+	f.Fuzz(func(t *testing.T, mediaType string, payload []byte) {
+		d := digest.FromBytes(payload)
+		subject, desc, ok := referrerOf(mediaType, payload, d)
+		if !ok {
+			return
+		}
+		if subject.Validate() != nil {
+			t.Fatalf("invalid subject %q accepted", subject)
+		}
+		if desc.Digest != d || desc.Size != int64(len(payload)) {
+			t.Fatalf("descriptor %+v does not describe the payload", desc)
+		}
+		if p := referrerPath("repo", subject, d); !strings.HasPrefix(p, repositoriesDir+"repo/_shoal/referrers/") || strings.Contains(p, "..") {
+			t.Fatalf("index path %q escapes the repository", p)
+		}
+	})
+}
+
+// FuzzRoute: the front handler's path split never panics and gives back a
+// name and a rest that rebuild the path.
+func FuzzRoute(f *testing.F) {
+	for _, p := range []string{"/v2/a/b/referrers/sha256:x", "/v2/blobs/blobs/uploads/", "/v2//manifests/", "/v2/x", "/v3/a/blobs/b"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		name, kind, rest, ok := route(p)
+		if !ok {
+			return
+		}
+		if name == "" || "/v2/"+name+"/"+kind+"/"+rest != p {
+			t.Fatalf("route(%q) = %q %q %q", p, name, kind, rest)
+		}
+	})
+}
