@@ -180,8 +180,10 @@ func (o *ociFront) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 			break
 		}
 		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && isOtherDigest(rest) {
-			// distribution resolves the sha512 link and answers with the
-			// sha256 digest the bytes are stored under.
+			// A blob uploaded by sha512 to an upstream registry is stored
+			// under its sha256 with a sha512 link to it; distribution then
+			// answers with the sha256. (Shoal's own are stored under their
+			// sha512 and need nothing.)
 			next.ServeHTTP(&headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
 				if status/100 == 2 {
 					h.Set("Docker-Content-Digest", rest)
@@ -195,8 +197,8 @@ func (o *ociFront) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 	next.ServeHTTP(w, r)
 }
 
-// isOtherDigest tells whether s is a digest distribution does not store
-// under (anything but sha256); a cheap check, parsed properly later.
+// isOtherDigest tells whether s is a digest of another algorithm than
+// distribution's canonical sha256; a cheap check, parsed properly later.
 func isOtherDigest(s string) bool {
 	alg, _, ok := strings.Cut(s, ":")
 	return ok && alg != string(digest.SHA256)
@@ -303,7 +305,9 @@ func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http
 		r = rewritePath(r, "/v2/"+name+"/manifests/"+canonical.String())
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		alias, note.alias = dg, dg
-		ctx := r.Context()
+		// What distribution committed must be completed even if the
+		// client goes away meanwhile.
+		ctx := context.WithoutCancel(r.Context())
 		w = &headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
 			if status != http.StatusCreated {
 				return nil
@@ -405,7 +409,7 @@ func (o *ociFront) mountOther(w http.ResponseWriter, r *http.Request, next http.
 		if status != http.StatusCreated {
 			return nil
 		}
-		if err := o.linkOwn(r.Context(), name, canonical, dg); err != nil {
+		if err := o.linkOwn(context.WithoutCancel(r.Context()), name, canonical, dg); err != nil {
 			return err
 		}
 		replaceDigest(h, canonical, dg)
@@ -583,7 +587,7 @@ func (o *ociFront) finishUpload(w http.ResponseWriter, r *http.Request, next htt
 		if err != nil || canonical == dg {
 			return nil
 		}
-		if err := o.linkOwn(r.Context(), name, canonical, dg); err != nil {
+		if err := o.linkOwn(context.WithoutCancel(r.Context()), name, canonical, dg); err != nil {
 			return err
 		}
 		replaceDigest(h, canonical, dg)
