@@ -91,6 +91,7 @@ type Server struct {
 
 	drv    *driver.Driver
 	seeder *seeder
+	oci    *ociFront
 }
 
 // New builds the registry from cfg. When the storage middleware list has a
@@ -134,6 +135,11 @@ func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error)
 			Name: seedOnPush, Options: configuration.Parameters{serverOption: s},
 		})
 	}
+	oci, err := newOCIFront(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.oci = oci
 	if _, set := os.LookupEnv("OTEL_TRACES_EXPORTER"); !set {
 		// distribution exports traces to localhost:4318 by default and logs
 		// an error every few seconds when nothing listens; opt in instead.
@@ -145,6 +151,9 @@ func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error)
 		return nil, err
 	}
 	s.reg = reg
+	if s.oci.d == nil {
+		return nil, errors.New("oci storage middleware not applied by distribution")
+	}
 	if s.p2p && s.drv == nil {
 		return nil, errors.New("p2p middleware configured but not applied by distribution")
 	}
@@ -276,7 +285,7 @@ func (s *Server) router(next http.Handler) http.Handler {
 	// for P2P, not even a regexp per request.
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasPrefix(req.URL.Path, "/v2/") {
-			next.ServeHTTP(w, req)
+			s.oci.serve(w, req, next)
 			return
 		}
 		r.ServeHTTP(w, req)
