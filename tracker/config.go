@@ -37,7 +37,8 @@ type Config struct {
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 	// RealIPHeader, when set, names a header (e.g. X-Forwarded-For) whose
 	// first address is taken as the peer's IP. Set it only behind a proxy
-	// that overwrites the header, or peers can spoof addresses.
+	// that overwrites the header, or peers can spoof addresses — and, as
+	// entries are keyed by (peer_id, IP), take over other peers' entries.
 	RealIPHeader string `yaml:"real_ip_header"`
 	// MaxScrape bounds the infohashes per scrape request.
 	MaxScrape int         `yaml:"max_scrape"`
