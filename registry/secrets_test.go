@@ -164,3 +164,30 @@ func getStatus(t *testing.T, u string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// `shoal run`'s registry signs URLs with the http.secret it generates and
+// announces with the generated tracker secret; both pass the checks.
+func TestEmbeddedConfigSecrets(t *testing.T) {
+	keys := func(httpSecret, trackerSecret string) error {
+		cfg, err := EmbeddedConfig(EmbeddedOptions{DataDir: t.TempDir(), TrackerURL: "http://127.0.0.1:6969/announce",
+			TrackerSecret: trackerSecret, HTTPSecret: httpSecret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
+		for _, mw := range cfg.Middleware["storage"] {
+			if mw.Name == "p2p" {
+				if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return s.initKeys()
+	}
+	if err := keys(secret.Generate(), secret.Generate()); err != nil {
+		t.Fatalf("generated secrets refused: %v", err)
+	}
+	if err := keys("weak", secret.Generate()); err == nil {
+		t.Fatal("embedded registry accepted a weak http.secret for URLs")
+	}
+}
