@@ -22,7 +22,7 @@ export CONTAINERD2_BIN := $(BIN)/containerd-$(CONTAINERD2_VERSION)/containerd
 export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
 export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
-.PHONY: all build tools deps test unit conformance bench bench-datapath bench-e2e e2e fmt vet clean
+.PHONY: all build tools deps test unit fuzz conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -63,6 +63,23 @@ vet:
 test: deps build tools vet
 	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
+	$(MAKE) --no-print-directory fuzz
+
+# fuzz runs every Go fuzz target of the module for FUZZTIME each (parsers of
+# untrusted input must have one). Targets are found, not listed: `go test
+# -list` prints each package's Fuzz functions and then its "ok <pkg>" line,
+# so a new target anywhere is picked up. A failure leaves the crashing input
+# in the package's testdata/fuzz/, where plain `go test` replays it.
+FUZZTIME ?= 4s
+fuzz:
+	@mkdir -p $(BIN)
+	@$(GO) test -list '^Fuzz' ./... > $(BIN)/fuzz-list.txt || { cat $(BIN)/fuzz-list.txt; exit 1; }
+	@awk '/^Fuzz/ { f[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 }' $(BIN)/fuzz-list.txt > $(BIN)/fuzz-targets.txt
+	@test -s $(BIN)/fuzz-targets.txt || { echo "fuzz: no targets found"; exit 1; }
+	@while read -r pkg target; do \
+		echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" > $(BIN)/fuzz.log 2>&1 || { cat $(BIN)/fuzz.log; exit 1; }; \
+	done < $(BIN)/fuzz-targets.txt
 
 # unit runs the tests without installing anything; tests needing a missing
 # binary or package skip with a message.

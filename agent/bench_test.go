@@ -87,8 +87,8 @@ func TestAgentBenchmark(t *testing.T) {
 	// The swarm path: `shoal registry` (seeder) + `shoal tracker`; a first
 	// agent pulls from the registry (alone: its share is every piece), a
 	// second from the first over the data path.
-	trackerURL, _ := startShoalTracker(t, "bench-secret")
-	sreg := startShoalRegistrySecret(t, trackerURL, "bench-secret", 0, false)
+	trackerURL, _ := startShoalTracker(t, testTrackerSecret)
+	sreg := startShoalRegistrySecret(t, trackerURL, testTrackerSecret, 0, false)
 	pushRandom(t, sreg, "bench/img", layerSize, layers)
 	p1 := startAgent(t, swarmConfig(t, sreg))
 	p2 := startAgent(t, swarmConfig(t, sreg))

@@ -124,7 +124,7 @@ func startShoalTracker(t *testing.T, secret string) (string, *sync.Map) {
 
 // startShoalRegistry runs `shoal registry` with the p2p middleware.
 func startShoalRegistry(t *testing.T, trackerURL string, seederRate int64, seederDisabled bool) string {
-	return startShoalRegistrySecret(t, trackerURL, "tracker-secret", seederRate, seederDisabled)
+	return startShoalRegistrySecret(t, trackerURL, testTrackerSecret, seederRate, seederDisabled)
 }
 
 func startShoalRegistrySecret(t *testing.T, trackerURL, trackerSecret string, seederRate int64, seederDisabled bool) string {
@@ -137,7 +137,7 @@ func startShoalRegistrySecret(t *testing.T, trackerURL, trackerSecret string, se
 log: {level: warn}
 http:
   addr: %s
-  secret: test-secret
+  secret: 9c1f0b7e5a3d42c8b6e1f07a2d9c4e3b8a7f6e5d4c3b2a1908f7e6d5c4b3a291
 storage:
   filesystem: {rootdirectory: %s}
   redirect: {disable: false}
@@ -176,8 +176,8 @@ func swarmConfig(t *testing.T, upstream string) Config {
 // Two agents, `shoal registry` and `shoal tracker`: the second agent's bytes
 // come from the first agent over BitTorrent, not from the registry.
 func TestSwarmTwoAgents(t *testing.T) {
-	trackerURL, groups := startShoalTracker(t, "tracker-secret")
-	reg := startShoalRegistrySecret(t, trackerURL, "tracker-secret", 4<<20, false)
+	trackerURL, groups := startShoalTracker(t, testTrackerSecret)
+	reg := startShoalRegistrySecret(t, trackerURL, testTrackerSecret, 4<<20, false)
 	img := pushRandom(t, reg, "lib/swarm", 16<<20, 1)
 	d := layerDigests(t, img)[0]
 	l, _ := img.LayerByDigest(d)

@@ -104,7 +104,7 @@ func (d *Driver) Writer(ctx context.Context, p string, appendMode bool) (storage
 // state, or a registry without Shoal wrote part of the upload), it catches up
 // by reading the missing bytes back.
 func (d *Driver) resumeHasher(ctx context.Context, dataPath, statePath string, size int64, appendMode bool) (*pieceHasher, error) {
-	h := newPieceHasher(d.opts.PieceLength)
+	h := newUploadHasher(d.opts.PieceLength)
 	if appendMode {
 		if b, err := d.StorageDriver.GetContent(ctx, statePath); err == nil {
 			saved := &pieceHasher{}
@@ -190,8 +190,15 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 		return nil
 	}
 	fi, err := d.StorageDriver.Stat(ctx, dst)
-	if err != nil || fi.Size() != h.offset {
-		// The state does not describe these bytes; make it lazily instead.
+	if err != nil {
+		return nil
+	}
+	if !h.describes(dgst, fi.Size()) {
+		// The hashed stream is not the committed blob (concurrent PATCHes,
+		// a state from other bytes, a non-sha256 digest): its pieces would
+		// be of other bytes. Hash the blob from storage on first need.
+		d.log.WithFields(logrus.Fields{"digest": dgst, "size": fi.Size(), "hashed": h.offset}).
+			Info("piece hashes made during the upload do not describe the committed blob; making them from storage")
 		return nil
 	}
 	if _, err := d.storeInfo(ctx, dgst, h, fi.Size()); err != nil {

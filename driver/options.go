@@ -18,7 +18,12 @@ type Options struct {
 	// BaseURL is the registry's public URL, used for metadata URLs and web
 	// seeds. Empty means "from the request" (Host, X-Forwarded-Proto).
 	BaseURL string `yaml:"baseurl"`
-	// Secret signs metadata URLs. Empty means http.secret.
+	// Secrets sign metadata and piece-range URLs: the first signs, all
+	// verify, so a key rotates like the tracker's. Each is the secret itself,
+	// env:VAR or file:/path (internal/secret). Empty means http.secret.
+	Secrets []string `yaml:"secrets"`
+	// Secret is the single-key form of Secrets, kept for existing configs;
+	// setting both is an error.
 	Secret string `yaml:"secret"`
 	// URLExpiry is how long a metadata URL handed out in a redirect is valid.
 	URLExpiry time.Duration `yaml:"urlexpiry"`
@@ -91,6 +96,12 @@ func ParseOptions(m map[string]any) (Options, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&o); err != nil && err.Error() != "EOF" {
 		return o, fmt.Errorf("p2p options: %w", err)
+	}
+	if o.Secret != "" {
+		if len(o.Secrets) > 0 {
+			return o, fmt.Errorf("p2p options: set secrets or secret, not both")
+		}
+		o.Secrets, o.Secret = []string{o.Secret}, ""
 	}
 	if o.PieceLength == 0 {
 		o.PieceLength = DefaultPieceLength

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/opencontainers/go-digest"
 )
 
 func TestPieceHasherMatchesLibrary(t *testing.T) {
@@ -21,7 +22,7 @@ func TestPieceHasherMatchesLibrary(t *testing.T) {
 		}
 		// Write in uneven chunks, round-tripping the state through bytes
 		// between chunks as a chunked upload across restarts would.
-		h := newPieceHasher(1024)
+		h := newUploadHasher(1024)
 		for off := 0; off < size; {
 			n := min(size-off, 1+rng.IntN(1500))
 			h.Write(data[off : off+n])
@@ -41,19 +42,33 @@ func TestPieceHasherMatchesLibrary(t *testing.T) {
 		if h.offset != int64(size) {
 			t.Errorf("size %d: offset %d", size, h.offset)
 		}
+		if !h.describes(digest.FromBytes(data), int64(size)) {
+			t.Errorf("size %d: the stream digest does not survive the round trips", size)
+		}
+		if h.describes(digest.FromBytes(append(data, 0)), int64(size)) || h.describes(digest.FromBytes(data), int64(size)+1) {
+			t.Errorf("size %d: describes other bytes", size)
+		}
 	}
 }
 
 func TestPieceHasherRejectsGarbage(t *testing.T) {
-	h := newPieceHasher(1024)
+	h := newUploadHasher(1024)
 	h.Write(make([]byte, 3000))
-	good, _ := h.MarshalBinary()
+	good, err := h.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := new(pieceHasher).UnmarshalBinary(good); err != nil {
+		t.Fatal(err)
+	}
 	for name, b := range map[string][]byte{
 		"empty":       nil,
 		"version":     append([]byte{9}, good[1:]...),
 		"truncated":   good[:5],
 		"short sha1":  good[:len(good)-10],
-		"bad offset":  append([]byte{1, 0x80, 0x08, 0x01}, good[4:]...),
+		"bad offset":  append([]byte{pieceStateVersion, 0x80, 0x08, 0x01}, good[4:]...),
+		"version 1":   append([]byte{1}, good[1:]...),
+		"no sha256":   good[:len(good)-20],
 		"only header": {1},
 	} {
 		if err := new(pieceHasher).UnmarshalBinary(b); err == nil {

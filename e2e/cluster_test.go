@@ -28,7 +28,7 @@ const (
 	trackerPort  = 6969
 	seederPort   = 6881
 	mirrorAddr   = "127.0.0.1:65001"
-	trackerSec   = "e2e-tracker-secret"
+	trackerSec   = "5d0e8a4c2b7f41e39a6c8d1f0b2e4a7c9d3f5b8e1a6c4d2f7e9b0a3c5d8f1e2b" // random; the tracker refuses guessable ones
 )
 
 // Cluster is one infra host (registry + tracker) and node hosts with agents.
@@ -89,7 +89,7 @@ log_level: warn
 	c.StartTracker()
 	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
-http: {addr: "%[1]s:%[2]d", secret: e2e-registry-secret}
+http: {addr: "%[1]s:%[2]d", secret: 8e2c4a6f1b3d5e7092a4c6e8f0b1d3e5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8}
 storage:
   filesystem: {rootdirectory: %[3]q}
   redirect: {disable: false}

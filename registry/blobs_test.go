@@ -168,7 +168,7 @@ func TestBlobEndpoint(t *testing.T) {
 		}
 	})
 
-	keys, err := token.NewKeys("registry-secret") // the harness's http.secret
+	keys, err := token.NewKeys(harnessHTTPSecret) // the harness's http.secret
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -32,7 +33,18 @@ type regOpts struct {
 	logLevel  string
 	noSeeder  bool
 	storage   string // storage driver entry in place of filesystem, e.g. "inmemory: {}"
+	// urlSecrets are the p2p middleware's secrets; empty: http.secret
+	// (harnessHTTPSecret) signs URLs.
+	urlSecrets []string
+	// addr and seederAddr, when set, restart a registry where it was.
+	addr, seederAddr string
 }
+
+// The harness's secrets: random, as the registry refuses guessable ones.
+var (
+	harnessHTTPSecret    = secret.Generate()
+	harnessTrackerSecret = secret.Generate()
+)
 
 func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	t.Helper()
@@ -49,26 +61,35 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	if o.storage != "" {
 		storage = o.storage
 	}
-	r := &testRegistry{t: t, Addr: testenv.FreeAddr(t), Root: o.root, SeederAddr: testenv.FreeAddr(t)}
+	if o.addr == "" {
+		o.addr = testenv.FreeAddr(t)
+	}
+	if o.seederAddr == "" {
+		o.seederAddr = testenv.FreeAddr(t)
+	}
+	r := &testRegistry{t: t, Addr: o.addr, Root: o.root, SeederAddr: o.seederAddr}
 	mw := fmt.Sprintf(`middleware:
   storage:
     - name: p2p
       options:
         piecelength: 65536
         urlexpiry: %s
-        tracker: {url: "http://127.0.0.1:9/announce", secrets: [tracker-secret]}
+        tracker: {url: "http://127.0.0.1:9/announce", secrets: [%s]}
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
-`, o.urlExpiry, r.SeederAddr, o.noSeeder)
+`, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder)
+	if len(o.urlSecrets) > 0 {
+		mw += fmt.Sprintf("        secrets: [%s]\n", strings.Join(o.urlSecrets, ", "))
+	}
 	if o.noP2P {
 		mw = ""
 	}
 	cfg := fmt.Sprintf(`version: 0.1
 log: {level: %s, accesslog: {disabled: true}}
-http: {addr: %q, secret: registry-secret}
+http: {addr: %q, secret: %s}
 storage:
   %s
   delete: {enabled: true}
-%s%s`, o.logLevel, r.Addr, storage, mw, o.extra)
+%s%s`, o.logLevel, r.Addr, harnessHTTPSecret, storage, mw, o.extra)
 	r.config = filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(r.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"expvar"
@@ -36,6 +34,7 @@ import (
 
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/token"
 
 	// The storage drivers, auth backends and middlewares of the upstream
@@ -172,34 +171,58 @@ func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error)
 	return s, nil
 }
 
+// initKeys resolves the URL and announce secrets. Whoever holds one mints
+// torrent URLs for any repository (URL secrets) or announce tokens for any
+// torrent (tracker secrets), so guessable ones stop the start.
 func (s *Server) initKeys() error {
-	secret := s.opts.Secret
-	if secret == "" {
-		secret = s.cfg.HTTP.Secret
+	urlSecrets, err := s.urlSecrets()
+	if err != nil {
+		return err
 	}
-	if secret == "" {
-		// Like distribution's own http.secret: fine for one instance,
-		// replicas behind a load balancer must share a configured one.
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return err
-		}
-		secret = hex.EncodeToString(b)
-		s.log.Warn("no p2p secret or http.secret configured; generated one, so torrent URLs only work on this instance")
-	}
-	var err error
-	if s.urlKeys, err = token.NewKeys(secret); err != nil {
+	if s.urlKeys, err = token.NewKeys(urlSecrets...); err != nil {
 		return err
 	}
 	if s.opts.Tracker.URL != "" {
 		if len(s.opts.Tracker.Secrets) == 0 {
-			return errors.New("p2p: tracker.secrets is required with tracker.url (the tracker must share it)")
+			return errors.New("p2p: tracker.secrets is required with tracker.url (the tracker must share it); generate one with `openssl rand -hex 32` and set it directly, as env:VAR or as file:/path")
 		}
-		if s.annKeys, err = token.NewKeys(s.opts.Tracker.Secrets...); err != nil {
+		ann, err := secret.ResolveAll("p2p tracker.secrets", s.opts.Tracker.Secrets)
+		if err != nil {
+			return fmt.Errorf("registry config: %w", err)
+		}
+		if s.annKeys, err = token.NewKeys(ann...); err != nil {
 			return fmt.Errorf("p2p tracker secrets: %w", err)
 		}
 	}
 	return nil
+}
+
+// urlSecrets are the p2p secrets, else http.secret when it is fit to sign
+// with, else (neither set) a fresh one.
+func (s *Server) urlSecrets() ([]string, error) {
+	if len(s.opts.Secrets) > 0 {
+		out, err := secret.ResolveAll("p2p secrets", s.opts.Secrets)
+		if err != nil {
+			return nil, fmt.Errorf("registry config: %w", err)
+		}
+		return out, nil
+	}
+	if hs := s.cfg.HTTP.Secret; hs != "" {
+		// distribution uses http.secret as written, so a reference here
+		// would be a literal "env:..." to it: refuse rather than let the
+		// two disagree about the key.
+		if strings.HasPrefix(hs, "env:") || strings.HasPrefix(hs, "file:") {
+			return nil, errors.New("registry config: http.secret is used as written by distribution, env: and file: are not read there; set it through REGISTRY_HTTP_SECRET, or set the p2p middleware's secrets")
+		}
+		if err := secret.Check("http.secret", hs); err != nil {
+			return nil, fmt.Errorf("registry config: %w (it also signs torrent URLs while the p2p middleware has no secrets; REGISTRY_HTTP_SECRET sets it from the environment)", err)
+		}
+		return []string{hs}, nil
+	}
+	// Like distribution's own http.secret: fine for one instance, replicas
+	// behind a load balancer must share a configured one.
+	s.log.Warn("no p2p secrets or http.secret configured; generated one, so torrent URLs only work on this instance")
+	return []string{secret.Generate()}, nil
 }
 
 // Attach implements driver.Hook.

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Config is the tracker configuration; configs/tracker.yml documents every
@@ -18,7 +19,8 @@ import (
 type Config struct {
 	Addr string `yaml:"addr"`
 	// Secrets verify announce tokens; the first is current, the rest are
-	// accepted during a rotation.
+	// accepted during a rotation. Each is the secret itself, env:VAR or
+	// file:/path (internal/secret); placeholders and short ones are refused.
 	Secrets []string `yaml:"secrets"`
 	// Interval is what clients are told to wait between announces.
 	Interval time.Duration `yaml:"interval"`
@@ -35,7 +37,8 @@ type Config struct {
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 	// RealIPHeader, when set, names a header (e.g. X-Forwarded-For) whose
 	// first address is taken as the peer's IP. Set it only behind a proxy
-	// that overwrites the header, or peers can spoof addresses.
+	// that overwrites the header, or peers can spoof addresses — and, as
+	// entries are keyed by (peer_id, IP), take over other peers' entries.
 	RealIPHeader string `yaml:"real_ip_header"`
 	// MaxScrape bounds the infohashes per scrape request.
 	MaxScrape int         `yaml:"max_scrape"`
@@ -108,7 +111,7 @@ func LoadConfig(path string) (Config, error) {
 func (c Config) Validate() error {
 	switch {
 	case len(c.Secrets) == 0:
-		return errors.New("tracker config: secrets: at least one secret is required (shared with the registry)")
+		return errors.New("tracker config: secrets: at least one secret is required (shared with the registry); generate one with `openssl rand -hex 32` and set it directly, as env:VAR or as file:/path")
 	case c.Interval < time.Second:
 		return fmt.Errorf("tracker config: interval %v is below 1s", c.Interval)
 	case c.PeerTTL < c.Interval:
@@ -125,10 +128,8 @@ func (c Config) Validate() error {
 	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
 		return fmt.Errorf("tracker config: debug.addr: %w", err)
 	}
-	for i, s := range c.Secrets {
-		if s == "" {
-			return fmt.Errorf("tracker config: secrets[%d] is empty", i)
-		}
+	if _, err := c.resolveSecrets(); err != nil {
+		return err
 	}
 	switch c.Store {
 	case "memory":
@@ -140,4 +141,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("tracker config: store %q: want memory or redis", c.Store)
 	}
 	return nil
+}
+
+// resolveSecrets reads the secrets (env:, file: or literal) and refuses any
+// a stranger could guess: with one, anyone mints announce tokens for any
+// torrent.
+func (c Config) resolveSecrets() ([]string, error) {
+	out, err := secret.ResolveAll("secrets", c.Secrets)
+	if err != nil {
+		return nil, fmt.Errorf("tracker config: %w (the registry's p2p tracker.secrets must list the same)", err)
+	}
+	return out, nil
 }

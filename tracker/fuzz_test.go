@@ -1,8 +1,10 @@
 package tracker
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -71,6 +73,96 @@ func FuzzParseAnnounce(f *testing.F) {
 		}
 		if a.numwant < 0 || a.numwant > 200 || a.port == 0 || len(a.group) > maxGroupLen {
 			t.Fatalf("query %q parsed to out-of-range %+v", q, a)
+		}
+	})
+}
+
+// FuzzScrape drives arbitrary query strings through the scrape handler:
+// always a bencoded dictionary (files or a failure reason), never a panic,
+// never counts for an infohash no token covers.
+func FuzzScrape(f *testing.F) {
+	s, err := NewWithStore(testConfig(), NewMemoryStore(time.Hour))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	h := ih(1)
+	tok := s.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(24*time.Hour))
+	f.Add(url.Values{"info_hash": {string(h[:])}, "token": {tok}}.Encode())
+	f.Add(url.Values{"info_hash": {string(h[:]), string(h[:])}, "token": {tok, "x"}}.Encode())
+	f.Add("info_hash=short&token=" + tok)
+	f.Add("info_hash=" + strings.Repeat("%01", 20))
+	f.Add("%zz")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, q string) {
+		if len(q) > 8192 {
+			return
+		}
+		r := httptest.NewRequest(http.MethodGet, "/scrape", nil)
+		r.URL.RawQuery = q
+		w := httptest.NewRecorder()
+		s.handleScrape(w, r)
+		var m map[string]any
+		if err := bencode.Unmarshal(w.Body.Bytes(), &m); err != nil {
+			t.Fatalf("query %q: response %q not a bencoded dict: %v", q, w.Body.Bytes(), err)
+		}
+		files, ok := m["files"].(map[string]any)
+		_, failed := m["failure reason"]
+		if ok == failed {
+			t.Fatalf("query %q: want exactly one of files / failure reason: %v", q, m)
+		}
+		for k := range files {
+			if k != string(h[:]) {
+				t.Fatalf("query %q: counts for an infohash no token covers: %x", q, k)
+			}
+		}
+	})
+}
+
+// FuzzRequestIP: with real_ip_header set, the header is client input (a
+// proxy may pass it through); a peer's IP is either a valid address or an
+// error, never a panic.
+func FuzzRequestIP(f *testing.F) {
+	s, err := NewWithStore(testConfig(), NewMemoryStore(time.Hour))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	s.cfg.RealIPHeader = "X-Forwarded-For"
+	for _, v := range []string{"192.0.2.1", "192.0.2.1, 10.0.0.1", "::ffff:10.0.0.1", "fe80::1%eth0", "", ",", " 1.2.3.4 ,x"} {
+		f.Add(v, "10.1.2.3:5555")
+	}
+	f.Add("", "garbage")
+	f.Fuzz(func(t *testing.T, header, remote string) {
+		r := httptest.NewRequest(http.MethodGet, "/announce", nil)
+		r.RemoteAddr = remote
+		if header != "" {
+			r.Header["X-Forwarded-For"] = []string{header}
+		}
+		ip, err := s.requestIP(r)
+		if err == nil && (!ip.IsValid() || ip.Is4In6()) {
+			t.Fatalf("header %q remote %q: accepted %v", header, remote, ip)
+		}
+	})
+}
+
+// FuzzDecodePeer: peer records come back from Redis, shared by every
+// replica; a damaged one must cost a candidate, not a panic, and an accepted
+// one must be what encoding it again gives.
+func FuzzDecodePeer(f *testing.F) {
+	f.Add(encodePeer(Peer{ID: pid(1), Addr: netip.MustParseAddrPort("127.0.0.1:6881"), Class: ClassComplete, Group: "zone-a"}))
+	f.Add(encodePeer(Peer{ID: pid(2), Addr: netip.MustParseAddrPort("[2001:db8::1]:1"), Class: ClassOrigin}))
+	f.Add([]byte("short"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := decodePeer(b)
+		if err != nil {
+			return
+		}
+		if p.Class >= numClasses {
+			t.Fatalf("accepted class %d", p.Class)
+		}
+		if again := encodePeer(p); !bytes.Equal(again, b) {
+			t.Fatalf("record %x decodes to %+v, which encodes to %x", b, p, again)
 		}
 	})
 }

@@ -25,7 +25,7 @@ type memShard struct {
 }
 
 type memSwarm struct {
-	peers      map[[20]byte]memPeer
+	peers      map[peerKey]memPeer
 	downloaded int
 	// expires is the latest expiry of any peer: past it the swarm is dead and
 	// the sweeper drops it whole.
@@ -92,14 +92,15 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 		if in.Stopped {
 			return Swarm{}, nil
 		}
-		sw = &memSwarm{peers: make(map[[20]byte]memPeer)}
+		sw = &memSwarm{peers: make(map[peerKey]memPeer)}
 		sh.swarms[in.InfoHash] = sw
 	}
+	self := keyOf(in.Peer)
 	if in.Stopped {
-		delete(sw.peers, in.Peer.ID)
+		delete(sw.peers, self)
 	} else {
 		exp := now.Add(in.TTL)
-		sw.peers[in.Peer.ID] = memPeer{Peer: in.Peer, expires: exp}
+		sw.peers[self] = memPeer{Peer: in.Peer, expires: exp}
 		if exp.After(sw.expires) {
 			sw.expires = exp
 		}
@@ -112,9 +113,9 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 	var out Swarm
 	var seen [numClasses]int
 	var res [numClasses][]Peer
-	for id, p := range sw.peers {
+	for k, p := range sw.peers {
 		if !now.Before(p.expires) {
-			delete(sw.peers, id)
+			delete(sw.peers, k)
 			continue
 		}
 		if p.Class == ClassIncomplete {
@@ -122,7 +123,7 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 		} else {
 			out.Complete++
 		}
-		if id == in.Peer.ID || in.Sample <= 0 {
+		if k == self || in.Sample <= 0 {
 			continue
 		}
 		c := p.Class

@@ -59,13 +59,14 @@ const (
 )
 
 // announceScript applies an announce and samples the swarm in one round trip.
-// Sorted-set members are the peer records themselves (peer id first), so
-// sampling returns records without a hash lookup per peer; the hash maps a
-// peer id to its current record, to replace it when the peer re-announces.
+// Sorted-set members are the peer records themselves (peer key first: peer
+// id and source IP, 36 bytes), so sampling returns records without a hash
+// lookup per peer; the hash maps a peer key to its current record, to
+// replace it when the peer re-announces.
 //
 // KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 id->record
 // hash, 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer
-// id, 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
+// key, 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
 // 7 key TTL (ms), 8 "1" if the download completed.
 //
 // Returns {complete, origin, incomplete, downloaded, record...}.
@@ -78,7 +79,7 @@ for k = 1, 3 do
   if #dead > 0 then
     redis.call('ZREM', KEYS[k], unpack(dead))
     local ids = {}
-    for i, d in ipairs(dead) do ids[i] = string.sub(d, 1, 20) end
+    for i, d in ipairs(dead) do ids[i] = string.sub(d, 1, 36) end
     redis.call('HDEL', KEYS[4], unpack(ids))
   end
 end
@@ -119,7 +120,7 @@ for k = 1, 3 do
       recs = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
     end
     for _, m in ipairs(recs) do
-      if want > 0 and string.sub(m, 1, 20) ~= id then
+      if want > 0 and string.sub(m, 1, 36) ~= id then
         out[#out + 1] = m
         want = want - 1
       end
@@ -206,7 +207,9 @@ func (s *RedisStore) exec(batch []*pendingAnnounce) {
 }
 
 func (s *RedisStore) keys(ih [20]byte) []string {
-	tag := s.prefix + "t:{" + hex.EncodeToString(ih[:]) + "}:"
+	// "t2": records carry the peer key (id and IP) since issue 11; the
+	// older "t:" records (id only) are never read and expire on their own.
+	tag := s.prefix + "t2:{" + hex.EncodeToString(ih[:]) + "}:"
 	return []string{tag + "c", tag + "o", tag + "i", tag + "p", tag + "n"}
 }
 
@@ -225,7 +228,7 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 	}
 	p := &pendingAnnounce{
 		keys: s.keys(in.InfoHash),
-		args: []any{now.UnixMilli(), now.Add(in.TTL).UnixMilli(), peerKey(in.Peer.ID), cls,
+		args: []any{now.UnixMilli(), now.Add(in.TTL).UnixMilli(), keyOf(in.Peer).String(), cls,
 			encodePeer(in.Peer), in.Sample, ttlMS, completed},
 		done: make(chan announceReply, 1),
 	}

@@ -96,7 +96,11 @@ func NewWithStore(cfg Config, store Store) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, err := token.NewKeys(cfg.Secrets...)
+	secrets, err := cfg.resolveSecrets()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := token.NewKeys(secrets...)
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}

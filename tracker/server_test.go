@@ -18,11 +18,12 @@ import (
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/anacrolix/torrent/types/infohash"
 
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/shoalproject/shoal/internal/token"
 )
 
-const testSecret = "test-secret"
+var testSecret = secret.Generate()
 
 type testTracker struct {
 	*Server
@@ -328,11 +329,12 @@ func TestHandOutPolicyAndNumwant(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	cfg := testConfig()
-	cfg.Secrets = []string{"new-secret", "old-secret"}
+	newSecret, oldSecret := secret.Generate(), secret.Generate()
+	cfg.Secrets = []string{newSecret, oldSecret}
 	tt := memTracker(t, cfg)
 	h := ih(6)
-	oldKeys, _ := token.NewKeys("old-secret")
-	foreign, _ := token.NewKeys("someone-else")
+	oldKeys, _ := token.NewKeys(oldSecret)
+	foreign, _ := token.NewKeys(secret.Generate())
 	future := time.Now().Add(time.Hour)
 	good := tt.keys.Sign(PurposeAnnounce, h[:], future)
 	other := ih(7)
@@ -562,6 +564,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 }
 
 func TestShippedConfigLoads(t *testing.T) {
+	t.Setenv("SHOAL_TRACKER_SECRET", secret.Generate())
 	cfg, err := LoadConfig("../configs/tracker.yml")
 	if err != nil {
 		t.Fatal(err)

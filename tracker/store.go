@@ -106,12 +106,37 @@ var ErrStoreUnavailable = errors.New("peer store unavailable")
 // peer, so an unbounded value would let one client bloat the store.
 const maxGroupLen = 64
 
+// peerKey identifies a peer within a swarm: its peer_id together with the
+// IP it announced from. The peer_id is chosen by the client and seen by every
+// peer it talks to, so keyed by it alone any holder of an announce token
+// could replace another node's address or stop its entry; with the source IP
+// in the key a forged peer_id only ever makes (or stops) an entry of the
+// forger's own address. The port is not part of it, so a peer that restarts
+// on a new port replaces its entry.
+type peerKey struct {
+	id [20]byte
+	ip [16]byte
+}
+
+const peerKeyLen = 20 + 16
+
+func keyOf(p Peer) peerKey {
+	// As16 maps IPv4 to ::ffff:a.b.c.d, so a dual-stack listener's mapped
+	// address and the plain IPv4 one give the same key.
+	return peerKey{id: p.ID, ip: p.Addr.Addr().As16()}
+}
+
+// String is the key as bytes, for a Redis hash field and record prefix.
+func (k peerKey) String() string { return string(k.id[:]) + string(k.ip[:]) }
+
 // encodePeer is the compact form kept in Redis:
-// id(20) | class(1) | addr length(1) | addr | group.
+// key(36: id, IP) | class(1) | addr length(1) | addr | group.
 func encodePeer(p Peer) []byte {
 	addr, _ := p.Addr.MarshalBinary()
-	b := make([]byte, 0, 22+len(addr)+len(p.Group))
-	b = append(b, p.ID[:]...)
+	k := keyOf(p)
+	b := make([]byte, 0, peerKeyLen+2+len(addr)+len(p.Group))
+	b = append(b, k.id[:]...)
+	b = append(b, k.ip[:]...)
 	b = append(b, byte(p.Class), byte(len(addr)))
 	b = append(b, addr...)
 	return append(b, p.Group...)
@@ -119,21 +144,22 @@ func encodePeer(p Peer) []byte {
 
 func decodePeer(b []byte) (Peer, error) {
 	var p Peer
-	if len(b) < 22 {
+	const hdr = peerKeyLen + 2
+	if len(b) < hdr {
 		return p, fmt.Errorf("peer record too short (%d bytes)", len(b))
 	}
 	copy(p.ID[:], b[:20])
-	p.Class = Class(b[20])
-	n := int(b[21])
-	if p.Class >= numClasses || len(b) < 22+n {
+	p.Class = Class(b[peerKeyLen])
+	n := int(b[peerKeyLen+1])
+	if p.Class >= numClasses || len(b) < hdr+n {
 		return p, errors.New("peer record corrupt")
 	}
-	if err := p.Addr.UnmarshalBinary(b[22 : 22+n]); err != nil {
+	if err := p.Addr.UnmarshalBinary(b[hdr : hdr+n]); err != nil {
 		return p, fmt.Errorf("peer record address: %w", err)
 	}
-	p.Group = string(b[22+n:])
+	if keyOf(p).String() != string(b[:peerKeyLen]) {
+		return p, errors.New("peer record key does not match its address")
+	}
+	p.Group = string(b[hdr+n:])
 	return p, nil
 }
-
-// peerKey identifies a peer within a swarm as a string (Redis member, map key).
-func peerKey(id [20]byte) string { return string(id[:]) }

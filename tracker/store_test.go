@@ -210,10 +210,10 @@ func TestStores(t *testing.T) {
 				}
 			}
 		}},
-		{"re-announce from a new address replaces the peer", func(t *testing.T, s Store) {
+		{"re-announce from the same IP on a new port replaces the peer", func(t *testing.T, s Store) {
 			p := peerN(1, ClassIncomplete)
 			announce(t, s, t0, ih(10), p, nil)
-			p.Addr = netip.MustParseAddrPort("127.0.0.9:7000")
+			p.Addr = netip.AddrPortFrom(p.Addr.Addr(), 7000)
 			p.Group = "zone-b"
 			announce(t, s, t0, ih(10), p, nil)
 			sw := announce(t, s, t0, ih(10), peerN(2, ClassIncomplete), nil)
@@ -224,6 +224,51 @@ func TestStores(t *testing.T) {
 			sw = announce(t, s, t0.Add(2*ttl), ih(10), peerN(3, ClassIncomplete), nil)
 			if len(sw.Candidates) != 0 || sw.Incomplete != 1 {
 				t.Fatalf("after expiry: %+v", sw)
+			}
+		}},
+		{"a forged peer_id from another IP neither replaces nor stops the owner's entry", func(t *testing.T, s Store) {
+			victim := peerN(1, ClassComplete)
+			announce(t, s, t0, ih(11), victim, nil)
+			forged := Peer{ID: victim.ID, Addr: netip.MustParseAddrPort("127.0.0.66:9999"), Class: ClassComplete, Group: "evil"}
+			announce(t, s, t0, ih(11), forged, nil)
+			sw := announce(t, s, t0, ih(11), peerN(2, ClassIncomplete), nil)
+			addrs := map[netip.AddrPort]Peer{}
+			for _, p := range sw.Candidates {
+				addrs[p.Addr] = p
+			}
+			if addrs[victim.Addr] != victim || len(addrs) != 2 || sw.Complete != 2 {
+				t.Fatalf("after the forged announce: %+v (counts %+v), want the victim unchanged beside the forger's own entry", sw.Candidates, sw.Counts)
+			}
+			// The forger's stop removes its own entry, not the victim's.
+			announce(t, s, t0, ih(11), forged, func(in *AnnounceInput) { in.Stopped = true })
+			sw = announce(t, s, t0, ih(11), peerN(3, ClassIncomplete), nil)
+			if len(sw.Candidates) != 2 || sw.Complete != 1 {
+				t.Fatalf("after the forged stop: %+v (counts %+v)", sw.Candidates, sw.Counts)
+			}
+			for _, p := range sw.Candidates {
+				if p.ID == victim.ID && p != victim {
+					t.Fatalf("victim's entry changed to %+v", p)
+				}
+			}
+			if _, ok := ids(sw.Candidates)[victim.ID]; !ok {
+				t.Fatalf("forged stop removed the victim: %+v", sw.Candidates)
+			}
+			// The owner's own stop still works.
+			announce(t, s, t0, ih(11), victim, func(in *AnnounceInput) { in.Stopped = true })
+			sw = announce(t, s, t0, ih(11), peerN(3, ClassIncomplete), nil)
+			if _, ok := ids(sw.Candidates)[victim.ID]; ok || sw.Complete != 0 {
+				t.Fatalf("owner's stop ignored: %+v", sw.Candidates)
+			}
+		}},
+		{"an IPv4 peer seen through a dual-stack listener is the same peer", func(t *testing.T, s Store) {
+			p := peerN(1, ClassIncomplete)
+			announce(t, s, t0, ih(12), p, nil)
+			mapped := p
+			mapped.Addr = netip.AddrPortFrom(netip.AddrFrom16(p.Addr.Addr().As16()), p.Addr.Port())
+			announce(t, s, t0, ih(12), mapped, func(in *AnnounceInput) { in.Stopped = true })
+			sw := announce(t, s, t0, ih(12), peerN(2, ClassIncomplete), nil)
+			if len(sw.Candidates) != 0 || sw.Incomplete != 1 {
+				t.Fatalf("stop from the mapped address left %+v", sw)
 			}
 		}},
 		{"stopped on an unknown swarm is harmless", func(t *testing.T, s Store) {
