@@ -235,6 +235,9 @@ type blobData struct {
 	dgst digest.Digest
 	rc   io.ReadCloser
 	ra   io.ReaderAt // set when the driver hands out random access (filesystem)
+	// pieces serves drivers without random access (object stores): one
+	// ranged read per piece instead of one per 16 KiB chunk.
+	pieces *pieceCache
 }
 
 func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blobData, error) {
@@ -248,6 +251,7 @@ func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blo
 	} else {
 		rc.Close()
 		b.rc = nil
+		b.pieces = newPieceCache(b.readRange, time.Now)
 	}
 	return b, nil
 }
@@ -259,18 +263,20 @@ func (b *blobData) Close() error {
 	return nil
 }
 
-// ReadAt reads from the open file when the driver gives random access and
-// otherwise opens a reader at the offset (object stores: a ranged GET).
-func (b *blobData) ReadAt(p []byte, off int64) (int, error) {
-	if b.ra != nil {
-		return b.ra.ReadAt(p, off)
-	}
+// readRange reads length bytes at off with one reader (object stores: one
+// ranged GET, closed once the bytes are in).
+func (b *blobData) readRange(off, length int64) ([]byte, error) {
 	rc, err := b.drv.BlobReader(context.Background(), b.dgst, off)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadFull(rc, p)
+	buf := make([]byte, length)
+	n, err := io.ReadFull(rc, buf)
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %d: %w", b.dgst, off+int64(n), err)
+	}
+	return buf, nil
 }
 
 func (b *blobData) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
@@ -288,7 +294,10 @@ type blobPiece struct {
 }
 
 func (p blobPiece) ReadAt(buf []byte, off int64) (int, error) {
-	return p.b.ReadAt(buf, p.p.Offset()+off)
+	if p.b.ra != nil {
+		return p.b.ra.ReadAt(buf, p.p.Offset()+off)
+	}
+	return p.b.pieces.readAt(buf, p.p.Index(), p.p.Offset(), p.p.Length(), off)
 }
 
 func (blobPiece) WriteAt([]byte, int64) (int, error) {
