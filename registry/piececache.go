@@ -11,13 +11,18 @@ import (
 // anacrolix asks storage for 16 KiB chunks: a 1 MiB piece served to a peer
 // would cost 64 ranged GETs. The seeder instead reads a whole piece with one
 // request the first time any part of it is wanted and keeps it briefly, long
-// enough for the rest of that piece's chunk requests (which arrive together).
+// enough for the rest of that piece's chunk requests. Those do not arrive
+// piece by piece: a peer keeps ~250 chunk requests outstanding across every
+// piece it wants (measured: with room for 4 pieces of 64 KiB, each piece was
+// read twice), so the cache holds a peer's request window's worth of bytes.
 const (
 	// pieceCacheTTL is how long a fetched piece answers reads.
 	pieceCacheTTL = 5 * time.Second
-	// pieceCacheSlots bounds the pieces one blob keeps (memory: slots ×
-	// piece length, per seeded blob being read from an object store).
-	pieceCacheSlots = 4
+	// pieceCacheBytes bounds what one blob keeps (per seeded blob being read
+	// from an object store; expired pieces are freed by the seeder's sweep).
+	pieceCacheBytes = 16 << 20
+	// pieceCacheMinSlots keeps a few pieces even when they are large.
+	pieceCacheMinSlots = 4
 )
 
 // pieceCache holds recently read pieces of one blob. fetch reads length
@@ -25,6 +30,7 @@ const (
 type pieceCache struct {
 	fetch func(off, length int64) ([]byte, error)
 	now   func() time.Time
+	max   int // slots
 
 	mu    sync.Mutex
 	slots []*cachedPiece // most recently used last
@@ -39,8 +45,28 @@ type cachedPiece struct {
 	err   error
 }
 
-func newPieceCache(fetch func(off, length int64) ([]byte, error), now func() time.Time) *pieceCache {
-	return &pieceCache{fetch: fetch, now: now}
+func newPieceCache(pieceLength int64, fetch func(off, length int64) ([]byte, error), now func() time.Time) *pieceCache {
+	return &pieceCache{fetch: fetch, now: now, max: max(pieceCacheMinSlots, int(pieceCacheBytes/max(pieceLength, 1)))}
+}
+
+// prune frees pieces past their TTL, so an idle blob holds no memory.
+func (c *pieceCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	kept := c.slots[:0]
+	for _, e := range c.slots {
+		select {
+		case <-e.done:
+			if e.err != nil || now.Sub(e.at) > pieceCacheTTL {
+				continue
+			}
+		default:
+		}
+		kept = append(kept, e)
+	}
+	clear(c.slots[len(kept):])
+	c.slots = kept
 }
 
 // readAt copies bytes of piece index (at pieceOff, pieceLen long) starting
@@ -83,7 +109,7 @@ func (c *pieceCache) get(index int, pieceOff, pieceLen int64) *cachedPiece {
 	}
 fetch:
 	e := &cachedPiece{index: index, done: make(chan struct{})}
-	if len(c.slots) >= pieceCacheSlots {
+	if len(c.slots) >= c.max {
 		c.slots = c.slots[1:]
 	}
 	c.slots = append(c.slots, e)

@@ -54,11 +54,11 @@ func readPiece(t *testing.T, c *pieceCache, blob []byte, i int, pl int64) {
 }
 
 func TestPieceCacheOneReadPerPiece(t *testing.T) {
-	const pl = 1 << 20
-	blob := testBlob(5*pl + 1000) // last piece short
+	const pl = pieceCacheBytes / 4 // 4 slots
+	blob := testBlob(5*pl + 1000)  // last piece short
 	f := &fetchCounter{blob: blob}
 	now := time.Unix(0, 0)
-	c := newPieceCache(f.fetch, func() time.Time { return now })
+	c := newPieceCache(pieceCacheBytes/4, f.fetch, func() time.Time { return now })
 	for i := 0; i < 6; i++ {
 		readPiece(t, c, blob, i, pl)
 	}
@@ -74,11 +74,19 @@ func TestPieceCacheOneReadPerPiece(t *testing.T) {
 	if f.calls.Load() != 7 {
 		t.Fatal("evicted piece not fetched again")
 	}
-	// Past the TTL a piece is read again.
+	// Past the TTL a piece is read again, and prune frees the rest.
 	now = now.Add(pieceCacheTTL + time.Second)
 	readPiece(t, c, blob, 0, pl)
 	if f.calls.Load() != 8 {
 		t.Fatal("expired piece served from cache")
+	}
+	now = now.Add(pieceCacheTTL + time.Second)
+	c.prune()
+	if len(c.slots) != 0 {
+		t.Fatalf("%d pieces kept past their TTL", len(c.slots))
+	}
+	if c := newPieceCache(64<<10, f.fetch, time.Now); c.max != pieceCacheBytes/(64<<10) {
+		t.Fatalf("64 KiB pieces: %d slots", c.max)
 	}
 }
 
@@ -86,7 +94,7 @@ func TestPieceCacheSharesAFetchAndForgetsErrors(t *testing.T) {
 	const pl = 64 << 10
 	blob := testBlob(2 * pl)
 	f := &fetchCounter{blob: blob, gate: make(chan struct{})}
-	c := newPieceCache(f.fetch, time.Now)
+	c := newPieceCache(pl, f.fetch, time.Now)
 	var wg sync.WaitGroup
 	for r := 0; r < 8; r++ {
 		wg.Add(1)
@@ -114,7 +122,7 @@ func TestPieceCacheSharesAFetchAndForgetsErrors(t *testing.T) {
 	}
 	// A short read from the store is an error, not a short piece.
 	short := &fetchCounter{blob: blob[:pl/2]}
-	if _, err := newPieceCache(short.fetch, time.Now).readAt(make([]byte, 10), 0, 0, pl, 0); err == nil {
+	if _, err := newPieceCache(pl, short.fetch, time.Now).readAt(make([]byte, 10), 0, 0, pl, 0); err == nil {
 		t.Fatal("short piece accepted")
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/opencontainers/go-digest"
@@ -132,7 +133,11 @@ func (s *seeder) Ensure(ctx context.Context, dgst digest.Digest) ([]byte, metain
 		cur.lastActive = now
 		return infoBytes, ih, nil
 	}
-	blob, err := openBlob(ctx, s.drv, dgst)
+	var info metainfo.Info
+	if err := bencode.Unmarshal(infoBytes, &info); err != nil {
+		return nil, metainfo.Hash{}, fmt.Errorf("metainfo of %s: %w", dgst, err)
+	}
+	blob, err := openBlob(ctx, s.drv, dgst, info.PieceLength)
 	if err != nil {
 		return nil, metainfo.Hash{}, err
 	}
@@ -168,6 +173,9 @@ func (s *seeder) uploadedBytes() int64 {
 	defer s.mu.Unlock()
 	n := s.dropped
 	for _, st := range s.torrents {
+		if st.blob.pieces != nil {
+			st.blob.pieces.prune()
+		}
 		stats := st.t.Stats()
 		n += stats.BytesWrittenData.Int64()
 	}
@@ -201,6 +209,9 @@ func (s *seeder) sweep(now time.Time, tokenExpiry time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ih, st := range s.torrents {
+		if st.blob.pieces != nil {
+			st.blob.pieces.prune()
+		}
 		stats := st.t.Stats()
 		sent := stats.BytesWrittenData.Int64()
 		if sent != st.lastBytes {
@@ -240,7 +251,7 @@ type blobData struct {
 	pieces *pieceCache
 }
 
-func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blobData, error) {
+func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest, pieceLength int64) (*blobData, error) {
 	rc, err := drv.BlobReader(context.WithoutCancel(ctx), dgst, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s for seeding: %w", dgst, err)
@@ -251,7 +262,7 @@ func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blo
 	} else {
 		rc.Close()
 		b.rc = nil
-		b.pieces = newPieceCache(b.readRange, time.Now)
+		b.pieces = newPieceCache(pieceLength, b.readRange, time.Now)
 	}
 	return b, nil
 }
