@@ -32,6 +32,7 @@ type regOpts struct {
 	logLevel  string
 	noSeeder  bool
 	storage   string // storage driver entry in place of filesystem, e.g. "inmemory: {}"
+	pieceLen  int    // piece length of new metainfo; 0: 64 KiB
 }
 
 func startRegistry(t *testing.T, o regOpts) *testRegistry {
@@ -49,16 +50,19 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	if o.storage != "" {
 		storage = o.storage
 	}
+	if o.pieceLen == 0 {
+		o.pieceLen = 65536
+	}
 	r := &testRegistry{t: t, Addr: testenv.FreeAddr(t), Root: o.root, SeederAddr: testenv.FreeAddr(t)}
 	mw := fmt.Sprintf(`middleware:
   storage:
     - name: p2p
       options:
-        piecelength: 65536
+        piecelength: %d
         urlexpiry: %s
         tracker: {url: "http://127.0.0.1:9/announce", secrets: [tracker-secret]}
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
-`, o.urlExpiry, r.SeederAddr, o.noSeeder)
+`, o.pieceLen, o.urlExpiry, r.SeederAddr, o.noSeeder)
 	if o.noP2P {
 		mw = ""
 	}
