@@ -9,6 +9,10 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -X main.version=$(VERSION)
 # Upstream registry binary, for drop-in tests and same-run benchmark baselines.
 DISTRIBUTION_VERSION := v3.1.2
+# helm for the chart tests (deploy/helm), versitygw: the S3 server the
+# registry's object-storage tests start.
+HELM_VERSION        := v3.22.0
+VERSITYGW_VERSION   := v1.8.0
 TEST_TIMEOUT ?= 25m
 # containerd 2 and crictl for runtimes/ (Debian ships containerd 1.6 only).
 # Built once into bin/ (~10 min cold on 2 cores), then free.
@@ -22,7 +26,10 @@ export CONTAINERD2_BIN := $(BIN)/containerd-$(CONTAINERD2_VERSION)/containerd
 export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
 export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
-.PHONY: all build tools deps test unit fuzz conformance bench bench-datapath bench-e2e e2e fmt vet clean
+export HELM_BIN        := $(BIN)/helm
+export VERSITYGW_BIN   := $(BIN)/versitygw
+
+.PHONY: all build tools deps test unit fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -31,8 +38,15 @@ build:
 
 # tools are the other programs tests run: the upstream registry (baseline and
 # drop-in checks), the OCI conformance suite, pinned in tools/conformance,
-# and containerd 2 with ctr and crictl (runtimes/).
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN)
+# containerd 2 with ctr and crictl (runtimes/), helm (deploy/helm's chart
+# tests) and versitygw (the S3 server of registry/s3_test.go).
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN)
+
+$(HELM_BIN):
+	GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(VERSITYGW_BIN):
+	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
 $(REGISTRY_BIN):
 	GOBIN=$(BIN) $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
@@ -56,12 +70,14 @@ deps:
 
 vet:
 	$(GO) vet ./...
+	cd deploy/helm && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
 # root for network namespaces, skips with a message without).
 test: deps build tools vet
 	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) chart-test
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 	$(MAKE) --no-print-directory fuzz
 
@@ -85,6 +101,13 @@ fuzz:
 # binary or package skip with a message.
 unit:
 	$(GO) test -count=1 ./...
+
+# chart-test checks the Helm chart without a cluster (deploy/helm is a module
+# of its own so that k8s.io/api stays out of the shoal binary): helm lint,
+# helm template for every values set in deploy/helm/testdata, objects decoded
+# strictly into k8s.io/api types, every rendered config loaded by Shoal.
+chart-test: build $(HELM_BIN)
+	cd deploy/helm && $(GO) test -count=1 -timeout 10m ./...
 
 conformance: build tools
 	$(GO) test -count=1 -run TestConformance -v ./registry/

@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/anacrolix/go-utp => ./third_party/go-utp
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/RoaringBitmap/roaring/v2 v2.16.0
 	github.com/anacrolix/generics v0.2.0
 	github.com/anacrolix/torrent v1.62.0

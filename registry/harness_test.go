@@ -38,6 +38,7 @@ type regOpts struct {
 	urlSecrets []string
 	// addr and seederAddr, when set, restart a registry where it was.
 	addr, seederAddr string
+	pieceLen         int // piece length of new metainfo; 0: 64 KiB
 }
 
 // The harness's secrets: random, as the registry refuses guessable ones.
@@ -67,16 +68,19 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
 	if o.seederAddr == "" {
 		o.seederAddr = testenv.FreeAddr(t)
 	}
+	if o.pieceLen == 0 {
+		o.pieceLen = 65536
+	}
 	r := &testRegistry{t: t, Addr: o.addr, Root: o.root, SeederAddr: o.seederAddr}
 	mw := fmt.Sprintf(`middleware:
   storage:
     - name: p2p
       options:
-        piecelength: 65536
+        piecelength: %d
         urlexpiry: %s
         tracker: {url: "http://127.0.0.1:9/announce", secrets: [%s]}
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
-`, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder)
+`, o.pieceLen, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder)
 	if len(o.urlSecrets) > 0 {
 		mw += fmt.Sprintf("        secrets: [%s]\n", strings.Join(o.urlSecrets, ", "))
 	}

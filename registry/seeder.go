@@ -12,6 +12,7 @@ import (
 
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/opencontainers/go-digest"
@@ -132,7 +133,11 @@ func (s *seeder) Ensure(ctx context.Context, dgst digest.Digest) ([]byte, metain
 		cur.lastActive = now
 		return infoBytes, ih, nil
 	}
-	blob, err := openBlob(ctx, s.drv, dgst)
+	var info metainfo.Info
+	if err := bencode.Unmarshal(infoBytes, &info); err != nil {
+		return nil, metainfo.Hash{}, fmt.Errorf("metainfo of %s: %w", dgst, err)
+	}
+	blob, err := openBlob(ctx, s.drv, dgst, info.PieceLength)
 	if err != nil {
 		return nil, metainfo.Hash{}, err
 	}
@@ -168,6 +173,9 @@ func (s *seeder) uploadedBytes() int64 {
 	defer s.mu.Unlock()
 	n := s.dropped
 	for _, st := range s.torrents {
+		if st.blob.pieces != nil {
+			st.blob.pieces.prune()
+		}
 		stats := st.t.Stats()
 		n += stats.BytesWrittenData.Int64()
 	}
@@ -201,6 +209,9 @@ func (s *seeder) sweep(now time.Time, tokenExpiry time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ih, st := range s.torrents {
+		if st.blob.pieces != nil {
+			st.blob.pieces.prune()
+		}
 		stats := st.t.Stats()
 		sent := stats.BytesWrittenData.Int64()
 		if sent != st.lastBytes {
@@ -235,9 +246,12 @@ type blobData struct {
 	dgst digest.Digest
 	rc   io.ReadCloser
 	ra   io.ReaderAt // set when the driver hands out random access (filesystem)
+	// pieces serves drivers without random access (object stores): one
+	// ranged read per piece instead of one per 16 KiB chunk.
+	pieces *pieceCache
 }
 
-func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blobData, error) {
+func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest, pieceLength int64) (*blobData, error) {
 	rc, err := drv.BlobReader(context.WithoutCancel(ctx), dgst, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s for seeding: %w", dgst, err)
@@ -248,6 +262,7 @@ func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest) (*blo
 	} else {
 		rc.Close()
 		b.rc = nil
+		b.pieces = newPieceCache(pieceLength, b.readRange, time.Now)
 	}
 	return b, nil
 }
@@ -259,18 +274,20 @@ func (b *blobData) Close() error {
 	return nil
 }
 
-// ReadAt reads from the open file when the driver gives random access and
-// otherwise opens a reader at the offset (object stores: a ranged GET).
-func (b *blobData) ReadAt(p []byte, off int64) (int, error) {
-	if b.ra != nil {
-		return b.ra.ReadAt(p, off)
-	}
+// readRange reads length bytes at off with one reader (object stores: one
+// ranged GET, closed once the bytes are in).
+func (b *blobData) readRange(off, length int64) ([]byte, error) {
 	rc, err := b.drv.BlobReader(context.Background(), b.dgst, off)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rc.Close()
-	return io.ReadFull(rc, p)
+	buf := make([]byte, length)
+	n, err := io.ReadFull(rc, buf)
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %d: %w", b.dgst, off+int64(n), err)
+	}
+	return buf, nil
 }
 
 func (b *blobData) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
@@ -288,7 +305,10 @@ type blobPiece struct {
 }
 
 func (p blobPiece) ReadAt(buf []byte, off int64) (int, error) {
-	return p.b.ReadAt(buf, p.p.Offset()+off)
+	if p.b.ra != nil {
+		return p.b.ra.ReadAt(buf, p.p.Offset()+off)
+	}
+	return p.b.pieces.readAt(buf, p.p.Index(), p.p.Offset(), p.p.Length(), off)
 }
 
 func (blobPiece) WriteAt([]byte, int64) (int, error) {

@@ -12,6 +12,10 @@ section "registry: direct GET throughput vs upstream, push-to-seeding latency"
 go test -count=1 -timeout 30m -run '^TestRegistryBenchmark$' -v ./registry/ | grep -E 'GET|push-to-seeding|^(ok|FAIL|---)'
 cat "$SHOAL_BENCH_OUT/registry.md"
 
+section "registry on S3 (Versity gateway): seeder, piece endpoint and GET, S3 vs filesystem in the same run"
+go test -count=1 -timeout 20m -run '^TestS3Benchmark$' -v ./registry/ | grep -E 'MiB/s|^(ok|FAIL|---)'
+cat "$SHOAL_BENCH_OUT/registry-s3.md"
+
 section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k infohashes x 100 peers)"
 (
 	set -euo pipefail

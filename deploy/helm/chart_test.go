@@ -1,0 +1,576 @@
+// Package helm tests the Helm chart in ./shoal without a cluster: helm lint,
+// helm template for several values sets, every rendered object decoded
+// strictly into its typed Kubernetes struct, and every rendered Shoal config
+// filled the way the pods fill it and loaded by Shoal's own loaders, so the
+// chart and the code cannot drift apart. It is a module of its own so that
+// k8s.io/api stays out of the shoal binary's build.
+package helm
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/cfgrender"
+	"github.com/shoalproject/shoal/preheat"
+	"github.com/shoalproject/shoal/registry"
+	"github.com/shoalproject/shoal/tracker"
+)
+
+const kubeVersion = "1.31.0"
+
+// helmBin is bin/helm (make helm), or $HELM_BIN.
+func helmBin(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("HELM_BIN")
+	if p == "" {
+		p, _ = filepath.Abs("../../bin/helm")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("helm not found at %s: run `make helm` (go install helm.sh/helm/v3/cmd/helm@v3.22.0)", p)
+	}
+	return p
+}
+
+func runHelm(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.Command(helmBin(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("helm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
+// valueSets are the values files under test; "" is the chart's defaults.
+func valueSets(t *testing.T) []string {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("testdata values: %v %v", files, err)
+	}
+	return append([]string{""}, files...)
+}
+
+func valuesArgs(f string) []string {
+	if f == "" {
+		return nil
+	}
+	return []string{"-f", f}
+}
+
+func name(f string) string {
+	if f == "" {
+		return "defaults"
+	}
+	return strings.TrimSuffix(filepath.Base(f), ".yaml")
+}
+
+func TestLint(t *testing.T) {
+	for _, f := range valueSets(t) {
+		args := append([]string{"lint", "--strict", "--kube-version", kubeVersion, "shoal"}, valuesArgs(f)...)
+		if out, err := runHelm(t, args...); err != nil {
+			t.Errorf("%s: %v\n%s", name(f), err, out)
+		}
+	}
+}
+
+// object is one rendered manifest, decoded.
+type object struct {
+	kind, name string
+	obj        any
+}
+
+// decodeStrict decodes a manifest into the typed struct for its kind;
+// unknown fields, duplicate keys and unknown kinds are errors.
+func decodeStrict(doc []byte) (object, error) {
+	var tm metav1.TypeMeta
+	if err := sigsyaml.Unmarshal(doc, &tm); err != nil {
+		return object{}, err
+	}
+	var o any
+	switch tm.APIVersion + "/" + tm.Kind {
+	case "v1/ConfigMap":
+		o = &corev1.ConfigMap{}
+	case "v1/Secret":
+		o = &corev1.Secret{}
+	case "v1/Service":
+		o = &corev1.Service{}
+	case "v1/PersistentVolumeClaim":
+		o = &corev1.PersistentVolumeClaim{}
+	case "apps/v1/Deployment":
+		o = &appsv1.Deployment{}
+	case "apps/v1/DaemonSet":
+		o = &appsv1.DaemonSet{}
+	case "networking.k8s.io/v1/NetworkPolicy":
+		o = &networkingv1.NetworkPolicy{}
+	case "monitoring.coreos.com/v1/ServiceMonitor":
+		o = &monitoringv1.ServiceMonitor{}
+	default:
+		return object{}, fmt.Errorf("unexpected kind %s %s", tm.APIVersion, tm.Kind)
+	}
+	if err := sigsyaml.UnmarshalStrict(doc, o); err != nil {
+		return object{}, fmt.Errorf("%s: %w", tm.Kind, err)
+	}
+	meta := o.(metav1.Object)
+	if meta.GetName() == "" {
+		return object{}, fmt.Errorf("%s without a name", tm.Kind)
+	}
+	return object{kind: tm.Kind, name: meta.GetName(), obj: o}, nil
+}
+
+func render(t *testing.T, f string, extra ...string) []object {
+	t.Helper()
+	args := append([]string{"template", "t", "shoal", "-n", "shoal", "--kube-version", kubeVersion}, valuesArgs(f)...)
+	out, err := runHelm(t, append(args, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
+	var objs []object
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		o, err := decodeStrict(doc)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name(f), err, doc)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+func stripComments(doc []byte) []byte {
+	var b bytes.Buffer
+	for _, l := range strings.Split(string(doc), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.Bytes()
+}
+
+// workload is a pod template with its owner's name.
+type workload struct {
+	name string
+	spec corev1.PodSpec
+}
+
+func TestTemplate(t *testing.T) {
+	for _, f := range valueSets(t) {
+		t.Run(name(f), func(t *testing.T) {
+			objs := render(t, f)
+			byKind := map[string]map[string]any{}
+			var pods []workload
+			for _, o := range objs {
+				if byKind[o.kind] == nil {
+					byKind[o.kind] = map[string]any{}
+				}
+				if _, dup := byKind[o.kind][o.name]; dup {
+					t.Errorf("%s %s rendered twice", o.kind, o.name)
+				}
+				byKind[o.kind][o.name] = o.obj
+				switch w := o.obj.(type) {
+				case *appsv1.Deployment:
+					pods = append(pods, workload{w.Name, w.Spec.Template.Spec})
+					checkSelector(t, w.Name, w.Spec.Selector, w.Spec.Template.Labels)
+				case *appsv1.DaemonSet:
+					pods = append(pods, workload{w.Name, w.Spec.Template.Spec})
+					checkSelector(t, w.Name, w.Spec.Selector, w.Spec.Template.Labels)
+				}
+			}
+			loaded := map[string]bool{}
+			for _, w := range pods {
+				if c := checkPod(t, w, byKind); c != "" {
+					loaded[c] = true
+				}
+			}
+			// Every config the chart renders is loaded by a pod, and the other
+			// way round.
+			for n, o := range byKind["ConfigMap"] {
+				if c := o.(*corev1.ConfigMap).Annotations["shoal.io/config"]; c != "" && !loaded[c] {
+					t.Errorf("ConfigMap %s (%s) is mounted by no workload", n, c)
+				}
+			}
+			if len(loaded) == 0 {
+				t.Fatal("no Shoal component rendered")
+			}
+			t.Logf("%d objects, configs loaded: %v", len(objs), keys(loaded))
+		})
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var s []string
+	for k := range m {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+func checkSelector(t *testing.T, name string, sel *metav1.LabelSelector, labels map[string]string) {
+	t.Helper()
+	for k, v := range sel.MatchLabels {
+		if labels[k] != v {
+			t.Errorf("%s: selector %s=%s does not match its pod template", name, k, v)
+		}
+	}
+}
+
+// checkPod follows a Shoal pod's config init container: the template from
+// its ConfigMap, its environment (Secret keys must exist in the chart's
+// Secret when the chart makes it; downward API values and external Secrets
+// get stand-ins), renders it as `shoal config-render` does, and loads the
+// result with the component's own loader. It returns the component.
+func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string {
+	t.Helper()
+	var render *corev1.Container
+	for i := range w.spec.InitContainers {
+		if w.spec.InitContainers[i].Name == "config" {
+			render = &w.spec.InitContainers[i]
+		}
+	}
+	if render == nil {
+		return "" // not a Shoal component (the bundled Redis)
+	}
+	if len(w.spec.Containers) != 1 {
+		t.Fatalf("%s: %d containers", w.name, len(w.spec.Containers))
+	}
+	main := w.spec.Containers[0]
+	args := render.Args
+	if len(args) != 5 || args[0] != "config-render" || args[1] != "--in" || args[3] != "--out" {
+		t.Fatalf("%s: config init args %v", w.name, args)
+	}
+	component := main.Args[0]
+	if got := main.Args; len(got) != 3 || got[1] != "--config" || got[2] != args[4] {
+		t.Errorf("%s: %v does not read the rendered %s", w.name, got, args[4])
+	}
+	if len(main.Env) > 0 {
+		for _, e := range main.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				t.Errorf("%s: secret %s in the long-running container's environment; it belongs to the config init container", w.name, e.Name)
+			}
+		}
+	}
+	// The template volume's ConfigMap, and the key --in names.
+	var cmName string
+	for _, v := range w.spec.Volumes {
+		if v.Name == "template" && v.ConfigMap != nil {
+			cmName = v.ConfigMap.Name
+		}
+		if v.Name == "config" && (v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory) {
+			t.Errorf("%s: rendered config (with secrets) not on a memory-backed volume", w.name)
+		}
+	}
+	cm, ok := byKind["ConfigMap"][cmName].(*corev1.ConfigMap)
+	if !ok {
+		t.Fatalf("%s: template ConfigMap %q not rendered", w.name, cmName)
+	}
+	if cm.Annotations["shoal.io/config"] != component {
+		t.Errorf("%s: ConfigMap %s is for %q, pod runs %q", w.name, cmName, cm.Annotations["shoal.io/config"], component)
+	}
+	tmpl, ok := cm.Data[filepath.Base(args[2])]
+	if !ok {
+		t.Fatalf("%s: ConfigMap %s has no key %s", w.name, cmName, filepath.Base(args[2]))
+	}
+	env := map[string]string{}
+	for _, e := range render.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			if s, ok := byKind["Secret"][ref.Name].(*corev1.Secret); ok {
+				v, ok := s.Data[ref.Key]
+				if !ok {
+					t.Errorf("%s: %s needs key %s, absent from the chart's Secret %s", w.name, e.Name, ref.Key, ref.Name)
+				}
+				env[e.Name] = string(v)
+			} else {
+				// A user's Secret: a value with every character YAML cares about.
+				env[e.Name] = `ext"ernal\ #: ` + ref.Name + "/" + ref.Key
+			}
+		case e.ValueFrom.FieldRef != nil:
+			env[e.Name] = map[string]string{"spec.nodeName": "node-1", "status.hostIP": "10.0.0.7", "status.podIP": "10.1.0.9"}[e.ValueFrom.FieldRef.FieldPath]
+			if env[e.Name] == "" {
+				t.Errorf("%s: unexpected fieldRef %s", w.name, e.ValueFrom.FieldRef.FieldPath)
+			}
+		default:
+			t.Errorf("%s: env %s: unexpected source", w.name, e.Name)
+		}
+	}
+	if _, ok := env["SHOAL_CLUSTER_SECRET"]; !ok && component != "tracker" {
+		t.Errorf("%s: no SHOAL_CLUSTER_SECRET (the join secret) for %s", w.name, component)
+	}
+	out, err := cfgrender.Expand([]byte(tmpl), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("%s: %v", w.name, err)
+	}
+	path := filepath.Join(t.TempDir(), component+".yml")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	switch component {
+	case "agent":
+		cfg, err := agent.LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", w.name, err, out)
+		}
+		if cfg.Control.Token == "" || cfg.Node.ID != "node-1" || !strings.HasPrefix(cfg.Mirror.Addr, "127.0.0.1:") {
+			t.Errorf("%s: agent config %+v", w.name, cfg)
+		}
+		checkAgentPod(t, w, cfg)
+	case "tracker":
+		cfg, err := tracker.LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", w.name, err, out)
+		}
+		if cfg.Store == "redis" && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
+			t.Errorf("%s: Sentinel without the password", w.name)
+		}
+	case "preheat":
+		cfg, err := preheat.LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", w.name, err, out)
+		}
+		if cfg.AgentToken == "" || len(cfg.APITokens) != 1 || cfg.APITokens[0] == "" {
+			t.Errorf("%s: preheat tokens missing", w.name)
+		}
+	case "registry":
+		cfg, err := registry.LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", w.name, err, out)
+		}
+		mws := cfg.Middleware["storage"]
+		if len(mws) != 1 || mws[0].Name != "p2p" {
+			t.Fatalf("%s: storage middleware %v", w.name, mws)
+		}
+		o, err := driver.ParseOptions(mws[0].Options)
+		if err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		if len(o.Tracker.Secrets) == 0 || o.Tracker.Secrets[0] == "" {
+			t.Errorf("%s: no tracker secret", w.name)
+		}
+		if cfg.HTTP.Secret == "" {
+			t.Errorf("%s: no http.secret", w.name)
+		}
+		if cfg.Storage.Type() != "filesystem" && cfg.Storage.Type() != "s3" {
+			t.Errorf("%s: storage %s", w.name, cfg.Storage.Type())
+		}
+	default:
+		t.Fatalf("%s: unknown component %q", w.name, component)
+	}
+	return component
+}
+
+// checkAgentPod checks what only the agent has: host network, and the
+// containerd-hosts init container, run for real against a node file system
+// in a temp dir with the args the chart gives it.
+func checkAgentPod(t *testing.T, w workload, cfg agent.Config) {
+	t.Helper()
+	if !w.spec.HostNetwork || w.spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("%s: agent needs hostNetwork with ClusterFirstWithHostNet", w.name)
+	}
+	var init *corev1.Container
+	for i := range w.spec.InitContainers {
+		if w.spec.InitContainers[i].Name == "containerd-hosts" {
+			init = &w.spec.InitContainers[i]
+		}
+	}
+	if init == nil {
+		return
+	}
+	flags := map[string]string{}
+	var regs []string
+	for _, a := range init.Args[1:] {
+		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if k == "registry" {
+			regs = append(regs, v)
+		} else {
+			flags[k] = v
+		}
+	}
+	// Every registry containerd is pointed at is one the agent serves.
+	hosts := map[string]bool{}
+	for _, u := range cfg.Upstreams {
+		hosts[u.Host] = true
+	}
+	for _, r := range regs {
+		h, _, _ := strings.Cut(r, "=")
+		if h != "_default" && !hosts[h] {
+			t.Errorf("%s: containerd sends %s to the agent, which has no upstream for it (%v)", w.name, h, cfg.Upstreams)
+		}
+	}
+	if want := "http://" + cfg.Mirror.Addr; flags["mirror"] != want {
+		t.Errorf("%s: hosts.toml points at %s, the mirror listens on %s", w.name, flags["mirror"], want)
+	}
+	// The mounts must cover what the command reads and writes under --host-root.
+	mounted := func(p string) bool {
+		for _, m := range init.VolumeMounts {
+			if strings.HasPrefix(flags["host-root"]+p, m.MountPath) {
+				return true
+			}
+		}
+		return false
+	}
+	if !mounted(flags["certs-dir"]) || (flags["check-config"] == "true" && !mounted(flags["containerd-config"])) {
+		t.Errorf("%s: containerd-hosts mounts %v do not cover %v", w.name, init.VolumeMounts, flags)
+	}
+	root := t.TempDir()
+	cfgFile := filepath.Join(root, flags["containerd-config"])
+	os.MkdirAll(filepath.Dir(cfgFile), 0o755)
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = %q\n", flags["certs-dir"])), 0o644)
+	args := append(append([]string(nil), init.Args...), "--host-root="+root)
+	cmd := exec.Command(shoalBin(t), args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: shoal %v: %v\n%s", w.name, args, err, out)
+	}
+	for _, r := range regs {
+		h, _, _ := strings.Cut(r, "=")
+		if _, err := os.Stat(filepath.Join(root, flags["certs-dir"], h, "hosts.toml")); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+	}
+}
+
+var builtShoal string
+
+// shoalBin is $SHOAL_BIN (make test builds bin/shoal) or a fresh build.
+func shoalBin(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("SHOAL_BIN"); p != "" {
+		return p
+	}
+	if builtShoal == "" {
+		dir, err := os.MkdirTemp("", "shoal-chart-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "shoal")
+		cmd := exec.Command("go", "build", "-o", p, "./cmd/shoal")
+		cmd.Dir = "../.." // the shoal module itself, with its own go.sum
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build shoal: %v\n%s", err, out)
+		}
+		builtShoal = p
+	}
+	return builtShoal
+}
+
+// The chart refuses values that cannot work, with a message naming the fix.
+func TestTemplateRejects(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"redis.bundled.enabled=false", "tracker.replicas=2"}, "tracker.replicas > 1 needs Redis"},
+		{[]string{"redis.bundled.enabled=false", "preheat.replicas=3"}, "preheat.replicas > 1 needs Redis"},
+		{[]string{"registry.replicas=2"}, "needs registry.storage.type s3"},
+		{[]string{"registry.storage.type=s3"}, "registry.storage.s3.bucket is required"},
+		{[]string{"registry.storage.type=gcs"}, "must be filesystem or s3"},
+		{[]string{"registry.enabled=false"}, "agent.registries must name at least one registry"},
+		{[]string{"secrets.rotating=true"}, "secrets.trackerSecretPrevious is required"},
+	} {
+		args := []string{"template", "t", "shoal", "--kube-version", kubeVersion}
+		for _, s := range tc.set {
+			args = append(args, "--set", s)
+		}
+		_, err := runHelm(t, args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.set, err, tc.want)
+		}
+	}
+}
+
+// Secrets the chart generates stay out of ConfigMaps and survive as the
+// values given.
+func TestSecretsNotInConfigMaps(t *testing.T) {
+	objs := render(t, "testdata/s3-sentinel.yaml")
+	var secret *corev1.Secret
+	for _, o := range objs {
+		if s, ok := o.obj.(*corev1.Secret); ok {
+			secret = s
+		}
+	}
+	if secret == nil {
+		t.Fatal("no Secret rendered")
+	}
+	if string(secret.Data["tracker-secret"]) != "new-secret" {
+		t.Fatalf("tracker-secret = %q", secret.Data["tracker-secret"])
+	}
+	for _, o := range objs {
+		cm, ok := o.obj.(*corev1.ConfigMap)
+		if !ok {
+			continue
+		}
+		for k, v := range cm.Data {
+			for sk, sv := range secret.Data {
+				if len(sv) > 0 && (strings.Contains(v, string(sv)) || strings.Contains(v, base64.StdEncoding.EncodeToString(sv))) {
+					t.Errorf("ConfigMap %s/%s holds secret %s", cm.Name, k, sk)
+				}
+			}
+		}
+	}
+}
+
+// Every value in values.yaml carries a comment (helm show values is the
+// reference).
+func TestValuesDocumented(t *testing.T) {
+	b, err := os.ReadFile("shoal/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := strings.TrimPrefix(path+"."+k.Value, ".")
+			documented := k.HeadComment != "" || k.LineComment != ""
+			if v.Kind == yaml.MappingNode && len(v.Content) > 0 && !documented {
+				walk(v, p) // a group: each of its values carries a comment
+				continue
+			}
+			if !documented {
+				t.Errorf("values.yaml: %s has no comment", p)
+			}
+		}
+	}
+	walk(doc.Content[0], "")
+}
