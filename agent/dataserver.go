@@ -18,17 +18,20 @@ import (
 	"github.com/shoalproject/shoal/internal/peerid"
 )
 
-// The data path: Shoal nodes move piece bytes between them over plain HTTP
-// Range requests on a listener of their own, and the sender answers with
-// sendfile from the blob file. Measured on loopback, anacrolix's wire costs
-// ~4 CPU-s per GiB in user-space copies at its best chunk size; a Range
-// request moves a run of pieces with one kernel copy on each side. The
-// BitTorrent connection stays for membership and availability, and tells
-// the peer where this listener is (shoalExtension, opData).
+// The data path: Shoal nodes move piece bytes between them over HTTPS
+// Range requests on a listener of their own. Measured on loopback,
+// anacrolix's wire costs ~4 CPU-s per GiB in user-space copies at its best
+// chunk size; a Range request moves a run of pieces in large TLS records.
+// The BitTorrent connection stays for membership and availability, and
+// tells the peer where this listener is (shoalExtension, opData).
 //
-// Who may read: only an address that is a connected BitTorrent peer of that
-// torrent, i.e. a node that knew the infohash and passed the handshake —
-// the same bar as the BitTorrent wire itself.
+// Who may read: a member of the cluster (the listener is mutual TLS with
+// cluster certificates, agent.go), and of those only one whose address is a
+// connected BitTorrent peer of that torrent. The second check is defense in
+// depth: a member must at least have joined the torrent's swarm — over the
+// peer wire, itself members only — before it is served, so a node that was
+// told an infohash cannot read the blob from every node without showing
+// up as a peer of it.
 const dataPathPrefix = "/_shoal/p2p/v1/pieces/"
 
 func (a *Agent) dataHandler() http.Handler {

@@ -11,8 +11,13 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
+
+// testClusterSecret is the join secret of every registry this test binary
+// starts, and of the member clients that talk to their seeders.
+var testClusterSecret = secret.Generate()
 
 // testRegistry is a `shoal registry` process on loopback.
 type testRegistry struct {
@@ -58,7 +63,8 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
         urlexpiry: %s
         tracker: {url: "http://127.0.0.1:9/announce", secrets: [tracker-secret]}
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
-`, o.urlExpiry, r.SeederAddr, o.noSeeder)
+        cluster: {secret: %s}
+`, o.urlExpiry, r.SeederAddr, o.noSeeder, testClusterSecret)
 	if o.noP2P {
 		mw = ""
 	}
