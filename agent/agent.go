@@ -48,12 +48,12 @@ type Agent struct {
 	plain      *http.Client
 	noRedirect *http.Client
 
-	tc         *torrent.Client // nil when P2P is disabled
+	tc *torrent.Client // nil when P2P is disabled
 	// wire is tc's only listener and dialer: mutual TLS with cluster
 	// certificates (internal/peerwire).
 	wire       *peerwire.Wire
-	httpRate   *rate.Limiter   // downloads; nil = unlimited
-	uploadRate *rate.Limiter   // the data path's uploads; nil = unlimited
+	httpRate   *rate.Limiter // downloads; nil = unlimited
+	uploadRate *rate.Limiter // the data path's uploads; nil = unlimited
 	// peerClient talks to other nodes' data listeners.
 	peerClient *http.Client
 	// dataL is the data path's listener (nil without P2P); its port is
