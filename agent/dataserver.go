@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
 	"github.com/shoalproject/shoal/internal/peerid"
@@ -148,5 +150,10 @@ func (a *Agent) isPeerOf(ih metainfo.Hash, remote string) bool {
 // dataServer is the data path's HTTP server; timeouts bound what a slow or
 // silent peer can hold.
 func (a *Agent) dataServer() *http.Server {
-	return &http.Server{Handler: a.dataHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	return &http.Server{
+		Handler: a.dataHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// Refused handshakes (strangers, scanners) are the listener doing
+		// its job, not errors worth a line each on stderr.
+		ErrorLog: log.New(a.log.WriterLevel(logrus.DebugLevel), "data listener: ", 0),
+	}
 }
