@@ -276,7 +276,10 @@ func (a *Agent) startTorrentClient() error {
 	}
 	// Members only, like the peer wire: a request without a certificate
 	// of this cluster ends in the TLS handshake.
-	dl = tls.NewListener(dl, a.authority.ServerTLS(a.identity))
+	dtls := a.authority.ServerTLS(a.identity)
+	// Bulk transfers: full-size records from the first byte.
+	dtls.DynamicRecordSizingDisabled = true
+	dl = tls.NewListener(dl, dtls)
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
 		dl.Close()
