@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/peerid"
+	"github.com/shoalproject/shoal/internal/peerwire"
 )
 
 // Agent is one node daemon: mirror API, control API, cache and swarm client.
@@ -49,9 +51,12 @@ type Agent struct {
 	plain      *http.Client
 	noRedirect *http.Client
 
-	tc         *torrent.Client // nil when P2P is disabled
-	httpRate   *rate.Limiter   // downloads; nil = unlimited
-	uploadRate *rate.Limiter   // the data path's uploads; nil = unlimited
+	tc *torrent.Client // nil when P2P is disabled
+	// wire is tc's only listener and dialer: mutual TLS with cluster
+	// certificates (internal/peerwire).
+	wire       *peerwire.Wire
+	httpRate   *rate.Limiter // downloads; nil = unlimited
+	uploadRate *rate.Limiter // the data path's uploads; nil = unlimited
 	// peerClient talks to other nodes' data listeners.
 	peerClient *http.Client
 	// dataL is the data path's listener (nil without P2P); its port is
@@ -156,6 +161,12 @@ func New(cfg Config) (*Agent, error) {
 	ptr.Proxy = nil
 	ptr.MaxIdleConnsPerHost = 8
 	ptr.DisableCompression = true
+	// Data listeners serve members only (dataserver.go): present this
+	// node's certificate and accept any member's. HTTP/1.1: one bulk
+	// range per connection, no multiplexing to pay for.
+	ptr.TLSClientConfig = authority.ClientTLS(identity, nil)
+	ptr.ForceAttemptHTTP2 = false
+	ptr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	a.peerClient = &http.Client{Transport: ptr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if cfg.P2P.Enabled {
 		if err := a.startTorrentClient(); err != nil {
@@ -169,11 +180,9 @@ func New(cfg Config) (*Agent, error) {
 
 func (a *Agent) startTorrentClient() error {
 	tcfg := torrent.NewDefaultClientConfig()
-	// go-utp is a stub in this build: uTP must stay off or NewClient fails.
-	tcfg.DisableUTP = true
-	tcfg.NoDHT = true
-	tcfg.NoDefaultPortForwarding = true
-	tcfg.DisableWebtorrent = true
+	// No socket of the client's own (uTP also because go-utp is a stub in
+	// this build): the peer wire is peerwire's mutual TLS, members only.
+	peerwire.Configure(tcfg)
 	tcfg.Seed = true
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
@@ -185,12 +194,12 @@ func (a *Agent) startTorrentClient() error {
 	// A request moved to another peer before its holder could answer is
 	// sent twice; on shaped links the holder needs a while.
 	tcfg.StealRequestGrace = 500 * time.Millisecond
-	tcfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false}
-	tcfg.SetListenAddr(a.cfg.P2P.Listen)
 	// An IPv4 listen host (the usual LAN case) must not also try tcp6 on it.
+	wireNet := "tcp"
 	if host, _, err := net.SplitHostPort(a.cfg.P2P.Listen); err == nil {
 		if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
 			tcfg.DisableIPv6 = true
+			wireNet = "tcp4"
 		}
 	}
 	if ip := net.ParseIP(a.cfg.P2P.AdvertiseIP); ip != nil {
@@ -269,13 +278,25 @@ func (a *Agent) startTorrentClient() error {
 	if err != nil {
 		return fmt.Errorf("agent data listen %s: %w", dataAddr, err)
 	}
+	// Members only, like the peer wire: a request without a certificate
+	// of this cluster ends in the TLS handshake.
+	dtls := a.authority.ServerTLS(a.identity)
+	// Bulk transfers: full-size records from the first byte.
+	dtls.DynamicRecordSizingDisabled = true
+	dl = tls.NewListener(dl, dtls)
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
 		dl.Close()
-		return fmt.Errorf("start bittorrent client on %s: %w", a.cfg.P2P.Listen, err)
+		return fmt.Errorf("start bittorrent client: %w", err)
 	}
-	a.tc, a.dataL = tc, dl
-	a.log.WithFields(logrus.Fields{"peerAddrs": tc.ListenAddrs(), "data": dl.Addr().String()}).Info("bittorrent client listening")
+	wire, err := peerwire.Attach(tc, wireNet, a.cfg.P2P.Listen, a.authority, a.identity)
+	if err != nil {
+		tc.Close()
+		dl.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.tc, a.wire, a.dataL = tc, wire, dl
+	a.log.WithFields(logrus.Fields{"peer": wire.Addr().String(), "data": dl.Addr().String()}).Info("bittorrent client listening (cluster TLS)")
 	return nil
 }
 
@@ -364,6 +385,7 @@ func (a *Agent) close() {
 	a.cancel()
 	if a.tc != nil {
 		a.tc.Close()
+		a.wire.Close()
 	}
 }
 

@@ -425,7 +425,7 @@ func (s *swarmDownload) fetchPeer(ctx context.Context, f sched.Fetch, addr strin
 	if addr == "" {
 		return false, errors.New("node has no data address")
 	}
-	target := "http://" + addr + dataPathPrefix + hex.EncodeToString(s.t.InfoHash().Bytes())
+	target := "https://" + addr + dataPathPrefix + hex.EncodeToString(s.t.InfoHash().Bytes())
 	return s.fetchRun(ctx, f, target, "", true)
 }
 

@@ -157,7 +157,8 @@ middleware:
           listen: %s
           ratelimit: %d
           idletimeout: 30m
-`, addr, filepath.Join(dir, "data"), trackerURL, trackerSecret, seederDisabled, seedAddr, seederRate)
+        cluster: {secret: %s}
+`, addr, filepath.Join(dir, "data"), trackerURL, trackerSecret, seederDisabled, seedAddr, seederRate, testClusterSecret)
 	path := filepath.Join(dir, "registry.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

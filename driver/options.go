@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Options is the `options:` block of the p2p storage middleware. It holds the
@@ -30,6 +32,7 @@ type Options struct {
 
 	Tracker TrackerOptions `yaml:"tracker"`
 	Seeder  SeederOptions  `yaml:"seeder"`
+	Cluster ClusterOptions `yaml:"cluster"`
 
 	// Hook connects the middleware to the registry process embedding it. It
 	// cannot come from YAML; the registry package puts it in the options map.
@@ -58,13 +61,43 @@ type SeederOptions struct {
 	RateLimit int64 `yaml:"ratelimit"`
 	// IdleTimeout drops a torrent nobody downloaded from for this long.
 	IdleTimeout time.Duration `yaml:"idletimeout"`
+	// MaxOpenFiles caps the blob files the seeder keeps open; the least
+	// recently read are closed and reopened on demand.
+	MaxOpenFiles int `yaml:"maxopenfiles"`
+}
+
+// ClusterOptions make the registry's seeder a member of the Shoal cluster:
+// its peer wire is mutual TLS with certificates derived from the join
+// secret (internal/cluster), the secret every agent holds.
+type ClusterOptions struct {
+	// Secret is the join secret: the value, env:NAME or file:/path.
+	Secret string `yaml:"secret"`
+	// PreviousSecrets are still accepted while members move to Secret.
+	PreviousSecrets []string `yaml:"previoussecrets"`
+}
+
+// Secrets resolves the join secret and the previous ones, current first,
+// refusing empty, short and placeholder values (internal/secret).
+func (c ClusterOptions) Secrets() ([]string, error) {
+	cur, err := secret.Resolve("p2p cluster.secret (the seeder's peer wire is members only)", c.Secret)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := secret.ResolveAll("p2p cluster.previoussecrets", c.PreviousSecrets)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{cur}, prev...), nil
 }
 
 // Defaults.
 const (
 	DefaultPieceLength = 1 << 20
-	minPieceLength     = 16 << 10
-	maxPieceLength     = 64 << 20
+	// DefaultSeederMaxOpenFiles leaves most of a default 1024-descriptor
+	// limit to distribution's own connections and files.
+	DefaultSeederMaxOpenFiles = 256
+	minPieceLength            = 16 << 10
+	maxPieceLength            = 64 << 20
 )
 
 // HookOption is the key under which the registry package passes its Hook.
@@ -120,6 +153,12 @@ func ParseOptions(m map[string]any) (Options, error) {
 	}
 	if o.Seeder.IdleTimeout == 0 {
 		o.Seeder.IdleTimeout = 30 * time.Minute
+	}
+	if o.Seeder.MaxOpenFiles == 0 {
+		o.Seeder.MaxOpenFiles = DefaultSeederMaxOpenFiles
+	}
+	if o.Seeder.MaxOpenFiles < 0 {
+		return o, fmt.Errorf("p2p options: seeder.maxopenfiles %d must be positive", o.Seeder.MaxOpenFiles)
 	}
 	return o, nil
 }

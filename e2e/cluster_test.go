@@ -107,7 +107,8 @@ middleware:
         seeder:
           listen: "%[1]s:%[6]d"
           idletimeout: 30m
-`, ip, registryPort, filepath.Join(dir, "registry-data"), trackerPort, trackerSec, seederPort))
+        cluster: {secret: %[7]s}
+`, ip, registryPort, filepath.Join(dir, "registry-data"), trackerPort, trackerSec, seederPort, clusterSecret))
 	c.regCfg = regCfg
 	c.StartRegistry()
 	return c

@@ -21,6 +21,7 @@ import (
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/storage"
 
+	"github.com/shoalproject/shoal/internal/peerwire/peerwiretest"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -203,18 +204,10 @@ func firstPieceLatency(t *testing.T, r *testRegistry, repo, dgst string) time.Du
 	start := time.Now()
 	_, loc := torrentRedirect(t, r.URL(), repo, dgst, nil)
 	mi := fetchMetainfo(t, loc)
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.DisableUTP, cfg.NoDHT, cfg.DisableWebseeds, cfg.DisableTrackers, cfg.DisableIPv6 = true, true, true, true, true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DataDir = t.TempDir()
-	cfg.ListenPort = 0
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	// A member of the registry's cluster: the seeder serves no one else.
+	cl := peerwiretest.Client(t, testClusterSecret)
 	spec, _ := torrent.TorrentSpecFromMetaInfoErr(mi)
-	spec.Storage = storage.NewMMap(cfg.DataDir)
+	spec.Storage = storage.NewMMap(t.TempDir())
 	spec.Trackers = nil
 	spec.Webseeds = nil
 	tor, _, err := cl.AddTorrentSpec(spec)

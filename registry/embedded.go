@@ -16,6 +16,8 @@ type EmbeddedOptions struct {
 	TrackerURL    string
 	TrackerSecret string
 	HTTPSecret    string
+	// ClusterSecret is the join secret the seeder shares with the agents.
+	ClusterSecret string
 }
 
 // EmbeddedConfig is the configuration of the all-in-one registry:
@@ -48,6 +50,7 @@ middleware:
       options:
         %s
         seeder: {listen: %q}
-`, o.Addr, o.HTTPSecret, root, tracker, o.SeederListen)
+        cluster: {secret: %q}
+`, o.Addr, o.HTTPSecret, root, tracker, o.SeederListen, o.ClusterSecret)
 	return configuration.Parse(strings.NewReader(yml))
 }

@@ -15,6 +15,10 @@ import (
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
+// testClusterSecret is the join secret of every registry this test binary
+// starts, and of the member clients that talk to their seeders.
+var testClusterSecret = secret.Generate()
+
 // testRegistry is a `shoal registry` process on loopback.
 type testRegistry struct {
 	t          *testing.T
@@ -80,7 +84,8 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
         urlexpiry: %s
         tracker: {url: "http://127.0.0.1:9/announce", secrets: [%s]}
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
-`, o.pieceLen, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder)
+        cluster: {secret: %s}
+`, o.pieceLen, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder, testClusterSecret)
 	if len(o.urlSecrets) > 0 {
 		mw += fmt.Sprintf("        secrets: [%s]\n", strings.Join(o.urlSecrets, ", "))
 	}

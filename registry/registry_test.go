@@ -2,12 +2,10 @@ package registry
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
-	"github.com/anacrolix/torrent/storage"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/shoalproject/shoal/internal/peerwire/peerwiretest"
 )
 
 func getBody(t *testing.T, req *http.Request) (*http.Response, []byte) {
@@ -147,47 +145,14 @@ func TestPushPullTorrent(t *testing.T) {
 	}
 }
 
-// downloadFromSeeder runs a separate anacrolix client, web seeds and
-// trackers off, with the registry's seeder as its only peer.
+// downloadFromSeeder runs a separate anacrolix client, a member of the
+// registry's cluster, with web seeds and trackers off and the registry's
+// seeder as its only peer.
 func downloadFromSeeder(t *testing.T, mi *metainfo.MetaInfo, seeder string) []byte {
 	t.Helper()
-	cfg := torrent.NewDefaultClientConfig()
-	cfg.DisableUTP, cfg.NoDHT, cfg.DisableWebseeds, cfg.DisableTrackers = true, true, true, true
-	cfg.DisableIPv6 = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DataDir = t.TempDir()
-	cfg.ListenPort = 0
-	cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cl, err := torrent.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	mi.UrlList = nil
-	mi.Announce = ""
-	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Storage = storage.NewFile(cfg.DataDir)
-	tor, _, err := cl.AddTorrentSpec(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tor.AddPeers([]torrent.PeerInfo{{Addr: torrent.StringAddr(seeder), Trusted: true}})
-	tor.DownloadAll()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	select {
-	case <-tor.Complete().On():
-	case <-ctx.Done():
-		t.Fatalf("download from seeder stalled at %d/%d bytes", tor.BytesCompleted(), tor.Length())
-	}
-	rd := tor.NewReader()
-	defer rd.Close()
-	b, err := io.ReadAll(rd)
-	if err != nil {
-		t.Fatal(err)
+	b, n := peerwiretest.Fetch(t, peerwiretest.Client(t, testClusterSecret), mi, seeder, 60*time.Second)
+	if b == nil {
+		t.Fatalf("download from seeder stalled after %d bytes", n)
 	}
 	return b
 }

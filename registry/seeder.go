@@ -21,7 +21,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/peerid"
+	"github.com/shoalproject/shoal/internal/peerwire"
 )
 
 // seeder is the BitTorrent client inside the registry. It serves blob bytes
@@ -31,6 +33,8 @@ import (
 // torrent request brings it back.
 type seeder struct {
 	cl      *torrent.Client
+	wire    *peerwire.Wire // cl's only listener and dialer, members only
+	files   *filePool
 	drv     *driver.Driver
 	opts    driver.SeederOptions
 	origin  func(ih metainfo.Hash) []string // announce URLs for the seeder itself
@@ -54,33 +58,44 @@ type seeded struct {
 	blob       *blobData
 }
 
-func newSeeder(drv *driver.Driver, opts driver.SeederOptions, origin func(metainfo.Hash) []string, m *metrics) (*seeder, error) {
+func newSeeder(drv *driver.Driver, opts driver.SeederOptions, co driver.ClusterOptions, origin func(metainfo.Hash) []string, m *metrics) (*seeder, error) {
+	secrets, err := co.Secrets()
+	if err != nil {
+		return nil, fmt.Errorf("registry seeder: %w", err)
+	}
+	authority, err := cluster.NewAuthority(secrets...)
+	if err != nil {
+		return nil, fmt.Errorf("registry seeder: %w", err)
+	}
+	// A fresh key per process: nothing pins the seeder's.
+	identity, err := authority.Issue("registry", nil)
+	if err != nil {
+		return nil, fmt.Errorf("registry seeder: %w", err)
+	}
 	dataDir, err := os.MkdirTemp("", "shoal-seeder-")
 	if err != nil {
 		return nil, fmt.Errorf("seeder data dir: %w", err)
 	}
 	cfg := torrent.NewDefaultClientConfig()
-	// LAN tuning: no DHT, no uTP (see third_party/go-utp), no UPnP, no
-	// webtorrent; keep seeding whatever the ratio.
-	cfg.DisableUTP = true
-	cfg.NoDHT = true
-	cfg.NoDefaultPortForwarding = true
-	cfg.DisableWebtorrent = true
+	// LAN tuning and a closed wire: no socket of the client's own (no
+	// plain TCP, no uTP — see third_party/go-utp — no DHT, no UPnP), only
+	// peerwire's mutual TLS; keep seeding whatever the ratio.
+	peerwire.Configure(cfg)
 	cfg.DisableWebseeds = true
 	cfg.Seed = true
 	cfg.PeerID = peerid.New(peerid.OriginPrefix)
 	cfg.DataDir = dataDir
 	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	cfg.EstablishedConnsPerTorrent = 200
-	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
 	cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.SetListenAddr(opts.Listen)
-	// anacrolix listens on both families unless told otherwise, which fails
-	// for a literal address of one family.
+	// anacrolix would hand out peers of both families; a literal address
+	// of one family listens on that family only.
+	wireNet := "tcp"
 	if host, _, err := net.SplitHostPort(opts.Listen); err == nil {
 		if ip := net.ParseIP(host); ip != nil {
 			cfg.DisableIPv6 = ip.To4() != nil
 			cfg.DisableIPv4 = ip.To4() == nil
+			wireNet = map[bool]string{true: "tcp4", false: "tcp6"}[ip.To4() != nil]
 		}
 	}
 	if opts.PublicAddr != "" {
@@ -100,23 +115,34 @@ func newSeeder(drv *driver.Driver, opts driver.SeederOptions, origin func(metain
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		os.RemoveAll(dataDir)
-		return nil, fmt.Errorf("start seeder on %s: %w", opts.Listen, err)
+		return nil, fmt.Errorf("start seeder: %w", err)
+	}
+	wire, err := peerwire.Attach(cl, wireNet, opts.Listen, authority, identity)
+	if err != nil {
+		cl.Close()
+		os.RemoveAll(dataDir)
+		return nil, fmt.Errorf("start seeder: %w", err)
 	}
 	s := &seeder{
-		cl: cl, drv: drv, opts: opts, origin: origin, metrics: m, dataDir: dataDir,
+		cl: cl, wire: wire, drv: drv, opts: opts, origin: origin, metrics: m, dataDir: dataDir,
 		log:      logrus.WithField("component", "seeder"),
 		torrents: map[metainfo.Hash]*seeded{},
+		files:    newFilePool(opts.MaxOpenFiles),
 	}
 	register(prometheus.DefaultRegisterer, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "shoal", Subsystem: "registry", Name: "seeder_uploaded_bytes_total",
 		Help: "Blob bytes the registry's seeder sent to peers.",
 	}, func() float64 { return float64(s.uploadedBytes()) }))
-	s.log.WithField("listen", cl.LocalPort()).Info("seeder listening")
+	register(prometheus.DefaultRegisterer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "shoal", Subsystem: "registry", Name: "seeder_open_files",
+		Help: "Blob files the seeder holds open (at most seeder.maxopenfiles while none is being read).",
+	}, func() float64 { return float64(s.files.open()) }))
+	s.log.WithField("listen", wire.Addr().String()).Info("seeder listening (cluster TLS)")
 	return s, nil
 }
 
 // Port is the peer-wire port the seeder listens on.
-func (s *seeder) Port() int { return s.cl.LocalPort() }
+func (s *seeder) Port() int { return s.wire.Port() }
 
 // Ensure makes sure the blob is being seeded and returns its info and
 // infohash. It is cheap for blobs already seeded.
@@ -137,9 +163,12 @@ func (s *seeder) Ensure(ctx context.Context, dgst digest.Digest) ([]byte, metain
 	if err := bencode.Unmarshal(infoBytes, &info); err != nil {
 		return nil, metainfo.Hash{}, fmt.Errorf("metainfo of %s: %w", dgst, err)
 	}
-	blob, err := openBlob(ctx, s.drv, dgst, info.PieceLength)
-	if err != nil {
-		return nil, metainfo.Hash{}, err
+	blob := s.files.blob(info.PieceLength, func(off int64) (io.ReadCloser, error) {
+		// Not the request's context: the torrent outlives it.
+		return s.drv.BlobReader(context.Background(), dgst, off)
+	})
+	if err := blob.probe(); err != nil {
+		return nil, metainfo.Hash{}, fmt.Errorf("blob %s: %w", dgst, err)
 	}
 	t, _ := s.cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:             ih,
@@ -237,57 +266,8 @@ func (s *seeder) Close() {
 	}
 	s.mu.Unlock()
 	s.cl.Close()
+	s.wire.Close()
 	os.RemoveAll(s.dataDir)
-}
-
-// blobData is read-only torrent storage over one blob in the storage driver.
-type blobData struct {
-	drv  *driver.Driver
-	dgst digest.Digest
-	rc   io.ReadCloser
-	ra   io.ReaderAt // set when the driver hands out random access (filesystem)
-	// pieces serves drivers without random access (object stores): one
-	// ranged read per piece instead of one per 16 KiB chunk.
-	pieces *pieceCache
-}
-
-func openBlob(ctx context.Context, drv *driver.Driver, dgst digest.Digest, pieceLength int64) (*blobData, error) {
-	rc, err := drv.BlobReader(context.WithoutCancel(ctx), dgst, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open blob %s for seeding: %w", dgst, err)
-	}
-	b := &blobData{drv: drv, dgst: dgst, rc: rc}
-	if ra, ok := rc.(io.ReaderAt); ok {
-		b.ra = ra
-	} else {
-		rc.Close()
-		b.rc = nil
-		b.pieces = newPieceCache(pieceLength, b.readRange, time.Now)
-	}
-	return b, nil
-}
-
-func (b *blobData) Close() error {
-	if b.rc != nil {
-		return b.rc.Close()
-	}
-	return nil
-}
-
-// readRange reads length bytes at off with one reader (object stores: one
-// ranged GET, closed once the bytes are in).
-func (b *blobData) readRange(off, length int64) ([]byte, error) {
-	rc, err := b.drv.BlobReader(context.Background(), b.dgst, off)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	buf := make([]byte, length)
-	n, err := io.ReadFull(rc, buf)
-	if err != nil {
-		return nil, fmt.Errorf("read %s at %d: %w", b.dgst, off+int64(n), err)
-	}
-	return buf, nil
 }
 
 func (b *blobData) OpenTorrent(_ context.Context, _ *metainfo.Info, _ metainfo.Hash) (storage.TorrentImpl, error) {
@@ -305,10 +285,17 @@ type blobPiece struct {
 }
 
 func (p blobPiece) ReadAt(buf []byte, off int64) (int, error) {
-	if p.b.ra != nil {
-		return p.b.ra.ReadAt(buf, p.p.Offset()+off)
+	ra, release, err := p.b.acquire()
+	if err != nil {
+		return 0, err
 	}
-	return p.b.pieces.readAt(buf, p.p.Index(), p.p.Offset(), p.p.Length(), off)
+	if ra == nil {
+		// No random access (object stores): one ranged read per piece,
+		// shared by the chunk requests of that piece.
+		return p.b.pieces.readAt(buf, p.p.Index(), p.p.Offset(), p.p.Length(), off)
+	}
+	defer release()
+	return ra.ReadAt(buf, p.p.Offset()+off)
 }
 
 func (blobPiece) WriteAt([]byte, int64) (int, error) {

@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error)
 		return nil, errors.New("p2p middleware configured but not applied by distribution")
 	}
 	if s.p2p && !s.opts.Seeder.Disabled {
-		s.seeder, err = newSeeder(s.drv, s.opts.Seeder, s.originAnnounce, s.metrics)
+		s.seeder, err = newSeeder(s.drv, s.opts.Seeder, s.opts.Cluster, s.originAnnounce, s.metrics)
 		if err != nil {
 			return nil, err
 		}

@@ -323,7 +323,8 @@ middleware:
           disabled: false
           listen: %s
           idletimeout: 30m
-`, e.regAddr, trackerSecret, dbg, regData, trAddr, trackerSecret, seedAddr)
+        cluster: {secret: %s}
+`, e.regAddr, trackerSecret, dbg, regData, trAddr, trackerSecret, seedAddr, clusterSecret)
 	}, "http://"+e.regAddr+"/v2/", true)
 
 	names := "abcdefghijklmnopqrstuvwxyz"

@@ -15,6 +15,7 @@ func startRunRegistry(ctx context.Context, g *errgroup.Group, dataDir string, sh
 		TrackerURL:    shared.TrackerURL,
 		TrackerSecret: shared.TrackerSecret,
 		HTTPSecret:    shared.HTTPSecret,
+		ClusterSecret: shared.ClusterSecret,
 	})
 	if err != nil {
 		return err
