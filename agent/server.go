@@ -289,7 +289,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
 	if h, ok := a.cache.Lookup(hexd); ok {
 		// Cached, but this client must prove it may read it upstream.
-		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+		if _, err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
 			h.Release()
 			a.writeErr(w, r, err)
 			return
@@ -310,19 +310,14 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		a.proxy(w, r, blobURL(up.URL, repo, hexd))
 		return
 	}
-	f, isNew, err := a.startFlight(fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
+	// The upstream checks this client's credentials before it joins or
+	// starts a download (startFlight).
+	f, leave, err := a.startFlight(ctx, fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
-	defer f.release()
-	if !isNew {
-		// Joining someone else's download: same permission check.
-		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
-			a.writeErr(w, r, err)
-			return
-		}
-	}
+	defer leave()
 	size, err := f.blob.WaitSize(ctx)
 	if err != nil {
 		a.writeErr(w, r, err)
@@ -352,7 +347,22 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				if err := f.blob.EnsureChecked(off, n); err != nil {
+				err := f.blob.EnsureChecked(off, n)
+				if errors.Is(err, errUncheckable) {
+					// A plain stream has no piece hashes: these bytes
+					// go out once the whole blob matched its digest.
+					if ferr != nil {
+						log.WithError(ferr).Warn("download failed while streaming; aborting response")
+						panic(http.ErrAbortHandler)
+					}
+					select {
+					case <-ch:
+					case <-ctx.Done():
+						return
+					}
+					continue
+				}
+				if err != nil {
 					log.WithError(err).Warn("range of a blob failed its check; aborting response")
 					panic(http.ErrAbortHandler)
 				}
@@ -423,6 +433,11 @@ func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 		relayUpstreamError(w, r, ue)
 		return
 	}
+	var re *requestError
+	if errors.As(err, &re) {
+		ociError(w, re.status, re.code, re.msg)
+		return
+	}
 	if errors.Is(err, context.Canceled) {
 		return
 	}
@@ -482,7 +497,14 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		jsonErr(w, http.StatusBadRequest, "registry must be http(s)://host[:port]")
 		return
 	}
-	base := strings.TrimRight(req.Registry, "/")
+	// Only configured upstreams, checked before anything else (the cache
+	// included): a request naming another registry is refused outright.
+	up, err := a.allowUpstream(req.Registry)
+	if err != nil {
+		jsonErr(w, http.StatusForbidden, err.Error())
+		return
+	}
+	base := up.URL
 	if !nameRe.MatchString(req.Repository) {
 		jsonErr(w, http.StatusBadRequest, "invalid repository name")
 		return
@@ -498,10 +520,8 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			auth = v
 		}
 	}
-	if auth == "" {
-		if up := a.upstreamByURL(base); up != nil && up.Username != "" {
-			auth = basicAuth(up.Username, up.Password)
-		}
+	if auth == "" && up.Username != "" {
+		auth = basicAuth(up.Username, up.Password)
 	}
 	resp := FetchResponse{Digest: req.Digest}
 	if h, ok := a.cache.Lookup(hexd); ok {
@@ -514,15 +534,17 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f, _, err := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
-	if err != nil {
-		jsonErr(w, http.StatusInternalServerError, err.Error())
-		return
+	f, leave, err := a.startFlight(r.Context(), fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth, size: req.Size})
+	if err == nil {
+		defer leave()
+		err = f.wait(r.Context())
 	}
-	defer f.release()
-	if err := f.wait(r.Context()); err != nil {
+	if err != nil {
 		var ue *upstreamError
+		var re *requestError
 		switch {
+		case errors.As(err, &re):
+			jsonErr(w, re.status, re.msg)
 		case errors.As(err, &ue):
 			status := ue.status
 			if status < 400 {

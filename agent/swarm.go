@@ -467,7 +467,14 @@ func (s *swarmDownload) fetchOrigin(ctx context.Context, f sched.Fetch) error {
 		s.dataURL.CompareAndSwap(u, nil)
 		s.log.WithField("status", se.status).Debug("registry's piece endpoint refused; using the blob route")
 	}
-	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, s.d.req.repo, s.d.req.hex), s.d.req.auth, false)
+	c := s.d.f.credential()
+	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, c.repo, s.d.req.hex), c.auth, false)
+	var se *statusError
+	if errors.As(err, &se) && (se.status == http.StatusUnauthorized || se.status == http.StatusForbidden) {
+		// Expired or never valid: the next attempt uses another
+		// requester's credentials if one has some.
+		s.a.switchCred(s.d.f, c, false)
+	}
 	return err
 }
 
