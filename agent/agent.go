@@ -108,10 +108,10 @@ func New(cfg Config) (*Agent, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
-	a.plain = &http.Client{Transport: tr}
-	a.noRedirect = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	tr := newUpstreamTransport(cfg)
+	up := idleReadTransport{rt: tr, idle: cfg.UpstreamTimeouts.IdleRead}
+	a.plain = &http.Client{Transport: up}
+	a.noRedirect = &http.Client{Transport: up, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	a.metrics = newMetrics(a)
 	c.onEvict = a.dropSeed
 	c.onEvicts = func() { a.metrics.evictions.Inc() }
