@@ -148,6 +148,7 @@ func (a *Agent) startTorrentClient() error {
 	tcfg.Seed = true
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
+	tcfg.DefaultStorage = noDefaultStorage{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
 	tcfg.MaxAllocPeerRequestDataPerConn = 16 << 20

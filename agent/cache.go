@@ -307,6 +307,7 @@ func (c *Cache) Commit(path, hex string, size, reserved int64) (*CacheHandle, er
 		c.Unreserve(reserved)
 		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
 	}
+	c.step("begin")
 	f, err := os.Open(path)
 	if err != nil {
 		return fail(err)
@@ -347,8 +348,8 @@ func (c *Cache) Commit(path, hex string, size, reserved int64) (*CacheHandle, er
 	return h, nil
 }
 
-// commitStep, when set (tests), is called after each step of a commit:
-// "renamed", "synced", "dirsynced".
+// commitStep, when set (tests), is called at each step of a commit:
+// "begin", then after "renamed", "synced", "dirsynced".
 type commitStep func(step string)
 
 func (c *Cache) step(s string) {
