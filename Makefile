@@ -14,7 +14,7 @@ export SHOAL_BIN       := $(BIN)/shoal
 export REGISTRY_BIN    := $(BIN)/registry
 export CONFORMANCE_BIN := $(BIN)/conformance
 
-.PHONY: all build tools deps test unit conformance bench bench-datapath bench-e2e e2e fmt vet clean
+.PHONY: all build tools deps test unit fuzz conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -42,7 +42,21 @@ vet:
 # root for network namespaces, skips with a message without).
 test: deps build tools vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) fuzz
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
+
+# fuzz runs every Go fuzz target (parsers of untrusted input) for FUZZTIME
+# each, on top of its seed corpus (which plain `go test` runs already).
+# Targets are found by name: a new `func FuzzX` in a _test.go file is run
+# without touching this file. Go fuzzes one target per invocation.
+FUZZTIME ?= 5s
+fuzz:
+	@set -e; for f in $$(git ls-files '*_test.go' | grep -v '^third_party/' | xargs grep -l '^func Fuzz'); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz ./$$(dirname $$f) $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 # unit runs the tests without installing anything; tests needing a missing
 # binary or package skip with a message.

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -566,8 +568,8 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			}
 			skip = off // a full answer to a Range request: drop what we have
 		case http.StatusPartialContent:
-			var start, end, total int64
-			if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &total); err != nil || start != off {
+			start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+			if err != nil || start != off {
 				resp.Body.Close()
 				return fmt.Errorf("fetch blob over HTTP: bad Content-Range %q for offset %d", resp.Header.Get("Content-Range"), off)
 			}
@@ -614,6 +616,37 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 		return fmt.Errorf("fetch blob sha256:%s over HTTP: %w", d.req.hex, lastErr)
 	}
 	return nil
+}
+
+// parseContentRange reads a 206's "bytes first-last/total" (RFC 9110).
+func parseContentRange(h string) (first, last, total int64, err error) {
+	bad := fmt.Errorf("invalid Content-Range %q", h)
+	spec, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, tot, ok := strings.Cut(spec, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	f, l, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	nums := [3]int64{}
+	for i, s := range []string{f, l, tot} {
+		if s == "" || s[0] < '0' || s[0] > '9' {
+			return 0, 0, 0, bad
+		}
+		if nums[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return 0, 0, 0, bad
+		}
+	}
+	first, last, total = nums[0], nums[1], nums[2]
+	if first > last || last >= total {
+		return 0, 0, 0, bad
+	}
+	return first, last, total, nil
 }
 
 // setSize records the size a plain HTTP answer gives, bounded by the cache.
