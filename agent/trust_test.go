@@ -34,9 +34,11 @@ type scriptedUpstream struct {
 	headSize map[string]int64         // hex → HEAD's Content-Length, if not len(blob)
 	torrents map[string]metainfo.Info // hex → torrent offered
 	// hook, if set, handles a blob request itself when it returns true.
-	hook  func(w http.ResponseWriter, r *http.Request, hexd string) bool
-	heads atomic.Int64
-	gets  atomic.Int64
+	hook func(w http.ResponseWriter, r *http.Request, hexd string) bool
+	// announce is the tracker its torrents name.
+	announce string
+	heads    atomic.Int64
+	gets     atomic.Int64
 }
 
 func startScripted(t *testing.T) *scriptedUpstream {
@@ -65,7 +67,11 @@ func (u *scriptedUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
-		mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce"}
+		announce := "http://127.0.0.1:1/announce"
+		if u.announce != "" {
+			announce = u.announce
+		}
+		mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: announce}
 		w.Header().Set("Content-Type", "application/x-bittorrent")
 		mi.Write(w)
 		return
