@@ -385,6 +385,11 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	if err != nil {
 		return "bad_torrent", nil
 	}
+	if _, busy := a.swarms.Load(spec.InfoHash); busy {
+		// The same torrent downloading for another upstream's flight: one
+		// swarm per torrent, so this one takes HTTP.
+		return "torrent_busy", nil
+	}
 	// Web seeds (url-list) would load the registry from every node at
 	// once; the engine fetches the registry's share itself.
 	spec.Webseeds = nil
