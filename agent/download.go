@@ -302,6 +302,9 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 			if err != nil {
 				return err
 			}
+			if reason == "bad_torrent" {
+				mi = nil // neither kept nor seeded
+			}
 		default:
 			reason = "no_torrent"
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -248,6 +249,13 @@ func TestOversizedTorrentRefused(t *testing.T) {
 		h.Release()
 		if used, _ := ag.cache.Usage(); used > cfg.Cache.MaxBytes {
 			t.Errorf("%s: cache uses %d bytes, more than its %d", tc.name, used, cfg.Cache.MaxBytes)
+		}
+		// Nor is the refused torrent kept or seeded.
+		if _, err := os.Stat(ag.cache.torrentPath(d.Hex)); !os.IsNotExist(err) {
+			t.Errorf("%s: refused torrent metadata kept: %v", tc.name, err)
+		}
+		if n := len(ag.tc.Torrents()); n != 0 {
+			t.Errorf("%s: %d torrents added", tc.name, n)
 		}
 	}
 }
