@@ -226,15 +226,17 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 	start := time.Now()
 	d := &dl{a: a, f: f, blob: f.blob, req: req}
 	err := a.download(a.ctx, d)
-	if err != nil {
-		f.blob.Fail(err)
-		_ = os.Remove(f.blob.Path())
-	}
+	// Out of the map before anyone hears of a failure: a requester told of
+	// it must be able to start afresh rather than join the failed flight.
 	a.mu.Lock()
 	if a.flights[f.key] == f {
 		delete(a.flights, f.key)
 	}
 	a.mu.Unlock()
+	if err != nil {
+		f.blob.Fail(err)
+		_ = os.Remove(f.blob.Path()) // the path is this flight's own
+	}
 	f.mu.Lock()
 	f.err = err
 	f.cur = nil
