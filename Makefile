@@ -81,21 +81,18 @@ test: deps build tools vet
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 	$(MAKE) --no-print-directory fuzz
 
-# fuzz runs every Go fuzz target of the module for FUZZTIME each (parsers of
-# untrusted input must have one). Targets are found, not listed: `go test
-# -list` prints each package's Fuzz functions and then its "ok <pkg>" line,
-# so a new target anywhere is picked up. A failure leaves the crashing input
-# in the package's testdata/fuzz/, where plain `go test` replays it.
+# fuzz runs every Go fuzz target (parsers of untrusted input) for FUZZTIME
+# each, on top of its seed corpus (which plain `go test` runs already).
+# Targets are found by name: a new `func FuzzX` in a _test.go file is run
+# without touching this file. Go fuzzes one target per invocation.
 FUZZTIME ?= 4s
 fuzz:
-	@mkdir -p $(BIN)
-	@$(GO) test -list '^Fuzz' ./... > $(BIN)/fuzz-list.txt || { cat $(BIN)/fuzz-list.txt; exit 1; }
-	@awk '/^Fuzz/ { f[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 }' $(BIN)/fuzz-list.txt > $(BIN)/fuzz-targets.txt
-	@test -s $(BIN)/fuzz-targets.txt || { echo "fuzz: no targets found"; exit 1; }
-	@while read -r pkg target; do \
-		echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" > $(BIN)/fuzz.log 2>&1 || { cat $(BIN)/fuzz.log; exit 1; }; \
-	done < $(BIN)/fuzz-targets.txt
+	@set -e; for f in $$(git ls-files '*_test.go' | grep -v '^third_party/' | xargs grep -l '^func Fuzz'); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz ./$$(dirname $$f) $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 # unit runs the tests without installing anything; tests needing a missing
 # binary or package skip with a message.

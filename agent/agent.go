@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,12 +84,13 @@ type Agent struct {
 	// servedBytes counts piece bytes sent to nodes over the data path.
 	servedBytes atomic.Int64
 
-	mu      sync.Mutex
-	flights map[string]*flight
-	seeds   map[string]*seed
+	mu         sync.Mutex
+	flights    map[flightKey]*flight
+	partialSeq uint64 // names partial files apart
+	seeds      map[string]*seed
 
 	authMu    sync.Mutex
-	authCache map[string]time.Time
+	authCache map[string]accessOK
 
 	ctx    context.Context // lives as long as Serve; downloads outlive requests
 	cancel context.CancelFunc
@@ -135,17 +137,17 @@ func New(cfg Config) (*Agent, error) {
 		identity:    identity,
 		started:     time.Now().UTC(),
 		log:         logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
-		flights:     map[string]*flight{},
+		flights:     map[flightKey]*flight{},
 		seeds:       map[string]*seed{},
-		authCache:   map[string]time.Time{},
+		authCache:   map[string]accessOK{},
 		uploadSlots: make(chan struct{}, cfg.P2P.UploadSlots),
 		ctx:         ctx,
 		cancel:      cancel,
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
-	a.plain = &http.Client{Transport: tr}
-	a.noRedirect = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	tr := newUpstreamTransport(cfg)
+	up := idleReadTransport{rt: tr, idle: cfg.UpstreamTimeouts.IdleRead}
+	a.plain = &http.Client{Transport: up}
+	a.noRedirect = &http.Client{Transport: up, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	a.metrics = newMetrics(a)
 	c.onEvict = a.dropSeed
 	c.onEvicts = func() { a.metrics.evictions.Inc() }
@@ -173,7 +175,7 @@ func New(cfg Config) (*Agent, error) {
 			cancel()
 			return nil, err
 		}
-		a.reseed()
+		go a.reseed(ctx)
 	}
 	return a, nil
 }
@@ -186,6 +188,7 @@ func (a *Agent) startTorrentClient() error {
 	tcfg.Seed = true
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
+	tcfg.DefaultStorage = noDefaultStorage{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
 	tcfg.MaxAllocPeerRequestDataPerConn = 16 << 20
@@ -416,54 +419,77 @@ func (a *Agent) pickUpstream(ns string) (*Upstream, bool) {
 // upstreamByURL finds a configured upstream for a control-API registry URL
 // (to use its static credentials).
 func (a *Agent) upstreamByURL(u string) *Upstream {
-	u = strings.TrimRight(u, "/")
+	want, ok := normURL(u)
+	if !ok {
+		return nil
+	}
 	for i := range a.cfg.Upstreams {
-		if a.cfg.Upstreams[i].URL == u {
+		if have, ok := normURL(a.cfg.Upstreams[i].URL); ok && have == want {
 			return &a.cfg.Upstreams[i]
 		}
 	}
 	return nil
 }
 
+// normURL is a registry URL in a form two spellings of one registry share:
+// scheme and host in lower case, no trailing slash. Anything but a plain
+// http(s)://host[:port][/path] is not a registry URL.
+func normURL(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", false
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + strings.TrimRight(u.EscapedPath(), "/"), true
+}
+
 func basicAuth(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 }
 
-// checkAccess asks the upstream whether this client's credentials may read
-// the blob in this repository, before a cached or in-flight copy is served.
+// checkAccess asks the upstream (HEAD) whether this client's credentials may
+// read the blob in this repository, before a cached or in-flight copy is
+// served or a download starts, and returns the size it gave (-1 if none).
 // Positive answers are reused for cfg.Cache.AuthTTL. A negative answer comes
 // back as the upstream's response, to be relayed to the client unchanged.
-func (a *Agent) checkAccess(ctx context.Context, base, repo, hexd, auth string) error {
+func (a *Agent) checkAccess(ctx context.Context, base, repo, hexd, auth string) (int64, error) {
 	sum := sha256.Sum256([]byte(auth))
 	key := hex.EncodeToString(sum[:]) + "|" + base + "|" + repo + "|" + hexd
 	a.authMu.Lock()
-	exp, ok := a.authCache[key]
+	ok, hit := a.authCache[key]
 	a.authMu.Unlock()
-	if ok && time.Now().Before(exp) {
-		return nil
+	if hit && time.Now().Before(ok.until) {
+		return ok.size, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(base, repo, hexd), nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
 	resp, err := a.plain.Do(req)
 	if err != nil {
-		return fmt.Errorf("upstream access check: %w", err)
+		return 0, fmt.Errorf("upstream access check: %w", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return &upstreamError{status: resp.StatusCode, header: resp.Header}
+		return 0, &upstreamError{status: resp.StatusCode, header: resp.Header}
 	}
+	size := resp.ContentLength
 	a.authMu.Lock()
 	if len(a.authCache) > 10000 { // bounded: drop everything rather than track ages
-		a.authCache = map[string]time.Time{}
+		a.authCache = map[string]accessOK{}
 	}
-	a.authCache[key] = time.Now().Add(a.cfg.Cache.AuthTTL)
+	a.authCache[key] = accessOK{until: time.Now().Add(a.cfg.Cache.AuthTTL), size: size}
 	a.authMu.Unlock()
-	return nil
+	return size, nil
+}
+
+// accessOK is a remembered positive access check.
+type accessOK struct {
+	until time.Time
+	size  int64 // -1: the upstream gave none
 }
 
 func blobURL(base, repo, hexd string) string {

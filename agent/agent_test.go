@@ -210,7 +210,7 @@ func TestEvictionSkipsPinned(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Reserve(int64(len(content)))
-		hd, err := c.Commit(h, int64(len(content)), int64(len(content)))
+		hd, err := c.Commit(c.partialPath(h), h, int64(len(content)), int64(len(content)))
 		if err != nil {
 			t.Fatal(err)
 		}

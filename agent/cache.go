@@ -30,6 +30,7 @@ type Cache struct {
 	used     int64      // committed bytes + outstanding reservations
 	onEvict  func(hex string)
 	onEvicts func() // metrics hook
+	onStep   commitStep
 }
 
 type cacheEntry struct {
@@ -54,9 +55,19 @@ type CacheHandle struct {
 // OpenCache opens (or creates) the cache under dir. Leftover partial files
 // from a previous run are removed: resuming them across restarts is not
 // worth trusting bytes nobody verified.
+//
+// Blobs may be private images: the cache is the agent's alone (directories
+// 0700, files 0600, existing ones included).
 func OpenCache(dir string, max int64) (*Cache, error) {
-	for _, d := range []string{"blobs", "partial", "torrents"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	for _, d := range []string{"", "blobs", "partial", "torrents"} {
+		p := filepath.Join(dir, d)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, fmt.Errorf("cache dir: %w", err)
+		}
+		if err := os.Chmod(p, 0o700); err != nil {
 			return nil, fmt.Errorf("cache dir: %w", err)
 		}
 	}
@@ -64,8 +75,15 @@ func OpenCache(dir string, max int64) (*Cache, error) {
 	if err := os.RemoveAll(filepath.Join(dir, "partial")); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "partial"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "partial"), 0o700); err != nil {
 		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	// Metadata a crash left half-saved (saveMetainfo writes *.tmp, then
+	// renames).
+	if tmps, err := filepath.Glob(filepath.Join(dir, "torrents", "*.tmp")); err == nil {
+		for _, p := range tmps {
+			_ = os.Remove(p)
+		}
 	}
 	des, err := os.ReadDir(filepath.Join(dir, "blobs"))
 	if err != nil {
@@ -74,6 +92,9 @@ func OpenCache(dir string, max int64) (*Cache, error) {
 	var found []*cacheEntry
 	for _, de := range des {
 		if !validHex(de.Name()) || !de.Type().IsRegular() {
+			continue
+		}
+		if err := os.Chmod(filepath.Join(dir, "blobs", de.Name()), 0o600); err != nil {
 			continue
 		}
 		fi, err := de.Info()
@@ -142,6 +163,18 @@ func (c *Cache) Lookup(hex string) (*CacheHandle, bool) {
 	}
 	e.refs++
 	c.lru.MoveToFront(e.elem)
+	return &CacheHandle{c: c, e: e}, true
+}
+
+// Peek pins the blob if it is cached, leaving its place in the LRU order.
+func (c *Cache) Peek(hex string) (*CacheHandle, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[hex]
+	if !ok {
+		return nil, false
+	}
+	e.refs++
 	return &CacheHandle{c: c, e: e}, true
 }
 
@@ -262,23 +295,37 @@ func (c *Cache) afterEvict(evicted []string) {
 	}
 }
 
-// Commit moves a verified partial file into the cache, turning a
+// Commit moves a verified partial file (path) into the cache, turning a
 // reservation of reserved bytes into a blob of size bytes, and returns it
-// pinned.
-func (c *Cache) Commit(hex string, size, reserved int64) (*CacheHandle, error) {
-	if err := os.Rename(c.partialPath(hex), c.blobPath(hex)); err != nil {
+// pinned. The blob is in the cache once its name is (clients may already
+// hold every byte: it was verified before); its bytes and the name reach
+// the disk before Commit returns. A crash at any point leaves no blob, or a
+// blob a restarted agent hashes before it serves or seeds it (OpenCache
+// marks every blob unverified), so a torn file is never handed out.
+func (c *Cache) Commit(path, hex string, size, reserved int64) (*CacheHandle, error) {
+	fail := func(err error) (*CacheHandle, error) {
 		c.Unreserve(reserved)
 		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
 	}
-	fi, err := os.Stat(c.blobPath(hex))
+	c.step("begin")
+	f, err := os.Open(path)
 	if err != nil {
-		c.Unreserve(reserved)
-		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
+		return fail(err)
+	}
+	defer f.Close()
+	if err := os.Rename(path, c.blobPath(hex)); err != nil {
+		return fail(err)
+	}
+	c.step("renamed")
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
 	}
 	c.mu.Lock()
 	c.used -= reserved
 	if old, ok := c.entries[hex]; ok {
-		// Replaced (a corrupt copy was re-fetched while the old entry lived).
+		// Replaced (a corrupt copy was re-fetched while the old entry
+		// lived, or another upstream's download of it finished first).
 		c.lru.Remove(old.elem)
 		c.used -= old.size
 	}
@@ -289,5 +336,37 @@ func (c *Cache) Commit(hex string, size, reserved int64) (*CacheHandle, error) {
 	evicted := c.evictLocked()
 	c.mu.Unlock()
 	c.afterEvict(evicted)
-	return &CacheHandle{c: c, e: e}, nil
+	h := &CacheHandle{c: c, e: e}
+	if err := f.Sync(); err != nil {
+		return h, fmt.Errorf("commit blob sha256:%s: sync: %w", hex, err)
+	}
+	c.step("synced")
+	if err := syncDir(filepath.Join(c.dir, "blobs")); err != nil {
+		return h, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
+	}
+	c.step("dirsynced")
+	return h, nil
+}
+
+// commitStep, when set (tests), is called at each step of a commit:
+// "begin", then after "renamed", "synced", "dirsynced".
+type commitStep func(step string)
+
+func (c *Cache) step(s string) {
+	if c.onStep != nil {
+		c.onStep(s)
+	}
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }

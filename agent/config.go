@@ -98,6 +98,16 @@ type Config struct {
 		UploadBytesPerSec   int64 `yaml:"uploadBytesPerSec"`
 		DownloadBytesPerSec int64 `yaml:"downloadBytesPerSec"`
 	} `yaml:"p2p"`
+	// UpstreamTimeouts bound every call to an upstream registry, so that a
+	// hung one fails the request (the download resumes or fails) instead
+	// of pinning it and every requester joined to it.
+	UpstreamTimeouts struct {
+		Dial           time.Duration `yaml:"dial"`
+		TLSHandshake   time.Duration `yaml:"tlsHandshake"`
+		ResponseHeader time.Duration `yaml:"responseHeader"`
+		// IdleRead ends a response whose body delivers nothing this long.
+		IdleRead time.Duration `yaml:"idleRead"`
+	} `yaml:"upstreamTimeouts"`
 	Preheat struct {
 		URL      string        `yaml:"url"`
 		Interval time.Duration `yaml:"interval"`
@@ -131,6 +141,10 @@ func DefaultConfig() Config {
 	c.P2P.Deadline = 10 * time.Minute
 	c.P2P.SeedTime = time.Hour
 	c.Preheat.Interval = 10 * time.Second
+	c.UpstreamTimeouts.Dial = 10 * time.Second
+	c.UpstreamTimeouts.TLSHandshake = 10 * time.Second
+	c.UpstreamTimeouts.ResponseHeader = 30 * time.Second
+	c.UpstreamTimeouts.IdleRead = 30 * time.Second
 	c.Log.Level = "info"
 	return c
 }
@@ -190,6 +204,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Preheat.Interval <= 0 {
 		c.Preheat.Interval = 10 * time.Second
+	}
+	for _, d := range []*time.Duration{&c.UpstreamTimeouts.Dial, &c.UpstreamTimeouts.TLSHandshake,
+		&c.UpstreamTimeouts.ResponseHeader, &c.UpstreamTimeouts.IdleRead} {
+		if *d < 0 {
+			return fmt.Errorf("agent config: upstreamTimeouts must not be negative")
+		}
+	}
+	def := DefaultConfig().UpstreamTimeouts
+	if c.UpstreamTimeouts.Dial == 0 {
+		c.UpstreamTimeouts.Dial = def.Dial
+	}
+	if c.UpstreamTimeouts.TLSHandshake == 0 {
+		c.UpstreamTimeouts.TLSHandshake = def.TLSHandshake
+	}
+	if c.UpstreamTimeouts.ResponseHeader == 0 {
+		c.UpstreamTimeouts.ResponseHeader = def.ResponseHeader
+	}
+	if c.UpstreamTimeouts.IdleRead == 0 {
+		c.UpstreamTimeouts.IdleRead = def.IdleRead
 	}
 	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
 		return fmt.Errorf("agent config: debug.addr: %w", err)

@@ -69,7 +69,14 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "registry must be http(s)://host[:port]")
 		return
 	}
-	base := strings.TrimRight(req.Registry, "/")
+	// Only configured upstreams, checked before anything else (the cache
+	// included): a request naming another registry is refused outright.
+	up, err := a.allowUpstream(req.Registry)
+	if err != nil {
+		jsonErrCode(w, http.StatusForbidden, nodeapi.CodeNotConfigured, err.Error())
+		return
+	}
+	base := up.URL
 	if !nameRe.MatchString(req.Repository) {
 		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid repository name")
 		return
@@ -85,10 +92,8 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			auth = v
 		}
 	}
-	if auth == "" {
-		if up := a.upstreamByURL(base); up != nil && up.Username != "" {
-			auth = basicAuth(up.Username, up.Password)
-		}
+	if auth == "" && up.Username != "" {
+		auth = basicAuth(up.Username, up.Password)
 	}
 	resp := nodeapi.FetchResponse{Digest: req.Digest}
 	if h, ok := a.cache.Lookup(hexd); ok {
@@ -101,16 +106,26 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f, _, err := a.startFlight(fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth})
-	if err != nil {
-		a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch could not start")
-		jsonErrCode(w, http.StatusInternalServerError, nodeapi.CodeFetchFailed, "the download could not start")
-		return
+	f, leave, err := a.startFlight(r.Context(), fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth, size: req.Size})
+	if err == nil {
+		defer leave()
+		err = f.wait(r.Context())
 	}
-	defer f.release()
-	if err := f.wait(r.Context()); err != nil {
+	if err != nil {
 		var ue *upstreamError
+		var re *requestError
 		switch {
+		case errors.As(err, &re):
+			code := nodeapi.CodeInvalid
+			switch re.status {
+			case http.StatusForbidden:
+				code = nodeapi.CodeNotConfigured
+			case http.StatusInsufficientStorage:
+				code = nodeapi.CodeTooLarge
+			case http.StatusBadGateway:
+				code = nodeapi.CodeSizeMismatch
+			}
+			jsonErrCode(w, re.status, code, re.msg)
 		case errors.As(err, &ue):
 			// The registry's status, never its body: the caller relays
 			// what it gets here into job progress.

@@ -10,6 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,23 +28,48 @@ import (
 // fetchReq is one blob download: where from and with whose credentials. The
 // credentials are used for this download only and never logged or stored.
 type fetchReq struct {
-	base string // upstream registry base URL
+	base string // upstream registry base URL; must be a configured upstream
 	repo string
 	hex  string // sha256 hex
 	auth string // Authorization header value, may be empty
+	// size is what the caller knows of the blob's size (the control API's
+	// request, from a manifest), 0 if nothing.
+	size int64
 }
 
+// flightKey names a download: the same digest from two upstreams is two
+// downloads, so that bytes one upstream sends never reach a client of the
+// other before they matched the digest.
+type flightKey struct{ base, hex string }
+
+// cred is one requester's way into the upstream: its repository (tokens are
+// scoped to one) and its Authorization.
+type cred struct{ repo, auth string }
+
 // flight is one in-progress download shared by every requester of the blob
-// (single flight). Its bytes and their state belong to blob; the flight
-// adds who is waiting and the outcome.
+// on one upstream (single flight). Its bytes and their state belong to
+// blob; the flight adds who is waiting, whose credentials it may use, and
+// the outcome.
 type flight struct {
-	hex  string
+	key  flightKey
 	blob *partial.Blob
+	// size is the blob's size as the upstream gave it before the download
+	// (HEAD, or the control request), -1 if it gave none; torrents and
+	// bodies must agree with it.
+	size int64
 
 	done chan struct{} // closed once committed or failed
 	mu   sync.Mutex
 	err  error
 	refs int
+	// creds are the credentials of the requesters attached now, each
+	// checked with the upstream before it joined; cur is the one the
+	// download uses, replaced by another attached requester's when the
+	// upstream refuses it (expired token, a starter with bad credentials).
+	// Nobody's credentials outlive their requester, except cur while in use.
+	creds   []*cred
+	cur     *cred
+	refused map[cred]bool
 	// Set by finish, before done closes; read after it.
 	handle       *CacheHandle
 	source       string // p2p or http
@@ -48,10 +77,15 @@ type flight struct {
 	fromRegistry int64
 }
 
-func (f *flight) release() {
+// leave detaches one requester (c its credentials, nil for the flight's
+// own reference).
+func (f *flight) leave(c *cred) {
 	f.mu.Lock()
 	f.refs--
 	last := f.refs == 0
+	if i := slices.Index(f.creds, c); c != nil && i >= 0 {
+		f.creds = slices.Delete(f.creds, i, i+1)
+	}
 	f.mu.Unlock()
 	if last {
 		f.blob.Close()
@@ -59,6 +93,13 @@ func (f *flight) release() {
 			f.handle.Release()
 		}
 	}
+}
+
+// credential is what the download authenticates with now.
+func (f *flight) credential() cred {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return *f.cur
 }
 
 // wait blocks until the blob is committed to the cache or failed.
@@ -71,25 +112,113 @@ func (f *flight) wait(ctx context.Context) error {
 	}
 }
 
-// startFlight joins the download of hex or starts it. The returned flight
-// is pinned; call release when done with it.
-func (a *Agent) startFlight(req fetchReq) (*flight, bool, error) {
+// isRefusal reports whether err is the upstream refusing credentials.
+func isRefusal(err error) bool {
+	var ue *upstreamError
+	return errors.As(err, &ue) && (ue.status == http.StatusUnauthorized || ue.status == http.StatusForbidden)
+}
+
+// switchCred is called when the upstream refused used: the download goes on
+// with the credentials of another attached requester, if one has some the
+// upstream has not refused yet. When none is left and the refusal ends the
+// download (final), the flight leaves the map under the same lock joiners
+// take, so that nobody joins it from then on: every joiner's credentials
+// are tried before a refusal fails the flight.
+func (a *Agent) switchCred(f *flight, used cred, final bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if f, ok := a.flights[req.hex]; ok {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refused[used] = true
+	for _, c := range f.creds {
+		if !f.refused[*c] {
+			f.cur = c
+			return true
+		}
+	}
+	if final && a.flights[f.key] == f {
+		delete(a.flights, f.key)
+	}
+	return false
+}
+
+// errUncheckable: a range of a blob without piece hashes waits for the
+// whole blob's digest.
+var errUncheckable = partial.ErrUncheckable
+
+// requestError is a request the agent refuses before contacting anyone.
+type requestError struct {
+	status int
+	code   string // OCI error code, for the mirror
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+// allowUpstream refuses registries that are not configured upstreams: the
+// agent connects to nothing else, whatever a request names.
+func (a *Agent) allowUpstream(base string) (*Upstream, error) {
+	if up := a.upstreamByURL(base); up != nil {
+		return up, nil
+	}
+	return nil, &requestError{status: http.StatusForbidden, code: "DENIED",
+		msg: fmt.Sprintf("registry %q is not a configured upstream of this agent", base)}
+}
+
+// startFlight joins the download of the blob from req's upstream or starts
+// it, after the upstream confirmed (HEAD) that req's credentials may read
+// it; that answer also gives the size the download must agree with. The
+// returned function detaches the requester; call it when done.
+func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*flight, func(), error) {
+	up, err := a.allowUpstream(req.base)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.base = up.URL
+	size, err := a.checkAccess(ctx, req.base, req.repo, req.hex, req.auth)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case size > 0 && req.size > 0 && size != req.size:
+		return nil, nil, &requestError{status: http.StatusBadGateway, code: "SIZE_INVALID",
+			msg: fmt.Sprintf("upstream says blob sha256:%s has %d bytes, the request %d", req.hex, size, req.size)}
+	case size < 0 && req.size > 0:
+		size = req.size
+	}
+	if size > a.cfg.Cache.MaxBytes {
+		return nil, nil, &requestError{status: http.StatusInsufficientStorage, code: "SIZE_INVALID",
+			msg: fmt.Sprintf("blob sha256:%s has %d bytes, more than cache.maxBytes", req.hex, size)}
+	}
+	c := &cred{repo: req.repo, auth: req.auth}
+	key := flightKey{base: req.base, hex: req.hex}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if f, ok := a.flights[key]; ok {
 		f.mu.Lock()
 		f.refs++
+		f.creds = append(f.creds, c)
 		f.mu.Unlock()
-		return f, false, nil
+		return f, func() { f.leave(c) }, nil
 	}
-	b, err := partial.Create(a.ctx, a.cache.partialPath(req.hex), req.hex)
+	// A path of the flight's own: two upstreams may download one digest.
+	a.partialSeq++
+	path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.partialSeq))
+	b, err := partial.Create(a.ctx, path, req.hex)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	f := &flight{hex: req.hex, blob: b, done: make(chan struct{}), refs: 2}
-	a.flights[req.hex] = f
+	if size >= 0 {
+		if err := b.SetSize(size); err != nil {
+			b.Close()
+			return nil, nil, err
+		}
+	}
+	f := &flight{key: key, blob: b, size: size, done: make(chan struct{}), refs: 2,
+		creds: []*cred{c}, cur: c, refused: map[cred]bool{}}
+	a.flights[key] = f
 	go a.runFlight(f, req)
-	return f, true, nil
+	return f, func() { f.leave(c) }, nil
 }
 
 func (a *Agent) runFlight(f *flight, req fetchReq) {
@@ -97,17 +226,20 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 	start := time.Now()
 	d := &dl{a: a, f: f, blob: f.blob, req: req}
 	err := a.download(a.ctx, d)
+	// Out of the map before anyone hears of a failure: a requester told of
+	// it must be able to start afresh rather than join the failed flight.
+	a.mu.Lock()
+	if a.flights[f.key] == f {
+		delete(a.flights, f.key)
+	}
+	a.mu.Unlock()
 	if err != nil {
 		f.blob.Fail(err)
-		// Before leaving the flight map: a new flight for this blob would
-		// create the same partial path.
-		_ = os.Remove(a.cache.partialPath(req.hex))
+		_ = os.Remove(f.blob.Path()) // the path is this flight's own
 	}
-	a.mu.Lock()
-	delete(a.flights, req.hex)
-	a.mu.Unlock()
 	f.mu.Lock()
 	f.err = err
+	f.cur = nil
 	f.mu.Unlock()
 	close(f.done)
 	if err != nil {
@@ -119,7 +251,7 @@ func (a *Agent) runFlight(f *flight, req fetchReq) {
 		log.WithFields(logrus.Fields{"size": f.blob.Size(), "source": f.source, "fromPeers": f.fromPeers,
 			"fromRegistry": f.fromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
 	}
-	f.release()
+	f.leave(nil)
 }
 
 // dl is the state of one download attempt.
@@ -153,7 +285,13 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var err error
 	reason := "p2p_disabled"
 	if a.tc != nil {
-		mi, plain, d.dataURL, err = a.askTorrent(ctx, d.req)
+		for {
+			c := d.f.credential()
+			mi, plain, d.dataURL, err = a.askTorrent(ctx, d.req.base, c, d.req.hex)
+			if !isRefusal(err) || !a.switchCred(d.f, c, true) {
+				break
+			}
+		}
 		var ue *upstreamError
 		switch {
 		case errors.As(err, &ue):
@@ -165,6 +303,9 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 			reason, err = d.viaTorrent(ctx, mi)
 			if err != nil {
 				return err
+			}
+			if reason == "bad_torrent" {
+				mi = nil // neither kept nor seeded
 			}
 		default:
 			reason = "no_torrent"
@@ -194,23 +335,27 @@ func isTorrentType(ct string) bool {
 	return mt == "application/x-bittorrent"
 }
 
-// Limits on torrent metadata from the upstream: checked before anything is
-// allocated or reserved for it.
+// Limits on torrent metadata from the upstream, checked before anything is
+// allocated or reserved for it: the registry's allowed piece lengths
+// (README, "Piece length").
 const (
 	minPieceLength = 16 << 10
 	maxPieceLength = 64 << 20
 )
 
-// checkInfo makes sure the torrent describes this blob in a shape the agent
+// checkInfo makes sure the torrent describes this blob, of the size the
+// upstream gave before (size; -1 if it gave none), in a shape the agent
 // can hold.
-func (a *Agent) checkInfo(info *metainfo.Info, hexd string) error {
+func checkInfo(info *metainfo.Info, hexd string, size, maxBytes int64) error {
 	switch {
 	case info.Name != hexd:
 		return fmt.Errorf("torrent names %q, not this blob", info.Name)
 	case len(info.Files) > 0:
 		return errors.New("torrent has several files")
-	case info.Length <= 0 || info.Length > a.cfg.Cache.MaxBytes:
+	case info.Length <= 0 || info.Length > maxBytes:
 		return fmt.Errorf("torrent length %d outside (0, cache.maxBytes]", info.Length)
+	case size >= 0 && info.Length != size:
+		return fmt.Errorf("torrent length %d, but the upstream says the blob has %d bytes", info.Length, size)
 	case info.PieceLength < minPieceLength || info.PieceLength > maxPieceLength || info.PieceLength&(info.PieceLength-1) != 0:
 		return fmt.Errorf("torrent piece length %d is not a power of two in [16 KiB, 64 MiB]", info.PieceLength)
 	case int64(len(info.Pieces)) != 20*((info.Length+info.PieceLength-1)/info.PieceLength):
@@ -226,7 +371,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	log := a.log.WithField("digest", "sha256:"+d.req.hex)
 	info, err := mi.UnmarshalInfo()
 	if err == nil {
-		err = a.checkInfo(&info, d.req.hex)
+		err = checkInfo(&info, d.req.hex, d.f.size, a.cfg.Cache.MaxBytes)
 	}
 	if err != nil {
 		log.WithError(err).Warn("torrent metadata does not describe this blob; using HTTP")
@@ -244,6 +389,11 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
 	if err != nil {
 		return "bad_torrent", nil
+	}
+	if _, busy := a.swarms.Load(spec.InfoHash); busy {
+		// The same torrent downloading for another upstream's flight: one
+		// swarm per torrent, so this one takes HTTP.
+		return "torrent_busy", nil
 	}
 	// Web seeds (url-list) would load the registry from every node at
 	// once; the engine fetches the registry's share itself.
@@ -286,14 +436,14 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 // answers 307 to signed torrent metadata; a plain registry answers with the
 // blob (200) or a storage redirect, which is returned as plain to be
 // streamed over HTTP.
-func (a *Agent) askTorrent(ctx context.Context, req fetchReq) (*metainfo.MetaInfo, *http.Response, string, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(req.base, req.repo, req.hex), nil)
+func (a *Agent) askTorrent(ctx context.Context, base string, c cred, hexd string) (*metainfo.MetaInfo, *http.Response, string, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(base, c.repo, hexd), nil)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	r.Header.Set("Accept", "application/x-bittorrent")
-	if req.auth != "" {
-		r.Header.Set("Authorization", req.auth)
+	if c.auth != "" {
+		r.Header.Set("Authorization", c.auth)
 	}
 	resp, err := a.noRedirect.Do(r)
 	if err != nil {
@@ -394,13 +544,15 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 		resp := plain
 		plain = nil
 		off := d.blob.Prefix()
+		var c cred
 		if resp == nil {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(d.req.base, d.req.repo, d.req.hex), nil)
+			c = d.f.credential()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(d.req.base, c.repo, d.req.hex), nil)
 			if err != nil {
 				return err
 			}
-			if d.req.auth != "" {
-				req.Header.Set("Authorization", d.req.auth)
+			if c.auth != "" {
+				req.Header.Set("Authorization", c.auth)
 			}
 			if off > 0 {
 				req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
@@ -426,8 +578,8 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			}
 			skip = off // a full answer to a Range request: drop what we have
 		case http.StatusPartialContent:
-			var start, end, total int64
-			if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &start, &end, &total); err != nil || start != off {
+			start, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+			if err != nil || start != off {
 				resp.Body.Close()
 				return fmt.Errorf("fetch blob over HTTP: bad Content-Range %q for offset %d", resp.Header.Get("Content-Range"), off)
 			}
@@ -439,6 +591,12 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			ue := &upstreamError{status: resp.StatusCode, header: resp.Header, body: body}
+			if isRefusal(ue) && c != (cred{}) && a.switchCred(d.f, c, true) {
+				// These credentials expired or never worked: another
+				// requester's, without spending an attempt.
+				i--
+				continue
+			}
 			if off == 0 && resp.StatusCode < 500 {
 				return ue
 			}
@@ -468,6 +626,37 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 		return fmt.Errorf("fetch blob sha256:%s over HTTP: %w", d.req.hex, lastErr)
 	}
 	return nil
+}
+
+// parseContentRange reads a 206's "bytes first-last/total" (RFC 9110).
+func parseContentRange(h string) (first, last, total int64, err error) {
+	bad := fmt.Errorf("invalid Content-Range %q", h)
+	spec, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, tot, ok := strings.Cut(spec, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	f, l, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	nums := [3]int64{}
+	for i, s := range []string{f, l, tot} {
+		if s == "" || s[0] < '0' || s[0] > '9' {
+			return 0, 0, 0, bad
+		}
+		if nums[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return 0, 0, 0, bad
+		}
+	}
+	first, last, total = nums[0], nums[1], nums[2]
+	if first > last || last >= total {
+		return 0, 0, 0, bad
+	}
+	return first, last, total, nil
 }
 
 // setSize records the size a plain HTTP answer gives, bounded by the cache.
@@ -503,6 +692,12 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 		if _, err := io.CopyN(io.Discard, body, skip); err != nil {
 			return err
 		}
+	}
+	if size := d.blob.Size(); size >= 0 {
+		// Not a byte past the size the upstream gave, whatever the body
+		// (no Content-Length, or a longer one) goes on to send: the digest
+		// judges what the size holds.
+		body = io.LimitReader(body, size-off)
 	}
 	buf := make([]byte, 1<<20)
 	lastLog := time.Now()
@@ -561,16 +756,23 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	if peers > 0 || d.torrent != nil {
 		src = "p2p"
 	}
-	h, err := a.cache.Commit(d.req.hex, size, d.reserved)
+	// Counted before the commit's syncs: clients already have the bytes.
+	a.metrics.bytes.WithLabelValues("peers").Add(float64(peers))
+	a.metrics.bytes.WithLabelValues("registry").Add(float64(reg))
+	h, err := a.cache.Commit(d.blob.Path(), d.req.hex, size, d.reserved)
 	d.committed = true
+	if err != nil && h != nil {
+		// In the cache, verified, but maybe not on disk: a restart
+		// hashes it again before anyone gets it.
+		a.log.WithError(err).Warn("cached blob not synced to disk")
+		err = nil
+	}
 	if err != nil {
 		if d.torrent != nil {
 			d.torrent.Drop()
 		}
 		return err
 	}
-	a.metrics.bytes.WithLabelValues("peers").Add(float64(peers))
-	a.metrics.bytes.WithLabelValues("registry").Add(float64(reg))
 	f.mu.Lock()
 	f.handle, f.source, f.fromPeers, f.fromRegistry = h, src, peers, reg
 	f.mu.Unlock()
@@ -597,20 +799,29 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	return nil
 }
 
+// saveMetainfo replaces path atomically: a crash leaves the old file or
+// the new one, never a torn one (a *.tmp left over is removed at start).
 func saveMetainfo(path string, mi *metainfo.MetaInfo) error {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := mi.Write(f); err != nil {
-		f.Close()
+	err = mi.Write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return syncDir(filepath.Dir(path))
 }
 
 // seedCached adds a torrent that seeds a committed blob file.
@@ -627,24 +838,41 @@ func (a *Agent) seedCached(hexd string, mi *metainfo.MetaInfo) (*torrent.Torrent
 }
 
 // reseed resumes seeding, after a restart, the cached blobs still inside
-// their seed time (counted from when they were cached).
-func (a *Agent) reseed() {
+// their seed time (counted from when they were cached). It runs in the
+// background: each blob is hashed first (a crash or the disk may have left
+// it torn; a bad one is deleted), and only then offered to other nodes.
+func (a *Agent) reseed(ctx context.Context) {
 	n := 0
 	for hexd, mod := range a.cache.Cached() {
+		if ctx.Err() != nil {
+			return
+		}
 		left := a.cfg.P2P.SeedTime - time.Since(mod)
 		if left <= 0 {
 			continue
 		}
-		f, err := os.Open(a.cache.torrentPath(hexd))
+		mi, err := metainfo.LoadFromFile(a.cache.torrentPath(hexd))
 		if err != nil {
 			continue // fetched over plain HTTP: no torrent to seed
 		}
-		mi, err := metainfo.Load(f)
-		f.Close()
+		h, ok := a.cache.Peek(hexd)
+		if !ok {
+			continue
+		}
+		info, err := mi.UnmarshalInfo()
+		if err == nil {
+			err = checkInfo(&info, hexd, h.Size(), a.cfg.Cache.MaxBytes)
+		}
+		if err == nil {
+			err = h.Verify()
+		}
 		if err != nil {
+			h.Release()
+			a.log.WithError(err).WithField("digest", "sha256:"+hexd).Warn("not seeding cached blob")
 			continue
 		}
 		t, err := a.seedCached(hexd, mi)
+		h.Release()
 		if err != nil {
 			a.log.WithError(err).WithField("digest", "sha256:"+hexd).Warn("cannot re-seed cached blob")
 			continue

@@ -50,6 +50,18 @@ func FuzzDecodeExtension(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if op == opClaim || op == opRelease {
+			// Whatever a node claims, a blob of 4 pieces holds at most 4
+			// claims of it.
+			s := &swarmDownload{info: &metainfo.Info{Length: 4 << 20, PieceLength: 1 << 20, Pieces: make([]byte, 4*20)},
+				claims: map[claimKey]time.Time{}, wake: make(chan struct{}, 1)}
+			s.receivedClaims(torrent.PeerID{}, op, pieces)
+			if len(s.claims) > 4 {
+				t.Fatalf("%d claims stored for a blob of 4 pieces", len(s.claims))
+			}
+		} else if port <= 0 || port > 65535 {
+			t.Fatalf("data port %d", port)
+		}
 		var again []byte
 		if op == opData || op == opDataAsk {
 			again = encodeDataPort(op, port)

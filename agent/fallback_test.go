@@ -58,6 +58,7 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 				pieceGets.Add(1)
 				http.Error(w, "broken", http.StatusInternalServerError)
 				return
+			case r.Method == http.MethodHead: // the agent's access check
 			case plainGets.Add(1) == 1:
 				// First plain answer: promise everything, deliver 1 MiB, break.
 				w.Header().Set("Content-Length", strconv.Itoa(len(data)))

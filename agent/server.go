@@ -286,7 +286,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
 	if h, ok := a.cache.Lookup(hexd); ok {
 		// Cached, but this client must prove it may read it upstream.
-		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+		if _, err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
 			h.Release()
 			a.writeErr(w, r, err)
 			return
@@ -307,19 +307,14 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		a.proxy(w, r, blobURL(up.URL, repo, hexd))
 		return
 	}
-	f, isNew, err := a.startFlight(fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
+	// The upstream checks this client's credentials before it joins or
+	// starts a download (startFlight).
+	f, leave, err := a.startFlight(ctx, fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
-	defer f.release()
-	if !isNew {
-		// Joining someone else's download: same permission check.
-		if err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
-			a.writeErr(w, r, err)
-			return
-		}
-	}
+	defer leave()
 	size, err := f.blob.WaitSize(ctx)
 	if err != nil {
 		a.writeErr(w, r, err)
@@ -349,7 +344,22 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				if err := f.blob.EnsureChecked(off, n); err != nil {
+				err := f.blob.EnsureChecked(off, n)
+				if errors.Is(err, errUncheckable) {
+					// A plain stream has no piece hashes: these bytes
+					// go out once the whole blob matched its digest.
+					if ferr != nil {
+						log.WithError(ferr).Warn("download failed while streaming; aborting response")
+						panic(http.ErrAbortHandler)
+					}
+					select {
+					case <-ch:
+					case <-ctx.Done():
+						return
+					}
+					continue
+				}
+				if err != nil {
 					log.WithError(err).Warn("range of a blob failed its check; aborting response")
 					panic(http.ErrAbortHandler)
 				}
@@ -418,6 +428,11 @@ func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	var ue *upstreamError
 	if errors.As(err, &ue) {
 		relayUpstreamError(w, r, ue)
+		return
+	}
+	var re *requestError
+	if errors.As(err, &re) {
+		ociError(w, re.status, re.code, re.msg)
 		return
 	}
 	if errors.Is(err, context.Canceled) {

@@ -109,3 +109,12 @@ func (p filePiece) MarkNotComplete() error { return nil }
 func (p filePiece) Completion() storage.Completion {
 	return storage.Completion{Ok: true, Complete: p.t.has(p.p.Index())}
 }
+
+// noDefaultStorage stands in for anacrolix's default storage, which would
+// keep a piece-completion database, readable by all, in the cache
+// directory: every Shoal torrent brings its own storage (fileStorage).
+type noDefaultStorage struct{}
+
+func (noDefaultStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{}, errors.New("shoal torrents bring their own storage")
+}

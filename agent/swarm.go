@@ -378,7 +378,14 @@ func (s *swarmDownload) run(ctx context.Context) (reason string, err error) {
 					// holders for a moment (BitTorrent's choking, by answer).
 					peerBackoff[r.f.Peer] = time.Now().Add(peerBusyBackoff)
 				}
-				if r.badPeer {
+				if errors.Is(r.err, errPeerIdle) {
+					// Advertising pieces and not sending them (or a byte at
+					// a time) must not hold the blob: its pieces go to
+					// other nodes or the registry.
+					banned[r.f.Peer] = true
+					a.metrics.fallbacks.WithLabelValues("idle_peer").Inc()
+					s.log.WithError(r.err).Warn("a node did not deliver the pieces it has; not asking it again for this blob")
+				} else if r.badPeer {
 					banned[r.f.Peer] = true
 					a.metrics.fallbacks.WithLabelValues("bad_peer_data").Inc()
 					s.log.WithError(r.err).Warn("a node sent pieces that failed their check; not asking it again for this blob")
@@ -467,9 +474,20 @@ func (s *swarmDownload) fetchOrigin(ctx context.Context, f sched.Fetch) error {
 		s.dataURL.CompareAndSwap(u, nil)
 		s.log.WithField("status", se.status).Debug("registry's piece endpoint refused; using the blob route")
 	}
-	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, s.d.req.repo, s.d.req.hex), s.d.req.auth, false)
+	c := s.d.f.credential()
+	_, err := s.fetchRun(ctx, f, blobURL(s.d.req.base, c.repo, s.d.req.hex), c.auth, false)
+	var se *statusError
+	if errors.As(err, &se) && (se.status == http.StatusUnauthorized || se.status == http.StatusForbidden) {
+		// Expired or never valid: the next attempt uses another
+		// requester's credentials if one has some.
+		s.a.switchCred(s.d.f, c, false)
+	}
 	return err
 }
+
+// errPeerIdle marks a request to a node that delivered no whole piece for
+// idleReadTimeout.
+var errPeerIdle = errors.New("node delivered no piece in time")
 
 // statusError is an unexpected HTTP answer to a Range request.
 type statusError struct {
@@ -487,8 +505,16 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, aut
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Ends the request when nothing arrives for a while; reset per piece.
-	watchdog := time.AfterFunc(idleReadTimeout, cancel)
+	var idle atomic.Bool
+	watchdog := time.AfterFunc(idleReadTimeout, func() { idle.Store(true); cancel() })
 	defer watchdog.Stop()
+	defer func() {
+		if err != nil && idle.Load() && fromPeer {
+			// Bytes trickling in keep the stall watch content; a node that
+			// cannot finish a piece in idleReadTimeout is not asked again.
+			err = fmt.Errorf("%w: %w", errPeerIdle, err)
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return false, err

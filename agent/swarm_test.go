@@ -263,6 +263,18 @@ func TestSwarmTwoAgents(t *testing.T) {
 	cfg1b := a1.cfg
 	cfg1b.Mirror.Addr, cfg1b.Control.Addr = testenv.FreeAddr(t), testenv.FreeAddr(t)
 	a1b := startAgent(t, cfg1b)
+	// It seeds again once it hashed the blob (in the background).
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		a1b.mu.Lock()
+		_, seeding := a1b.seeds[d.Hex]
+		a1b.mu.Unlock()
+		if seeding {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("restarted agent 1 does not seed the cached blob again")
+		}
+	}
 	a3 := startAgent(t, swarmConfig(t, proxy.addr))
 	if st, sum, _ := getBlob(t, a3.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
 		t.Fatalf("agent 3: %d %s", st, sum)

@@ -446,6 +446,10 @@ func fetchFailure(se *nodeapi.StatusError) string {
 		return "blob size differs from the manifest's"
 	case nodeapi.CodeFetchFailed:
 		return fmt.Sprintf("agent could not download the blob (%d)", se.Status)
+	case nodeapi.CodeNotConfigured:
+		return "the job's registry is not one of the agent's upstreams"
+	case nodeapi.CodeTooLarge:
+		return "blob larger than the agent's cache"
 	}
 	switch {
 	case se.Status == 401 || se.Status == 403:

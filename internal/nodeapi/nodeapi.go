@@ -76,12 +76,14 @@ type FetchResponse struct {
 // Error codes an agent answers a failed fetch with. Preheat shows a fixed
 // message per code, never the agent's or the registry's text.
 const (
-	CodeInvalid        = "INVALID"         // the request was malformed
-	CodeUpstreamDenied = "UPSTREAM_DENIED" // the registry refused the credentials (401/403)
-	CodeBlobUnknown    = "BLOB_UNKNOWN"    // the registry has no such blob (404)
-	CodeUpstream       = "UPSTREAM_ERROR"  // the registry answered another error
-	CodeSizeMismatch   = "SIZE_MISMATCH"   // the blob's size differs from the manifest's
-	CodeFetchFailed    = "FETCH_FAILED"    // the download failed (network, digest, disk)
+	CodeInvalid        = "INVALID"                 // the request was malformed
+	CodeUpstreamDenied = "UPSTREAM_DENIED"         // the registry refused the credentials (401/403)
+	CodeBlobUnknown    = "BLOB_UNKNOWN"            // the registry has no such blob (404)
+	CodeUpstream       = "UPSTREAM_ERROR"          // the registry answered another error
+	CodeSizeMismatch   = "SIZE_MISMATCH"           // the blob's size differs from the manifest's
+	CodeFetchFailed    = "FETCH_FAILED"            // the download failed (network, digest, disk)
+	CodeNotConfigured  = "REGISTRY_NOT_CONFIGURED" // the registry is not one of the agent's upstreams
+	CodeTooLarge       = "BLOB_TOO_LARGE"          // the blob does not fit the agent's cache
 )
 
 // ErrorBody is the one JSON error shape of both sides.

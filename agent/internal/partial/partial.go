@@ -27,6 +27,10 @@ import (
 // digest.
 var ErrDigest = errors.New("blob digest mismatch")
 
+// ErrUncheckable is EnsureChecked's answer for a blob without piece hashes
+// (a plain stream): only the whole blob's digest can vouch for its bytes.
+var ErrUncheckable = errors.New("partial blob: no piece hashes to check a range against")
+
 // Blob is one blob in the making. Create it with Create, describe its
 // layout with SetLayout (pieces) or SetSize (a plain stream), write pieces
 // or append bytes, and Wait for the verdict.
@@ -72,7 +76,7 @@ const maxLent = 16
 // sha256 hex digest is want, and starts its hasher, which lives until ctx
 // ends or Close.
 func Create(ctx context.Context, path, want string) (*Blob, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create partial blob: %w", err)
 	}
@@ -229,9 +233,13 @@ func (b *Blob) SetVerifier(verify func(i int, data []byte) bool) {
 // fails its check fails the blob.
 func (b *Blob) EnsureChecked(off, n int64) error {
 	b.mu.Lock()
-	if b.sealed || b.pieceLen == 0 || n <= 0 {
+	if b.sealed || n <= 0 {
 		b.mu.Unlock()
 		return nil
+	}
+	if b.pieceLen == 0 || b.verify == nil {
+		b.mu.Unlock()
+		return ErrUncheckable
 	}
 	first, last := int(off/b.pieceLen), int((off+n-1)/b.pieceLen)
 	var todo []int

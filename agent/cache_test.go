@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anacrolix/torrent/bencode"
+	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/shoalproject/shoal/internal/testenv"
+)
+
+// crashEnv carries the config of TestCrashingAgentProcess's agent and the
+// commit step at which it kills itself.
+const crashEnv = "SHOAL_TEST_CRASH_AGENT"
+
+type crashSpec struct {
+	Cfg  Config
+	Step string
+}
+
+// TestCrashingAgentProcess is not a test of its own: TestCommitKilled runs
+// the test binary as an agent process (this function) that SIGKILLs itself
+// at one step of a blob's commit.
+func TestCrashingAgentProcess(t *testing.T) {
+	raw := os.Getenv(crashEnv)
+	if raw == "" {
+		t.Skip("helper process of TestCommitKilled")
+	}
+	var spec crashSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(spec.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cache.onStep = func(s string) {
+		if s == spec.Step {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	a.Serve(context.Background())
+}
+
+// kill -9 at every step of a commit leaves the old state (no blob) or the
+// whole blob, which the restarted agent hashes before it serves it; nothing
+// half-written is ever served.
+func TestCommitKilled(t *testing.T) {
+	up := startScripted(t)
+	for _, step := range []string{"begin", "renamed", "synced", "dirsynced"} {
+		t.Run(step, func(t *testing.T) {
+			data := randomBytes(3<<20 + 7)
+			d := up.add(data)
+			cfg := testConfig(t, up.host)
+			cfg.P2P.Enabled = false
+			raw, _ := json.Marshal(crashSpec{Cfg: cfg, Step: step})
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashingAgentProcess$")
+			cmd.Env = append(os.Environ(), crashEnv+"="+string(raw))
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			testenv.WaitHTTPOK(t, "http://"+cfg.Mirror.Addr+"/healthz", 30*time.Second)
+			tryGet(cfg.Mirror.Addr, "lib/x", d, nil) // the process dies under it
+			select {
+			case err := <-exited:
+				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+					t.Fatalf("agent process ended with %v, not killed at %q", err, step)
+				}
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("agent never reached commit step %q", step)
+			}
+
+			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, cached := c.Lookup(d.Hex)
+			switch {
+			case step == "begin" && cached:
+				t.Fatal("a blob is cached although the agent died before its commit")
+			case step != "begin" && !cached:
+				t.Fatal("the blob renamed into the cache is gone after the crash")
+			case cached:
+				if h.e.verified {
+					t.Error("a blob found after a restart counts as verified before it was hashed")
+				}
+				if err := h.Verify(); err != nil {
+					t.Errorf("blob after the crash: %v", err)
+				}
+				h.Release()
+			}
+			if left, _ := os.ReadDir(filepath.Join(cfg.Cache.Dir, "partial")); len(left) != 0 {
+				t.Errorf("partial files survived the restart: %v", left)
+			}
+			// And the restarted agent serves the exact blob.
+			cfg.Mirror.Addr, cfg.Control.Addr = testenv.FreeAddr(t), testenv.FreeAddr(t)
+			ag := startAgent(t, cfg)
+			if st, sum, _ := getBlob(t, ag.mirror, "lib/x", d, nil); st != 200 || sum != d.String() {
+				t.Errorf("after the crash: %d %s", st, sum)
+			}
+		})
+	}
+}
+
+// A restarted agent hashes a cached blob before it seeds it again: a blob
+// damaged on disk (a torn write the crash left, a bad sector) is deleted,
+// not offered to other nodes; an intact one is seeded.
+func TestReseedVerifiesFirst(t *testing.T) {
+	cfg := testConfig(t, "127.0.0.1:1")
+	dir := cfg.Cache.Dir
+	if _, err := OpenCache(dir, cfg.Cache.MaxBytes); err != nil {
+		t.Fatal(err)
+	}
+	put := func(data []byte, damage bool) string {
+		d := (&scriptedUpstream{blobs: map[string][]byte{}}).add(data)
+		info := metainfo.Info{Name: d.Hex, Length: int64(len(data)), PieceLength: 256 << 10}
+		if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }); err != nil {
+			t.Fatal(err)
+		}
+		mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce"}
+		if err := saveMetainfo(filepath.Join(dir, "torrents", d.Hex), &mi); err != nil {
+			t.Fatal(err)
+		}
+		if damage {
+			data = append([]byte{}, data...)
+			data[len(data)/2] ^= 1
+		}
+		if err := os.WriteFile(filepath.Join(dir, "blobs", d.Hex), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return d.Hex
+	}
+	good := put(randomBytes(1<<20), false)
+	bad := put(randomBytes(1<<20), true)
+	ag := startAgent(t, cfg)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ag.mu.Lock()
+		_, seeded := ag.seeds[good]
+		_, badSeeded := ag.seeds[bad]
+		ag.mu.Unlock()
+		if badSeeded {
+			t.Fatal("a blob that fails its digest is seeded after the restart")
+		}
+		if seeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the intact blob was not seeded again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := ag.cache.Lookup(bad); ok {
+		t.Error("the damaged blob is still in the cache")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "blobs", bad)); !os.IsNotExist(err) {
+		t.Errorf("the damaged blob file is still there: %v", err)
+	}
+	if resp, err := http.Get("http://" + ag.mirror + "/healthz"); err == nil {
+		resp.Body.Close()
+	}
+}
+
+// The cache is the agent's alone: directories 0700, files 0600, also for a
+// cache an older version left world-readable.
+func TestCacheModes(t *testing.T) {
+	up := startScripted(t)
+	d := up.add(randomBytes(1 << 20))
+	cfg := testConfig(t, up.host)
+	for _, sub := range []string{"blobs", "torrents"} {
+		os.MkdirAll(filepath.Join(cfg.Cache.Dir, sub), 0o755)
+	}
+	old := up.add(randomBytes(1000))
+	os.WriteFile(filepath.Join(cfg.Cache.Dir, "blobs", old.Hex), up.blobs[old.Hex], 0o644)
+	os.Chmod(cfg.Cache.Dir, 0o755)
+	ag := startAgent(t, cfg)
+	if st, sum, _ := getBlob(t, ag.mirror, "lib/x", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("pull: %d %s", st, sum)
+	}
+	filepath.Walk(cfg.Cache.Dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if fi.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), want)
+		}
+		return nil
+	})
+}
