@@ -26,9 +26,9 @@ import (
 // from either, while a member still does (the control that shows the
 // attack setup works).
 func TestPeerWireClosedToStrangers(t *testing.T) {
-	trackerURL, _ := startShoalTracker(t, "tracker-secret")
+	trackerURL, _ := startShoalTracker(t, testTrackerSecret)
 	// No seeder: the node is the blob's only holder on the wire.
-	reg := startShoalRegistrySecret(t, trackerURL, "tracker-secret", 0, true)
+	reg := startShoalRegistrySecret(t, trackerURL, testTrackerSecret, 0, true)
 	img := pushRandom(t, reg, "lib/closed", 2<<20, 1)
 	d := layerDigests(t, img)[0]
 	a := startAgent(t, swarmConfig(t, reg))

@@ -13,6 +13,9 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
+
+	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/peerwire"
 )
 
 // liarStorage claims every piece and holds none.
@@ -79,7 +82,9 @@ func TestLyingPeerCannotHoldBlob(t *testing.T) {
 			lc.DisableUTP, lc.NoDHT, lc.NoDefaultPortForwarding, lc.DisableWebtorrent, lc.DisableWebseeds = true, true, true, true, true
 			lc.DisableIPv6 = true
 			lc.Seed = true
-			lc.SetListenAddr("127.0.0.1:0")
+			// A member of the cluster (the peer wire serves nobody else):
+			// a node gone bad, not a stranger.
+			peerwire.Configure(lc)
 			lc.DefaultStorage = liarStorage{}
 			lc.DataDir = t.TempDir()
 			if withPort {
@@ -94,7 +99,22 @@ func TestLyingPeerCannotHoldBlob(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer liar.Close()
+			auth, err := cluster.NewAuthority(testClusterSecret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := auth.Issue("liar", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wire, err := peerwire.Attach(liar, "tcp4", "127.0.0.1:0", auth, id)
+			if err != nil {
+				liar.Close()
+				t.Fatal(err)
+			}
+			// The client before its listener: anacrolix's accept loop
+			// spins on a closed listener.
+			defer func() { liar.Close(); wire.Close() }()
 			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: announce}
 			lt, err := liar.AddTorrent(&mi)
 			if err != nil {

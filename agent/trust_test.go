@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/shoalproject/shoal/internal/cluster"
 	"io"
 	"net"
 	"net/http"
@@ -137,10 +138,25 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// memberHTTP is an HTTP client holding a certificate of the test cluster,
+// as preheat does: the control API serves members only.
+func memberHTTP(t *testing.T) *http.Client {
+	t.Helper()
+	auth, err := cluster.NewAuthority(testClusterSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, err := auth.Issue("preheat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: auth.ClientTLS(me, nil)}}
+}
+
 func postFetch(t *testing.T, control string, body any) (int, map[string]any) {
 	t.Helper()
 	b, _ := json.Marshal(body)
-	resp, err := http.Post("http://"+control+"/_shoal/v1/fetch", "application/json", bytes.NewReader(b))
+	resp, err := memberHTTP(t).Post("https://"+control+"/_shoal/v1/fetch", "application/json", bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
