@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -514,6 +515,17 @@ func checkAgentPod(t *testing.T, w workload, cfg agent.Config) {
 	t.Helper()
 	if !w.spec.HostNetwork || w.spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
 		t.Errorf("%s: agent needs hostNetwork with ClusterFirstWithHostNet", w.name)
+	}
+	// The control port admits cluster members only, and the kubelet is
+	// none: probes must reach the mirror's /healthz on the node's loopback.
+	for _, pr := range []*corev1.Probe{w.spec.Containers[0].ReadinessProbe, w.spec.Containers[0].LivenessProbe} {
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s: agent probe %+v is not an HTTP GET", w.name, pr)
+			continue
+		}
+		if got := net.JoinHostPort(pr.HTTPGet.Host, pr.HTTPGet.Port.String()); got != cfg.Mirror.Addr || pr.HTTPGet.Path != "/healthz" {
+			t.Errorf("%s: agent probe GET %s%s, want the mirror's %s/healthz", w.name, got, pr.HTTPGet.Path, cfg.Mirror.Addr)
+		}
 	}
 	var init *corev1.Container
 	for i := range w.spec.InitContainers {
