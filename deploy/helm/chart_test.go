@@ -32,6 +32,7 @@ import (
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/cfgrender"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/preheat"
 	"github.com/shoalproject/shoal/registry"
 	"github.com/shoalproject/shoal/tracker"
@@ -491,6 +492,27 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if len(o.Tracker.Secrets) == 0 || o.Tracker.Secrets[0] == "" {
 			t.Errorf("%s: no tracker secret", w.name)
 		}
+		// URLs are signed with a secret of their own (rotatable), not the
+		// http.secret fallback.
+		if len(o.Secrets) == 0 {
+			t.Errorf("%s: p2p secrets not set", w.name)
+		}
+		for i, sv := range o.Secrets {
+			if sv == "" || sv == cfg.HTTP.Secret {
+				t.Errorf("%s: p2p secrets[%d] empty or the http.secret", w.name, i)
+			}
+		}
+		// The registry resolves these at start, with the rules every Shoal
+		// secret follows (length, no placeholders).
+		if _, err := secret.ResolveAll("p2p secrets", o.Secrets); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+		if _, err := secret.ResolveAll("p2p tracker.secrets", o.Tracker.Secrets); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+		if want := map[bool]int{true: 2, false: 1}[env["SHOAL_REGISTRY_URL_SECRET_PREVIOUS"] != ""]; len(o.Secrets) != want {
+			t.Errorf("%s: %d p2p secrets, want %d", w.name, len(o.Secrets), want)
+		}
 		if cfg.HTTP.Secret == "" {
 			t.Errorf("%s: no http.secret", w.name)
 		}
@@ -627,6 +649,7 @@ func TestTemplateRejects(t *testing.T) {
 		{[]string{"registry.enabled=false"}, "agent.registries must name at least one registry"},
 		{[]string{"secrets.rotating=true"}, "secrets.trackerSecretPrevious is required"},
 		{[]string{"cluster.rotating=true"}, "cluster.previousSecret is required"},
+		{[]string{"secrets.rotatingURLSecret=true"}, "secrets.registryURLSecretPrevious is required"},
 		{[]string{"cluster.secret=too-short-for-a-join-secret"}, "cluster.secret must be at least 32 bytes"},
 		{[]string{"secrets.trackerSecret=short"}, "secrets.trackerSecret must be at least 32 bytes"},
 	} {
