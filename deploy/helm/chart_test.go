@@ -650,6 +650,7 @@ func TestTemplateRejects(t *testing.T) {
 		{[]string{"secrets.rotating=true"}, "secrets.trackerSecretPrevious is required"},
 		{[]string{"cluster.rotating=true"}, "cluster.previousSecret is required"},
 		{[]string{"secrets.rotatingURLSecret=true"}, "secrets.registryURLSecretPrevious is required"},
+		{[]string{"registry.enabled=false", "agent.registries[0].host=_default"}, "preheat needs a registry"},
 		{[]string{"cluster.secret=too-short-for-a-join-secret"}, "cluster.secret must be at least 32 bytes"},
 		{[]string{"secrets.trackerSecret=short"}, "secrets.trackerSecret must be at least 32 bytes"},
 	} {
