@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/shoalproject/shoal/agent"
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/cfgrender"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/preheat"
 	"github.com/shoalproject/shoal/registry"
 	"github.com/shoalproject/shoal/tracker"
@@ -208,11 +210,15 @@ func TestTemplate(t *testing.T) {
 				}
 			}
 			loaded := map[string]bool{}
+			var comps []loadedPod
 			for _, w := range pods {
-				if c := checkPod(t, w, byKind); c != "" {
-					loaded[c] = true
+				if p := checkPod(t, w, byKind); p.component != "" {
+					loaded[p.component] = true
+					comps = append(comps, p)
 				}
 			}
+			checkMembership(t, comps)
+			checkPreheatRegistries(t, comps)
 			// Every config the chart renders is loaded by a pod, and the other
 			// way round.
 			for n, o := range byKind["ConfigMap"] {
@@ -246,12 +252,98 @@ func checkSelector(t *testing.T, name string, sel *metav1.LabelSelector, labels 
 	}
 }
 
+// loadedPod is what checkPod found in one Shoal pod: its component, its
+// config as the component loaded it, and where its join secret came from.
+type loadedPod struct {
+	name, component string
+	agent           *agent.Config
+	preheat         *preheat.Config
+	// joinRef is the Secret key of SHOAL_CLUSTER_SECRET (and of the
+	// previous one while rotating); joinEnv the values the pod's renderer
+	// got for them; join the secrets the loaded config holds.
+	joinRef, joinPrevRef *corev1.SecretKeySelector
+	joinEnv, join        []string
+}
+
+// checkMembership: agents, preheat and the registry's seeder must hold the
+// same join secret, or they refuse each other at the TLS handshake. Each
+// must read it from the same Secret key, and the config each loaded must
+// hold exactly the value that key gives (current first, then the previous
+// one while rotating).
+func checkMembership(t *testing.T, pods []loadedPod) {
+	t.Helper()
+	var first *loadedPod
+	members := 0
+	for i := range pods {
+		p := &pods[i]
+		if p.component == "tracker" {
+			if p.joinRef != nil {
+				t.Errorf("%s: the tracker needs no join secret", p.name)
+			}
+			continue
+		}
+		members++
+		if p.joinRef == nil {
+			t.Errorf("%s: no SHOAL_CLUSTER_SECRET (the join secret) for %s", p.name, p.component)
+			continue
+		}
+		if fmt.Sprint(p.join) != fmt.Sprint(p.joinEnv) {
+			t.Errorf("%s: %s loaded join secrets that are not the Secret's (%d loaded, %d from the Secret)", p.name, p.component, len(p.join), len(p.joinEnv))
+		}
+		if first == nil {
+			first = p
+			continue
+		}
+		if *p.joinRef != *first.joinRef || fmt.Sprint(p.joinPrevRef) != fmt.Sprint(first.joinPrevRef) {
+			t.Errorf("join secret: %s reads %v (previous %v), %s reads %v (previous %v)", p.name, p.joinRef, p.joinPrevRef, first.name, first.joinRef, first.joinPrevRef)
+		}
+		if fmt.Sprint(p.join) != fmt.Sprint(first.join) {
+			t.Errorf("join secret: %s and %s loaded different secrets", p.name, first.name)
+		}
+	}
+	if members == 0 {
+		return
+	}
+	if first == nil || first.join[0] == "" {
+		t.Errorf("no member holds a join secret")
+	}
+}
+
+// checkPreheatRegistries: every registry an agent fetches from is one
+// preheat may send jobs to (preheat refuses the others before connecting).
+func checkPreheatRegistries(t *testing.T, pods []loadedPod) {
+	t.Helper()
+	var ph *preheat.Config
+	for _, p := range pods {
+		if p.preheat != nil {
+			ph = p.preheat
+		}
+	}
+	if ph == nil {
+		return
+	}
+	allowed := map[string]bool{strings.TrimSuffix(ph.Registry, "/"): true}
+	for _, r := range ph.Registries {
+		allowed[strings.TrimSuffix(r, "/")] = true
+	}
+	for _, p := range pods {
+		if p.agent == nil {
+			continue
+		}
+		for _, u := range p.agent.Upstreams {
+			if !allowed[u.URL] {
+				t.Errorf("%s: agent upstream %s is not among preheat's registries %v", p.name, u.URL, allowed)
+			}
+		}
+	}
+}
+
 // checkPod follows a Shoal pod's config init container: the template from
 // its ConfigMap, its environment (Secret keys must exist in the chart's
 // Secret when the chart makes it; downward API values and external Secrets
 // get stand-ins), renders it as `shoal config-render` does, and loads the
-// result with the component's own loader. It returns the component.
-func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string {
+// result with the component's own loader.
+func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loadedPod {
 	t.Helper()
 	var render *corev1.Container
 	for i := range w.spec.InitContainers {
@@ -260,7 +352,7 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 		}
 	}
 	if render == nil {
-		return "" // not a Shoal component (the bundled Redis)
+		return loadedPod{} // not a Shoal component (the bundled Redis)
 	}
 	if len(w.spec.Containers) != 1 {
 		t.Fatalf("%s: %d containers", w.name, len(w.spec.Containers))
@@ -271,6 +363,7 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 		t.Fatalf("%s: config init args %v", w.name, args)
 	}
 	component := main.Args[0]
+	lp := loadedPod{name: w.name, component: component}
 	if got := main.Args; len(got) != 3 || got[1] != "--config" || got[2] != args[4] {
 		t.Errorf("%s: %v does not read the rendered %s", w.name, got, args[4])
 	}
@@ -309,6 +402,12 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 			env[e.Name] = e.Value
 		case e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
+			switch e.Name {
+			case "SHOAL_CLUSTER_SECRET":
+				lp.joinRef = ref
+			case "SHOAL_CLUSTER_SECRET_PREVIOUS":
+				lp.joinPrevRef = ref
+			}
 			if s, ok := byKind["Secret"][ref.Name].(*corev1.Secret); ok {
 				v, ok := s.Data[ref.Key]
 				if !ok {
@@ -328,8 +427,11 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 			t.Errorf("%s: env %s: unexpected source", w.name, e.Name)
 		}
 	}
-	if _, ok := env["SHOAL_CLUSTER_SECRET"]; !ok && component != "tracker" {
-		t.Errorf("%s: no SHOAL_CLUSTER_SECRET (the join secret) for %s", w.name, component)
+	if lp.joinRef != nil {
+		lp.joinEnv = []string{env["SHOAL_CLUSTER_SECRET"]}
+	}
+	if lp.joinPrevRef != nil {
+		lp.joinEnv = append(lp.joinEnv, env["SHOAL_CLUSTER_SECRET_PREVIOUS"])
 	}
 	out, err := cfgrender.Expand([]byte(tmpl), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
@@ -345,9 +447,16 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if cfg.Control.Token == "" || cfg.Node.ID != "node-1" || !strings.HasPrefix(cfg.Mirror.Addr, "127.0.0.1:") {
+		if cfg.Node.ID != "node-1" || !strings.HasPrefix(cfg.Mirror.Addr, "127.0.0.1:") {
 			t.Errorf("%s: agent config %+v", w.name, cfg)
 		}
+		// Preheat calls the control API at the address the node advertises:
+		// TLS, on the node's IP (the downward API's status.hostIP).
+		if _, port, _ := strings.Cut(strings.TrimPrefix(cfg.Control.Addr, "0.0.0.0"), ":"); cfg.Control.Advertise != "https://10.0.0.7:"+port {
+			t.Errorf("%s: control.advertise %q, want https://<node IP>:%s", w.name, cfg.Control.Advertise, port)
+		}
+		lp.agent = &cfg
+		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
 		checkAgentPod(t, w, cfg)
 	case "tracker":
 		cfg, err := tracker.LoadConfig(path)
@@ -362,9 +471,11 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if cfg.AgentToken == "" || len(cfg.APITokens) != 1 || cfg.APITokens[0] == "" {
-			t.Errorf("%s: preheat tokens missing", w.name)
+		if len(cfg.APITokens) != 1 || cfg.APITokens[0] == "" {
+			t.Errorf("%s: preheat API token missing", w.name)
 		}
+		lp.preheat = &cfg
+		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
 	case "registry":
 		cfg, err := registry.LoadConfig(path)
 		if err != nil {
@@ -381,16 +492,42 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) string
 		if len(o.Tracker.Secrets) == 0 || o.Tracker.Secrets[0] == "" {
 			t.Errorf("%s: no tracker secret", w.name)
 		}
+		// URLs are signed with a secret of their own (rotatable), not the
+		// http.secret fallback.
+		if len(o.Secrets) == 0 {
+			t.Errorf("%s: p2p secrets not set", w.name)
+		}
+		for i, sv := range o.Secrets {
+			if sv == "" || sv == cfg.HTTP.Secret {
+				t.Errorf("%s: p2p secrets[%d] empty or the http.secret", w.name, i)
+			}
+		}
+		// The registry resolves these at start, with the rules every Shoal
+		// secret follows (length, no placeholders).
+		if _, err := secret.ResolveAll("p2p secrets", o.Secrets); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+		if _, err := secret.ResolveAll("p2p tracker.secrets", o.Tracker.Secrets); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+		if want := map[bool]int{true: 2, false: 1}[env["SHOAL_REGISTRY_URL_SECRET_PREVIOUS"] != ""]; len(o.Secrets) != want {
+			t.Errorf("%s: %d p2p secrets, want %d", w.name, len(o.Secrets), want)
+		}
 		if cfg.HTTP.Secret == "" {
 			t.Errorf("%s: no http.secret", w.name)
 		}
 		if cfg.Storage.Type() != "filesystem" && cfg.Storage.Type() != "s3" {
 			t.Errorf("%s: storage %s", w.name, cfg.Storage.Type())
 		}
+		join, err := o.Cluster.Secrets()
+		if err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		lp.join = join
 	default:
 		t.Fatalf("%s: unknown component %q", w.name, component)
 	}
-	return component
+	return lp
 }
 
 // checkAgentPod checks what only the agent has: host network, and the
@@ -400,6 +537,17 @@ func checkAgentPod(t *testing.T, w workload, cfg agent.Config) {
 	t.Helper()
 	if !w.spec.HostNetwork || w.spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
 		t.Errorf("%s: agent needs hostNetwork with ClusterFirstWithHostNet", w.name)
+	}
+	// The control port admits cluster members only, and the kubelet is
+	// none: probes must reach the mirror's /healthz on the node's loopback.
+	for _, pr := range []*corev1.Probe{w.spec.Containers[0].ReadinessProbe, w.spec.Containers[0].LivenessProbe} {
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s: agent probe %+v is not an HTTP GET", w.name, pr)
+			continue
+		}
+		if got := net.JoinHostPort(pr.HTTPGet.Host, pr.HTTPGet.Port.String()); got != cfg.Mirror.Addr || pr.HTTPGet.Path != "/healthz" {
+			t.Errorf("%s: agent probe GET %s%s, want the mirror's %s/healthz", w.name, got, pr.HTTPGet.Path, cfg.Mirror.Addr)
+		}
 	}
 	var init *corev1.Container
 	for i := range w.spec.InitContainers {
@@ -500,6 +648,11 @@ func TestTemplateRejects(t *testing.T) {
 		{[]string{"registry.storage.type=gcs"}, "must be filesystem or s3"},
 		{[]string{"registry.enabled=false"}, "agent.registries must name at least one registry"},
 		{[]string{"secrets.rotating=true"}, "secrets.trackerSecretPrevious is required"},
+		{[]string{"cluster.rotating=true"}, "cluster.previousSecret is required"},
+		{[]string{"secrets.rotatingURLSecret=true"}, "secrets.registryURLSecretPrevious is required"},
+		{[]string{"registry.enabled=false", "agent.registries[0].host=_default"}, "preheat needs a registry"},
+		{[]string{"cluster.secret=too-short-for-a-join-secret"}, "cluster.secret must be at least 32 bytes"},
+		{[]string{"secrets.trackerSecret=short"}, "secrets.trackerSecret must be at least 32 bytes"},
 	} {
 		args := []string{"template", "t", "shoal", "--kube-version", kubeVersion}
 		for _, s := range tc.set {
@@ -525,7 +678,7 @@ func TestSecretsNotInConfigMaps(t *testing.T) {
 	if secret == nil {
 		t.Fatal("no Secret rendered")
 	}
-	if string(secret.Data["tracker-secret"]) != "new-secret" {
+	if string(secret.Data["tracker-secret"]) != "new-tracker-secret-0123456789abcdef" {
 		t.Fatalf("tracker-secret = %q", secret.Data["tracker-secret"])
 	}
 	for _, o := range objs {

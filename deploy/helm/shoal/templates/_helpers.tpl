@@ -94,12 +94,26 @@ http://{{ include "shoal.svcHost" (dict "ctx" . "component" "preheat") }}:{{ .Va
       key: {{ .key }}
 {{- end -}}
 
+{{/* The join secret (and the previous one while rotating), one Secret for
+every component. */}}
 {{- define "shoal.clusterSecretEnv" -}}
 - name: SHOAL_CLUSTER_SECRET
   valueFrom:
     secretKeyRef:
       name: {{ include "shoal.clusterSecretName" . }}
       key: {{ include "shoal.clusterSecretKey" . }}
+{{- if .Values.cluster.rotating }}
+- name: SHOAL_CLUSTER_SECRET_PREVIOUS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shoal.clusterSecretName" . }}
+      key: {{ if .Values.cluster.existingSecret }}{{ .Values.cluster.existingSecretPreviousKey }}{{ else }}cluster-secret-previous{{ end }}
+{{- end }}
+{{- end -}}
+
+{{/* Previous join secrets as a YAML flow list of placeholders. */}}
+{{- define "shoal.clusterPrevious" -}}
+{{- if .Values.cluster.rotating }}["${SHOAL_CLUSTER_SECRET_PREVIOUS}"]{{ else }}[]{{ end -}}
 {{- end -}}
 
 {{/* The config init container: (dict "ctx" $ "component" "tracker" "env" (list of env yaml string)) */}}
