@@ -214,12 +214,13 @@ func startS3Agent(t *testing.T, r *testRegistry) string {
 	t.Helper()
 	mirror, control := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg := fmt.Sprintf(`node: {id: s3-agent}
+cluster: {secret: %q}
 mirror: {addr: %q}
 control: {addr: %q}
 upstreams: [{host: %q, url: %q, default: true}]
 cache: {dir: %q, maxBytes: 1073741824}
 p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 2s}
-`, mirror, control, r.Addr, r.URL(), t.TempDir())
+`, testClusterSecret, mirror, control, r.Addr, r.URL(), t.TempDir())
 	path := filepath.Join(t.TempDir(), "agent.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -60,13 +60,15 @@ func startCluster(t *testing.T) *cluster {
 	dir := t.TempDir()
 	c := &cluster{reg: testenv.FreeAddr(t)}
 	trk := testenv.FreeAddr(t)
-	const trackerSecret = "runtimes-tracker-secret"
+	// Random secrets: Shoal refuses short or guessable ones.
+	trackerSecret := secret.Generate()
+	clusterSecret := secret.Generate() // the join secret of the agents and the seeder
 	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\npeer_ttl: 3m\nstore: memory\nlog_level: warn\n", trk, trackerSecret))
 	tp := testenv.Start(t, "shoal tracker", bin, []string{"tracker", "--config", trkCfg})
 	testenv.WaitHTTP(t, tp, "http://"+trk+"/healthz", 30*time.Second)
 	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
-http: {addr: %[1]q, secret: runtimes-registry-secret}
+http: {addr: %[1]q, secret: %[6]s}
 storage:
   filesystem: {rootdirectory: %[2]q}
   redirect: {disable: false}
@@ -84,10 +86,10 @@ middleware:
         seeder:
           listen: %[5]q
           idletimeout: 30m
-`, c.reg, filepath.Join(dir, "registry-data"), trk, trackerSecret, testenv.FreeAddr(t)))
+        cluster: {secret: %[7]s}
+`, c.reg, filepath.Join(dir, "registry-data"), trk, trackerSecret, testenv.FreeAddr(t), secret.Generate(), clusterSecret))
 	rp := testenv.Start(t, "shoal registry", bin, []string{"registry", "--config", regCfg})
 	testenv.WaitHTTP(t, rp, "http://"+c.reg+"/v2/", 60*time.Second)
-	clusterSecret := secret.Generate() // the agents' join secret
 	for i := 0; i < 2; i++ {
 		mirror := testenv.FreeAddr(t)
 		// docker.io is the default upstream, pointed at the local registry:
