@@ -124,6 +124,11 @@ func TestRestartAndCorruption(t *testing.T) {
 			t.Fatalf("first fetch: %d %s", st, sum)
 		}
 	}
+	// The client has every byte once the digest matched; the commit into
+	// the cache (rename, fsyncs) follows. Stop only after it did.
+	for _, d := range ds {
+		waitCached(t, ag.Agent, d.Hex)
+	}
 	ag.stop()
 	if n := proxy.blobGets.Load(); n != 2 {
 		t.Fatalf("blob GETs after first run = %d, want 2", n)

@@ -204,3 +204,19 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// waitCached waits until the blob is committed to a's cache.
+func waitCached(t *testing.T, a *Agent, hex string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if h, ok := a.cache.Lookup(hex); ok {
+			h.Release()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob %s not in the cache after 30 s", hex)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -27,7 +27,8 @@ section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k
 	shoal=${SHOAL_BIN:-$PWD/bin/shoal}
 	[ -x "$shoal" ] || go build -o "$shoal" ./cmd/shoal
 	go build -o "$work/loadgen" ./tracker/internal/loadgen
-	secret=bench-secret
+	# Random: the tracker refuses short or guessable secrets.
+	secret=$(od -An -N32 -tx1 /dev/urandom | tr -d " \n")
 	rport=$(freeport)
 	redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
 	pids+=($!)
