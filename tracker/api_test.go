@@ -78,6 +78,29 @@ func TestSwarmsAPI(t *testing.T) {
 	}
 }
 
+func TestSwarmsAPIJSONErrors(t *testing.T) {
+	tt := memTracker(t, testConfig())
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodPost, "/api/v1/swarms", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/api/v1/nope", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest(c.method, tt.base+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || err != nil || body["error"] == "" || len(body) != 1 {
+			t.Errorf("%s %s: %d %v %v", c.method, c.path, resp.StatusCode, body, err)
+		}
+	}
+}
+
 func TestSwarmsAPIOffWithoutTokens(t *testing.T) {
 	tt := memTracker(t, testConfig())
 	status, body := getJSON(t, tt.base+"/api/v1/swarms", "anything")

@@ -125,6 +125,15 @@ func NewWithStore(cfg Config, store Store) (*Server, error) {
 	mux.HandleFunc("GET /announce", s.handleAnnounce)
 	mux.HandleFunc("GET /scrape", s.handleScrape)
 	mux.HandleFunc("GET /api/v1/swarms", s.handleSwarms)
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		// The read API answers in JSON even where the mux would not.
+		if r.URL.Path == "/api/v1/swarms" {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSONError(w, http.StatusMethodNotAllowed, "use GET")
+			return
+		}
+		writeJSONError(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
+	})
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.handler = recoverBencoded(s.log, mux)
