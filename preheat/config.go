@@ -80,10 +80,21 @@ type Config struct {
 	// webhooks; forgetting a node (DELETE /api/v1/nodes/{id}) always needs
 	// one. Heartbeats authenticate with the cluster's certificates instead.
 	APITokens []string `yaml:"apiTokens"`
+	// Tracker is the tracker's read API, which the console's Swarms view
+	// shows: URL is the tracker's base URL (e.g. http://tracker:6969) and
+	// Token one of its api_tokens (the token, env:VAR or file:/path).
+	// Empty URL: the view says no tracker is configured.
+	Tracker TrackerConfig `yaml:"tracker"`
 	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
 	Debug struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"debug"`
+}
+
+// TrackerConfig reaches the tracker's read API.
+type TrackerConfig struct {
+	URL   string `yaml:"url"`
+	Token string `yaml:"token"`
 }
 
 type RedisConfig struct {
@@ -177,6 +188,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("preheat config: %w", err)
 	}
 	if _, err := c.registrySet(); err != nil {
+		return fmt.Errorf("preheat config: %w", err)
+	}
+	if _, _, err := c.trackerAPI(); err != nil {
 		return fmt.Errorf("preheat config: %w", err)
 	}
 	if c.HeartbeatMaxSkew <= 0 {
@@ -283,4 +297,25 @@ func (c *Config) registrySet() (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// trackerAPI returns the tracker's base URL and resolved token, or "" when
+// none is configured.
+func (c *Config) trackerAPI() (base, token string, err error) {
+	if c.Tracker.URL == "" {
+		if c.Tracker.Token != "" {
+			return "", "", fmt.Errorf("tracker.token is set but tracker.url is not")
+		}
+		return "", "", nil
+	}
+	u, err := url.Parse(strings.TrimSuffix(c.Tracker.URL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		// The value is not echoed: it may carry credentials.
+		return "", "", fmt.Errorf("tracker.url: want http(s)://host[:port][/path] (the tracker's base URL, no credentials, query or fragment)")
+	}
+	tok, err := secret.Resolve("tracker.token", c.Tracker.Token)
+	if err != nil {
+		return "", "", fmt.Errorf("%w (one of the tracker's api_tokens)", err)
+	}
+	return u.String(), tok, nil
 }

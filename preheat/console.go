@@ -62,6 +62,7 @@ func (s *Service) consoleRoutes(r *mux.Router) {
 	c := s.consoleAuth
 	r.Handle("/console/api/overview", c(s.handleOverview)).Methods(http.MethodGet)
 	r.Handle("/console/api/traffic", c(s.handleTraffic)).Methods(http.MethodGet)
+	r.Handle("/console/api/swarms", c(s.handleSwarms)).Methods(http.MethodGet)
 	r.Handle("/console/api/jobs", c(s.handleConsoleCreate)).Methods(http.MethodPost)
 	r.Handle("/console/api/jobs/{id}", c(s.handleGet)).Methods(http.MethodGet)
 	r.Handle("/console/api/jobs/{id}", c(s.handleCancel)).Methods(http.MethodDelete)

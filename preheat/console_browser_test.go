@@ -21,8 +21,9 @@ import (
 
 // TestConsoleBrowser drives the console in headless Chromium against a
 // real `shoal run`: log in, see the node, preheat a pushed image and watch
-// it reach SUCCESS without reloading, start and cancel a second job, and
-// have a bad image reference rejected in the form. Screenshots go to
+// it reach SUCCESS without reloading, start and cancel a second job, have
+// a bad image reference rejected in the form, and see the swarms the
+// tracker holds. Screenshots go to
 // $SHOAL_CONSOLE_RESULTS (make test: bin/console-results).
 //
 // `shoal run` listens on fixed ports, so the test re-runs itself in a
@@ -253,6 +254,18 @@ func consoleBrowser(t *testing.T, chromium string) {
 		chromedp.Click("#nav-nodes", chromedp.ByID), chromedp.WaitVisible(fmt.Sprintf(`#nodes tr[data-node=%q]`, node), chromedp.ByQuery), shot("nodes.png"))
 	if row := text(fmt.Sprintf(`#nodes tr[data-node=%q]`, node)); !strings.Contains(row, "MiB") {
 		t.Fatalf("node row without its fetched bytes: %q", row)
+	}
+	// The swarms view lists what the tracker holds: the preheated blobs'
+	// swarms, seeded by the agent that fetched them and by the registry.
+	must("swarms", chromedp.Click("#nav-swarms", chromedp.ByID), chromedp.WaitVisible(`#swarms tbody tr[data-infohash]`, chromedp.ByQuery),
+		shot("swarms.png"))
+	var peers []int
+	must("swarm peers", chromedp.Evaluate(`[...document.querySelectorAll("#swarms tbody tr[data-infohash] td:nth-of-type(1)")].map((td) => Number(td.textContent))`, &peers))
+	if len(peers) == 0 || peers[0] < 1 {
+		t.Fatalf("swarm peer counts %v, want a swarm with at least one peer", peers)
+	}
+	if l := text("#swarms-summary"); !strings.Contains(l, "live swarm") {
+		t.Fatalf("swarms summary %q", l)
 	}
 	t.Logf("screenshots in %s", results)
 }

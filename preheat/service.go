@@ -77,6 +77,9 @@ type Service struct {
 	agents    *nodeapi.Client
 	// registries maps each configured registry host to its base URL.
 	registries map[string]string
+	// swarms reads the tracker's swarm listing; nil when no tracker is
+	// configured.
+	swarms *swarmClient
 
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
@@ -151,6 +154,14 @@ func NewWithStore(cfg Config, st Store) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("preheat config: %w", err)
 	}
+	trackerURL, trackerToken, err := cfg.trackerAPI()
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
+	var swarms *swarmClient
+	if trackerURL != "" {
+		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}}
+	}
 	host, _ := os.Hostname()
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
@@ -167,6 +178,7 @@ func NewWithStore(cfg Config, st Store) (*Service, error) {
 		identity:   identity,
 		agents:     nodeapi.NewClient(authority, identity),
 		registries: registries,
+		swarms:     swarms,
 		creds:      map[int64]map[string]string{},
 		running:    map[int64]context.CancelCauseFunc{},
 		sems:       map[string]chan struct{}{},

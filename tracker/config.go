@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -22,6 +23,13 @@ type Config struct {
 	// accepted during a rotation. Each is the secret itself, env:VAR or
 	// file:/path (internal/secret); placeholders and short ones are refused.
 	Secrets []string `yaml:"secrets"`
+	// APITokens guard the read API (GET /api/v1/swarms) as bearer tokens;
+	// each is the token itself, env:VAR or file:/path. Empty: the read API
+	// is off. Never the same values as Secrets: a reader must not be able to
+	// mint announce tokens.
+	APITokens []string `yaml:"api_tokens"`
+	// MaxSwarms caps the swarms one listing returns.
+	MaxSwarms int `yaml:"max_swarms"`
 	// Interval is what clients are told to wait between announces.
 	Interval time.Duration `yaml:"interval"`
 	// PeerTTL is how long a peer stays in a swarm without re-announcing. It
@@ -79,6 +87,7 @@ func DefaultConfig() Config {
 		MaxNumwant:     200,
 		RequestTimeout: 500 * time.Millisecond,
 		MaxScrape:      64,
+		MaxSwarms:      200,
 		Store:          "memory",
 		LogLevel:       "info",
 		Redis: RedisConfig{
@@ -124,12 +133,24 @@ func (c Config) Validate() error {
 		return errors.New("tracker config: request_timeout must be positive")
 	case c.MaxScrape < 1:
 		return errors.New("tracker config: max_scrape must be at least 1")
+	case c.MaxSwarms < 1:
+		return errors.New("tracker config: max_swarms must be at least 1")
 	}
 	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
 		return fmt.Errorf("tracker config: debug.addr: %w", err)
 	}
-	if _, err := c.resolveSecrets(); err != nil {
+	secrets, err := c.resolveSecrets()
+	if err != nil {
 		return err
+	}
+	apiTokens, err := c.resolveAPITokens()
+	if err != nil {
+		return err
+	}
+	for _, t := range apiTokens {
+		if slices.Contains(secrets, t) {
+			return errors.New("tracker config: api_tokens: a token equals one of the secrets; a reader must not hold the key that signs announce tokens")
+		}
 	}
 	switch c.Store {
 	case "memory":
@@ -150,6 +171,16 @@ func (c Config) resolveSecrets() ([]string, error) {
 	out, err := secret.ResolveAll("secrets", c.Secrets)
 	if err != nil {
 		return nil, fmt.Errorf("tracker config: %w (the registry's p2p tracker.secrets must list the same)", err)
+	}
+	return out, nil
+}
+
+// resolveAPITokens reads the read API's bearer tokens, refusing guessable
+// ones as for secrets.
+func (c Config) resolveAPITokens() ([]string, error) {
+	out, err := secret.ResolveAll("api_tokens", c.APITokens)
+	if err != nil {
+		return nil, fmt.Errorf("tracker config: %w", err)
 	}
 	return out, nil
 }

@@ -182,3 +182,35 @@ func (s *MemoryStore) Close() error {
 	})
 	return nil
 }
+
+// Swarms walks the shards: the map of swarms is the index. Each shard is
+// locked only while its swarms are counted, so announces to other shards
+// go on meanwhile.
+func (s *MemoryStore) Swarms(_ context.Context, now time.Time, limit int) ([]SwarmInfo, error) {
+	var all []SwarmInfo
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for ih, sw := range sh.swarms {
+			info := SwarmInfo{InfoHash: ih, Downloaded: sw.downloaded}
+			for _, p := range sw.peers {
+				if !now.Before(p.expires) {
+					continue
+				}
+				switch p.Class {
+				case ClassComplete:
+					info.Complete++
+				case ClassOrigin:
+					info.Origin++
+				default:
+					info.Incomplete++
+				}
+			}
+			if info.Peers() > 0 {
+				all = append(all, info)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return topSwarms(all, limit), nil
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,13 @@ import (
 // gives exact per-peer TTLs with range deletes, and one script per announce
 // keeps replicas consistent without locks.
 //
+// The read API lists swarms from one more key, an index: a sorted set of
+// infohashes scored by when the swarm's keys expire. It is written once
+// per batch with a single ZADD of the batch's infohashes (outside the
+// script, whose keys must share one Cluster slot) and pruned by score at
+// most once a second, so announces pay one extra command per batch, not
+// per announce, and listing never scans the keyspace.
+//
 // Announces are batched: whatever announces queue up while a pipeline is in
 // flight go out together in the next one. Syscalls and round trips, not
 // Redis work, dominate a single announce, so this roughly halves the CPU per
@@ -40,12 +48,17 @@ type RedisStore struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
+	// lastPrune is when the index was last pruned (Unix ms).
+	lastPrune atomic.Int64
 }
 
 type pendingAnnounce struct {
-	keys []string
-	args []any
-	done chan announceReply
+	// ih (hex) and until (the swarm keys' expiry, Unix ms) feed the index.
+	ih         string
+	now, until int64
+	keys       []string
+	args       []any
+	done       chan announceReply
 }
 
 type announceReply struct {
@@ -56,6 +69,9 @@ type announceReply struct {
 const (
 	redisBatchers = 4
 	redisMaxBatch = 64
+	// redisListScan bounds the index entries one listing reads: the most
+	// recently announced swarms, of which the busiest are returned.
+	redisListScan = 1024
 )
 
 // announceScript applies an announce and samples the swarm in one round trip.
@@ -186,8 +202,17 @@ func (s *RedisStore) exec(batch []*pendingAnnounce) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	cmds, _ := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		idx := make([]redis.Z, 0, len(batch))
 		for _, b := range batch {
 			announceScript.EvalSha(ctx, p, b.keys, b.args...)
+			idx = append(idx, redis.Z{Score: float64(b.until), Member: b.ih})
+		}
+		// GT: a replica with a lagging clock never shortens an entry.
+		p.ZAddGT(ctx, s.indexKey(), idx...)
+		// Pruned by the announces' clock (the one scores are set by).
+		if now := batch[0].now; now-s.lastPrune.Load() >= 1000 {
+			s.lastPrune.Store(now)
+			p.ZRemRangeByScore(ctx, s.indexKey(), "-inf", strconv.FormatInt(now, 10))
 		}
 		return nil
 	})
@@ -213,6 +238,8 @@ func (s *RedisStore) keys(ih [20]byte) []string {
 	return []string{tag + "c", tag + "o", tag + "i", tag + "p", tag + "n"}
 }
 
+func (s *RedisStore) indexKey() string { return s.prefix + "t2:swarms" }
+
 func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error) {
 	cls := 0
 	if !in.Stopped {
@@ -227,7 +254,10 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 		ttlMS = 1
 	}
 	p := &pendingAnnounce{
-		keys: s.keys(in.InfoHash),
+		ih:    hex.EncodeToString(in.InfoHash[:]),
+		now:   now.UnixMilli(),
+		until: now.UnixMilli() + ttlMS,
+		keys:  s.keys(in.InfoHash),
 		args: []any{now.UnixMilli(), now.Add(in.TTL).UnixMilli(), keyOf(in.Peer).String(), cls,
 			encodePeer(in.Peer), in.Sample, ttlMS, completed},
 		done: make(chan announceReply, 1),
@@ -312,6 +342,59 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 		out[i].Downloaded, _ = strconv.Atoi(c.n.Val())
 	}
 	return out, nil
+}
+
+// Swarms reads the newest redisListScan index entries and counts their
+// live peers in one pipeline.
+func (s *RedisStore) Swarms(ctx context.Context, now time.Time, limit int) ([]SwarmInfo, error) {
+	min := "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	members, err := s.client.ZRevRangeByScore(ctx, s.indexKey(), &redis.ZRangeBy{Min: min, Max: "+inf", Count: redisListScan}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis swarm index: %v", ErrStoreUnavailable, err)
+	}
+	type cmds struct {
+		ih      [20]byte
+		c, o, i *redis.IntCmd
+		n       *redis.StringCmd
+	}
+	var all []cmds
+	for _, m := range members {
+		var h [20]byte
+		if b, err := hex.DecodeString(m); err != nil || len(b) != 20 {
+			continue // not written by this code; it ages out
+		} else {
+			copy(h[:], b)
+		}
+		all = append(all, cmds{ih: h})
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range all {
+			k := s.keys(all[i].ih)
+			all[i].c = p.ZCount(ctx, k[0], min, "+inf")
+			all[i].o = p.ZCount(ctx, k[1], min, "+inf")
+			all[i].i = p.ZCount(ctx, k[2], min, "+inf")
+			all[i].n = p.Get(ctx, k[4])
+		}
+		return nil
+	})
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis swarm counts: %v", ErrStoreUnavailable, err)
+	}
+	out := make([]SwarmInfo, 0, len(all))
+	for _, c := range all {
+		info := SwarmInfo{InfoHash: c.ih, Complete: int(c.c.Val()), Origin: int(c.o.Val()), Incomplete: int(c.i.Val())}
+		info.Downloaded, _ = strconv.Atoi(c.n.Val())
+		if info.Peers() > 0 {
+			out = append(out, info)
+		}
+	}
+	return topSwarms(out, limit), nil
 }
 
 func (s *RedisStore) Ping(ctx context.Context) error {

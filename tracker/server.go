@@ -36,15 +36,17 @@ const (
 // Server is one tracker instance. It holds no swarm state of its own beyond
 // its store, so replicas on a shared Redis are interchangeable.
 type Server struct {
-	cfg     Config
-	store   Store
-	keys    *token.Keys
-	ann     *trackerServer.AnnounceHandler
-	metrics *metrics
-	reg     *prometheus.Registry
-	log     *logrus.Entry
-	handler http.Handler
-	now     func() time.Time
+	cfg   Config
+	store Store
+	keys  *token.Keys
+	// apiTokens guard the read API; none: it is off.
+	apiTokens []string
+	ann       *trackerServer.AnnounceHandler
+	metrics   *metrics
+	reg       *prometheus.Registry
+	log       *logrus.Entry
+	handler   http.Handler
+	now       func() time.Time
 }
 
 // New builds a Server and its store from cfg.
@@ -100,30 +102,45 @@ func NewWithStore(cfg Config, store Store) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	apiTokens, err := cfg.resolveAPITokens()
+	if err != nil {
+		return nil, err
+	}
 	keys, err := token.NewKeys(secrets...)
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
 	s := &Server{
-		cfg:   cfg,
-		store: store,
-		keys:  keys,
-		reg:   prometheus.NewRegistry(),
-		log:   logrus.WithField("component", "tracker"),
-		now:   time.Now,
+		cfg:       cfg,
+		store:     store,
+		keys:      keys,
+		apiTokens: apiTokens,
+		reg:       prometheus.NewRegistry(),
+		log:       logrus.WithField("component", "tracker"),
+		now:       time.Now,
 	}
 	s.metrics = newMetrics(s.reg, cfg.Store)
 	s.ann = &trackerServer.AnnounceHandler{AnnounceTracker: announceTracker{s}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /announce", s.handleAnnounce)
 	mux.HandleFunc("GET /scrape", s.handleScrape)
+	mux.HandleFunc("GET /api/v1/swarms", s.handleSwarms)
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		// The read API answers in JSON even where the mux would not.
+		if r.URL.Path == "/api/v1/swarms" {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSONError(w, http.StatusMethodNotAllowed, "use GET")
+			return
+		}
+		writeJSONError(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
+	})
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.handler = recoverBencoded(s.log, mux)
 	return s, nil
 }
 
-// Handler serves /announce, /scrape, /healthz and /metrics.
+// Handler serves /announce, /scrape, /api/v1/swarms, /healthz and /metrics.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on l until ctx ends, then drains for up to five seconds. It

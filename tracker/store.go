@@ -1,10 +1,13 @@
 package tracker
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -162,4 +165,40 @@ func decodePeer(b []byte) (Peer, error) {
 	}
 	p.Group = string(b[hdr+n:])
 	return p, nil
+}
+
+// SwarmInfo is one swarm as the read API lists it: live peers per class.
+// The tracker only ever sees infohashes; what a swarm carries (a blob
+// digest) is known to the registry that made the torrent, not here.
+type SwarmInfo struct {
+	InfoHash   [20]byte
+	Complete   int // nodes holding every piece, without the origin
+	Origin     int // the registry's own seeders
+	Incomplete int
+	Downloaded int
+}
+
+// Peers is the swarm's live peer count over every class.
+func (s SwarmInfo) Peers() int { return s.Complete + s.Origin + s.Incomplete }
+
+// Lister is implemented by stores that can list their swarms for the read
+// API. It is kept apart from Store so the announce contract stays small.
+type Lister interface {
+	// Swarms returns up to limit live swarms, most peers first (ties by
+	// infohash). Swarms with no live peer are left out.
+	Swarms(ctx context.Context, now time.Time, limit int) ([]SwarmInfo, error)
+}
+
+// topSwarms sorts by peers (most first, then infohash) and trims to limit.
+func topSwarms(all []SwarmInfo, limit int) []SwarmInfo {
+	slices.SortFunc(all, func(a, b SwarmInfo) int {
+		if c := cmp.Compare(b.Peers(), a.Peers()); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.InfoHash[:], b.InfoHash[:])
+	})
+	if limit >= 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -332,6 +333,9 @@ func TestRedisStoreKeysExpireAndShareSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The swarm index is one key for all swarms; its members age out by
+	// score instead of expiring.
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "x:t2:swarms" })
 	if len(keys) != 3 { // incomplete zset, peer hash, download counter
 		t.Fatalf("keys = %v", keys)
 	}
@@ -350,5 +354,82 @@ func TestRedisStoreKeysExpireAndShareSlot(t *testing.T) {
 			t.Errorf("key %s in slot %d, others in %d", k, ks, slot)
 		}
 		slot = int(ks)
+	}
+}
+
+func TestStoreSwarms(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	for name, mk := range storeFactories() {
+		t.Run(name, func(t *testing.T) {
+			s := mk(t)
+			l, ok := s.(Lister)
+			if !ok {
+				t.Fatalf("%T does not list swarms", s)
+			}
+			ann := func(now time.Time, h [20]byte, p Peer, ttl time.Duration, stopped bool) {
+				t.Helper()
+				if _, err := s.Announce(ctx, now, AnnounceInput{InfoHash: h, Peer: p, TTL: ttl, Stopped: stopped, Completed: p.Class == ClassComplete}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Swarm 1: origin + 2 complete + 1 incomplete. Swarm 2: one
+			// incomplete. Swarm 3: one peer that stops. Swarm 4: a peer
+			// with a short TTL that expires.
+			ann(t0, ih(1), peerN(1, ClassOrigin), time.Minute, false)
+			ann(t0, ih(1), peerN(2, ClassComplete), time.Minute, false)
+			ann(t0, ih(1), peerN(3, ClassComplete), time.Minute, false)
+			ann(t0, ih(1), peerN(4, ClassIncomplete), time.Minute, false)
+			ann(t0, ih(2), peerN(5, ClassIncomplete), time.Minute, false)
+			ann(t0, ih(3), peerN(6, ClassIncomplete), time.Minute, false)
+			ann(t0, ih(3), peerN(6, ClassIncomplete), time.Minute, true)
+			ann(t0, ih(4), peerN(7, ClassIncomplete), 10*time.Second, false)
+
+			got, err := l.Swarms(ctx, t0.Add(20*time.Second), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []SwarmInfo{
+				{InfoHash: ih(1), Complete: 2, Origin: 1, Incomplete: 1, Downloaded: 2},
+				{InfoHash: ih(2), Incomplete: 1},
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("swarms = %+v, want %+v", got, want)
+			}
+			got, err = l.Swarms(ctx, t0.Add(20*time.Second), 1)
+			if err != nil || len(got) != 1 || got[0].InfoHash != ih(1) {
+				t.Fatalf("limit 1: %+v, %v", got, err)
+			}
+			// Past every TTL nothing is listed.
+			got, err = l.Swarms(ctx, t0.Add(2*time.Minute), 10)
+			if err != nil || len(got) != 0 {
+				t.Fatalf("after expiry: %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestRedisSwarmIndexPruned checks that the index does not grow with
+// swarms nobody announces to any more, even when nobody lists.
+func TestRedisSwarmIndexPruned(t *testing.T) {
+	r := testenv.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	s := NewRedisStore(client, "x:", time.Second)
+	defer s.Close()
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := 0; i < 50; i++ {
+		if _, err := s.Announce(ctx, t0, AnnounceInput{InfoHash: ih(byte(i)), Peer: peerN(i, ClassIncomplete), TTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := client.ZCard(ctx, "x:t2:swarms").Result(); err != nil || n != 50 {
+		t.Fatalf("index size = %d, %v; want 50", n, err)
+	}
+	if _, err := s.Announce(ctx, t0.Add(2*time.Minute), AnnounceInput{InfoHash: ih(200), Peer: peerN(1, ClassIncomplete), TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := client.ZCard(ctx, "x:t2:swarms").Result(); err != nil || n != 1 {
+		t.Fatalf("index size after expiry = %d, %v; want 1", n, err)
 	}
 }

@@ -329,6 +329,9 @@ func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared, t
 	cfg := preheat.DefaultConfig()
 	cfg.Cluster.Secret = shared.ClusterSecret
 	cfg.APITokens = tokens
+	// The console's Swarms view reads the embedded tracker.
+	cfg.Tracker.URL = strings.TrimSuffix(shared.TrackerURL, "/announce")
+	cfg.Tracker.Token = shared.TrackerAPIToken
 	svc, err := preheat.New(cfg)
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)

@@ -53,7 +53,7 @@ func runAll(ctx context.Context, args []string) error {
 	}
 	// tracker: in-memory on 127.0.0.1:6969 (shared.TrackerURL), checking
 	// the tokens the registry signs with shared.TrackerSecret.
-	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret); err != nil {
+	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret, shared.TrackerAPIToken); err != nil {
 		return err
 	}
 	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000,
@@ -80,6 +80,9 @@ type runShared struct {
 	// (tracker). Fresh per run: torrents handed out live minutes, not across
 	// restarts.
 	TrackerSecret string
+	// TrackerAPIToken guards the tracker's read API, which preheat's
+	// console reads for its Swarms view.
+	TrackerAPIToken string
 	// HTTPSecret is the registry's http.secret.
 	HTTPSecret string
 	// ClusterSecret is the join secret of the agent, the registry's
@@ -89,9 +92,10 @@ type runShared struct {
 
 func newRunShared() runShared {
 	return runShared{
-		TrackerURL:    "http://127.0.0.1:6969/announce",
-		TrackerSecret: secret.Generate(),
-		HTTPSecret:    secret.Generate(),
-		ClusterSecret: secret.Generate(),
+		TrackerURL:      "http://127.0.0.1:6969/announce",
+		TrackerSecret:   secret.Generate(),
+		TrackerAPIToken: secret.Generate(),
+		HTTPSecret:      secret.Generate(),
+		ClusterSecret:   secret.Generate(),
 	}
 }

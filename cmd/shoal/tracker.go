@@ -57,8 +57,8 @@ func runTracker(ctx context.Context, args []string) error {
 
 // startRunTracker starts the embedded in-memory tracker of `shoal run`,
 // listening on the host:port of announceURL and accepting tokens signed with
-// secret.
-func startRunTracker(ctx context.Context, g *errgroup.Group, announceURL, secret string) error {
+// secret; apiToken opens its read API to the embedded preheat's console.
+func startRunTracker(ctx context.Context, g *errgroup.Group, announceURL, secret, apiToken string) error {
 	u, err := url.Parse(announceURL)
 	if err != nil {
 		return fmt.Errorf("tracker: announce URL %q: %w", announceURL, err)
@@ -66,6 +66,7 @@ func startRunTracker(ctx context.Context, g *errgroup.Group, announceURL, secret
 	cfg := tracker.DefaultConfig()
 	cfg.Addr = u.Host
 	cfg.Secrets = []string{secret}
+	cfg.APITokens = []string{apiToken}
 	s, err := tracker.New(cfg)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ let overview = null; // last "overview" event
 let stream = null; // EventSource of the current view
 let streamJob = 0;
 let current = ""; // rendered route
+let swarmTimer = 0; // polls the swarm listing while its page is shown
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -84,6 +85,7 @@ async function start() {
 
 function showLogin() {
   closeStream();
+  stopSwarms();
   current = "login";
   document.getElementById("nav").hidden = true;
   document.getElementById("logout").hidden = true;
@@ -155,6 +157,7 @@ window.addEventListener("hashchange", route);
 
 function route() {
   if (current === "login") current = "";
+  stopSwarms();
   const h = location.hash.replace(/^#/, "");
   for (const a of document.querySelectorAll("nav a")) {
     if (h.startsWith(a.getAttribute("href").slice(1))) a.setAttribute("aria-current", "page");
@@ -164,6 +167,7 @@ function route() {
   if (m) { jobPage(Number(m[1])); return; }
   if (h === "/jobs") { jobsPage(); return; }
   if (h === "/traffic") { trafficPage(); return; }
+  if (h === "/swarms") { swarmsPage(); return; }
   nodesPage();
 }
 
@@ -410,6 +414,70 @@ function targetText(v) {
   if (v.count) parts.push(v.count + " of them");
   if (v.percentage) parts.push(v.percentage + "% of them");
   return parts.join("; ");
+}
+
+// ---- swarms ----
+
+// The tracker knows swarms by infohash only; peers are counted per class:
+// nodes holding the whole blob, the registry's own seeder (origin), and
+// nodes still downloading. The list is polled, not streamed: it comes from
+// the tracker, not from preheat's store.
+function swarmsPage() {
+  current = "swarms";
+  document.title = "Swarms · Shoal console";
+  setMain(el("h2", { id: "swarms-title" }, "Swarms"),
+    el("p", { class: "muted", id: "swarms-summary", role: "status" }, "Asking the tracker…"),
+    el("p", { class: "error", role: "alert", id: "swarms-problem" }),
+    el("table", { id: "swarms", "aria-labelledby": "swarms-title" },
+      el("thead", {}, el("tr", {},
+        el("th", { scope: "col" }, "Infohash"),
+        el("th", { scope: "col", class: "num" }, "Peers"),
+        el("th", { scope: "col", class: "num" }, "Complete nodes"),
+        el("th", { scope: "col", class: "num" }, "Registry (origin)"),
+        el("th", { scope: "col", class: "num" }, "Downloading"),
+        el("th", { scope: "col", class: "num" }, "Downloads done"))),
+      el("tbody", {})));
+  openStream(0);
+  loadSwarms();
+  swarmTimer = setInterval(loadSwarms, 3000);
+}
+
+function stopSwarms() {
+  if (swarmTimer) clearInterval(swarmTimer);
+  swarmTimer = 0;
+}
+
+async function loadSwarms() {
+  const problem = document.getElementById("swarms-problem");
+  let v;
+  try {
+    v = await call("GET", "/swarms");
+  } catch (e) {
+    if (problem) problem.textContent = "Cannot list swarms: " + e.message;
+    return;
+  }
+  const tb = document.querySelector("#swarms tbody");
+  if (current !== "swarms" || !tb) return;
+  problem.textContent = "";
+  const sum = document.getElementById("swarms-summary");
+  if (!v.configured) {
+    sum.textContent = "No tracker is configured: set tracker.url and tracker.token in the preheat config to see swarms.";
+    tb.replaceChildren();
+    return;
+  }
+  const ss = v.swarms || [];
+  const peers = (s) => s.complete + s.origin + s.incomplete;
+  const total = ss.reduce((n, s) => n + peers(s), 0);
+  sum.textContent = `${ss.length} live swarm${ss.length === 1 ? "" : "s"}, ${total} peer${total === 1 ? "" : "s"} in all` +
+    (v.limit && ss.length >= v.limit ? ` (the ${v.limit} busiest shown)` : "") + ". Updated " + new Date().toLocaleTimeString() + ".";
+  tb.replaceChildren(...ss.map((s) => el("tr", { "data-infohash": s.infoHash },
+    el("th", { scope: "row", class: "mono" }, s.infoHash),
+    el("td", { class: "num" }, peers(s)),
+    el("td", { class: "num" }, s.complete),
+    el("td", { class: "num" }, s.origin),
+    el("td", { class: "num" }, s.incomplete),
+    el("td", { class: "num" }, s.downloaded))));
+  if (!ss.length) tb.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No swarm has live peers.")));
 }
 
 // ---- savings ----

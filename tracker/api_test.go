@@ -1,0 +1,130 @@
+package tracker
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	anatracker "github.com/anacrolix/torrent/tracker"
+
+	"github.com/shoalproject/shoal/internal/secret"
+)
+
+func getJSON(t *testing.T, u, bearer string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: content type %q", u, ct)
+	}
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("%s: body is not JSON: %v", u, err)
+	}
+	return resp.StatusCode, body
+}
+
+func TestSwarmsAPI(t *testing.T) {
+	token := secret.Generate()
+	cfg := testConfig()
+	cfg.APITokens = []string{token}
+	cfg.MaxSwarms = 5
+	tt := memTracker(t, cfg)
+	h := ih(7)
+	mustAnnounce(t, tt.announceURL(h), req(h, 1, 0, anatracker.None))
+	mustAnnounce(t, tt.announceURL(h), req(h, 2, 10, anatracker.None))
+
+	u := tt.base + "/api/v1/swarms"
+	for _, c := range []struct {
+		name, url, bearer string
+		status            int
+		errHas            string
+	}{
+		{"no token", u, "", http.StatusUnauthorized, "api_tokens"},
+		{"wrong token", u, secret.Generate(), http.StatusUnauthorized, "api_tokens"},
+		{"announce secret is not an API token", u, testSecret, http.StatusUnauthorized, "api_tokens"},
+		{"limit not a number", u + "?limit=x", token, http.StatusBadRequest, "limit"},
+		{"limit over the cap", u + "?limit=6", token, http.StatusBadRequest, "limit"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, body := getJSON(t, c.url, c.bearer)
+			msg, _ := body["error"].(string)
+			if status != c.status || !strings.Contains(msg, c.errHas) || len(body) != 1 {
+				t.Fatalf("status %d body %v; want %d and an error naming %q", status, body, c.status, c.errHas)
+			}
+		})
+	}
+
+	status, body := getJSON(t, u+"?limit=5", token)
+	if status != http.StatusOK {
+		t.Fatalf("status %d body %v", status, body)
+	}
+	sw, _ := body["swarms"].([]any)
+	if len(sw) != 1 || body["limit"] != float64(5) {
+		t.Fatalf("body %v", body)
+	}
+	got := sw[0].(map[string]any)
+	if got["infoHash"] != hex.EncodeToString(h[:]) || got["complete"] != float64(1) || got["incomplete"] != float64(1) || got["origin"] != float64(0) {
+		t.Fatalf("swarm %v", got)
+	}
+}
+
+func TestSwarmsAPIJSONErrors(t *testing.T) {
+	tt := memTracker(t, testConfig())
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodPost, "/api/v1/swarms", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/api/v1/nope", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequest(c.method, tt.base+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || err != nil || body["error"] == "" || len(body) != 1 {
+			t.Errorf("%s %s: %d %v %v", c.method, c.path, resp.StatusCode, body, err)
+		}
+	}
+}
+
+func TestSwarmsAPIOffWithoutTokens(t *testing.T) {
+	tt := memTracker(t, testConfig())
+	status, body := getJSON(t, tt.base+"/api/v1/swarms", "anything")
+	if status != http.StatusNotFound || !strings.Contains(body["error"].(string), "api_tokens") {
+		t.Fatalf("status %d body %v", status, body)
+	}
+}
+
+func TestSwarmsAPITokensRefused(t *testing.T) {
+	for name, tokens := range map[string][]string{
+		"placeholder":      {"changeme"},
+		"short":            {"abc"},
+		"same as a secret": {testSecret},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.APITokens = tokens
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), "api_tokens") {
+				t.Fatalf("validate: %v", err)
+			}
+			if strings.Contains(err.Error(), tokens[0]) {
+				t.Fatalf("error reflects the token: %v", err)
+			}
+		})
+	}
+}
