@@ -182,8 +182,9 @@ func stripComments(doc []byte) []byte {
 
 // workload is a pod template with its owner's name.
 type workload struct {
-	name string
-	spec corev1.PodSpec
+	name   string
+	labels map[string]string
+	spec   corev1.PodSpec
 }
 
 func TestTemplate(t *testing.T) {
@@ -202,10 +203,10 @@ func TestTemplate(t *testing.T) {
 				byKind[o.kind][o.name] = o.obj
 				switch w := o.obj.(type) {
 				case *appsv1.Deployment:
-					pods = append(pods, workload{w.Name, w.Spec.Template.Spec})
+					pods = append(pods, workload{w.Name, w.Spec.Template.Labels, w.Spec.Template.Spec})
 					checkSelector(t, w.Name, w.Spec.Selector, w.Spec.Template.Labels)
 				case *appsv1.DaemonSet:
-					pods = append(pods, workload{w.Name, w.Spec.Template.Spec})
+					pods = append(pods, workload{w.Name, w.Spec.Template.Labels, w.Spec.Template.Spec})
 					checkSelector(t, w.Name, w.Spec.Selector, w.Spec.Template.Labels)
 				}
 			}
@@ -219,6 +220,7 @@ func TestTemplate(t *testing.T) {
 			}
 			checkMembership(t, comps)
 			checkPreheatRegistries(t, comps)
+			checkTrackerAPI(t, comps, pods, byKind)
 			// Every config the chart renders is loaded by a pod, and the other
 			// way round.
 			for n, o := range byKind["ConfigMap"] {
@@ -263,6 +265,12 @@ type loadedPod struct {
 	// got for them; join the secrets the loaded config holds.
 	joinRef, joinPrevRef *corev1.SecretKeySelector
 	joinEnv, join        []string
+	// apiTokenRef is the Secret key of SHOAL_TRACKER_API_TOKEN; apiTokens
+	// the tracker's resolved api_tokens, or preheat's resolved
+	// tracker.token; trackerURL preheat's tracker.url.
+	apiTokenRef *corev1.SecretKeySelector
+	apiTokens   []string
+	trackerURL  string
 }
 
 // checkMembership: agents, preheat and the registry's seeder must hold the
@@ -338,6 +346,70 @@ func checkPreheatRegistries(t *testing.T, pods []loadedPod) {
 	}
 }
 
+// checkTrackerAPI: the console's Swarms view works only if preheat calls the
+// tracker's Service with a token the tracker accepts. Both must read it from
+// the same Secret key, and each loaded config must hold the value that key
+// gives; preheat's tracker.url must be the tracker Service's base URL.
+func checkTrackerAPI(t *testing.T, pods []loadedPod, ws []workload, byKind map[string]map[string]any) {
+	t.Helper()
+	var tr, ph *loadedPod
+	for i := range pods {
+		switch pods[i].component {
+		case "tracker":
+			tr = &pods[i]
+		case "preheat":
+			ph = &pods[i]
+		}
+	}
+	if tr != nil && (tr.apiTokenRef == nil || len(tr.apiTokens) != 1 || tr.apiTokens[0] == "") {
+		t.Errorf("%s: swarm listing off (api_tokens %d, from %v)", tr.name, len(tr.apiTokens), tr.apiTokenRef)
+	}
+	if ph == nil {
+		return
+	}
+	if tr == nil {
+		if ph.trackerURL != "" || ph.apiTokenRef != nil {
+			t.Errorf("%s: tracker.url %q without a tracker", ph.name, ph.trackerURL)
+		}
+		return
+	}
+	if ph.apiTokenRef == nil || *ph.apiTokenRef != *tr.apiTokenRef {
+		t.Errorf("tracker API token: %s reads %v, %s reads %v", ph.name, ph.apiTokenRef, tr.name, tr.apiTokenRef)
+	}
+	if len(ph.apiTokens) != 1 || fmt.Sprint(ph.apiTokens) != fmt.Sprint(tr.apiTokens) {
+		t.Errorf("tracker API token: %s loaded %d token(s) that are not the tracker's", ph.name, len(ph.apiTokens))
+	}
+	// The Service in front of the tracker's pods, on the container's port.
+	var labels map[string]string
+	for _, w := range ws {
+		if w.name == tr.name {
+			labels = w.labels
+		}
+	}
+	var want []string
+	for _, o := range byKind["Service"] {
+		svc := o.(*corev1.Service)
+		if len(svc.Spec.Selector) == 0 {
+			continue
+		}
+		selects := true
+		for k, v := range svc.Spec.Selector {
+			selects = selects && labels[k] == v
+		}
+		if !selects {
+			continue
+		}
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.String() == "http" {
+				want = append(want, fmt.Sprintf("http://%s.shoal.svc.cluster.local:%d", svc.Name, p.Port))
+			}
+		}
+	}
+	if len(want) != 1 || ph.trackerURL != want[0] {
+		t.Errorf("%s: tracker.url %q, want the tracker Service %v", ph.name, ph.trackerURL, want)
+	}
+}
+
 // checkPod follows a Shoal pod's config init container: the template from
 // its ConfigMap, its environment (Secret keys must exist in the chart's
 // Secret when the chart makes it; downward API values and external Secrets
@@ -407,6 +479,8 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 				lp.joinRef = ref
 			case "SHOAL_CLUSTER_SECRET_PREVIOUS":
 				lp.joinPrevRef = ref
+			case "SHOAL_TRACKER_API_TOKEN":
+				lp.apiTokenRef = ref
 			}
 			if s, ok := byKind["Secret"][ref.Name].(*corev1.Secret); ok {
 				v, ok := s.Data[ref.Key]
@@ -466,6 +540,9 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if cfg.Store == "redis" && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
 			t.Errorf("%s: Sentinel without the password", w.name)
 		}
+		if lp.apiTokens, err = secret.ResolveAll("api_tokens", cfg.APITokens); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
 	case "preheat":
 		cfg, err := preheat.LoadConfig(path)
 		if err != nil {
@@ -476,6 +553,14 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		}
 		lp.preheat = &cfg
 		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
+		lp.trackerURL = cfg.Tracker.URL
+		if cfg.Tracker.Token != "" {
+			tok, err := secret.Resolve("tracker.token", cfg.Tracker.Token)
+			if err != nil {
+				t.Errorf("%s: %v", w.name, err)
+			}
+			lp.apiTokens = []string{tok}
+		}
 	case "registry":
 		cfg, err := registry.LoadConfig(path)
 		if err != nil {
@@ -653,6 +738,8 @@ func TestTemplateRejects(t *testing.T) {
 		{[]string{"registry.enabled=false", "agent.registries[0].host=_default"}, "preheat needs a registry"},
 		{[]string{"cluster.secret=too-short-for-a-join-secret"}, "cluster.secret must be at least 32 bytes"},
 		{[]string{"secrets.trackerSecret=short"}, "secrets.trackerSecret must be at least 32 bytes"},
+		{[]string{"secrets.trackerAPIToken=short"}, "secrets.trackerAPIToken must be at least 32 bytes"},
+		{[]string{"secrets.trackerSecret=same-value-0123456789abcdef0123456789", "secrets.trackerAPIToken=same-value-0123456789abcdef0123456789"}, "secrets.trackerAPIToken must differ"},
 	} {
 		args := []string{"template", "t", "shoal", "--kube-version", kubeVersion}
 		for _, s := range tc.set {

@@ -56,8 +56,13 @@ http://{{ include "shoal.svcHost" (dict "ctx" . "component" "registry") }}:{{ .V
 {{- .Values.registry.host | default (printf "%s:%v" (include "shoal.svcHost" (dict "ctx" . "component" "registry")) .Values.registry.service.port) -}}
 {{- end -}}
 
+{{/* The tracker Service's base URL: preheat reads its swarm listing there. */}}
+{{- define "shoal.trackerBaseURL" -}}
+http://{{ include "shoal.svcHost" (dict "ctx" . "component" "tracker") }}:{{ .Values.tracker.service.port }}
+{{- end -}}
+
 {{- define "shoal.trackerURL" -}}
-http://{{ include "shoal.svcHost" (dict "ctx" . "component" "tracker") }}:{{ .Values.tracker.service.port }}/announce
+{{ include "shoal.trackerBaseURL" . }}/announce
 {{- end -}}
 
 {{- define "shoal.preheatURL" -}}
