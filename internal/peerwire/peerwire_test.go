@@ -43,7 +43,11 @@ func seed(t *testing.T, size int, secrets ...string) (*metainfo.MetaInfo, []byte
 	if err := tor.VerifyData(); err != nil {
 		t.Fatal(err)
 	}
-	if !tor.Complete().Bool() {
+	// VerifyData returns once the pieces are hashed; the torrent's
+	// completion flag follows asynchronously.
+	select {
+	case <-tor.Complete().On():
+	case <-time.After(10 * time.Second):
 		t.Fatal("seed is not complete")
 	}
 	return mi, data, net.JoinHostPort("127.0.0.1", strconv.Itoa(cl.LocalPort()))
