@@ -256,13 +256,5 @@ func (c *Config) Validate() error {
 // clusterSecrets resolves the join secret and the previous ones, current
 // first.
 func (c *Config) clusterSecrets() ([]string, error) {
-	cur, err := secret.Resolve("cluster.secret", c.Cluster.Secret)
-	if err != nil {
-		return nil, err
-	}
-	prev, err := secret.ResolveAll("cluster.previousSecrets", c.Cluster.PreviousSecrets)
-	if err != nil {
-		return nil, err
-	}
-	return append([]string{cur}, prev...), nil
+	return secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
 }

@@ -79,15 +79,8 @@ type ClusterOptions struct {
 // Secrets resolves the join secret and the previous ones, current first,
 // refusing empty, short and placeholder values (internal/secret).
 func (c ClusterOptions) Secrets() ([]string, error) {
-	cur, err := secret.Resolve("p2p cluster.secret (the seeder's peer wire is members only)", c.Secret)
-	if err != nil {
-		return nil, err
-	}
-	prev, err := secret.ResolveAll("p2p cluster.previoussecrets", c.PreviousSecrets)
-	if err != nil {
-		return nil, err
-	}
-	return append([]string{cur}, prev...), nil
+	return secret.ResolveRotating("p2p cluster.secret (the seeder's peer wire is members only)", c.Secret,
+		"p2p cluster.previoussecrets", c.PreviousSecrets)
 }
 
 // Defaults.

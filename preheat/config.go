@@ -257,15 +257,7 @@ func (p *Policy) match(repo, tag string) bool {
 // clusterSecrets resolves the join secret and the previous ones, current
 // first.
 func (c *Config) clusterSecrets() ([]string, error) {
-	cur, err := secret.Resolve("cluster.secret", c.Cluster.Secret)
-	if err != nil {
-		return nil, err
-	}
-	prev, err := secret.ResolveAll("cluster.previousSecrets", c.Cluster.PreviousSecrets)
-	if err != nil {
-		return nil, err
-	}
-	return append([]string{cur}, prev...), nil
+	return secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
 }
 
 // registrySet maps each configured registry's host[:port] to the base URL

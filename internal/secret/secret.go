@@ -55,6 +55,21 @@ func ResolveAll(name string, values []string) ([]string, error) {
 	return out, nil
 }
 
+// ResolveRotating resolves a secret that rotates: the current one (name)
+// and those still accepted while members move to it (previousName),
+// current first.
+func ResolveRotating(name, current, previousName string, previous []string) ([]string, error) {
+	cur, err := Resolve(name, current)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := ResolveAll(previousName, previous)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{cur}, prev...), nil
+}
+
 func read(name, value string) (string, error) {
 	switch {
 	case strings.HasPrefix(value, "env:"):

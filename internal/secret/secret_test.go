@@ -55,3 +55,14 @@ func TestResolveAllNamesTheEntry(t *testing.T) {
 		t.Fatalf("err = %v, want it to name secrets[1]", err)
 	}
 }
+
+func TestResolveRotatingCurrentFirst(t *testing.T) {
+	cur, old := Generate(), Generate()
+	got, err := ResolveRotating("cluster.secret", cur, "cluster.previousSecrets", []string{old})
+	if err != nil || len(got) != 2 || got[0] != cur || got[1] != old {
+		t.Fatalf("ResolveRotating = %v, %v", len(got), err)
+	}
+	if _, err := ResolveRotating("cluster.secret", "", "cluster.previousSecrets", nil); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
+		t.Fatalf("missing current secret: %v", err)
+	}
+}
