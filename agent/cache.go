@@ -154,20 +154,12 @@ func (c *Cache) Usage() (used, free int64) {
 }
 
 // Lookup pins the blob if it is cached.
-func (c *Cache) Lookup(hex string) (*CacheHandle, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[hex]
-	if !ok {
-		return nil, false
-	}
-	e.refs++
-	c.lru.MoveToFront(e.elem)
-	return &CacheHandle{c: c, e: e}, true
-}
+func (c *Cache) Lookup(hex string) (*CacheHandle, bool) { return c.pin(hex, true) }
 
 // Peek pins the blob if it is cached, leaving its place in the LRU order.
-func (c *Cache) Peek(hex string) (*CacheHandle, bool) {
+func (c *Cache) Peek(hex string) (*CacheHandle, bool) { return c.pin(hex, false) }
+
+func (c *Cache) pin(hex string, touch bool) (*CacheHandle, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[hex]
@@ -175,6 +167,9 @@ func (c *Cache) Peek(hex string) (*CacheHandle, bool) {
 		return nil, false
 	}
 	e.refs++
+	if touch {
+		c.lru.MoveToFront(e.elem)
+	}
 	return &CacheHandle{c: c, e: e}, true
 }
 

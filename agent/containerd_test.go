@@ -13,7 +13,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
@@ -65,25 +64,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	return sock
 }
 
-func platformImage(t *testing.T, arch string, layers int64) v1.Image {
-	t.Helper()
-	img, err := random.Image(512<<10, layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", arch
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 func imageBlobs(t *testing.T, img v1.Image) []string {
 	t.Helper()
 	cfg, err := img.ConfigName()
@@ -109,13 +89,13 @@ func TestContainerdPull(t *testing.T) {
 	ag := startAgent(t, cfg)
 
 	// Multi-layer image.
-	img := platformImage(t, "amd64", 4)
+	img := testenv.PlatformImage(t, "amd64", 512<<10, 4)
 	ref, _ := name.NewTag(reg+"/lib/multi:v1", name.Insecure)
 	if err := remote.Write(ref, img); err != nil {
 		t.Fatal(err)
 	}
 	// Multi-arch index.
-	amd, arm := platformImage(t, "amd64", 2), platformImage(t, "arm64", 2)
+	amd, arm := testenv.PlatformImage(t, "amd64", 512<<10, 2), testenv.PlatformImage(t, "arm64", 512<<10, 2)
 	idx := mutate.AppendManifests(empty.Index,
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
