@@ -269,19 +269,29 @@ func (o *ociFront) referrers(w http.ResponseWriter, r *http.Request, name, ref s
 	}
 }
 
+// parseNameDigest checks a repository name and a digest reference,
+// answering the OCI error itself when one is invalid.
+func parseNameDigest(w http.ResponseWriter, name, ref string) (digest.Digest, bool) {
+	dg, err := digest.Parse(ref)
+	if err != nil {
+		serveError(w, v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
+		return "", false
+	}
+	if _, err := reference.WithName(name); err != nil {
+		serveError(w, v2.ErrorCodeNameInvalid.WithDetail(err.Error()))
+		return "", false
+	}
+	return dg, true
+}
+
 // putManifest adds OCI-Subject to a manifest PUT's answer and stores a
 // manifest pushed by a sha512 digest under its sha256, with an alias link.
 func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http.Handler, name, ref string) {
 	note := &pushNote{}
 	var alias digest.Digest
 	if isOtherDigest(ref) {
-		dg, err := digest.Parse(ref)
-		if err != nil {
-			serveError(w, v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
-			return
-		}
-		if _, err := reference.WithName(name); err != nil {
-			serveError(w, v2.ErrorCodeNameInvalid.WithDetail(err.Error()))
+		dg, ok := parseNameDigest(w, name, ref)
+		if !ok {
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxManifestBody+1))
@@ -340,13 +350,8 @@ func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http
 // alias (distribution removes it and the index entry goes with it), then
 // the sha256 revision it named, which nobody can address any more.
 func (o *ociFront) deleteManifest(w http.ResponseWriter, r *http.Request, next http.Handler, name, ref string) {
-	dg, err := digest.Parse(ref)
-	if err != nil {
-		serveError(w, v2.ErrorCodeDigestInvalid.WithDetail(err.Error()))
-		return
-	}
-	if _, err := reference.WithName(name); err != nil {
-		serveError(w, v2.ErrorCodeNameInvalid.WithDetail(err.Error()))
+	dg, ok := parseNameDigest(w, name, ref)
+	if !ok {
 		return
 	}
 	canonical, _ := readLink(r.Context(), o.d, manifestRevisionLink(name, dg))
