@@ -21,6 +21,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // Paths of the contract.
@@ -86,11 +88,9 @@ const (
 	CodeTooLarge       = "BLOB_TOO_LARGE"          // the blob does not fit the agent's cache
 )
 
-// ErrorBody is the one JSON error shape of both sides.
-type ErrorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code,omitempty"`
-}
+// ErrorBody is the one JSON error shape of both sides, the house's
+// (internal/httpx); the codes above are the fetch-specific ones.
+type ErrorBody = httpx.ErrorBody
 
 // CheckAddress accepts what a node may advertise: https://host:port with
 // nothing else (no user info, path, query or fragment), and returns it in

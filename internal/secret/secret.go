@@ -70,6 +70,12 @@ func ResolveRotating(name, current, previousName string, previous []string) ([]s
 	return append([]string{cur}, prev...), nil
 }
 
+// Read returns the credential the configured value names, with the same
+// env:/file: forms as Resolve but no strength rule: for credentials Shoal
+// does not choose (a Redis password, a registry login), where refusing a
+// short one would only stop the operator.
+func Read(name, value string) (string, error) { return read(name, value) }
+
 func read(name, value string) (string, error) {
 	switch {
 	case strings.HasPrefix(value, "env:"):
