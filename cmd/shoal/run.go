@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
@@ -88,6 +91,11 @@ type runShared struct {
 	// ClusterSecret is the join secret of the agent, the registry's
 	// seeder and preheat. Fresh per run like the others.
 	ClusterSecret string
+	// Metrics holds the process's Go and process collectors, served by
+	// every component's /metrics next to its own.
+	Metrics *prometheus.Registry
+	// Log is every embedded component's log block.
+	Log config.Log
 }
 
 func newRunShared() runShared {
@@ -97,5 +105,7 @@ func newRunShared() runShared {
 		TrackerAPIToken: secret.Generate(),
 		HTTPSecret:      secret.Generate(),
 		ClusterSecret:   secret.Generate(),
+		Metrics:         metrics.NewProcessRegistry(),
+		Log:             config.DefaultLog(),
 	}
 }
