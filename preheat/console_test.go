@@ -96,8 +96,7 @@ func TestConsoleOpenOnLoopbackOnly(t *testing.T) {
 	}
 
 	// Listening beyond loopback without tokens: the console stays shut.
-	cfg.Listen = ":8002"
-	r2 := startReplica(t, cfg, NewMemoryStore())
+	r2 := startReplicaOn(t, cfg, NewMemoryStore(), ":0")
 	var e map[string]string
 	if code := consoleDo(t, c, "GET", r2.URL+"/console/api/overview", nil, &e); code != 403 || !strings.Contains(e["error"], "apiTokens") {
 		t.Fatalf("open console beyond loopback: %d %v", code, e)

@@ -2,6 +2,7 @@ package preheat
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -28,15 +29,18 @@ func TestDebugConfig(t *testing.T) {
 // Serve runs the pprof listener for as long as the API when configured.
 func TestDebugServe(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
-	cfg.Listen = testenv.FreeAddr(t)
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s, err := NewWithStore(cfg, NewMemoryStore())
+	s, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	go func() { done <- s.Serve(ctx, l) }()
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
 	testenv.WaitHTTPOK(t, url, 5*time.Second)
 	cancel()

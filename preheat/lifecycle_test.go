@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -140,8 +141,7 @@ func TestRestartMidJobAndTwoReplicas(t *testing.T) {
 		t.Fatalf("dedupe across replicas: %d id %d want %d", code, dup.ID, j.ID)
 	}
 
-	_ = r1.svc.Close() // stop replica 1 mid-job
-	r1.srv.Close()
+	r1.stop() // stop replica 1 mid-job
 	close(a.gate) // agent now answers everything
 	v := waitJob(t, r2.URL, j.ID, StateSuccess, 20*time.Second)
 	if v.Owner != r2.svc.ID() {
@@ -195,7 +195,7 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	// Node with lapsed heartbeat: marked offline without a fetch attempt.
 	// Lapsed, not yet forgotten (that happens after nodeForgetFactor TTLs):
 	// with a 1 ms TTL a loaded machine let it vanish before the job listed it.
-	_ = r.svc.store.PutNode(bg, Node{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}, 200*time.Millisecond)
+	_ = r.svc.store.PutNode(bg, Node{Heartbeat: nodeapi.Heartbeat{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}}, 200*time.Millisecond)
 	time.Sleep(250 * time.Millisecond)
 	// Only that node in the group: known to fail, so refused at once.
 	var e map[string]string

@@ -100,8 +100,7 @@ func TestResumeWithoutCredentialsFailsClearly(t *testing.T) {
 	var j JobView
 	call(t, "POST", r1.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/cred:v1", Headers: map[string]string{"Authorization": "Bearer pull-jwt"}}, &j)
 	<-a.started
-	_ = r1.svc.Close()
-	r1.srv.Close()
+	r1.stop()
 	close(a.gate)
 	r2 := startReplica(t, cfg, redisStore(t, rs.Addr))
 	v := waitJob(t, r2.URL, j.ID, StateFailure, 10*time.Second)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // swarmClient reads the tracker's swarm listing (GET /api/v1/swarms) for
@@ -80,14 +82,14 @@ func (c *swarmClient) list(ctx context.Context) (SwarmsView, error) {
 
 func (s *Service) handleSwarms(w http.ResponseWriter, r *http.Request) {
 	if s.swarms == nil {
-		writeJSON(w, http.StatusOK, SwarmsView{Swarms: []TrackerSwarm{}})
+		httpx.WriteJSON(w, http.StatusOK, SwarmsView{Swarms: []TrackerSwarm{}})
 		return
 	}
 	v, err := s.swarms.list(r.Context())
 	if err != nil {
 		s.log.WithError(err).Warn("cannot list swarms")
-		writeErr(w, http.StatusBadGateway, err.Error())
+		httpx.WriteError(w, http.StatusBadGateway, "", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }
