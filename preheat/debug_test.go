@@ -1,8 +1,6 @@
 package preheat
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,11 +12,11 @@ import (
 func TestDebugConfig(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Debug.Addr = "10.0.0.1:6060"
-	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "debug.addr") || !strings.Contains(err.Error(), "loopback") {
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "debug.addr") || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("debug.addr 10.0.0.1:6060: %v", err)
 	}
 	cfg.Debug.Addr = "[::1]:6060"
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if DefaultConfig().Debug.Addr != "" {
@@ -30,23 +28,10 @@ func TestDebugConfig(t *testing.T) {
 func TestDebugServe(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s, err := New(cfg, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
+	r := startReplica(t, cfg, NewMemoryStore())
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
 	testenv.WaitHTTPOK(t, url, 5*time.Second)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	r.stop()
 	noKeepAlive := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := noKeepAlive.Get(url)

@@ -18,9 +18,9 @@ import (
 
 // Harbor P2P preheat provider endpoints. Shapes follow Harbor's drivers in
 // src/pkg/p2p/preheat/provider (dragonfly.go, kraken.go) and the Dragonfly
-// manager's job API they call; preheat/README.md ("Harbor") describes what
-// each endpoint answers, and the scope/cluster mapping is documented on
-// HarborConfig.
+// manager's job API they call; preheat/README.md ("Endpoints", "Harbor
+// mapping") says what each endpoint answers, and HarborConfig documents the
+// scope/cluster mapping.
 
 type dragonflyCreateRequest struct {
 	Type string `json:"type"`

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
@@ -91,17 +93,22 @@ func TestJobLifecycleOnlyTargetGroup(t *testing.T) {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	body := string(raw)
-	for _, s := range []string{`shoal_preheat_jobs{state="SUCCESS"} 2`, `shoal_preheat_bytes_total{from="registry"}`, "shoal_preheat_job_duration_seconds_count 2"} {
+	for _, s := range []string{`shoal_preheat_jobs{state="SUCCESS"} 2`, `shoal_preheat_bytes_total{source="registry"}`, "shoal_preheat_job_duration_seconds_count 2"} {
 		if !strings.Contains(body, s) {
 			t.Errorf("metrics lack %q", s)
 		}
 	}
-	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &map[string]string{}); code != 200 {
-		t.Fatalf("healthz %d", code)
+	// Every family exists now that jobs ran: all must be documented.
+	metricstest.Documented(t, "preheat", r.svc.metrics.reg)
+
+	var health httpx.HealthReport
+	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &health); code != 200 || health.Component != "preheat" || health.Checks["store"].Status != "ok" {
+		t.Fatalf("healthz %d %+v", code, health)
 	}
 	rs.Kill()
-	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &map[string]string{}); code != 503 {
-		t.Fatalf("healthz with redis down = %d, want 503", code)
+	health = httpx.HealthReport{}
+	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &health); code != 503 || health.Status != "fail" || health.Checks["store"].Error == "" {
+		t.Fatalf("healthz with redis down = %d %+v, want 503 and the store failing", code, health)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 func startPreheatProcess(t *testing.T, bin, name, redisAddr, registry string) (*testenv.Process, string) {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\ncluster: {secret: %s}\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, testClusterSecret, redisAddr, registry)
+	cfg := fmt.Sprintf("addr: %s\ncluster: {secret: %s}\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, testClusterSecret, redisAddr, registry)
 	path := filepath.Join(t.TempDir(), "preheat.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -297,7 +297,7 @@ func TestUnconfiguredRegistryRefused(t *testing.T) {
 	other := l.Addr().String()
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Policies = []Policy{{Name: "all", Repository: "*/*"}}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
@@ -322,7 +322,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Policies = []Policy{{Name: "all", Repository: "*/*"}}
 	cfg.MaxWebhookEvents, cfg.MaxWebhookJobs = 10, 3
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())

@@ -33,7 +33,7 @@ func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
 	cfg.Policies = []Policy{
 		{Name: "web", Repository: "library/*", TagRegex: `^\d+\.\d+$`, Groups: []string{"zone-a"}},
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
