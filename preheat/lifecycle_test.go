@@ -148,7 +148,7 @@ func TestRestartMidJobAndTwoReplicas(t *testing.T) {
 		t.Fatalf("dedupe across replicas: %d id %d want %d", code, dup.ID, j.ID)
 	}
 
-	r1.stop() // stop replica 1 mid-job
+	r1.stop()     // stop replica 1 mid-job
 	close(a.gate) // agent now answers everything
 	v := waitJob(t, r2.URL, j.ID, StateSuccess, 20*time.Second)
 	if v.Owner != r2.svc.ID() {
