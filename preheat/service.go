@@ -211,9 +211,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}, nil
 }
 
-// Store exposes the replica's store (tests, embedding).
-func (s *Service) Store() Store { return s.store }
-
 // ID is this replica's lease owner id.
 func (s *Service) ID() string { return s.id }
 
