@@ -161,10 +161,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("preheat config: %w", err)
 	}
-	var swarms *swarmClient
-	if trackerURL != "" {
-		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}}
-	}
 	st, closeStore := deps.Store, func() error { return nil }
 	if st == nil {
 		if cfg.Redis.Enabled() {
@@ -186,6 +182,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log = cfg.Log.NewLogger("preheat")
 	}
 	log = log.WithField("replica", id)
+	var swarms *swarmClient
+	if trackerURL != "" {
+		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{
 		cfg:            cfg,

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/shoalproject/shoal/internal/httpx"
 )
 
@@ -17,6 +19,7 @@ type swarmClient struct {
 	base   string
 	token  string
 	client *http.Client
+	log    *logrus.Entry
 }
 
 // TrackerSwarm is one swarm as the tracker lists it.
@@ -62,13 +65,14 @@ func (c *swarmClient) list(ctx context.Context) (SwarmsView, error) {
 		return out, fmt.Errorf("tracker swarm listing: answer over %d bytes", maxSwarmListBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
+		// The tracker's own words go to the log only: an answer of
+		// preheat's never carries an upstream's body.
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		return out, fmt.Errorf("tracker swarm listing: %d: %s", resp.StatusCode, e.Error)
+		_ = json.Unmarshal(body, &e)
+		c.log.WithFields(logrus.Fields{"status": resp.StatusCode, "trackerError": e.Error}).Debug("tracker refused the swarm listing")
+		return out, fmt.Errorf("tracker swarm listing: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return out, fmt.Errorf("tracker swarm listing: bad answer: %w", err)
