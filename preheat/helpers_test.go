@@ -295,12 +295,13 @@ func sendRaw(t *testing.T, req *http.Request) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e httpx.ErrorBody
 	raw, _ := io.ReadAll(resp.Body)
 	if len(raw) > 0 && json.Unmarshal(raw, &e) != nil {
 		t.Fatalf("answer %d is not the JSON error shape: %q", resp.StatusCode, raw)
+	}
+	if resp.StatusCode >= 400 && (e.Error == "" || e.Code == "") {
+		t.Fatalf("error answer %d is not {\"error\",\"code\"}: %q", resp.StatusCode, raw)
 	}
 	return resp.StatusCode, e.Error
 }

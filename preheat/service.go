@@ -104,7 +104,8 @@ type Service struct {
 	// event streams, which would otherwise hold Shutdown to its timeout.
 	streamsDone chan struct{}
 	wg          sync.WaitGroup
-	// closeStore releases a store New built itself (nil for Deps.Store).
+	// closeStore releases a store New built itself (a no-op for
+	// Deps.Store, which its owner closes).
 	closeStore func() error
 	closeOnce  sync.Once
 	closeErr   error
@@ -234,14 +235,19 @@ func (s *Service) Close() error {
 // Serve answers the API on l until ctx ends, runs the loop that adopts
 // unfinished jobs of stopped replicas, and serves pprof on cfg.Debug.Addr
 // when set. It closes the replica on return.
-func (s *Service) Serve(ctx context.Context, l net.Listener) error {
-	defer s.Close()
+func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
+	defer func() {
+		if cerr := s.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("preheat: close: %w", cerr)
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr := l.Addr().String()
 	s.listenAddr.Store(&addr)
 	if s.cfg.Debug.Addr != "" {
 		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
+			_ = l.Close()
 			return fmt.Errorf("preheat: %w", err)
 		}
 	}

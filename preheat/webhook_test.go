@@ -185,18 +185,18 @@ func TestBadInput(t *testing.T) {
 	for _, c := range cases {
 		var e map[string]string
 		code := call(t, "POST", r.URL+"/api/v1/jobs", nil, c.body, &e)
-		if code != c.want || !strings.Contains(e["error"], c.msg) {
+		if code != c.want || !strings.Contains(e["error"], c.msg) || e["code"] != httpx.CodeFor(c.want) {
 			t.Errorf("%s: %d %v, want %d with %q", c.name, code, e, c.want, c.msg)
 		}
 	}
-	for _, u := range []string{"/api/v1/jobs/abc", "/api/v1/jobs/77", "/api/v1/nope"} {
+	for u, want := range map[string]string{"/api/v1/jobs/abc": "INVALID", "/api/v1/jobs/77": "NOT_FOUND", "/api/v1/nope": "NOT_FOUND"} {
 		var e map[string]string
-		if code := call(t, "GET", r.URL+u, nil, nil, &e); code < 400 || e["error"] == "" {
-			t.Errorf("GET %s: %d %v", u, code, e)
+		if code := call(t, "GET", r.URL+u, nil, nil, &e); code < 400 || e["error"] == "" || e["code"] != want {
+			t.Errorf("GET %s: %d %v, want code %s", u, code, e, want)
 		}
 	}
 	var e map[string]string
-	if code := call(t, "PUT", r.URL+"/api/v1/jobs", nil, "{}", &e); code != 405 || e["error"] == "" {
+	if code := call(t, "PUT", r.URL+"/api/v1/jobs", nil, "{}", &e); code != 405 || e["error"] == "" || e["code"] != "METHOD_NOT_ALLOWED" {
 		t.Errorf("PUT jobs: %d %v", code, e)
 	}
 	if code, msg := heartbeatAs(t, r.URL, testIdentity("x"), nodeapi.Heartbeat{ID: "x"}, time.Now()); code != 400 || !strings.Contains(msg, "https://host:port") {
