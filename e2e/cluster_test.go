@@ -249,9 +249,9 @@ func (c *Cluster) StartPreheat() {
 	if c.Redis == nil {
 		t.Fatal("StartPreheat needs a cluster with Redis")
 	}
-	cfg := writeFile(t, t.TempDir(), "preheat.yml", fmt.Sprintf(`listen: "%[1]s:%[2]d"
+	cfg := writeFile(t, t.TempDir(), "preheat.yml", fmt.Sprintf(`addr: "%[1]s:%[2]d"
 cluster: {secret: %[4]q}
-redis: {addrs: ["127.0.0.1:6379"], prefix: "{shoal-preheat}:"}
+redis: {addrs: ["127.0.0.1:6379"], keyPrefix: "{shoal-preheat}:"}
 registry: "http://%[3]s"
 plainHTTPRegistries: [%[3]q]
 heartbeatTTL: 30s

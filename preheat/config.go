@@ -1,37 +1,36 @@
 package preheat
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
-	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
 type Config struct {
-	// Listen is the API address (jobs, nodes, webhooks, Harbor provider).
-	Listen string `yaml:"listen"`
-	// Redis: empty addrs selects the in-memory store (embedded mode, one
+	// Addr is the API address (jobs, nodes, webhooks, Harbor provider,
+	// console, /metrics, /healthz).
+	Addr string     `yaml:"addr"`
+	Log  config.Log `yaml:"log"`
+	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
+	Debug config.Debug `yaml:"debug"`
+	// Redis: no addrs selects the in-memory store (embedded mode, one
 	// replica only).
-	Redis RedisConfig `yaml:"redis"`
+	Redis config.Redis `yaml:"redis"`
 	// Cluster is membership: the join secret the agents hold too. Preheat
 	// accepts heartbeats only from certificates of this cluster and calls
 	// agents only over mutual TLS with them. Values may be the secret,
 	// env:VAR or file:/path; PreviousSecrets are still accepted while the
 	// secret rotates.
-	Cluster struct {
-		Secret          string   `yaml:"secret"`
-		PreviousSecrets []string `yaml:"previousSecrets"`
-	} `yaml:"cluster"`
+	Cluster ClusterConfig `yaml:"cluster"`
 	// Registry is the default registry for image references without a
 	// host, e.g. http://127.0.0.1:5000.
 	Registry string `yaml:"registry"`
@@ -58,9 +57,6 @@ type Config struct {
 	FetchTimeout time.Duration `yaml:"fetchTimeout"`
 	// AgentConcurrency bounds in-flight fetches per agent across all jobs.
 	AgentConcurrency int `yaml:"agentConcurrency"`
-	// AgentToken is the removed agent bearer token; kept only to refuse it
-	// with a message naming what replaced it (cluster.secret).
-	AgentToken string `yaml:"agentToken"`
 	// LeaseTTL: a job whose owner replica stops renewing for this long is
 	// taken over by another replica.
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
@@ -82,28 +78,29 @@ type Config struct {
 	APITokens []string `yaml:"apiTokens"`
 	// Tracker is the tracker's read API, which the console's Swarms view
 	// shows: URL is the tracker's base URL (e.g. http://tracker:6969) and
-	// Token one of its api_tokens (the token, env:VAR or file:/path).
+	// Token one of its API tokens (the token, env:VAR or file:/path).
 	// Empty URL: the view says no tracker is configured.
 	Tracker TrackerConfig `yaml:"tracker"`
-	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
-	Debug struct {
-		Addr string `yaml:"addr"`
-	} `yaml:"debug"`
+}
+
+// renamed lists the keys preheat no longer reads, with what replaced them.
+var renamed = config.Renamed{
+	"listen":       "use addr",
+	"redis.prefix": "use redis.keyPrefix",
+	"agentToken": "preheat calls agents over mutual TLS as a cluster member; remove agentToken " +
+		"(and the agents' control.token) and set cluster.secret to the agents' join secret",
+}
+
+// ClusterConfig is the `cluster:` block.
+type ClusterConfig struct {
+	Secret          string   `yaml:"secret"`
+	PreviousSecrets []string `yaml:"previousSecrets"`
 }
 
 // TrackerConfig reaches the tracker's read API.
 type TrackerConfig struct {
 	URL   string `yaml:"url"`
 	Token string `yaml:"token"`
-}
-
-type RedisConfig struct {
-	Addrs      []string `yaml:"addrs"`
-	Username   string   `yaml:"username"`
-	Password   string   `yaml:"password"`
-	DB         int      `yaml:"db"`
-	MasterName string   `yaml:"masterName"`
-	Prefix     string   `yaml:"prefix"`
 }
 
 // Policy decides what a push (registry notification or Harbor webhook)
@@ -117,8 +114,6 @@ type Policy struct {
 	TagRegex  string   `yaml:"tagRegex"`
 	Groups    []string `yaml:"groups"`
 	Platforms []string `yaml:"platforms"`
-
-	tagRe *regexp.Regexp
 }
 
 // HarborConfig covers Shoal acting as a Harbor P2P preheat provider.
@@ -142,9 +137,12 @@ type HarborConfig struct {
 
 // DefaultConfig is the embedded-mode configuration `shoal run` uses.
 func DefaultConfig() Config {
-	c := Config{
-		Listen:           "127.0.0.1:8002",
-		Registry:         "http://127.0.0.1:5000",
+	return Config{
+		Addr:             config.PreheatAddr,
+		Log:              config.DefaultLog(),
+		Redis:            config.DefaultRedis("{shoal-preheat}:"),
+		Cluster:          ClusterConfig{Secret: "env:SHOAL_CLUSTER_SECRET"},
+		Registry:         "http://" + config.RegistryAddr,
 		HeartbeatTTL:     30 * time.Second,
 		HeartbeatMaxSkew: time.Minute,
 		NodeKeyRetention: 30 * 24 * time.Hour,
@@ -157,89 +155,107 @@ func DefaultConfig() Config {
 		LeaseTTL:         15 * time.Second,
 		MaxBodyBytes:     1 << 20,
 	}
-	c.Cluster.Secret = "env:SHOAL_CLUSTER_SECRET"
-	return c
 }
 
-// LoadConfig reads a YAML file over DefaultConfig.
+// LoadConfig reads a YAML file over DefaultConfig and validates it.
 func LoadConfig(file string) (Config, error) {
 	cfg := DefaultConfig()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return cfg, fmt.Errorf("read preheat config: %w", err)
+	if err := config.Load("preheat config", file, &cfg, renamed); err != nil {
+		return cfg, err
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("parse preheat config %s: %w", file, err)
-	}
-	return cfg, cfg.validate()
+	return cfg, cfg.Validate()
 }
 
-func (c *Config) validate() error {
-	if c.Registry == "" {
-		return fmt.Errorf("preheat config: registry is required")
-	}
-	if c.AgentToken != "" {
-		return fmt.Errorf("preheat config: agentToken is no longer supported: preheat now calls agents over mutual TLS " +
-			"as a cluster member; remove agentToken (and the agents' control.token) and set cluster.secret to the agents' join secret")
-	}
-	if _, err := c.clusterSecrets(); err != nil {
+// Validate reports the first unusable setting; it changes nothing.
+func (c Config) Validate() error {
+	if err := c.validate(); err != nil {
 		return fmt.Errorf("preheat config: %w", err)
-	}
-	if _, err := c.registrySet(); err != nil {
-		return fmt.Errorf("preheat config: %w", err)
-	}
-	if _, _, err := c.trackerAPI(); err != nil {
-		return fmt.Errorf("preheat config: %w", err)
-	}
-	if c.HeartbeatMaxSkew <= 0 {
-		c.HeartbeatMaxSkew = time.Minute
-	}
-	if c.NodeKeyRetention < 10*c.HeartbeatTTL {
-		return fmt.Errorf("preheat config: nodeKeyRetention (%s) must be at least 10 x heartbeatTTL (%s): a node's pin must outlive its record", c.NodeKeyRetention, c.HeartbeatTTL)
-	}
-	if c.MaxWebhookEvents <= 0 {
-		c.MaxWebhookEvents = 100
-	}
-	if c.MaxWebhookJobs <= 0 {
-		c.MaxWebhookJobs = 20
-	}
-	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
-		return fmt.Errorf("preheat config: debug.addr: %w", err)
-	}
-	if c.AgentConcurrency <= 0 {
-		c.AgentConcurrency = 1
-	}
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 1 << 20
-	}
-	for i := range c.Policies {
-		p := &c.Policies[i]
-		if p.Repository == "" {
-			return fmt.Errorf("preheat config: policy %d (%s): repository glob is required", i, p.Name)
-		}
-		if _, err := path.Match(p.Repository, ""); err != nil {
-			return fmt.Errorf("preheat config: policy %s: repository %q: %w", p.Name, p.Repository, err)
-		}
-		if p.Tag != "" {
-			if _, err := path.Match(p.Tag, ""); err != nil {
-				return fmt.Errorf("preheat config: policy %s: tag %q: %w", p.Name, p.Tag, err)
-			}
-		}
-		if p.TagRegex != "" {
-			re, err := regexp.Compile(p.TagRegex)
-			if err != nil {
-				return fmt.Errorf("preheat config: policy %s: tagRegex: %w", p.Name, err)
-			}
-			p.tagRe = re
-		}
 	}
 	return nil
 }
 
+func (c Config) validate() error {
+	if c.Addr == "" {
+		return errors.New("addr is required")
+	}
+	if c.Registry == "" {
+		return errors.New("registry is required")
+	}
+	for _, err := range []error{c.Log.Validate(), c.Debug.Validate(), c.Redis.Validate()} {
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := c.clusterSecrets(); err != nil {
+		return err
+	}
+	if _, err := c.registrySet(); err != nil {
+		return err
+	}
+	if _, _, err := c.trackerAPI(); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeatTTL", c.HeartbeatTTL}, {"heartbeatMaxSkew", c.HeartbeatMaxSkew}, {"retention", c.Retention},
+		{"jobTimeout", c.JobTimeout}, {"fetchTimeout", c.FetchTimeout}, {"leaseTTL", c.LeaseTTL}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive", d.name)
+		}
+	}
+	if c.NodeKeyRetention < 10*c.HeartbeatTTL {
+		return fmt.Errorf("nodeKeyRetention (%s) must be at least 10 x heartbeatTTL (%s): a node's pin must outlive its record", c.NodeKeyRetention, c.HeartbeatTTL)
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"agentConcurrency", int64(c.AgentConcurrency)}, {"maxBodyBytes", c.MaxBodyBytes},
+		{"maxWebhookEvents", int64(c.MaxWebhookEvents)}, {"maxWebhookJobs", int64(c.MaxWebhookJobs)}} {
+		if n.v <= 0 {
+			return fmt.Errorf("%s must be at least 1", n.name)
+		}
+	}
+	_, err := compilePolicies(c.Policies)
+	return err
+}
+
+// policy is a Policy with its tag regexp compiled (by New, once).
+type policy struct {
+	Policy
+	tagRe *regexp.Regexp
+}
+
+// compilePolicies checks every policy's globs and compiles its regexp.
+func compilePolicies(ps []Policy) ([]policy, error) {
+	out := make([]policy, 0, len(ps))
+	for i, p := range ps {
+		if p.Repository == "" {
+			return nil, fmt.Errorf("policy %d (%s): repository glob is required", i, p.Name)
+		}
+		if _, err := path.Match(p.Repository, ""); err != nil {
+			return nil, fmt.Errorf("policy %s: repository %q: %w", p.Name, p.Repository, err)
+		}
+		if p.Tag != "" {
+			if _, err := path.Match(p.Tag, ""); err != nil {
+				return nil, fmt.Errorf("policy %s: tag %q: %w", p.Name, p.Tag, err)
+			}
+		}
+		cp := policy{Policy: p}
+		if p.TagRegex != "" {
+			re, err := regexp.Compile(p.TagRegex)
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: tagRegex: %w", p.Name, err)
+			}
+			cp.tagRe = re
+		}
+		out = append(out, cp)
+	}
+	return out, nil
+}
+
 // match reports whether a push of repo:tag falls under the policy.
-func (p *Policy) match(repo, tag string) bool {
+func (p *policy) match(repo, tag string) bool {
 	if ok, _ := path.Match(p.Repository, repo); !ok {
 		return false
 	}
@@ -256,7 +272,7 @@ func (p *Policy) match(repo, tag string) bool {
 
 // clusterSecrets resolves the join secret and the previous ones, current
 // first.
-func (c *Config) clusterSecrets() ([]string, error) {
+func (c Config) clusterSecrets() ([]string, error) {
 	return secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
 }
 
@@ -264,7 +280,7 @@ func (c *Config) clusterSecrets() ([]string, error) {
 // preheat and the agents reach it at: the default registry and the
 // registries list. A bare host is https unless listed in
 // plainHTTPRegistries or on loopback.
-func (c *Config) registrySet() (map[string]string, error) {
+func (c Config) registrySet() (map[string]string, error) {
 	out := map[string]string{}
 	for i, r := range append([]string{c.Registry}, c.Registries...) {
 		name := "registry"
@@ -293,7 +309,7 @@ func (c *Config) registrySet() (map[string]string, error) {
 
 // trackerAPI returns the tracker's base URL and resolved token, or "" when
 // none is configured.
-func (c *Config) trackerAPI() (base, token string, err error) {
+func (c Config) trackerAPI() (base, token string, err error) {
 	if c.Tracker.URL == "" {
 		if c.Tracker.Token != "" {
 			return "", "", fmt.Errorf("tracker.token is set but tracker.url is not")
@@ -307,7 +323,7 @@ func (c *Config) trackerAPI() (base, token string, err error) {
 	}
 	tok, err := secret.Resolve("tracker.token", c.Tracker.Token)
 	if err != nil {
-		return "", "", fmt.Errorf("%w (one of the tracker's api_tokens)", err)
+		return "", "", fmt.Errorf("%w (one of the tracker's API tokens)", err)
 	}
 	return u.String(), tok, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
@@ -63,7 +64,7 @@ func (s *Service) consoleRoutes(r *mux.Router) {
 	r.Handle("/console/api/overview", c(s.handleOverview)).Methods(http.MethodGet)
 	r.Handle("/console/api/traffic", c(s.handleTraffic)).Methods(http.MethodGet)
 	r.Handle("/console/api/swarms", c(s.handleSwarms)).Methods(http.MethodGet)
-	r.Handle("/console/api/jobs", c(s.handleConsoleCreate)).Methods(http.MethodPost)
+	r.Handle("/console/api/jobs", c(s.handleCreate("console"))).Methods(http.MethodPost)
 	r.Handle("/console/api/jobs/{id}", c(s.handleGet)).Methods(http.MethodGet)
 	r.Handle("/console/api/jobs/{id}", c(s.handleCancel)).Methods(http.MethodDelete)
 	r.Handle("/console/api/events", c(s.handleEvents)).Methods(http.MethodGet)
@@ -72,7 +73,7 @@ func (s *Service) consoleRoutes(r *mux.Router) {
 func serveConsoleFile(w http.ResponseWriter, static fs.FS, name string) {
 	b, err := fs.ReadFile(static, name)
 	if err != nil {
-		writeErr(w, http.StatusNotFound, "no such console file: "+name)
+		httpx.WriteError(w, http.StatusNotFound, "", "no such console file: "+name)
 		return
 	}
 	ct := "application/octet-stream"
@@ -97,11 +98,16 @@ func serveConsoleFile(w http.ResponseWriter, static fs.FS, name string) {
 }
 
 // openAccess reports whether the console may run without tokens for r,
-// and why not.
+// and why not. It goes by the address Serve's listener is bound to, not by
+// the configured one: the caller may have handed Serve another listener.
 func (s *Service) openAccess(r *http.Request) (bool, string) {
-	host, _, err := net.SplitHostPort(s.cfg.Listen)
+	addr := ""
+	if p := s.listenAddr.Load(); p != nil {
+		addr = *p
+	}
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil || !isLoopbackName(host) {
-		return false, "the console needs apiTokens when preheat listens beyond loopback (listen: " + s.cfg.Listen + ")"
+		return false, "the console needs apiTokens when preheat listens beyond loopback (addr: " + addr + ")"
 	}
 	rh, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil || !isLoopbackName(rh) {
@@ -171,18 +177,18 @@ func (s *Service) consoleAuth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(s.cfg.APITokens) == 0 {
 			if ok, why := s.openAccess(r); !ok {
-				writeErr(w, http.StatusForbidden, why)
+				httpx.WriteError(w, http.StatusForbidden, "", why)
 				return
 			}
 		} else if !s.bearerOK(r) {
 			c, err := r.Cookie(sessionCookie)
 			if err != nil || !s.validSession(c.Value, time.Now()) {
-				writeErr(w, http.StatusUnauthorized, "log in with a preheat API token")
+				httpx.WriteError(w, http.StatusUnauthorized, "", "log in with a preheat API token")
 				return
 			}
 		}
 		if r.Method != http.MethodGet && r.Header.Get(consoleHeader) == "" && !s.bearerOK(r) {
-			writeErr(w, http.StatusForbidden, "console writes need the "+consoleHeader+" header")
+			httpx.WriteError(w, http.StatusForbidden, "", "console writes need the "+consoleHeader+" header")
 			return
 		}
 		h(w, r)
@@ -200,16 +206,16 @@ func (s *Service) handleSession(w http.ResponseWriter, r *http.Request) {
 	} else if c, err := r.Cookie(sessionCookie); err == nil && s.validSession(c.Value, time.Now()) {
 		out["loggedIn"] = true
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get(consoleHeader) == "" {
-		writeErr(w, http.StatusForbidden, "log in from the console page")
+		httpx.WriteError(w, http.StatusForbidden, "", "log in from the console page")
 		return
 	}
 	if len(s.cfg.APITokens) == 0 {
-		writeErr(w, http.StatusBadRequest, "no apiTokens are configured: there is nothing to log in with")
+		httpx.WriteError(w, http.StatusBadRequest, "", "no apiTokens are configured: there is nothing to log in with")
 		return
 	}
 	var req struct {
@@ -220,7 +226,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.TrimSpace(req.Token) == "" {
-		writeErr(w, http.StatusBadRequest, "enter an API token")
+		httpx.WriteError(w, http.StatusBadRequest, "", "enter an API token")
 		return
 	}
 	var token string
@@ -231,7 +237,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if token == "" {
 		s.log.WithField("remote", r.RemoteAddr).Warn("console login with a wrong token")
-		writeErr(w, http.StatusUnauthorized, "that is not one of the preheat API tokens")
+		httpx.WriteError(w, http.StatusUnauthorized, "", "that is not one of the preheat API tokens")
 		return
 	}
 	exp := time.Now().Add(sessionTTL)
@@ -298,25 +304,7 @@ func (s *Service) handleOverview(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, o)
-}
-
-func (s *Service) handleConsoleCreate(w http.ResponseWriter, r *http.Request) {
-	var req JobRequest
-	if err := decode(r, &req); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	j, created, err := s.CreateJob(r.Context(), req, "console")
-	if err != nil {
-		s.writeError(w, err)
-		return
-	}
-	status := http.StatusCreated
-	if !created {
-		status = http.StatusOK
-	}
-	writeJSON(w, status, j)
+	httpx.WriteJSON(w, http.StatusOK, o)
 }
 
 func (s *Service) handleTraffic(w http.ResponseWriter, r *http.Request) {
@@ -324,7 +312,7 @@ func (s *Service) handleTraffic(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("minutes"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > 60*24*31 {
-			writeErr(w, http.StatusBadRequest, "minutes must be an integer from 1 to 44640")
+			httpx.WriteError(w, http.StatusBadRequest, "", "minutes must be an integer from 1 to 44640")
 			return
 		}
 		since = time.Now().Add(-time.Duration(n) * time.Minute)
@@ -334,7 +322,7 @@ func (s *Service) handleTraffic(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"traffic": pts})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"traffic": pts})
 }
 
 // recordTraffic adds a heartbeat's byte counters to the per-minute
@@ -357,14 +345,14 @@ func (s *Service) recordTraffic(ctx context.Context, hb nodeapi.Heartbeat) {
 func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
-		writeErr(w, http.StatusInternalServerError, "streaming unsupported")
+		httpx.WriteError(w, http.StatusInternalServerError, "", "streaming unsupported")
 		return
 	}
 	var job int64
 	if v := r.URL.Query().Get("job"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
-			writeErr(w, http.StatusBadRequest, "job must be a positive integer")
+			httpx.WriteError(w, http.StatusBadRequest, "", "job must be a positive integer")
 			return
 		}
 		job = n
@@ -397,7 +385,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 		o, err := s.overview(ctx)
 		if err != nil {
 			o = nil
-			if !send("problem", map[string]string{"error": "store: " + err.Error()}, new([]byte)) {
+			if !send("problem", httpx.ErrorBody{Error: "store: " + err.Error(), Code: httpx.CodeUnavailable}, new([]byte)) {
 				return
 			}
 		}
@@ -408,7 +396,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 			j, err := s.store.GetJob(ctx, job)
 			switch {
 			case errors.Is(err, ErrNotFound):
-				if !send("problem", map[string]string{"error": fmt.Sprintf("job %d not found (finished jobs expire after %s)", job, s.cfg.Retention)}, &lastJ) {
+				if !send("problem", httpx.ErrorBody{Error: fmt.Sprintf("job %d not found (finished jobs expire after %s)", job, s.cfg.Retention), Code: httpx.CodeNotFound}, &lastJ) {
 					return
 				}
 			case err == nil:

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/shoalproject/shoal/internal/nodeapi"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -96,8 +97,7 @@ func TestConsoleOpenOnLoopbackOnly(t *testing.T) {
 	}
 
 	// Listening beyond loopback without tokens: the console stays shut.
-	cfg.Listen = ":8002"
-	r2 := startReplica(t, cfg, NewMemoryStore())
+	r2 := startReplicaOn(t, cfg, NewMemoryStore(), ":0")
 	var e map[string]string
 	if code := consoleDo(t, c, "GET", r2.URL+"/console/api/overview", nil, &e); code != 403 || !strings.Contains(e["error"], "apiTokens") {
 		t.Fatalf("open console beyond loopback: %d %v", code, e)
@@ -250,4 +250,32 @@ func TestHeartbeatCounters(t *testing.T) {
 	if code := send(hb); code != 400 {
 		t.Fatalf("negative counter = %d", code)
 	}
+}
+
+// A job the stream cannot show is a "problem" event in the one error shape.
+func TestConsoleEventsProblem(t *testing.T) {
+	r := startReplica(t, testConfig("http://127.0.0.1:1"), NewMemoryStore())
+	resp, err := consoleClient(t).Get(r.URL + "/console/api/events?job=999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	event := ""
+	for sc.Scan() {
+		if ev, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+			event = ev
+			continue
+		}
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || event != "problem" {
+			continue
+		}
+		var e httpx.ErrorBody
+		if err := json.Unmarshal([]byte(data), &e); err != nil || e.Code != httpx.CodeNotFound || !strings.Contains(e.Error, "job 999 not found") {
+			t.Fatalf("problem %s", data)
+		}
+		return
+	}
+	t.Fatalf("stream ended without a problem event: %v", sc.Err())
 }

@@ -1,7 +1,6 @@
 package preheat
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,11 +12,11 @@ import (
 func TestDebugConfig(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Debug.Addr = "10.0.0.1:6060"
-	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "debug.addr") || !strings.Contains(err.Error(), "loopback") {
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "debug.addr") || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("debug.addr 10.0.0.1:6060: %v", err)
 	}
 	cfg.Debug.Addr = "[::1]:6060"
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if DefaultConfig().Debug.Addr != "" {
@@ -28,21 +27,11 @@ func TestDebugConfig(t *testing.T) {
 // Serve runs the pprof listener for as long as the API when configured.
 func TestDebugServe(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
-	cfg.Listen = testenv.FreeAddr(t)
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s, err := NewWithStore(cfg, NewMemoryStore())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
+	r := startReplica(t, cfg, NewMemoryStore())
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
 	testenv.WaitHTTPOK(t, url, 5*time.Second)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	r.stop()
 	noKeepAlive := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := noKeepAlive.Get(url)

@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // Harbor P2P preheat provider endpoints. Shapes follow Harbor's drivers in
-// src/pkg/p2p/preheat/provider (dragonfly.go, kraken.go) — see
-// ../shared/reference/harbor.md; scope/cluster mapping is documented on
-// HarborConfig.
+// src/pkg/p2p/preheat/provider (dragonfly.go, kraken.go) and the Dragonfly
+// manager's job API they call; preheat/README.md ("Endpoints", "Harbor
+// mapping") says what each endpoint answers, and HarborConfig documents the
+// scope/cluster mapping.
 
 type dragonflyCreateRequest struct {
 	Type string `json:"type"`
@@ -75,19 +78,24 @@ func dragonflyState(s JobState) string {
 	return "PENDING"
 }
 
-func writeDragonflyErr(w http.ResponseWriter, status int, msg string) {
-	// Dragonfly's manager answers binding errors with {"errors": "..."};
-	// "error" is kept too for shoal's own clients.
-	writeJSON(w, status, map[string]string{"errors": msg, "error": msg})
+// dragonflyErrBody is Dragonfly's manager's error shape ({"errors": "..."}
+// on binding errors) carrying Shoal's one shape ("error", "code") too.
+type dragonflyErrBody struct {
+	Errors string `json:"errors"`
+	httpx.ErrorBody
+}
+
+func writeDragonflyErr(w http.ResponseWriter, status int, code, msg string) {
+	if code == "" {
+		code = httpx.CodeFor(status)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, status, dragonflyErrBody{Errors: msg, ErrorBody: httpx.ErrorBody{Error: msg, Code: code}})
 }
 
 func (s *Service) dragonflyError(w http.ResponseWriter, err error) {
-	var ae *APIError
-	if errors.As(err, &ae) {
-		writeDragonflyErr(w, ae.Status, ae.Msg)
-		return
-	}
-	s.writeError(w, err)
+	ae := s.apiError(err)
+	writeDragonflyErr(w, ae.Status, ae.Code, ae.Msg)
 }
 
 // harborGroups maps scheduler_cluster_ids and scope to node groups.
@@ -138,15 +146,15 @@ func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if req.Type != "preheat" {
-		writeDragonflyErr(w, http.StatusUnprocessableEntity, fmt.Sprintf("job type %q not supported (want preheat)", req.Type))
+		writeDragonflyErr(w, http.StatusUnprocessableEntity, "", fmt.Sprintf("job type %q not supported (want preheat)", req.Type))
 		return
 	}
 	if req.Args.Type != "image" {
-		writeDragonflyErr(w, http.StatusUnprocessableEntity, fmt.Sprintf("preheat type %q not supported (want image)", req.Args.Type))
+		writeDragonflyErr(w, http.StatusUnprocessableEntity, "", fmt.Sprintf("preheat type %q not supported (want image)", req.Args.Type))
 		return
 	}
 	if req.Args.URL == "" {
-		writeDragonflyErr(w, http.StatusUnprocessableEntity, "args.url is required")
+		writeDragonflyErr(w, http.StatusUnprocessableEntity, "", "args.url is required")
 		return
 	}
 	groups, single, err := s.harborGroups(req.SchedulerClusterIDs, req.Args.Scope)
@@ -161,7 +169,7 @@ func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) 
 	}
 	v := s.dragonflyView(r, j)
 	v.State = "PENDING" // what Dragonfly answers on create; Harbor then polls
-	writeJSON(w, http.StatusOK, v)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Service) dragonflyView(r *http.Request, j *Job) *dragonflyJob {
@@ -245,19 +253,15 @@ func (s *Service) dragonflyView(r *http.Request, j *Job) *dragonflyJob {
 func (s *Service) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
-		writeDragonflyErr(w, http.StatusBadRequest, "job id must be an integer")
+		writeDragonflyErr(w, http.StatusBadRequest, "", "job id must be an integer")
 		return
 	}
 	j, err := s.store.GetJob(r.Context(), id)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			writeDragonflyErr(w, http.StatusNotFound, err.Error())
-			return
-		}
-		s.writeError(w, err)
+		s.dragonflyError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.dragonflyView(r, j))
+	httpx.WriteJSON(w, http.StatusOK, s.dragonflyView(r, j))
 }
 
 // legacyImage is the PreheatImage Harbor 2.1–2.11 posts to /preheats.
@@ -277,7 +281,7 @@ func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Type != "image" || req.URL == "" {
-		writeErr(w, http.StatusBadRequest, "want type image and a manifest url")
+		httpx.WriteError(w, http.StatusBadRequest, "", "want type image and a manifest url")
 		return
 	}
 	headers := map[string]string{}
@@ -292,13 +296,13 @@ func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"ID": strconv.FormatInt(j.ID, 10)})
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"ID": strconv.FormatInt(j.ID, 10)})
 }
 
 func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, "task id must be an integer")
+		httpx.WriteError(w, http.StatusBadRequest, "", "task id must be an integer")
 		return
 	}
 	j, err := s.store.GetJob(r.Context(), id)
@@ -312,7 +316,7 @@ func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 	if !j.FinishedAt.IsZero() {
 		out["finishTime"] = j.FinishedAt.Format(time.RFC3339)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // handleKraken accepts Harbor's Kraken-driver notification (capitalised
@@ -327,7 +331,7 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(env.Events) == 0 {
-		writeErr(w, http.StatusBadRequest, "notification has no events")
+		httpx.WriteError(w, http.StatusBadRequest, "", "notification has no events")
 		return
 	}
 	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
@@ -359,8 +363,10 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 		if status < 400 {
 			status = http.StatusBadGateway
 		}
-		writeJSON(w, status, map[string]any{"error": strings.Join(res.Errors, "; "), "errors": res.Errors, "jobs": res.Jobs})
+		w.Header().Set("Cache-Control", "no-store")
+		httpx.WriteJSON(w, status, map[string]any{"error": strings.Join(res.Errors, "; "), "code": httpx.CodeFor(status),
+			"errors": res.Errors, "jobs": res.Jobs})
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpx.WriteJSON(w, http.StatusOK, res)
 }

@@ -104,8 +104,8 @@ func TestHarborDragonflyContract(t *testing.T) {
 		`{"type":"preheat","args":`,
 	} {
 		var e map[string]string
-		if code := call(t, "POST", r.URL+"/oapi/v1/jobs", harborAuth, b, &e); code != 422 || e["errors"] == "" {
-			t.Fatalf("bad body %s → %d %v, want 422 with errors", b, code, e)
+		if code := call(t, "POST", r.URL+"/oapi/v1/jobs", harborAuth, b, &e); code != 422 || e["errors"] == "" || e["error"] != e["errors"] || e["code"] != "INVALID" {
+			t.Fatalf("bad body %s → %d %v, want 422 with errors, error and code", b, code, e)
 		}
 	}
 	// null cluster ids → default groups; single_seed_peer → one node per group.
@@ -269,7 +269,7 @@ func TestHarborDragonflyClusterWithoutNodes(t *testing.T) {
 	// Only clusters without any node: refused at once.
 	only3 := strings.Replace(body, `[1,3]`, `[3]`, 1)
 	var e map[string]string
-	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, only3, &e); code != 422 || !strings.Contains(e["errors"], "no target nodes") {
+	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, only3, &e); code != 422 || !strings.Contains(e["errors"], "no target nodes") || e["code"] != CodeNoTargets {
 		t.Fatalf("cluster without nodes: %d %v", code, e)
 	}
 }
@@ -288,7 +288,7 @@ func TestHarborKrakenRefusesWhatWouldFail(t *testing.T) {
 		var out map[string]any
 		return call(t, "POST", r.URL+"/registry/notifications", nil, body, &out), out
 	}
-	if code, out := notify(reg.URL, "library/busybox"); code != 422 || !strings.Contains(fmt.Sprint(out["error"]), "no target nodes") {
+	if code, out := notify(reg.URL, "library/busybox"); code != 422 || !strings.Contains(fmt.Sprint(out["error"]), "no target nodes") || out["code"] != "INVALID" {
 		t.Fatalf("no nodes: %d %v, want 422", code, out)
 	}
 	a := startAgent(t, "solo", "")

@@ -2,12 +2,14 @@ package preheat
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -25,15 +27,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/redis/go-redis/v9"
-	"github.com/sirupsen/logrus"
-
 	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
-func init() { logrus.SetLevel(logrus.WarnLevel) }
+var bg = context.Background()
 
 // testRegistry is a real registry behind a counting reverse proxy, so tests
 // can assert registry egress for blobs.
@@ -189,7 +190,7 @@ func startAgentAs(t *testing.T, id, group string, ident *cluster.Identity) *test
 func (a *testAgent) URL() string { return a.srv.URL }
 
 func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
-	fail := func(code int, msg string) { writeErr(w, code, msg) }
+	fail := func(code int, msg string) { httpx.WriteError(w, code, "", msg) }
 	if r.URL.Path != nodeapi.FetchPath || r.Method != http.MethodPost {
 		fail(404, "not found")
 		return
@@ -220,7 +221,7 @@ func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	path := filepath.Join(a.Dir, strings.ReplaceAll(req.Digest, ":", "_"))
 	if st, err := os.Stat(path); err == nil {
-		writeJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: st.Size(), Source: "cache"})
+		httpx.WriteJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: st.Size(), Source: "cache"})
 		return
 	}
 	greq, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, req.Registry+"/v2/"+req.Repository+"/blobs/"+req.Digest, nil)
@@ -252,7 +253,7 @@ func (a *testAgent) serve(w http.ResponseWriter, r *http.Request) {
 		fail(500, err.Error())
 		return
 	}
-	writeJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: n, Source: "http", BytesFromRegistry: n})
+	httpx.WriteJSON(w, 200, nodeapi.FetchResponse{Digest: req.Digest, Size: n, Source: "http", BytesFromRegistry: n})
 }
 
 func (a *testAgent) cached(t *testing.T) map[string]bool {
@@ -294,12 +295,13 @@ func sendRaw(t *testing.T, req *http.Request) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e httpx.ErrorBody
 	raw, _ := io.ReadAll(resp.Body)
 	if len(raw) > 0 && json.Unmarshal(raw, &e) != nil {
 		t.Fatalf("answer %d is not the JSON error shape: %q", resp.StatusCode, raw)
+	}
+	if resp.StatusCode >= 400 && (e.Error == "" || e.Code == "") {
+		t.Fatalf("error answer %d is not {\"error\",\"code\"}: %q", resp.StatusCode, raw)
 	}
 	return resp.StatusCode, e.Error
 }
@@ -308,13 +310,21 @@ func sendRaw(t *testing.T, req *http.Request) (int, string) {
 type replica struct {
 	svc *Service
 	URL string
-	srv *httptest.Server
+	// stop ends Serve (as a stopped process would) and waits for it.
+	stop func()
 }
 
+// redisStore is a store on the Redis at addr, built from a redis block as
+// preheat builds its own.
 func redisStore(t *testing.T, addr string) Store {
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	rc := config.DefaultRedis("it:")
+	rc.Addrs = []string{addr}
+	rdb, err := rc.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { rdb.Close() })
-	return NewRedisStore(rdb, "it:")
+	return NewRedisStore(rdb, rc.KeyPrefix)
 }
 
 func testConfig(registry string) Config {
@@ -327,19 +337,41 @@ func testConfig(registry string) Config {
 	cfg.JobTimeout = 30 * time.Second
 	cfg.Retention = time.Minute
 	cfg.MaxBodyBytes = 64 << 10
+	cfg.Log.Level = "warn"
 	return cfg
 }
 
 func startReplica(t *testing.T, cfg Config, st Store) *replica {
 	t.Helper()
-	s, err := NewWithStore(cfg, st)
+	return startReplicaOn(t, cfg, st, "127.0.0.1:0")
+}
+
+// startReplicaOn serves a replica on a listener bound to addr (port 0),
+// reached at 127.0.0.1.
+func startReplicaOn(t *testing.T, cfg Config, st Store, addr string) *replica {
+	t.Helper()
+	s, err := New(cfg, Deps{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Start()
-	srv := httptest.NewServer(s.Handler())
-	r := &replica{svc: s, URL: srv.URL, srv: srv}
-	t.Cleanup(func() { srv.Close(); _ = s.Close() })
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	r := &replica{svc: s, URL: fmt.Sprintf("http://127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)}
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(r.stop)
 	return r
 }
 

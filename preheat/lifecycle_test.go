@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics/metricstest"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -90,17 +93,22 @@ func TestJobLifecycleOnlyTargetGroup(t *testing.T) {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	body := string(raw)
-	for _, s := range []string{`shoal_preheat_jobs{state="SUCCESS"} 2`, `shoal_preheat_bytes_total{from="registry"}`, "shoal_preheat_job_duration_seconds_count 2"} {
+	for _, s := range []string{`shoal_preheat_jobs{state="SUCCESS"} 2`, `shoal_preheat_bytes_total{source="registry"}`, "shoal_preheat_job_duration_seconds_count 2"} {
 		if !strings.Contains(body, s) {
 			t.Errorf("metrics lack %q", s)
 		}
 	}
-	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &map[string]string{}); code != 200 {
-		t.Fatalf("healthz %d", code)
+	// Every family exists now that jobs ran: all must be documented.
+	metricstest.Documented(t, "preheat", r.svc.metrics.reg)
+
+	var health httpx.HealthReport
+	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &health); code != 200 || health.Component != "preheat" || health.Checks["store"].Status != "ok" {
+		t.Fatalf("healthz %d %+v", code, health)
 	}
 	rs.Kill()
-	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &map[string]string{}); code != 503 {
-		t.Fatalf("healthz with redis down = %d, want 503", code)
+	health = httpx.HealthReport{}
+	if code := call(t, "GET", r.URL+"/healthz", nil, nil, &health); code != 503 || health.Status != "fail" || health.Checks["store"].Error == "" {
+		t.Fatalf("healthz with redis down = %d %+v, want 503 and the store failing", code, health)
 	}
 }
 
@@ -140,8 +148,7 @@ func TestRestartMidJobAndTwoReplicas(t *testing.T) {
 		t.Fatalf("dedupe across replicas: %d id %d want %d", code, dup.ID, j.ID)
 	}
 
-	_ = r1.svc.Close() // stop replica 1 mid-job
-	r1.srv.Close()
+	r1.stop()     // stop replica 1 mid-job
 	close(a.gate) // agent now answers everything
 	v := waitJob(t, r2.URL, j.ID, StateSuccess, 20*time.Second)
 	if v.Owner != r2.svc.ID() {
@@ -195,7 +202,7 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	// Node with lapsed heartbeat: marked offline without a fetch attempt.
 	// Lapsed, not yet forgotten (that happens after nodeForgetFactor TTLs):
 	// with a 1 ms TTL a loaded machine let it vanish before the job listed it.
-	_ = r.svc.store.PutNode(bg, Node{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}, 200*time.Millisecond)
+	_ = r.svc.store.PutNode(bg, Node{Heartbeat: nodeapi.Heartbeat{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}}, 200*time.Millisecond)
 	time.Sleep(250 * time.Millisecond)
 	// Only that node in the group: known to fail, so refused at once.
 	var e map[string]string

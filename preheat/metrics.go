@@ -7,9 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are per Service (own registry) so several replicas can live in
-// one test process.
-type metrics struct {
+// metricSet is a replica's metrics, on its own registry so that several
+// replicas can live in one process.
+type metricSet struct {
 	reg      *prometheus.Registry
 	created  *prometheus.CounterVec
 	done     *prometheus.CounterVec
@@ -45,8 +45,8 @@ func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func newMetrics(st Store) *metrics {
-	m := &metrics{
+func newMetrics(st Store) *metricSet {
+	m := &metricSet{
 		reg: prometheus.NewRegistry(),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_preheat_jobs_created_total", Help: "Preheat jobs created by this replica, by trigger.",
@@ -58,8 +58,8 @@ func newMetrics(st Store) *metrics {
 			Name: "shoal_preheat_blob_fetches_total", Help: "Per node per blob fetch requests to agents, by result.",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_preheat_bytes_total", Help: "Bytes preheated into agent caches, by where the agent got them.",
-		}, []string{"from"}),
+			Name: "shoal_preheat_bytes_total", Help: "Bytes preheated into agent caches, by where the agent got them (peer, registry).",
+		}, []string{"source"}),
 		jobDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "shoal_preheat_job_duration_seconds", Help: "Wall time from job start to its final state.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
@@ -70,12 +70,11 @@ func newMetrics(st Store) *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.created, m.done, m.fetches, m.bytes, m.jobDur, m.fetchDur,
-		&jobsCollector{store: st, desc: prometheus.NewDesc("shoal_preheat_jobs", "Stored preheat jobs by state.", []string{"state"}, nil)},
-		prometheus.NewGoCollector())
+		&jobsCollector{store: st, desc: prometheus.NewDesc("shoal_preheat_jobs", "Stored preheat jobs by state.", []string{"state"}, nil)})
 	return m
 }
 
-func (m *metrics) finished(j *Job) {
+func (m *metricSet) finished(j *Job) {
 	m.done.WithLabelValues(string(j.State)).Inc()
 	start := j.StartedAt
 	if start.IsZero() {

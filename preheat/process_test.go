@@ -15,7 +15,7 @@ import (
 func startPreheatProcess(t *testing.T, bin, name, redisAddr, registry string) (*testenv.Process, string) {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
-	cfg := fmt.Sprintf("listen: %s\ncluster: {secret: %s}\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, testClusterSecret, redisAddr, registry)
+	cfg := fmt.Sprintf("addr: %s\ncluster: {secret: %s}\nredis:\n  addrs: [%q]\nregistry: %s\nleaseTTL: 1s\nheartbeatTTL: 30s\nfetchTimeout: 20s\n", addr, testClusterSecret, redisAddr, registry)
 	path := filepath.Join(t.TempDir(), "preheat.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -100,8 +100,7 @@ func TestResumeWithoutCredentialsFailsClearly(t *testing.T) {
 	var j JobView
 	call(t, "POST", r1.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/cred:v1", Headers: map[string]string{"Authorization": "Bearer pull-jwt"}}, &j)
 	<-a.started
-	_ = r1.svc.Close()
-	r1.srv.Close()
+	r1.stop()
 	close(a.gate)
 	r2 := startReplica(t, cfg, redisStore(t, rs.Addr))
 	v := waitJob(t, r2.URL, j.ID, StateFailure, 10*time.Second)

@@ -106,8 +106,8 @@ func (e *ResolveError) Unwrap() error { return e.Err }
 // unreachable is a failed connection to what. The transport's error text
 // can quote bytes the other end sent (a malformed response), so callers
 // get a fixed message and the detail goes to the debug log.
-func unreachable(what string, err error) error {
-	logrus.WithError(err).WithField("component", "preheat").Debugf("%s unreachable", what)
+func (r *resolver) unreachable(what string, err error) error {
+	r.log.WithError(err).Debugf("%s unreachable", what)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return &ResolveError{Status: http.StatusGatewayTimeout, Err: fmt.Errorf("%s did not answer in time", what)}
 	}
@@ -163,6 +163,7 @@ type manifestDoc struct {
 // remote keeps the exact headers we hand to agents under our control.
 type resolver struct {
 	client *http.Client
+	log    *logrus.Entry
 }
 
 // maxManifestBytes bounds what we read from a registry (the spec suggests
@@ -256,7 +257,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 	u := ref.manifestURL(reference)
 	resp, err := r.do(ctx, u, auth)
 	if err != nil {
-		return nil, "", "", unreachable("registry "+ref.Registry, err)
+		return nil, "", "", r.unreachable("registry "+ref.Registry, err)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		chal := resp.Header.Get("WWW-Authenticate")
@@ -265,7 +266,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 			return nil, "", "", err
 		}
 		if resp, err = r.do(ctx, u, auth); err != nil {
-			return nil, "", "", unreachable("registry "+ref.Registry, err)
+			return nil, "", "", r.unreachable("registry "+ref.Registry, err)
 		}
 	}
 	defer resp.Body.Close()
@@ -361,7 +362,7 @@ func (r *resolver) authorize(ctx context.Context, challenge string, ref ImageRef
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return unreachable("token service "+tu.Host, err)
+		return r.unreachable("token service "+tu.Host, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

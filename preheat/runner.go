@@ -385,7 +385,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 				return
 			}
 			s.metrics.fetches.WithLabelValues("success").Inc()
-			s.metrics.bytes.WithLabelValues("peers").Add(float64(resp.BytesFromPeers))
+			s.metrics.bytes.WithLabelValues("peer").Add(float64(resp.BytesFromPeers))
 			s.metrics.bytes.WithLabelValues("registry").Add(float64(resp.BytesFromRegistry))
 			s.metrics.fetchDur.Observe(time.Since(start).Seconds())
 			set(Progress{NodeID: t.NodeID, Digest: b.Digest, Size: b.Size, State: StateSuccess, Source: resp.Source,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
 )
@@ -29,7 +30,7 @@ func startHoneypot(t *testing.T) *honeypot {
 	t.Helper()
 	h := &honeypot{}
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, nodeapi.FetchResponse{Digest: "sha256:x", Source: "cache"})
+		httpx.WriteJSON(w, 200, nodeapi.FetchResponse{Digest: "sha256:x", Source: "cache"})
 	}))
 	h.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
@@ -296,7 +297,7 @@ func TestUnconfiguredRegistryRefused(t *testing.T) {
 	other := l.Addr().String()
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Policies = []Policy{{Name: "all", Repository: "*/*"}}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
@@ -321,7 +322,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
 	cfg.Policies = []Policy{{Name: "all", Repository: "*/*"}}
 	cfg.MaxWebhookEvents, cfg.MaxWebhookJobs = 10, 3
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
@@ -361,17 +362,12 @@ func TestWebhookFanOutLimits(t *testing.T) {
 	}
 }
 
-// The removed agent token and a missing join secret stop the start with a
-// message naming what to set.
-func TestConfigRefusesOldTokenAndNoSecret(t *testing.T) {
+// A placeholder join secret stops the start with a message naming what to
+// set (the removed agentToken is refused by LoadConfig: TestLoadConfig).
+func TestConfigRefusesPlaceholderSecret(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
-	cfg.AgentToken = "old-agent-token"
-	if _, err := NewWithStore(cfg, NewMemoryStore()); err == nil || !strings.Contains(err.Error(), "agentToken") || !strings.Contains(err.Error(), "cluster.secret") {
-		t.Fatalf("agentToken: %v", err)
-	}
-	cfg = testConfig("http://127.0.0.1:5000")
 	cfg.Cluster.Secret = "change-me-cluster-secret-0123456789abcdef"
-	if _, err := NewWithStore(cfg, NewMemoryStore()); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
+	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
 		t.Fatalf("placeholder secret: %v", err)
 	}
 }

@@ -13,28 +13,26 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
-// Handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
-// endpoints (Dragonfly new and legacy, Kraken), /metrics and /healthz.
-func (s *Service) Handler() http.Handler {
+// handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
+// endpoints (Dragonfly new and legacy, Kraken), the console, /metrics and
+// /healthz.
+func (s *Service) handler() http.Handler {
 	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path)
-	})
+	r.NotFoundHandler = httpx.NotFound()
+	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	api := s.tokenAuth(s.cfg.APITokens)
 	r.HandleFunc(nodeapi.HeartbeatPath, s.handleHeartbeat).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/nodes", s.handleNodes).Methods(http.MethodGet)
 	r.Handle("/api/v1/nodes/{id}", s.requireToken(s.cfg.APITokens, s.handleForgetNode)).Methods(http.MethodDelete)
 	r.HandleFunc("/api/v1/groups", s.handleGroups).Methods(http.MethodGet)
-	r.Handle("/api/v1/jobs", api(s.handleCreate)).Methods(http.MethodPost)
+	r.Handle("/api/v1/jobs", api(s.handleCreate("api"))).Methods(http.MethodPost)
 	r.HandleFunc("/api/v1/jobs", s.handleList).Methods(http.MethodGet)
 	r.HandleFunc("/api/v1/jobs/{id}", s.handleGet).Methods(http.MethodGet)
 	r.Handle("/api/v1/jobs/{id}", api(s.handleCancel)).Methods(http.MethodDelete)
@@ -45,10 +43,10 @@ func (s *Service) Handler() http.Handler {
 	// Harbor calls the health endpoints with credentials too, and a health
 	// check that passes with a bad token would hide a misconfiguration
 	// until the first preheat.
-	r.Handle("/healthy", hb(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
+	r.Handle("/healthy", hb(func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
 	r.Handle("/oapi/v1/jobs", hb(s.handleDragonflyCreate)).Methods(http.MethodPost)
 	r.Handle("/oapi/v1/jobs/{id}", hb(s.handleDragonflyGet)).Methods(http.MethodGet)
-	r.Handle("/_ping", hb(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
+	r.Handle("/_ping", hb(func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
 	r.Handle("/preheats", hb(s.handleLegacyCreate)).Methods(http.MethodPost)
 	r.Handle("/preheats/{id}", hb(s.handleLegacyGet)).Methods(http.MethodGet)
 	r.Handle("/health", hb(func(w http.ResponseWriter, r *http.Request) {
@@ -59,8 +57,11 @@ func (s *Service) Handler() http.Handler {
 
 	s.consoleRoutes(r)
 
-	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet)
+	r.Handle("/metrics", metrics.Handler(s.metrics.reg, s.processMetrics)).Methods(http.MethodGet)
+	// The tracker is not checked: preheat works without it (only the
+	// console's Swarms view reads it), so its outage must not make
+	// preheat unhealthy and get it restarted.
+	r.Handle("/healthz", httpx.NewHealth("preheat").Add("store", s.store.Ping)).Methods(http.MethodGet)
 	return s.limitBody(r)
 }
 
@@ -91,7 +92,7 @@ func (s *Service) tokenAuth(tokens []string) func(http.HandlerFunc) http.Handler
 				}
 				if !ok {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-preheat"`)
-					writeErr(w, http.StatusUnauthorized, "missing or invalid bearer token")
+					httpx.WriteError(w, http.StatusUnauthorized, "", "missing or invalid bearer token")
 					return
 				}
 			}
@@ -105,35 +106,30 @@ func (s *Service) tokenAuth(tokens []string) func(http.HandlerFunc) http.Handler
 func (s *Service) requireToken(tokens []string, h http.HandlerFunc) http.Handler {
 	if len(tokens) == 0 {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			writeErr(w, http.StatusForbidden, "this operation needs an API token; configure apiTokens")
+			httpx.WriteError(w, http.StatusForbidden, "", "this operation needs an API token; configure apiTokens")
 		})
 	}
 	return s.tokenAuth(tokens)(h)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeErr(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-// writeError maps an error to a status: APIError carries one, ErrNotFound
-// is 404, anything else is an internal error.
+// writeError answers err in the one error shape: an APIError carries its
+// status and code, ErrNotFound is 404, anything else is an internal error.
 func (s *Service) writeError(w http.ResponseWriter, err error) {
+	ae := s.apiError(err)
+	httpx.WriteError(w, ae.Status, ae.Code, ae.Msg)
+}
+
+// apiError classifies err for an answer (and logs what is unexpected).
+func (s *Service) apiError(err error) *APIError {
 	var ae *APIError
 	switch {
 	case errors.As(err, &ae):
-		writeErr(w, ae.Status, ae.Msg)
+		return ae
 	case errors.Is(err, ErrNotFound):
-		writeErr(w, http.StatusNotFound, err.Error())
-	default:
-		s.log.WithError(err).Error("preheat API error")
-		writeErr(w, http.StatusInternalServerError, err.Error())
+		return &APIError{Status: http.StatusNotFound, Code: httpx.CodeNotFound, Msg: err.Error()}
 	}
+	s.log.WithError(err).Error("preheat API error")
+	return &APIError{Status: http.StatusInternalServerError, Code: httpx.CodeInternal, Msg: err.Error()}
 }
 
 // decode reads a JSON body strictly enough to catch garbage, mapping an
@@ -143,17 +139,21 @@ func decode(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &APIError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+			return tooLarge(mbe.Limit)
 		}
 		return badRequest("malformed JSON body: %v", err)
 	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &APIError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+			return tooLarge(mbe.Limit)
 		}
 	}
 	return nil
+}
+
+func tooLarge(limit int64) error {
+	return &APIError{Status: http.StatusRequestEntityTooLarge, Code: httpx.CodeTooLarge, Msg: fmt.Sprintf("request body larger than %d bytes", limit)}
 }
 
 // maxHeartbeatBytes bounds a heartbeat body, read whole before its
@@ -169,34 +169,34 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+			s.writeError(w, tooLarge(mbe.Limit))
 			return
 		}
-		writeErr(w, http.StatusBadRequest, "cannot read the heartbeat body")
+		httpx.WriteError(w, http.StatusBadRequest, "", "cannot read the heartbeat body")
 		return
 	}
 	if len(body) > maxHeartbeatBytes {
-		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
+		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
 		return
 	}
 	m, at, err := nodeapi.Verify(s.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, time.Now(), s.cfg.HeartbeatMaxSkew)
 	if err != nil {
 		s.log.WithError(err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
-		writeErr(w, http.StatusUnauthorized, err.Error())
+		httpx.WriteError(w, http.StatusUnauthorized, "", err.Error())
 		return
 	}
 	var hb nodeapi.Heartbeat
 	if err := json.Unmarshal(body, &hb); err != nil {
-		writeErr(w, http.StatusBadRequest, "malformed heartbeat JSON")
+		httpx.WriteError(w, http.StatusBadRequest, "", "malformed heartbeat JSON")
 		return
 	}
 	if hb.ID == "" || hb.ID != m.Name {
-		writeErr(w, http.StatusUnauthorized, fmt.Sprintf("heartbeat for node %q signed by the certificate of %q", hb.ID, m.Name))
+		httpx.WriteError(w, http.StatusUnauthorized, "", fmt.Sprintf("heartbeat for node %q signed by the certificate of %q", hb.ID, m.Name))
 		return
 	}
 	addr, err := nodeapi.CheckAddress(hb.Address)
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, "heartbeat "+err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat "+err.Error())
 		return
 	}
 	pinned, err := s.store.EnrollNode(r.Context(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
@@ -205,23 +205,21 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.log.WithFields(logrus.Fields{"node": hb.ID, "enrolledKey": nodeapi.Fingerprint(pinned),
 			"presentedKey": nodeapi.Fingerprint(m.Key), "remote": r.RemoteAddr}).
 			Warn("heartbeat for an enrolled node id from another key refused; if the node was re-imaged, forget it with DELETE /api/v1/nodes/{id}")
-		writeErr(w, http.StatusConflict, fmt.Sprintf("node %q is enrolled with another key (%s); an operator must forget it before it can enroll again", hb.ID, nodeapi.Fingerprint(pinned)))
+		httpx.WriteError(w, http.StatusConflict, CodeNodeKeyMismatch, fmt.Sprintf("node %q is enrolled with another key (%s); an operator must forget it before it can enroll again", hb.ID, nodeapi.Fingerprint(pinned)))
 		return
 	case errors.Is(err, ErrReplay):
-		writeErr(w, http.StatusUnauthorized, "heartbeat is not newer than the last one accepted for this node (replayed?)")
+		httpx.WriteError(w, http.StatusUnauthorized, "", "heartbeat is not newer than the last one accepted for this node (replayed?)")
 		return
 	case err != nil:
 		s.writeError(w, err)
 		return
 	}
 	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
-		writeErr(w, http.StatusBadRequest, "heartbeat byte counts must not be negative")
+		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat byte counts must not be negative")
 		return
 	}
-	n := Node{ID: hb.ID, Address: addr, Groups: sortedUnique(hb.Groups),
-		CacheFreeBytes: hb.CacheFreeBytes, CacheUsedBytes: hb.CacheUsedBytes, StartedAt: hb.StartedAt,
-		BytesServedToPeers: hb.BytesServedToPeers, BytesFromPeers: hb.BytesFromPeers, BytesFromRegistry: hb.BytesFromRegistry,
-		KeyFingerprint: nodeapi.Fingerprint(m.Key)}
+	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
+	n := Node{Heartbeat: hb, KeyFingerprint: nodeapi.Fingerprint(m.Key)}
 	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
 		s.writeError(w, err)
 		return
@@ -237,7 +235,7 @@ func (s *Service) handleForgetNode(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	if err := s.store.ForgetNode(r.Context(), id); err != nil {
 		if errors.Is(err, ErrNotFound) {
-			writeErr(w, http.StatusNotFound, fmt.Sprintf("node %q is not enrolled", id))
+			httpx.WriteError(w, http.StatusNotFound, "", fmt.Sprintf("node %q is not enrolled", id))
 			return
 		}
 		s.writeError(w, err)
@@ -264,7 +262,7 @@ func (s *Service) handleNodes(w http.ResponseWriter, r *http.Request) {
 	for _, n := range nodes {
 		out = append(out, NodeView{Node: n, Alive: n.Alive(now)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }
 
 // GroupView summarises one group for GET /api/v1/groups.
@@ -303,7 +301,7 @@ func (s *Service) handleGroups(w http.ResponseWriter, r *http.Request) {
 	for _, g := range sortedUnique(keys(byName)) {
 		out = append(out, *byName[g])
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"groups": out})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"groups": out})
 }
 
 func keys[V any](m map[string]V) []string {
@@ -314,27 +312,32 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
-func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
-	var req JobRequest
-	if err := decode(r, &req); err != nil {
-		s.writeError(w, err)
-		return
+// handleCreate creates a job from a JobRequest body (the API's and the
+// console's create): 201 with the job's view, or 200 with the running
+// identical job's.
+func (s *Service) handleCreate(source string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req JobRequest
+		if err := decode(r, &req); err != nil {
+			s.writeError(w, err)
+			return
+		}
+		j, created, err := s.CreateJob(r.Context(), req, source)
+		if err != nil {
+			s.writeError(w, err)
+			return
+		}
+		status := http.StatusCreated
+		if !created {
+			status = http.StatusOK
+		}
+		v, err := s.view(r.Context(), j)
+		if err != nil {
+			s.writeError(w, err)
+			return
+		}
+		httpx.WriteJSON(w, status, v)
 	}
-	j, created, err := s.CreateJob(r.Context(), req, "api")
-	if err != nil {
-		s.writeError(w, err)
-		return
-	}
-	status := http.StatusCreated
-	if !created {
-		status = http.StatusOK
-	}
-	v, err := s.view(r.Context(), j)
-	if err != nil {
-		s.writeError(w, err)
-		return
-	}
-	writeJSON(w, status, v)
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
@@ -342,7 +345,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
-			writeErr(w, http.StatusBadRequest, "limit must be a positive integer")
+			httpx.WriteError(w, http.StatusBadRequest, "", "limit must be a positive integer")
 			return
 		}
 		limit = n
@@ -352,7 +355,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
 }
 
 func jobID(r *http.Request) (int64, error) {
@@ -379,7 +382,7 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -393,7 +396,7 @@ func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, j)
+	httpx.WriteJSON(w, http.StatusOK, j)
 }
 
 // JobView is GET /api/v1/jobs/{id}: the job, per node per blob progress,
@@ -453,14 +456,4 @@ func (s *Service) view(ctx context.Context, j *Job) (*JobView, error) {
 		out.GroupProgress = append(out.GroupProgress, *gp[g])
 	}
 	return out, nil
-}
-
-func (s *Service) handleHealthz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "replica": s.id})
 }

@@ -44,19 +44,22 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
@@ -67,7 +70,12 @@ type Service struct {
 	log      *logrus.Entry
 	id       string
 	resolver *resolver
-	metrics  *metrics
+	metrics  *metricSet
+	// processMetrics are the process's Go and process collectors, served
+	// next to this replica's own on /metrics.
+	processMetrics prometheus.Gatherer
+	// policies are cfg.Policies with their regexps compiled.
+	policies []policy
 
 	// authority and identity make this replica a cluster member: it
 	// verifies heartbeats with the authority and calls agents (agents)
@@ -81,6 +89,10 @@ type Service struct {
 	// configured.
 	swarms *swarmClient
 
+	// listenAddr is the address Serve's listener is bound to: whether the
+	// console may run without tokens depends on it.
+	listenAddr atomic.Pointer[string]
+
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
 	running map[int64]context.CancelCauseFunc
@@ -92,7 +104,23 @@ type Service struct {
 	// event streams, which would otherwise hold Shutdown to its timeout.
 	streamsDone chan struct{}
 	wg          sync.WaitGroup
-	closeFn     func() error
+	// closeStore releases a store New built itself (a no-op for
+	// Deps.Store, which its owner closes).
+	closeStore func() error
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// Deps are what the process provides to a replica.
+type Deps struct {
+	// Log is the replica's logger (nil: cfg.Log.NewLogger("preheat")).
+	Log *logrus.Entry
+	// ProcessMetrics are served on /metrics next to the replica's own
+	// (nil: only the replica's).
+	ProcessMetrics prometheus.Gatherer
+	// Store holds the shared state (nil: Redis when cfg.Redis has addrs,
+	// else in memory). A Store given here is not closed by Close.
+	Store Store
 }
 
 var (
@@ -102,38 +130,10 @@ var (
 	errTimeout   = errors.New("job timed out")
 )
 
-// New builds a replica from cfg: Redis store when cfg.Redis.Addrs is set,
-// in-memory store otherwise.
-func New(cfg Config) (*Service, error) {
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	var st Store
-	var closeFn func() error
-	if len(cfg.Redis.Addrs) > 0 {
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: cfg.Redis.Addrs, Username: cfg.Redis.Username, Password: cfg.Redis.Password,
-			DB: cfg.Redis.DB, MasterName: cfg.Redis.MasterName,
-		})
-		st = NewRedisStore(rdb, cfg.Redis.Prefix)
-		closeFn = rdb.Close
-	} else {
-		st = NewMemoryStore()
-	}
-	s, err := NewWithStore(cfg, st)
-	if err != nil {
-		if closeFn != nil {
-			_ = closeFn()
-		}
-		return nil, err
-	}
-	s.closeFn = closeFn
-	return s, nil
-}
-
-// NewWithStore builds a replica on an existing store (tests, embedding).
-func NewWithStore(cfg Config, st Store) (*Service, error) {
-	if err := cfg.validate(); err != nil {
+// New builds a replica from cfg. It listens nowhere and starts nothing:
+// Serve does.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	secrets, err := cfg.clusterSecrets()
@@ -158,95 +158,107 @@ func NewWithStore(cfg Config, st Store) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("preheat config: %w", err)
 	}
-	var swarms *swarmClient
-	if trackerURL != "" {
-		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}}
+	policies, err := compilePolicies(cfg.Policies)
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
+	st, closeStore := deps.Store, func() error { return nil }
+	if st == nil {
+		if cfg.Redis.Enabled() {
+			rdb, err := cfg.Redis.NewClient()
+			if err != nil {
+				return nil, fmt.Errorf("preheat: %w", err)
+			}
+			st, closeStore = NewRedisStore(rdb, cfg.Redis.KeyPrefix), rdb.Close
+		} else {
+			st = NewMemoryStore()
+		}
 	}
 	host, _ := os.Hostname()
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
 	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
+	log := deps.Log
+	if log == nil {
+		log = cfg.Log.NewLogger("preheat")
+	}
+	log = log.WithField("replica", id)
+	var swarms *swarmClient
+	if trackerURL != "" {
+		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{
-		cfg:        cfg,
-		store:      st,
-		log:        logrus.WithFields(logrus.Fields{"component": "preheat", "replica": id}),
-		id:         id,
-		resolver:   &resolver{client: &http.Client{Timeout: 30 * time.Second}},
-		metrics:    newMetrics(st),
-		authority:  authority,
-		identity:   identity,
-		agents:     nodeapi.NewClient(authority, identity),
-		registries: registries,
-		swarms:     swarms,
-		creds:      map[int64]map[string]string{},
-		running:    map[int64]context.CancelCauseFunc{},
-		sems:       map[string]chan struct{}{},
-		baseCtx:    ctx,
-		stop:       stop,
-
-		streamsDone: make(chan struct{}),
+		cfg:            cfg,
+		store:          st,
+		log:            log,
+		id:             id,
+		resolver:       &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
+		metrics:        newMetrics(st),
+		processMetrics: deps.ProcessMetrics,
+		policies:       policies,
+		authority:      authority,
+		identity:       identity,
+		agents:         nodeapi.NewClient(authority, identity),
+		registries:     registries,
+		swarms:         swarms,
+		creds:          map[int64]map[string]string{},
+		running:        map[int64]context.CancelCauseFunc{},
+		sems:           map[string]chan struct{}{},
+		baseCtx:        ctx,
+		stop:           stop,
+		streamsDone:    make(chan struct{}),
+		closeStore:     closeStore,
 	}, nil
 }
-
-// Store exposes the replica's store (tests, embedding).
-func (s *Service) Store() Store { return s.store }
 
 // ID is this replica's lease owner id.
 func (s *Service) ID() string { return s.id }
 
-// Start launches the background resume loop. Serve calls it.
-func (s *Service) Start() {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.resumeLoop()
-	}()
-}
-
 // Close stops running jobs (leaving them RUNNING for another replica or a
-// restart to resume) and releases their leases.
+// restart to resume), releases their leases and closes a store New built.
+// It is idempotent; Serve calls it on return.
 func (s *Service) Close() error {
-	s.mu.Lock()
-	for _, c := range s.running {
-		c(errShutdown)
-	}
-	s.mu.Unlock()
-	s.stop()
-	s.wg.Wait()
-	if s.closeFn != nil {
-		return s.closeFn()
-	}
-	return nil
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		for _, c := range s.running {
+			c(errShutdown)
+		}
+		s.mu.Unlock()
+		s.stop()
+		s.wg.Wait()
+		s.closeErr = s.closeStore()
+	})
+	return s.closeErr
 }
 
-// Serve runs the API on cfg.Listen until ctx ends, and the pprof listener
-// on cfg.Debug.Addr when set.
-func (s *Service) Serve(ctx context.Context) error {
+// Serve answers the API on l until ctx ends, runs the loop that adopts
+// unfinished jobs of stopped replicas, and serves pprof on cfg.Debug.Addr
+// when set. It closes the replica on return.
+func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
+	defer func() {
+		if cerr := s.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("preheat: close: %w", cerr)
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	addr := l.Addr().String()
+	s.listenAddr.Store(&addr)
 	if s.cfg.Debug.Addr != "" {
 		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
-			_ = s.Close()
+			_ = l.Close()
 			return fmt.Errorf("preheat: %w", err)
 		}
 	}
-	srv := &http.Server{Addr: s.cfg.Listen, Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpx.NewServer(s.handler(), s.log)
 	srv.RegisterOnShutdown(func() { close(s.streamsDone) })
-	s.Start()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	s.log.WithField("listen", s.cfg.Listen).Info("preheat service listening")
-	select {
-	case err := <-errc:
-		_ = s.Close()
-		return fmt.Errorf("preheat: listen %s: %w", s.cfg.Listen, err)
-	case <-ctx.Done():
+	s.wg.Go(s.resumeLoop)
+	s.log.WithField("addr", addr).Info("preheat service listening")
+	if err := httpx.Serve(ctx, srv, l); err != nil {
+		return fmt.Errorf("preheat: serve %s: %w", addr, err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	return s.Close()
+	return nil
 }
 
 // JobRequest is the body of POST /api/v1/jobs.
@@ -273,16 +285,30 @@ type JobRequest struct {
 	clusterIDs []int
 }
 
-// APIError is an error with an HTTP status for the JSON error body.
+// APIError is an error with the HTTP status and code of its answer
+// ({"error": Msg, "code": Code}; an empty Code is httpx.CodeFor(Status)).
 type APIError struct {
 	Status int
+	Code   string
 	Msg    string
 }
 
 func (e *APIError) Error() string { return e.Msg }
 
+// Codes of preheat's own refusals (the rest are httpx's).
+const (
+	// CodeNoTargets: no live node matches the job's target (422).
+	CodeNoTargets = "NO_TARGETS"
+	// CodeRegistryNotAllowed: the image is on a registry preheat is not
+	// configured for (400).
+	CodeRegistryNotAllowed = "REGISTRY_NOT_ALLOWED"
+	// CodeNodeKeyMismatch: a heartbeat for a node id enrolled with another
+	// key (409).
+	CodeNodeKeyMismatch = "NODE_KEY_MISMATCH"
+)
+
 func badRequest(format string, a ...any) error {
-	return &APIError{Status: http.StatusBadRequest, Msg: fmt.Sprintf(format, a...)}
+	return &APIError{Status: http.StatusBadRequest, Code: httpx.CodeInvalid, Msg: fmt.Sprintf(format, a...)}
 }
 
 // CreateJob validates and resolves the request, then stores and starts the
@@ -343,7 +369,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	if err != nil {
 		var re *ResolveError
 		if errors.As(err, &re) {
-			return nil, false, &APIError{Status: re.Status, Msg: re.Error()}
+			return nil, false, &APIError{Status: re.Status, Code: httpx.CodeFor(re.Status), Msg: re.Error()}
 		}
 		return nil, false, err
 	}
@@ -387,7 +413,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
 	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
 		if j.State.Terminal() {
-			return &APIError{Status: http.StatusConflict, Msg: fmt.Sprintf("job %d already finished (%s)", id, j.State)}
+			return &APIError{Status: http.StatusConflict, Code: httpx.CodeConflict, Msg: fmt.Sprintf("job %d already finished (%s)", id, j.State)}
 		}
 		now := time.Now().UTC()
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = StateCanceled, "canceled by request", now, now
@@ -469,7 +495,8 @@ func (s *Service) configuredRegistry(ref ImageRef) (ImageRef, error) {
 	}
 	base, ok := s.registries[strings.ToLower(host)]
 	if !ok {
-		return ref, badRequest("registry %s is not configured on this preheat service (registry, registries)", host)
+		return ref, &APIError{Status: http.StatusBadRequest, Code: CodeRegistryNotAllowed,
+			Msg: fmt.Sprintf("registry %s is not configured on this preheat service (registry, registries)", host)}
 	}
 	ref.Registry = base
 	return ref, nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"sort"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // JobState is the lifecycle state of a preheat job.
@@ -33,19 +35,11 @@ var (
 	ErrReplay      = errors.New("heartbeat is not newer than the last one accepted")
 )
 
-// Node is an agent as it registered through the heartbeat endpoint.
+// Node is an agent as it registered through the heartbeat endpoint: its
+// last accepted heartbeat (address checked, groups sorted) and what preheat
+// adds to it.
 type Node struct {
-	ID             string   `json:"id"`
-	Address        string   `json:"address"`
-	Groups         []string `json:"groups"`
-	CacheFreeBytes int64    `json:"cacheFreeBytes"`
-	CacheUsedBytes int64    `json:"cacheUsedBytes"`
-	// Byte counters the agent reports since StartedAt (its process start),
-	// as of its last heartbeat.
-	StartedAt          time.Time `json:"startedAt,omitzero"`
-	BytesServedToPeers int64     `json:"bytesServedToPeers"`
-	BytesFromPeers     int64     `json:"bytesFromPeers"`
-	BytesFromRegistry  int64     `json:"bytesFromRegistry"`
+	nodeapi.Heartbeat
 	// KeyFingerprint identifies the key the node enrolled with
 	// (nodeapi.Fingerprint).
 	KeyFingerprint string    `json:"keyFingerprint,omitempty"`

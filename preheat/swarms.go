@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // swarmClient reads the tracker's swarm listing (GET /api/v1/swarms) for
@@ -15,6 +19,7 @@ type swarmClient struct {
 	base   string
 	token  string
 	client *http.Client
+	log    *logrus.Entry
 }
 
 // TrackerSwarm is one swarm as the tracker lists it.
@@ -60,13 +65,14 @@ func (c *swarmClient) list(ctx context.Context) (SwarmsView, error) {
 		return out, fmt.Errorf("tracker swarm listing: answer over %d bytes", maxSwarmListBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
+		// The tracker's own words go to the log only: an answer of
+		// preheat's never carries an upstream's body.
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		return out, fmt.Errorf("tracker swarm listing: %d: %s", resp.StatusCode, e.Error)
+		_ = json.Unmarshal(body, &e)
+		c.log.WithFields(logrus.Fields{"status": resp.StatusCode, "trackerError": e.Error}).Debug("tracker refused the swarm listing")
+		return out, fmt.Errorf("tracker swarm listing: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return out, fmt.Errorf("tracker swarm listing: bad answer: %w", err)
@@ -80,14 +86,14 @@ func (c *swarmClient) list(ctx context.Context) (SwarmsView, error) {
 
 func (s *Service) handleSwarms(w http.ResponseWriter, r *http.Request) {
 	if s.swarms == nil {
-		writeJSON(w, http.StatusOK, SwarmsView{Swarms: []TrackerSwarm{}})
+		httpx.WriteJSON(w, http.StatusOK, SwarmsView{Swarms: []TrackerSwarm{}})
 		return
 	}
 	v, err := s.swarms.list(r.Context())
 	if err != nil {
 		s.log.WithError(err).Warn("cannot list swarms")
-		writeErr(w, http.StatusBadGateway, err.Error())
+		httpx.WriteError(w, http.StatusBadGateway, "", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }

@@ -95,7 +95,7 @@ func TestConsoleSwarms(t *testing.T) {
 		r := startReplica(t, cfg, NewMemoryStore())
 		var e map[string]string
 		code := consoleDo(t, consoleClient(t), "GET", r.URL+"/console/api/swarms", nil, &e)
-		if code != http.StatusBadGateway || !strings.Contains(e["error"], "401") || strings.Contains(e["error"], wrong) || len(e) != 1 {
+		if code != http.StatusBadGateway || !strings.Contains(e["error"], "401") || strings.Contains(e["error"], wrong) || e["code"] != "UNAVAILABLE" || len(e) != 2 {
 			t.Fatalf("%d %v", code, e)
 		}
 	})
@@ -112,7 +112,7 @@ func TestTrackerConfigRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig("http://127.0.0.1:1")
 			cfg.Tracker = tc
-			err := cfg.validate()
+			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), "tracker.") {
 				t.Fatalf("validate: %v", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
@@ -207,5 +208,5 @@ func noTargetsError(ts TargetSpec, sel Selection, nodes int) error {
 	if len(ts.Nodes) > 0 {
 		why = append(why, fmt.Sprintf("among nodes %v", ts.Nodes))
 	}
-	return &APIError{Status: 422, Msg: "no target nodes: " + strings.Join(why, " ")}
+	return &APIError{Status: http.StatusUnprocessableEntity, Code: CodeNoTargets, Msg: "no target nodes: " + strings.Join(why, " ")}
 }

@@ -5,17 +5,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 func TestSelectTargets(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	live, dead := now.Add(time.Minute), now.Add(-time.Second)
 	nodes := []Node{
-		{ID: "a1", Address: "http://10.0.0.1:65002", Groups: []string{"zone-a"}, ExpiresAt: live},
-		{ID: "a2", Address: "http://10.0.0.2:65002", Groups: []string{"zone-a"}, ExpiresAt: live},
-		{ID: "a3", Address: "http://10.0.0.3:65002", Groups: []string{"zone-a"}, ExpiresAt: dead},
-		{ID: "b1", Address: "http://10.0.1.1:65002", Groups: []string{"zone-b", "gpu"}, ExpiresAt: live},
-		{ID: "solo", Address: "http://127.0.0.1:65002", ExpiresAt: live}, // no group, as in `shoal run`
+		{Heartbeat: nodeapi.Heartbeat{ID: "a1", Address: "http://10.0.0.1:65002", Groups: []string{"zone-a"}}, ExpiresAt: live},
+		{Heartbeat: nodeapi.Heartbeat{ID: "a2", Address: "http://10.0.0.2:65002", Groups: []string{"zone-a"}}, ExpiresAt: live},
+		{Heartbeat: nodeapi.Heartbeat{ID: "a3", Address: "http://10.0.0.3:65002", Groups: []string{"zone-a"}}, ExpiresAt: dead},
+		{Heartbeat: nodeapi.Heartbeat{ID: "b1", Address: "http://10.0.1.1:65002", Groups: []string{"zone-b", "gpu"}}, ExpiresAt: live},
+		{Heartbeat: nodeapi.Heartbeat{ID: "solo", Address: "http://127.0.0.1:65002"}, ExpiresAt: live}, // no group, as in `shoal run`
 	}
 	ids := func(ts []Target) []string {
 		out := []string{}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // seenTTL is how long a webhook delivery id is remembered: long enough to
@@ -66,7 +68,7 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := mime.ParseMediaType(ct)
 		if mt != eventsV1 && mt != eventsV2 && mt != "application/json" {
-			writeErr(w, http.StatusUnsupportedMediaType, "content type "+mt+" is not a distribution events envelope ("+eventsV1+" or "+eventsV2+")")
+			httpx.WriteError(w, http.StatusUnsupportedMediaType, "", "content type "+mt+" is not a distribution events envelope ("+eventsV1+" or "+eventsV2+")")
 			return
 		}
 	}
@@ -112,7 +114,7 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpx.WriteJSON(w, http.StatusOK, res)
 }
 
 // pendingJob is a job a webhook request asks for, before it starts.
@@ -151,9 +153,9 @@ func hashKey(parts ...string) string {
 }
 
 func (s *Service) matchPolicy(repo, tag string) *Policy {
-	for i := range s.cfg.Policies {
-		if s.cfg.Policies[i].match(repo, tag) {
-			return &s.cfg.Policies[i]
+	for i := range s.policies {
+		if s.policies[i].match(repo, tag) {
+			return &s.policies[i].Policy
 		}
 	}
 	return nil
@@ -227,7 +229,7 @@ func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 	res := WebhookResult{Jobs: []int64{}}
 	if !push || data == nil {
 		res.Ignored++
-		writeJSON(w, http.StatusOK, res)
+		httpx.WriteJSON(w, http.StatusOK, res)
 		return
 	}
 	if err := s.checkFanOut(len(data.Resources), "resources"); err != nil {
@@ -265,5 +267,5 @@ func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpx.WriteJSON(w, http.StatusOK, res)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
@@ -32,7 +33,7 @@ func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
 	cfg.Policies = []Policy{
 		{Name: "web", Repository: "library/*", TagRegex: `^\d+\.\d+$`, Groups: []string{"zone-a"}},
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := startReplica(t, cfg, NewMemoryStore())
@@ -184,18 +185,18 @@ func TestBadInput(t *testing.T) {
 	for _, c := range cases {
 		var e map[string]string
 		code := call(t, "POST", r.URL+"/api/v1/jobs", nil, c.body, &e)
-		if code != c.want || !strings.Contains(e["error"], c.msg) {
+		if code != c.want || !strings.Contains(e["error"], c.msg) || e["code"] != httpx.CodeFor(c.want) {
 			t.Errorf("%s: %d %v, want %d with %q", c.name, code, e, c.want, c.msg)
 		}
 	}
-	for _, u := range []string{"/api/v1/jobs/abc", "/api/v1/jobs/77", "/api/v1/nope"} {
+	for u, want := range map[string]string{"/api/v1/jobs/abc": "INVALID", "/api/v1/jobs/77": "NOT_FOUND", "/api/v1/nope": "NOT_FOUND"} {
 		var e map[string]string
-		if code := call(t, "GET", r.URL+u, nil, nil, &e); code < 400 || e["error"] == "" {
-			t.Errorf("GET %s: %d %v", u, code, e)
+		if code := call(t, "GET", r.URL+u, nil, nil, &e); code < 400 || e["error"] == "" || e["code"] != want {
+			t.Errorf("GET %s: %d %v, want code %s", u, code, e, want)
 		}
 	}
 	var e map[string]string
-	if code := call(t, "PUT", r.URL+"/api/v1/jobs", nil, "{}", &e); code != 405 || e["error"] == "" {
+	if code := call(t, "PUT", r.URL+"/api/v1/jobs", nil, "{}", &e); code != 405 || e["error"] == "" || e["code"] != "METHOD_NOT_ALLOWED" {
 		t.Errorf("PUT jobs: %d %v", code, e)
 	}
 	if code, msg := heartbeatAs(t, r.URL, testIdentity("x"), nodeapi.Heartbeat{ID: "x"}, time.Now()); code != 400 || !strings.Contains(msg, "https://host:port") {
@@ -224,7 +225,7 @@ func TestRegistryTokenAuth(t *testing.T) {
 			w.WriteHeader(401)
 			return
 		}
-		writeJSON(w, 200, map[string]string{"token": tok})
+		httpx.WriteJSON(w, 200, map[string]string{"token": tok})
 	}))
 	t.Cleanup(tokenSrv.Close)
 	authURL = tokenSrv.URL
@@ -233,7 +234,7 @@ func TestRegistryTokenAuth(t *testing.T) {
 	guarded := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+tok {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="test-registry",scope="repository:priv/app:pull"`, authURL))
-			writeErr(w, 401, "unauthorized")
+			httpx.WriteError(w, 401, "", "unauthorized")
 			return
 		}
 		proxy.ServeHTTP(w, r)
@@ -268,19 +269,6 @@ func TestRegistryTokenAuth(t *testing.T) {
 		if strings.Contains(string(raw), secret) {
 			t.Fatalf("job record contains a secret: %s", raw)
 		}
-	}
-}
-
-// The shipped example config must load.
-func TestShippedConfigLoads(t *testing.T) {
-	t.Setenv("SHOAL_CLUSTER_SECRET", testClusterSecret)
-	cfg, err := LoadConfig("../configs/preheat.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.Policies) != 1 || !cfg.Policies[0].match("library/web", "v1.2") || cfg.Policies[0].match("library/web", "latest") ||
-		cfg.Harbor.Clusters[2][0] != "zone-b" || cfg.HeartbeatTTL != 30*time.Second {
-		t.Fatalf("config %+v", cfg)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/preheat"
 )
 
@@ -56,7 +59,7 @@ func runPreheat(ctx context.Context, args []string) error {
 func preheatServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("preheat serve", flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "YAML config (configs/preheat.yml); defaults are the embedded settings")
-	listen := fs.String("listen", "", "override listen address")
+	addr := fs.String("addr", "", "override the config's addr (the API's listen address)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,14 +70,19 @@ func preheatServe(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
+	if *addr != "" {
+		cfg.Addr = *addr
 	}
-	svc, err := preheat.New(cfg)
+	svc, err := preheat.New(cfg, preheat.Deps{Log: cfg.Log.NewLogger("preheat"), ProcessMetrics: metrics.NewProcessRegistry()})
 	if err != nil {
 		return err
 	}
-	return svc.Serve(ctx)
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = svc.Close()
+		return fmt.Errorf("preheat: listen %s: %w", cfg.Addr, err)
+	}
+	return svc.Serve(ctx, l)
 }
 
 // parseInterspersed lets flags follow positional arguments
@@ -147,7 +155,7 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 	fs := flag.NewFlagSet("preheat "+sub, flag.ContinueOnError)
 	defAPI := os.Getenv("SHOAL_PREHEAT_API")
 	if defAPI == "" {
-		defAPI = "http://127.0.0.1:8002"
+		defAPI = "http://" + config.PreheatAddr
 	}
 	apiURL := fs.String("api", defAPI, "preheat API base URL")
 	token := fs.String("token", os.Getenv("SHOAL_PREHEAT_TOKEN"), "API bearer token")
@@ -327,20 +335,26 @@ func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
 // when given, guard job writes and the console as apiTokens do.
 func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared, tokens []string) error {
 	cfg := preheat.DefaultConfig()
+	cfg.Log = shared.Log
 	cfg.Cluster.Secret = shared.ClusterSecret
 	cfg.APITokens = tokens
 	// The console's Swarms view reads the embedded tracker.
 	cfg.Tracker.URL = strings.TrimSuffix(shared.TrackerURL, "/announce")
 	cfg.Tracker.Token = shared.TrackerAPIToken
-	svc, err := preheat.New(cfg)
+	svc, err := preheat.New(cfg, preheat.Deps{Log: shared.Log.NewLogger("preheat"), ProcessMetrics: shared.Metrics})
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
+	}
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = svc.Close()
+		return fmt.Errorf("preheat: listen %s: %w", cfg.Addr, err)
 	}
 	how := "open to loopback clients (no --preheat-token)"
 	if len(tokens) > 0 {
 		how = "log in with the --preheat-token"
 	}
-	fmt.Fprintf(os.Stderr, "shoal run: admin console at http://%s/console/, %s\n", cfg.Listen, how)
-	g.Go(func() error { return svc.Serve(ctx) })
+	fmt.Fprintf(os.Stderr, "shoal run: admin console at http://%s/console/, %s\n", cfg.Addr, how)
+	g.Go(func() error { return svc.Serve(ctx, l) })
 	return nil
 }
