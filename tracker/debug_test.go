@@ -38,7 +38,7 @@ func TestDebugConfig(t *testing.T) {
 func TestDebugServe(t *testing.T) {
 	cfg := testConfig()
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s, err := NewWithStore(cfg, NewMemoryStore(time.Hour))
+	s, err := New(cfg, Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
