@@ -73,17 +73,28 @@ func startTracker(t *testing.T, cfg Config, store Store, network, addr string) *
 	if err != nil {
 		t.Skipf("listen %s %s: %v", network, addr, err)
 	}
+	serveInBackground(t, s, l)
+	tt.base = "http://" + l.Addr().String()
+	return tt
+}
+
+// serveInBackground runs s.Serve on l until stop is called or the test
+// ends, and fails the test if Serve returns an error.
+func serveInBackground(t *testing.T, s *Server, l net.Listener) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	tt.base = "http://" + l.Addr().String()
-	return tt
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func memTracker(t *testing.T, cfg Config) *testTracker {
@@ -616,14 +627,9 @@ func TestTwoInstancesOneProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, l) }()
+		stop := serveInBackground(t, s, l)
 		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("serve: %v", err)
-			}
+			stop()
 			// Serve closed it; closing again is harmless.
 			if err := s.Close(); err != nil {
 				t.Errorf("second close: %v", err)
