@@ -121,7 +121,7 @@ func FuzzScrape(f *testing.F) {
 	})
 }
 
-// FuzzRequestIP: with real_ip_header set, the header is client input (a
+// FuzzRequestIP: with realIPHeader set, the header is client input (a
 // proxy may pass it through); a peer's IP is either a valid address or an
 // error, never a panic.
 func FuzzRequestIP(f *testing.F) {

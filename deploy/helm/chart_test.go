@@ -362,7 +362,7 @@ func checkTrackerAPI(t *testing.T, pods []loadedPod, ws []workload, byKind map[s
 		}
 	}
 	if tr != nil && (tr.apiTokenRef == nil || len(tr.apiTokens) != 1 || tr.apiTokens[0] == "") {
-		t.Errorf("%s: swarm listing off (api_tokens %d, from %v)", tr.name, len(tr.apiTokens), tr.apiTokenRef)
+		t.Errorf("%s: swarm listing off (apiTokens %d, from %v)", tr.name, len(tr.apiTokens), tr.apiTokenRef)
 	}
 	if ph == nil {
 		return
