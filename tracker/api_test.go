@@ -1,13 +1,17 @@
 package tracker
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/anacrolix/torrent/bencode"
 	anatracker "github.com/anacrolix/torrent/tracker"
+	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/secret"
 )
@@ -138,5 +142,34 @@ func TestSwarmsAPITokensRefused(t *testing.T) {
 				t.Fatalf("error reflects the token: %v", err)
 			}
 		})
+	}
+}
+
+// A handler's panic costs one request, answered in the route's own shape:
+// a bencoded failure reason for BitTorrent clients, the JSON error for the
+// rest. The log names the path, never the query and its token.
+func TestRecoverPanicsAnswersInTheRouteShape(t *testing.T) {
+	var logged bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&logged)
+	h := recoverPanics(logrus.NewEntry(log), http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("bug") }))
+	for path, check := range map[string]func(*httptest.ResponseRecorder) bool{
+		"/announce": func(w *httptest.ResponseRecorder) bool {
+			var m map[string]any
+			return bencode.Unmarshal(w.Body.Bytes(), &m) == nil && m["failure reason"] == "internal tracker error"
+		},
+		"/api/v1/swarms": func(w *httptest.ResponseRecorder) bool {
+			var m map[string]string
+			return w.Code == http.StatusInternalServerError && json.Unmarshal(w.Body.Bytes(), &m) == nil && m["code"] == "INTERNAL"
+		},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path+"?token=secret-token", nil))
+		if !check(w) {
+			t.Errorf("%s: %d %q", path, w.Code, w.Body.String())
+		}
+	}
+	if !strings.Contains(logged.String(), "/announce") || strings.Contains(logged.String(), "secret-token") {
+		t.Errorf("log: %s", logged.String())
 	}
 }
