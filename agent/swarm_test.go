@@ -100,7 +100,7 @@ func startShoalTracker(t *testing.T, secret string) (string, *sync.Map) {
 	bin := testenv.ShoalBinary(t)
 	addr := testenv.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "tracker.yml")
-	cfg := fmt.Sprintf("addr: %s\nsecrets: [%s]\nstore: memory\ninterval: 10s\nlog_level: warn\n", addr, secret)
+	cfg := fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\nlog: {level: warn}\n", addr, secret)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

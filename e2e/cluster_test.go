@@ -64,13 +64,13 @@ func writeFile(t *testing.T, dir, name, body string) string {
 // tracker keeps peers in a real redis-server in the infra host.
 func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster {
 	t.Helper()
-	store, redisBin := "store: memory", ""
+	redisBlock, redisBin := "", ""
 	if redisTracker {
 		bin, err := exec.LookPath("redis-server")
 		if err != nil {
 			t.Skip("redis-server not installed; `make deps` installs it")
 		}
-		store, redisBin = "store: redis\nredis: {addrs: [\"127.0.0.1:6379\"]}", bin
+		redisBlock, redisBin = "redis: {addrs: [\"127.0.0.1:6379\"]}", bin
 	}
 	n := newNet(t, nodes+1, link)
 	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t), redisBin: redisBin}
@@ -82,10 +82,10 @@ func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster 
 	c.trkCfg = writeFile(t, dir, "tracker.yml", fmt.Sprintf(`addr: %s:%d
 secrets: [%s]
 interval: 10s
-peer_ttl: 3m
+peerTTL: 3m
 %s
-log_level: warn
-`, ip, trackerPort, trackerSec, store))
+log: {level: warn}
+`, ip, trackerPort, trackerSec, redisBlock))
 	c.StartTracker()
 	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}

@@ -24,7 +24,7 @@ func startTrackerWithSwarm(t *testing.T) (string, string, [20]byte) {
 	cfg.Secrets = []string{secret.Generate()}
 	apiToken := secret.Generate()
 	cfg.APITokens = []string{apiToken}
-	s, err := tracker.New(cfg)
+	s, err := tracker.New(cfg, tracker.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,11 +34,11 @@ section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k
 	pids+=($!)
 	waitport "$rport"
 	mport=$(freeport)
-	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nstore: memory\nlog_level: warn\n' "$mport" "$secret" >"$work/mem.yml"
+	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nlog: {level: warn}\n' "$mport" "$secret" >"$work/mem.yml"
 	"$shoal" tracker --config "$work/mem.yml" >"$work/mem.log" 2>&1 &
 	pids+=($!)
 	xport=$(freeport)
-	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nstore: redis\nlog_level: warn\nredis:\n  addrs: [127.0.0.1:%s]\n' "$xport" "$secret" "$rport" >"$work/redis.yml"
+	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nlog: {level: warn}\nredis:\n  addrs: [127.0.0.1:%s]\n' "$xport" "$secret" "$rport" >"$work/redis.yml"
 	"$shoal" tracker --config "$work/redis.yml" >"$work/redis-tracker.log" 2>&1 &
 	pids+=($!)
 	waitport "$mport"

@@ -4,16 +4,22 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // The read API: what an operator's console needs to show swarms. It is
-// JSON (not bencode) and answers errors in the one shape {"error": "..."}.
+// JSON (not bencode) and answers errors in the house shape
+// {"error": "...", "code": "..."} (httpx.WriteError).
+
+// CodeUnsupported answers a listing over a store that cannot list swarms
+// (a Store that is not a Lister).
+const CodeUnsupported = "UNSUPPORTED"
 
 // SwarmView is one swarm as GET /api/v1/swarms returns it.
 type SwarmView struct {
@@ -29,17 +35,6 @@ type SwarmList struct {
 	Swarms []SwarmView `json:"swarms"`
 	// Limit is the cap that applied; a list this long may have been cut.
 	Limit int `json:"limit"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeJSONError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 // apiAuthorized compares the bearer token with every configured one in
@@ -58,26 +53,26 @@ func (s *Server) apiAuthorized(r *http.Request) bool {
 
 func (s *Server) handleSwarms(w http.ResponseWriter, r *http.Request) {
 	if len(s.apiTokens) == 0 {
-		writeJSONError(w, http.StatusNotFound, "the swarm listing is off: set api_tokens in the tracker config")
+		httpx.WriteError(w, http.StatusNotFound, httpx.CodeNotFound, "the swarm listing is off: set apiTokens in the tracker config")
 		return
 	}
 	if !s.apiAuthorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-tracker"`)
-		writeJSONError(w, http.StatusUnauthorized, "send one of the tracker's api_tokens as a bearer token")
+		httpx.WriteError(w, http.StatusUnauthorized, httpx.CodeUnauthorized, "send one of the tracker's apiTokens as a bearer token")
 		return
 	}
 	limit := s.cfg.MaxSwarms
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > s.cfg.MaxSwarms {
-			writeJSONError(w, http.StatusBadRequest, "limit must be an integer from 1 to "+strconv.Itoa(s.cfg.MaxSwarms))
+			httpx.WriteError(w, http.StatusBadRequest, httpx.CodeInvalid, "limit must be an integer from 1 to "+strconv.Itoa(s.cfg.MaxSwarms))
 			return
 		}
 		limit = n
 	}
 	lister, ok := s.store.(Lister)
 	if !ok {
-		writeJSONError(w, http.StatusNotImplemented, "this peer store cannot list swarms")
+		httpx.WriteError(w, http.StatusNotImplemented, CodeUnsupported, "this peer store cannot list swarms")
 		return
 	}
 	// Listing reads more than an announce; give it a few times as long.
@@ -87,12 +82,12 @@ func (s *Server) handleSwarms(w http.ResponseWriter, r *http.Request) {
 	all, err := lister.Swarms(ctx, s.now(), limit)
 	s.metrics.observeStore("swarms", time.Since(start), err)
 	if err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, ErrStoreUnavailable) {
-			status = http.StatusServiceUnavailable
+		status, code := http.StatusInternalServerError, httpx.CodeInternal
+		if errors.Is(err, ErrStoreUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			status, code = http.StatusServiceUnavailable, httpx.CodeUnavailable
 		}
 		s.log.WithError(err).Warn("swarm listing failed")
-		writeJSONError(w, status, "peer store: "+err.Error())
+		httpx.WriteError(w, status, code, "peer store: "+err.Error())
 		return
 	}
 	out := SwarmList{Swarms: make([]SwarmView, 0, len(all)), Limit: limit}
@@ -100,5 +95,6 @@ func (s *Server) handleSwarms(w http.ResponseWriter, r *http.Request) {
 		out.Swarms = append(out.Swarms, SwarmView{InfoHash: hex.EncodeToString(sw.InfoHash[:]),
 			Complete: sw.Complete, Origin: sw.Origin, Incomplete: sw.Incomplete, Downloaded: sw.Downloaded})
 	}
-	writeJSON(w, http.StatusOK, out)
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, out)
 }

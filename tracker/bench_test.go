@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/testenv"
+	"github.com/shoalproject/shoal/internal/token"
 )
 
 // BenchmarkAnnounceHandler measures the handler alone (no network) on the
 // in-memory store: 1000 swarms of up to 100 peers.
 func BenchmarkAnnounceHandler(b *testing.B) {
-	s, err := NewWithStore(testConfig(), NewMemoryStore(time.Hour))
+	s, err := New(testConfig(), Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,9 +35,9 @@ func BenchmarkAnnounceHandler(b *testing.B) {
 func BenchmarkAnnounceHandlerRedis(b *testing.B) {
 	r := testenv.StartRedis(b)
 	cfg := testConfig()
-	cfg.Store = "redis"
 	cfg.Redis.Addrs = []string{r.Addr}
-	s, err := NewWithStore(cfg, NewRedisStore(NewRedisClient(cfg.Redis), "b:", time.Second))
+	cfg.RequestTimeout = time.Second
+	s, err := New(cfg, Deps{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func benchQueries(s *Server) []string {
 	for i := 0; i < 1000; i++ {
 		h := ih(byte(i))
 		h[1], h[2] = byte(i>>8), byte(i)
-		tok := s.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+		tok := s.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
 		for p := 0; p < 100; p++ {
 			qs = append(qs, url.Values{"info_hash": {string(h[:])}, "peer_id": {fmt.Sprintf("-BM0001-%012d", p)},
 				"port": {fmt.Sprint(10000 + p)}, "left": {"5"}, "token": {tok}}.Encode())

@@ -1,23 +1,20 @@
 package tracker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
-	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Config is the tracker configuration; configs/tracker.yml documents every
-// field.
+// key.
 type Config struct {
+	// Addr is the listen address of /announce, /scrape, the read API,
+	// /healthz and /metrics.
 	Addr string `yaml:"addr"`
 	// Secrets verify announce tokens; the first is current, the rest are
 	// accepted during a rotation. Each is the secret itself, env:VAR or
@@ -27,60 +24,74 @@ type Config struct {
 	// each is the token itself, env:VAR or file:/path. Empty: the read API
 	// is off. Never the same values as Secrets: a reader must not be able to
 	// mint announce tokens.
-	APITokens []string `yaml:"api_tokens"`
+	APITokens []string `yaml:"apiTokens"`
 	// MaxSwarms caps the swarms one listing returns.
-	MaxSwarms int `yaml:"max_swarms"`
+	MaxSwarms int `yaml:"maxSwarms"`
 	// Interval is what clients are told to wait between announces.
 	Interval time.Duration `yaml:"interval"`
 	// PeerTTL is how long a peer stays in a swarm without re-announcing. It
 	// must cover the real re-announce period of clients, which for anacrolix
 	// is never below one minute whatever Interval says.
-	PeerTTL time.Duration `yaml:"peer_ttl"`
+	PeerTTL time.Duration `yaml:"peerTTL"`
 	// DefaultNumwant applies when a client sends no numwant.
-	DefaultNumwant int `yaml:"default_numwant"`
+	DefaultNumwant int `yaml:"defaultNumwant"`
 	// MaxNumwant caps the peers returned per announce.
-	MaxNumwant int `yaml:"max_numwant"`
+	MaxNumwant int `yaml:"maxNumwant"`
 	// RequestTimeout bounds the store work of one request, so a sick store
 	// yields a quick failure reason instead of hanging clients.
-	RequestTimeout time.Duration `yaml:"request_timeout"`
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
 	// RealIPHeader, when set, names a header (e.g. X-Forwarded-For) whose
 	// first address is taken as the peer's IP. Set it only behind a proxy
 	// that overwrites the header, or peers can spoof addresses — and, as
 	// entries are keyed by (peer_id, IP), take over other peers' entries.
-	RealIPHeader string `yaml:"real_ip_header"`
+	RealIPHeader string `yaml:"realIPHeader"`
 	// MaxScrape bounds the infohashes per scrape request.
-	MaxScrape int         `yaml:"max_scrape"`
-	Store     string      `yaml:"store"`
-	Redis     RedisConfig `yaml:"redis"`
-	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
-	Debug struct {
-		Addr string `yaml:"addr"`
-	} `yaml:"debug"`
-	LogLevel string `yaml:"log_level"`
+	MaxScrape int `yaml:"maxScrape"`
+	// Redis holds the peers when redis.addrs is set, so any number of
+	// replicas share them; without addrs they are in memory (one replica).
+	Redis config.Redis `yaml:"redis"`
+	Debug config.Debug `yaml:"debug"`
+	Log   config.Log   `yaml:"log"`
 }
 
-// RedisConfig selects standalone (one addr), Cluster (several addrs) or
-// Sentinel (mastername set, addrs are sentinels), as go-redis
-// UniversalClient does.
-type RedisConfig struct {
-	Addrs            []string      `yaml:"addrs"`
-	MasterName       string        `yaml:"mastername"`
-	Username         string        `yaml:"username"`
-	Password         string        `yaml:"password"`
-	SentinelUsername string        `yaml:"sentinel_username"`
-	SentinelPassword string        `yaml:"sentinel_password"`
-	DB               int           `yaml:"db"`
-	DialTimeout      time.Duration `yaml:"dial_timeout"`
-	ReadTimeout      time.Duration `yaml:"read_timeout"`
-	WriteTimeout     time.Duration `yaml:"write_timeout"`
-	PoolSize         int           `yaml:"pool_size"`
-	KeyPrefix        string        `yaml:"key_prefix"`
+// renamed lists the keys of the snake_case dialect (before issue 14) and
+// the removed store key, so an old file fails naming its replacement
+// instead of half-working.
+var renamed = config.Renamed{
+	"api_tokens":              "use apiTokens",
+	"max_swarms":              "use maxSwarms",
+	"peer_ttl":                "use peerTTL",
+	"default_numwant":         "use defaultNumwant",
+	"max_numwant":             "use maxNumwant",
+	"request_timeout":         "use requestTimeout",
+	"real_ip_header":          "use realIPHeader",
+	"max_scrape":              "use maxScrape",
+	"log_level":               "use log.level",
+	"store":                   "removed: the tracker keeps peers in Redis when redis.addrs is set and in memory otherwise",
+	"redis.mastername":        "use redis.masterName",
+	"redis.sentinel_username": "use redis.sentinelUsername",
+	"redis.sentinel_password": "use redis.sentinelPassword",
+	"redis.dial_timeout":      "use redis.dialTimeout",
+	"redis.read_timeout":      "use redis.readTimeout",
+	"redis.write_timeout":     "use redis.writeTimeout",
+	"redis.pool_size":         "use redis.poolSize",
+	"redis.key_prefix":        "use redis.keyPrefix",
 }
 
-// DefaultConfig is the embedded default: in-memory store on loopback.
+// DefaultConfig is the embedded default: peers in memory, on loopback.
 func DefaultConfig() Config {
+	// The tracker's Redis timeouts are tighter than the house defaults: an
+	// announce is a few small commands, and a client is better served by a
+	// quick failure reason and its own retry than by a request queued
+	// behind a sick Redis. The "shoal:" prefix is the one trackers have
+	// always written, so existing Redis data stays valid.
+	rd := config.DefaultRedis("shoal:")
+	rd.DialTimeout = 200 * time.Millisecond
+	rd.ReadTimeout = 300 * time.Millisecond
+	rd.WriteTimeout = 300 * time.Millisecond
+	rd.PoolSize = 64
 	return Config{
-		Addr:           "127.0.0.1:6969",
+		Addr:           config.TrackerAddr,
 		Interval:       10 * time.Second,
 		PeerTTL:        3 * time.Minute,
 		DefaultNumwant: 50,
@@ -88,56 +99,46 @@ func DefaultConfig() Config {
 		RequestTimeout: 500 * time.Millisecond,
 		MaxScrape:      64,
 		MaxSwarms:      200,
-		Store:          "memory",
-		LogLevel:       "info",
-		Redis: RedisConfig{
-			DialTimeout:  200 * time.Millisecond,
-			ReadTimeout:  300 * time.Millisecond,
-			WriteTimeout: 300 * time.Millisecond,
-			PoolSize:     64,
-			KeyPrefix:    "shoal:",
-		},
+		Redis:          rd,
+		Log:            config.DefaultLog(),
 	}
 }
 
-// LoadConfig reads a YAML file over DefaultConfig. Unknown keys are errors so
-// a typo never silently falls back to a default.
+// LoadConfig reads a YAML file over DefaultConfig and validates it.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, fmt.Errorf("read tracker config: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("parse tracker config %s: %w", path, err)
+	if err := config.Load("tracker config", path, &cfg, renamed); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }
 
-// Validate reports the first unusable setting.
+// Validate reports the first unusable setting; it changes nothing.
 func (c Config) Validate() error {
 	switch {
+	case c.Addr == "":
+		return errors.New("tracker config: addr must be set")
 	case len(c.Secrets) == 0:
 		return errors.New("tracker config: secrets: at least one secret is required (shared with the registry); generate one with `openssl rand -hex 32` and set it directly, as env:VAR or as file:/path")
 	case c.Interval < time.Second:
 		return fmt.Errorf("tracker config: interval %v is below 1s", c.Interval)
 	case c.PeerTTL < c.Interval:
-		return fmt.Errorf("tracker config: peer_ttl %v is shorter than interval %v", c.PeerTTL, c.Interval)
+		return fmt.Errorf("tracker config: peerTTL %v is shorter than interval %v", c.PeerTTL, c.Interval)
 	case c.MaxNumwant < 1:
-		return errors.New("tracker config: max_numwant must be at least 1")
+		return errors.New("tracker config: maxNumwant must be at least 1")
 	case c.DefaultNumwant < 0 || c.DefaultNumwant > c.MaxNumwant:
-		return fmt.Errorf("tracker config: default_numwant %d outside 0..max_numwant", c.DefaultNumwant)
+		return fmt.Errorf("tracker config: defaultNumwant %d outside 0..maxNumwant", c.DefaultNumwant)
 	case c.RequestTimeout <= 0:
-		return errors.New("tracker config: request_timeout must be positive")
+		return errors.New("tracker config: requestTimeout must be positive")
 	case c.MaxScrape < 1:
-		return errors.New("tracker config: max_scrape must be at least 1")
+		return errors.New("tracker config: maxScrape must be at least 1")
 	case c.MaxSwarms < 1:
-		return errors.New("tracker config: max_swarms must be at least 1")
+		return errors.New("tracker config: maxSwarms must be at least 1")
 	}
-	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
-		return fmt.Errorf("tracker config: debug.addr: %w", err)
+	for _, b := range []interface{ Validate() error }{c.Log, c.Debug, c.Redis} {
+		if err := b.Validate(); err != nil {
+			return fmt.Errorf("tracker config: %w", err)
+		}
 	}
 	secrets, err := c.resolveSecrets()
 	if err != nil {
@@ -149,17 +150,8 @@ func (c Config) Validate() error {
 	}
 	for _, t := range apiTokens {
 		if slices.Contains(secrets, t) {
-			return errors.New("tracker config: api_tokens: a token equals one of the secrets; a reader must not hold the key that signs announce tokens")
+			return errors.New("tracker config: apiTokens: a token equals one of the secrets; a reader must not hold the key that signs announce tokens")
 		}
-	}
-	switch c.Store {
-	case "memory":
-	case "redis":
-		if len(c.Redis.Addrs) == 0 {
-			return errors.New("tracker config: store redis needs redis.addrs")
-		}
-	default:
-		return fmt.Errorf("tracker config: store %q: want memory or redis", c.Store)
 	}
 	return nil
 }
@@ -178,7 +170,7 @@ func (c Config) resolveSecrets() ([]string, error) {
 // resolveAPITokens reads the read API's bearer tokens, refusing guessable
 // ones as for secrets.
 func (c Config) resolveAPITokens() ([]string, error) {
-	out, err := secret.ResolveAll("api_tokens", c.APITokens)
+	out, err := secret.ResolveAll("apiTokens", c.APITokens)
 	if err != nil {
 		return nil, fmt.Errorf("tracker config: %w", err)
 	}

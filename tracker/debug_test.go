@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"os"
@@ -38,7 +37,7 @@ func TestDebugConfig(t *testing.T) {
 func TestDebugServe(t *testing.T) {
 	cfg := testConfig()
 	cfg.Debug.Addr = testenv.FreeAddr(t)
-	s, err := NewWithStore(cfg, NewMemoryStore(time.Hour))
+	s, err := New(cfg, Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,17 +45,12 @@ func TestDebugServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
+	stop := serveInBackground(t, s, l)
 	url := "http://" + cfg.Debug.Addr + "/debug/pprof/"
 	testenv.WaitHTTPOK(t, url, 5*time.Second)
 	// The tracker's own listener has no debug pages.
 	if resp, err := http.Get("http://" + l.Addr().String() + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("tracker listener /debug/pprof/: %v %v", resp, err)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/shoalproject/shoal/internal/token"
 )
 
 // FuzzAnnounce drives arbitrary query strings through the whole announce
@@ -19,13 +21,13 @@ import (
 // so a panic fails the fuzz run).
 func FuzzAnnounce(f *testing.F) {
 	cfg := testConfig()
-	s, err := NewWithStore(cfg, NewMemoryStore(time.Hour))
+	s, err := New(cfg, Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		f.Fatal(err)
 	}
 	defer s.Close()
 	h := ih(1)
-	tok := s.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(24*time.Hour))
+	tok := s.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(24*time.Hour))
 	id := pid(1)
 	valid := url.Values{"info_hash": {string(h[:])}, "peer_id": {string(id[:])}, "port": {"6881"}, "token": {tok}}
 	f.Add(valid.Encode())
@@ -81,13 +83,13 @@ func FuzzParseAnnounce(f *testing.F) {
 // always a bencoded dictionary (files or a failure reason), never a panic,
 // never counts for an infohash no token covers.
 func FuzzScrape(f *testing.F) {
-	s, err := NewWithStore(testConfig(), NewMemoryStore(time.Hour))
+	s, err := New(testConfig(), Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		f.Fatal(err)
 	}
 	defer s.Close()
 	h := ih(1)
-	tok := s.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(24*time.Hour))
+	tok := s.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(24*time.Hour))
 	f.Add(url.Values{"info_hash": {string(h[:])}, "token": {tok}}.Encode())
 	f.Add(url.Values{"info_hash": {string(h[:]), string(h[:])}, "token": {tok, "x"}}.Encode())
 	f.Add("info_hash=short&token=" + tok)
@@ -119,11 +121,11 @@ func FuzzScrape(f *testing.F) {
 	})
 }
 
-// FuzzRequestIP: with real_ip_header set, the header is client input (a
+// FuzzRequestIP: with realIPHeader set, the header is client input (a
 // proxy may pass it through); a peer's IP is either a valid address or an
 // error, never a panic.
 func FuzzRequestIP(f *testing.F) {
-	s, err := NewWithStore(testConfig(), NewMemoryStore(time.Hour))
+	s, err := New(testConfig(), Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		f.Fatal(err)
 	}

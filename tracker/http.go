@@ -15,6 +15,8 @@ import (
 	"github.com/anacrolix/torrent/tracker"
 	trackerServer "github.com/anacrolix/torrent/tracker/server"
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // announceQuery is a parsed announce. Parsing is ours rather than
@@ -135,17 +137,24 @@ func writeFailure(w http.ResponseWriter, reason string) {
 	_ = writeBencode(w, failureResponse{Reason: reason})
 }
 
-// recoverBencoded turns a panic in any handler into a failure reason, so a
-// bug costs one request, not the process or a confusing reset.
-func recoverBencoded(log *logrus.Entry, next http.Handler) http.Handler {
+// recoverPanics turns a panic in any handler into an answer in the route's
+// own shape (a failure reason on the BitTorrent routes, the JSON error
+// elsewhere), so a bug costs one request, not the process or a confusing
+// reset.
+func recoverPanics(log *logrus.Entry, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				log.WithField("panic", v).WithField("url", r.URL.String()).Error("handler panicked")
-				writeFailure(w, "internal tracker error")
+				log.WithField("panic", v).WithField("path", r.URL.Path).Error("handler panicked")
+				switch r.URL.Path {
+				case "/announce", "/scrape":
+					writeFailure(w, "internal tracker error")
+				default:
+					httpx.WriteError(w, http.StatusInternalServerError, httpx.CodeInternal, "internal tracker error")
+				}
 			}
 		}()
 		next.ServeHTTP(w, r)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent/bencode"
+
+	"github.com/shoalproject/shoal/internal/token"
 )
 
 // announceFrom announces over HTTP from source IP src (any 127/8 address
@@ -62,7 +64,7 @@ func announceFrom(t *testing.T, src, base string, h [20]byte, id [20]byte, port 
 func TestForgedPeerIDCannotDisplace(t *testing.T) {
 	tt := memTracker(t, testConfig())
 	h := ih(77)
-	tok := tt.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+	tok := tt.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
 	victimID, observerID := pid(1), pid(2)
 	announceFrom(t, "127.0.0.1", tt.base, h, victimID, 6001, "started", tok)
 

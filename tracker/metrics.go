@@ -4,12 +4,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are per Server (own registry) so several trackers can live in one
-// process (tests, `shoal run`) without colliding. Every label has a small
-// fixed value set: nothing is labelled by infohash or peer.
+// process (tests, `shoal run`) without colliding; the process's Go and
+// process collectors are the binary's (Deps.ProcessMetrics). Every label
+// has a small fixed value set: nothing is labelled by infohash or peer.
 type metrics struct {
 	announces    *prometheus.CounterVec
 	failures     *prometheus.CounterVec
@@ -22,7 +22,13 @@ type metrics struct {
 	announceTime prometheus.Histogram
 }
 
-func newMetrics(reg *prometheus.Registry, store string) *metrics {
+// latencyBuckets suit both stores: sub-millisecond for memory, a few
+// milliseconds for Redis, up to the request timeout's order.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+
+// newMetrics registers the tracker's metrics on reg; store ("memory",
+// "redis") labels the store's own.
+func newMetrics(reg prometheus.Registerer, store string) *metrics {
 	m := &metrics{
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_announces_total",
@@ -30,8 +36,8 @@ func newMetrics(reg *prometheus.Registry, store string) *metrics {
 		}, []string{"event"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_failures_total",
-			Help: "Requests answered with a failure reason, by cause (bad_request, token, store).",
-		}, []string{"cause"}),
+			Help: "Announces and scrapes answered with a failure reason, by reason (bad_request, token, store).",
+		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_rejected_tokens_total",
 			Help: "Announce and scrape tokens rejected, by reason (missing, malformed, expired, invalid).",
@@ -46,14 +52,14 @@ func newMetrics(reg *prometheus.Registry, store string) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
 		}),
 		handedOut: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "shoal_tracker_peers_returned",
+			Name:    "shoal_tracker_returned_peers",
 			Help:    "Peers returned per announce.",
 			Buckets: []float64{0, 1, 5, 10, 25, 50, 100, 200, 500},
 		}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:        "shoal_tracker_store_seconds",
 			Help:        "Latency of peer store round trips (Redis commands for the redis store), by operation.",
-			Buckets:     []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			Buckets:     latencyBuckets,
 			ConstLabels: prometheus.Labels{"store": store},
 		}, []string{"op"}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -64,12 +70,11 @@ func newMetrics(reg *prometheus.Registry, store string) *metrics {
 		announceTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_tracker_announce_seconds",
 			Help:    "Announce handling time, parsing to response.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			Buckets: latencyBuckets,
 		}),
 	}
 	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.swarmSize, m.handedOut,
-		m.storeLatency, m.storeUp, m.announceTime,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.storeLatency, m.storeUp, m.announceTime)
 	m.storeUp.Set(1)
 	return m
 }

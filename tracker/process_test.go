@@ -25,7 +25,7 @@ func TestTwoProcessesShareRedis(t *testing.T) {
 	start := func(name string) string {
 		addr := testenv.FreeAddr(t)
 		cfg := filepath.Join(t.TempDir(), name+".yml")
-		body := fmt.Sprintf("addr: %s\nsecrets: [%s]\nstore: redis\nredis:\n  addrs: [%s]\n", addr, testSecret, r.Addr)
+		body := fmt.Sprintf("addr: %s\nsecrets: [%s]\nredis:\n  addrs: [%s]\n", addr, testSecret, r.Addr)
 		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func TestTwoProcessesShareRedis(t *testing.T) {
 	a, b := start("a"), start("b")
 	keys, _ := token.NewKeys(testSecret)
 	h := ih(42)
-	tok := "/announce?token=" + keys.Sign(PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+	tok := "/announce?token=" + keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
 	mustAnnounce(t, a+tok, req(h, 1, 0, anatracker.Started))
 	resp := mustAnnounce(t, b+tok, req(h, 2, 10, anatracker.Started))
 	if got := addrsOf(resp.Peers); len(got) != 1 || !got["127.0.0.1:6001"] {

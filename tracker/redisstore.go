@@ -15,12 +15,12 @@ import (
 
 // RedisStore keeps swarms in Redis so any number of tracker replicas can
 // share them. Per swarm it uses one sorted set per peer class, scored by the
-// peer's expiry in Unix milliseconds, a hash from peer id to peer record, and
-// a completed-download counter. All keys of a swarm carry the hash tag
-// {<infohash hex>} so they share a Cluster slot and one Lua script can update
-// them atomically. Expired peers are pruned by score range within the swarm
-// being announced to; whole swarms vanish through key expiry, so nothing ever
-// scans the keyspace.
+// peer's expiry in Unix milliseconds, a hash from peer key (peer id and
+// source IP) to peer record, and a completed-download counter. All keys of
+// a swarm carry the hash tag {<infohash hex>} so they share a Cluster slot
+// and one Lua script can update them atomically. Expired peers are pruned
+// by score range within the swarm being announced to; whole swarms vanish
+// through key expiry, so nothing ever scans the keyspace.
 //
 // Compared with the usual designs: Kraken's time-windowed sets expire peers
 // only at window granularity and read several window keys per announce;

@@ -44,8 +44,8 @@ func TestSecretsRefused(t *testing.T) {
 				t.Errorf("%s: error reflects the secret: %v", name, err)
 			}
 		}
-		if _, err := NewWithStore(cfg, NewMemoryStore(time.Hour)); err == nil {
-			t.Errorf("%s: NewWithStore accepted it", name)
+		if _, err := New(cfg, Deps{Store: NewMemoryStore(time.Hour)}); err == nil {
+			t.Errorf("%s: New accepted it", name)
 		}
 	}
 	cfg := DefaultConfig()

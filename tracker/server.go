@@ -13,32 +13,43 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anacrolix/generics"
 	trackerServer "github.com/anacrolix/torrent/tracker/server"
 	"github.com/anacrolix/torrent/tracker/udp"
+	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/httpx"
+	shoalmetrics "github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/token"
 )
 
-// Token purposes, shared with the registry through the token package.
-const (
-	PurposeAnnounce = token.PurposeAnnounce
-	PurposeOrigin   = token.PurposeOrigin
-)
+// Deps is what the process provides to a tracker.
+type Deps struct {
+	// Log is the tracker's logger; nil: one of its own built from cfg.Log.
+	Log *logrus.Entry
+	// ProcessMetrics (the binary's Go and process collectors) is served on
+	// /metrics next to the tracker's own; nil: the tracker's alone.
+	ProcessMetrics prometheus.Gatherer
+	// Store holds the swarms; nil: built from the config (Redis when
+	// redis.addrs is set, memory otherwise). The Server owns it either way
+	// and closes it in Close.
+	Store Store
+}
 
 // Server is one tracker instance. It holds no swarm state of its own beyond
 // its store, so replicas on a shared Redis are interchangeable.
 type Server struct {
 	cfg   Config
 	store Store
-	keys  *token.Keys
+	// storeKind names the store in logs and metric labels.
+	storeKind string
+	keys      *token.Keys
 	// apiTokens guard the read API; none: it is off.
 	apiTokens []string
 	ann       *trackerServer.AnnounceHandler
@@ -47,54 +58,15 @@ type Server struct {
 	log       *logrus.Entry
 	handler   http.Handler
 	now       func() time.Time
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// New builds a Server and its store from cfg.
-func New(cfg Config) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	var store Store
-	switch cfg.Store {
-	case "redis":
-		store = NewRedisStore(NewRedisClient(cfg.Redis), cfg.Redis.KeyPrefix, cfg.RequestTimeout)
-	default:
-		store = NewMemoryStore(cfg.PeerTTL)
-	}
-	s, err := NewWithStore(cfg, store)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// NewRedisClient builds a go-redis UniversalClient with bounded timeouts and
-// few retries: a tracker should fail an announce fast and let the client
-// retry rather than queue work behind a dead Redis.
-func NewRedisClient(rc RedisConfig) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:                 rc.Addrs,
-		MasterName:            rc.MasterName,
-		Username:              rc.Username,
-		Password:              rc.Password,
-		SentinelUsername:      rc.SentinelUsername,
-		SentinelPassword:      rc.SentinelPassword,
-		DB:                    rc.DB,
-		DialTimeout:           rc.DialTimeout,
-		ReadTimeout:           rc.ReadTimeout,
-		WriteTimeout:          rc.WriteTimeout,
-		PoolSize:              rc.PoolSize,
-		PoolTimeout:           rc.ReadTimeout + rc.WriteTimeout,
-		MaxRetries:            1,
-		DialerRetries:         1,
-		DialerRetryTimeout:    10 * time.Millisecond,
-		ContextTimeoutEnabled: true,
-	})
-}
-
-// NewWithStore builds a Server over an existing store, which it then owns.
-func NewWithStore(cfg Config, store Store) (*Server, error) {
+// New validates cfg and builds a Server over deps.Store, or over the store
+// cfg describes. It neither listens nor contacts Redis: Serve listens, and
+// /healthz reports whether the store answers.
+func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -110,95 +82,122 @@ func NewWithStore(cfg Config, store Store) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
+	log := deps.Log
+	if log == nil {
+		log = cfg.Log.NewLogger("tracker")
+	}
+	store := deps.Store
+	if store == nil {
+		// Built last: nothing above can fail after it exists, so it never
+		// leaks.
+		if store, err = newStore(cfg); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{
 		cfg:       cfg,
 		store:     store,
+		storeKind: storeKind(store),
 		keys:      keys,
 		apiTokens: apiTokens,
 		reg:       prometheus.NewRegistry(),
-		log:       logrus.WithField("component", "tracker"),
+		log:       log,
 		now:       time.Now,
 	}
-	s.metrics = newMetrics(s.reg, cfg.Store)
+	s.metrics = newMetrics(s.reg, s.storeKind)
 	s.ann = &trackerServer.AnnounceHandler{AnnounceTracker: announceTracker{s}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /announce", s.handleAnnounce)
-	mux.HandleFunc("GET /scrape", s.handleScrape)
-	mux.HandleFunc("GET /api/v1/swarms", s.handleSwarms)
-	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		// The read API answers in JSON even where the mux would not.
-		if r.URL.Path == "/api/v1/swarms" {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeJSONError(w, http.StatusMethodNotAllowed, "use GET")
-			return
-		}
-		writeJSONError(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
-	})
-	mux.HandleFunc("GET /healthz", s.handleHealthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	s.handler = recoverBencoded(s.log, mux)
+	s.handler = s.routes(deps.ProcessMetrics)
 	return s, nil
 }
 
-// Handler serves /announce, /scrape, /api/v1/swarms, /healthz and /metrics.
-func (s *Server) Handler() http.Handler { return s.handler }
+// newStore builds the store the config describes.
+func newStore(cfg Config) (Store, error) {
+	if !cfg.Redis.Enabled() {
+		return NewMemoryStore(cfg.PeerTTL), nil
+	}
+	client, err := cfg.Redis.NewClient()
+	if err != nil {
+		return nil, fmt.Errorf("tracker config: %w", err)
+	}
+	return NewRedisStore(client, cfg.Redis.KeyPrefix, cfg.RequestTimeout), nil
+}
 
-// Serve serves on l until ctx ends, then drains for up to five seconds. It
-// closes the store on return. With debug.addr set it also runs the pprof
-// listener for as long.
+// storeKind is the store's name in logs and metrics.
+func storeKind(st Store) string {
+	switch st.(type) {
+	case *MemoryStore:
+		return "memory"
+	case *RedisStore:
+		return "redis"
+	}
+	return "custom"
+}
+
+// routes serves /announce and /scrape (bencoded, as BitTorrent clients
+// expect, failures included), the read API, /healthz and /metrics. Every
+// other answer, router misses included, is the house JSON error.
+func (s *Server) routes(process prometheus.Gatherer) http.Handler {
+	r := mux.NewRouter()
+	r.NotFoundHandler = httpx.NotFound()
+	notAllowed := httpx.MethodNotAllowed()
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// Every route of the tracker is read-only.
+		w.Header().Set("Allow", "GET, HEAD")
+		notAllowed.ServeHTTP(w, req)
+	})
+	get := []string{http.MethodGet, http.MethodHead}
+	r.HandleFunc("/announce", s.handleAnnounce).Methods(get...)
+	r.HandleFunc("/scrape", s.handleScrape).Methods(get...)
+	r.HandleFunc("/api/v1/swarms", s.handleSwarms).Methods(get...)
+	r.Handle("/healthz", httpx.NewHealth("tracker").Add("store", s.checkStore)).Methods(get...)
+	r.Handle("/metrics", shoalmetrics.Handler(s.reg, process)).Methods(get...)
+	return recoverPanics(s.log, r)
+}
+
+// checkStore is /healthz's probe: the store answers a ping within the
+// request timeout (the memory store always does).
+func (s *Server) checkStore(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	start := time.Now()
+	err := s.store.Ping(ctx)
+	s.metrics.observeStore("ping", time.Since(start), err)
+	return err
+}
+
+// Serve serves on l until ctx ends, then drains requests in flight; with
+// debug.addr set it also runs the pprof listener for as long. It closes the
+// Server on return.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.cfg.Debug.Addr != "" {
 		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
 			l.Close()
-			s.store.Close()
+			s.Close()
 			return fmt.Errorf("tracker: %w", err)
 		}
 	}
-	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(l) }()
-	s.log.WithFields(logrus.Fields{"addr": l.Addr().String(), "store": s.cfg.Store}).Info("tracker listening")
-	var err error
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = hs.Shutdown(sctx)
-		cancel()
-		<-errc
-	}
-	if cerr := s.store.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("tracker: close store: %w", cerr)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	srv := httpx.NewServer(s.handler, s.log)
+	// Announces, scrapes and listings are small and answered within the
+	// request timeout; a client taking longer only holds a connection.
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	s.log.WithFields(logrus.Fields{"addr": l.Addr().String(), "store": s.storeKind}).Info("tracker listening")
+	err := httpx.Serve(ctx, srv, l)
+	if cerr := s.Close(); cerr != nil && err == nil {
+		err = cerr
 	}
 	return err
 }
 
-// Close releases the store when Serve is not used.
-func (s *Server) Close() error { return s.store.Close() }
-
-func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-	defer cancel()
-	start := time.Now()
-	err := s.store.Ping(ctx)
-	s.metrics.observeStore("ping", time.Since(start), err)
-	if err != nil {
-		http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	fmt.Fprintln(w, "ok")
+// Close releases the store. It is idempotent; Serve calls it on return.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if err := s.store.Close(); err != nil {
+			s.closeErr = fmt.Errorf("tracker: close store: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
 // requestIP is the announcing peer's IP: the connection's, or the first
@@ -227,12 +226,12 @@ func (s *Server) requestIP(r *http.Request) (netip.Addr, error) {
 // the registry's seeder, otherwise ok means an ordinary peer.
 func (s *Server) authorize(ih [20]byte, tok string) (origin bool, err error) {
 	now := s.now()
-	err = s.keys.Verify(PurposeAnnounce, ih[:], tok, now)
+	err = s.keys.Verify(token.PurposeAnnounce, ih[:], tok, now)
 	if err == nil {
 		return false, nil
 	}
 	if errors.Is(err, token.ErrInvalid) {
-		if oerr := s.keys.Verify(PurposeOrigin, ih[:], tok, now); oerr == nil {
+		if oerr := s.keys.Verify(token.PurposeOrigin, ih[:], tok, now); oerr == nil {
 			return true, nil
 		} else if errors.Is(oerr, token.ErrExpired) {
 			err = oerr

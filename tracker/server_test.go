@@ -2,11 +2,13 @@ package tracker
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +19,11 @@ import (
 	anatracker "github.com/anacrolix/torrent/tracker"
 	httpTracker "github.com/anacrolix/torrent/tracker/http"
 	"github.com/anacrolix/torrent/types/infohash"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/shoalproject/shoal/internal/token"
@@ -45,10 +51,11 @@ func testConfig() Config {
 	return cfg
 }
 
-// startTracker serves a tracker over store on a loopback listener.
+// startTracker serves a tracker over store (nil: the one cfg describes) on a
+// loopback listener.
 func startTracker(t *testing.T, cfg Config, store Store, network, addr string) *testTracker {
 	t.Helper()
-	s, err := NewWithStore(cfg, store)
+	s, err := New(cfg, Deps{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,17 +73,28 @@ func startTracker(t *testing.T, cfg Config, store Store, network, addr string) *
 	if err != nil {
 		t.Skipf("listen %s %s: %v", network, addr, err)
 	}
+	serveInBackground(t, s, l)
+	tt.base = "http://" + l.Addr().String()
+	return tt
+}
+
+// serveInBackground runs s.Serve on l until stop is called or the test
+// ends, and fails the test if Serve returns an error.
+func serveInBackground(t *testing.T, s *Server, l net.Listener) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	tt.base = "http://" + l.Addr().String()
-	return tt
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func memTracker(t *testing.T, cfg Config) *testTracker {
@@ -84,7 +102,7 @@ func memTracker(t *testing.T, cfg Config) *testTracker {
 }
 
 func (tt *testTracker) announceURL(h [20]byte) string {
-	return tt.base + "/announce?token=" + tt.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+	return tt.base + "/announce?token=" + tt.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
 }
 
 // clientAnnounce announces with anacrolix's tracker client, as agents do.
@@ -263,7 +281,7 @@ func TestHandOutPolicyAndNumwant(t *testing.T) {
 	tt := memTracker(t, cfg)
 	h := ih(5)
 	u := tt.announceURL(h)
-	originURL := tt.base + "/announce?token=" + tt.keys.Sign(PurposeOrigin, h[:], time.Now().Add(time.Hour))
+	originURL := tt.base + "/announce?token=" + tt.keys.Sign(token.PurposeOrigin, h[:], time.Now().Add(time.Hour))
 	// 1 origin (left>0 on purpose: the token, not left, makes the origin),
 	// 3 seeders, 20 leechers of which 2 in group "a".
 	mustAnnounce(t, originURL, req(h, 100, 5, anatracker.Started))
@@ -336,21 +354,21 @@ func TestTokens(t *testing.T) {
 	oldKeys, _ := token.NewKeys(oldSecret)
 	foreign, _ := token.NewKeys(secret.Generate())
 	future := time.Now().Add(time.Hour)
-	good := tt.keys.Sign(PurposeAnnounce, h[:], future)
+	good := tt.keys.Sign(token.PurposeAnnounce, h[:], future)
 	other := ih(7)
 	cases := []struct {
 		name, tok string
 		ok        bool
 	}{
 		{"current secret", good, true},
-		{"previous secret (rotation)", oldKeys.Sign(PurposeAnnounce, h[:], future), true},
-		{"origin token", tt.keys.Sign(PurposeOrigin, h[:], future), true},
+		{"previous secret (rotation)", oldKeys.Sign(token.PurposeAnnounce, h[:], future), true},
+		{"origin token", tt.keys.Sign(token.PurposeOrigin, h[:], future), true},
 		{"missing", "", false},
 		{"tampered", good[:len(good)-2] + "AA", false},
-		{"expired", tt.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(-time.Minute)), false},
-		{"expired origin", tt.keys.Sign(PurposeOrigin, h[:], time.Now().Add(-time.Minute)), false},
-		{"other infohash", tt.keys.Sign(PurposeAnnounce, other[:], future), false},
-		{"foreign secret", foreign.Sign(PurposeAnnounce, h[:], future), false},
+		{"expired", tt.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(-time.Minute)), false},
+		{"expired origin", tt.keys.Sign(token.PurposeOrigin, h[:], time.Now().Add(-time.Minute)), false},
+		{"other infohash", tt.keys.Sign(token.PurposeAnnounce, other[:], future), false},
+		{"foreign secret", foreign.Sign(token.PurposeAnnounce, h[:], future), false},
 		{"other purpose", tt.keys.Sign("torrent", h[:], future), false},
 	}
 	for i, tc := range cases {
@@ -397,7 +415,7 @@ func TestMalformedQueries(t *testing.T) {
 	cfg := testConfig()
 	tt := memTracker(t, cfg)
 	h := ih(8)
-	tok := tt.keys.Sign(PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+	tok := tt.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
 	id := pid(1)
 	base := url.Values{"info_hash": {string(h[:])}, "peer_id": {string(id[:])}, "port": {"6881"}, "token": {tok}}
 	with := func(k, v string) string {
@@ -456,20 +474,18 @@ func TestMalformedQueries(t *testing.T) {
 func TestRedisOutageAndRecovery(t *testing.T) {
 	r := testenv.StartRedis(t)
 	cfg := testConfig()
-	cfg.Store = "redis"
 	cfg.Redis.Addrs = []string{r.Addr}
 	cfg.RequestTimeout = 300 * time.Millisecond
-	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:", cfg.RequestTimeout), "tcp", "127.0.0.1:0")
+	tt := startTracker(t, cfg, nil, "tcp", "127.0.0.1:0")
 	h := ih(9)
 	u := tt.announceURL(h)
 	mustAnnounce(t, u, req(h, 1, 10, anatracker.Started))
 	health := func() int {
-		resp, err := http.Get(tt.base + "/healthz")
-		if err != nil {
-			t.Fatal(err)
+		code, rep := getHealth(t, tt.base)
+		if st := rep.Checks["store"].Status; (code == 200) != (st == "ok") || (code == 200) != (rep.Status == "ok") {
+			t.Fatalf("healthz %d with %+v", code, rep)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return code
 	}
 	if c := health(); c != 200 {
 		t.Fatalf("healthz with redis up = %d", c)
@@ -485,6 +501,9 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	}
 	if c := health(); c != 503 {
 		t.Fatalf("healthz with redis down = %d", c)
+	}
+	if _, rep := getHealth(t, tt.base); !strings.Contains(rep.Checks["store"].Error, "peer store unavailable") {
+		t.Fatalf("healthz does not say why: %+v", rep)
 	}
 	if !strings.Contains(scrapeMetrics(t, tt.base), `shoal_tracker_store_up{store="redis"} 0`) {
 		t.Error("store_up not 0 while redis is down")
@@ -525,10 +544,9 @@ func TestRedisHungBoundedTimeout(t *testing.T) {
 		}
 	}()
 	cfg := testConfig()
-	cfg.Store = "redis"
 	cfg.Redis.Addrs = []string{l.Addr().String()}
 	cfg.RequestTimeout = 300 * time.Millisecond
-	tt := startTracker(t, cfg, NewRedisStore(NewRedisClient(cfg.Redis), "t:", cfg.RequestTimeout), "tcp", "127.0.0.1:0")
+	tt := startTracker(t, cfg, nil, "tcp", "127.0.0.1:0")
 	h := ih(10)
 	start := time.Now()
 	_, err = clientAnnounce(t, tt.announceURL(h), req(h, 1, 10, anatracker.Started))
@@ -545,11 +563,9 @@ func TestHealthzAndMetrics(t *testing.T) {
 	h := ih(11)
 	mustAnnounce(t, tt.announceURL(h), req(h, 1, 10, anatracker.Started))
 	mustAnnounce(t, tt.announceURL(h), req(h, 1, 0, anatracker.Completed))
-	resp, err := http.Get(tt.base + "/healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz: %v %v", resp, err)
+	if code, rep := getHealth(t, tt.base); code != 200 || rep.Status != "ok" || rep.Component != "tracker" || rep.Checks["store"].Status != "ok" || len(rep.Checks) != 1 {
+		t.Fatalf("healthz: %d %+v", code, rep)
 	}
-	resp.Body.Close()
 	body := scrapeMetrics(t, tt.base)
 	for _, want := range []string{
 		`shoal_tracker_announces_total{event="started"} 1`,
@@ -563,6 +579,81 @@ func TestHealthzAndMetrics(t *testing.T) {
 	}
 }
 
+// getHealth fetches /healthz, which must be the house JSON report.
+func getHealth(t *testing.T, base string) (int, httpx.HealthReport) {
+	t.Helper()
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rep httpx.HealthReport
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		t.Fatalf("healthz body: %v", err)
+	}
+	return resp.StatusCode, rep
+}
+
+// TestMetricsDocumented exercises every metric family (announces, a bad
+// request, a rejected token, a scrape, the store probe) and checks them
+// against the naming rules and docs/metrics.md.
+func TestMetricsDocumented(t *testing.T) {
+	tt := memTracker(t, testConfig())
+	h := ih(12)
+	mustAnnounce(t, tt.announceURL(h), req(h, 1, 10, anatracker.Started))
+	if _, err := clientAnnounce(t, tt.base+"/announce", req(h, 2, 10, anatracker.Started)); err == nil {
+		t.Fatal("announce without a token accepted")
+	}
+	rawGet(t, tt.base+"/announce?port=x")
+	rawGet(t, tt.base+"/scrape?"+url.Values{"info_hash": {string(h[:])}, "token": {tt.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))}}.Encode())
+	getHealth(t, tt.base)
+	metricstest.Documented(t, "tracker", tt.reg)
+}
+
+// TestTwoInstancesOneProcess builds two trackers from one config in one
+// process: each keeps its own swarms, metrics and logger, and nothing
+// process-global collides.
+func TestTwoInstancesOneProcess(t *testing.T) {
+	cfg := testConfig()
+	process := prometheus.NewRegistry()
+	process.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "process_marker_total", Help: "marker"}))
+	var bases []string
+	for range 2 {
+		s, err := New(cfg, Deps{ProcessMetrics: process})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := serveInBackground(t, s, l)
+		t.Cleanup(func() {
+			stop()
+			// Serve closed it; closing again is harmless.
+			if err := s.Close(); err != nil {
+				t.Errorf("second close: %v", err)
+			}
+		})
+		bases = append(bases, "http://"+l.Addr().String())
+	}
+	keys, _ := token.NewKeys(testSecret)
+	h := ih(13)
+	tok := "/announce?token=" + keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+	mustAnnounce(t, bases[0]+tok, req(h, 1, 0, anatracker.Started))
+	if r := mustAnnounce(t, bases[1]+tok, req(h, 2, 10, anatracker.Started)); len(r.Peers) != 0 || r.Seeders != 0 {
+		t.Fatalf("second instance sees the first's swarm: %+v", r)
+	}
+	for i, base := range bases {
+		body := scrapeMetrics(t, base)
+		if !strings.Contains(body, `shoal_tracker_announces_total{event="started"} 1`) || !strings.Contains(body, "process_marker_total 0") {
+			t.Errorf("instance %d metrics:\n%s", i, body)
+		}
+	}
+}
+
+// TestShippedConfigLoads: configs/tracker.yml loads, holds exactly the
+// defaults (secrets aside) and spells out every key of Config.
 func TestShippedConfigLoads(t *testing.T) {
 	t.Setenv("SHOAL_TRACKER_SECRET", secret.Generate())
 	cfg, err := LoadConfig("../configs/tracker.yml")
@@ -570,22 +661,49 @@ func TestShippedConfigLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	def := DefaultConfig()
-	if cfg.Addr != def.Addr || cfg.Interval != def.Interval || cfg.PeerTTL != def.PeerTTL ||
-		cfg.MaxNumwant != def.MaxNumwant || cfg.Redis.ReadTimeout != def.Redis.ReadTimeout || cfg.Store != "memory" {
-		t.Fatalf("configs/tracker.yml drifted from DefaultConfig: %+v", cfg)
+	cfg.Secrets = nil
+	if len(cfg.APITokens) == 0 {
+		cfg.APITokens = nil
 	}
-	bad := t.TempDir() + "/bad.yml"
-	if err := os.WriteFile(bad, []byte("secrets: [x]\nintervall: 5s\n"), 0o644); err != nil {
+	if len(cfg.Redis.Addrs) == 0 {
+		cfg.Redis.Addrs = nil
+	}
+	if !reflect.DeepEqual(cfg, def) {
+		t.Fatalf("configs/tracker.yml drifted from DefaultConfig:\n got %+v\nwant %+v", cfg, def)
+	}
+	b, err := os.ReadFile("../configs/tracker.yml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(bad); err == nil {
-		t.Fatal("unknown key accepted")
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	var walk func(prefix string, typ reflect.Type, m map[string]any)
+	walk = func(prefix string, typ reflect.Type, m map[string]any) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := f.Tag.Get("yaml")
+			v, ok := m[key]
+			if !ok {
+				missing = append(missing, prefix+key)
+				continue
+			}
+			if sub, isMap := v.(map[string]any); isMap && f.Type.Kind() == reflect.Struct {
+				walk(prefix+key+".", f.Type, sub)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config](), doc)
+	if len(missing) > 0 {
+		t.Fatalf("configs/tracker.yml does not document %v", missing)
 	}
 }
 
 func TestRequestIP(t *testing.T) {
 	cfg := testConfig()
-	s, err := NewWithStore(cfg, NewMemoryStore(time.Hour))
+	s, err := New(cfg, Deps{Store: NewMemoryStore(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

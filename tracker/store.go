@@ -89,8 +89,11 @@ type Counts struct {
 
 // Store keeps swarms. Implementations must apply an announce atomically
 // (update, prune and sample in one step) so replicas sharing a store never
-// observe half-applied announces, and must prune expired peers per swarm
-// without walking every swarm.
+// observe half-applied announces, and must prune a swarm's expired peers on
+// its announces, so an announce never waits for a walk over every swarm
+// (dropping swarms nobody announces to any more is left to the store: key
+// expiry in Redis, a periodic sweep in memory). Package tracker/storetest
+// is the suite every implementation passes.
 type Store interface {
 	// Announce applies in at time now and returns the swarm afterwards.
 	Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error)

@@ -56,7 +56,7 @@ func runAll(ctx context.Context, args []string) error {
 	}
 	// tracker: in-memory on 127.0.0.1:6969 (shared.TrackerURL), checking
 	// the tokens the registry signs with shared.TrackerSecret.
-	if err := startRunTracker(ctx, g, shared.TrackerURL, shared.TrackerSecret, shared.TrackerAPIToken); err != nil {
+	if err := startRunTracker(ctx, g, shared); err != nil {
 		return err
 	}
 	// preheat: 127.0.0.1:8002, in-memory store, registry http://127.0.0.1:5000,

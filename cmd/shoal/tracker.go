@@ -8,9 +8,9 @@ import (
 	"net"
 	"net/url"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/tracker"
 )
 
@@ -38,44 +38,52 @@ func runTracker(ctx context.Context, args []string) error {
 	if *addr != "" {
 		cfg.Addr = *addr
 	}
-	if lvl, err := logrus.ParseLevel(cfg.LogLevel); err == nil {
-		logrus.SetLevel(lvl)
-	} else {
-		return fmt.Errorf("tracker config: log_level: %w", err)
-	}
-	s, err := tracker.New(cfg)
+	s, l, err := listenTracker(ctx, cfg, tracker.Deps{
+		Log:            cfg.Log.NewLogger("tracker"),
+		ProcessMetrics: metrics.NewProcessRegistry(),
+	})
 	if err != nil {
 		return err
-	}
-	l, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		s.Close()
-		return fmt.Errorf("tracker: listen %s: %w", cfg.Addr, err)
 	}
 	return s.Serve(ctx, l)
 }
 
 // startRunTracker starts the embedded in-memory tracker of `shoal run`,
-// listening on the host:port of announceURL and accepting tokens signed with
-// secret; apiToken opens its read API to the embedded preheat's console.
-func startRunTracker(ctx context.Context, g *errgroup.Group, announceURL, secret, apiToken string) error {
-	u, err := url.Parse(announceURL)
+// listening on the host:port of shared.TrackerURL and accepting tokens
+// signed with shared.TrackerSecret; shared.TrackerAPIToken opens its read
+// API to the embedded preheat's console.
+func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) error {
+	u, err := url.Parse(shared.TrackerURL)
 	if err != nil {
-		return fmt.Errorf("tracker: announce URL %q: %w", announceURL, err)
+		return fmt.Errorf("tracker: announce URL %q: %w", shared.TrackerURL, err)
 	}
 	cfg := tracker.DefaultConfig()
 	cfg.Addr = u.Host
-	cfg.Secrets = []string{secret}
-	cfg.APITokens = []string{apiToken}
-	s, err := tracker.New(cfg)
+	cfg.Secrets = []string{shared.TrackerSecret}
+	cfg.APITokens = []string{shared.TrackerAPIToken}
+	cfg.Log = shared.Log
+	s, l, err := listenTracker(ctx, cfg, tracker.Deps{
+		Log:            shared.Log.NewLogger("tracker"),
+		ProcessMetrics: shared.Metrics,
+	})
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		s.Close()
-		return fmt.Errorf("tracker: listen %s: %w", cfg.Addr, err)
-	}
 	g.Go(func() error { return s.Serve(ctx, l) })
 	return nil
+}
+
+// listenTracker builds a tracker and its listener on cfg.Addr; a tracker
+// whose address cannot be bound is closed again.
+func listenTracker(ctx context.Context, cfg tracker.Config, deps tracker.Deps) (*tracker.Server, net.Listener, error) {
+	s, err := tracker.New(cfg, deps)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		s.Close()
+		return nil, nil, fmt.Errorf("tracker: listen %s: %w", cfg.Addr, err)
+	}
+	return s, l, nil
 }

@@ -266,7 +266,7 @@ type loadedPod struct {
 	joinRef, joinPrevRef *corev1.SecretKeySelector
 	joinEnv, join        []string
 	// apiTokenRef is the Secret key of SHOAL_TRACKER_API_TOKEN; apiTokens
-	// the tracker's resolved api_tokens, or preheat's resolved
+	// the tracker's resolved apiTokens, or preheat's resolved
 	// tracker.token; trackerURL preheat's tracker.url.
 	apiTokenRef *corev1.SecretKeySelector
 	apiTokens   []string
@@ -362,7 +362,7 @@ func checkTrackerAPI(t *testing.T, pods []loadedPod, ws []workload, byKind map[s
 		}
 	}
 	if tr != nil && (tr.apiTokenRef == nil || len(tr.apiTokens) != 1 || tr.apiTokens[0] == "") {
-		t.Errorf("%s: swarm listing off (api_tokens %d, from %v)", tr.name, len(tr.apiTokens), tr.apiTokenRef)
+		t.Errorf("%s: swarm listing off (apiTokens %d, from %v)", tr.name, len(tr.apiTokens), tr.apiTokenRef)
 	}
 	if ph == nil {
 		return
@@ -537,10 +537,10 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if cfg.Store == "redis" && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
+		if cfg.Redis.Enabled() && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
 			t.Errorf("%s: Sentinel without the password", w.name)
 		}
-		if lp.apiTokens, err = secret.ResolveAll("api_tokens", cfg.APITokens); err != nil {
+		if lp.apiTokens, err = secret.ResolveAll("apiTokens", cfg.APITokens); err != nil {
 			t.Errorf("%s: %v", w.name, err)
 		}
 	case "preheat":
