@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,11 @@ func TestCrashingAgentProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(spec.Cfg)
+	a, err := New(spec.Cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", spec.Cfg.Mirror.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +55,7 @@ func TestCrashingAgentProcess(t *testing.T) {
 			select {}
 		}
 	}
-	a.Serve(context.Background())
+	a.Serve(context.Background(), l)
 }
 
 // kill -9 at every step of a commit leaves the old state (no blob) or the
