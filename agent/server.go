@@ -289,13 +289,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
-					if ferr != nil {
-						log.WithError(ferr).Warn("download failed while streaming; aborting response")
-						panic(http.ErrAbortHandler)
-					}
-					select {
-					case <-ch:
-					case <-ctx.Done():
+					if !awaitMore(ctx, log, ferr, ch) {
 						return
 					}
 					continue
@@ -312,17 +306,26 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 			}
 			continue
 		}
-		if ferr != nil {
-			// Headers are out: cut the connection so the client sees a
-			// truncated body, not a short "complete" one.
-			log.WithError(ferr).Warn("download failed while streaming; aborting response")
-			panic(http.ErrAbortHandler)
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if !awaitMore(ctx, log, ferr, ch) {
 			return
 		}
+	}
+}
+
+// awaitMore waits for more of a streaming blob (ch), false when the client
+// went away. A failed download (ferr) aborts the response: the headers are
+// out, so cutting the connection is how the client sees a truncated body,
+// not a short "complete" one.
+func awaitMore(ctx context.Context, log *logrus.Entry, ferr error, ch <-chan struct{}) bool {
+	if ferr != nil {
+		log.WithError(ferr).Warn("download failed while streaming; aborting response")
+		panic(http.ErrAbortHandler)
+	}
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
