@@ -102,7 +102,7 @@ type Agent struct {
 	health         *httpx.Health
 	// metricsToken guards the metrics listener ("" only on loopback).
 	metricsToken string
-	// heartbeat is the last outcome of the preheat heartbeat, for /healthz.
+	// hb is the last outcome of the preheat heartbeat, for /healthz.
 	hb heartbeatState
 
 	ctx       context.Context // lives until Close; downloads outlive requests
