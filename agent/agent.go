@@ -151,7 +151,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, log)
 	if err != nil {
 		return nil, err
 	}

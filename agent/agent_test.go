@@ -208,7 +208,7 @@ func TestEviction(t *testing.T) {
 // A blob being read is never evicted, even when the cache overflows.
 func TestEvictionSkipsPinned(t *testing.T) {
 	dir := t.TempDir()
-	c, err := OpenCache(dir, 100)
+	c, err := OpenCache(dir, 100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,7 +89,7 @@ func TestCommitKilled(t *testing.T) {
 				t.Fatalf("agent never reached commit step %q", step)
 			}
 
-			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,7 +127,7 @@ func TestCommitKilled(t *testing.T) {
 func TestReseedVerifiesFirst(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	dir := cfg.Cache.Dir
-	if _, err := OpenCache(dir, cfg.Cache.MaxBytes); err != nil {
+	if _, err := OpenCache(dir, cfg.Cache.MaxBytes, nil); err != nil {
 		t.Fatal(err)
 	}
 	put := func(data []byte, damage bool) string {
