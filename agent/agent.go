@@ -21,10 +21,14 @@ import (
 
 	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/peerid"
 	"github.com/shoalproject/shoal/internal/peerwire"
 )
@@ -33,7 +37,7 @@ import (
 type Agent struct {
 	cfg     Config
 	cache   *Cache
-	metrics *metrics
+	metrics *agentMetrics
 	log     *logrus.Entry
 
 	// authority and identity make this node a cluster member: every
@@ -92,8 +96,18 @@ type Agent struct {
 	authMu    sync.Mutex
 	authCache map[string]accessOK
 
-	ctx    context.Context // lives as long as Serve; downloads outlive requests
-	cancel context.CancelFunc
+	// metricsHandler serves the agent's registry and the process's;
+	// health is /healthz on every listener that has one.
+	metricsHandler http.Handler
+	health         *httpx.Health
+	// metricsToken guards the metrics listener ("" only on loopback).
+	metricsToken string
+	// hb is the last outcome of the preheat heartbeat, for /healthz.
+	hb heartbeatState
+
+	ctx       context.Context // lives until Close; downloads outlive requests
+	cancel    context.CancelFunc
+	closeOnce sync.Once
 }
 
 type seed struct {
@@ -101,15 +115,35 @@ type seed struct {
 	timer *time.Timer
 }
 
-// New builds an agent from cfg (validated here) without listening yet.
-func New(cfg Config) (*Agent, error) {
+// Deps is what the process hands an agent.
+type Deps struct {
+	// Log is where the agent logs (nil: a logger of its own built from
+	// cfg.Log).
+	Log *logrus.Entry
+	// ProcessMetrics are the process's Go and process collectors, served
+	// next to the agent's own metrics (nil: the agent's alone).
+	ProcessMetrics prometheus.Gatherer
+}
+
+// New builds an agent from cfg (validated here). It opens the cache, loads
+// or creates the node key and, with P2P on, starts the BitTorrent client
+// and its data listener; the mirror, control and metrics listeners come
+// with Serve.
+func New(cfg Config, deps Deps) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if lvl, err := logrus.ParseLevel(cfg.Log.Level); err == nil {
-		logrus.SetLevel(lvl)
+	cfg = cfg.normalized()
+	log := deps.Log
+	if log == nil {
+		log = cfg.Log.NewLogger("agent")
 	}
+	log = log.WithField("node", cfg.Node.ID)
 	secrets, err := cfg.clusterSecrets()
+	if err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	metricsToken, err := cfg.metricsToken()
 	if err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
@@ -117,7 +151,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, log)
 	if err != nil {
 		return nil, err
 	}
@@ -131,24 +165,27 @@ func New(cfg Config) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{
-		cfg:         cfg,
-		cache:       c,
-		authority:   authority,
-		identity:    identity,
-		started:     time.Now().UTC(),
-		log:         logrus.WithFields(logrus.Fields{"component": "agent", "node": cfg.Node.ID}),
-		flights:     map[flightKey]*flight{},
-		seeds:       map[string]*seed{},
-		authCache:   map[string]accessOK{},
-		uploadSlots: make(chan struct{}, cfg.P2P.UploadSlots),
-		ctx:         ctx,
-		cancel:      cancel,
+		cfg:          cfg,
+		cache:        c,
+		authority:    authority,
+		identity:     identity,
+		started:      time.Now().UTC(),
+		log:          log,
+		metricsToken: metricsToken,
+		flights:      map[flightKey]*flight{},
+		seeds:        map[string]*seed{},
+		authCache:    map[string]accessOK{},
+		uploadSlots:  make(chan struct{}, cfg.P2P.UploadSlots),
+		ctx:          ctx,
+		cancel:       cancel,
 	}
 	tr := newUpstreamTransport(cfg)
 	up := idleReadTransport{rt: tr, idle: cfg.UpstreamTimeouts.IdleRead}
 	a.plain = &http.Client{Transport: up}
 	a.noRedirect = &http.Client{Transport: up, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	a.metrics = newMetrics(a)
+	a.metricsHandler = metrics.Handler(a.metrics.reg, deps.ProcessMetrics)
+	a.health = a.newHealth()
 	c.onEvict = a.dropSeed
 	c.onEvicts = func() { a.metrics.evictions.Inc() }
 	if cfg.P2P.DownloadBytesPerSec > 0 {
@@ -338,58 +375,80 @@ func (a *Agent) PeerPort() int {
 	return a.tc.LocalPort()
 }
 
-// Serve runs the mirror and control listeners until ctx ends.
-func (a *Agent) Serve(ctx context.Context) error {
-	defer a.close()
-	mirrorL, err := net.Listen("tcp", a.cfg.Mirror.Addr)
-	if err != nil {
-		return fmt.Errorf("agent mirror listen %s: %w", a.cfg.Mirror.Addr, err)
+// Serve serves the mirror on l, the agent's main listener, and opens the
+// secondary listeners its config names (control, metrics, debug; the data
+// listener was opened by New), until ctx ends or one of them fails. It
+// closes the agent on return.
+func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	defer a.Close()
+	type listener struct {
+		name string
+		srv  *http.Server
+		l    net.Listener
 	}
-	servers := []*http.Server{{Handler: a.mirrorHandler(), ReadHeaderTimeout: 30 * time.Second}}
-	listeners := []net.Listener{mirrorL}
+	ls := []listener{{"mirror", httpx.NewServer(a.mirrorHandler(), a.log.WithField("listener", "mirror")), l}}
+	closeAll := func() {
+		for _, x := range ls {
+			x.l.Close()
+		}
+	}
 	if a.cfg.Control.Addr != "" {
-		controlL, err := a.controlListener()
+		cl, err := a.controlListener()
 		if err != nil {
-			mirrorL.Close()
+			closeAll()
 			return err
 		}
-		servers = append(servers, &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 30 * time.Second})
-		listeners = append(listeners, controlL)
+		ls = append(ls, listener{"control", httpx.NewServer(a.controlHandler(), a.log.WithField("listener", "control")), cl})
+	}
+	if a.cfg.Metrics.Addr != "" {
+		ml, err := net.Listen("tcp", a.cfg.Metrics.Addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("agent metrics listen %s: %w", a.cfg.Metrics.Addr, err)
+		}
+		ls = append(ls, listener{"metrics", httpx.NewServer(a.metricsListenerHandler(), a.log.WithField("listener", "metrics")), ml})
 	}
 	if a.dataL != nil {
-		servers = append(servers, a.dataServer())
-		listeners = append(listeners, a.dataL)
+		ls = append(ls, listener{"data", a.dataServer(), a.dataL})
 	}
-	go a.serveDebug(ctx)
-	errc := make(chan error, len(servers))
-	for i, s := range servers {
-		go func() { errc <- s.Serve(listeners[i]) }()
+	g, gctx := errgroup.WithContext(ctx)
+	a.serveDebug(gctx)
+	for _, x := range ls {
+		g.Go(func() error {
+			if err := httpx.Serve(gctx, x.srv, x.l); err != nil {
+				return fmt.Errorf("agent %s server: %w", x.name, err)
+			}
+			// One listener ending ends them all.
+			return errServerDone
+		})
 	}
-	a.log.WithFields(logrus.Fields{"mirror": a.cfg.Mirror.Addr, "control": a.cfg.Control.Addr, "upstreams": len(a.cfg.Upstreams)}).Info("agent serving")
+	a.log.WithFields(logrus.Fields{"mirror": l.Addr().String(), "control": a.cfg.Control.Addr, "metrics": a.cfg.Metrics.Addr,
+		"upstreams": len(a.cfg.Upstreams)}).Info("agent serving")
 	if a.cfg.Preheat.URL != "" {
-		go a.heartbeatLoop(ctx)
+		go a.heartbeatLoop(gctx)
 	}
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(shutCtx)
-	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("agent server: %w", err)
+	if err := g.Wait(); !errors.Is(err, errServerDone) {
+		return err
 	}
 	return nil
 }
 
-func (a *Agent) close() {
-	a.cancel()
-	if a.tc != nil {
-		a.tc.Close()
-		a.wire.Close()
-	}
+// errServerDone makes the errgroup stop every listener once one of them
+// has stopped, whatever the reason.
+var errServerDone = errors.New("server done")
+
+// Close stops the agent's downloads, seeding and peer listeners. It is
+// idempotent; Serve calls it on return.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.cancel()
+		if a.tc != nil {
+			a.tc.Close()
+			a.wire.Close()
+			a.dataL.Close()
+		}
+	})
+	return nil
 }
 
 // pickUpstream resolves containerd's ?ns=<host>; empty ns means the default.
@@ -546,6 +605,7 @@ func (a *Agent) activeTorrents() int {
 	return len(a.tc.Torrents())
 }
 
+// uploadedBytes only grows: the client's counter and servedBytes both do.
 func (a *Agent) uploadedBytes() int64 {
 	if a.tc == nil {
 		return 0

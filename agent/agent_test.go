@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -69,6 +70,9 @@ func TestPullThroughPlainRegistry(t *testing.T) {
 	if v := metric(t, ag.mirror, `shoal_agent_blob_bytes_total{source="registry"}`); v < 3<<20 {
 		t.Errorf("registry bytes = %v, want >= 3 MiB", v)
 	}
+	// Every family is present now (fallbacks observed): names, units and
+	// labels against docs/metrics.md.
+	metricstest.Documented(t, "agent", ag.metrics.reg)
 }
 
 // 20 concurrent requests for one blob cause one upstream download.
@@ -204,7 +208,7 @@ func TestEviction(t *testing.T) {
 // A blob being read is never evicted, even when the cache overflows.
 func TestEvictionSkipsPinned(t *testing.T) {
 	dir := t.TempDir()
-	c, err := OpenCache(dir, 100)
+	c, err := OpenCache(dir, 100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

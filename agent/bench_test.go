@@ -95,7 +95,7 @@ func TestAgentBenchmark(t *testing.T) {
 	sdirect := best(func() time.Duration { return pullAll(t, sreg, "bench/img") })
 	p2pCold1 := pullAll(t, p1.mirror, "bench/img")
 	p2pCold2 := pullAll(t, p2.mirror, "bench/img")
-	peers2 := metric(t, p2.mirror, `shoal_agent_blob_bytes_total{source="peers"}`)
+	peers2 := metric(t, p2.mirror, `shoal_agent_blob_bytes_total{source="peer"}`)
 
 	mib := float64(layers*layerSize) / (1 << 20)
 	res := map[string]any{

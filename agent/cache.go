@@ -23,6 +23,7 @@ import (
 type Cache struct {
 	dir string
 	max int64
+	log *logrus.Entry
 
 	mu       sync.Mutex
 	entries  map[string]*cacheEntry
@@ -57,8 +58,12 @@ type CacheHandle struct {
 // worth trusting bytes nobody verified.
 //
 // Blobs may be private images: the cache is the agent's alone (directories
-// 0700, files 0600, existing ones included).
-func OpenCache(dir string, max int64) (*Cache, error) {
+// 0700, files 0600, existing ones included). log is the agent's (nil: a
+// logger of the cache's own).
+func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
+	if log == nil {
+		log = logrus.NewEntry(logrus.New())
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cache dir: %w", err)
 	}
@@ -71,7 +76,7 @@ func OpenCache(dir string, max int64) (*Cache, error) {
 			return nil, fmt.Errorf("cache dir: %w", err)
 		}
 	}
-	c := &Cache{dir: dir, max: max, entries: map[string]*cacheEntry{}, lru: list.New()}
+	c := &Cache{dir: dir, max: max, log: log, entries: map[string]*cacheEntry{}, lru: list.New()}
 	if err := os.RemoveAll(filepath.Join(dir, "partial")); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
 	}
@@ -112,7 +117,7 @@ func OpenCache(dir string, max int64) (*Cache, error) {
 		c.entries[e.hex] = e
 		c.used += e.size
 	}
-	logrus.WithFields(logrus.Fields{"dir": dir, "blobs": len(found), "usedBytes": c.used}).Info("agent cache opened")
+	c.log.WithFields(logrus.Fields{"dir": dir, "blobs": len(found), "usedBytes": c.used}).Info("agent cache opened")
 	return c, nil
 }
 
@@ -215,7 +220,7 @@ func (h *CacheHandle) Verify() error {
 		return fmt.Errorf("hash cached blob %s: %w", h.e.hex, err)
 	}
 	if got := hex.EncodeToString(d.Sum(nil)); got != h.e.hex {
-		logrus.WithFields(logrus.Fields{"digest": "sha256:" + h.e.hex, "got": "sha256:" + got}).Warn("cached blob corrupted; deleting and re-fetching")
+		h.c.log.WithFields(logrus.Fields{"digest": "sha256:" + h.e.hex, "got": "sha256:" + got}).Warn("cached blob corrupted; deleting and re-fetching")
 		c.remove(h.e)
 		return fmt.Errorf("cached blob sha256:%s is corrupted (hashes to sha256:%s)", h.e.hex, got)
 	}
@@ -269,7 +274,7 @@ func (c *Cache) evictLocked() []string {
 			c.used -= e.size
 			_ = os.Remove(c.torrentPath(e.hex))
 			if err := os.Remove(c.blobPath(e.hex)); err != nil && !os.IsNotExist(err) {
-				logrus.WithError(err).WithField("digest", "sha256:"+e.hex).Warn("evict cached blob")
+				c.log.WithError(err).WithField("digest", "sha256:"+e.hex).Warn("evict cached blob")
 			}
 			evicted = append(evicted, e.hex)
 		}
@@ -280,7 +285,7 @@ func (c *Cache) evictLocked() []string {
 
 func (c *Cache) afterEvict(evicted []string) {
 	for _, h := range evicted {
-		logrus.WithField("digest", "sha256:"+h).Info("evicted blob from agent cache")
+		c.log.WithField("digest", "sha256:"+h).Info("evicted blob from agent cache")
 		if c.onEvicts != nil {
 			c.onEvicts()
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,7 +41,11 @@ func TestCrashingAgentProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(spec.Cfg)
+	a, err := New(spec.Cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", spec.Cfg.Mirror.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +55,7 @@ func TestCrashingAgentProcess(t *testing.T) {
 			select {}
 		}
 	}
-	a.Serve(context.Background())
+	a.Serve(context.Background(), l)
 }
 
 // kill -9 at every step of a commit leaves the old state (no blob) or the
@@ -84,7 +89,7 @@ func TestCommitKilled(t *testing.T) {
 				t.Fatalf("agent never reached commit step %q", step)
 			}
 
-			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes)
+			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +127,7 @@ func TestCommitKilled(t *testing.T) {
 func TestReseedVerifiesFirst(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	dir := cfg.Cache.Dir
-	if _, err := OpenCache(dir, cfg.Cache.MaxBytes); err != nil {
+	if _, err := OpenCache(dir, cfg.Cache.MaxBytes, nil); err != nil {
 		t.Fatal(err)
 	}
 	put := func(data []byte, damage bool) string {

@@ -5,16 +5,16 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	yaml "go.yaml.in/yaml/v2"
-
-	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
 )
@@ -22,13 +22,13 @@ import (
 // Upstream is one registry the mirror can pull from.
 type Upstream struct {
 	// Host is what containerd sends as ?ns=<host> (e.g. "docker.io",
-	// "registry.example.com:5000"). Optional when the upstream is only the
-	// default.
+	// "registry.example.com:5000"). Optional: the URL's host by default.
 	Host string `yaml:"host"`
 	// URL is where the registry answers, e.g. https://registry-1.docker.io.
 	URL string `yaml:"url"`
 	// Default marks the upstream used when a request carries no ?ns= (Docker
 	// style 127.0.0.1:65001/<repo> addressing, Docker registry-mirrors).
+	// Without one, the first upstream is the default.
 	Default bool `yaml:"default"`
 	// Username/Password are the agent's own credentials, used only for
 	// fetches the agent starts itself (preheat requests without headers).
@@ -51,6 +51,11 @@ type Config struct {
 		Secret          string   `yaml:"secret"`
 		PreviousSecrets []string `yaml:"previousSecrets"`
 	} `yaml:"cluster"`
+	// Mirror is the agent's main listener (the one Serve is handed): the
+	// address containerd and Docker pull through. It stays mirror.addr,
+	// not a top-level addr, because the agent has several listeners of
+	// equal standing in its file (control, p2p, metrics) and "addr" alone
+	// would not say which of them it is.
 	Mirror struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"mirror"`
@@ -60,10 +65,14 @@ type Config struct {
 	Control struct {
 		Addr      string `yaml:"addr"`
 		Advertise string `yaml:"advertise"`
-		// Token is the removed bearer token; kept only to refuse it with a
-		// message naming what replaced it.
-		Token string `yaml:"token"`
 	} `yaml:"control"`
+	// Metrics is the optional listener Prometheus scrapes (/metrics and
+	// /healthz only). Beyond loopback it demands Token as a bearer token.
+	Metrics struct {
+		Addr string `yaml:"addr"`
+		// Token may be the value, env:VAR or file:/path; at least 32 bytes.
+		Token string `yaml:"token"`
+	} `yaml:"metrics"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	Cache     struct {
 		Dir      string `yaml:"dir"`
@@ -112,13 +121,14 @@ type Config struct {
 		URL      string        `yaml:"url"`
 		Interval time.Duration `yaml:"interval"`
 	} `yaml:"preheat"`
-	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
-	Debug struct {
-		Addr string `yaml:"addr"`
-	} `yaml:"debug"`
-	Log struct {
-		Level string `yaml:"level"`
-	} `yaml:"log"`
+	Debug config.Debug `yaml:"debug"`
+	Log   config.Log   `yaml:"log"`
+}
+
+// renamed are the keys the agent no longer reads, with what replaced them.
+var renamed = config.Renamed{
+	"control.token": "the control API accepts only cluster members over mutual TLS; remove control.token " +
+		"(and preheat's agentToken) and give the agents and preheat the same cluster.secret",
 }
 
 // DefaultConfig is a working single-node configuration: mirror on
@@ -128,9 +138,9 @@ func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	c.Node.ID = host
 	c.Cluster.Secret = "env:SHOAL_CLUSTER_SECRET"
-	c.Mirror.Addr = "127.0.0.1:65001"
-	c.Control.Addr = "127.0.0.1:65002"
-	c.Upstreams = []Upstream{{Host: "127.0.0.1:5000", URL: "http://127.0.0.1:5000", Default: true}}
+	c.Mirror.Addr = config.MirrorAddr
+	c.Control.Addr = config.ControlAddr
+	c.Upstreams = []Upstream{{Host: config.RegistryAddr, URL: "http://" + config.RegistryAddr, Default: true}}
 	c.Cache.Dir = "./data/agent"
 	c.Cache.MaxBytes = 20 << 30
 	c.Cache.AuthTTL = 30 * time.Second
@@ -145,116 +155,172 @@ func DefaultConfig() Config {
 	c.UpstreamTimeouts.TLSHandshake = 10 * time.Second
 	c.UpstreamTimeouts.ResponseHeader = 30 * time.Second
 	c.UpstreamTimeouts.IdleRead = 30 * time.Second
-	c.Log.Level = "info"
+	c.Log = config.DefaultLog()
 	return c
 }
 
-// LoadConfig reads a YAML file over DefaultConfig.
+// LoadConfig reads a YAML file over DefaultConfig and validates it.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("read agent config: %w", err)
-	}
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
-		return c, fmt.Errorf("parse agent config %s: %w", path, err)
+	if err := config.Load("agent config", path, &c, renamed); err != nil {
+		return c, err
 	}
 	return c, c.Validate()
 }
 
-// Validate checks the fields whose mistakes would otherwise surface late.
-func (c *Config) Validate() error {
+// Validate reports the first setting whose mistake would otherwise surface
+// late. It changes nothing: the values derived from the config (an
+// upstream's host, the default upstream, the advertised control address)
+// are computed by normalized.
+func (c Config) Validate() error {
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	return nil
+}
+
+func (c Config) validate() error {
 	if len(c.Upstreams) == 0 {
-		return fmt.Errorf("agent config: at least one upstream is required")
+		return errors.New("at least one upstream is required")
 	}
 	defaults := 0
 	for i, u := range c.Upstreams {
 		pu, err := url.Parse(u.URL)
 		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return fmt.Errorf("agent config: upstream %d: url %q must be http(s)://host[:port]", i, u.URL)
-		}
-		c.Upstreams[i].URL = strings.TrimRight(u.URL, "/")
-		if u.Host == "" {
-			c.Upstreams[i].Host = pu.Host
+			return fmt.Errorf("upstreams[%d].url %q must be http(s)://host[:port]", i, u.URL)
 		}
 		if u.Default {
 			defaults++
 		}
 	}
 	if defaults > 1 {
-		return fmt.Errorf("agent config: more than one default upstream")
+		return errors.New("more than one upstream has default: true")
 	}
-	if defaults == 0 {
-		c.Upstreams[0].Default = true
+	switch {
+	case c.Mirror.Addr == "":
+		return errors.New("mirror.addr is required")
+	case c.Cache.Dir == "":
+		return errors.New("cache.dir is required")
+	case c.Cache.MaxBytes <= 0:
+		return errors.New("cache.maxBytes must be > 0")
+	case c.Cache.AuthTTL < 0:
+		return errors.New("cache.authTTL must not be negative")
+	case c.P2P.UploadSlots <= 0:
+		return errors.New("p2p.uploadSlots must be > 0")
+	case c.P2P.StallTimeout <= 0:
+		return errors.New("p2p.stallTimeout must be > 0")
+	case c.P2P.Deadline <= 0:
+		return errors.New("p2p.deadline must be > 0")
+	case c.P2P.SeedTime < 0:
+		return errors.New("p2p.seedTime must not be negative")
+	case c.P2P.UploadBytesPerSec < 0 || c.P2P.DownloadBytesPerSec < 0:
+		return errors.New("p2p.uploadBytesPerSec and p2p.downloadBytesPerSec must not be negative (0 is unlimited)")
+	case c.Preheat.Interval <= 0:
+		return errors.New("preheat.interval must be > 0")
 	}
-	if c.Cache.Dir == "" {
-		return fmt.Errorf("agent config: cache.dir is required")
+	t := c.UpstreamTimeouts
+	if t.Dial <= 0 || t.TLSHandshake <= 0 || t.ResponseHeader <= 0 || t.IdleRead <= 0 {
+		return errors.New("upstreamTimeouts: dial, tlsHandshake, responseHeader and idleRead must be > 0")
 	}
-	if c.Cache.MaxBytes <= 0 {
-		return fmt.Errorf("agent config: cache.maxBytes must be > 0")
+	if err := c.Log.Validate(); err != nil {
+		return err
 	}
-	if c.P2P.UploadSlots <= 0 {
-		return fmt.Errorf("agent config: p2p.uploadSlots must be > 0")
-	}
-	if c.P2P.StallTimeout <= 0 {
-		c.P2P.StallTimeout = 5 * time.Second
-	}
-	if c.P2P.Deadline <= 0 {
-		c.P2P.Deadline = 10 * time.Minute
-	}
-	if c.Preheat.Interval <= 0 {
-		c.Preheat.Interval = 10 * time.Second
-	}
-	for _, d := range []*time.Duration{&c.UpstreamTimeouts.Dial, &c.UpstreamTimeouts.TLSHandshake,
-		&c.UpstreamTimeouts.ResponseHeader, &c.UpstreamTimeouts.IdleRead} {
-		if *d < 0 {
-			return fmt.Errorf("agent config: upstreamTimeouts must not be negative")
-		}
-	}
-	def := DefaultConfig().UpstreamTimeouts
-	if c.UpstreamTimeouts.Dial == 0 {
-		c.UpstreamTimeouts.Dial = def.Dial
-	}
-	if c.UpstreamTimeouts.TLSHandshake == 0 {
-		c.UpstreamTimeouts.TLSHandshake = def.TLSHandshake
-	}
-	if c.UpstreamTimeouts.ResponseHeader == 0 {
-		c.UpstreamTimeouts.ResponseHeader = def.ResponseHeader
-	}
-	if c.UpstreamTimeouts.IdleRead == 0 {
-		c.UpstreamTimeouts.IdleRead = def.IdleRead
-	}
-	if err := debugserver.ValidateAddr(c.Debug.Addr); err != nil {
-		return fmt.Errorf("agent config: debug.addr: %w", err)
+	if err := c.Debug.Validate(); err != nil {
+		return err
 	}
 	if _, err := c.clusterSecrets(); err != nil {
-		return fmt.Errorf("agent config: %w", err)
+		return err
 	}
-	if c.Control.Token != "" {
-		return fmt.Errorf("agent config: control.token is no longer supported: the control API now accepts only " +
-			"cluster members over mutual TLS; remove control.token (and preheat's agentToken) and give the agents and " +
-			"preheat the same cluster.secret")
+	if _, err := c.metricsToken(); err != nil {
+		return err
 	}
 	if c.Control.Addr != "" {
-		if c.Control.Advertise == "" {
-			c.Control.Advertise = "https://" + c.Control.Addr
-		}
-		adv, err := nodeapi.CheckAddress(c.Control.Advertise)
+		adv, err := c.advertise()
 		if err != nil {
-			return fmt.Errorf("agent config: control.advertise: %w (the control API is TLS only)", err)
+			return fmt.Errorf("control.advertise: %w (the control API is TLS only)", err)
 		}
-		c.Control.Advertise = adv
 		if u, _ := url.Parse(adv); c.Preheat.URL != "" && u != nil {
 			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
-				return fmt.Errorf("agent config: control.advertise %s is not an address preheat can reach; set it to this node's https://<ip>:<port>", adv)
+				return fmt.Errorf("control.advertise %s is not an address preheat can reach; set it to this node's https://<ip>:<port>", adv)
 			}
 		}
 	}
 	return nil
 }
 
+// normalized is c with its derived values filled in: upstream URLs without
+// a trailing slash, each upstream's host (its URL's by default), one
+// default upstream (the first unless one says so) and the control API's
+// advertised address. c must have passed Validate.
+func (c Config) normalized() Config {
+	ups := make([]Upstream, len(c.Upstreams))
+	copy(ups, c.Upstreams)
+	hasDefault := false
+	for i := range ups {
+		ups[i].URL = strings.TrimRight(ups[i].URL, "/")
+		if ups[i].Host == "" {
+			if pu, err := url.Parse(ups[i].URL); err == nil {
+				ups[i].Host = pu.Host
+			}
+		}
+		hasDefault = hasDefault || ups[i].Default
+	}
+	if !hasDefault && len(ups) > 0 {
+		ups[0].Default = true
+	}
+	c.Upstreams = ups
+	if c.Control.Addr != "" {
+		c.Control.Advertise, _ = c.advertise()
+	}
+	return c
+}
+
+// advertise is the control API's address as preheat should call it.
+func (c Config) advertise() (string, error) {
+	adv := c.Control.Advertise
+	if adv == "" {
+		adv = "https://" + c.Control.Addr
+	}
+	return nodeapi.CheckAddress(adv)
+}
+
 // clusterSecrets resolves the join secret and the previous ones, current
 // first.
-func (c *Config) clusterSecrets() ([]string, error) {
+func (c Config) clusterSecrets() ([]string, error) {
 	return secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
+}
+
+// metricsToken resolves metrics.token ("" when none is set). A metrics
+// listener beyond loopback must have one: the agent's metrics name the
+// images a node pulls and how much it moves, which is no one else's to read.
+func (c Config) metricsToken() (string, error) {
+	if c.Metrics.Addr == "" {
+		if c.Metrics.Token != "" {
+			return "", errors.New("metrics.token is set but metrics.addr is not: the token would guard nothing")
+		}
+		return "", nil
+	}
+	if _, _, err := net.SplitHostPort(c.Metrics.Addr); err != nil {
+		return "", fmt.Errorf("metrics.addr %q: want host:port: %w", c.Metrics.Addr, err)
+	}
+	if c.Metrics.Token == "" {
+		if !isLoopbackAddr(c.Metrics.Addr) {
+			return "", fmt.Errorf("metrics.addr %s listens beyond loopback: set metrics.token (a bearer token of at least %d bytes Prometheus sends), or listen on 127.0.0.1", c.Metrics.Addr, secret.MinLen)
+		}
+		return "", nil
+	}
+	return secret.Resolve("metrics.token", c.Metrics.Token)
+}
+
+// isLoopbackAddr reports whether host:port names a loopback host only.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

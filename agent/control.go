@@ -13,10 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
@@ -36,54 +35,39 @@ func (a *Agent) controlListener() (net.Listener, error) {
 }
 
 func (a *Agent) controlHandler() http.Handler {
-	r := mux.NewRouter()
-	r.HandleFunc("/healthz", healthz)
-	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	r := newRouter()
+	r.Handle("/healthz", a.health)
+	r.Handle("/metrics", a.metricsHandler)
 	r.HandleFunc(nodeapi.FetchPath, a.handleFetch).Methods(http.MethodPost)
 	return r
-}
-
-func jsonErr(w http.ResponseWriter, status int, msg string) {
-	jsonErrCode(w, status, "", msg)
-}
-
-func jsonErrCode(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(nodeapi.ErrorBody{Error: msg, Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 	var req nodeapi.FetchRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid JSON: "+err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid JSON: "+err.Error())
 		return
 	}
 	u, err := url.Parse(req.Registry)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "registry must be http(s)://host[:port]")
+		httpx.WriteError(w, http.StatusBadRequest, nodeapi.CodeInvalid, "registry must be http(s)://host[:port]")
 		return
 	}
 	// Only configured upstreams, checked before anything else (the cache
 	// included): a request naming another registry is refused outright.
 	up, err := a.allowUpstream(req.Registry)
 	if err != nil {
-		jsonErrCode(w, http.StatusForbidden, nodeapi.CodeNotConfigured, err.Error())
+		httpx.WriteError(w, http.StatusForbidden, nodeapi.CodeNotConfigured, err.Error())
 		return
 	}
 	base := up.URL
 	if !nameRe.MatchString(req.Repository) {
-		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid repository name")
+		httpx.WriteError(w, http.StatusBadRequest, nodeapi.CodeInvalid, "invalid repository name")
 		return
 	}
 	algo, hexd, err := parseDigest(req.Digest)
 	if err != nil || algo != "sha256" {
-		jsonErrCode(w, http.StatusBadRequest, nodeapi.CodeInvalid, "digest must be sha256:<64 hex>")
+		httpx.WriteError(w, http.StatusBadRequest, nodeapi.CodeInvalid, "digest must be sha256:<64 hex>")
 		return
 	}
 	var auth string
@@ -102,7 +86,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		h.Release()
 		if verr == nil {
 			resp.Source = "cache"
-			writeJSON(w, resp)
+			httpx.WriteJSON(w, http.StatusOK, resp)
 			return
 		}
 	}
@@ -125,7 +109,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			case http.StatusBadGateway:
 				code = nodeapi.CodeSizeMismatch
 			}
-			jsonErrCode(w, re.status, code, re.msg)
+			httpx.WriteError(w, re.status, code, re.msg)
 		case errors.As(err, &ue):
 			// The registry's status, never its body: the caller relays
 			// what it gets here into job progress.
@@ -139,11 +123,11 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			if status < 400 {
 				status = http.StatusBadGateway
 			}
-			jsonErrCode(w, status, code, fmt.Sprintf("the registry answered %d", ue.status))
+			httpx.WriteError(w, status, code, fmt.Sprintf("the registry answered %d", ue.status))
 		case errors.Is(err, context.Canceled):
 		default:
 			a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch failed")
-			jsonErrCode(w, http.StatusBadGateway, nodeapi.CodeFetchFailed, "the download failed; see the agent's log")
+			httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeFetchFailed, "the download failed; see the agent's log")
 		}
 		return
 	}
@@ -151,10 +135,10 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
 	f.mu.Unlock()
 	if req.Size > 0 && req.Size != resp.Size {
-		jsonErrCode(w, http.StatusBadGateway, nodeapi.CodeSizeMismatch, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
+		httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeSizeMismatch, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
 		return
 	}
-	writeJSON(w, resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }
 
 // counterValue reads a Prometheus counter (the heartbeat reports the same
@@ -179,8 +163,8 @@ func (a *Agent) heartbeat() nodeapi.Heartbeat {
 		CacheFreeBytes: free, CacheUsedBytes: used,
 		StartedAt:          a.started,
 		BytesServedToPeers: a.uploadedBytes(),
-		BytesFromPeers:     counterValue(a.metrics.bytes.WithLabelValues("peers")),
-		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues("registry")),
+		BytesFromPeers:     counterValue(a.metrics.bytes.WithLabelValues(sourcePeer)),
+		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues(sourceRegistry)),
 	}
 }
 
@@ -193,10 +177,14 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Preheat.Interval)
 	defer t.Stop()
 	failing := false
+	a.hb.start(time.Now())
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
 		err := c.Heartbeat(rctx, target, a.heartbeat())
 		cancel()
+		if ctx.Err() == nil {
+			a.hb.record(time.Now(), err)
+		}
 		if err != nil && !failing && ctx.Err() == nil {
 			log := a.log.WithError(err).WithField("url", target)
 			var se *nodeapi.StatusError

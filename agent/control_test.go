@@ -16,16 +16,6 @@ import (
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
-// The old control token is refused with a message naming its replacement.
-func TestControlTokenRefused(t *testing.T) {
-	cfg := testConfig(t, "127.0.0.1:1")
-	cfg.Control.Token = "tok"
-	err := cfg.Validate()
-	if err == nil || !strings.Contains(err.Error(), "control.token") || !strings.Contains(err.Error(), "cluster.secret") {
-		t.Fatalf("Validate = %v", err)
-	}
-}
-
 // The control API serves cluster members only: plain HTTP, TLS without a
 // certificate and members of another cluster start no fetch; a member
 // pinned to this node's key gets the blob, and a registry's refusal comes

@@ -5,19 +5,17 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/gorilla/mux"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/peerid"
 )
 
@@ -38,34 +36,31 @@ import (
 const dataPathPrefix = "/_shoal/p2p/v1/pieces/"
 
 func (a *Agent) dataHandler() http.Handler {
-	r := mux.NewRouter()
+	r := newRouter()
 	r.HandleFunc(dataPathPrefix+"{ih:[0-9a-f]{40}}", a.handlePieces).Methods(http.MethodGet)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		jsonErr(w, http.StatusNotFound, "unknown endpoint")
-	})
 	return r
 }
 
 func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 	var ih metainfo.Hash
 	if _, err := hex.Decode(ih[:], []byte(mux.Vars(r)["ih"])); err != nil {
-		jsonErr(w, http.StatusBadRequest, "invalid infohash")
+		httpx.WriteError(w, http.StatusBadRequest, "", "invalid infohash")
 		return
 	}
 	v, ok := a.stores.Load(ih)
 	if !ok || !a.isPeerOf(ih, r.RemoteAddr) {
 		// The same answer for "unknown" and "not yours": nothing to learn.
-		jsonErr(w, http.StatusNotFound, "no such torrent for this peer")
+		httpx.WriteError(w, http.StatusNotFound, "", "no such torrent for this peer")
 		return
 	}
 	st := v.(*fileTorrent)
 	start, end, partial, err := parseRange(r.Header.Get("Range"), st.length)
 	if err != nil || !partial {
-		jsonErr(w, http.StatusRequestedRangeNotSatisfiable, "a single byte range is required")
+		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "", "a single byte range is required")
 		return
 	}
 	if !st.hasRange(start, end-start+1) {
-		jsonErr(w, http.StatusRequestedRangeNotSatisfiable, "range not present here")
+		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "", "range not present here")
 		return
 	}
 	// A few uploads at a time, like BitTorrent's unchoked peers: a piece
@@ -76,14 +71,14 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-a.uploadSlots }()
 	default:
 		w.Header().Set("Retry-After", "1")
-		jsonErr(w, http.StatusServiceUnavailable, "no upload slot free; ask another node")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "", "no upload slot free; ask another node")
 		return
 	}
 	// A descriptor of its own (own offset, for sendfile) on the storage's
 	// open file: valid after the partial file was renamed into the cache.
 	f, err := st.reopen()
 	if err != nil {
-		jsonErr(w, http.StatusNotFound, "torrent closed")
+		httpx.WriteError(w, http.StatusNotFound, "", "torrent closed")
 		return
 	}
 	defer f.Close()
@@ -169,13 +164,10 @@ func (a *Agent) isPeerOf(ih metainfo.Hash, remote string) bool {
 	return false
 }
 
-// dataServer is the data path's HTTP server; timeouts bound what a slow or
-// silent peer can hold.
+// dataServer is the data path's HTTP server. Its listener (dataL) is the
+// members-only TLS listener itself, so the server needs no TLSConfig of its
+// own. Refused handshakes (strangers, scanners) are the listener doing its
+// job: httpx.NewServer logs them at debug level only.
 func (a *Agent) dataServer() *http.Server {
-	return &http.Server{
-		Handler: a.dataHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		// Refused handshakes (strangers, scanners) are the listener doing
-		// its job, not errors worth a line each on stderr.
-		ErrorLog: log.New(a.log.WriterLevel(logrus.DebugLevel), "data listener: ", 0),
-	}
+	return httpx.NewServer(a.dataHandler(), a.log.WithField("listener", "data"))
 }

@@ -15,7 +15,7 @@ import (
 func TestDataServerRefusesStrangers(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	cfg.P2P.Enabled = false
-	a, err := New(cfg)
+	a, err := New(cfg, Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

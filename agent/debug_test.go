@@ -23,7 +23,7 @@ func TestDebugListener(t *testing.T) {
 		resp.Body.Close()
 	}
 	cfg.Debug.Addr = "0.0.0.0:6060"
-	if _, err := New(cfg); err == nil {
+	if _, err := New(cfg, Deps{}); err == nil {
 		t.Fatal("a debug listener beyond loopback was accepted")
 	}
 }

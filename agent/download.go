@@ -757,8 +757,8 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 		src = "p2p"
 	}
 	// Counted before the commit's syncs: clients already have the bytes.
-	a.metrics.bytes.WithLabelValues("peers").Add(float64(peers))
-	a.metrics.bytes.WithLabelValues("registry").Add(float64(reg))
+	a.metrics.bytes.WithLabelValues(sourcePeer).Add(float64(peers))
+	a.metrics.bytes.WithLabelValues(sourceRegistry).Add(float64(reg))
 	h, err := a.cache.Commit(d.blob.Path(), d.req.hex, size, d.reserved)
 	d.committed = true
 	if err != nil && h != nil {

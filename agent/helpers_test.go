@@ -82,13 +82,18 @@ func testConfig(t *testing.T, upstreamHost string) Config {
 // startAgent runs an agent in this process until the test ends (or stop).
 func startAgent(t *testing.T, cfg Config) *testAgent {
 	t.Helper()
-	a, err := New(cfg)
+	a, err := New(cfg, Deps{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", cfg.Mirror.Addr)
+	if err != nil {
+		a.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
+	go func() { done <- a.Serve(ctx, l) }()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

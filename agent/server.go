@@ -12,9 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 )
 
@@ -25,59 +22,6 @@ var (
 	hexRe  = regexp.MustCompile(`^[a-f0-9]+$`)
 )
 
-type metrics struct {
-	reg        *prometheus.Registry
-	bytes      *prometheus.CounterVec
-	hits       prometheus.Counter
-	misses     prometheus.Counter
-	evictions  prometheus.Counter
-	fallbacks  *prometheus.CounterVec
-	mismatches prometheus.Counter
-	downloads  prometheus.Counter
-	swarm      *prometheus.CounterVec
-	origin     *prometheus.CounterVec
-	requests   *prometheus.CounterVec
-}
-
-func newMetrics(a *Agent) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), requests: newMirrorRequests()}
-	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
-		Help: "Blob bytes by source: peers (swarm), registry (its share of pieces and HTTP fallback) downloaded; cache = served to clients from the cache."}, []string{"source"})
-	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
-	m.misses = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_misses_total", Help: "Blob requests that needed a download (or joined one)."})
-	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_evictions_total", Help: "Blobs evicted from the cache."})
-	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
-		Help: "Downloads that left the swarm path, by reason (solo: every missing piece from the registry; stall, deadline: plain HTTP; no_torrent...)."}, []string{"reason"})
-	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
-	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
-	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",
-		Help: "Piece bytes received from other nodes over the data path (from=node; from=origin, the registry's seeder, is no longer used: the registry's share comes over HTTP), by kind (all, or useful: passed its check)."},
-		[]string{"from", "kind"})
-	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
-		Help: "Piece bytes fetched from the registry over the swarm path, by why: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
-		[]string{"why"})
-	m.reg.MustRegister(m.requests, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
-			func() float64 { return float64(a.activeTorrents()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_uploaded_bytes", Help: "Blob bytes uploaded to peers since start."},
-			func() float64 { return float64(a.uploadedBytes()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
-			func() float64 { u, _ := a.cache.Usage(); return float64(u) }),
-	)
-	for _, s := range []string{"peers", "registry", "cache"} {
-		m.bytes.WithLabelValues(s)
-	}
-	for _, why := range []string{"share", "alone", "steal", "solo"} {
-		m.origin.WithLabelValues(why)
-	}
-	for _, from := range []string{"origin", "node"} {
-		for _, kind := range []string{"all", "useful"} {
-			m.swarm.WithLabelValues(from, kind)
-		}
-	}
-	return m
-}
-
 // ociError writes an OCI distribution error body.
 func ociError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -85,17 +29,14 @@ func ociError(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
 }
 
+// mirrorHandler is the mirror listener's: the OCI routes under /v2/ (OCI
+// errors), /healthz and /metrics (the house shapes).
 func (a *Agent) mirrorHandler() http.Handler {
-	r := mux.NewRouter()
-	r.HandleFunc("/healthz", healthz)
-	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	r := newRouter()
+	r.Handle("/healthz", a.health)
+	r.Handle("/metrics", a.metricsHandler)
 	r.PathPrefix("/v2").HandlerFunc(countMirrorRequest(a.metrics.requests, a.handleV2))
 	return r
-}
-
-func healthz(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain")
-	_, _ = io.WriteString(w, "ok\n")
 }
 
 func (a *Agent) handleV2(w http.ResponseWriter, r *http.Request) {
@@ -348,13 +289,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
-					if ferr != nil {
-						log.WithError(ferr).Warn("download failed while streaming; aborting response")
-						panic(http.ErrAbortHandler)
-					}
-					select {
-					case <-ch:
-					case <-ctx.Done():
+					if !awaitMore(ctx, log, ferr, ch) {
 						return
 					}
 					continue
@@ -371,17 +306,26 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 			}
 			continue
 		}
-		if ferr != nil {
-			// Headers are out: cut the connection so the client sees a
-			// truncated body, not a short "complete" one.
-			log.WithError(ferr).Warn("download failed while streaming; aborting response")
-			panic(http.ErrAbortHandler)
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		if !awaitMore(ctx, log, ferr, ch) {
 			return
 		}
+	}
+}
+
+// awaitMore waits for more of a streaming blob (ch), false when the client
+// went away. A failed download (ferr) aborts the response: the headers are
+// out, so cutting the connection is how the client sees a truncated body,
+// not a short "complete" one.
+func awaitMore(ctx context.Context, log *logrus.Entry, ferr error, ch <-chan struct{}) bool {
+	if ferr != nil {
+		log.WithError(ferr).Warn("download failed while streaming; aborting response")
+		panic(http.ErrAbortHandler)
+	}
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -421,7 +365,7 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
 	n, _ := sendRange(r.Context(), w, file, start, end-start+1, nil)
-	a.metrics.bytes.WithLabelValues("cache").Add(float64(n))
+	a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))
 }
 
 func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {

@@ -558,7 +558,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, aut
 		}
 		n, err := io.ReadFull(body, b)
 		if fromPeer {
-			a.metrics.swarm.WithLabelValues("node", "all").Add(float64(n))
+			a.metrics.swarm.WithLabelValues("all").Add(float64(n))
 		}
 		if err != nil {
 			putPieceBuf(buf)
@@ -572,7 +572,7 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, aut
 			}
 		}
 		if fromPeer {
-			a.metrics.swarm.WithLabelValues("node", "useful").Add(float64(n))
+			a.metrics.swarm.WithLabelValues("useful").Add(float64(n))
 		}
 		if err := s.d.blob.WritePieceLent(i, b, !fromPeer || check, func() { putPieceBuf(buf) }); err != nil {
 			return false, err

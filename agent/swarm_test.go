@@ -238,9 +238,9 @@ func TestSwarmTwoAgents(t *testing.T) {
 		t.Fatalf("agent 2: %d %s", st, sum)
 	}
 	t.Logf("agent 2 pulled %d bytes in %s", size, time.Since(start))
-	peers2 := metric(t, a2.mirror, `shoal_agent_blob_bytes_total{source="peers"}`)
+	peers2 := metric(t, a2.mirror, `shoal_agent_blob_bytes_total{source="peer"}`)
 	reg2 := metric(t, a2.mirror, `shoal_agent_blob_bytes_total{source="registry"}`)
-	up1 := metric(t, a1.mirror, "shoal_agent_uploaded_bytes")
+	up1 := metric(t, a1.mirror, "shoal_agent_uploaded_bytes_total")
 	httpDuring := proxy.blobBytes.Load() - httpBefore
 	t.Logf("agent2: peers=%v registry=%v; agent1 uploaded=%v; registry HTTP blob bytes during agent 2 = %d", peers2, reg2, up1, httpDuring)
 	if peers2 < 0.9*float64(size) {
@@ -279,8 +279,8 @@ func TestSwarmTwoAgents(t *testing.T) {
 	if st, sum, _ := getBlob(t, a3.mirror, "lib/swarm", d, nil); st != 200 || sum != d.String() {
 		t.Fatalf("agent 3: %d %s", st, sum)
 	}
-	up1b := metric(t, a1b.mirror, "shoal_agent_uploaded_bytes")
-	peers3 := metric(t, a3.mirror, `shoal_agent_blob_bytes_total{source="peers"}`)
+	up1b := metric(t, a1b.mirror, "shoal_agent_uploaded_bytes_total")
+	peers3 := metric(t, a3.mirror, `shoal_agent_blob_bytes_total{source="peer"}`)
 	t.Logf("agent3: peers=%v; restarted agent1 uploaded=%v", peers3, up1b)
 	if up1b < 0.5*float64(size) {
 		t.Errorf("restarted agent 1 uploaded %v bytes, want most of %d (re-seeding after restart)", up1b, size)

@@ -183,13 +183,11 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		}
 		all := firstN(len(c.Agents))
 		delta := func(k string) int64 { return sum(s.Nodes, k) }
-		r.SwarmBytes = delta(`shoal_agent_blob_bytes_total{source="peers"}`)
-		r.PeerBytes = sum(all, "shoal_agent_uploaded_bytes")
+		r.SwarmBytes = delta(`shoal_agent_blob_bytes_total{source="peer"}`)
+		r.PeerBytes = sum(all, "shoal_agent_uploaded_bytes_total")
 		r.AgentRegistryBytes = delta(`shoal_agent_blob_bytes_total{source="registry"}`)
-		for _, from := range []string{"origin", "node"} {
-			r.WastedBytes += delta(`shoal_agent_swarm_received_bytes_total{from="`+from+`",kind="all"}`) -
-				delta(`shoal_agent_swarm_received_bytes_total{from="`+from+`",kind="useful"}`)
-		}
+		r.WastedBytes = delta(`shoal_agent_swarm_received_bytes_total{kind="all"}`) -
+			delta(`shoal_agent_swarm_received_bytes_total{kind="useful"}`)
 		var fb []string
 		for _, reason := range []string{"solo", "stall", "deadline", "torrent_error", "no_torrent", "bad_torrent", "torrent_request_failed"} {
 			if v := delta(`shoal_agent_fallbacks_total{reason="` + reason + `"}`); v > 0 {
@@ -201,7 +199,7 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		}
 		var why []string
 		for _, w := range []string{"share", "alone", "steal", "solo"} {
-			if v := delta(`shoal_agent_registry_piece_bytes_total{why="` + w + `"}`); v > 0 {
+			if v := delta(`shoal_agent_registry_piece_bytes_total{reason="` + w + `"}`); v > 0 {
 				why = append(why, fmt.Sprintf("%s %s", w, mib(v)))
 			}
 		}

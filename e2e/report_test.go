@@ -34,7 +34,7 @@ type Run struct {
 	// SwarmBytes / AgentRegistryBytes: blob bytes the agents got over
 	// BitTorrent (from other agents and the registry's seeder) / over HTTP
 	// from the registry (shoal_agent_blob_bytes_total). PeerBytes: bytes
-	// agents uploaded to each other (shoal_agent_uploaded_bytes), i.e. the
+	// agents uploaded to each other (shoal_agent_uploaded_bytes_total), i.e. the
 	// node-to-node share of SwarmBytes.
 	SwarmBytes         int64 `json:"swarmBytes"`
 	PeerBytes          int64 `json:"peerToPeerBytes"`

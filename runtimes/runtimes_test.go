@@ -185,7 +185,7 @@ func (m metrics) sub(before metrics) metrics {
 const (
 	downloads     = "shoal_agent_blob_downloads_total"
 	bytesRegistry = `shoal_agent_blob_bytes_total{source="registry"}`
-	bytesPeers    = `shoal_agent_blob_bytes_total{source="peers"}`
+	bytesPeers    = `shoal_agent_blob_bytes_total{source="peer"}`
 	bytesCache    = `shoal_agent_blob_bytes_total{source="cache"}`
 	rangedGets    = `shoal_agent_mirror_requests_total{kind="blob",method="GET",ranged="true"}`
 	mismatches    = "shoal_agent_digest_mismatches_total"

@@ -519,10 +519,10 @@ func scrape(u string) map[string]float64 {
 // The series kept from each process's /metrics (absent ones are skipped:
 // the agent is being rewritten and may rename them).
 var agentSeries = map[string]string{
-	`shoal_agent_blob_bytes_total{source="peers"}`:    "from_peers",
+	`shoal_agent_blob_bytes_total{source="peer"}`:     "from_peers",
 	`shoal_agent_blob_bytes_total{source="registry"}`: "from_registry",
 	`shoal_agent_blob_bytes_total{source="cache"}`:    "served_from_cache",
-	`shoal_agent_uploaded_bytes`:                      "uploaded_to_peers",
+	`shoal_agent_uploaded_bytes_total`:                "uploaded_to_peers",
 }
 
 const seederSeries = `shoal_registry_seeder_uploaded_bytes_total`

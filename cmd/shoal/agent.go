@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoalproject/shoal/agent"
+	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/internal/metrics"
 )
 
 func init() {
@@ -31,11 +34,25 @@ func runAgent(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	a, err := agent.New(cfg)
+	a, l, err := newAgent(cfg, agent.Deps{Log: cfg.Log.NewLogger("agent"), ProcessMetrics: metrics.NewProcessRegistry()})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
-	return a.Serve(ctx)
+	return a.Serve(ctx, l)
+}
+
+// newAgent builds the agent and opens its main listener, the mirror.
+func newAgent(cfg agent.Config, deps agent.Deps) (*agent.Agent, net.Listener, error) {
+	a, err := agent.New(cfg, deps)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	l, err := net.Listen("tcp", cfg.Mirror.Addr)
+	if err != nil {
+		a.Close()
+		return nil, nil, fmt.Errorf("agent: mirror listen %s: %w", cfg.Mirror.Addr, err)
+	}
+	return a, l, nil
 }
 
 // startRunAgent adds the all-in-one agent to `shoal run`: mirror on
@@ -45,12 +62,13 @@ func startRunAgent(ctx context.Context, g *errgroup.Group, dataDir string, share
 	cfg := agent.DefaultConfig()
 	cfg.Cache.Dir = filepath.Join(dataDir, "agent")
 	cfg.Cluster.Secret = shared.ClusterSecret
+	cfg.Log = shared.Log
 	// Register with the embedded preheat service (startRunPreheat's address).
-	cfg.Preheat.URL = "http://127.0.0.1:8002"
-	a, err := agent.New(cfg)
+	cfg.Preheat.URL = "http://" + config.PreheatAddr
+	a, l, err := newAgent(cfg, agent.Deps{Log: shared.Log.NewLogger("agent"), ProcessMetrics: shared.Metrics})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
-	g.Go(func() error { return a.Serve(ctx) })
+	g.Go(func() error { return a.Serve(ctx, l) })
 	return nil
 }

@@ -624,14 +624,30 @@ func checkAgentPod(t *testing.T, w workload, cfg agent.Config) {
 		t.Errorf("%s: agent needs hostNetwork with ClusterFirstWithHostNet", w.name)
 	}
 	// The control port admits cluster members only, and the kubelet is
-	// none: probes must reach the mirror's /healthz on the node's loopback.
-	for _, pr := range []*corev1.Probe{w.spec.Containers[0].ReadinessProbe, w.spec.Containers[0].LivenessProbe} {
-		if pr == nil || pr.HTTPGet == nil {
-			t.Errorf("%s: agent probe %+v is not an HTTP GET", w.name, pr)
-			continue
+	// none: readiness is the mirror's /healthz on the node's loopback,
+	// liveness that the mirror answers there at all (a failing health
+	// check, a full cache disk, is not fixed by a restart).
+	if pr := w.spec.Containers[0].ReadinessProbe; pr == nil || pr.HTTPGet == nil {
+		t.Errorf("%s: agent readiness probe %+v is not an HTTP GET", w.name, pr)
+	} else if got := net.JoinHostPort(pr.HTTPGet.Host, pr.HTTPGet.Port.String()); got != cfg.Mirror.Addr || pr.HTTPGet.Path != "/healthz" {
+		t.Errorf("%s: agent readiness probe GET %s%s, want the mirror's %s/healthz", w.name, got, pr.HTTPGet.Path, cfg.Mirror.Addr)
+	}
+	if pr := w.spec.Containers[0].LivenessProbe; pr == nil || pr.TCPSocket == nil {
+		t.Errorf("%s: agent liveness probe %+v is not a TCP check", w.name, pr)
+	} else if got := net.JoinHostPort(pr.TCPSocket.Host, pr.TCPSocket.Port.String()); got != cfg.Mirror.Addr {
+		t.Errorf("%s: agent liveness probe %s, want the mirror's %s", w.name, got, cfg.Mirror.Addr)
+	}
+	// A metrics listener beyond loopback is the one Prometheus scrapes: the
+	// pod names its port, and the config demands the token (LoadConfig
+	// refused it otherwise).
+	if cfg.Metrics.Addr != "" {
+		_, port, _ := net.SplitHostPort(cfg.Metrics.Addr)
+		found := false
+		for _, p := range w.spec.Containers[0].Ports {
+			found = found || (p.Name == "metrics" && fmt.Sprint(p.ContainerPort) == port)
 		}
-		if got := net.JoinHostPort(pr.HTTPGet.Host, pr.HTTPGet.Port.String()); got != cfg.Mirror.Addr || pr.HTTPGet.Path != "/healthz" {
-			t.Errorf("%s: agent probe GET %s%s, want the mirror's %s/healthz", w.name, got, pr.HTTPGet.Path, cfg.Mirror.Addr)
+		if !found || cfg.Metrics.Token == "" {
+			t.Errorf("%s: metrics.addr %s without a container port named metrics or without a token", w.name, cfg.Metrics.Addr)
 		}
 	}
 	var init *corev1.Container

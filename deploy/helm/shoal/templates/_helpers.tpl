@@ -171,3 +171,8 @@ every component. */}}
 {{- fail "agent.registries must name at least one registry when registry.enabled is false" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* "true" when the agents serve metrics for Prometheus on the node IP. */}}
+{{- define "shoal.agentMetrics" -}}
+{{- if and .Values.agent.enabled (or .Values.agent.metrics.enabled .Values.serviceMonitor.enabled) }}true{{ end -}}
+{{- end -}}

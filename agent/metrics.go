@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// agentMetrics is the agent's private registry and what it counts
+// (docs/metrics.md lists every metric).
+type agentMetrics struct {
+	reg        *prometheus.Registry
+	bytes      *prometheus.CounterVec
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	evictions  prometheus.Counter
+	fallbacks  *prometheus.CounterVec
+	mismatches prometheus.Counter
+	downloads  prometheus.Counter
+	swarm      *prometheus.CounterVec
+	origin     *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+}
+
+// Values of shoal_agent_blob_bytes_total's source label: where the bytes
+// came from (the house's one name for that concept, package metrics).
+const (
+	sourcePeer     = "peer"
+	sourceRegistry = "registry"
+	sourceCache    = "cache"
+)
+
+func newMetrics(a *Agent) *agentMetrics {
+	m := &agentMetrics{reg: prometheus.NewRegistry(), requests: newMirrorRequests()}
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
+		Help: "Blob bytes by source: peer (other nodes) and registry (its share of pieces and HTTP fallback) downloaded; cache = served to clients from the cache."}, []string{"source"})
+	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
+	m.misses = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_misses_total", Help: "Blob requests that needed a download (or joined one)."})
+	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_evictions_total", Help: "Blobs evicted from the cache."})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
+		Help: "Downloads that left the swarm path, by reason (solo: every missing piece from the registry; stall, deadline: plain HTTP; no_torrent...)."}, []string{"reason"})
+	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
+	m.downloads = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_blob_downloads_total", Help: "Blob downloads started (single flight: one per blob however many requesters)."})
+	m.swarm = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_swarm_received_bytes_total",
+		Help: "Piece bytes received from other nodes over the data path, by kind: all, or useful (passed its check and was kept)."},
+		[]string{"kind"})
+	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
+		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
+		[]string{"reason"})
+	m.reg.MustRegister(m.requests, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
+			func() float64 { return float64(a.activeTorrents()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
+			func() float64 { return float64(a.uploadedBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
+			func() float64 { u, _ := a.cache.Usage(); return float64(u) }),
+	)
+	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
+		m.bytes.WithLabelValues(s)
+	}
+	for _, why := range []string{"share", "alone", "steal", "solo"} {
+		m.origin.WithLabelValues(why)
+	}
+	for _, kind := range []string{"all", "useful"} {
+		m.swarm.WithLabelValues(kind)
+	}
+	return m
+}
+
+// mirrorRequests counts what runtimes ask the mirror, so an operator (and the
+// runtime tests) can see that pulls reach the agent at all, and whether a
+// runtime fetches layers in parallel Range requests (containerd 2's
+// concurrent_layer_fetch_buffer) or whole.
+func newMirrorRequests() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_mirror_requests_total",
+		Help: "Requests to the mirror's /v2/ routes, by kind (base, manifest, blob, tags, referrers, other), method and ranged (true: the request had a Range header)."},
+		[]string{"kind", "method", "ranged"})
+	for _, k := range []string{"base", "manifest", "blob"} {
+		for _, m := range []string{http.MethodGet, http.MethodHead} {
+			c.WithLabelValues(k, m, "false")
+		}
+	}
+	c.WithLabelValues("blob", http.MethodGet, "true")
+	return c
+}
+
+// countMirrorRequest wraps the /v2/ handler without wrapping the
+// ResponseWriter, so blob bodies still go out with sendfile.
+func countMirrorRequest(c *prometheus.CounterVec, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		method := r.Method
+		if method != http.MethodGet && method != http.MethodHead {
+			method = "other" // bounded label values whatever clients send
+		}
+		ranged := "false"
+		if r.Header.Get("Range") != "" {
+			ranged = "true"
+		}
+		c.WithLabelValues(mirrorRequestKind(r.URL.Path), method, ranged).Inc()
+		next(w, r)
+	}
+}
+
+func mirrorRequestKind(path string) string {
+	if path == "/v2" || path == "/v2/" {
+		return "base"
+	}
+	rest := strings.TrimPrefix(path, "/v2/")
+	kinds := map[string]string{"/blobs/": "blob", "/manifests/": "manifest", "/tags/": "tags", "/referrers/": "referrers"}
+	best, kind := -1, "other"
+	// The last of these segments decides, as in handleV2: a repository may
+	// itself be named "blobs".
+	for seg, k := range kinds {
+		if i := strings.LastIndex(rest, seg); i > 0 && i > best {
+			best, kind = i, k
+		}
+	}
+	return kind
+}
