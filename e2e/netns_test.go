@@ -33,8 +33,6 @@ type Link struct {
 	Delay    time.Duration // one-way added delay per direction (netem); 0: none
 }
 
-func (l Link) BytesPerSec() float64 { return float64(l.RateMbit) * 1e6 / 8 }
-
 // Host is one network namespace attached to the cluster's bridge.
 type Host struct {
 	Name string // namespace name
