@@ -29,7 +29,14 @@ export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 export HELM_BIN        := $(BIN)/helm
 export VERSITYGW_BIN   := $(BIN)/versitygw
 
-.PHONY: all build tools deps test unit fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
+# e2eplot draws the e2e charts from the results JSON (tools/e2eplot, a
+# module of its own: the plotting library stays out of the shoal module).
+E2EPLOT_BIN := $(BIN)/e2eplot
+# e2e-plot runs it on those of the named results files that exist: an e2e
+# run without network namespaces skips and writes none.
+e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
+
+.PHONY: all build tools e2eplot deps test unit fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -65,20 +72,29 @@ $(CRICTL_BIN):
 $(CONFORMANCE_BIN): tools/conformance/go.mod
 	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
 
+e2eplot: $(E2EPLOT_BIN)
+
+$(E2EPLOT_BIN): tools/e2eplot/go.mod tools/e2eplot/go.sum $(wildcard tools/e2eplot/*.go)
+	cd tools/e2eplot && $(GO) build -o $(E2EPLOT_BIN) .
+
 deps:
 	./scripts/install-test-deps.sh
 
 vet:
 	$(GO) vet ./...
 	cd deploy/helm && $(GO) vet ./...
+	cd tools/e2eplot && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
-# root for network namespaces, skips with a message without).
-test: deps build tools vet
+# root for network namespaces, skips with a message without) and draws its
+# chart, so that e2eplot reads what the e2e tests write today.
+test: deps build tools vet $(E2EPLOT_BIN)
 	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) chart-test
+	cd tools/e2eplot && $(GO) test -count=1 ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
+	$(call e2e-plot,$(BIN)/e2e-results/quick.json $(BIN)/e2e-results/scenarios.json)
 	$(MAKE) --no-print-directory fuzz
 
 # fuzz runs every Go fuzz target (parsers of untrusted input) for FUZZTIME
@@ -123,18 +139,22 @@ bench-datapath: build
 	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 30m -run '^TestDatapathBenchmark$$' -v ./bench/datapath/
 	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/datapath.md
 
-e2e: deps build
+e2e: deps build $(E2EPLOT_BIN)
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/
+	$(call e2e-plot,e2e/results/quick.json e2e/results/scenarios.json)
 
 # bench-e2e reproduces e2e/results: 64 MiB at 200 Mbit/s for N = 1..24 (and a
 # 20 ms delay run where sch_netem exists), 512 MiB (direct pulls run up to
 # N=4, predicted beyond), and 64 MiB at 50 Mbit/s, where the links rather than
-# this machine's two cores bind at larger N. ~20 minutes.
+# this machine's two cores bind at larger N. ~20 minutes. The charts are
+# drawn at the end (an interrupted matrix keeps its JSON: bin/e2eplot
+# e2e/results/matrix.json draws it).
 E2E_MATRIX = SHOAL_E2E=1 $(GO) test -count=1 -timeout 40m -run TestMatrix -v ./e2e/ -args -matrix
-bench-e2e: deps build
+bench-e2e: deps build $(E2EPLOT_BIN)
 	$(E2E_MATRIX) -matrix.n 1,2,4,8,16,24 -matrix.mib 64 -matrix.out matrix
 	$(E2E_MATRIX) -matrix.n 1,2,4,8,16,24 -matrix.mib 512 -matrix.delay 0 -matrix.out matrix-512 -matrix.direct.maxmib 2048
 	$(E2E_MATRIX) -matrix.n 4,8,16,24 -matrix.mib 64 -matrix.mbit 50 -matrix.delay 0 -matrix.out matrix-50mbit -matrix.direct.maxmib 0
+	$(call e2e-plot,e2e/results/matrix.json e2e/results/matrix-512.json e2e/results/matrix-50mbit.json)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

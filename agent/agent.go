@@ -218,40 +218,25 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 }
 
 func (a *Agent) startTorrentClient() error {
-	tcfg := torrent.NewDefaultClientConfig()
 	// No socket of the client's own (uTP also because go-utp is a stub in
 	// this build): the peer wire is peerwire's mutual TLS, members only.
-	peerwire.Configure(tcfg)
-	tcfg.Seed = true
+	tcfg, wireNet := peerwire.ClientConfig(a.cfg.P2P.Listen, net.ParseIP(a.cfg.P2P.AdvertiseIP))
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
 	tcfg.DefaultStorage = noDefaultStorage{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
-	tcfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	tcfg.EstablishedConnsPerTorrent = 100
 	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
 	// A request moved to another peer before its holder could answer is
 	// sent twice; on shaped links the holder needs a while.
 	tcfg.StealRequestGrace = 500 * time.Millisecond
-	// An IPv4 listen host (the usual LAN case) must not also try tcp6 on it.
-	wireNet := "tcp"
-	if host, _, err := net.SplitHostPort(a.cfg.P2P.Listen); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
-			tcfg.DisableIPv6 = true
-			wireNet = "tcp4"
-		}
-	}
-	if ip := net.ParseIP(a.cfg.P2P.AdvertiseIP); ip != nil {
-		tcfg.PublicIp4 = ip
-	}
 	if n := a.cfg.P2P.UploadBytesPerSec; n > 0 {
 		tcfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(n), 0) // burst defaulted by the client
 	}
 	if n := a.cfg.P2P.DownloadBytesPerSec; n > 0 {
 		tcfg.DownloadRateLimiter = rate.NewLimiter(rate.Limit(n), 0)
 	}
-	tcfg.DisableWebseeds = true
 	// The torrent library logs through slog; keep only warnings so a busy
 	// node's log stays readable.
 	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/shoalproject/shoal/internal/secret"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shoalproject/shoal/internal/containerdhosts"
+	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -151,39 +152,19 @@ func (c *Cluster) StartContainerd(i int) *Containerd {
 	if _, err := exec.LookPath("ctr"); err != nil {
 		t.Skip("ctr not installed (Debian package containerd)")
 	}
-	dir, err := os.MkdirTemp("", "shoal-e2e-ctd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.SocketDir(t, "shoal-e2e-ctd")
 	cd := &Containerd{Host: c.Nodes[i], sock: filepath.Join(dir, "c.sock"), hostsDir: filepath.Join(dir, "certs.d")}
-	cfg := writeFile(t, dir, "config.toml", fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), cd.sock, cd.sock+".ttrpc"))
-	hd := filepath.Join(cd.hostsDir, c.RegistryAddr())
-	if err := os.MkdirAll(hd, 0o755); err != nil {
+	cfg := writeFile(t, dir, "config.toml", testenv.ContainerdConfig(dir, cd.sock))
+	// What `shoal containerd-hosts` writes on a node.
+	reg := containerdhosts.Registry{Host: c.RegistryAddr(), Server: "http://" + c.RegistryAddr()}
+	if _, err := containerdhosts.Write(cd.hostsDir, []containerdhosts.Registry{reg}, "http://"+mirrorAddr); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, hd, "hosts.toml", fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
-		"http://"+c.RegistryAddr(), "http://"+mirrorAddr))
 	cd.proc = cd.Host.Start(t, fmt.Sprintf("containerd node-%d", i), bin, "--config", cfg, "--log-level", "warn")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := cd.ctr(context.Background(), "version")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || cd.proc.Exited() {
-			t.Fatalf("containerd did not come up: %v\n%s\n%s", err, out, cd.proc.Output())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitFor(t, cd.proc, "containerd to answer", 30*time.Second, func() error {
+		_, err := cd.ctr(context.Background(), "version")
+		return err
+	})
 	return cd
 }
 

@@ -28,7 +28,7 @@ var (
 	matrixRate  = flag.Int("matrix.mbit", 200, "TestMatrix: link rate (Mbit/s) of every host")
 	matrixDelay = flag.Duration("matrix.delay", 20*time.Millisecond, "TestMatrix: delay of the extra delayed run (0: none; needs sch_netem)")
 	matrixDelN  = flag.Int("matrix.delay.n", 8, "TestMatrix: N of the delayed run")
-	matrixName  = flag.String("matrix.out", "matrix", "TestMatrix: results/<name>.{json,md,svg}")
+	matrixName  = flag.String("matrix.out", "matrix", "TestMatrix: results/<name>.{json,md} (tools/e2eplot draws the charts)")
 	// Direct pulls are link-bound (N·F through the registry's uplink: 4.0×
 	// and 8.0× at N=4 and 8 in every run so far); at N=24 and 512 MiB one
 	// cell alone takes 9 minutes, which breaks the 30-minute budget.

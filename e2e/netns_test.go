@@ -33,8 +33,6 @@ type Link struct {
 	Delay    time.Duration // one-way added delay per direction (netem); 0: none
 }
 
-func (l Link) BytesPerSec() float64 { return float64(l.RateMbit) * 1e6 / 8 }
-
 // Host is one network namespace attached to the cluster's bridge.
 type Host struct {
 	Name string // namespace name
@@ -396,45 +394,22 @@ func (h *Host) Transport() *http.Transport {
 // WaitTCP polls addr from inside the host until it accepts connections.
 func (h *Host) WaitTCP(t *testing.T, p *testenv.Process, addr string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testenv.WaitFor(t, p, fmt.Sprintf("%s (in %s) to accept connections", addr, h.Name), timeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		c, err := h.DialContext(ctx, "tcp", addr)
-		cancel()
 		if err == nil {
 			c.Close()
-			return
 		}
-		if p != nil && p.Exited() {
-			t.Fatalf("%s exited before %s accepted connections\n%s", p.Name, addr, p.Output())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (in %s) not accepting connections after %s: %v", addr, h.Name, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // WaitHTTP polls url from inside the host until it answers below 500.
 func (h *Host) WaitHTTP(t *testing.T, p *testenv.Process, url string, timeout time.Duration) {
 	t.Helper()
 	c := &http.Client{Transport: h.Transport(), Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if p != nil && p.Exited() {
-			t.Fatalf("%s exited before %s answered\n%s", p.Name, url, p.Output())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (in %s) did not answer within %s: %v", url, h.Name, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.WaitFor(t, p, fmt.Sprintf("%s (in %s) to answer", url, h.Name), timeout, func() error {
+		return testenv.HTTPAnswers(context.Background(), c, url)
+	})
 }

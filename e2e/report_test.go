@@ -3,19 +3,17 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"image/color"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 )
 
 // Run is the outcome of one rollout: every node pulling one image at once.
+// tools/e2eplot draws the charts from the JSON of these; it reads scenario,
+// mode, nodes, imageBytes, rateMbit, delayMs, max and tStar by name and
+// refuses a results file without them.
 type Run struct {
 	Scenario   string    `json:"scenario"` // cold, fault-tracker-killed, ...
 	Mode       string    `json:"mode"`     // p2p (through agents) or direct (from the registry)
@@ -131,9 +129,9 @@ func markdown(title string, runs []Run) string {
 	return b.String()
 }
 
-// writeReport writes results/<name>.json and .md, and an SVG chart of max
-// completion time vs N (P2P, direct, T*) per image size and link of the
-// cold-rollout runs.
+// writeReport writes results/<name>.json and .md. The charts drawn from the
+// JSON are tools/e2eplot's (a module of its own, so that the plotting
+// library stays out of this one); the Makefile's e2e targets run it.
 func writeReport(name, title string, runs []Run) ([]string, error) {
 	// make test points this elsewhere: its runs share the machine with the
 	// other packages' tests and are a gate, not the published numbers.
@@ -154,72 +152,6 @@ func writeReport(name, title string, runs []Run) ([]string, error) {
 	}
 	if err := os.WriteFile(files[1], []byte(markdown(title, runs)), 0o644); err != nil {
 		return nil, err
-	}
-	type key struct {
-		size  int64
-		rate  int
-		delay int64
-	}
-	var keys []key
-	for _, r := range runs {
-		k := key{r.ImageBytes, r.RateMbit, r.DelayMs}
-		if r.Scenario == "cold" && !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
-	for _, k := range keys {
-		var p2p, direct, ts plotter.XYs
-		for _, r := range runs {
-			if r.Scenario != "cold" || (key{r.ImageBytes, r.RateMbit, r.DelayMs}) != k {
-				continue
-			}
-			pt := plotter.XY{X: float64(r.N), Y: r.Max}
-			switch r.Mode {
-			case "p2p":
-				p2p = append(p2p, pt)
-				ts = append(ts, plotter.XY{X: float64(r.N), Y: r.TStar})
-			case "direct":
-				direct = append(direct, pt)
-			}
-		}
-		p := plot.New()
-		p.Title.Text = fmt.Sprintf("Cold rollout, %s image, %d Mbit/s links", mib(k.size), k.rate)
-		if k.delay > 0 {
-			p.Title.Text += fmt.Sprintf(", +%d ms", k.delay)
-		}
-		p.X.Label.Text = "nodes N"
-		p.Y.Label.Text = "completion time of the last node (s)"
-		p.Add(plotter.NewGrid())
-		for _, s := range []struct {
-			name string
-			xys  plotter.XYs
-			c    color.RGBA
-		}{{"Shoal P2P", p2p, color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 255}},
-			{"direct from registry", direct, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 255}},
-			{"T* lower bound", ts, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 255}}} {
-			if len(s.xys) == 0 {
-				continue
-			}
-			slices.SortFunc(s.xys, func(a, b plotter.XY) int { return int(a.X - b.X) })
-			l, pts, err := plotter.NewLinePoints(s.xys)
-			if err != nil {
-				return nil, err
-			}
-			l.Color, pts.Color = s.c, s.c
-			p.Add(l, pts)
-			p.Legend.Add(s.name, l, pts)
-		}
-		p.Legend.Top, p.Legend.Left = true, true
-		p.Y.Min = 0
-		f := filepath.Join(dir, fmt.Sprintf("%s-%dmib-%dmbit", name, k.size>>20, k.rate))
-		if k.delay > 0 {
-			f += fmt.Sprintf("-%dms", k.delay)
-		}
-		f += ".svg"
-		if err := p.Save(7*vg.Inch, 4.5*vg.Inch, f); err != nil {
-			return nil, err
-		}
-		files = append(files, f)
 	}
 	return files, nil
 }

@@ -76,39 +76,19 @@ func newSeeder(drv *driver.Driver, opts driver.SeederOptions, co driver.ClusterO
 	if err != nil {
 		return nil, fmt.Errorf("seeder data dir: %w", err)
 	}
-	cfg := torrent.NewDefaultClientConfig()
+	public := net.ParseIP(opts.PublicAddr)
+	if opts.PublicAddr != "" && public == nil {
+		os.RemoveAll(dataDir)
+		return nil, fmt.Errorf("seeder publicaddr %q is not an IP", opts.PublicAddr)
+	}
 	// LAN tuning and a closed wire: no socket of the client's own (no
 	// plain TCP, no uTP — see third_party/go-utp — no DHT, no UPnP), only
-	// peerwire's mutual TLS; keep seeding whatever the ratio.
-	peerwire.Configure(cfg)
-	cfg.DisableWebseeds = true
-	cfg.Seed = true
+	// peerwire's mutual TLS.
+	cfg, wireNet := peerwire.ClientConfig(opts.Listen, public)
 	cfg.PeerID = peerid.New(peerid.OriginPrefix)
 	cfg.DataDir = dataDir
-	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
 	cfg.EstablishedConnsPerTorrent = 200
 	cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	// anacrolix would hand out peers of both families; a literal address
-	// of one family listens on that family only.
-	wireNet := "tcp"
-	if host, _, err := net.SplitHostPort(opts.Listen); err == nil {
-		if ip := net.ParseIP(host); ip != nil {
-			cfg.DisableIPv6 = ip.To4() != nil
-			cfg.DisableIPv4 = ip.To4() == nil
-			wireNet = map[bool]string{true: "tcp4", false: "tcp6"}[ip.To4() != nil]
-		}
-	}
-	if opts.PublicAddr != "" {
-		ip := net.ParseIP(opts.PublicAddr)
-		if ip == nil {
-			return nil, fmt.Errorf("seeder publicaddr %q is not an IP", opts.PublicAddr)
-		}
-		if ip4 := ip.To4(); ip4 != nil {
-			cfg.PublicIp4 = ip4
-		} else {
-			cfg.PublicIp6 = ip
-		}
-	}
 	if opts.RateLimit > 0 {
 		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(opts.RateLimit), int(max(opts.RateLimit, 256<<10)))
 	}

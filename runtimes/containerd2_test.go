@@ -3,7 +3,6 @@ package runtimes
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/shoalproject/shoal/internal/containerdhosts"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -36,14 +37,13 @@ func startContainerd2(t *testing.T, c *cluster, mirror string) *containerd2 {
 	needRoot(t, "containerd")
 	bin := testenv.ToolBinary(t, "CONTAINERD2_BIN")
 	ctr := testenv.ToolBinary(t, "CTR2_BIN")
-	dir := shortTemp(t, "ctd2")
+	dir := testenv.SocketDir(t, "ctd2")
 	cd := &containerd2{sock: filepath.Join(dir, "c.sock"), certs: filepath.Join(dir, "certs.d"), ctr: ctr}
-	// certs.d/<registry>/hosts.toml, as configs/containerd/hosts.toml.
-	hd := filepath.Join(cd.certs, c.reg)
-	if err := os.MkdirAll(hd, 0o755); err != nil {
+	// certs.d/<registry>/hosts.toml, what `shoal containerd-hosts` writes.
+	reg := containerdhosts.Registry{Host: c.reg, Server: "http://" + c.reg}
+	if _, err := containerdhosts.Write(cd.certs, []containerdhosts.Registry{reg}, "http://"+mirror); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, hd, "hosts.toml", fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+c.reg, "http://"+mirror))
 	// NRI would listen on /var/run/nri and the opt plugin write /opt:
 	// neither is needed for pulls, and both would touch the host. Version 3
 	// (containerd 2.4 migrates it, with a warning): with a version 4 file
@@ -73,17 +73,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
       snapshotter = "native"
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), cd.sock, filepath.Join(dir, "opt"), cd.certs, fetchChunk, runtime.GOARCH))
 	cd.proc = testenv.Start(t, "containerd 2", bin, []string{"--config", cfg, "--log-level", "warn"}, noEgress(t)...)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.WaitFor(t, cd.proc, "containerd 2 to answer", 60*time.Second, func() error {
 		_, err := runErr(nil, ctr, "--address", cd.sock, "version")
-		if err == nil {
-			break
-		}
-		if cd.proc.Exited() || time.Now().After(deadline) {
-			t.Fatalf("containerd 2 did not come up: %v\n%s", err, cd.proc.Output())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	return cd
 }
 

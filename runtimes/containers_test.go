@@ -48,7 +48,7 @@ func testPodman(t *testing.T, c *cluster) {
 	needRoot(t, "podman")
 	bin := lookTool(t, "podman", "`make test` installs Debian's podman (scripts/install-test-deps.sh)")
 	agent := c.agents[0]
-	dir := shortTemp(t, "pdm")
+	dir := testenv.SocketDir(t, "pdm")
 	env := append(noEgress(t), "CONTAINERS_REGISTRIES_CONF="+registriesConf(t, dir, c.reg, agent),
 		"CONTAINERS_STORAGE_CONF="+writeFile(t, dir, "storage.conf", fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
 			filepath.Join(dir, "root"), filepath.Join(dir, "run"))))
@@ -118,7 +118,7 @@ func testPodman(t *testing.T, c *cluster) {
 // second time through the other agent, which gets the bytes from the first.
 func testSkopeo(t *testing.T, c *cluster) {
 	bin := lookTool(t, "skopeo", "`make test` installs Debian's skopeo (scripts/install-test-deps.sh)")
-	dir := shortTemp(t, "skp")
+	dir := testenv.SocketDir(t, "skp")
 	policy := containersPolicy(t, dir)
 	amd := testenv.PlatformImage(t, "amd64", 512<<10, 3)
 	arm := testenv.PlatformImage(t, "arm64", 512<<10, 2)

@@ -38,14 +38,16 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 		cli = lookTool(t, "docker", how)
 	}
 	ctd := lookTool(t, "containerd", "`make test` installs Debian's containerd")
-	dir := shortTemp(t, "dkr")
+	dir := testenv.SocketDir(t, "dkr")
 	// dockerd would use a system containerd at /run/containerd if one ran,
 	// or start one in its exec root; its own, explicitly, either way.
 	ctdSock := filepath.Join(dir, "ctd.sock")
-	ctdCfg := writeFile(t, dir, "containerd.toml", fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
-		filepath.Join(dir, "ctd-root"), filepath.Join(dir, "ctd-state"), ctdSock, ctdSock+".ttrpc"))
+	ctdCfg := writeFile(t, dir, "containerd.toml", testenv.ContainerdConfig(filepath.Join(dir, "ctd"), ctdSock))
 	cp := testenv.Start(t, "containerd (for dockerd)", ctd, []string{"--config", ctdCfg, "--log-level", "warn"})
-	waitSocket(t, cp, ctdSock)
+	testenv.WaitFor(t, cp, "containerd's socket", 30*time.Second, func() error {
+		_, err := os.Stat(ctdSock)
+		return err
+	})
 
 	cfg, _ := json.Marshal(map[string]any{
 		"registry-mirrors": []string{"http://" + mirror},
@@ -65,17 +67,10 @@ func startDockerd(t *testing.T, mirror string) *dockerd {
 		"--log-level", "warn",
 	}, noEgress(t)...)
 	d := &dockerd{cli: cli, host: "unix://" + sock, cliConfig: filepath.Join(dir, "cli")}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.WaitFor(t, p, "dockerd to answer", 60*time.Second, func() error {
 		_, err := d.try("version")
-		if err == nil {
-			break
-		}
-		if p.Exited() || time.Now().After(deadline) {
-			t.Fatalf("dockerd did not come up: %v\n%s", err, p.Output())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	return d
 }
 

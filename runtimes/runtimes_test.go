@@ -262,18 +262,6 @@ func lookTool(t *testing.T, name, how string) string {
 	return p
 }
 
-// shortTemp is a temp dir with a short path: unix socket paths are limited
-// to 108 bytes, and t.TempDir's are long.
-func shortTemp(t *testing.T, prefix string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // run runs a program, failing the test with its output if it fails.
 func run(t *testing.T, env []string, bin string, args ...string) string {
 	t.Helper()
@@ -305,19 +293,4 @@ func runErr(env []string, bin string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
-}
-
-// waitSocket waits for a daemon's unix socket to appear.
-func waitSocket(t *testing.T, p *testenv.Process, sock string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return
-		}
-		if p.Exited() || time.Now().After(deadline) {
-			t.Fatalf("%s: no socket %s\n%s", p.Name, sock, p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

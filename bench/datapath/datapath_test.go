@@ -240,12 +240,8 @@ func lastLine(s string) string {
 func waitHTTP(p *testenv.Process, u string, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(u)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return true
-			}
+		if testenv.HTTPAnswers(context.Background(), http.DefaultClient, u) == nil {
+			return true
 		}
 		if p.Exited() {
 			return false

@@ -29,6 +29,9 @@ func runConfigRender(_ context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("config-render: unexpected argument %q (the template is --in)", fs.Arg(0))
+	}
 	if *in == "" || *out == "" {
 		return errors.New("config-render: --in and --out are required")
 	}
@@ -38,7 +41,7 @@ func runConfigRender(_ context.Context, args []string) error {
 	}
 	b, err := cfgrender.Expand(tmpl, os.LookupEnv)
 	if err != nil {
-		return fmt.Errorf("config-render %s: %w", *in, err)
+		return fmt.Errorf("config-render: %s: %w", *in, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(*out), ".render.*")
 	if err != nil {

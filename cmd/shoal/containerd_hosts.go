@@ -40,6 +40,11 @@ func runContainerdHosts(_ context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// A registry named without --registry would be left out silently, and
+	// its pulls would bypass the agent.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("containerd-hosts: unexpected argument %q (registries are given with --registry)", fs.Arg(0))
+	}
 	if len(regs) == 0 {
 		return errors.New("containerd-hosts: at least one --registry is required")
 	}

@@ -1,7 +1,9 @@
 // Package peerid makes the BitTorrent peer IDs of Shoal's two kinds of peer.
 // A node tells the registry's seeder (the origin) from other nodes by the
-// prefix of the ID it received in the handshake, so it can take from the
-// origin only what no node can give it.
+// prefix of the ID it received in the handshake. Nodes take the registry's
+// share of a blob over HTTP range requests instead, so a node closes a
+// connection from the origin at once, noting only that the tracker has
+// answered, and counts only nodes as peers holding pieces.
 package peerid
 
 import (

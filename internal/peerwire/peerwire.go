@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/anacrolix/torrent"
 
@@ -36,6 +37,49 @@ func Configure(cfg *torrent.ClientConfig) {
 	cfg.DisableWebtorrent = true
 	// Obfuscation (MSE) inside TLS would only cost CPU.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{}
+}
+
+// ClientConfig is the configuration every Shoal client starts from (the
+// agents' and the registry's seeder): Configure's closed wire, seeding
+// whatever the ratio, no web seeds (nodes fetch registry bytes over HTTP on
+// their own terms), room for pipelined requests on LAN links, and the
+// address families listen names. advertise, if not nil, is the address
+// announced instead of the one trackers see. network is Attach's.
+func ClientConfig(listen string, advertise net.IP) (cfg *torrent.ClientConfig, network string) {
+	cfg = torrent.NewDefaultClientConfig()
+	Configure(cfg)
+	cfg.Seed = true
+	cfg.DisableWebseeds = true
+	cfg.MaxAllocPeerRequestDataPerConn = 16 << 20
+	network, cfg.DisableIPv4, cfg.DisableIPv6 = families(listen)
+	if ip4 := advertise.To4(); ip4 != nil {
+		cfg.PublicIp4 = ip4
+	} else if advertise != nil {
+		cfg.PublicIp6 = advertise
+	}
+	return cfg, network
+}
+
+// families decides the address families of a client listening on listen
+// (host:port). anacrolix hands out and dials peers of both families, but a
+// listener on a literal address of one family is reachable on that family
+// only: peers of the other could not dial back, so they are turned off
+// (0.0.0.0 included, the usual LAN case). A name or an empty host listens
+// on, and dials, both.
+func families(listen string) (network string, disable4, disable6 bool) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "tcp", false, false // Attach's listen reports the bad address
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return "tcp", false, false
+	case ip.Unmap().Is4():
+		return "tcp4", false, true
+	default:
+		return "tcp6", true, false
+	}
 }
 
 // Wire is the listener and dialer one client uses.

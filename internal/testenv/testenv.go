@@ -188,26 +188,29 @@ func (p *Process) Kill() {
 // test after timeout (or as soon as the process exits).
 func WaitHTTP(t testing.TB, p *Process, url string, timeout time.Duration) {
 	t.Helper()
+	// The wait's deadline bounds each request too: a server that accepts
+	// and never answers fails the wait instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
-			}
-		}
-		if p != nil && p.Exited() {
-			t.Fatalf("%s exited before %s answered: %v\n%s", p.Name, url, p.err, p.Output())
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s did not answer within %s: %v", url, timeout, err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	WaitFor(t, p, url+" to answer", timeout, func() error { return HTTPAnswers(ctx, http.DefaultClient, url) })
+}
+
+// HTTPAnswers is nil when a GET of url through c answers with a status
+// below 500: the server is up, whatever it thinks of the request.
+func HTTPAnswers(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
 	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
 }
 
 // WaitHTTPOK waits for url like WaitHTTP, then fails the test unless a GET
@@ -228,21 +231,63 @@ func WaitHTTPOK(t testing.TB, url string, timeout time.Duration) {
 // WaitTCP polls addr until it accepts connections.
 func WaitTCP(t testing.TB, p *Process, addr string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	WaitFor(t, p, addr+" to accept connections", timeout, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
+		}
+		return err
+	})
+}
+
+// WaitFor calls ready until it returns nil. It fails the test when p (nil:
+// no process to watch) exits first, with p's output, or when timeout has
+// passed, with ready's last error; what says what was awaited ("containerd
+// to answer").
+func WaitFor(t testing.TB, p *Process, what string, timeout time.Duration, ready func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil {
 			return
 		}
 		if p != nil && p.Exited() {
-			t.Fatalf("%s exited before %s accepted connections\n%s", p.Name, addr, p.Output())
+			t.Fatalf("waiting for %s: %s exited (%v): %v\n%s", what, p.Name, p.err, err, p.Output())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not accepting connections after %s: %v", addr, timeout, err)
+			t.Fatalf("waiting for %s: gave up after %s: %v", what, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// SocketDir is a temporary directory for unix sockets, removed when the
+// test ends: a socket's path is limited to 108 bytes, which t.TempDir's
+// paths (named after the test) overrun.
+func SocketDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// ContainerdConfig is a config.toml for a containerd 1.x (Debian's) of the
+// test's own, beside any on the host: root and state under dir, its API on
+// sock, the CRI plugin off (pulls go through ctr).
+func ContainerdConfig(dir, sock string) string {
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
 }
 
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
