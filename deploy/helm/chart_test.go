@@ -436,6 +436,16 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 	}
 	component := main.Args[0]
 	lp := loadedPod{name: w.name, component: component}
+	// One probe rule for every component: readiness is /healthz, whose
+	// checks include dependencies (Redis, storage, the cache disk); liveness
+	// only asks whether the process answers, since restarting it mends no
+	// dependency and a Redis outage must not restart every replica at once.
+	if pr := main.ReadinessProbe; pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Path != "/healthz" {
+		t.Errorf("%s: readiness probe %+v is not GET /healthz", w.name, pr)
+	}
+	if pr := main.LivenessProbe; pr == nil || pr.TCPSocket == nil {
+		t.Errorf("%s: liveness probe %+v is not a TCP check", w.name, pr)
+	}
 	if got := main.Args; len(got) != 3 || got[1] != "--config" || got[2] != args[4] {
 		t.Errorf("%s: %v does not read the rendered %s", w.name, got, args[4])
 	}
