@@ -17,9 +17,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/httpx"
 )
 
 // ValidateAddr accepts "" (listener off) or host:port whose host is a
@@ -83,32 +84,16 @@ func ServeHandler(ctx context.Context, addr string, h http.Handler, log *logrus.
 	if err != nil {
 		return nil, fmt.Errorf("debug server: listen %s: %w", addr, err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		// No WriteTimeout: /debug/pprof/profile and /trace stream for the
-		// requested seconds.
-		IdleTimeout:    time.Minute,
-		MaxHeaderBytes: 16 << 10,
-	}
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	done := make(chan struct{})
+	// No write timeout (httpx has none): /debug/pprof/profile and /trace
+	// stream for the requested seconds.
+	srv := httpx.NewServer(h, log)
 	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpx.Serve(ctx, srv, l); err != nil {
 			log.WithError(err).Error("debug server stopped")
 		}
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-done:
-			return
-		}
-		// Profiles in flight are cut short: the process is going away.
-		_ = srv.Close()
 	}()
 	log.WithField("addr", l.Addr().String()).Info("debug server (pprof) listening")
 	return l.Addr(), nil
