@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/containerdhosts"
 )
 
@@ -32,7 +33,7 @@ func runContainerdHosts(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("containerd-hosts", flag.ContinueOnError)
 	var regs stringList
 	fs.Var(&regs, "registry", "registry to pull through the agent: host[:port] as in image names, host=https://server, or _default for every other registry (repeatable)")
-	mirror := fs.String("mirror", "http://127.0.0.1:65001", "the agent's mirror URL as containerd reaches it")
+	mirror := fs.String("mirror", "http://"+config.MirrorAddr, "the agent's mirror URL as containerd reaches it")
 	certsDir := fs.String("certs-dir", "/etc/containerd/certs.d", "containerd's hosts directory (a config_path entry), as containerd sees it")
 	config := fs.String("containerd-config", "/etc/containerd/config.toml", "containerd's config file, as containerd sees it")
 	hostRoot := fs.String("host-root", "/", "where the node's root file system is mounted (a pod mounting the host at /host passes /host)")

@@ -100,7 +100,7 @@ type runShared struct {
 
 func newRunShared() runShared {
 	return runShared{
-		TrackerURL:      "http://127.0.0.1:6969/announce",
+		TrackerURL:      "http://" + config.TrackerAddr + "/announce",
 		TrackerSecret:   secret.Generate(),
 		TrackerAPIToken: secret.Generate(),
 		HTTPSecret:      secret.Generate(),
