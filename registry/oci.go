@@ -84,8 +84,8 @@ type ociFront struct {
 
 // newOCIFront adds the two middlewares to cfg: the storage one last, so it
 // sees the driver distribution writes through, and the repository one.
-func newOCIFront(cfg *configuration.Configuration) (*ociFront, error) {
-	o := &ociFront{log: logrus.WithField("component", "registry-oci")}
+func newOCIFront(cfg *configuration.Configuration, log *logrus.Entry) (*ociFront, error) {
+	o := &ociFront{log: log.WithField("component", "registry-oci")}
 	if t := cfg.Auth.Type(); t != "" && !strings.EqualFold(t, "none") {
 		ac, err := auth.GetAccessController(t, cfg.Auth.Parameters())
 		if err != nil {
@@ -101,9 +101,6 @@ func newOCIFront(cfg *configuration.Configuration) (*ociFront, error) {
 	}
 	// A pull-through cache refuses pushes; it must not take mounts either.
 	o.readOnly = o.readOnly || cfg.Proxy.RemoteURL != ""
-	if cfg.Middleware == nil {
-		cfg.Middleware = map[string][]configuration.Middleware{}
-	}
 	opts := configuration.Parameters{ociOption: o}
 	cfg.Middleware["storage"] = append(cfg.Middleware["storage"], configuration.Middleware{Name: ociStorageMW, Options: opts})
 	cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{Name: ociRepoMW, Options: opts})

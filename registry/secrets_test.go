@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,7 +58,7 @@ func TestSecretsRefused(t *testing.T) {
 		{"short previous tracker secret", good, "        tracker: {url: http://127.0.0.1:9/announce, secrets: [" + good + ", old]}\n", "p2p tracker.secrets[1] is 3 bytes"},
 		{"no tracker secret", good, "        tracker: {url: http://127.0.0.1:9/announce}\n", "tracker.secrets is required"},
 	} {
-		_, err := New(context.Background(), p2pConfig(t, tc.http, tc.opts))
+		_, err := New(p2pConfig(t, tc.http, tc.opts), Deps{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New = %v, want %q", tc.name, err, tc.want)
 			continue
