@@ -84,15 +84,7 @@ func TestShippedConfigSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
-		for _, mw := range cfg.Middleware["storage"] {
-			if mw.Name == "p2p" {
-				if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		return s.initKeys()
+		return initKeysOf(t, cfg)
 	}
 	if err := check(); err == nil || !strings.Contains(err.Error(), "p2p secrets[0]") {
 		t.Fatalf("shipped config with SHOAL_REGISTRY_SECRET empty: %v", err)
@@ -173,15 +165,7 @@ func TestEmbeddedConfigSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
-		for _, mw := range cfg.Middleware["storage"] {
-			if mw.Name == "p2p" {
-				if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		return s.initKeys()
+		return initKeysOf(t, cfg)
 	}
 	if err := keys(secret.Generate(), secret.Generate()); err != nil {
 		t.Fatalf("generated secrets refused: %v", err)
@@ -189,4 +173,20 @@ func TestEmbeddedConfigSecrets(t *testing.T) {
 	if err := keys("weak", secret.Generate()); err == nil {
 		t.Fatal("embedded registry accepted a weak http.secret for URLs")
 	}
+}
+
+// initKeysOf resolves the URL and announce secrets of cfg's p2p middleware
+// as New does, without building the rest of the registry.
+func initKeysOf(t *testing.T, cfg *configuration.Configuration) error {
+	t.Helper()
+	s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
+	for _, mw := range cfg.Middleware["storage"] {
+		if mw.Name == driver.Name {
+			var err error
+			if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return s.initKeys()
 }
