@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,7 +48,6 @@ func TestDebugAddrMustBeLoopback(t *testing.T) {
 // and none of it on the registry's own address.
 func TestDebugServer(t *testing.T) {
 	addr, debug := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
 	cfg := debugTestConfig(t, addr, debug)
 	s, err := New(cfg, Deps{})
 	if err != nil {
@@ -59,19 +57,7 @@ func TestDebugServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	}()
+	serveOn(t, s, l)
 
 	client := &http.Client{Timeout: 20 * time.Second}
 	get := func(url string) (int, string) {

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"reflect"
@@ -21,28 +20,19 @@ import (
 	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 )
 
-// inProcessConfig is a seeding p2p registry on a filesystem root.
-func inProcessConfig(t *testing.T) string {
-	return fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http: {addr: "127.0.0.1:0", secret: %s}
-storage:
-  filesystem: {rootdirectory: %q}
-  delete: {enabled: true}
-middleware:
-  storage:
-    - name: p2p
-      options:
-        piecelength: 65536
-        tracker: {url: "http://127.0.0.1:9/announce", secrets: [%s]}
-        seeder: {listen: "127.0.0.1:0", idletimeout: 1m}
-        cluster: {secret: %s}
-`, harnessHTTPSecret, t.TempDir(), harnessTrackerSecret, testClusterSecret)
+// inProcessOptions are of a seeding p2p registry on a filesystem root, as
+// `shoal run` has it, on ports of its own.
+func inProcessOptions(t *testing.T) EmbeddedOptions {
+	return EmbeddedOptions{
+		DataDir: t.TempDir(), Addr: "127.0.0.1:0", SeederListen: "127.0.0.1:0",
+		TrackerURL: "http://127.0.0.1:9/announce", TrackerSecret: harnessTrackerSecret,
+		HTTPSecret: harnessHTTPSecret, ClusterSecret: testClusterSecret,
+	}
 }
 
-func parseConfig(t *testing.T, yml string) *configuration.Configuration {
+func embeddedConfig(t *testing.T, o EmbeddedOptions) *configuration.Configuration {
 	t.Helper()
-	cfg, err := configuration.Parse(strings.NewReader(yml))
+	cfg, err := EmbeddedConfig(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +47,13 @@ func serve(t *testing.T, s *Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, s, l)
+}
+
+// serveOn runs s on l until the test ends, then checks that Serve returns
+// and that Close after it is harmless.
+func serveOn(t *testing.T, s *Server, l net.Listener) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
@@ -87,8 +84,8 @@ func serve(t *testing.T, s *Server) string {
 // each has its own metrics and seeder, and every metric family a push and
 // a P2P pull produce is named and documented.
 func TestTwoRegistriesOneConfig(t *testing.T) {
-	yml := inProcessConfig(t)
-	cfg := parseConfig(t, yml)
+	opts := inProcessOptions(t)
+	cfg := embeddedConfig(t, opts)
 	process := metrics.NewProcessRegistry()
 	a, err := New(cfg, Deps{ProcessMetrics: process})
 	if err != nil {
@@ -98,7 +95,7 @@ func TestTwoRegistriesOneConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cfg, parseConfig(t, yml)) {
+	if !reflect.DeepEqual(cfg, embeddedConfig(t, opts)) {
 		t.Fatal("New changed its configuration (its middleware lists or options)")
 	}
 	baseA, baseB := serve(t, a), serve(t, b)
@@ -143,7 +140,7 @@ func TestTwoRegistriesOneConfig(t *testing.T) {
 // on Shoal's own routes answer the one JSON error shape, and registry
 // routes keep OCI errors.
 func TestHealthAndShoalRoutes(t *testing.T) {
-	s, err := New(parseConfig(t, inProcessConfig(t)), Deps{})
+	s, err := New(embeddedConfig(t, inProcessOptions(t)), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
