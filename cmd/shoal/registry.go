@@ -48,6 +48,9 @@ func runRegistry(ctx context.Context, args []string) error {
 	std.SetLevel(log.Logger.Level)
 	std.SetFormatter(log.Logger.Formatter)
 	std.SetReportCaller(log.Logger.ReportCaller)
+	if len(cfg.Log.Fields) > 0 {
+		std.AddHook(fieldsHook(cfg.Log.Fields))
+	}
 	if _, set := os.LookupEnv("OTEL_TRACES_EXPORTER"); set {
 		// Upstream exports traces to localhost:4318 unless told otherwise
 		// and logs an error every few seconds when nothing listens there;
@@ -66,4 +69,22 @@ func runRegistry(ctx context.Context, args []string) error {
 		return err
 	}
 	return s.Serve(ctx, l)
+}
+
+// fieldsHook adds distribution's log.fields to entries that lack them, as
+// upstream puts them on the logger it hands its handlers.
+type fieldsHook map[string]any
+
+func (fieldsHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h fieldsHook) Fire(e *logrus.Entry) error {
+	if e.Data == nil {
+		e.Data = logrus.Fields{}
+	}
+	for k, v := range h {
+		if _, ok := e.Data[k]; !ok {
+			e.Data[k] = v
+		}
+	}
+	return nil
 }
