@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/opencontainers/go-digest"
@@ -36,8 +37,8 @@ func checkInfo(t *testing.T, d *Driver, dgst digest.Digest, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := DecodeInfo(b)
-	if err != nil {
+	var info metainfo.Info
+	if err := bencode.Unmarshal(b, &info); err != nil {
 		t.Fatal(err)
 	}
 	want, err := metainfo.GeneratePieces(bytes.NewReader(data), testPieceLength, nil)

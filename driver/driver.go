@@ -8,7 +8,6 @@
 package driver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,13 +69,15 @@ func newMiddleware(ctx context.Context, sd storagedriver.StorageDriver, options 
 	return d, nil
 }
 
-// New wraps sd.
+// New wraps sd. Without opts.Log it logs to logrus's standard logger, as
+// distribution's own drivers do.
 func New(sd storagedriver.StorageDriver, opts Options) *Driver {
-	return &Driver{StorageDriver: sd, opts: opts, log: logrus.WithField("component", "p2p-driver")}
+	log := opts.Log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return &Driver{StorageDriver: sd, opts: opts, log: log.WithField("component", "p2p-driver")}
 }
-
-// Options returns the parsed options.
-func (d *Driver) Options() Options { return d.opts }
 
 // Writer hashes pieces of upload data as it is written. Other paths pass
 // through.
@@ -352,15 +353,6 @@ func EncodeInfo(dgst digest.Digest, size, pieceLength int64, pieces []byte) ([]b
 		return nil, fmt.Errorf("encode info of %s: %w", dgst, err)
 	}
 	return b, nil
-}
-
-// DecodeInfo parses a stored info dictionary.
-func DecodeInfo(b []byte) (*metainfo.Info, error) {
-	var info metainfo.Info
-	if err := bencode.NewDecoder(bytes.NewReader(b)).Decode(&info); err != nil {
-		return nil, fmt.Errorf("decode info: %w", err)
-	}
-	return &info, nil
 }
 
 // BlobReader opens a blob's bytes at offset. For the filesystem driver the

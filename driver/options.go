@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoalproject/shoal/internal/secret"
@@ -34,9 +35,11 @@ type Options struct {
 	Seeder  SeederOptions  `yaml:"seeder"`
 	Cluster ClusterOptions `yaml:"cluster"`
 
-	// Hook connects the middleware to the registry process embedding it. It
-	// cannot come from YAML; the registry package puts it in the options map.
-	Hook Hook `yaml:"-"`
+	// Hook connects the middleware to the registry process embedding it, and
+	// Log is the logger it writes to. Neither can come from YAML; the registry
+	// package puts them in the options map.
+	Hook Hook          `yaml:"-"`
+	Log  *logrus.Entry `yaml:"-"`
 }
 
 // TrackerOptions says which tracker torrents announce to.
@@ -93,8 +96,12 @@ const (
 	maxPieceLength            = 64 << 20
 )
 
-// HookOption is the key under which the registry package passes its Hook.
-const HookOption = "shoal.hook"
+// HookOption and LogOption are the keys under which the registry package
+// passes its Hook and its logger.
+const (
+	HookOption = "shoal.hook"
+	LogOption  = "shoal.log"
+)
 
 // ParseOptions decodes the middleware options map as distribution hands it
 // over (YAML decoded into maps) and fills in defaults.
@@ -102,12 +109,20 @@ func ParseOptions(m map[string]any) (Options, error) {
 	o := Options{}
 	plain := make(map[string]any, len(m))
 	for k, v := range m {
-		if k == HookOption {
+		switch k {
+		case HookOption:
 			h, ok := v.(Hook)
 			if !ok {
 				return o, fmt.Errorf("p2p: option %s has type %T", HookOption, v)
 			}
 			o.Hook = h
+			continue
+		case LogOption:
+			l, ok := v.(*logrus.Entry)
+			if !ok {
+				return o, fmt.Errorf("p2p: option %s has type %T", LogOption, v)
+			}
+			o.Log = l
 			continue
 		}
 		plain[k] = v

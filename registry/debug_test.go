@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,7 +35,7 @@ storage:
 // http.debug.addr beyond loopback is refused before anything starts.
 func TestDebugAddrMustBeLoopback(t *testing.T) {
 	for _, addr := range []string{":5001", "0.0.0.0:5001", "[::]:5001", "192.0.2.1:5001"} {
-		_, err := New(context.Background(), debugTestConfig(t, "127.0.0.1:0", addr))
+		_, err := New(debugTestConfig(t, "127.0.0.1:0", addr), Deps{})
 		if err == nil || !strings.Contains(err.Error(), "http.debug.addr") || !strings.Contains(err.Error(), addr) ||
 			!strings.Contains(err.Error(), "loopback") {
 			t.Errorf("http.debug.addr %q: err = %v, want a refusal naming the key, the address and loopback", addr, err)
@@ -49,24 +48,16 @@ func TestDebugAddrMustBeLoopback(t *testing.T) {
 // and none of it on the registry's own address.
 func TestDebugServer(t *testing.T) {
 	addr, debug := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, debugTestConfig(t, addr, debug))
+	cfg := debugTestConfig(t, addr, debug)
+	s, err := New(cfg, Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	}()
+	l, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, s, l)
 
 	client := &http.Client{Timeout: 20 * time.Second}
 	get := func(url string) (int, string) {

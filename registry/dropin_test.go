@@ -26,19 +26,29 @@ func digestOf(b []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+// upstreamSetup is an upstream registry's binary and a config for it
+// serving a fresh filesystem root on a free loopback address.
+func upstreamSetup(t *testing.T) (bin, config, addr, root string) {
+	t.Helper()
+	bin = testenv.ToolBinary(t, "REGISTRY_BIN")
+	root = t.TempDir()
+	addr = testenv.FreeAddr(t)
+	config = filepath.Join(t.TempDir(), "upstream.yml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+http: {addr: %q}
+storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
+`, addr, root)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bin, config, addr, root
+}
+
 // TestDropIn: storage written by the upstream registry is served unchanged
 // by Shoal (torrents made lazily), and what Shoal wrote is still read by the
 // upstream registry and survives its garbage collector.
 func TestDropIn(t *testing.T) {
-	upstreamBin := testenv.ToolBinary(t, "REGISTRY_BIN")
-	root := t.TempDir()
-	addr := testenv.FreeAddr(t)
-	upstreamCfg := filepath.Join(t.TempDir(), "upstream.yml")
-	os.WriteFile(upstreamCfg, []byte(fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http: {addr: %q}
-storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
-`, addr, root)), 0o644)
+	upstreamBin, upstreamCfg, addr, root := upstreamSetup(t)
 	startUpstream := func() *testenv.Process {
 		p := testenv.Start(t, "upstream registry", upstreamBin, []string{"serve", upstreamCfg}, "OTEL_TRACES_EXPORTER=none")
 		testenv.WaitHTTP(t, p, "http://"+addr+"/v2/", 30*time.Second)
@@ -115,15 +125,7 @@ storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
 // storage, and referrers that upstream deletes or collects behind Shoal's
 // back drop out of Shoal's list.
 func TestDropInReferrers(t *testing.T) {
-	upstreamBin := testenv.ToolBinary(t, "REGISTRY_BIN")
-	root := t.TempDir()
-	addr := testenv.FreeAddr(t)
-	upstreamCfg := filepath.Join(t.TempDir(), "upstream.yml")
-	os.WriteFile(upstreamCfg, []byte(fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http: {addr: %q}
-storage: {filesystem: {rootdirectory: %q}, delete: {enabled: true}}
-`, addr, root)), 0o644)
+	upstreamBin, upstreamCfg, addr, root := upstreamSetup(t)
 	startUpstream := func() (*testenv.Process, ociClient) {
 		p := testenv.Start(t, "upstream registry", upstreamBin, []string{"serve", upstreamCfg}, "OTEL_TRACES_EXPORTER=none")
 		testenv.WaitHTTP(t, p, "http://"+addr+"/v2/", 30*time.Second)

@@ -6,12 +6,14 @@ import (
 	"strings"
 
 	"github.com/distribution/distribution/v3/configuration"
+
+	"github.com/shoalproject/shoal/internal/config"
 )
 
 // EmbeddedOptions are the few settings `shoal run` decides for the registry.
 type EmbeddedOptions struct {
 	DataDir       string
-	Addr          string // default 127.0.0.1:5000
+	Addr          string // default config.RegistryAddr
 	SeederListen  string // default 127.0.0.1:6881
 	TrackerURL    string
 	TrackerSecret string
@@ -25,7 +27,7 @@ type EmbeddedOptions struct {
 // the embedded tracker. REGISTRY_* environment overrides still apply.
 func EmbeddedConfig(o EmbeddedOptions) (*configuration.Configuration, error) {
 	if o.Addr == "" {
-		o.Addr = "127.0.0.1:5000"
+		o.Addr = config.RegistryAddr
 	}
 	if o.SeederListen == "" {
 		o.SeederListen = "127.0.0.1:6881"

@@ -1,12 +1,12 @@
 package registry
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-type metrics struct {
+// metrics are the registry's own, on the Server's private registry, so two
+// registries in one process (tests, `shoal run`) never share a counter.
+type serverMetrics struct {
 	redirects  *prometheus.CounterVec
 	torrents   *prometheus.CounterVec
 	pieces     *prometheus.CounterVec
@@ -15,51 +15,59 @@ type metrics struct {
 	pushed     prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
+func newMetrics(reg *prometheus.Registry, s *Server) *serverMetrics {
+	m := &serverMetrics{
 		redirects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "torrent_redirects_total",
+			Name: "shoal_registry_torrent_redirects_total",
 			Help: "Blob GETs answered with a redirect to torrent metadata, by result.",
 		}, []string{"result"}),
 		torrents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "torrent_requests_total",
+			Name: "shoal_registry_torrent_requests_total",
 			Help: "Torrent metadata requests, by result.",
 		}, []string{"result"}),
 		pieces: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "piece_requests_total",
+			Name: "shoal_registry_piece_requests_total",
 			Help: "Requests to the piece-range endpoint (" + BlobPath + "), by result.",
 		}, []string{"result"}),
 		pieceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "piece_bytes_total",
+			Name: "shoal_registry_piece_bytes_total",
 			Help: "Blob bytes sent by the piece-range endpoint, by reader: file (the blob file, sendfile on plain TCP) or stream (other storage drivers).",
 		}, []string{"reader"}),
 		seeding: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "seeding_torrents",
+			Name: "shoal_registry_seeding_torrents",
 			Help: "Torrents the registry's seeder currently serves.",
 		}),
 		pushed: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "shoal", Subsystem: "registry", Name: "manifest_pushes_seeded_total",
+			Name: "shoal_registry_manifest_pushes_seeded_total",
 			Help: "Manifest pushes whose blobs were put into seeding.",
 		}),
 	}
-	m.redirects = register(reg, m.redirects)
-	m.torrents = register(reg, m.torrents)
-	m.pieces = register(reg, m.pieces)
-	m.pieceBytes = register(reg, m.pieceBytes)
-	m.seeding = register(reg, m.seeding)
-	m.pushed = register(reg, m.pushed)
-	return m
-}
-
-// register tolerates a second registry in one process (tests) by sharing
-// the collector registered first.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return are.ExistingCollector.(C)
-		}
-		panic(err)
+	reg.MustRegister(m.redirects, m.torrents, m.pieces, m.pieceBytes)
+	if !s.seeding {
+		return m
 	}
-	return c
+	// The seeder starts with Serve; until then (and after Close) these read
+	// the values of no seeder.
+	withSeeder := func(f func(*seeder) float64) func() float64 {
+		return func() float64 {
+			s.mu.Lock()
+			sd := s.seeder
+			s.mu.Unlock()
+			if sd == nil {
+				return 0
+			}
+			return f(sd)
+		}
+	}
+	reg.MustRegister(m.seeding, m.pushed,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "shoal_registry_seeder_uploaded_bytes_total",
+			Help: "Blob bytes the registry's seeder sent to peers.",
+		}, withSeeder(func(sd *seeder) float64 { return float64(sd.uploadedBytes()) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shoal_registry_seeder_open_files",
+			Help: "Blob files the seeder holds open (at most seeder.maxopenfiles while none is being read).",
+		}, withSeeder(func(sd *seeder) float64 { return float64(sd.files.open()) })),
+	)
+	return m
 }

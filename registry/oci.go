@@ -84,8 +84,8 @@ type ociFront struct {
 
 // newOCIFront adds the two middlewares to cfg: the storage one last, so it
 // sees the driver distribution writes through, and the repository one.
-func newOCIFront(cfg *configuration.Configuration) (*ociFront, error) {
-	o := &ociFront{log: logrus.WithField("component", "registry-oci")}
+func newOCIFront(cfg *configuration.Configuration, log *logrus.Entry) (*ociFront, error) {
+	o := &ociFront{log: log.WithField("component", "registry-oci")}
 	if t := cfg.Auth.Type(); t != "" && !strings.EqualFold(t, "none") {
 		ac, err := auth.GetAccessController(t, cfg.Auth.Parameters())
 		if err != nil {
@@ -101,9 +101,6 @@ func newOCIFront(cfg *configuration.Configuration) (*ociFront, error) {
 	}
 	// A pull-through cache refuses pushes; it must not take mounts either.
 	o.readOnly = o.readOnly || cfg.Proxy.RemoteURL != ""
-	if cfg.Middleware == nil {
-		cfg.Middleware = map[string][]configuration.Middleware{}
-	}
 	opts := configuration.Parameters{ociOption: o}
 	cfg.Middleware["storage"] = append(cfg.Middleware["storage"], configuration.Middleware{Name: ociStorageMW, Options: opts})
 	cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{Name: ociRepoMW, Options: opts})
@@ -184,7 +181,7 @@ func (o *ociFront) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 			// under its sha256 with a sha512 link to it; distribution then
 			// answers with the sha256. (Shoal's own are stored under their
 			// sha512 and need nothing.)
-			next.ServeHTTP(&headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
+			next.ServeHTTP(&headerHook{ResponseWriter: w, log: o.log, hook: func(status int, h http.Header) error {
 				if status/100 == 2 {
 					h.Set("Docker-Content-Digest", rest)
 					h.Set("Etag", `"`+rest+`"`)
@@ -318,7 +315,7 @@ func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http
 		// What distribution committed must be completed even if the
 		// client goes away meanwhile.
 		ctx := context.WithoutCancel(r.Context())
-		w = &headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
+		w = &headerHook{ResponseWriter: w, log: o.log, hook: func(status int, h http.Header) error {
 			if status != http.StatusCreated {
 				return nil
 			}
@@ -338,7 +335,7 @@ func (o *ociFront) putManifest(w http.ResponseWriter, r *http.Request, next http
 		}}
 	}
 	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, note))
-	next.ServeHTTP(&headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
+	next.ServeHTTP(&headerHook{ResponseWriter: w, log: o.log, hook: func(status int, h http.Header) error {
 		if status == http.StatusCreated && note.subject != "" {
 			h.Set(headerSubject, note.subject.String())
 		}
@@ -410,7 +407,7 @@ func (o *ociFront) mountOther(w http.ResponseWriter, r *http.Request, next http.
 	sub := r.Clone(r.Context())
 	sub.URL.RawQuery = q.Encode()
 	sub.RequestURI = sub.URL.RequestURI()
-	next.ServeHTTP(&headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
+	next.ServeHTTP(&headerHook{ResponseWriter: w, log: o.log, hook: func(status int, h http.Header) error {
 		if status != http.StatusCreated {
 			return nil
 		}
@@ -584,7 +581,7 @@ func (o *ociFront) finishUpload(w http.ResponseWriter, r *http.Request, next htt
 		next.ServeHTTP(w, r)
 		return
 	}
-	next.ServeHTTP(&headerHook{ResponseWriter: w, hook: func(status int, h http.Header) error {
+	next.ServeHTTP(&headerHook{ResponseWriter: w, log: o.log, hook: func(status int, h http.Header) error {
 		if status != http.StatusCreated {
 			return nil
 		}
@@ -628,6 +625,7 @@ func copyRecorded(w http.ResponseWriter, res *httptest.ResponseRecorder) {
 // (and drops what the handler writes after).
 type headerHook struct {
 	http.ResponseWriter
+	log     *logrus.Entry
 	hook    func(status int, h http.Header) error
 	done    bool
 	discard bool
@@ -639,7 +637,7 @@ func (h *headerHook) WriteHeader(status int) {
 	}
 	h.done = true
 	if err := h.hook(status, h.Header()); err != nil {
-		logrus.WithError(err).Error("registry: completing response")
+		h.log.WithError(err).Error("completing response")
 		for k := range h.Header() {
 			h.Header().Del(k)
 		}
@@ -746,7 +744,7 @@ func (m *ociManifests) Delete(ctx context.Context, dgst digest.Digest) error {
 	if subject != "" {
 		if err := m.repo.o.index.remove(ctx, m.repo.Named().Name(), subject, dgst); err != nil {
 			// The manifest is gone; listing skips entries without one.
-			logrus.WithError(err).Warn("registry: referrers index")
+			m.repo.o.log.WithError(err).Warn("referrers index")
 		}
 	}
 	return nil

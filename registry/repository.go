@@ -57,9 +57,12 @@ func (m *seedingManifests) Put(ctx context.Context, man distribution.Manifest, o
 	if err != nil {
 		return dgst, err
 	}
-	blobs := m.blobsOf(ctx, man, 0)
 	s := m.repo.s
-	log := logrus.WithFields(logrus.Fields{"repository": m.repo.Named().Name(), "manifest": dgst, "blobs": len(blobs)})
+	if s.seeder == nil {
+		return dgst, nil // not serving (yet): nothing to seed with
+	}
+	blobs := m.blobsOf(ctx, man, 0)
+	log := s.log.WithFields(logrus.Fields{"repository": m.repo.Named().Name(), "manifest": dgst, "blobs": len(blobs)})
 	// The push answers now; seeding starts alongside. Blobs pushed through
 	// Shoal already have metainfo, so this takes milliseconds per blob;
 	// mounted blobs that predate Shoal are hashed here, off the request.

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,7 +58,7 @@ func TestSecretsRefused(t *testing.T) {
 		{"short previous tracker secret", good, "        tracker: {url: http://127.0.0.1:9/announce, secrets: [" + good + ", old]}\n", "p2p tracker.secrets[1] is 3 bytes"},
 		{"no tracker secret", good, "        tracker: {url: http://127.0.0.1:9/announce}\n", "tracker.secrets is required"},
 	} {
-		_, err := New(context.Background(), p2pConfig(t, tc.http, tc.opts))
+		_, err := New(p2pConfig(t, tc.http, tc.opts), Deps{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New = %v, want %q", tc.name, err, tc.want)
 			continue
@@ -85,15 +84,7 @@ func TestShippedConfigSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
-		for _, mw := range cfg.Middleware["storage"] {
-			if mw.Name == "p2p" {
-				if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		return s.initKeys()
+		return initKeysOf(t, cfg)
 	}
 	if err := check(); err == nil || !strings.Contains(err.Error(), "p2p secrets[0]") {
 		t.Fatalf("shipped config with SHOAL_REGISTRY_SECRET empty: %v", err)
@@ -174,15 +165,7 @@ func TestEmbeddedConfigSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
-		for _, mw := range cfg.Middleware["storage"] {
-			if mw.Name == "p2p" {
-				if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		return s.initKeys()
+		return initKeysOf(t, cfg)
 	}
 	if err := keys(secret.Generate(), secret.Generate()); err != nil {
 		t.Fatalf("generated secrets refused: %v", err)
@@ -190,4 +173,20 @@ func TestEmbeddedConfigSecrets(t *testing.T) {
 	if err := keys("weak", secret.Generate()); err == nil {
 		t.Fatal("embedded registry accepted a weak http.secret for URLs")
 	}
+}
+
+// initKeysOf resolves the URL and announce secrets of cfg's p2p middleware
+// as New does, without building the rest of the registry.
+func initKeysOf(t *testing.T, cfg *configuration.Configuration) error {
+	t.Helper()
+	s := &Server{cfg: cfg, log: logrus.WithField("test", t.Name())}
+	for _, mw := range cfg.Middleware["storage"] {
+		if mw.Name == driver.Name {
+			var err error
+			if s.opts, err = driver.ParseOptions(mw.Options); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return s.initKeys()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
@@ -39,7 +39,7 @@ type seeder struct {
 	opts    driver.SeederOptions
 	origin  func(ih metainfo.Hash) []string // announce URLs for the seeder itself
 	log     *logrus.Entry
-	metrics *metrics
+	metrics *serverMetrics
 	dataDir string
 
 	mu       sync.Mutex
@@ -58,7 +58,7 @@ type seeded struct {
 	blob       *blobData
 }
 
-func newSeeder(drv *driver.Driver, opts driver.SeederOptions, co driver.ClusterOptions, origin func(metainfo.Hash) []string, m *metrics) (*seeder, error) {
+func newSeeder(drv *driver.Driver, opts driver.SeederOptions, co driver.ClusterOptions, origin func(metainfo.Hash) []string, m *serverMetrics, log *logrus.Entry) (*seeder, error) {
 	secrets, err := co.Secrets()
 	if err != nil {
 		return nil, fmt.Errorf("registry seeder: %w", err)
@@ -105,24 +105,38 @@ func newSeeder(drv *driver.Driver, opts driver.SeederOptions, co driver.ClusterO
 	}
 	s := &seeder{
 		cl: cl, wire: wire, drv: drv, opts: opts, origin: origin, metrics: m, dataDir: dataDir,
-		log:      logrus.WithField("component", "seeder"),
+		log:      log,
 		torrents: map[metainfo.Hash]*seeded{},
 		files:    newFilePool(opts.MaxOpenFiles),
 	}
-	register(prometheus.DefaultRegisterer, prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: "shoal", Subsystem: "registry", Name: "seeder_uploaded_bytes_total",
-		Help: "Blob bytes the registry's seeder sent to peers.",
-	}, func() float64 { return float64(s.uploadedBytes()) }))
-	register(prometheus.DefaultRegisterer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "shoal", Subsystem: "registry", Name: "seeder_open_files",
-		Help: "Blob files the seeder holds open (at most seeder.maxopenfiles while none is being read).",
-	}, func() float64 { return float64(s.files.open()) }))
 	s.log.WithField("listen", wire.Addr().String()).Info("seeder listening (cluster TLS)")
 	return s, nil
 }
 
 // Port is the peer-wire port the seeder listens on.
 func (s *seeder) Port() int { return s.wire.Port() }
+
+// probe connects to the peer-wire listener, for /healthz: a seeder whose
+// listener is gone serves nobody. The connection closes before its TLS
+// handshake, which peerwire logs at debug level only.
+func (s *seeder) probe(ctx context.Context) error {
+	var hosts []string
+	if tcp, ok := s.wire.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+		hosts = []string{tcp.IP.String()}
+	} else {
+		// A wildcard listener: whichever loopback family it takes.
+		hosts = []string{"127.0.0.1", "::1"}
+	}
+	var d net.Dialer
+	var err error
+	for _, h := range hosts {
+		var c net.Conn
+		if c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(h, strconv.Itoa(s.Port()))); err == nil {
+			return c.Close()
+		}
+	}
+	return fmt.Errorf("peer-wire listener: %w", err)
+}
 
 // Ensure makes sure the blob is being seeded and returns its info and
 // infohash. It is cheap for blobs already seeded.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/peerwire/peerwiretest"
 	"github.com/shoalproject/shoal/internal/secret"
@@ -55,7 +57,7 @@ func TestSeederNeedsClusterSecret(t *testing.T) {
 		"bad previous": {Secret: secret.Generate(), PreviousSecrets: []string{"short"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := newSeeder(nil, driver.SeederOptions{Listen: "127.0.0.1:0", MaxOpenFiles: 1}, co, nil, nil)
+			_, err := newSeeder(nil, driver.SeederOptions{Listen: "127.0.0.1:0", MaxOpenFiles: 1}, co, nil, nil, logrus.NewEntry(logrus.New()))
 			if err == nil || !strings.Contains(err.Error(), "cluster.") {
 				t.Fatalf("err = %v, want a cluster secret error", err)
 			}

@@ -6,7 +6,7 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"expvar"
 	"fmt"
@@ -23,9 +23,9 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/health"
-	dreg "github.com/distribution/distribution/v3/registry"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +34,8 @@ import (
 
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/debugserver"
+	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/token"
 
@@ -75,93 +77,124 @@ func LoadConfig(path string) (*configuration.Configuration, error) {
 	return cfg, nil
 }
 
-// Server is a running Shoal registry.
-type Server struct {
-	cfg      *configuration.Configuration
-	reg      *dreg.Registry
-	opts     driver.Options
-	p2p      bool
-	urlKeys  *token.Keys
-	annKeys  *token.Keys
-	metrics  *metrics
-	log      *logrus.Entry
-	attached chan struct{}
-	once     sync.Once
-
-	drv    *driver.Driver
-	seeder *seeder
-	oci    *ociFront
+// Deps is what the process hands the registry.
+type Deps struct {
+	// Log is the registry's logger; nil: one made from the config's log
+	// block (NewLogger).
+	Log *logrus.Entry
+	// ProcessMetrics are the process's Go and process collectors, served on
+	// /metrics beside the registry's own; nil: the registry's alone.
+	ProcessMetrics prometheus.Gatherer
 }
 
-// New builds the registry from cfg. When the storage middleware list has a
-// `p2p` entry, the P2P parts are wired to it; otherwise this is a plain
-// distribution registry.
-func New(ctx context.Context, cfg *configuration.Configuration) (*Server, error) {
+// Server is a Shoal registry.
+type Server struct {
+	cfg     *configuration.Configuration // New's own copy
+	app     *handlers.App
+	handler http.Handler
+	tls     *tls.Config
+	// health holds distribution's own checks (health.storagedriver), which
+	// gate registry requests and show on the debug listener's /debug/health.
+	health         *health.Registry
+	opts           driver.Options
+	p2p            bool
+	seeding        bool
+	urlKeys        *token.Keys
+	annKeys        *token.Keys
+	metricsReg     *prometheus.Registry
+	processMetrics prometheus.Gatherer
+	metrics        *serverMetrics
+	log            *logrus.Entry
+
+	drv *driver.Driver
+	oci *ociFront
+
+	mu     sync.Mutex
+	seeder *seeder // set by Serve before the listener serves
+	served bool
+	closed bool
+}
+
+// New builds the registry from cfg, which it does not modify. When the
+// storage middleware list has a `p2p` entry, the P2P parts are wired to it;
+// otherwise this is a plain distribution registry. Nothing listens until
+// Serve.
+func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 	if err := debugserver.ValidateAddr(cfg.HTTP.Debug.Addr); err != nil {
 		// Stricter than upstream, which accepts e.g. ":5001".
 		return nil, fmt.Errorf("registry config: http.debug.addr: %w", err)
 	}
-	s := &Server{
-		cfg:      cfg,
-		metrics:  newMetrics(prometheus.DefaultRegisterer),
-		log:      logrus.WithField("component", "registry"),
-		attached: make(chan struct{}),
+	log := deps.Log
+	if log == nil {
+		var err error
+		if log, err = NewLogger(cfg); err != nil {
+			return nil, err
+		}
 	}
-	for _, mw := range cfg.Middleware["storage"] {
+	cfg = cloneConfig(cfg)
+	tlsConf, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:            cfg,
+		tls:            tlsConf,
+		health:         health.NewRegistry(),
+		metricsReg:     prometheus.NewRegistry(),
+		processMetrics: deps.ProcessMetrics,
+		log:            log,
+	}
+	for i, mw := range cfg.Middleware["storage"] {
 		if mw.Name != driver.Name {
 			continue
+		}
+		if s.p2p {
+			return nil, errors.New("registry config: the p2p storage middleware is listed twice")
 		}
 		opts, err := driver.ParseOptions(mw.Options)
 		if err != nil {
 			return nil, err
 		}
 		s.opts, s.p2p = opts, true
+		// The options are this Server's copy (cloneConfig).
 		if mw.Options == nil {
-			mw.Options = configuration.Parameters{}
+			cfg.Middleware["storage"][i].Options = configuration.Parameters{}
 		}
-		mw.Options[driver.HookOption] = driver.Hook(s)
+		cfg.Middleware["storage"][i].Options[driver.HookOption] = driver.Hook(s)
+		cfg.Middleware["storage"][i].Options[driver.LogOption] = log
 	}
+	s.seeding = s.p2p && !s.opts.Seeder.Disabled
+	s.metrics = newMetrics(s.metricsReg, s)
 	if s.p2p {
 		if err := s.initKeys(); err != nil {
 			return nil, err
 		}
-		if cfg.Middleware == nil {
-			cfg.Middleware = map[string][]configuration.Middleware{}
-		}
 	}
-	if s.p2p && !s.opts.Seeder.Disabled {
+	if s.seeding {
+		// Checked now, so a bad secret stops the start rather than Serve.
+		if _, err := s.opts.Cluster.Secrets(); err != nil {
+			return nil, fmt.Errorf("registry seeder: %w", err)
+		}
 		cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
 			Name: seedOnPush, Options: configuration.Parameters{serverOption: s},
 		})
 	}
-	oci, err := newOCIFront(cfg)
-	if err != nil {
+	if s.oci, err = newOCIFront(cfg, log); err != nil {
 		return nil, err
 	}
-	s.oci = oci
-	if _, set := os.LookupEnv("OTEL_TRACES_EXPORTER"); !set {
-		// distribution exports traces to localhost:4318 by default and logs
-		// an error every few seconds when nothing listens; opt in instead.
-		os.Setenv("OTEL_TRACES_EXPORTER", "none")
-	}
-	dreg.RegisterHandler(func(_ *configuration.Configuration, h http.Handler) http.Handler { return s.router(h) })
-	reg, err := dreg.NewRegistry(ctx, cfg)
-	if err != nil {
+	if s.app, err = newApp(context.Background(), cfg); err != nil {
 		return nil, err
 	}
-	s.reg = reg
+	s.app.RegisterHealthChecks(s.health)
 	if s.oci.d == nil {
+		s.Close()
 		return nil, errors.New("oci storage middleware not applied by distribution")
 	}
 	if s.p2p && s.drv == nil {
+		s.Close()
 		return nil, errors.New("p2p middleware configured but not applied by distribution")
 	}
-	if s.p2p && !s.opts.Seeder.Disabled {
-		s.seeder, err = newSeeder(s.drv, s.opts.Seeder, s.opts.Cluster, s.originAnnounce, s.metrics)
-		if err != nil {
-			return nil, err
-		}
-	}
+	s.handler = otelHandler(s.router(appHandler(s.app, s.health, cfg, log)))
 	if s.p2p && cfg.Storage["redirect"]["disable"] == true {
 		s.log.Warn("storage.redirect.disable is true: distribution never asks the p2p middleware about blob GETs, so every node downloads from the registry")
 	}
@@ -294,16 +327,26 @@ func (s *Server) originAnnounce(ih metainfo.Hash) []string {
 	return nil
 }
 
+// router puts Shoal's routes beside distribution's handler next: /v2/
+// through the OCI front, /metrics, /healthz and the /_shoal/ endpoints here,
+// everything else (upstream's "/" and its 404s) to next.
 func (s *Server) router(next http.Handler) http.Handler {
 	r := mux.NewRouter()
-	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	r.Handle("/metrics", metrics.Handler(s.metricsReg, s.processMetrics)).Methods(http.MethodGet)
+	r.Handle("/healthz", s.healthCheck()).Methods(http.MethodGet)
 	if s.p2p {
 		r.HandleFunc(TorrentPath+"{digest}", s.serveTorrent).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(BlobPath+"{digest}", s.serveBlob).Methods(http.MethodGet, http.MethodHead)
 	}
-	r.NotFoundHandler = next
-	r.MethodNotAllowedHandler = next
+	notFound := httpx.NotFound()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, shoalPrefix) {
+			notFound.ServeHTTP(w, req)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	// Registry traffic skips route matching: ordinary pulls must not pay
 	// for P2P, not even a regexp per request.
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -314,6 +357,9 @@ func (s *Server) router(next http.Handler) http.Handler {
 		r.ServeHTTP(w, req)
 	})
 }
+
+// shoalPrefix holds Shoal's own endpoints; a miss there is Shoal's to answer.
+const shoalPrefix = "/_shoal/"
 
 // serveTorrent answers the redirect target: the blob's .torrent with a
 // fresh announce token, the registry as web seed, and the private flag. The
@@ -377,21 +423,37 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	status := map[string]string{"status": "ok"}
-	code := http.StatusOK
-	if s.drv != nil {
-		if _, err := s.drv.StorageDriver.List(r.Context(), "/"); err != nil && !driver.IsNotFound(err) {
-			status["status"], status["storage"], code = "unhealthy", err.Error(), http.StatusServiceUnavailable
+// healthCheck is /healthz: the storage driver answers a listing of its root
+// (distribution's own check does a Stat of it; a fresh root that does not
+// exist yet still proves the backend answers), and, with seeding on, the
+// seeder's peer-wire listener takes a connection.
+func (s *Server) healthCheck() *httpx.Health {
+	h := httpx.NewHealth("registry")
+	h.Add("storage", func(ctx context.Context) error {
+		if _, err := s.oci.d.List(ctx, "/"); err != nil && !driver.IsNotFound(err) {
+			return err
 		}
+		return nil
+	})
+	if s.seeding {
+		h.Add("seeder", func(ctx context.Context) error {
+			s.mu.Lock()
+			sd := s.seeder
+			s.mu.Unlock()
+			if sd == nil {
+				return errors.New("not started")
+			}
+			return sd.probe(ctx)
+		})
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(status)
+	return h
 }
 
-// SeederPort is the peer-wire port of the seeder (0 without one).
+// SeederPort is the peer-wire port of the seeder (0 without one, or before
+// Serve started it).
 func (s *Server) SeederPort() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.seeder == nil {
 		return 0
 	}
@@ -403,11 +465,13 @@ func (s *Server) SeederPort() int {
 // whatever every linked package registered (here pprof only by accident,
 // through anacrolix/torrent's envpprof import, plus x/net/trace and
 // anacrolix's /debug pages); Shoal keeps pprof, expvar's /debug/vars,
-// distribution's /debug/health and, when enabled, prometheus metrics.
+// distribution's /debug/health (over this registry's checks) and, when
+// enabled, distribution's prometheus metrics, which upstream registers on
+// the process-global default registry.
 func (s *Server) debugHandler() http.Handler {
 	mux := debugserver.NewMux()
 	mux.Handle("/debug/vars", expvar.Handler())
-	mux.HandleFunc("/debug/health", health.StatusHandler)
+	mux.Handle("/debug/health", healthStatus(s.health))
 	prom := s.cfg.HTTP.Debug.Prometheus
 	if !prom.Enabled {
 		return mux
@@ -416,46 +480,74 @@ func (s *Server) debugHandler() http.Handler {
 	if path == "" {
 		path = "/metrics"
 	}
-	metrics := promhttp.Handler()
+	promHandler := promhttp.Handler()
 	// Matched by hand: the configured path is not a ServeMux pattern, and
 	// must not panic on a clash with a debug path (metrics win then).
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == path || (strings.HasSuffix(path, "/") && strings.HasPrefix(r.URL.Path, path)) {
-			metrics.ServeHTTP(w, r)
+			promHandler.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// Run serves until ctx is done, then drains.
-func (s *Server) Run(ctx context.Context) error {
-	if s.seeder != nil {
-		go s.seeder.run(ctx, s.opts.Tracker.TokenExpiry)
-		defer s.seeder.Close()
+// Serve starts the seeder and the debug listener, then serves l (wrapped in
+// TLS when http.tls says so) until ctx ends, draining requests for
+// http.draintimeout (default 5s). It closes the Server on return.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	defer s.Close()
+	s.mu.Lock()
+	if s.closed || s.served {
+		s.mu.Unlock()
+		l.Close()
+		return errors.New("registry: Serve after Close or a second Serve")
 	}
+	s.served = true
+	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if s.seeding {
+		sd, err := newSeeder(s.drv, s.opts.Seeder, s.opts.Cluster, s.originAnnounce, s.metrics, s.log.WithField("component", "seeder"))
+		if err != nil {
+			l.Close()
+			return err
+		}
+		s.mu.Lock()
+		s.seeder = sd
+		s.mu.Unlock()
+		go sd.run(ctx, s.opts.Tracker.TokenExpiry)
+	}
 	if addr := s.cfg.HTTP.Debug.Addr; addr != "" {
 		if _, err := debugserver.ServeHandler(ctx, addr, s.debugHandler(), s.log); err != nil {
+			l.Close()
 			return fmt.Errorf("registry: http.debug: %w", err)
 		}
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.reg.ListenAndServe() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	if s.tls != nil {
+		l = tls.NewListener(l, s.tls)
 	}
+	s.log.WithField("addr", l.Addr().String()).WithField("tls", s.tls != nil).Info("registry listening")
+	srv := httpx.NewServer(s.handler, s.log)
+	srv.Protocols = serverProtocols(s.cfg)
 	drain := s.cfg.HTTP.DrainTimeout
 	if drain == 0 {
-		drain = 5 * time.Second
+		drain = httpx.ShutdownGrace
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
-	if err := s.reg.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-		return err
+	return httpx.ServeGrace(ctx, srv, l, drain)
+}
+
+// Close stops the seeder and distribution's background work (upload
+// purging, health polls). It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
 	}
-	return nil
+	s.closed = true
+	if s.seeder != nil {
+		s.seeder.Close()
+	}
+	return s.app.Shutdown()
 }

@@ -4,7 +4,13 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"os"
 
+	"github.com/distribution/distribution/v3/tracing"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/registry"
 )
 
@@ -31,9 +37,54 @@ func runRegistry(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := registry.New(ctx, cfg)
+	log, err := registry.NewLogger(cfg)
 	if err != nil {
 		return err
 	}
-	return s.Run(ctx)
+	// distribution's handlers log through logrus's standard logger. This
+	// process is the registry alone, so, as upstream's `registry serve`, it
+	// gives that logger the config's log block (`shoal run` leaves it be).
+	std := logrus.StandardLogger()
+	std.SetLevel(log.Logger.Level)
+	std.SetFormatter(log.Logger.Formatter)
+	std.SetReportCaller(log.Logger.ReportCaller)
+	if len(cfg.Log.Fields) > 0 {
+		std.AddHook(fieldsHook(cfg.Log.Fields))
+	}
+	if _, set := os.LookupEnv("OTEL_TRACES_EXPORTER"); set {
+		// Upstream exports traces to localhost:4318 unless told otherwise
+		// and logs an error every few seconds when nothing listens there;
+		// Shoal traces only when asked to.
+		if err := tracing.InitOpenTelemetry(ctx); err != nil {
+			return fmt.Errorf("registry: OpenTelemetry: %w", err)
+		}
+	}
+	s, err := registry.New(cfg, registry.Deps{Log: log, ProcessMetrics: metrics.NewProcessRegistry()})
+	if err != nil {
+		return err
+	}
+	l, err := registry.Listen(cfg)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	return s.Serve(ctx, l)
+}
+
+// fieldsHook adds distribution's log.fields to entries that lack them, as
+// upstream puts them on the logger it hands its handlers.
+type fieldsHook map[string]any
+
+func (fieldsHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h fieldsHook) Fire(e *logrus.Entry) error {
+	if e.Data == nil {
+		e.Data = logrus.Fields{}
+	}
+	for k, v := range h {
+		if _, ok := e.Data[k]; !ok {
+			e.Data[k] = v
+		}
+	}
+	return nil
 }

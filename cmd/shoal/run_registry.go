@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoalproject/shoal/registry"
 )
 
-// startRunRegistry starts the embedded registry on 127.0.0.1:5000.
+// startRunRegistry starts the embedded registry on config.RegistryAddr.
 func startRunRegistry(ctx context.Context, g *errgroup.Group, dataDir string, shared runShared) error {
 	cfg, err := registry.EmbeddedConfig(registry.EmbeddedOptions{
 		DataDir:       dataDir,
@@ -20,10 +22,15 @@ func startRunRegistry(ctx context.Context, g *errgroup.Group, dataDir string, sh
 	if err != nil {
 		return err
 	}
-	s, err := registry.New(ctx, cfg)
+	s, err := registry.New(cfg, registry.Deps{Log: shared.Log.NewLogger("registry"), ProcessMetrics: shared.Metrics})
 	if err != nil {
 		return err
 	}
-	g.Go(func() error { return s.Run(ctx) })
+	l, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("registry: listen %s: %w", cfg.HTTP.Addr, err)
+	}
+	g.Go(func() error { return s.Serve(ctx, l) })
 	return nil
 }

@@ -128,6 +128,12 @@ func NewServer(h http.Handler, log *logrus.Entry) *http.Server {
 // giving requests in flight ShutdownGrace to finish. It returns nil after a
 // shutdown ctx asked for.
 func Serve(ctx context.Context, srv *http.Server, l net.Listener) error {
+	return ServeGrace(ctx, srv, l, ShutdownGrace)
+}
+
+// ServeGrace is Serve with another grace period, for a component whose
+// configuration names one (the registry's http.draintimeout).
+func ServeGrace(ctx context.Context, srv *http.Server, l net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -138,7 +144,7 @@ func Serve(ctx context.Context, srv *http.Server, l net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		_ = srv.Close()
