@@ -54,7 +54,7 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := v.(*fileTorrent)
-	start, end, partial, err := parseRange(r.Header.Get("Range"), st.length)
+	start, end, partial, err := parseRange(r.Header.Values("Range"), st.length)
 	if err != nil || !partial {
 		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "", "a single byte range is required")
 		return

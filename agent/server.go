@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/internal/httprange"
 )
 
 var (
@@ -180,45 +182,17 @@ func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *upstreamErro
 	}
 }
 
-// parseRange supports the single-range forms registries use.
-func parseRange(h string, size int64) (start, end int64, partial bool, err error) {
-	if h == "" {
+// parseRange reads a request's Range values (httprange's rules) as an
+// inclusive span; no Range is the whole blob.
+func parseRange(values []string, size int64) (start, end int64, partial bool, err error) {
+	if len(values) == 0 {
 		return 0, size - 1, false, nil
 	}
-	spec, ok := strings.CutPrefix(h, "bytes=")
-	if !ok || strings.Contains(spec, ",") {
-		return 0, 0, false, fmt.Errorf("unsupported range %q", h)
-	}
-	s, e, ok := strings.Cut(spec, "-")
+	first, n, ok := httprange.Parse(values, size)
 	if !ok {
-		return 0, 0, false, fmt.Errorf("invalid range %q", h)
+		return 0, 0, false, errors.New("a single satisfiable range, bytes=first-last, is required")
 	}
-	switch {
-	case s == "":
-		n, perr := strconv.ParseInt(e, 10, 64)
-		if perr != nil || n <= 0 {
-			return 0, 0, false, fmt.Errorf("invalid range %q", h)
-		}
-		start, end = max(0, size-n), size-1
-	default:
-		var perr error
-		start, perr = strconv.ParseInt(s, 10, 64)
-		if perr != nil || start < 0 {
-			return 0, 0, false, fmt.Errorf("invalid range %q", h)
-		}
-		end = size - 1
-		if e != "" {
-			end, perr = strconv.ParseInt(e, 10, 64)
-			if perr != nil || end < start {
-				return 0, 0, false, fmt.Errorf("invalid range %q", h)
-			}
-			end = min(end, size-1)
-		}
-	}
-	if start >= size {
-		return 0, 0, false, fmt.Errorf("range %q not satisfiable for %d bytes", h, size)
-	}
-	return start, end, true, nil
+	return first, first + n - 1, true, nil
 }
 
 func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, repo, hexd string) {
@@ -261,7 +235,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		a.writeErr(w, r, err)
 		return
 	}
-	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
+	start, end, partial, err := parseRange(r.Header.Values("Range"), size)
 	if err != nil {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
@@ -344,7 +318,7 @@ func blobHeaders(w http.ResponseWriter, hexd string, size, start, end int64, par
 
 func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHandle, hexd string) {
 	size := h.Size()
-	start, end, partial, err := parseRange(r.Header.Get("Range"), size)
+	start, end, partial, err := parseRange(r.Header.Values("Range"), size)
 	if err != nil {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())

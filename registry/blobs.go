@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -15,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalproject/shoal/driver"
+	"github.com/shoalproject/shoal/internal/httprange"
 )
 
 // BlobPath is the prefix of the piece-range endpoint: a blob's bytes, by
@@ -77,7 +77,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	start, n, status := int64(0), size, http.StatusOK
 	if ranges := r.Header.Values("Range"); len(ranges) > 0 {
 		var ok bool
-		start, n, ok = parseRange(ranges, size)
+		start, n, ok = httprange.Parse(ranges, size)
 		if !ok {
 			w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 			fail("bad_range", errcode.ErrorCodeRangeInvalid.WithMessage("a single satisfiable range, bytes=first-last, is required"))
@@ -135,60 +135,4 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		// Headers are out; net/http closes the connection on the short body.
 		s.log.WithError(err).WithField("digest", dgst).WithField("sent", sent).Warn("piece range: copy")
 	}
-}
-
-// parseRange resolves the Range header values of a request against a blob of
-// size bytes and returns the first byte and the length. Exactly one range is
-// accepted: bytes=first-last (last clamped to the blob), bytes=first- or
-// bytes=-suffix. Anything else (several ranges, other units, malformed
-// numbers, a range starting past the end) is refused, so a client bug shows
-// up as 416 rather than as a whole blob it did not ask for.
-func parseRange(values []string, size int64) (start, n int64, ok bool) {
-	if len(values) != 1 {
-		return 0, 0, false
-	}
-	spec, ok := strings.CutPrefix(strings.TrimSpace(values[0]), "bytes=")
-	if !ok || strings.Contains(spec, ",") {
-		return 0, 0, false
-	}
-	firstStr, lastStr, ok := strings.Cut(strings.TrimSpace(spec), "-")
-	if !ok {
-		return 0, 0, false
-	}
-	if firstStr == "" {
-		// Suffix: the last n bytes.
-		suffix, ok := parseDecimal(lastStr)
-		if !ok || suffix == 0 || size == 0 {
-			return 0, 0, false
-		}
-		suffix = min(suffix, size)
-		return size - suffix, suffix, true
-	}
-	first, ok := parseDecimal(firstStr)
-	if !ok || first >= size {
-		return 0, 0, false
-	}
-	last := size - 1
-	if lastStr != "" {
-		l, ok := parseDecimal(lastStr)
-		if !ok || l < first {
-			return 0, 0, false
-		}
-		last = min(l, last)
-	}
-	return first, last - first + 1, true
-}
-
-// parseDecimal accepts ASCII digits only (no sign, no spaces), up to int64.
-func parseDecimal(s string) (int64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
 }
