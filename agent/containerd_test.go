@@ -32,35 +32,19 @@ func startContainerd(t *testing.T) string {
 		t.Skip("ctr not installed (Debian package containerd)")
 	}
 	// Unix socket paths are limited to 108 bytes: t.TempDir is too long.
-	dir, err := os.MkdirTemp("", "ctd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.SocketDir(t, "ctd")
 	sock := filepath.Join(dir, "c.sock")
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
 	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(testenv.ContainerdConfig(dir, sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := testenv.Start(t, "containerd", bin, []string{"--config", cfgPath, "--log-level", "warn"})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if out, err := exec.Command("ctr", "--address", sock, "version").CombinedOutput(); err == nil {
-			break
-		} else if time.Now().After(deadline) || p.Exited() {
-			t.Fatalf("containerd did not come up: %v\n%s\n%s", err, out, p.Output())
+	testenv.WaitFor(t, p, "containerd", 30*time.Second, func() error {
+		if out, err := exec.Command("ctr", "--address", sock, "version").CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	return sock
 }
 
