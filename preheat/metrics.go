@@ -50,7 +50,7 @@ func newMetrics(st Store) *metricSet {
 		reg: prometheus.NewRegistry(),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_preheat_jobs_created_total", Help: "Preheat jobs created by this replica, by trigger.",
-		}, []string{"source"}),
+		}, []string{"trigger"}),
 		done: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_preheat_jobs_finished_total", Help: "Preheat jobs finished by this replica, by final state.",
 		}, []string{"state"}),

@@ -396,7 +396,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return got, false, nil
 	}
 	s.metrics.created.WithLabelValues(source).Inc()
-	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": groups, "blobs": len(got.Blobs), "source": source}).Info("preheat job created")
+	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
 	if len(res.AgentHeaders) > 0 {
 		s.mu.Lock()
 		s.creds[got.ID] = res.AgentHeaders

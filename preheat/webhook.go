@@ -177,7 +177,7 @@ func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey strin
 	}
 	j, _, err := s.CreateJob(ctx, req, source)
 	if err != nil {
-		s.log.WithFields(logrus.Fields{"image": cmp.Or(req.Image, req.URL), "source": source}).WithError(err).Warn("push-triggered preheat not started")
+		s.log.WithFields(logrus.Fields{"image": cmp.Or(req.Image, req.URL), "trigger": source}).WithError(err).Warn("push-triggered preheat not started")
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", cmp.Or(req.Image, req.URL), err))
 		if res.status == 0 {
 			res.status = http.StatusBadGateway
