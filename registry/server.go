@@ -329,7 +329,8 @@ func (s *Server) originAnnounce(ih metainfo.Hash) []string {
 
 // router puts Shoal's routes beside distribution's handler next: /v2/
 // through the OCI front, /metrics, /healthz and the /_shoal/ endpoints here,
-// everything else (upstream's "/" and its 404s) to next.
+// upstream's "/" (its load balancers' liveness answer) to next, and any
+// other path to the house's JSON 404.
 func (s *Server) router(next http.Handler) http.Handler {
 	r := mux.NewRouter()
 	r.Handle("/metrics", metrics.Handler(s.metricsReg, s.processMetrics)).Methods(http.MethodGet)
@@ -340,11 +341,11 @@ func (s *Server) router(next http.Handler) http.Handler {
 	}
 	notFound := httpx.NotFound()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if strings.HasPrefix(req.URL.Path, shoalPrefix) {
-			notFound.ServeHTTP(w, req)
+		if req.URL.Path == "/" {
+			next.ServeHTTP(w, req)
 			return
 		}
-		next.ServeHTTP(w, req)
+		notFound.ServeHTTP(w, req)
 	})
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
 	// Registry traffic skips route matching: ordinary pulls must not pay
@@ -358,8 +359,6 @@ func (s *Server) router(next http.Handler) http.Handler {
 	})
 }
 
-// shoalPrefix holds Shoal's own endpoints; a miss there is Shoal's to answer.
-const shoalPrefix = "/_shoal/"
 
 // serveTorrent answers the redirect target: the blob's .torrent with a
 // fresh announce token, the registry as web seed, and the private flag. The

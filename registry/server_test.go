@@ -159,6 +159,7 @@ func TestHealthAndShoalRoutes(t *testing.T) {
 		code         string
 	}{
 		{http.MethodGet, "/_shoal/nothing", 404, httpx.CodeNotFound},
+		{http.MethodGet, "/nothing", 404, httpx.CodeNotFound},
 		{http.MethodPost, "/healthz", 405, httpx.CodeMethodNotAllowed},
 		{http.MethodDelete, TorrentPath + "sha256:" + strings.Repeat("a", 64), 405, httpx.CodeMethodNotAllowed},
 	} {
@@ -170,6 +171,10 @@ func TestHealthAndShoalRoutes(t *testing.T) {
 	}
 	resp, body = rangeGet(t, http.MethodGet, base+"/v2/no/such/manifests/latest")
 	assertOCIError(t, resp, body, 404, "MANIFEST_UNKNOWN")
+	// Upstream's "/" stays what load balancers of a registry:3 probe.
+	if resp, _ := rangeGet(t, http.MethodGet, base+"/"); resp.StatusCode != 200 {
+		t.Errorf("GET /: %d, want upstream's 200", resp.StatusCode)
+	}
 
 	// Serve's Close stops the seeder; the health check then says so.
 	if err := s.Close(); err != nil {
