@@ -359,7 +359,6 @@ func (s *Server) router(next http.Handler) http.Handler {
 	})
 }
 
-
 // serveTorrent answers the redirect target: the blob's .torrent with a
 // fresh announce token, the registry as web seed, and the private flag. The
 // Shoal-Blob-Url header beside it is the blob's piece-range URL, signed for
