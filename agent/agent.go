@@ -308,7 +308,8 @@ func (a *Agent) startTorrentClient() error {
 	dtls := a.authority.ServerTLS(a.identity)
 	// Bulk transfers: full-size records from the first byte.
 	dtls.DynamicRecordSizingDisabled = true
-	dl = tls.NewListener(dl, dtls)
+	// Each record gathered into large socket writes (tlsbatch.go).
+	dl = newBatchListener(dl, dtls)
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
 		dl.Close()
