@@ -8,14 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/shoalproject/shoal/internal/cluster"
 )
@@ -40,7 +37,7 @@ type batchPair struct {
 
 // newBatchPair connects a cluster-TLS client to a server whose TLS runs
 // over a recordBatcher, over real loopback TCP, handshake done.
-func newBatchPair(t testing.TB) *batchPair {
+func newBatchPair(t *testing.T) *batchPair {
 	t.Helper()
 	auth, err := cluster.NewAuthority(testClusterSecret)
 	if err != nil {
@@ -268,70 +265,4 @@ func TestDataBatchListenerServesHTTPS(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("a client without a certificate was served")
 	}
-}
-
-// BenchmarkDataSealedSend measures what the batcher is for: the sending
-// thread's CPU (user + system, which on loopback includes the TCP work
-// done on the sender's behalf) per MiB of a sealed response, with and
-// without gathering, in the same run.
-func BenchmarkDataSealedSend(b *testing.B) {
-	const size = 64 << 20
-	f, err := os.CreateTemp(b.TempDir(), "blob")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(randomBytes(size)); err != nil {
-		b.Fatal(err)
-	}
-	for _, mode := range []string{"plain", "batched", "mmap", "plain", "batched", "mmap"} {
-		name := mode
-		batched := mode == "batched"
-		b.Run(name, func(b *testing.B) {
-			p := newBatchPair(b)
-			go io.Copy(io.Discard, p.client)
-			var rb *recordBatcher
-			if batched {
-				rb = p.b
-			}
-			done := make(chan float64)
-			b.SetBytes(size)
-			b.ResetTimer()
-			go func() {
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
-				cpu0 := threadCPU()
-				for i := 0; i < b.N; i++ {
-					if mode == "mmap" {
-						m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
-						if err != nil {
-							panic(err)
-						}
-						unix.Madvise(m, unix.MADV_SEQUENTIAL)
-						for off := 0; off < size; off += 256 << 10 {
-							if _, err := p.server.Write(m[off : off+256<<10]); err != nil {
-								panic(err)
-							}
-						}
-						unix.Munmap(m)
-						continue
-					}
-					if _, err := sendSealed(p.server, f, 0, size, rb); err != nil {
-						panic(err)
-					}
-				}
-				done <- threadCPU() - cpu0
-			}()
-			cpu := <-done
-			b.ReportMetric(cpu/float64(b.N)/(size>>20)*1e6, "sender-cpu-µs/MiB")
-		})
-	}
-}
-
-func threadCPU() float64 {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		panic(err)
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
