@@ -308,8 +308,7 @@ func (a *Agent) startTorrentClient() error {
 	dtls := a.authority.ServerTLS(a.identity)
 	// Bulk transfers: full-size records from the first byte.
 	dtls.DynamicRecordSizingDisabled = true
-	// Each record gathered into large socket writes (tlsbatch.go).
-	dl = newBatchListener(dl, dtls)
+	dl = tls.NewListener(dl, dtls)
 	tc, err := torrent.NewClient(tcfg)
 	if err != nil {
 		dl.Close()

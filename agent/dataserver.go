@@ -89,7 +89,7 @@ func (a *Agent) handlePieces(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusPartialContent)
 	var sent int64
 	if r.TLS != nil && a.uploadRate == nil {
-		sent, _ = sendSealed(w, f, start, n, batcherFrom(r.Context()))
+		sent, _ = sendSealed(w, f, start, n)
 	} else {
 		sent, _ = sendRange(r.Context(), w, f, start, n, a.uploadRate)
 	}
@@ -103,35 +103,13 @@ var sealBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // sendfile (Go has no kernel TLS): every byte is read into user space,
 // sealed (AES-GCM, hardware-accelerated) and written. net/http would copy
 // in 32 KiB steps; 256 KiB reads cost an eighth of the read calls, and
-// each write becomes sixteen full 16 KiB records, which b (when not nil)
-// sends to the socket in one write instead of sixteen.
-func sendSealed(w io.Writer, f *os.File, off, n int64, b *recordBatcher) (int64, error) {
+// each write becomes sixteen full 16 KiB records.
+func sendSealed(w io.Writer, f *os.File, off, n int64) (int64, error) {
 	bp := sealBufs.Get().(*[]byte)
 	defer sealBufs.Put(bp)
 	// Hide the ResponseWriter's ReadFrom, which would bring back its own
 	// 32 KiB buffer.
-	var dst io.Writer = struct{ io.Writer }{w}
-	if b != nil {
-		dst = batchedWriter{w, b}
-	}
-	return io.CopyBuffer(dst, io.NewSectionReader(f, off, n), *bp)
-}
-
-// batchedWriter gathers the records of each Write into one socket write.
-// The hold ends with the Write: nothing waits in the buffer while the
-// next step is read from disk.
-type batchedWriter struct {
-	w io.Writer
-	b *recordBatcher
-}
-
-func (bw batchedWriter) Write(p []byte) (int, error) {
-	bw.b.Hold()
-	n, err := bw.w.Write(p)
-	if ferr := bw.b.Flush(); err == nil {
-		err = ferr
-	}
-	return n, err
+	return io.CopyBuffer(struct{ io.Writer }{w}, io.NewSectionReader(f, off, n), *bp)
 }
 
 // sendRange copies n bytes of f from off to w: one sendfile(2) when no rate
@@ -191,7 +169,5 @@ func (a *Agent) isPeerOf(ih metainfo.Hash, remote string) bool {
 // own. Refused handshakes (strangers, scanners) are the listener doing its
 // job: httpx.NewServer logs them at debug level only.
 func (a *Agent) dataServer() *http.Server {
-	srv := httpx.NewServer(a.dataHandler(), a.log.WithField("listener", "data"))
-	srv.ConnContext = withBatcher
-	return srv
+	return httpx.NewServer(a.dataHandler(), a.log.WithField("listener", "data"))
 }
