@@ -238,3 +238,94 @@ func TestEnsureChecked(t *testing.T) {
 		t.Fatal("a piece that failed its check did not fail the blob")
 	}
 }
+
+// A piece written in parts is invisible until committed, reserved against
+// other writers meanwhile, and missing again after an abort.
+func TestPieceWriter(t *testing.T) {
+	const pl = 1000
+	data, want := blobOf(t, 3*pl+10)
+	b := newBlob(t, want)
+	if err := b.SetLayout(int64(len(data)), pl); err != nil {
+		t.Fatal(err)
+	}
+	piece := func(i int) []byte { return data[i*pl : min((i+1)*pl, len(data))] }
+
+	w, err := b.BeginPiece(0)
+	if err != nil || w == nil {
+		t.Fatalf("BeginPiece(0) = %v, %v", w, err)
+	}
+	if w2, err := b.BeginPiece(0); w2 != nil || err != nil {
+		t.Fatalf("a reserved piece was reserved again: %v, %v", w2, err)
+	}
+	// Bad bytes written in part, then given up (a failed SHA-1 check).
+	bad := bytes.Repeat([]byte{0xee}, pl)
+	if _, err := w.Write(bad[:400]); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer of the whole piece is turned away while it is held.
+	if err := b.WritePiece(0, piece(0), true); err != nil {
+		t.Fatal(err)
+	}
+	if b.Present(0) {
+		t.Fatal("piece 0 present while another writer held it")
+	}
+	if end, _, _, _, _ := b.Readable(); end != 0 {
+		t.Fatalf("readable %d with piece 0 only in part written", end)
+	}
+	w.Abort()
+	if err := w.Commit(bad, true, func() {}); err == nil {
+		t.Fatal("commit after abort succeeded")
+	}
+	if b.Present(0) {
+		t.Fatal("an aborted piece is present")
+	}
+
+	// Short and overlong writes.
+	w, _ = b.BeginPiece(1)
+	if _, err := w.Write(make([]byte, pl+1)); err == nil {
+		t.Fatal("a write past the piece's end was accepted")
+	}
+	w.Write(piece(1)[:pl-1])
+	gave := 0
+	if err := w.Commit(piece(1), true, func() { gave++ }); err == nil || gave != 1 {
+		t.Fatalf("commit of a part-written piece: err=%v, buffer given back %d times", err, gave)
+	}
+	if b.Present(1) {
+		t.Fatal("a part-written piece is present")
+	}
+
+	// Good bytes over the bad ones, in parts, for every piece.
+	for _, i := range []int{2, 0, 1, 3} {
+		w, err := b.BeginPiece(i)
+		if err != nil || w == nil {
+			t.Fatalf("BeginPiece(%d) = %v, %v", i, w, err)
+		}
+		p := piece(i)
+		for k := 0; k < len(p); k += 300 {
+			if _, err := w.Write(p[k:min(k+300, len(p))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Commit(slices.Clone(p), i != 0, func() {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w, err := b.BeginPiece(2); w != nil || err != nil {
+		t.Fatalf("a present piece was reserved: %v, %v", w, err)
+	}
+	if !b.Has(1) || b.Has(0) {
+		t.Fatalf("checked: piece 1 %v (want true), piece 0 %v (want false)", b.Has(1), b.Has(0))
+	}
+	if err := b.Wait(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := b.OpenRead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, _ := io.ReadAll(f)
+	if !bytes.Equal(got, data) {
+		t.Fatal("file content differs")
+	}
+}
