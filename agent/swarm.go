@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"maps"
 	"net"
@@ -23,7 +22,6 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/sirupsen/logrus"
 
-	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/internal/sched"
 	"github.com/shoalproject/shoal/internal/peerid"
 )
@@ -558,39 +556,25 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, aut
 		if err := a.waitHTTP(ctx, len(b)); err != nil {
 			return false, err
 		}
-		w, err := s.d.blob.BeginPiece(i)
-		if err != nil {
-			putPieceBuf(buf)
-			return false, err
-		}
-		n, sum, err := readPiece(body, b, w, check)
+		n, err := io.ReadFull(body, b)
 		if fromPeer {
 			a.metrics.swarm.WithLabelValues("all").Add(float64(n))
 		}
 		if err != nil {
-			if w != nil {
-				w.Abort()
-			}
 			putPieceBuf(buf)
 			return false, fmt.Errorf("piece %d: %w", i, err)
 		}
 		watchdog.Reset(idleReadTimeout)
-		if check && string(sum) != string(p.V1Hash().Value.Bytes()) {
-			// Written but never made present: the next writer of the
-			// piece overwrites it.
-			if w != nil {
-				w.Abort()
+		if check {
+			if sum := sha1.Sum(b); string(sum[:]) != string(p.V1Hash().Value.Bytes()) {
+				putPieceBuf(buf)
+				return true, fmt.Errorf("piece %d failed its SHA-1 check", i)
 			}
-			putPieceBuf(buf)
-			return true, fmt.Errorf("piece %d failed its SHA-1 check", i)
 		}
 		if fromPeer {
 			a.metrics.swarm.WithLabelValues("useful").Add(float64(n))
 		}
-		if w == nil {
-			// Present already, or another request is writing it.
-			putPieceBuf(buf)
-		} else if err := w.Commit(b, !fromPeer || check, func() { putPieceBuf(buf) }); err != nil {
+		if err := s.d.blob.WritePieceLent(i, b, !fromPeer || check, func() { putPieceBuf(buf) }); err != nil {
 			return false, err
 		}
 		if fromPeer {
@@ -605,40 +589,6 @@ func (s *swarmDownload) fetchRun(ctx context.Context, f sched.Fetch, target, aut
 		s.poke()
 	}
 	return false, nil
-}
-
-// pieceChunk is how much of a piece is read before it is written (and
-// SHA-1-hashed): small enough that the bytes are still in the CPU's cache
-// when they are copied to the page cache.
-const pieceChunk = 256 << 10
-
-// readPiece fills b from r in pieceChunk steps, writing each step to w
-// (if not nil) while it is hot, and returns the SHA-1 of b when check.
-func readPiece(r io.Reader, b []byte, w *partial.PieceWriter, check bool) (n int, sum []byte, err error) {
-	var h hash.Hash
-	if check {
-		h = sha1.New()
-	}
-	for n < len(b) {
-		k, err := io.ReadFull(r, b[n:min(n+pieceChunk, len(b))])
-		if err != nil {
-			return n + k, nil, err
-		}
-		chunk := b[n : n+k]
-		n += k
-		if h != nil {
-			h.Write(chunk)
-		}
-		if w != nil {
-			if _, err := w.Write(chunk); err != nil {
-				return n, nil, err
-			}
-		}
-	}
-	if h != nil {
-		sum = h.Sum(nil)
-	}
-	return n, sum, nil
 }
 
 func selfID(tc *torrent.Client) string {

@@ -45,7 +45,6 @@ type Blob struct {
 	pieceLen int64         // 0 until SetLayout
 	have     []bool        // pieces present
 	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
-	writing  []bool        // pieces reserved by a PieceWriter
 	nhave    int
 	prefix   int64 // [0, prefix) is present
 	hashed   int64 // [0, hashed) went into the sha256
@@ -166,7 +165,6 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 			b.size, b.pieceLen = size, pieceLen
 			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
 			b.checked = make([]bool, len(b.have))
-			b.writing = make([]bool, len(b.have))
 			b.markPrefixLocked()
 		}
 	})
@@ -343,143 +341,56 @@ func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) err
 		done()
 		return err
 	}
-	b.lend(int64(i)*b.pieceLen, data, done)
-	return nil
-}
-
-// lend hands the hasher the bytes just made present at off, if it will
-// reach them; otherwise gives them back at once.
-func (b *Blob) lend(off int64, data []byte, done func()) {
+	off := int64(i) * b.pieceLen
 	b.mu.Lock()
 	if off >= b.hashed && len(b.lent) < maxLent && !b.closed && b.err == nil {
 		b.lent = append(b.lent, lentBuf{off: off, data: data, done: done})
 		b.mu.Unlock()
 		b.ring()
-		return
+		return nil
 	}
 	b.mu.Unlock()
 	done()
-}
-
-func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err error) {
-	w, err := b.BeginPiece(i)
-	if err != nil || w == nil {
-		return false, err
-	}
-	defer w.Abort()
-	if int64(len(data)) != w.n {
-		return false, fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
-	}
-	if _, err := w.Write(data); err != nil {
-		return false, err
-	}
-	return w.commit(checked)
-}
-
-// PieceWriter writes one piece as its bytes arrive, so that they go to the
-// file while still in the CPU's cache: on a machine with little memory
-// bandwidth, copying a whole piece into the page cache after it left the
-// cache cost the receiving agent most of its CPU (measured 2026-11-30).
-// Bytes it writes are not present (not streamed, hashed or served) until
-// Commit; the piece is reserved meanwhile, so no other writer overwrites
-// it and no present piece is ever overwritten.
-type PieceWriter struct {
-	b       *Blob
-	i       int
-	off, n  int64 // the piece's offset and length
-	written int64
-	ended   bool
-}
-
-// BeginPiece reserves piece i for the caller. It returns nil (and no
-// error) when the piece is present or another writer holds it. The caller
-// must end the reservation with Commit or Abort.
-func (b *Blob) BeginPiece(i int) (*PieceWriter, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.err != nil {
-		return nil, b.err
-	}
-	if i < 0 || i >= len(b.have) {
-		return nil, fmt.Errorf("partial blob: piece %d out of range", i)
-	}
-	if b.have[i] || b.writing[i] {
-		return nil, nil
-	}
-	b.writing[i] = true
-	off := int64(i) * b.pieceLen
-	return &PieceWriter{b: b, i: i, off: off, n: min(b.pieceLen, b.size-off)}, nil
-}
-
-// Write appends p to the piece; more than the piece's length is an error.
-func (w *PieceWriter) Write(p []byte) (int, error) {
-	if w.ended {
-		return 0, fmt.Errorf("partial blob: piece %d written after its end", w.i)
-	}
-	if int64(len(p)) > w.n-w.written {
-		return 0, fmt.Errorf("partial blob: piece %d has only %d bytes", w.i, w.n)
-	}
-	n, err := w.b.f.WriteAt(p, w.off+w.written)
-	w.written += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("write piece %d: %w", w.i, err)
-	}
-	return n, nil
-}
-
-// Commit makes the fully written piece present (see WritePiece for
-// checked). data must be the piece's bytes as written; the hasher takes
-// them from it instead of reading them back, and calls done when it no
-// longer needs data (at once if it cannot use it or on error).
-func (w *PieceWriter) Commit(data []byte, checked bool, done func()) error {
-	if int64(len(data)) != w.n || w.written != w.n {
-		w.Abort()
-		done()
-		return fmt.Errorf("partial blob: piece %d committed with %d of %d bytes written", w.i, w.written, w.n)
-	}
-	wrote, err := w.commit(checked)
-	if err != nil || !wrote {
-		done()
-		return err
-	}
-	w.b.lend(w.off, data, done)
 	return nil
 }
 
-func (w *PieceWriter) commit(checked bool) (wrote bool, err error) {
-	if w.ended {
-		return false, fmt.Errorf("partial blob: piece %d ended twice", w.i)
+func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err error) {
+	b.mu.Lock()
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return false, err
 	}
-	w.ended = true
-	b := w.b
+	if i < 0 || i >= len(b.have) {
+		b.mu.Unlock()
+		return false, fmt.Errorf("partial blob: piece %d out of range", i)
+	}
+	off := int64(i) * b.pieceLen
+	if int64(len(data)) != min(b.pieceLen, b.size-off) {
+		b.mu.Unlock()
+		return false, fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
+	}
+	if b.have[i] {
+		b.mu.Unlock()
+		return false, nil
+	}
+	b.mu.Unlock()
+	// Two writers of the same piece write the same checked bytes; the
+	// first to finish marks it.
+	if _, err := b.f.WriteAt(data, off); err != nil {
+		return false, fmt.Errorf("write piece %d: %w", i, err)
+	}
 	b.update(func() {
-		b.writing[w.i] = false
-		if b.err != nil {
-			err = b.err
-			return
-		}
-		if !b.have[w.i] {
-			b.have[w.i] = true
+		if !b.have[i] {
+			b.have[i] = true
 			b.nhave++
 			b.markPrefixLocked()
 			wrote = true
 		}
-		b.checked[w.i] = b.checked[w.i] || checked
+		b.checked[i] = b.checked[i] || checked
 	})
 	b.ring()
-	return wrote, err
-}
-
-// Abort gives up the reservation (a no-op after Commit): the piece stays
-// missing, whatever part of it was written.
-func (w *PieceWriter) Abort() {
-	if w.ended {
-		return
-	}
-	w.ended = true
-	w.b.mu.Lock()
-	w.b.writing[w.i] = false
-	w.b.mu.Unlock()
+	return wrote, nil
 }
 
 // markPrefixLocked moves the prefix over present pieces.
