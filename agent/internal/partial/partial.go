@@ -45,6 +45,7 @@ type Blob struct {
 	pieceLen int64         // 0 until SetLayout
 	have     []bool        // pieces present
 	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
+	writing  []bool        // pieces one writer is writing now
 	nhave    int
 	prefix   int64 // [0, prefix) is present
 	hashed   int64 // [0, hashed) went into the sha256
@@ -165,6 +166,7 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 			b.size, b.pieceLen = size, pieceLen
 			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
 			b.checked = make([]bool, len(b.have))
+			b.writing = make([]bool, len(b.have))
 			b.markPrefixLocked()
 		}
 	})
@@ -370,17 +372,24 @@ func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err err
 		b.mu.Unlock()
 		return false, fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
 	}
-	if b.have[i] {
+	// One writer at a time, and never over a present piece: its bytes
+	// may be unchecked (guarded by the sha256 alone), and the hasher may
+	// hash a lent buffer instead of the file, so a second writer's bytes
+	// landing after the first's would seal a blob whose file differs.
+	if b.have[i] || b.writing[i] {
 		b.mu.Unlock()
 		return false, nil
 	}
+	b.writing[i] = true
 	b.mu.Unlock()
-	// Two writers of the same piece write the same checked bytes; the
-	// first to finish marks it.
 	if _, err := b.f.WriteAt(data, off); err != nil {
+		b.mu.Lock()
+		b.writing[i] = false
+		b.mu.Unlock()
 		return false, fmt.Errorf("write piece %d: %w", i, err)
 	}
 	b.update(func() {
+		b.writing[i] = false
 		if !b.have[i] {
 			b.have[i] = true
 			b.nhave++

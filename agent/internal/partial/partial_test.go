@@ -238,3 +238,46 @@ func TestEnsureChecked(t *testing.T) {
 		t.Fatal("a piece that failed its check did not fail the blob")
 	}
 }
+
+// Writers of the same piece race: a later one must never overwrite a piece
+// another made present (and lent to the hasher), or the blob seals while
+// its file holds other bytes.
+func TestRacingWritersNeverOverwrite(t *testing.T) {
+	const pl = 64 << 10
+	data, want := blobOf(t, 2*pl)
+	bad := bytes.Repeat([]byte{0xee}, pl)
+	dir := t.TempDir()
+	for round := range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b, err := Create(ctx, filepath.Join(dir, "p"), want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetLayout(int64(len(data)), pl)
+		b.WritePiece(1, data[pl:], true)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for k := range 4 {
+			wg.Go(func() {
+				<-start
+				p := data[:pl]
+				if k%2 == 1 {
+					p = bad
+				}
+				b.WritePieceLent(0, slices.Clone(p), false, func() {})
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := b.Wait(ctx); err == nil {
+			f, _ := b.OpenRead()
+			got, _ := io.ReadAll(f)
+			f.Close()
+			if !bytes.Equal(got, data) {
+				t.Fatalf("round %d: the blob sealed while its file holds other bytes", round)
+			}
+		}
+		b.Close()
+		cancel()
+	}
+}
