@@ -133,11 +133,10 @@ func TestContainerdPull(t *testing.T) {
 			t.Errorf("blob %s missing from containerd content store", b)
 		}
 	}
-	// Every blob went through the agent (and is now in its cache).
+	// Every blob went through the agent (and is in its cache once its
+	// commit, which follows the last byte to containerd, has landed).
 	for _, b := range blobs {
-		if _, ok := ag.cache.Lookup(strings.TrimPrefix(b, "sha256:")); !ok {
-			t.Errorf("blob %s did not go through the agent", b)
-		}
+		waitCached(t, ag.Agent, strings.TrimPrefix(b, "sha256:"))
 	}
 	if v := metric(t, ag.mirror, "shoal_agent_blob_downloads_total"); v != float64(len(blobs)) {
 		t.Errorf("agent downloads = %v, want %d", v, len(blobs))
