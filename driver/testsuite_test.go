@@ -2,6 +2,9 @@ package driver
 
 import (
 	"flag"
+	"reflect"
+	"sort"
+	"strings"
 	"testing"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -18,6 +21,14 @@ import (
 func TestSuiteOverInMemory(t *testing.T) {
 	runSuite(t, func() (storagedriver.StorageDriver, error) {
 		return New(inmemory.New(), Options{PieceLength: testPieceLength}), nil
+	}, map[string]string{
+		// Upstream's inmemory driver fails this case by itself in about
+		// 1 run of 12 (26 of 300 runs over a bare inmemory.New()): its
+		// mfs find() descends into a child named like the path's last
+		// component, so deleting /a/a when /a/a/x exists answers "not
+		// found" whenever the suite's random dirname is one segment. The
+		// filesystem run below covers the case over the middleware.
+		"TestDeleteOnlyDeletesSubpaths": "upstream inmemory bug with a one-segment dirname (mfs find)",
 	})
 }
 
@@ -29,7 +40,7 @@ func TestSuiteOverFilesystem(t *testing.T) {
 			return nil, err
 		}
 		return New(fs, Options{PieceLength: testPieceLength}), nil
-	})
+	}, nil)
 }
 
 // runSuite runs the suite in its short mode: the full mode writes a 5 GiB
@@ -37,12 +48,33 @@ func TestSuiteOverFilesystem(t *testing.T) {
 // `make test` on a shared machine cannot afford and which exercise the
 // wrapped driver rather than the middleware (it passes those paths through).
 // Short mode keeps every case but that one, with smaller sizes.
-func runSuite(t *testing.T, c testsuites.DriverConstructor) {
+// runSuite runs the suite in short mode, without the cases in skip (name:
+// why), which are logged.
+func runSuite(t *testing.T, c testsuites.DriverConstructor, skip map[string]string) {
 	if !testing.Short() {
 		if err := flag.Set("test.short", "true"); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = flag.Set("test.short", "false") })
+	}
+	if len(skip) > 0 {
+		// testify selects cases by a regexp of method names; RE2 has no
+		// negation, so list every other case of the suite.
+		var run []string
+		typ := reflect.TypeOf(&testsuites.DriverSuite{})
+		for i := 0; i < typ.NumMethod(); i++ {
+			if n := typ.Method(i).Name; strings.HasPrefix(n, "Test") && skip[n] == "" {
+				run = append(run, n)
+			}
+		}
+		sort.Strings(run)
+		if err := flag.Set("testify.m", "^("+strings.Join(run, "|")+")$"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = flag.Set("testify.m", "") })
+		for n, why := range skip {
+			t.Logf("not run: %s: %s", n, why)
+		}
 	}
 	testsuites.Driver(t, c, false)
 }
