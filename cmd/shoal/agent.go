@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
@@ -34,25 +33,15 @@ func runAgent(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	a, l, err := newAgent(cfg, agent.Deps{Log: cfg.Log.NewLogger("agent"), ProcessMetrics: metrics.NewProcessRegistry()})
+	a, err := agent.New(cfg, agent.Deps{Log: cfg.Log.NewLogger("agent"), ProcessMetrics: metrics.NewProcessRegistry()})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	l, err := listen("agent mirror", a, cfg.Mirror.Addr)
 	if err != nil {
 		return err
 	}
 	return a.Serve(ctx, l)
-}
-
-// newAgent builds the agent and opens its main listener, the mirror.
-func newAgent(cfg agent.Config, deps agent.Deps) (*agent.Agent, net.Listener, error) {
-	a, err := agent.New(cfg, deps)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
-	}
-	l, err := net.Listen("tcp", cfg.Mirror.Addr)
-	if err != nil {
-		a.Close()
-		return nil, nil, fmt.Errorf("agent: mirror listen %s: %w", cfg.Mirror.Addr, err)
-	}
-	return a, l, nil
 }
 
 // startRunAgent adds the all-in-one agent to `shoal run`: mirror on
@@ -65,7 +54,11 @@ func startRunAgent(ctx context.Context, g *errgroup.Group, dataDir string, share
 	cfg.Log = shared.Log
 	// Register with the embedded preheat service (startRunPreheat's address).
 	cfg.Preheat.URL = "http://" + config.PreheatAddr
-	a, l, err := newAgent(cfg, agent.Deps{Log: shared.Log.NewLogger("agent"), ProcessMetrics: shared.Metrics})
+	a, err := agent.New(cfg, agent.Deps{Log: shared.Log.NewLogger("agent"), ProcessMetrics: shared.Metrics})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	l, err := listen("agent mirror", a, cfg.Mirror.Addr)
 	if err != nil {
 		return err
 	}

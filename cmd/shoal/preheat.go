@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -77,10 +76,9 @@ func preheatServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", cfg.Addr)
+	l, err := listen("preheat", svc, cfg.Addr)
 	if err != nil {
-		_ = svc.Close()
-		return fmt.Errorf("preheat: listen %s: %w", cfg.Addr, err)
+		return err
 	}
 	return svc.Serve(ctx, l)
 }
@@ -345,10 +343,9 @@ func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared, t
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)
 	}
-	l, err := net.Listen("tcp", cfg.Addr)
+	l, err := listen("preheat", svc, cfg.Addr)
 	if err != nil {
-		_ = svc.Close()
-		return fmt.Errorf("preheat: listen %s: %w", cfg.Addr, err)
+		return err
 	}
 	how := "open to loopback clients (no --preheat-token)"
 	if len(tokens) > 0 {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net"
 
 	"golang.org/x/sync/errgroup"
 
@@ -26,10 +24,9 @@ func startRunRegistry(ctx context.Context, g *errgroup.Group, dataDir string, sh
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", cfg.HTTP.Addr)
+	l, err := listen("registry", s, cfg.HTTP.Addr)
 	if err != nil {
-		s.Close()
-		return fmt.Errorf("registry: listen %s: %w", cfg.HTTP.Addr, err)
+		return err
 	}
 	g.Go(func() error { return s.Serve(ctx, l) })
 	return nil

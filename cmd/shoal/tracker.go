@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 
 	"golang.org/x/sync/errgroup"
@@ -38,10 +37,14 @@ func runTracker(ctx context.Context, args []string) error {
 	if *addr != "" {
 		cfg.Addr = *addr
 	}
-	s, l, err := listenTracker(ctx, cfg, tracker.Deps{
+	s, err := tracker.New(cfg, tracker.Deps{
 		Log:            cfg.Log.NewLogger("tracker"),
 		ProcessMetrics: metrics.NewProcessRegistry(),
 	})
+	if err != nil {
+		return err
+	}
+	l, err := listen("tracker", s, cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -62,28 +65,17 @@ func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) e
 	cfg.Secrets = []string{shared.TrackerSecret}
 	cfg.APITokens = []string{shared.TrackerAPIToken}
 	cfg.Log = shared.Log
-	s, l, err := listenTracker(ctx, cfg, tracker.Deps{
+	s, err := tracker.New(cfg, tracker.Deps{
 		Log:            shared.Log.NewLogger("tracker"),
 		ProcessMetrics: shared.Metrics,
 	})
 	if err != nil {
 		return err
 	}
+	l, err := listen("tracker", s, cfg.Addr)
+	if err != nil {
+		return err
+	}
 	g.Go(func() error { return s.Serve(ctx, l) })
 	return nil
-}
-
-// listenTracker builds a tracker and its listener on cfg.Addr; a tracker
-// whose address cannot be bound is closed again.
-func listenTracker(ctx context.Context, cfg tracker.Config, deps tracker.Deps) (*tracker.Server, net.Listener, error) {
-	s, err := tracker.New(cfg, deps)
-	if err != nil {
-		return nil, nil, err
-	}
-	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr)
-	if err != nil {
-		s.Close()
-		return nil, nil, fmt.Errorf("tracker: listen %s: %w", cfg.Addr, err)
-	}
-	return s, l, nil
 }

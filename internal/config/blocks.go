@@ -132,19 +132,21 @@ func (r Redis) Validate() error {
 // NewClient builds the client the block describes: bounded timeouts and
 // few retries everywhere, credentials read through internal/secret.
 func (r Redis) NewClient() (redis.UniversalClient, error) {
-	creds := map[string]*string{}
-	user, pass, suser, spass := r.Username, r.Password, r.SentinelUsername, r.SentinelPassword
-	creds["redis.username"], creds["redis.password"] = &user, &pass
-	creds["redis.sentinelUsername"], creds["redis.sentinelPassword"] = &suser, &spass
-	for name, v := range creds {
-		if *v == "" {
-			continue
-		}
-		s, err := secret.Read(name, *v)
-		if err != nil {
-			return nil, err
-		}
-		*v = s
+	user, err := readCredential("redis.username", r.Username)
+	if err != nil {
+		return nil, err
+	}
+	pass, err := readCredential("redis.password", r.Password)
+	if err != nil {
+		return nil, err
+	}
+	suser, err := readCredential("redis.sentinelUsername", r.SentinelUsername)
+	if err != nil {
+		return nil, err
+	}
+	spass, err := readCredential("redis.sentinelPassword", r.SentinelPassword)
+	if err != nil {
+		return nil, err
 	}
 	return redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 r.Addrs,
@@ -164,4 +166,12 @@ func (r Redis) NewClient() (redis.UniversalClient, error) {
 		DialerRetryTimeout:    10 * time.Millisecond,
 		ContextTimeoutEnabled: true,
 	}), nil
+}
+
+// readCredential resolves an optional credential (empty stays empty).
+func readCredential(name, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	return secret.Read(name, v)
 }
