@@ -973,3 +973,48 @@ func getText(t *testing.T, u string) string {
 	}
 	return string(b)
 }
+
+// Harbor's Sentinel form of the redis block (installer template: Sentinels
+// comma-separated in addr, the master's name in sentinelMasterSet) against
+// a real Sentinel: the registry starts, logs the mapping and its layerinfo
+// cache lands on the master Sentinel names.
+func TestHarborRedisSentinel(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server not installed; `make test` installs it")
+	}
+	dir := t.TempDir()
+	master, pass := testenv.FreeAddr(t), secret.Generate()
+	mhost, mport, _ := net.SplitHostPort(master)
+	mp := testenv.Start(t, "redis master", "redis-server", []string{"--port", mport, "--bind", mhost, "--save", "", "--appendonly", "no", "--requirepass", pass})
+	testenv.WaitTCP(t, mp, master, 10*time.Second)
+	sentinel := testenv.FreeAddr(t)
+	_, sport, _ := net.SplitHostPort(sentinel)
+	sconf := writeTestFile(t, dir, "sentinel.conf", fmt.Sprintf("port %s\nbind 127.0.0.1\nsentinel monitor mymaster %s %s 1\nsentinel auth-pass mymaster %s\n", sport, mhost, mport, pass))
+	sp := testenv.Start(t, "redis sentinel", "redis-server", []string{sconf, "--sentinel"})
+	testenv.WaitTCP(t, sp, sentinel, 10*time.Second)
+
+	regAddr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	_, metricsPort, _ := net.SplitHostPort(metricsAddr)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	htpasswd := writeTestFile(t, dir, "passwd", harborRegUser+":"+string(hash)+"\n")
+	cfg := fmt.Sprintf(harborInstallerConfig, filepath.Join(dir, "storage"), "SENTINELS", pass, regAddr, metricsPort, htpasswd)
+	// A second, unreachable Sentinel: Harbor lists them all.
+	cfg = strings.Replace(cfg, "  addr: SENTINELS\n", "  # sentinel hosts with comma\n  addr: "+sentinel+","+testenv.FreeAddr(t)+"\n  sentinelMasterSet: mymaster\n", 1)
+	cfgPath := writeTestFile(t, dir, "config.yml", cfg+"middleware:\n  storage:\n    - name: p2p\n      options: {seeder: {disabled: true}, secrets: [env:SHOAL_REGISTRY_SECRET]}\n")
+	reg := testenv.Start(t, "shoal registry", testenv.ShoalBinary(t), []string{"registry", cfgPath}, "SHOAL_REGISTRY_SECRET="+secret.Generate())
+	testenv.WaitTCP(t, reg, regAddr, 60*time.Second)
+	for _, want := range []string{"read as redis.addrs: [" + sentinel, "redis.sentinelMasterSet: mymaster (Harbor's v2 registry) read as redis.mastername: mymaster"} {
+		if !strings.Contains(reg.Output(), want) {
+			t.Errorf("registry log lacks %q", want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+regAddr+"/v2/library/s/blobs/uploads/", nil)
+	req.SetBasicAuth(harborRegUser, "pw")
+	data := []byte("layer through a sentinel-managed cache")
+	uploadAs(t, "http://"+regAddr, "library/s", data, req.Header)
+	rc := goredis.NewClient(&goredis.Options{Addr: master, Password: pass, DB: 1})
+	defer rc.Close()
+	if n, err := rc.DBSize(context.Background()).Result(); err != nil || n == 0 {
+		t.Errorf("master db 1: %d keys, %v; want the layerinfo cache there", n, err)
+	}
+}
