@@ -230,4 +230,8 @@ func withoutKey(m *yaml.Node, key string) *yaml.Node {
 	return c
 }
 
-func scalar(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
+// scalar is a string node, quoted: distribution's YAML 1.1 parser would
+// read some plain host:port forms as numbers (sexagesimal).
+func scalar(s string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s, Style: yaml.DoubleQuotedStyle}
+}

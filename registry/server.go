@@ -356,7 +356,7 @@ func (s *Server) router(next http.Handler) http.Handler {
 	notFound, notAllowed := httpx.NotFound(), httpx.MethodNotAllowed()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path == "/" || strings.HasPrefix(req.URL.Path, "/v2/") {
-			// /v2/ answers OCI errors, whoever serves the path.
+			// A miss under /v2/ is distribution's, as any unknown /v2/ path.
 			next.ServeHTTP(w, req)
 			return
 		}
