@@ -241,7 +241,7 @@ func (a *Agent) startTorrentClient() error {
 	// node's log stays readable.
 	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// Nodes fetch the registry's share of a blob over HTTP Range requests
-	// (internal/sched): a connection to the registry's seeder would
+	// (agent/sched): a connection to the registry's seeder would
 	// compete with the nodes for every piece.
 	tcfg.Callbacks.PeerConnAdded = append(tcfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
 		if peerid.IsOrigin(pc.PeerID) {

@@ -22,7 +22,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/sirupsen/logrus"
 
-	"github.com/shoalproject/shoal/agent/internal/sched"
+	"github.com/shoalproject/shoal/agent/sched"
 	"github.com/shoalproject/shoal/internal/peerid"
 )
 
