@@ -3,34 +3,29 @@ package agent
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
-	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/agent/internal/peer"
+	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
-	"github.com/shoalproject/shoal/internal/peerid"
-	"github.com/shoalproject/shoal/internal/peerwire"
 )
 
 // Agent is one node daemon: mirror API, control API, cache and swarm client.
@@ -56,37 +51,16 @@ type Agent struct {
 	plain      *http.Client
 	noRedirect *http.Client
 
-	tc *torrent.Client // nil when P2P is disabled
-	// wire is tc's only listener and dialer: mutual TLS with cluster
-	// certificates (internal/peerwire).
-	wire       *peerwire.Wire
-	httpRate   *rate.Limiter // downloads; nil = unlimited
-	uploadRate *rate.Limiter // the data path's uploads; nil = unlimited
-	// peerClient talks to other nodes' data listeners.
-	peerClient *http.Client
-	// dataL is the data path's listener (nil without P2P); its port is
-	// told to every node this one connects to.
-	dataL net.Listener
-	// swarms are the blobs downloading through the swarm now, by
-	// infohash, for the extension messages other nodes send.
-	swarms sync.Map // metainfo.Hash → *swarmDownload
-	// stores are the open blob files of the torrents, by infohash, for
-	// the data server.
-	stores sync.Map // metainfo.Hash → *fileTorrent
-	// peerPorts are the data ports other nodes told us, per connection
-	// (every connection greets), forgotten when it closes: a peer making
-	// connections under fresh IDs must not grow the map.
-	peerPorts sync.Map // *torrent.PeerConn → int
-	// received counts piece bytes arriving from anywhere, for the stall
-	// watch: progress of any blob means the node is not stalled.
-	received atomic.Int64
+	// p2p is the BitTorrent client and the data path (nil when P2P is
+	// disabled): built by New, listening from Serve.
+	p2p *peer.Client
+	// readers are the open blob files of the torrents, by infohash, for
+	// the data path.
+	readers  *store.Readers
+	httpRate *rate.Limiter // downloads; nil = unlimited
 	// strict holds the blobs (sha256 hex) that failed their digest after
 	// unchecked pieces from nodes: their next downloads check every piece.
 	strict sync.Map
-	// uploadSlots bounds the data path's concurrent uploads.
-	uploadSlots chan struct{}
-	// servedBytes counts piece bytes sent to nodes over the data path.
-	servedBytes atomic.Int64
 
 	mu         sync.Mutex
 	flights    map[flightKey]*flight
@@ -125,10 +99,9 @@ type Deps struct {
 	ProcessMetrics prometheus.Gatherer
 }
 
-// New builds an agent from cfg (validated here). It opens the cache, loads
-// or creates the node key and, with P2P on, starts the BitTorrent client
-// and its data listener; the mirror, control and metrics listeners come
-// with Serve.
+// New builds an agent from cfg (validated here). It opens the cache and
+// loads or creates the node key; it listens on nothing: every listener,
+// the BitTorrent client's and the data path's included, comes with Serve.
 func New(cfg Config, deps Deps) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -175,7 +148,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		flights:      map[flightKey]*flight{},
 		seeds:        map[string]*seed{},
 		authCache:    map[string]accessOK{},
-		uploadSlots:  make(chan struct{}, cfg.P2P.UploadSlots),
+		readers:      &store.Readers{},
 		ctx:          ctx,
 		cancel:       cancel,
 	}
@@ -191,179 +164,30 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.P2P.DownloadBytesPerSec > 0 {
 		a.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
 	}
-	if cfg.P2P.UploadBytesPerSec > 0 {
-		a.uploadRate = rate.NewLimiter(rate.Limit(cfg.P2P.UploadBytesPerSec), 1<<20)
-	}
-	ptr := tr.Clone()
-	// Nodes' data listeners are on the LAN: never through a proxy, and
-	// idle connections to many nodes are cheap to keep.
-	ptr.Proxy = nil
-	ptr.MaxIdleConnsPerHost = 8
-	ptr.DisableCompression = true
-	// Data listeners serve members only (dataserver.go): present this
-	// node's certificate and accept any member's. HTTP/1.1: one bulk
-	// range per connection, no multiplexing to pay for.
-	ptr.TLSClientConfig = authority.ClientTLS(identity, nil)
-	ptr.ForceAttemptHTTP2 = false
-	ptr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	a.peerClient = &http.Client{Transport: ptr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if cfg.P2P.Enabled {
-		if err := a.startTorrentClient(); err != nil {
-			cancel()
-			return nil, err
-		}
-		go a.reseed(ctx)
+		a.p2p = peer.New(peer.Config{
+			Listen: cfg.P2P.Listen, AdvertiseIP: cfg.P2P.AdvertiseIP, DataListen: cfg.P2P.DataListen,
+			UploadSlots: cfg.P2P.UploadSlots, UploadBytesPerSec: cfg.P2P.UploadBytesPerSec,
+			DownloadBytesPerSec: cfg.P2P.DownloadBytesPerSec, Authority: authority, Identity: identity,
+			Readers: a.readers, Transport: tr, Log: log,
+		})
 	}
 	return a, nil
 }
 
-func (a *Agent) startTorrentClient() error {
-	// No socket of the client's own (uTP also because go-utp is a stub in
-	// this build): the peer wire is peerwire's mutual TLS, members only.
-	tcfg, wireNet := peerwire.ClientConfig(a.cfg.P2P.Listen, net.ParseIP(a.cfg.P2P.AdvertiseIP))
-	tcfg.PeerID = peerid.New(peerid.NodePrefix)
-	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
-	tcfg.DefaultStorage = noDefaultStorage{}
-	tcfg.MaxUnverifiedBytes = 512 << 20
-	tcfg.PieceHashersPerTorrent = 2
-	tcfg.EstablishedConnsPerTorrent = 100
-	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
-	// A request moved to another peer before its holder could answer is
-	// sent twice; on shaped links the holder needs a while.
-	tcfg.StealRequestGrace = 500 * time.Millisecond
-	if n := a.cfg.P2P.UploadBytesPerSec; n > 0 {
-		tcfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(n), 0) // burst defaulted by the client
-	}
-	if n := a.cfg.P2P.DownloadBytesPerSec; n > 0 {
-		tcfg.DownloadRateLimiter = rate.NewLimiter(rate.Limit(n), 0)
-	}
-	// The torrent library logs through slog; keep only warnings so a busy
-	// node's log stays readable.
-	tcfg.Slogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	// Nodes fetch the registry's share of a blob over HTTP Range requests
-	// (agent/sched): a connection to the registry's seeder would
-	// compete with the nodes for every piece.
-	tcfg.Callbacks.PeerConnAdded = append(tcfg.Callbacks.PeerConnAdded, func(pc *torrent.PeerConn) {
-		if peerid.IsOrigin(pc.PeerID) {
-			if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
-				sd := s.(*swarmDownload)
-				sd.mu.Lock()
-				sd.originSeen = true
-				sd.mu.Unlock()
-				sd.poke()
-			}
-			go pc.Close()
-			return
-		}
-		pc.LocalLtepProtocolMap.AddUserProtocol(shoalExtension)
-		// A node turned up: shares change.
-		if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
-			s.(*swarmDownload).poke()
-		}
-	})
-	tcfg.Callbacks.PeerClosed = append(tcfg.Callbacks.PeerClosed, func(p *torrent.Peer) {
-		if pc, ok := p.TryAsPeerConn(); ok {
-			a.peerPorts.Delete(pc)
-		}
-	})
-	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
-		// The handshake is being handled under the connection's lock:
-		// greet once it is done.
-		go a.greet(pc)
-	}
-	tcfg.Callbacks.PeerConnReadExtensionMessage = append(tcfg.Callbacks.PeerConnReadExtensionMessage, func(ev torrent.PeerConnReadExtensionMessageEvent) {
-		name, _, err := ev.PeerConn.LocalLtepProtocolMap.LookupId(ev.ExtensionNumber)
-		if err != nil || name != shoalExtension {
-			return
-		}
-		op, pieces, port, err := decodeExtension(ev.Payload)
-		if err != nil {
-			a.log.WithError(err).WithField("peer", ev.PeerConn.RemoteAddr).Debug("ignoring extension message")
-			return
-		}
-		if op == opData || op == opDataAsk {
-			a.peerPorts.Store(ev.PeerConn, port)
-			if op == opDataAsk {
-				go a.tellDataPort(ev.PeerConn, opData)
-			}
-		} else if s, ok := a.swarms.Load(ev.PeerConn.Torrent().InfoHash()); ok {
-			s.(*swarmDownload).receivedClaims(ev.PeerConn.PeerID, op, pieces)
-			return
-		}
-		if s, ok := a.swarms.Load(ev.PeerConn.Torrent().InfoHash()); ok {
-			s.(*swarmDownload).poke()
-		}
-	})
-	dataAddr := a.cfg.P2P.DataListen
-	if dataAddr == "" {
-		host, _, _ := net.SplitHostPort(a.cfg.P2P.Listen)
-		dataAddr = net.JoinHostPort(host, "0")
-	}
-	dl, err := net.Listen("tcp", dataAddr)
-	if err != nil {
-		return fmt.Errorf("agent data listen %s: %w", dataAddr, err)
-	}
-	// Members only, like the peer wire: a request without a certificate
-	// of this cluster ends in the TLS handshake.
-	dtls := a.authority.ServerTLS(a.identity)
-	// Bulk transfers: full-size records from the first byte.
-	dtls.DynamicRecordSizingDisabled = true
-	dl = tls.NewListener(dl, dtls)
-	tc, err := torrent.NewClient(tcfg)
-	if err != nil {
-		dl.Close()
-		return fmt.Errorf("start bittorrent client: %w", err)
-	}
-	wire, err := peerwire.Attach(tc, wireNet, a.cfg.P2P.Listen, a.authority, a.identity)
-	if err != nil {
-		tc.Close()
-		dl.Close()
-		return fmt.Errorf("agent: %w", err)
-	}
-	a.tc, a.wire, a.dataL = tc, wire, dl
-	a.log.WithFields(logrus.Fields{"peer": wire.Addr().String(), "data": dl.Addr().String()}).Info("bittorrent client listening (cluster TLS)")
-	return nil
-}
-
-// greet tells a node that has just connected where this one serves pieces,
-// and replays this node's claims on the blob.
-func (a *Agent) greet(pc *torrent.PeerConn) {
-	a.tellDataPort(pc, opData)
-	if s, ok := a.swarms.Load(pc.Torrent().InfoHash()); ok {
-		s.(*swarmDownload).greet(pc)
-	}
-}
-
-// tellDataPort sends this node's data port to a connected node. A node
-// that still does not hear it asks again (opDataAsk) when it wants our
-// pieces.
-func (a *Agent) tellDataPort(pc *torrent.PeerConn, op byte) {
-	sendExtension(pc, encodeDataPort(op, a.dataL.Addr().(*net.TCPAddr).Port))
-}
-
-// sendExtension sends a shoalExtension message, retrying for up to a
-// second while the peer's extension IDs are not recorded yet.
-func sendExtension(pc *torrent.PeerConn, msg []byte) {
-	for range 50 {
-		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // PeerPort is the BitTorrent listen port (0 without P2P).
 func (a *Agent) PeerPort() int {
-	if a.tc == nil {
+	if a.p2p == nil {
 		return 0
 	}
-	return a.tc.LocalPort()
+	return a.p2p.Port()
 }
 
 // Serve serves the mirror on l, the agent's main listener, and opens the
-// secondary listeners its config names (control, metrics, debug; the data
-// listener was opened by New), until ctx ends or one of them fails. It
-// closes the agent on return.
+// secondary listeners its config names (control, metrics, debug, and with
+// P2P the BitTorrent and data listeners, after which it resumes seeding
+// the cached blobs), until ctx ends or one of them fails. It closes the
+// agent on return.
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	defer a.Close()
 	type listener struct {
@@ -393,10 +217,20 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		}
 		ls = append(ls, listener{"metrics", httpx.NewServer(a.metricsListenerHandler(), a.log.WithField("listener", "metrics")), ml})
 	}
-	if a.dataL != nil {
-		ls = append(ls, listener{"data", a.dataServer(), a.dataL})
-	}
 	g, gctx := errgroup.WithContext(ctx)
+	if a.p2p != nil {
+		if err := a.p2p.Start(); err != nil {
+			closeAll()
+			return err
+		}
+		g.Go(func() error {
+			if err := a.p2p.ServeData(gctx); err != nil {
+				return fmt.Errorf("agent data server: %w", err)
+			}
+			return errServerDone
+		})
+		go a.reseed(a.ctx)
+	}
 	a.serveDebug(gctx)
 	for _, x := range ls {
 		g.Go(func() error {
@@ -427,10 +261,8 @@ var errServerDone = errors.New("server done")
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
 		a.cancel()
-		if a.tc != nil {
-			a.tc.Close()
-			a.wire.Close()
-			a.dataL.Close()
+		if a.p2p != nil {
+			a.p2p.Close()
 		}
 	})
 	return nil
@@ -584,17 +416,16 @@ func (a *Agent) keepSeeding(hexd string, t *torrent.Torrent, d time.Duration) {
 }
 
 func (a *Agent) activeTorrents() int {
-	if a.tc == nil {
+	if a.p2p == nil {
 		return 0
 	}
-	return len(a.tc.Torrents())
+	return a.p2p.ActiveTorrents()
 }
 
-// uploadedBytes only grows: the client's counter and servedBytes both do.
+// uploadedBytes only grows.
 func (a *Agent) uploadedBytes() int64 {
-	if a.tc == nil {
+	if a.p2p == nil {
 		return 0
 	}
-	st := a.tc.Stats()
-	return st.BytesWrittenData.Int64() + int64(a.servedBytes.Load())
+	return a.p2p.UploadedBytes()
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/internal/partial"
+	"github.com/shoalproject/shoal/agent/internal/store"
 )
 
 // fetchReq is one blob download: where from and with whose credentials. The
@@ -284,7 +285,7 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var plain *http.Response
 	var err error
 	reason := "p2p_disabled"
-	if a.tc != nil {
+	if a.p2p != nil {
 		for {
 			c := d.f.credential()
 			mi, plain, d.dataURL, err = a.askTorrent(ctx, d.req.base, c, d.req.hex)
@@ -390,7 +391,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	if err != nil {
 		return "bad_torrent", nil
 	}
-	if _, busy := a.swarms.Load(spec.InfoHash); busy {
+	if a.p2p.Busy(spec.InfoHash) {
 		// The same torrent downloading for another upstream's flight: one
 		// swarm per torrent, so this one takes HTTP.
 		return "torrent_busy", nil
@@ -399,8 +400,8 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	// once; the engine fetches the registry's share itself.
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{a: a, path: d.blob.Path(), has: d.blob.Has}
-	t, _, err := a.tc.AddTorrentSpec(spec)
+	spec.Storage = store.Storage{Readers: a.readers, Path: d.blob.Path(), Has: d.blob.Has}
+	t, err := a.p2p.Add(spec)
 	if err != nil {
 		log.WithError(err).Warn("add torrent; using HTTP")
 		return "torrent_add_failed", nil
@@ -416,20 +417,17 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	// them over the data path.
 	t.DownloadAll()
 	t.DisallowDataDownload()
-	s := a.newSwarmDownload(d, t, &info)
-	a.swarms.Store(t.InfoHash(), s)
-	defer a.swarms.Delete(t.InfoHash())
-	reason, err := s.run(ctx)
+	res, err := d.runSwarm(ctx, t, &info, log)
 	if err != nil {
 		return "", err
 	}
-	if reason == "" {
+	if res.Reason == "" {
 		keep = true
 		d.torrent = t
 		return "", nil
 	}
-	log.WithFields(logrus.Fields{"reason": reason, "have": d.blob.Prefix()}).Info("swarm download gave up; resuming over HTTP")
-	return reason, nil
+	log.WithFields(logrus.Fields{"reason": res.Reason, "have": d.blob.Prefix()}).Info("swarm download gave up; resuming over HTTP")
+	return res.Reason, nil
 }
 
 // askTorrent asks the upstream for the blob's torrent. A Shoal registry
@@ -776,7 +774,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	f.mu.Lock()
 	f.handle, f.source, f.fromPeers, f.fromRegistry = h, src, peers, reg
 	f.mu.Unlock()
-	if a.tc != nil && mi != nil {
+	if a.p2p != nil && mi != nil {
 		if err := saveMetainfo(a.cache.torrentPath(d.req.hex), mi); err != nil {
 			a.log.WithError(err).Warn("cannot keep torrent metadata; blob will not be seeded after a restart")
 		}
@@ -832,9 +830,8 @@ func (a *Agent) seedCached(hexd string, mi *metainfo.MetaInfo) (*torrent.Torrent
 	}
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{a: a, path: a.cache.blobPath(hexd), has: func(int) bool { return true }}
-	t, _, err := a.tc.AddTorrentSpec(spec)
-	return t, err
+	spec.Storage = store.Storage{Readers: a.readers, Path: a.cache.blobPath(hexd), Has: func(int) bool { return true }}
+	return a.p2p.Add(spec)
 }
 
 // reseed resumes seeding, after a restart, the cached blobs still inside

@@ -74,16 +74,11 @@ func (a *Agent) checkCache(context.Context) error {
 
 // checkP2P reports a BitTorrent client that has stopped: the node then
 // neither gets pieces from nor gives them to the others.
-func (a *Agent) checkP2P(context.Context) error {
-	if a.tc == nil {
+func (a *Agent) checkP2P(ctx context.Context) error {
+	if a.p2p == nil {
 		return errors.New("bittorrent client not started")
 	}
-	select {
-	case <-a.tc.Closed():
-		return errors.New("bittorrent client closed")
-	default:
-		return nil
-	}
+	return a.p2p.Check(ctx)
 }
 
 // heartbeatTimeout bounds one heartbeat to preheat.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
 
@@ -273,7 +274,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 					panic(http.ErrAbortHandler)
 				}
 			}
-			sent, err := sendRange(ctx, w, file, off, n, nil)
+			sent, err := store.SendRange(ctx, w, file, off, n, nil)
 			off += sent
 			if err != nil {
 				return
@@ -338,7 +339,7 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
-	n, _ := sendRange(r.Context(), w, file, start, end-start+1, nil)
+	n, _ := store.SendRange(r.Context(), w, file, start, end-start+1, nil)
 	a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))
 }
 

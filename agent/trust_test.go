@@ -270,7 +270,7 @@ func TestOversizedTorrentRefused(t *testing.T) {
 		if _, err := os.Stat(ag.cache.torrentPath(d.Hex)); !os.IsNotExist(err) {
 			t.Errorf("%s: refused torrent metadata kept: %v", tc.name, err)
 		}
-		if n := len(ag.tc.Torrents()); n != 0 {
+		if n := ag.p2p.ActiveTorrents(); n != 0 {
 			t.Errorf("%s: %d torrents added", tc.name, n)
 		}
 	}

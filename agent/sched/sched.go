@@ -27,6 +27,12 @@
 //   - Settling: before its first registry fetch a node waits for the
 //     swarm to form (the engine says when: tracker answered, connections
 //     made, or a time limit), so the first pieces are already split.
+//   - Stalls (Watch, StallBound): a blob that gained no piece for a few
+//     piece-times goes solo, whatever its connections look like: every
+//     piece not yet on its way from the registry is fetched from it, this
+//     node's share first. Peers that connect and advertise pieces but
+//     deliver nothing (or a byte at a time) cannot hold a blob longer
+//     than that bound.
 package sched
 
 import (
@@ -54,6 +60,8 @@ type Snapshot struct {
 	Self      string
 	Have      *roaring.Bitmap // present here
 	InFlight  *roaring.Bitmap // being fetched by this node, from anywhere
+	// OriginInFlight is the part of InFlight coming from the registry.
+	OriginInFlight *roaring.Bitmap
 	// OriginBusy is this node's registry requests in flight.
 	OriginBusy int
 	// OriginPieces is the pieces of those requests not yet arrived.
@@ -68,8 +76,11 @@ type Snapshot struct {
 	// made. A node without connected nodes is not alone then, only slow
 	// to connect (a loaded host takes longer than the settle limit), and
 	// fetching "alone" would fetch what those nodes fetch too.
-	Forming   bool
-	Solo      bool // the swarm stalled: every missing piece is this node's share
+	Forming bool
+	// Solo: this blob stalled. Every piece not present and not already on
+	// its way from the registry is this node's to fetch from it, whoever
+	// advertises or claims it, and pieces being fetched from nodes too.
+	Solo      bool
 	IdleSince time.Time
 }
 
@@ -181,18 +192,22 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	free := func(i int) bool { return missing(i) && !atNodes.Contains(uint32(i)) }
 	rank, members := Rank(s.Self, s.Peers)
 	busy := s.OriginBusy
+	mine := shareOf(s, BlockSize(s.NumPieces, l))
 
-	if members == 1 && s.Forming && !s.Solo {
+	if s.Solo {
+		return planSolo(s, l, out, inFlight, mine), time.Time{}
+	}
+	if members == 1 && s.Forming {
 		return out, time.Time{} // the stall watch goes solo if they never come
 	}
-	if s.Solo || members == 1 {
-		// Alone, or the swarm stalled: every missing piece no node has, in
-		// runs that start at one piece and double while the node stays
-		// alone (s.AloneRun, up to l.AloneRun): a node that is really alone
-		// soon moves the blob in few large requests, and when nodes of a
-		// rollout turn up just after it settled, it has taken little that
-		// they take too (cutting a request short would waste what the
-		// registry's socket buffers already hold).
+	if members == 1 {
+		// Alone: every missing piece no node has, in runs that start at
+		// one piece and double while the node stays alone (s.AloneRun, up
+		// to l.AloneRun): a node that is really alone soon moves the blob
+		// in few large requests, and when nodes of a rollout turn up just
+		// after it settled, it has taken little that they take too
+		// (cutting a request short would waste what the registry's socket
+		// buffers already hold).
 		run := min(max(s.AloneRun, 1), l.AloneRun)
 		for i := 0; i < s.NumPieces && busy < l.OriginRequests; i++ {
 			if !free(i) {
@@ -202,11 +217,7 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 			for ; i < s.NumPieces && i-first < run && free(i); i++ {
 				inFlight.Add(uint32(i))
 			}
-			why := "alone"
-			if s.Solo {
-				why = "solo"
-			}
-			out = append(out, Fetch{First: first, Count: i - first, Why: why})
+			out = append(out, Fetch{First: first, Count: i - first, Why: "alone"})
 			busy++
 			i--
 		}
@@ -216,21 +227,6 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	unclaimed := func(i int) bool { return free(i) && !s.Claimed.Contains(uint32(i)) }
 	pending := int(roaring.AndNot(s.Claimed, atNodes).GetCardinality()) + s.OriginPieces
 	block := BlockSize(s.NumPieces, l)
-	ids := make([]string, 0, members)
-	ids = append(ids, s.Self)
-	for _, p := range s.Peers {
-		ids = append(ids, p.ID)
-	}
-	owned := map[int]bool{}
-	mine := func(i int) bool {
-		k := i / block
-		own, ok := owned[k]
-		if !ok {
-			own = Owner(k, ids) == s.Self
-			owned[k] = own
-		}
-		return own
-	}
 	for i := 0; i < s.NumPieces && busy < l.OriginRequests && pending < l.SwarmOrigin; i++ {
 		if !mine(i) || !unclaimed(i) {
 			continue
@@ -272,6 +268,60 @@ func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 		return out, s.IdleSince
 	}
 	return append(out, Fetch{First: candidates[rank%len(candidates)], Count: 1, Why: "steal"}), time.Time{}
+}
+
+// shareOf returns whether piece i lies in a block this node owns among
+// itself and its connected nodes (rendezvous hashing, Owner).
+func shareOf(s Snapshot, block int) func(i int) bool {
+	ids := make([]string, 0, len(s.Peers)+1)
+	ids = append(ids, s.Self)
+	for _, p := range s.Peers {
+		ids = append(ids, p.ID)
+	}
+	owned := map[int]bool{}
+	return func(i int) bool {
+		k := i / block
+		own, ok := owned[k]
+		if !ok {
+			own = Owner(k, ids) == s.Self
+			owned[k] = own
+		}
+		return own
+	}
+}
+
+// planSolo adds the registry fetches of a stalled blob: every piece not
+// present, not already coming from the registry and not just planned from
+// a node, this node's share first (the nodes wait for those from it), then
+// the rest, in runs of at least OriginRun pieces (of s.AloneRun once it
+// grew, up to l.AloneRun). What nodes advertise, claim or are sending
+// counts for nothing here: that is what stalled.
+func planSolo(s Snapshot, l Limits, out []Fetch, inFlight *roaring.Bitmap, mine func(int) bool) []Fetch {
+	// Not what was in flight from nodes before this plan: what was just
+	// planned from them, and what comes from the registry already.
+	taken := roaring.AndNot(inFlight, s.InFlight)
+	if s.OriginInFlight != nil {
+		taken.Or(s.OriginInFlight)
+	}
+	wanted := func(i int) bool { return !s.Have.Contains(uint32(i)) && !taken.Contains(uint32(i)) }
+	run := min(max(s.AloneRun, l.OriginRun, 1), max(l.AloneRun, 1))
+	busy := s.OriginBusy
+	for _, share := range []bool{true, false} {
+		for i := 0; i < s.NumPieces && busy < l.OriginRequests; i++ {
+			ok := func(i int) bool { return wanted(i) && (!share || mine(i)) }
+			if !ok(i) {
+				continue
+			}
+			first := i
+			for ; i < s.NumPieces && i-first < run && ok(i); i++ {
+				taken.Add(uint32(i))
+			}
+			out = append(out, Fetch{First: first, Count: i - first, Why: "solo"})
+			busy++
+			i--
+		}
+	}
+	return out
 }
 
 // BlockSize is how many consecutive pieces form one share block: OriginRun
@@ -336,18 +386,45 @@ const (
 	GiveUp                // still nothing, or too long: plain HTTP for the rest
 )
 
-// Watch is the stall decision. Progress is anything useful arriving for
-// any blob of the node (pieces arrive out of order, and a slow swarm serves
-// several blobs); busy means this node's own fetches are under way (each
-// has its own timeout), which is not a stall.
-func Watch(now, start, lastProgress time.Time, busy, solo bool, stall, deadline time.Duration) Verdict {
+// StallPieces is how many piece-times without a new piece make a stall.
+const StallPieces = 4
+
+// MaxStallBound caps StallBound: however large the pieces and slow the
+// expected rate, a blob that gains nothing for this long is stalled.
+const MaxStallBound = time.Minute
+
+// StallBound is how long a blob may gain no piece before the node stops
+// waiting on the swarm: StallPieces piece-times, a piece-time being one
+// piece at rate bytes/s (the rate this blob was seen to arrive at, or
+// what the node assumes of its link when it has seen none, whichever is
+// higher: a swarm that slows to a trickle must not stretch its own
+// bound). The result lies in [floor, max(floor, MaxStallBound)]: floor
+// (p2p.stallTimeout) keeps a fast link from calling every hiccup a stall.
+func StallBound(pieceLen int64, rate float64, floor time.Duration) time.Duration {
+	if rate <= 0 || pieceLen <= 0 {
+		return max(floor, MaxStallBound)
+	}
+	d := time.Duration(float64(StallPieces*pieceLen) / rate * float64(time.Second))
+	return min(max(d, floor), max(floor, MaxStallBound))
+}
+
+// Watch is the stall decision for one blob. lastPiece is when the blob
+// last gained a piece, from anywhere (bytes trickling in without making a
+// piece are not progress: a node sending a byte at a time must not hold
+// the blob); in solo, lastOrigin is when registry bytes for it last
+// arrived (a slow registry is still the registry, and plain HTTP would be
+// no faster). Neither open connections nor requests in flight count: the
+// bound is the same whatever this node's connections look like.
+func Watch(now, start, lastPiece, lastOrigin time.Time, solo bool, bound, deadline time.Duration) Verdict {
 	switch {
 	case now.Sub(start) > deadline:
 		return GiveUp
-	case busy || now.Sub(lastProgress) < stall:
+	case now.Sub(lastPiece) < bound:
 		return Wait
 	case !solo:
 		return GoSolo
+	case now.Sub(lastOrigin) < bound:
+		return Wait
 	default:
 		return GiveUp
 	}
