@@ -2,17 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -21,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/agent/internal/peer"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/cluster"
@@ -45,11 +44,10 @@ type Agent struct {
 	// count from it.
 	started time.Time
 
-	// plain follows redirects (Go drops Authorization when a redirect
-	// leaves the original host, which is what storage redirects need);
-	// noRedirect lets the swarm path see the registry's 307.
-	plain      *http.Client
-	noRedirect *http.Client
+	// origin makes the requests to upstream registries; flights are the
+	// downloads in progress, one per blob and upstream.
+	origin  *origin.Client
+	flights *origin.Flights
 
 	// p2p is the BitTorrent client and the data path (nil when P2P is
 	// disabled): built by New, listening from Serve.
@@ -62,13 +60,9 @@ type Agent struct {
 	// unchecked pieces from nodes: their next downloads check every piece.
 	strict sync.Map
 
+	partialSeq atomic.Uint64 // names partial files apart
 	mu         sync.Mutex
-	flights    map[flightKey]*flight
-	partialSeq uint64 // names partial files apart
 	seeds      map[string]*seed
-
-	authMu    sync.Mutex
-	authCache map[string]accessOK
 
 	// metricsHandler serves the agent's registry and the process's;
 	// health is /healthz on every listener that has one.
@@ -145,17 +139,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		started:      time.Now().UTC(),
 		log:          log,
 		metricsToken: metricsToken,
-		flights:      map[flightKey]*flight{},
+		flights:      origin.NewFlights(),
 		seeds:        map[string]*seed{},
-		authCache:    map[string]accessOK{},
 		readers:      &store.Readers{},
 		ctx:          ctx,
 		cancel:       cancel,
 	}
-	tr := newUpstreamTransport(cfg)
-	up := idleReadTransport{rt: tr, idle: cfg.UpstreamTimeouts.IdleRead}
-	a.plain = &http.Client{Transport: up}
-	a.noRedirect = &http.Client{Transport: up, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	t := cfg.UpstreamTimeouts
+	tr := origin.NewTransport(origin.Timeouts{Dial: t.Dial, TLSHandshake: t.TLSHandshake, ResponseHeader: t.ResponseHeader, IdleRead: t.IdleRead})
+	a.origin = origin.NewClient(tr, t.IdleRead, cfg.Cache.AuthTTL)
 	a.metrics = newMetrics(a)
 	a.metricsHandler = metrics.Handler(a.metrics.reg, deps.ProcessMetrics)
 	a.health = a.newHealth()
@@ -292,96 +284,8 @@ func (a *Agent) pickUpstream(ns string) (*Upstream, bool) {
 	return nil, false
 }
 
-// upstreamByURL finds a configured upstream for a control-API registry URL
-// (to use its static credentials).
-func (a *Agent) upstreamByURL(u string) *Upstream {
-	want, ok := normURL(u)
-	if !ok {
-		return nil
-	}
-	for i := range a.cfg.Upstreams {
-		if have, ok := normURL(a.cfg.Upstreams[i].URL); ok && have == want {
-			return &a.cfg.Upstreams[i]
-		}
-	}
-	return nil
-}
-
-// normURL is a registry URL in a form two spellings of one registry share:
-// scheme and host in lower case, no trailing slash. Anything but a plain
-// http(s)://host[:port][/path] is not a registry URL.
-func normURL(raw string) (string, bool) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
-		u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return "", false
-	}
-	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + strings.TrimRight(u.EscapedPath(), "/"), true
-}
-
 func basicAuth(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
-}
-
-// checkAccess asks the upstream (HEAD) whether this client's credentials may
-// read the blob in this repository, before a cached or in-flight copy is
-// served or a download starts, and returns the size it gave (-1 if none).
-// Positive answers are reused for cfg.Cache.AuthTTL. A negative answer comes
-// back as the upstream's response, to be relayed to the client unchanged.
-func (a *Agent) checkAccess(ctx context.Context, base, repo, hexd, auth string) (int64, error) {
-	sum := sha256.Sum256([]byte(auth))
-	key := hex.EncodeToString(sum[:]) + "|" + base + "|" + repo + "|" + hexd
-	a.authMu.Lock()
-	ok, hit := a.authCache[key]
-	a.authMu.Unlock()
-	if hit && time.Now().Before(ok.until) {
-		return ok.size, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, blobURL(base, repo, hexd), nil)
-	if err != nil {
-		return 0, err
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := a.plain.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("upstream access check: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, &upstreamError{status: resp.StatusCode, header: resp.Header}
-	}
-	size := resp.ContentLength
-	a.authMu.Lock()
-	if len(a.authCache) > 10000 { // bounded: drop everything rather than track ages
-		a.authCache = map[string]accessOK{}
-	}
-	a.authCache[key] = accessOK{until: time.Now().Add(a.cfg.Cache.AuthTTL), size: size}
-	a.authMu.Unlock()
-	return size, nil
-}
-
-// accessOK is a remembered positive access check.
-type accessOK struct {
-	until time.Time
-	size  int64 // -1: the upstream gave none
-}
-
-func blobURL(base, repo, hexd string) string {
-	return base + "/v2/" + repo + "/blobs/sha256:" + hexd
-}
-
-// upstreamError is a non-success answer from the upstream registry that the
-// client should see as-is (401 with WWW-Authenticate, 403, 404...).
-type upstreamError struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (e *upstreamError) Error() string {
-	return fmt.Sprintf("upstream answered %d", e.status)
 }
 
 // dropSeed stops seeding a blob (evicted, seed time over, or re-downloaded).

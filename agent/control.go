@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
@@ -93,15 +94,15 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 	f, leave, err := a.startFlight(r.Context(), fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth, size: req.Size})
 	if err == nil {
 		defer leave()
-		err = f.wait(r.Context())
+		err = f.Wait(r.Context())
 	}
 	if err != nil {
-		var ue *upstreamError
-		var re *requestError
+		var ue *origin.UpstreamError
+		var re *origin.RequestError
 		switch {
 		case errors.As(err, &re):
 			code := nodeapi.CodeInvalid
-			switch re.status {
+			switch re.Status {
 			case http.StatusForbidden:
 				code = nodeapi.CodeNotConfigured
 			case http.StatusInsufficientStorage:
@@ -109,12 +110,12 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			case http.StatusBadGateway:
 				code = nodeapi.CodeSizeMismatch
 			}
-			httpx.WriteError(w, re.status, code, re.msg)
+			httpx.WriteError(w, re.Status, code, re.Msg)
 		case errors.As(err, &ue):
 			// The registry's status, never its body: the caller relays
 			// what it gets here into job progress.
-			status, code := ue.status, nodeapi.CodeUpstream
-			switch ue.status {
+			status, code := ue.Status, nodeapi.CodeUpstream
+			switch ue.Status {
 			case http.StatusUnauthorized, http.StatusForbidden:
 				code = nodeapi.CodeUpstreamDenied
 			case http.StatusNotFound:
@@ -123,7 +124,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			if status < 400 {
 				status = http.StatusBadGateway
 			}
-			httpx.WriteError(w, status, code, fmt.Sprintf("the registry answered %d", ue.status))
+			httpx.WriteError(w, status, code, fmt.Sprintf("the registry answered %d", ue.Status))
 		case errors.Is(err, context.Canceled):
 		default:
 			a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch failed")
@@ -131,9 +132,8 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	f.mu.Lock()
-	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
-	f.mu.Unlock()
+	o := f.Outcome()
+	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.Blob.Size(), o.Source, o.FromPeers, o.FromRegistry
 	if req.Size > 0 && req.Size != resp.Size {
 		httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeSizeMismatch, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
 		return

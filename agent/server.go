@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
@@ -139,7 +140,7 @@ func (a *Agent) proxy(w http.ResponseWriter, r *http.Request, target string) {
 			req.Header.Add(h, v)
 		}
 	}
-	resp, err := a.plain.Do(req)
+	resp, err := a.origin.Do(req)
 	if err != nil {
 		a.log.WithError(err).WithField("url", target).Warn("upstream request failed")
 		ociError(w, http.StatusBadGateway, "UNAVAILABLE", "upstream registry unreachable")
@@ -165,19 +166,19 @@ func copyHeaders(dst, src http.Header) {
 }
 
 // relayUpstreamError gives the client the upstream's refusal unchanged.
-func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *upstreamError) {
-	copyHeaders(w.Header(), ue.header)
+func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *origin.UpstreamError) {
+	copyHeaders(w.Header(), ue.Header)
 	w.Header().Del("Content-Length")
-	body := ue.body
+	body := ue.Body
 	if len(body) == 0 && r.Method != http.MethodHead {
-		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[ue.status]
+		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[ue.Status]
 		if code == "" {
 			code = "UNKNOWN"
 		}
-		ociError(w, ue.status, code, http.StatusText(ue.status))
+		ociError(w, ue.Status, code, http.StatusText(ue.Status))
 		return
 	}
-	w.WriteHeader(ue.status)
+	w.WriteHeader(ue.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
@@ -202,7 +203,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
 	if h, ok := a.cache.Lookup(hexd); ok {
 		// Cached, but this client must prove it may read it upstream.
-		if _, err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+		if _, err := a.origin.CheckAccess(ctx, up.URL, repo, hexd, auth); err != nil {
 			h.Release()
 			a.writeErr(w, r, err)
 			return
@@ -220,7 +221,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	a.metrics.misses.Inc()
 	if r.Method == http.MethodHead {
-		a.proxy(w, r, blobURL(up.URL, repo, hexd))
+		a.proxy(w, r, origin.BlobURL(up.URL, repo, hexd))
 		return
 	}
 	// The upstream checks this client's credentials before it joins or
@@ -231,7 +232,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		return
 	}
 	defer leave()
-	size, err := f.blob.WaitSize(ctx)
+	size, err := f.Blob.WaitSize(ctx)
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -244,7 +245,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	// A descriptor of our own on the partial file (own offset, for
 	// sendfile), valid after the file is renamed into the cache.
-	file, err := f.blob.OpenRead()
+	file, err := f.Blob.OpenRead()
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -256,11 +257,11 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	early := end < size-1
 	off := start
 	for off <= end {
-		readable, _, _, ferr, ch := f.blob.Readable()
+		readable, _, _, ferr, ch := f.Blob.Readable()
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := f.blob.EnsureChecked(off, n)
+				err := f.Blob.EnsureChecked(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
@@ -344,14 +345,14 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 }
 
 func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	var ue *upstreamError
+	var ue *origin.UpstreamError
 	if errors.As(err, &ue) {
 		relayUpstreamError(w, r, ue)
 		return
 	}
-	var re *requestError
+	var re *origin.RequestError
 	if errors.As(err, &re) {
-		ociError(w, re.status, re.code, re.msg)
+		ociError(w, re.Status, re.Code, re.Msg)
 		return
 	}
 	if errors.Is(err, context.Canceled) {

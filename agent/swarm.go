@@ -2,12 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"sync/atomic"
 
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
@@ -31,10 +25,7 @@ func (d *dl) runSwarm(ctx context.Context, t *torrent.Torrent, info *metainfo.In
 		AssumedRate:  assumedRate(a.cfg.P2P.DownloadBytesPerSec),
 		Strict:       strict,
 	}
-	reg := &registryRange{d: d, length: info.Length, log: log}
-	if d.dataURL != "" {
-		reg.dataURL.Store(&d.dataURL)
-	}
+	reg := a.origin.Range(d.f, info.Length, d.dataURL, log)
 	e := swarm.New(cfg, swarm.Deps{Blob: d.blob, Peers: sw, Origin: reg, Metrics: swarmMetrics{a.metrics}, Log: log, Throttle: a.waitHTTP})
 	res, err := e.Run(ctx)
 	d.fromPeers.Add(res.FromPeers)
@@ -49,64 +40,6 @@ func assumedRate(limit int64) float64 {
 		return float64(limit)
 	}
 	return swarm.DefaultAssumedRate
-}
-
-// registryRange is the engine's Origin: Range requests to the registry's
-// signed piece endpoint while it takes them, then to the blob route with
-// the flight's current credentials. The engine never sees either.
-type registryRange struct {
-	d      *dl
-	length int64
-	log    *logrus.Entry
-	// dataURL is the registry's piece endpoint for this blob (nil: use the
-	// blob route); the first refusal drops it.
-	dataURL atomic.Pointer[string]
-}
-
-func (o *registryRange) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-	if u := o.dataURL.Load(); u != nil {
-		body, err := o.get(ctx, *u, "", off, n)
-		var se *swarm.StatusError
-		if !errors.As(err, &se) || se.Status < 400 || se.Status >= 500 {
-			return body, err
-		}
-		// Refused (the signed URL expired, or the registry no longer
-		// serves it): the blob route with the client's credentials.
-		o.dataURL.CompareAndSwap(u, nil)
-		o.log.WithField("status", se.Status).Debug("registry's piece endpoint refused; using the blob route")
-	}
-	d := o.d
-	c := d.f.credential()
-	body, err := o.get(ctx, blobURL(d.req.base, c.repo, d.req.hex), c.auth, off, n)
-	var se *swarm.StatusError
-	if errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
-		// Expired or never valid: the next attempt uses another
-		// requester's credentials if one has some.
-		d.a.switchCred(d.f, c, false)
-	}
-	return body, err
-}
-
-func (o *registryRange) get(ctx context.Context, target, auth string, off, n int64) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return nil, err
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
-	resp, err := o.d.a.plain.Do(req)
-	if err != nil {
-		// Not the *url.Error itself: the registry's signed URL carries a
-		// token, and errors end up in logs.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("from %s: %w", req.URL.Host, err)
-	}
-	return swarm.RangeBody(resp, off, n, o.length)
 }
 
 // swarmMetrics is the engine's view of the agent's metrics.

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"github.com/shoalproject/shoal/internal/cluster"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/internal/cluster"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
@@ -500,18 +502,10 @@ func TestFlightCredentialsPerJoiner(t *testing.T) {
 				}
 			}
 			second := pull("good", nil)
-			key := flightKey{base: "http://" + up.host, hex: d.Hex}
+			key := origin.Key{Base: "http://" + up.host, Hex: d.Hex}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				ag.mu.Lock()
-				f := ag.flights[key]
-				n := 0
-				if f != nil {
-					f.mu.Lock()
-					n = len(f.creds)
-					f.mu.Unlock()
-				}
-				ag.mu.Unlock()
+				n := ag.flights.Requesters(key)
 				if n == 2 {
 					break
 				}
