@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/anacrolix/torrent"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
@@ -40,47 +39,52 @@ type Agent struct {
 	// the identity preheat enrolled survives restarts.
 	authority *cluster.Authority
 	identity  *cluster.Identity
-	// started is when this process started; the heartbeat's counters
-	// count from it.
-	started time.Time
-
-	// origin makes the requests to upstream registries; flights are the
-	// downloads in progress, one per blob and upstream.
-	origin  *origin.Client
-	flights *origin.Flights
-
+	// origin makes the requests to upstream registries.
+	origin *origin.Client
+	dl     downloads
 	// p2p is the BitTorrent client and the data path (nil when P2P is
 	// disabled): built by New, listening from Serve.
 	p2p *peer.Client
 	// readers are the open blob files of the torrents, by infohash, for
 	// the data path.
-	readers  *store.Readers
-	httpRate *rate.Limiter // downloads; nil = unlimited
+	readers *store.Readers
+	seeds   *seeder
+	obs     observability
+
+	life lifetime
+}
+
+// downloads is what the agent's downloads share.
+type downloads struct {
+	// flights are the downloads in progress, one per blob and upstream.
+	flights  *origin.Flights
+	httpRate *rate.Limiter // nil = unlimited
 	// strict holds the blobs (sha256 hex) that failed their digest after
 	// unchecked pieces from nodes: their next downloads check every piece.
-	strict sync.Map
-
+	strict     sync.Map
 	partialSeq atomic.Uint64 // names partial files apart
-	mu         sync.Mutex
-	seeds      map[string]*seed
+}
 
+// observability is what the agent shows of itself.
+type observability struct {
 	// metricsHandler serves the agent's registry and the process's;
 	// health is /healthz on every listener that has one.
 	metricsHandler http.Handler
 	health         *httpx.Health
 	// metricsToken guards the metrics listener ("" only on loopback).
 	metricsToken string
+	// started is when this process started; the heartbeat's counters
+	// count from it.
+	started time.Time
 	// hb is the last outcome of the preheat heartbeat, for /healthz.
 	hb heartbeatState
-
-	ctx       context.Context // lives until Close; downloads outlive requests
-	cancel    context.CancelFunc
-	closeOnce sync.Once
 }
 
-type seed struct {
-	t     *torrent.Torrent
-	timer *time.Timer
+// lifetime is the agent's: downloads outlive requests, not Close.
+type lifetime struct {
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
 }
 
 // Deps is what the process hands an agent.
@@ -132,29 +136,27 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{
-		cfg:          cfg,
-		cache:        c,
-		authority:    authority,
-		identity:     identity,
-		started:      time.Now().UTC(),
-		log:          log,
-		metricsToken: metricsToken,
-		flights:      origin.NewFlights(),
-		seeds:        map[string]*seed{},
-		readers:      &store.Readers{},
-		ctx:          ctx,
-		cancel:       cancel,
+		cfg:       cfg,
+		cache:     c,
+		authority: authority,
+		identity:  identity,
+		log:       log,
+		seeds:     newSeeder(),
+		readers:   &store.Readers{},
+		life:      lifetime{ctx: ctx, cancel: cancel},
 	}
+	a.obs.started, a.obs.metricsToken = time.Now().UTC(), metricsToken
+	a.dl.flights = origin.NewFlights()
 	t := cfg.UpstreamTimeouts
 	tr := origin.NewTransport(origin.Timeouts{Dial: t.Dial, TLSHandshake: t.TLSHandshake, ResponseHeader: t.ResponseHeader, IdleRead: t.IdleRead})
 	a.origin = origin.NewClient(tr, t.IdleRead, cfg.Cache.AuthTTL)
 	a.metrics = newMetrics(a)
-	a.metricsHandler = metrics.Handler(a.metrics.reg, deps.ProcessMetrics)
-	a.health = a.newHealth()
-	c.onEvict = a.dropSeed
+	a.obs.metricsHandler = metrics.Handler(a.metrics.reg, deps.ProcessMetrics)
+	a.obs.health = a.newHealth()
+	c.onEvict = a.seeds.drop
 	c.onEvicts = func() { a.metrics.evictions.Inc() }
 	if cfg.P2P.DownloadBytesPerSec > 0 {
-		a.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
+		a.dl.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
 	}
 	if cfg.P2P.Enabled {
 		a.p2p = peer.New(peer.Config{
@@ -221,7 +223,7 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return errServerDone
 		})
-		go a.reseed(a.ctx)
+		go a.reseed(a.life.ctx)
 	}
 	a.serveDebug(gctx)
 	for _, x := range ls {
@@ -251,8 +253,8 @@ var errServerDone = errors.New("server done")
 // Close stops the agent's downloads, seeding and peer listeners. It is
 // idempotent; Serve calls it on return.
 func (a *Agent) Close() error {
-	a.closeOnce.Do(func() {
-		a.cancel()
+	a.life.closeOnce.Do(func() {
+		a.life.cancel()
 		if a.p2p != nil {
 			a.p2p.Close()
 		}
@@ -286,37 +288,6 @@ func (a *Agent) pickUpstream(ns string) (*Upstream, bool) {
 
 func basicAuth(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
-}
-
-// dropSeed stops seeding a blob (evicted, seed time over, or re-downloaded).
-func (a *Agent) dropSeed(hexd string) {
-	a.mu.Lock()
-	s, ok := a.seeds[hexd]
-	delete(a.seeds, hexd)
-	a.mu.Unlock()
-	if ok {
-		s.timer.Stop()
-		s.t.Drop()
-	}
-}
-
-func (a *Agent) keepSeeding(hexd string, t *torrent.Torrent, d time.Duration) {
-	a.dropSeed(hexd)
-	s := &seed{t: t}
-	s.timer = time.AfterFunc(d, func() {
-		a.mu.Lock()
-		cur, ok := a.seeds[hexd]
-		if ok && cur == s {
-			delete(a.seeds, hexd)
-		}
-		a.mu.Unlock()
-		if ok && cur == s {
-			t.Drop()
-		}
-	})
-	a.mu.Lock()
-	a.seeds[hexd] = s
-	a.mu.Unlock()
 }
 
 func (a *Agent) activeTorrents() int {

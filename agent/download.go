@@ -81,8 +81,8 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 	}
 	create := func() (*partial.Blob, error) {
 		// A path of the flight's own: two upstreams may download one digest.
-		path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.partialSeq.Add(1)))
-		b, err := partial.Create(a.ctx, path, req.hex)
+		path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.dl.partialSeq.Add(1)))
+		b, err := partial.Create(a.life.ctx, path, req.hex)
 		if err != nil {
 			return nil, err
 		}
@@ -94,7 +94,7 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 		}
 		return b, nil
 	}
-	f, leave, started, err := a.flights.Join(origin.Key{Base: req.base, Hex: req.hex}, origin.Cred{Repo: req.repo, Auth: req.auth}, size, create)
+	f, leave, started, err := a.dl.flights.Join(origin.Key{Base: req.base, Hex: req.hex}, origin.Cred{Repo: req.repo, Auth: req.auth}, size, create)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -107,7 +107,7 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
-	err := a.download(a.ctx, &dl{a: a, f: f, blob: f.Blob, req: req})
+	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req})
 	f.End(err)
 	if err != nil {
 		var ue *origin.UpstreamError
@@ -247,7 +247,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
 	})
 	d.reserve(info.Length)
-	a.dropSeed(d.req.hex)
+	a.seeds.drop(d.req.hex)
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
 	if err != nil {
 		return "bad_torrent", nil
@@ -447,7 +447,7 @@ func (d *dl) setSize(n int64) error {
 
 // waitHTTP holds back n bytes of download to the configured rate.
 func (a *Agent) waitHTTP(ctx context.Context, n int) error {
-	lim := a.httpRate
+	lim := a.dl.httpRate
 	if lim == nil {
 		return nil
 	}
@@ -515,7 +515,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 				// Pieces taken from nodes without their SHA-1 check: the
 				// next attempt checks every piece and drops the node that
 				// sent bad ones.
-				a.strict.Store(d.req.hex, true)
+				a.dl.strict.Store(d.req.hex, true)
 				a.log.WithField("digest", "sha256:"+d.req.hex).Warn("blob failed its digest; the next download checks every piece from nodes")
 			}
 		}
@@ -566,7 +566,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 				return nil
 			}
 		}
-		a.keepSeeding(d.req.hex, t, a.cfg.P2P.SeedTime)
+		a.seeds.keep(d.req.hex, t, a.cfg.P2P.SeedTime)
 	}
 	return nil
 }
@@ -648,7 +648,7 @@ func (a *Agent) reseed(ctx context.Context) {
 			a.log.WithError(err).WithField("digest", "sha256:"+hexd).Warn("cannot re-seed cached blob")
 			continue
 		}
-		a.keepSeeding(hexd, t, left)
+		a.seeds.keep(hexd, t, left)
 		n++
 	}
 	if n > 0 {

@@ -43,7 +43,7 @@ func (a *Agent) newHealth() *httpx.Health {
 	}
 	if a.cfg.Preheat.URL != "" {
 		h.Add("preheat", func(context.Context) error {
-			return a.hb.health(time.Now(), heartbeatWindow(a.cfg.Preheat.Interval))
+			return a.obs.hb.health(time.Now(), heartbeatWindow(a.cfg.Preheat.Interval))
 		})
 	}
 	return h
@@ -135,12 +135,12 @@ func (s *heartbeatState) health(now time.Time, window time.Duration) error {
 // the bearer token when one is configured.
 func (a *Agent) metricsListenerHandler() http.Handler {
 	r := newRouter()
-	r.Handle("/metrics", a.metricsHandler)
-	r.Handle("/healthz", a.health)
-	if a.metricsToken == "" {
+	r.Handle("/metrics", a.obs.metricsHandler)
+	r.Handle("/healthz", a.obs.health)
+	if a.obs.metricsToken == "" {
 		return r
 	}
-	return requireBearer(a.metricsToken, r)
+	return requireBearer(a.obs.metricsToken, r)
 }
 
 // requireBearer admits requests carrying token as a bearer token. Both

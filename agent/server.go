@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
@@ -37,8 +38,8 @@ func ociError(w http.ResponseWriter, status int, code, msg string) {
 // errors), /healthz and /metrics (the house shapes).
 func (a *Agent) mirrorHandler() http.Handler {
 	r := newRouter()
-	r.Handle("/healthz", a.health)
-	r.Handle("/metrics", a.metricsHandler)
+	r.Handle("/healthz", a.obs.health)
+	r.Handle("/metrics", a.obs.metricsHandler)
 	r.PathPrefix("/v2").HandlerFunc(countMirrorRequest(a.metrics.requests, a.handleV2))
 	return r
 }
@@ -210,7 +211,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		}
 		if err := h.Verify(); err != nil {
 			h.Release()
-			a.dropSeed(hexd) // don't keep offering the corrupt copy to peers
+			a.seeds.drop(hexd) // don't keep offering the corrupt copy to peers
 			log.WithError(err).Warn("re-fetching blob")
 		} else {
 			defer h.Release()
@@ -252,16 +253,22 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
+	stream(ctx, w, log, f.Blob, file, start, end, size)
+}
+
+// stream sends bytes [start, end] of a downloading blob as they become
+// readable through file, a descriptor of the caller's own on its file.
+func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *partial.Blob, file *os.File, start, end, size int64) {
 	// A range that ends before the blob does gets no protection from the
 	// held-back last byte: its bytes are checked before they go out.
 	early := end < size-1
 	off := start
 	for off <= end {
-		readable, _, _, ferr, ch := f.Blob.Readable()
+		readable, _, _, ferr, ch := b.Readable()
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := f.Blob.EnsureChecked(off, n)
+				err := b.EnsureChecked(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.

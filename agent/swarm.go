@@ -17,7 +17,7 @@ func (d *dl) runSwarm(ctx context.Context, t *torrent.Torrent, info *metainfo.In
 	a := d.a
 	sw, leave := a.p2p.Join(t, info.Length, info.NumPieces())
 	defer leave()
-	_, strict := a.strict.Load(d.req.hex)
+	_, strict := a.dl.strict.Load(d.req.hex)
 	cfg := swarm.Config{
 		Layout:       swarm.Layout{Length: info.Length, PieceLength: info.PieceLength, Hashes: info.Pieces},
 		StallTimeout: a.cfg.P2P.StallTimeout,

@@ -505,7 +505,7 @@ func TestFlightCredentialsPerJoiner(t *testing.T) {
 			key := origin.Key{Base: "http://" + up.host, Hex: d.Hex}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				n := ag.flights.Requesters(key)
+				n := ag.dl.flights.Requesters(key)
 				if n == 2 {
 					break
 				}

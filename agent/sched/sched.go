@@ -125,149 +125,195 @@ func (f Fetch) Origin() bool { return f.Peer == "" }
 // Plan returns the requests to start now and the new idle clock (zero when
 // this node is not idle).
 func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
-	inFlight := s.InFlight.Clone()
-	missing := func(i int) bool {
-		return !s.Have.Contains(uint32(i)) && !inFlight.Contains(uint32(i))
+	p := newPlanner(s, l)
+	p.fromNodes()
+	_, members := Rank(s.Self, s.Peers)
+	switch {
+	case !s.Settled:
+	case s.Solo:
+		p.out = planSolo(s, l, p.out, p.inFlight, shareOf(s, BlockSize(s.NumPieces, l)))
+	case members == 1 && s.Forming:
+		// Not alone, only slow to connect: the stall watch goes solo if
+		// they never come.
+	case members == 1:
+		p.alone()
+	default:
+		p.share()
+		return p.out, p.idle()
 	}
-	// Holders of each piece among data-serving nodes, for rarest first.
-	holders := make([]int, s.NumPieces)
-	atNodes := roaring.New()
-	for _, p := range s.Peers {
-		atNodes.Or(p.Has)
-		if !p.Data {
+	return p.out, time.Time{}
+}
+
+// planner is one Plan's working state.
+type planner struct {
+	s        Snapshot
+	l        Limits
+	out      []Fetch
+	inFlight *roaring.Bitmap // s.InFlight and what this plan starts
+	holders  []int           // data-serving nodes holding each piece
+	atNodes  *roaring.Bitmap // pieces any connected node has
+	busy     int             // registry requests in flight
+	pending  int             // registry pieces on their way swarm-wide
+}
+
+func newPlanner(s Snapshot, l Limits) *planner {
+	p := &planner{s: s, l: l, inFlight: s.InFlight.Clone(), holders: make([]int, s.NumPieces),
+		atNodes: roaring.New(), busy: s.OriginBusy}
+	for _, n := range s.Peers {
+		p.atNodes.Or(n.Has)
+		if !n.Data {
 			continue
 		}
-		for it := p.Has.Iterator(); it.HasNext(); {
+		for it := n.Has.Iterator(); it.HasNext(); {
 			if i := int(it.Next()); i < s.NumPieces {
-				holders[i]++
+				p.holders[i]++
 			}
 		}
 	}
+	return p
+}
 
-	// Nodes first: what they have is free for the registry.
-	peers := slices.Clone(s.Peers)
+func (p *planner) missing(i int) bool {
+	return !p.s.Have.Contains(uint32(i)) && !p.inFlight.Contains(uint32(i))
+}
+
+// free: missing and no node has it.
+func (p *planner) free(i int) bool { return p.missing(i) && !p.atNodes.Contains(uint32(i)) }
+
+func (p *planner) unclaimed(i int) bool { return p.free(i) && !p.s.Claimed.Contains(uint32(i)) }
+
+// fromNodes plans the fetches from nodes, rarest first: what they have is
+// free for the registry.
+func (p *planner) fromNodes() {
+	peers := slices.Clone(p.s.Peers)
 	slices.SortFunc(peers, func(a, b Peer) int { return cmp.Compare(a.Busy, b.Busy) })
 	for progress := true; progress; {
 		progress = false
 		for pi := range peers {
-			p := &peers[pi]
-			if !p.Data || p.Busy >= l.PerPeer {
-				continue
+			if f, ok := p.fromNode(&peers[pi]); ok {
+				p.out = append(p.out, f)
+				peers[pi].Busy++
+				progress = true
 			}
-			best := -1
-			for it := p.Has.Iterator(); it.HasNext(); {
-				i := int(it.Next())
-				if i >= s.NumPieces {
-					break
-				}
-				if missing(i) && (best < 0 || holders[i] < holders[best]) {
-					best = i
-				}
-			}
-			if best < 0 {
-				continue
-			}
-			// Long runs only from a node that has the whole blob: from a
-			// node still downloading, piece by piece, so that a piece one
-			// node just got is not queued behind a run at its first holder
-			// while others could relay it.
-			run := 1
-			if p.Has.GetCardinality() >= uint64(s.NumPieces) {
-				run = l.PeerRun
-			}
-			n := 0
-			for i := best; i < s.NumPieces && n < run && missing(i) && p.Has.Contains(uint32(i)); i++ {
-				inFlight.Add(uint32(i))
-				n++
-			}
-			out = append(out, Fetch{Peer: p.ID, First: best, Count: n})
-			p.Busy++
-			progress = true
 		}
 	}
+}
 
-	if !s.Settled {
-		return out, time.Time{}
+func (p *planner) fromNode(n *Peer) (Fetch, bool) {
+	if !n.Data || n.Busy >= p.l.PerPeer {
+		return Fetch{}, false
 	}
-	free := func(i int) bool { return missing(i) && !atNodes.Contains(uint32(i)) }
-	rank, members := Rank(s.Self, s.Peers)
-	busy := s.OriginBusy
-	mine := shareOf(s, BlockSize(s.NumPieces, l))
-
-	if s.Solo {
-		return planSolo(s, l, out, inFlight, mine), time.Time{}
-	}
-	if members == 1 && s.Forming {
-		return out, time.Time{} // the stall watch goes solo if they never come
-	}
-	if members == 1 {
-		// Alone: every missing piece no node has, in runs that start at
-		// one piece and double while the node stays alone (s.AloneRun, up
-		// to l.AloneRun): a node that is really alone soon moves the blob
-		// in few large requests, and when nodes of a rollout turn up just
-		// after it settled, it has taken little that they take too
-		// (cutting a request short would waste what the registry's socket
-		// buffers already hold).
-		run := min(max(s.AloneRun, 1), l.AloneRun)
-		for i := 0; i < s.NumPieces && busy < l.OriginRequests; i++ {
-			if !free(i) {
-				continue
-			}
-			first := i
-			for ; i < s.NumPieces && i-first < run && free(i); i++ {
-				inFlight.Add(uint32(i))
-			}
-			out = append(out, Fetch{First: first, Count: i - first, Why: "alone"})
-			busy++
-			i--
+	best := -1
+	for it := n.Has.Iterator(); it.HasNext(); {
+		i := int(it.Next())
+		if i >= p.s.NumPieces {
+			break
 		}
-		return out, time.Time{}
+		if p.missing(i) && (best < 0 || p.holders[i] < p.holders[best]) {
+			best = i
+		}
 	}
+	if best < 0 {
+		return Fetch{}, false
+	}
+	// Long runs only from a node that has the whole blob: from a node
+	// still downloading, piece by piece, so that a piece one node just
+	// got is not queued behind a run at its first holder while others
+	// could relay it.
+	run := 1
+	if n.Has.GetCardinality() >= uint64(p.s.NumPieces) {
+		run = p.l.PeerRun
+	}
+	k := 0
+	for i := best; i < p.s.NumPieces && k < run && p.missing(i) && n.Has.Contains(uint32(i)); i++ {
+		p.inFlight.Add(uint32(i))
+		k++
+	}
+	return Fetch{Peer: n.ID, First: best, Count: k}, true
+}
 
-	unclaimed := func(i int) bool { return free(i) && !s.Claimed.Contains(uint32(i)) }
-	pending := int(roaring.AndNot(s.Claimed, atNodes).GetCardinality()) + s.OriginPieces
-	block := BlockSize(s.NumPieces, l)
-	for i := 0; i < s.NumPieces && busy < l.OriginRequests && pending < l.SwarmOrigin; i++ {
-		if !mine(i) || !unclaimed(i) {
+// alone plans a lone node's registry fetches: every missing piece no node
+// has, in runs that start at one piece and double while the node stays
+// alone (s.AloneRun, up to l.AloneRun): a node that is really alone soon
+// moves the blob in few large requests, and when nodes of a rollout turn
+// up just after it settled, it has taken little that they take too
+// (cutting a request short would waste what the registry's socket buffers
+// already hold).
+func (p *planner) alone() {
+	s := p.s
+	run := min(max(s.AloneRun, 1), p.l.AloneRun)
+	for i := 0; i < s.NumPieces && p.busy < p.l.OriginRequests; i++ {
+		if !p.free(i) {
 			continue
 		}
 		first := i
-		for ; i < s.NumPieces && i-first < block && mine(i) && unclaimed(i) && pending < l.SwarmOrigin; i++ {
-			inFlight.Add(uint32(i))
-			pending++
+		for ; i < s.NumPieces && i-first < run && p.free(i); i++ {
+			p.inFlight.Add(uint32(i))
 		}
-		out = append(out, Fetch{First: first, Count: i - first, Why: "share"})
-		busy++
+		p.out = append(p.out, Fetch{First: first, Count: i - first, Why: "alone"})
+		p.busy++
+		i--
+	}
+}
+
+// share plans this node's share of the pieces no node has or claimed,
+// within SwarmOrigin pieces on their way swarm-wide.
+func (p *planner) share() {
+	s, l := p.s, p.l
+	p.pending = int(roaring.AndNot(s.Claimed, p.atNodes).GetCardinality()) + s.OriginPieces
+	block := BlockSize(s.NumPieces, l)
+	mine := shareOf(s, block)
+	for i := 0; i < s.NumPieces && p.busy < l.OriginRequests && p.pending < l.SwarmOrigin; i++ {
+		if !mine(i) || !p.unclaimed(i) {
+			continue
+		}
+		first := i
+		for ; i < s.NumPieces && i-first < block && mine(i) && p.unclaimed(i) && p.pending < l.SwarmOrigin; i++ {
+			p.inFlight.Add(uint32(i))
+			p.pending++
+		}
+		p.out = append(p.out, Fetch{First: first, Count: i - first, Why: "share"})
+		p.busy++
 		i-- // the piece that ended the run may start the next
 	}
-	if len(out) > 0 || busy > 0 || !s.InFlight.IsEmpty() || pending > 0 {
+}
+
+// idle runs the idle clock after share, and steals a piece when it ran
+// out: a node with nothing to fetch, while no node is fetching from the
+// registry either, for StealAfter + rank × StealStagger takes one
+// unclaimed missing piece outside its share, counting from the end.
+func (p *planner) idle() time.Time {
+	s, l := p.s, p.l
+	if len(p.out) > 0 || p.busy > 0 || !s.InFlight.IsEmpty() || p.pending > 0 {
 		// Fetching, or some node is still fetching from the registry: not
 		// idle. Stealing is for pieces nobody is fetching (an owner slow
 		// to start, or gone); while the registry is busy, a stolen piece
 		// is one it sends twice.
-		return out, time.Time{}
+		return time.Time{}
 	}
-	for it := atNodes.Iterator(); it.HasNext(); {
-		if i := int(it.Next()); i < s.NumPieces && missing(i) {
-			return out, time.Time{} // a node has something for us
+	for it := p.atNodes.Iterator(); it.HasNext(); {
+		if i := int(it.Next()); i < s.NumPieces && p.missing(i) {
+			return time.Time{} // a node has something for us
 		}
 	}
+	rank, _ := Rank(s.Self, s.Peers)
 	switch {
 	case s.IdleSince.IsZero():
-		return out, s.Now
+		return s.Now
 	case s.Now.Sub(s.IdleSince) < l.StealAfter+time.Duration(rank)*l.StealStagger:
-		return out, s.IdleSince
+		return s.IdleSince
 	}
 	var candidates []int
 	for i := s.NumPieces - 1; i >= 0; i-- {
-		if unclaimed(i) {
+		if p.unclaimed(i) {
 			candidates = append(candidates, i)
 		}
 	}
 	if len(candidates) == 0 {
-		return out, s.IdleSince
+		return s.IdleSince
 	}
-	return append(out, Fetch{First: candidates[rank%len(candidates)], Count: 1, Why: "steal"}), time.Time{}
+	p.out = append(p.out, Fetch{First: candidates[rank%len(candidates)], Count: 1, Why: "steal"})
+	return time.Time{}
 }
 
 // shareOf returns whether piece i lies in a block this node owns among
