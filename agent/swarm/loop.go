@@ -193,7 +193,8 @@ func (l *loop) snapshot(now time.Time) sched.Snapshot {
 	snap := sched.Snapshot{
 		Now: now, NumPieces: l.e.cfg.Layout.NumPieces(), Self: p.Self(), Have: have,
 		InFlight: roaring.Or(l.nodes.inFlight, l.origin.inFlight), OriginInFlight: l.origin.inFlight,
-		OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces, Claimed: p.Claimed(now),
+		OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces,
+		Claimed: p.Claimed(now, func(id string) bool { return l.nodes.banned[id] }),
 		Settled: l.phase.settled, IdleSince: l.phase.idleSince,
 	}
 	l.nodes.seen = p.Nodes()

@@ -50,8 +50,9 @@ type Peers interface {
 	// named are still being made.
 	Formation() (answered, forming bool)
 	// Claimed are the pieces other connected nodes are fetching from the
-	// registry now.
-	Claimed(now time.Time) *roaring.Bitmap
+	// registry now, leaving out the claims of the nodes ignore names (the
+	// engine no longer asks them: their claims hold nothing back).
+	Claimed(now time.Time, ignore func(id string) bool) *roaring.Bitmap
 	// Claim tells the nodes this node fetches pieces from the registry;
 	// Unclaim ends that (failed: they may fetch them themselves).
 	Claim(pieces []int)

@@ -127,8 +127,8 @@ func (p *fakePeers) Nodes() []sched.Peer {
 	return out
 }
 
-func (p *fakePeers) Formation() (bool, bool)           { return true, p.forming }
-func (p *fakePeers) Claimed(time.Time) *roaring.Bitmap { return roaring.New() }
+func (p *fakePeers) Formation() (bool, bool)                              { return true, p.forming }
+func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap { return roaring.New() }
 func (p *fakePeers) Claim(pieces []int) {
 	p.mu.Lock()
 	p.claims = append(p.claims, p.clock.Now())

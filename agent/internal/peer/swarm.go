@@ -117,10 +117,12 @@ func (s *Swarm) Formation() (answered, forming bool) {
 
 // Claimed implements swarm.Peers: claims of connected nodes younger than
 // claimTTL.
-func (s *Swarm) Claimed(now time.Time) *roaring.Bitmap {
+func (s *Swarm) Claimed(now time.Time, ignore func(id string) bool) *roaring.Bitmap {
 	connected := map[torrent.PeerID]bool{}
 	for _, pc := range s.t.PeerConns() {
-		connected[pc.PeerID] = true
+		if !peerid.IsOrigin(pc.PeerID) && !ignore(string(pc.PeerID[:])) {
+			connected[pc.PeerID] = true
+		}
 	}
 	out := roaring.New()
 	s.mu.Lock()
