@@ -156,10 +156,7 @@ func TestReseedVerifiesFirst(t *testing.T) {
 	// one is seeded and the damaged one has been dealt with.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		ag.mu.Lock()
-		_, seeded := ag.seeds[good]
-		_, badSeeded := ag.seeds[bad]
-		ag.mu.Unlock()
+		seeded, badSeeded := ag.seeds.seeding(good), ag.seeds.seeding(bad)
 		if badSeeded {
 			t.Fatal("a blob that fails its digest is seeded after the restart")
 		}

@@ -95,9 +95,11 @@ type Config struct {
 		// UploadSlots is how many piece requests of other nodes the data
 		// path serves at once; the rest are told to ask another node.
 		UploadSlots int `yaml:"uploadSlots"`
-		// StallTimeout: nothing arrives for this long (and no fetch of
-		// this node's is under way) → every missing piece comes from the
-		// registry; twice as long → plain HTTP fallback.
+		// StallTimeout is the least stall bound (sched.StallBound): a
+		// blob that gains no piece for the bound → every missing piece
+		// comes from the registry, this node's share first, whatever its
+		// connections; no piece and no registry byte for another bound →
+		// plain HTTP fallback.
 		StallTimeout time.Duration `yaml:"stallTimeout"`
 		// Deadline bounds a whole swarm download before HTTP takes over.
 		Deadline time.Duration `yaml:"deadline"`

@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
@@ -36,8 +37,8 @@ func (a *Agent) controlListener() (net.Listener, error) {
 
 func (a *Agent) controlHandler() http.Handler {
 	r := newRouter()
-	r.Handle("/healthz", a.health)
-	r.Handle("/metrics", a.metricsHandler)
+	r.Handle("/healthz", a.obs.health)
+	r.Handle("/metrics", a.obs.metricsHandler)
 	r.HandleFunc(nodeapi.FetchPath, a.handleFetch).Methods(http.MethodPost)
 	return r
 }
@@ -93,52 +94,56 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 	f, leave, err := a.startFlight(r.Context(), fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth, size: req.Size})
 	if err == nil {
 		defer leave()
-		err = f.wait(r.Context())
+		err = f.Wait(r.Context())
 	}
 	if err != nil {
-		var ue *upstreamError
-		var re *requestError
-		switch {
-		case errors.As(err, &re):
-			code := nodeapi.CodeInvalid
-			switch re.status {
-			case http.StatusForbidden:
-				code = nodeapi.CodeNotConfigured
-			case http.StatusInsufficientStorage:
-				code = nodeapi.CodeTooLarge
-			case http.StatusBadGateway:
-				code = nodeapi.CodeSizeMismatch
-			}
-			httpx.WriteError(w, re.status, code, re.msg)
-		case errors.As(err, &ue):
-			// The registry's status, never its body: the caller relays
-			// what it gets here into job progress.
-			status, code := ue.status, nodeapi.CodeUpstream
-			switch ue.status {
-			case http.StatusUnauthorized, http.StatusForbidden:
-				code = nodeapi.CodeUpstreamDenied
-			case http.StatusNotFound:
-				code = nodeapi.CodeBlobUnknown
-			}
-			if status < 400 {
-				status = http.StatusBadGateway
-			}
-			httpx.WriteError(w, status, code, fmt.Sprintf("the registry answered %d", ue.status))
-		case errors.Is(err, context.Canceled):
-		default:
-			a.log.WithError(err).WithField("digest", req.Digest).Warn("preheat fetch failed")
-			httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeFetchFailed, "the download failed; see the agent's log")
-		}
+		a.fetchError(w, err, req.Digest)
 		return
 	}
-	f.mu.Lock()
-	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.blob.Size(), f.source, f.fromPeers, f.fromRegistry
-	f.mu.Unlock()
+	o := f.Outcome()
+	resp.Size, resp.Source, resp.BytesFromPeers, resp.BytesFromRegistry = f.Blob.Size(), o.Source, o.FromPeers, o.FromRegistry
 	if req.Size > 0 && req.Size != resp.Size {
 		httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeSizeMismatch, fmt.Sprintf("blob size %d differs from requested %d", resp.Size, req.Size))
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+// fetchError answers a failed fetch in the house error shape.
+func (a *Agent) fetchError(w http.ResponseWriter, err error, digest string) {
+	var ue *origin.UpstreamError
+	var re *origin.RequestError
+	switch {
+	case errors.As(err, &re):
+		code := nodeapi.CodeInvalid
+		switch re.Status {
+		case http.StatusForbidden:
+			code = nodeapi.CodeNotConfigured
+		case http.StatusInsufficientStorage:
+			code = nodeapi.CodeTooLarge
+		case http.StatusBadGateway:
+			code = nodeapi.CodeSizeMismatch
+		}
+		httpx.WriteError(w, re.Status, code, re.Msg)
+	case errors.As(err, &ue):
+		// The registry's status, never its body: the caller relays
+		// what it gets here into job progress.
+		status, code := ue.Status, nodeapi.CodeUpstream
+		switch ue.Status {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			code = nodeapi.CodeUpstreamDenied
+		case http.StatusNotFound:
+			code = nodeapi.CodeBlobUnknown
+		}
+		if status < 400 {
+			status = http.StatusBadGateway
+		}
+		httpx.WriteError(w, status, code, fmt.Sprintf("the registry answered %d", ue.Status))
+	case errors.Is(err, context.Canceled):
+	default:
+		a.log.WithError(err).WithField("digest", digest).Warn("preheat fetch failed")
+		httpx.WriteError(w, http.StatusBadGateway, nodeapi.CodeFetchFailed, "the download failed; see the agent's log")
+	}
 }
 
 // counterValue reads a Prometheus counter (the heartbeat reports the same
@@ -161,7 +166,7 @@ func (a *Agent) heartbeat() nodeapi.Heartbeat {
 	return nodeapi.Heartbeat{
 		ID: a.cfg.Node.ID, Address: a.cfg.Control.Advertise, Groups: groups,
 		CacheFreeBytes: free, CacheUsedBytes: used,
-		StartedAt:          a.started,
+		StartedAt:          a.obs.started,
 		BytesServedToPeers: a.uploadedBytes(),
 		BytesFromPeers:     counterValue(a.metrics.bytes.WithLabelValues(sourcePeer)),
 		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues(sourceRegistry)),
@@ -177,13 +182,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Preheat.Interval)
 	defer t.Stop()
 	failing := false
-	a.hb.start(time.Now())
+	a.obs.hb.start(time.Now())
 	for {
 		rctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
 		err := c.Heartbeat(rctx, target, a.heartbeat())
 		cancel()
 		if ctx.Err() == nil {
-			a.hb.record(time.Now(), err)
+			a.obs.hb.record(time.Now(), err)
 		}
 		if err != nil && !failing && ctx.Err() == nil {
 			log := a.log.WithError(err).WithField("url", target)

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +19,9 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/agent/internal/partial"
+	"github.com/shoalproject/shoal/agent/internal/store"
 )
 
 // fetchReq is one blob download: where from and with whose credentials. The
@@ -37,227 +36,95 @@ type fetchReq struct {
 	size int64
 }
 
-// flightKey names a download: the same digest from two upstreams is two
-// downloads, so that bytes one upstream sends never reach a client of the
-// other before they matched the digest.
-type flightKey struct{ base, hex string }
-
-// cred is one requester's way into the upstream: its repository (tokens are
-// scoped to one) and its Authorization.
-type cred struct{ repo, auth string }
-
-// flight is one in-progress download shared by every requester of the blob
-// on one upstream (single flight). Its bytes and their state belong to
-// blob; the flight adds who is waiting, whose credentials it may use, and
-// the outcome.
-type flight struct {
-	key  flightKey
-	blob *partial.Blob
-	// size is the blob's size as the upstream gave it before the download
-	// (HEAD, or the control request), -1 if it gave none; torrents and
-	// bodies must agree with it.
-	size int64
-
-	done chan struct{} // closed once committed or failed
-	mu   sync.Mutex
-	err  error
-	refs int
-	// creds are the credentials of the requesters attached now, each
-	// checked with the upstream before it joined; cur is the one the
-	// download uses, replaced by another attached requester's when the
-	// upstream refuses it (expired token, a starter with bad credentials).
-	// Nobody's credentials outlive their requester, except cur while in use.
-	creds   []*cred
-	cur     *cred
-	refused map[cred]bool
-	// Set by finish, before done closes; read after it.
-	handle       *CacheHandle
-	source       string // p2p or http
-	fromPeers    int64
-	fromRegistry int64
-}
-
-// leave detaches one requester (c its credentials, nil for the flight's
-// own reference).
-func (f *flight) leave(c *cred) {
-	f.mu.Lock()
-	f.refs--
-	last := f.refs == 0
-	if i := slices.Index(f.creds, c); c != nil && i >= 0 {
-		f.creds = slices.Delete(f.creds, i, i+1)
-	}
-	f.mu.Unlock()
-	if last {
-		f.blob.Close()
-		if f.handle != nil {
-			f.handle.Release()
-		}
-	}
-}
-
-// credential is what the download authenticates with now.
-func (f *flight) credential() cred {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return *f.cur
-}
-
-// wait blocks until the blob is committed to the cache or failed.
-func (f *flight) wait(ctx context.Context) error {
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// isRefusal reports whether err is the upstream refusing credentials.
-func isRefusal(err error) bool {
-	var ue *upstreamError
-	return errors.As(err, &ue) && (ue.status == http.StatusUnauthorized || ue.status == http.StatusForbidden)
-}
-
-// switchCred is called when the upstream refused used: the download goes on
-// with the credentials of another attached requester, if one has some the
-// upstream has not refused yet. When none is left and the refusal ends the
-// download (final), the flight leaves the map under the same lock joiners
-// take, so that nobody joins it from then on: every joiner's credentials
-// are tried before a refusal fails the flight.
-func (a *Agent) switchCred(f *flight, used cred, final bool) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.refused[used] = true
-	for _, c := range f.creds {
-		if !f.refused[*c] {
-			f.cur = c
-			return true
-		}
-	}
-	if final && a.flights[f.key] == f {
-		delete(a.flights, f.key)
-	}
-	return false
-}
-
 // errUncheckable: a range of a blob without piece hashes waits for the
 // whole blob's digest.
 var errUncheckable = partial.ErrUncheckable
 
-// requestError is a request the agent refuses before contacting anyone.
-type requestError struct {
-	status int
-	code   string // OCI error code, for the mirror
-	msg    string
-}
-
-func (e *requestError) Error() string { return e.msg }
-
 // allowUpstream refuses registries that are not configured upstreams: the
 // agent connects to nothing else, whatever a request names.
 func (a *Agent) allowUpstream(base string) (*Upstream, error) {
-	if up := a.upstreamByURL(base); up != nil {
-		return up, nil
+	urls := make([]string, len(a.cfg.Upstreams))
+	for i, u := range a.cfg.Upstreams {
+		urls[i] = u.URL
 	}
-	return nil, &requestError{status: http.StatusForbidden, code: "DENIED",
-		msg: fmt.Sprintf("registry %q is not a configured upstream of this agent", base)}
+	i, err := origin.Allowed(urls, base)
+	if err != nil {
+		return nil, err
+	}
+	return &a.cfg.Upstreams[i], nil
 }
 
 // startFlight joins the download of the blob from req's upstream or starts
 // it, after the upstream confirmed (HEAD) that req's credentials may read
 // it; that answer also gives the size the download must agree with. The
 // returned function detaches the requester; call it when done.
-func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*flight, func(), error) {
+func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, func(), error) {
 	up, err := a.allowUpstream(req.base)
 	if err != nil {
 		return nil, nil, err
 	}
 	req.base = up.URL
-	size, err := a.checkAccess(ctx, req.base, req.repo, req.hex, req.auth)
+	size, err := a.origin.CheckAccess(ctx, req.base, req.repo, req.hex, req.auth)
 	if err != nil {
 		return nil, nil, err
 	}
 	switch {
 	case size > 0 && req.size > 0 && size != req.size:
-		return nil, nil, &requestError{status: http.StatusBadGateway, code: "SIZE_INVALID",
-			msg: fmt.Sprintf("upstream says blob sha256:%s has %d bytes, the request %d", req.hex, size, req.size)}
+		return nil, nil, &origin.RequestError{Status: http.StatusBadGateway, Code: "SIZE_INVALID",
+			Msg: fmt.Sprintf("upstream says blob sha256:%s has %d bytes, the request %d", req.hex, size, req.size)}
 	case size < 0 && req.size > 0:
 		size = req.size
 	}
 	if size > a.cfg.Cache.MaxBytes {
-		return nil, nil, &requestError{status: http.StatusInsufficientStorage, code: "SIZE_INVALID",
-			msg: fmt.Sprintf("blob sha256:%s has %d bytes, more than cache.maxBytes", req.hex, size)}
+		return nil, nil, &origin.RequestError{Status: http.StatusInsufficientStorage, Code: "SIZE_INVALID",
+			Msg: fmt.Sprintf("blob sha256:%s has %d bytes, more than cache.maxBytes", req.hex, size)}
 	}
-	c := &cred{repo: req.repo, auth: req.auth}
-	key := flightKey{base: req.base, hex: req.hex}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if f, ok := a.flights[key]; ok {
-		f.mu.Lock()
-		f.refs++
-		f.creds = append(f.creds, c)
-		f.mu.Unlock()
-		return f, func() { f.leave(c) }, nil
+	create := func() (*partial.Blob, error) {
+		// A path of the flight's own: two upstreams may download one digest.
+		path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.dl.partialSeq.Add(1)))
+		b, err := partial.Create(a.life.ctx, path, req.hex)
+		if err != nil {
+			return nil, err
+		}
+		if size >= 0 {
+			if err := b.SetSize(size); err != nil {
+				b.Close()
+				return nil, err
+			}
+		}
+		return b, nil
 	}
-	// A path of the flight's own: two upstreams may download one digest.
-	a.partialSeq++
-	path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.partialSeq))
-	b, err := partial.Create(a.ctx, path, req.hex)
+	f, leave, started, err := a.dl.flights.Join(origin.Key{Base: req.base, Hex: req.hex}, origin.Cred{Repo: req.repo, Auth: req.auth}, size, create)
 	if err != nil {
 		return nil, nil, err
 	}
-	if size >= 0 {
-		if err := b.SetSize(size); err != nil {
-			b.Close()
-			return nil, nil, err
-		}
+	if started {
+		go a.runFlight(f, req)
 	}
-	f := &flight{key: key, blob: b, size: size, done: make(chan struct{}), refs: 2,
-		creds: []*cred{c}, cur: c, refused: map[cred]bool{}}
-	a.flights[key] = f
-	go a.runFlight(f, req)
-	return f, func() { f.leave(c) }, nil
+	return f, leave, nil
 }
 
-func (a *Agent) runFlight(f *flight, req fetchReq) {
+func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
-	d := &dl{a: a, f: f, blob: f.blob, req: req}
-	err := a.download(a.ctx, d)
-	// Out of the map before anyone hears of a failure: a requester told of
-	// it must be able to start afresh rather than join the failed flight.
-	a.mu.Lock()
-	if a.flights[f.key] == f {
-		delete(a.flights, f.key)
-	}
-	a.mu.Unlock()
+	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req})
+	f.End(err)
 	if err != nil {
-		f.blob.Fail(err)
-		_ = os.Remove(f.blob.Path()) // the path is this flight's own
-	}
-	f.mu.Lock()
-	f.err = err
-	f.cur = nil
-	f.mu.Unlock()
-	close(f.done)
-	if err != nil {
-		var ue *upstreamError
+		var ue *origin.UpstreamError
 		if !errors.As(err, &ue) {
 			log.WithError(err).Warn("blob download failed")
 		}
-	} else {
-		log.WithFields(logrus.Fields{"size": f.blob.Size(), "source": f.source, "fromPeers": f.fromPeers,
-			"fromRegistry": f.fromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
+		return
 	}
-	f.leave(nil)
+	o := f.Outcome()
+	log.WithFields(logrus.Fields{"size": f.Blob.Size(), "source": o.Source, "fromPeers": o.FromPeers,
+		"fromRegistry": o.FromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
 }
 
 // dl is the state of one download attempt.
 type dl struct {
 	a         *Agent
-	f         *flight
+	f         *origin.Flight
 	blob      *partial.Blob
 	req       fetchReq
 	reserved  int64
@@ -284,15 +151,15 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var plain *http.Response
 	var err error
 	reason := "p2p_disabled"
-	if a.tc != nil {
+	if a.p2p != nil {
 		for {
-			c := d.f.credential()
-			mi, plain, d.dataURL, err = a.askTorrent(ctx, d.req.base, c, d.req.hex)
-			if !isRefusal(err) || !a.switchCred(d.f, c, true) {
+			c := d.f.Credential()
+			mi, plain, d.dataURL, err = a.origin.AskTorrent(ctx, d.req.base, c, d.req.hex)
+			if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
 				break
 			}
 		}
-		var ue *upstreamError
+		var ue *origin.UpstreamError
 		switch {
 		case errors.As(err, &ue):
 			return err
@@ -328,11 +195,6 @@ func (d *dl) reserve(size int64) {
 		d.a.cache.Reserve(size)
 		d.reserved = size
 	}
-}
-
-func isTorrentType(ct string) bool {
-	mt, _, _ := mime.ParseMediaType(ct)
-	return mt == "application/x-bittorrent"
 }
 
 // Limits on torrent metadata from the upstream, checked before anything is
@@ -371,7 +233,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	log := a.log.WithField("digest", "sha256:"+d.req.hex)
 	info, err := mi.UnmarshalInfo()
 	if err == nil {
-		err = checkInfo(&info, d.req.hex, d.f.size, a.cfg.Cache.MaxBytes)
+		err = checkInfo(&info, d.req.hex, d.f.Size, a.cfg.Cache.MaxBytes)
 	}
 	if err != nil {
 		log.WithError(err).Warn("torrent metadata does not describe this blob; using HTTP")
@@ -385,12 +247,12 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
 	})
 	d.reserve(info.Length)
-	a.dropSeed(d.req.hex)
+	a.seeds.drop(d.req.hex)
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
 	if err != nil {
 		return "bad_torrent", nil
 	}
-	if _, busy := a.swarms.Load(spec.InfoHash); busy {
+	if a.p2p.Busy(spec.InfoHash) {
 		// The same torrent downloading for another upstream's flight: one
 		// swarm per torrent, so this one takes HTTP.
 		return "torrent_busy", nil
@@ -399,8 +261,8 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	// once; the engine fetches the registry's share itself.
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{a: a, path: d.blob.Path(), has: d.blob.Has}
-	t, _, err := a.tc.AddTorrentSpec(spec)
+	spec.Storage = store.Storage{Readers: a.readers, Path: d.blob.Path(), Has: d.blob.Has}
+	t, err := a.p2p.Add(spec)
 	if err != nil {
 		log.WithError(err).Warn("add torrent; using HTTP")
 		return "torrent_add_failed", nil
@@ -416,96 +278,17 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 	// them over the data path.
 	t.DownloadAll()
 	t.DisallowDataDownload()
-	s := a.newSwarmDownload(d, t, &info)
-	a.swarms.Store(t.InfoHash(), s)
-	defer a.swarms.Delete(t.InfoHash())
-	reason, err := s.run(ctx)
+	res, err := d.runSwarm(ctx, t, &info, log)
 	if err != nil {
 		return "", err
 	}
-	if reason == "" {
+	if res.Reason == "" {
 		keep = true
 		d.torrent = t
 		return "", nil
 	}
-	log.WithFields(logrus.Fields{"reason": reason, "have": d.blob.Prefix()}).Info("swarm download gave up; resuming over HTTP")
-	return reason, nil
-}
-
-// askTorrent asks the upstream for the blob's torrent. A Shoal registry
-// answers 307 to signed torrent metadata; a plain registry answers with the
-// blob (200) or a storage redirect, which is returned as plain to be
-// streamed over HTTP.
-func (a *Agent) askTorrent(ctx context.Context, base string, c cred, hexd string) (*metainfo.MetaInfo, *http.Response, string, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(base, c.repo, hexd), nil)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	r.Header.Set("Accept", "application/x-bittorrent")
-	if c.auth != "" {
-		r.Header.Set("Authorization", c.auth)
-	}
-	resp, err := a.noRedirect.Do(r)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("ask upstream for torrent: %w", err)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusTemporaryRedirect, http.StatusFound, http.StatusSeeOther, http.StatusMovedPermanently, http.StatusPermanentRedirect:
-		loc, err := resp.Location()
-		resp.Body.Close()
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("upstream redirect without location: %w", err)
-		}
-		// The torrent URL is signed; no credentials go there (a storage
-		// redirect target would reject them too).
-		r2, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		r2.Header.Set("Accept", "application/x-bittorrent")
-		resp, err = a.plain.Do(r2)
-		if err != nil {
-			// Without the URL: it is signed, and errors end up in logs.
-			var ue *url.Error
-			if errors.As(err, &ue) {
-				err = ue.Err
-			}
-			return nil, nil, "", fmt.Errorf("fetch torrent metadata from %s: %w", loc.Host, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, nil, "", fmt.Errorf("fetch torrent metadata: status %d", resp.StatusCode)
-		}
-	default:
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		return nil, nil, "", &upstreamError{status: resp.StatusCode, header: resp.Header, body: body}
-	}
-	if !isTorrentType(resp.Header.Get("Content-Type")) {
-		return nil, resp, "", nil
-	}
-	defer resp.Body.Close()
-	mi, err := metainfo.Load(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("parse torrent metadata: %w", err)
-	}
-	return mi, nil, blobDataURL(resp), nil
-}
-
-// blobDataURL is the registry's signed URL for this blob's bytes, given with
-// the torrent metadata (Shoal-Blob-Url). Only a URL on the host that served
-// the metadata is taken: the agent fetches what it names.
-func blobDataURL(resp *http.Response) string {
-	raw := resp.Header.Get("Shoal-Blob-Url")
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || resp.Request == nil || u.Host != resp.Request.URL.Host {
-		return ""
-	}
-	return u.String()
+	log.WithFields(logrus.Fields{"reason": res.Reason, "have": d.blob.Prefix()}).Info("swarm download gave up; resuming over HTTP")
+	return res.Reason, nil
 }
 
 // withGroup appends the node group to announce URLs so the tracker can
@@ -544,20 +327,11 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 		resp := plain
 		plain = nil
 		off := d.blob.Prefix()
-		var c cred
+		var c origin.Cred
 		if resp == nil {
-			c = d.f.credential()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, blobURL(d.req.base, c.repo, d.req.hex), nil)
-			if err != nil {
-				return err
-			}
-			if c.auth != "" {
-				req.Header.Set("Authorization", c.auth)
-			}
-			if off > 0 {
-				req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
-			}
-			resp, err = a.plain.Do(req)
+			c = d.f.Credential()
+			var err error
+			resp, err = a.origin.GetBlob(ctx, d.req.base, c, d.req.hex, off)
 			if err != nil {
 				lastErr = fmt.Errorf("fetch blob over HTTP: %w", err)
 				if ctx.Err() != nil {
@@ -590,8 +364,8 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 		default:
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			ue := &upstreamError{status: resp.StatusCode, header: resp.Header, body: body}
-			if isRefusal(ue) && c != (cred{}) && a.switchCred(d.f, c, true) {
+			ue := &origin.UpstreamError{Status: resp.StatusCode, Header: resp.Header, Body: body}
+			if origin.IsRefusal(ue) && c != (origin.Cred{}) && d.f.SwitchCred(c, true) {
 				// These credentials expired or never worked: another
 				// requester's, without spending an attempt.
 				i--
@@ -673,7 +447,7 @@ func (d *dl) setSize(n int64) error {
 
 // waitHTTP holds back n bytes of download to the configured rate.
 func (a *Agent) waitHTTP(ctx context.Context, n int) error {
-	lim := a.httpRate
+	lim := a.dl.httpRate
 	if lim == nil {
 		return nil
 	}
@@ -741,7 +515,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 				// Pieces taken from nodes without their SHA-1 check: the
 				// next attempt checks every piece and drops the node that
 				// sent bad ones.
-				a.strict.Store(d.req.hex, true)
+				a.dl.strict.Store(d.req.hex, true)
 				a.log.WithField("digest", "sha256:"+d.req.hex).Warn("blob failed its digest; the next download checks every piece from nodes")
 			}
 		}
@@ -773,10 +547,8 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 		}
 		return err
 	}
-	f.mu.Lock()
-	f.handle, f.source, f.fromPeers, f.fromRegistry = h, src, peers, reg
-	f.mu.Unlock()
-	if a.tc != nil && mi != nil {
+	f.Finish(h.Release, origin.Outcome{Source: src, FromPeers: peers, FromRegistry: reg})
+	if a.p2p != nil && mi != nil {
 		if err := saveMetainfo(a.cache.torrentPath(d.req.hex), mi); err != nil {
 			a.log.WithError(err).Warn("cannot keep torrent metadata; blob will not be seeded after a restart")
 		}
@@ -794,7 +566,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 				return nil
 			}
 		}
-		a.keepSeeding(d.req.hex, t, a.cfg.P2P.SeedTime)
+		a.seeds.keep(d.req.hex, t, a.cfg.P2P.SeedTime)
 	}
 	return nil
 }
@@ -832,9 +604,8 @@ func (a *Agent) seedCached(hexd string, mi *metainfo.MetaInfo) (*torrent.Torrent
 	}
 	spec.Webseeds = nil
 	spec.Trackers = a.withGroup(spec.Trackers)
-	spec.Storage = fileStorage{a: a, path: a.cache.blobPath(hexd), has: func(int) bool { return true }}
-	t, _, err := a.tc.AddTorrentSpec(spec)
-	return t, err
+	spec.Storage = store.Storage{Readers: a.readers, Path: a.cache.blobPath(hexd), Has: func(int) bool { return true }}
+	return a.p2p.Add(spec)
 }
 
 // reseed resumes seeding, after a restart, the cached blobs still inside
@@ -877,7 +648,7 @@ func (a *Agent) reseed(ctx context.Context) {
 			a.log.WithError(err).WithField("digest", "sha256:"+hexd).Warn("cannot re-seed cached blob")
 			continue
 		}
-		a.keepSeeding(hexd, t, left)
+		a.seeds.keep(hexd, t, left)
 		n++
 	}
 	if n > 0 {

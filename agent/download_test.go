@@ -7,6 +7,8 @@ import (
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
+
+	"github.com/shoalproject/shoal/agent/internal/origin"
 )
 
 func TestBlobDataURL(t *testing.T) {
@@ -22,7 +24,7 @@ func TestBlobDataURL(t *testing.T) {
 		if tc.header != "" {
 			resp.Header.Set("Shoal-Blob-Url", tc.header)
 		}
-		if got := blobDataURL(resp); got != tc.want {
+		if got := origin.BlobDataURL(resp); got != tc.want {
 			t.Errorf("Shoal-Blob-Url %q: got %q, want %q", tc.header, got, tc.want)
 		}
 	}
@@ -118,13 +120,13 @@ func FuzzNormURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		n, ok := normURL(s)
+		n, ok := origin.NormURL(s)
 		if !ok {
 			return
 		}
-		again, ok := normURL(n)
+		again, ok := origin.NormURL(n)
 		if !ok || again != n {
-			t.Fatalf("normURL(%q) = %q, then %q, %v", s, n, again, ok)
+			t.Fatalf("origin.NormURL(%q) = %q, then %q, %v", s, n, again, ok)
 		}
 	})
 }

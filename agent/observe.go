@@ -43,7 +43,7 @@ func (a *Agent) newHealth() *httpx.Health {
 	}
 	if a.cfg.Preheat.URL != "" {
 		h.Add("preheat", func(context.Context) error {
-			return a.hb.health(time.Now(), heartbeatWindow(a.cfg.Preheat.Interval))
+			return a.obs.hb.health(time.Now(), heartbeatWindow(a.cfg.Preheat.Interval))
 		})
 	}
 	return h
@@ -74,16 +74,11 @@ func (a *Agent) checkCache(context.Context) error {
 
 // checkP2P reports a BitTorrent client that has stopped: the node then
 // neither gets pieces from nor gives them to the others.
-func (a *Agent) checkP2P(context.Context) error {
-	if a.tc == nil {
+func (a *Agent) checkP2P(ctx context.Context) error {
+	if a.p2p == nil {
 		return errors.New("bittorrent client not started")
 	}
-	select {
-	case <-a.tc.Closed():
-		return errors.New("bittorrent client closed")
-	default:
-		return nil
-	}
+	return a.p2p.Check(ctx)
 }
 
 // heartbeatTimeout bounds one heartbeat to preheat.
@@ -140,12 +135,12 @@ func (s *heartbeatState) health(now time.Time, window time.Duration) error {
 // the bearer token when one is configured.
 func (a *Agent) metricsListenerHandler() http.Handler {
 	r := newRouter()
-	r.Handle("/metrics", a.metricsHandler)
-	r.Handle("/healthz", a.health)
-	if a.metricsToken == "" {
+	r.Handle("/metrics", a.obs.metricsHandler)
+	r.Handle("/healthz", a.obs.health)
+	if a.obs.metricsToken == "" {
 		return r
 	}
-	return requireBearer(a.metricsToken, r)
+	return requireBearer(a.obs.metricsToken, r)
 }
 
 // requireBearer admits requests carrying token as a bearer token. Both

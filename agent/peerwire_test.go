@@ -14,6 +14,7 @@ import (
 
 	"github.com/anacrolix/torrent/metainfo"
 
+	"github.com/shoalproject/shoal/agent/internal/peer"
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/peerwire/peerwiretest"
 	"github.com/shoalproject/shoal/internal/secret"
@@ -37,12 +38,12 @@ func TestPeerWireClosedToStrangers(t *testing.T) {
 		t.Fatalf("pull through the agent: %d %s", st, sum)
 	}
 	mi := torrentOf(t, reg, "lib/closed", d.String())
-	peer := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.PeerPort()))
-	data := a.dataL.Addr().String()
+	wireAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.PeerPort()))
+	data := a.p2p.DataAddr().String()
 
 	t.Run("data listener", func(t *testing.T) {
 		ih := mi.HashInfoBytes()
-		target := "https://" + data + dataPathPrefix + ih.HexString()
+		target := "https://" + data + peer.DataPathPrefix + ih.HexString()
 		get := func(c *http.Client, url string) (int, []byte, error) {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
 			req.Header.Set("Range", "bytes=0-65535")
@@ -58,7 +59,7 @@ func TestPeerWireClosedToStrangers(t *testing.T) {
 		if st, b, err := get(noCert, target); err == nil {
 			t.Fatalf("HTTPS without a certificate answered %d (%d bytes)", st, len(b))
 		}
-		if st, b, err := get(&http.Client{Timeout: 5 * time.Second}, "http://"+data+dataPathPrefix+ih.HexString()); err == nil && (st/100 == 2 || bytes.Contains(b, blob[:64])) {
+		if st, b, err := get(&http.Client{Timeout: 5 * time.Second}, "http://"+data+peer.DataPathPrefix+ih.HexString()); err == nil && (st/100 == 2 || bytes.Contains(b, blob[:64])) {
 			t.Fatalf("plain HTTP answered %d with %d bytes", st, len(b))
 		}
 		other, err := cluster.NewAuthority(secret.Generate())
@@ -82,14 +83,14 @@ func TestPeerWireClosedToStrangers(t *testing.T) {
 
 	for name, secrets := range map[string][]string{"bare client": nil, "other cluster": {secret.Generate()}} {
 		t.Run(name, func(t *testing.T) {
-			got, n := peerwiretest.Fetch(t, peerwiretest.Client(t, secrets...), mi, peer, 5*time.Second)
+			got, n := peerwiretest.Fetch(t, peerwiretest.Client(t, secrets...), mi, wireAddr, 5*time.Second)
 			if got != nil || n != 0 {
 				t.Fatalf("%d bytes of piece data from the node's peer port", n)
 			}
 		})
 	}
 	t.Run("member", func(t *testing.T) {
-		got, _ := peerwiretest.Fetch(t, peerwiretest.Client(t, testClusterSecret), mi, peer, 30*time.Second)
+		got, _ := peerwiretest.Fetch(t, peerwiretest.Client(t, testClusterSecret), mi, wireAddr, 30*time.Second)
 		if sum := sha256.Sum256(got); "sha256:"+hex.EncodeToString(sum[:]) != d.String() {
 			t.Fatalf("a member did not get the blob from the node (%d bytes)", len(got))
 		}

@@ -14,6 +14,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/agent/internal/partial"
+	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
 
@@ -35,8 +38,8 @@ func ociError(w http.ResponseWriter, status int, code, msg string) {
 // errors), /healthz and /metrics (the house shapes).
 func (a *Agent) mirrorHandler() http.Handler {
 	r := newRouter()
-	r.Handle("/healthz", a.health)
-	r.Handle("/metrics", a.metricsHandler)
+	r.Handle("/healthz", a.obs.health)
+	r.Handle("/metrics", a.obs.metricsHandler)
 	r.PathPrefix("/v2").HandlerFunc(countMirrorRequest(a.metrics.requests, a.handleV2))
 	return r
 }
@@ -138,7 +141,7 @@ func (a *Agent) proxy(w http.ResponseWriter, r *http.Request, target string) {
 			req.Header.Add(h, v)
 		}
 	}
-	resp, err := a.plain.Do(req)
+	resp, err := a.origin.Do(req)
 	if err != nil {
 		a.log.WithError(err).WithField("url", target).Warn("upstream request failed")
 		ociError(w, http.StatusBadGateway, "UNAVAILABLE", "upstream registry unreachable")
@@ -164,19 +167,19 @@ func copyHeaders(dst, src http.Header) {
 }
 
 // relayUpstreamError gives the client the upstream's refusal unchanged.
-func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *upstreamError) {
-	copyHeaders(w.Header(), ue.header)
+func relayUpstreamError(w http.ResponseWriter, r *http.Request, ue *origin.UpstreamError) {
+	copyHeaders(w.Header(), ue.Header)
 	w.Header().Del("Content-Length")
-	body := ue.body
+	body := ue.Body
 	if len(body) == 0 && r.Method != http.MethodHead {
-		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[ue.status]
+		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[ue.Status]
 		if code == "" {
 			code = "UNKNOWN"
 		}
-		ociError(w, ue.status, code, http.StatusText(ue.status))
+		ociError(w, ue.Status, code, http.StatusText(ue.Status))
 		return
 	}
-	w.WriteHeader(ue.status)
+	w.WriteHeader(ue.Status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
@@ -201,14 +204,14 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
 	if h, ok := a.cache.Lookup(hexd); ok {
 		// Cached, but this client must prove it may read it upstream.
-		if _, err := a.checkAccess(ctx, up.URL, repo, hexd, auth); err != nil {
+		if _, err := a.origin.CheckAccess(ctx, up.URL, repo, hexd, auth); err != nil {
 			h.Release()
 			a.writeErr(w, r, err)
 			return
 		}
 		if err := h.Verify(); err != nil {
 			h.Release()
-			a.dropSeed(hexd) // don't keep offering the corrupt copy to peers
+			a.seeds.drop(hexd) // don't keep offering the corrupt copy to peers
 			log.WithError(err).Warn("re-fetching blob")
 		} else {
 			defer h.Release()
@@ -219,7 +222,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	a.metrics.misses.Inc()
 	if r.Method == http.MethodHead {
-		a.proxy(w, r, blobURL(up.URL, repo, hexd))
+		a.proxy(w, r, origin.BlobURL(up.URL, repo, hexd))
 		return
 	}
 	// The upstream checks this client's credentials before it joins or
@@ -230,7 +233,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 		return
 	}
 	defer leave()
-	size, err := f.blob.WaitSize(ctx)
+	size, err := f.Blob.WaitSize(ctx)
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
@@ -243,23 +246,29 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	// A descriptor of our own on the partial file (own offset, for
 	// sendfile), valid after the file is renamed into the cache.
-	file, err := f.blob.OpenRead()
+	file, err := f.Blob.OpenRead()
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
+	stream(ctx, w, log, f.Blob, file, start, end, size)
+}
+
+// stream sends bytes [start, end] of a downloading blob as they become
+// readable through file, a descriptor of the caller's own on its file.
+func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *partial.Blob, file *os.File, start, end, size int64) {
 	// A range that ends before the blob does gets no protection from the
 	// held-back last byte: its bytes are checked before they go out.
 	early := end < size-1
 	off := start
 	for off <= end {
-		readable, _, _, ferr, ch := f.blob.Readable()
+		readable, _, _, ferr, ch := b.Readable()
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := f.blob.EnsureChecked(off, n)
+				err := b.EnsureChecked(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
@@ -273,7 +282,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 					panic(http.ErrAbortHandler)
 				}
 			}
-			sent, err := sendRange(ctx, w, file, off, n, nil)
+			sent, err := store.SendRange(ctx, w, file, off, n, nil)
 			off += sent
 			if err != nil {
 				return
@@ -338,19 +347,19 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
-	n, _ := sendRange(r.Context(), w, file, start, end-start+1, nil)
+	n, _ := store.SendRange(r.Context(), w, file, start, end-start+1, nil)
 	a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))
 }
 
 func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	var ue *upstreamError
+	var ue *origin.UpstreamError
 	if errors.As(err, &ue) {
 		relayUpstreamError(w, r, ue)
 		return
 	}
-	var re *requestError
+	var re *origin.RequestError
 	if errors.As(err, &re) {
-		ociError(w, re.status, re.code, re.msg)
+		ociError(w, re.Status, re.Code, re.Msg)
 		return
 	}
 	if errors.Is(err, context.Canceled) {

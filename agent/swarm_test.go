@@ -265,10 +265,7 @@ func TestSwarmTwoAgents(t *testing.T) {
 	a1b := startAgent(t, cfg1b)
 	// It seeds again once it hashed the blob (in the background).
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		a1b.mu.Lock()
-		_, seeding := a1b.seeds[d.Hex]
-		a1b.mu.Unlock()
-		if seeding {
+		if a1b.seeds.seeding(d.Hex) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"github.com/shoalproject/shoal/internal/cluster"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/internal/cluster"
 
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
@@ -270,7 +272,7 @@ func TestOversizedTorrentRefused(t *testing.T) {
 		if _, err := os.Stat(ag.cache.torrentPath(d.Hex)); !os.IsNotExist(err) {
 			t.Errorf("%s: refused torrent metadata kept: %v", tc.name, err)
 		}
-		if n := len(ag.tc.Torrents()); n != 0 {
+		if n := ag.p2p.ActiveTorrents(); n != 0 {
 			t.Errorf("%s: %d torrents added", tc.name, n)
 		}
 	}
@@ -500,18 +502,10 @@ func TestFlightCredentialsPerJoiner(t *testing.T) {
 				}
 			}
 			second := pull("good", nil)
-			key := flightKey{base: "http://" + up.host, hex: d.Hex}
+			key := origin.Key{Base: "http://" + up.host, Hex: d.Hex}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				ag.mu.Lock()
-				f := ag.flights[key]
-				n := 0
-				if f != nil {
-					f.mu.Lock()
-					n = len(f.creds)
-					f.mu.Unlock()
-				}
-				ag.mu.Unlock()
+				n := ag.dl.flights.Requesters(key)
 				if n == 2 {
 					break
 				}

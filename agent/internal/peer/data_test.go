@@ -1,4 +1,4 @@
-package agent
+package peer
 
 import (
 	"net/http"
@@ -8,17 +8,27 @@ import (
 	"testing"
 
 	"github.com/anacrolix/torrent/metainfo"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/agent/internal/store"
+	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // The data path serves only connected BitTorrent peers of the torrent;
 // anyone else learns nothing, not even whether the torrent exists here.
 func TestDataServerRefusesStrangers(t *testing.T) {
-	cfg := testConfig(t, "127.0.0.1:1")
-	cfg.P2P.Enabled = false
-	a, err := New(cfg, Deps{})
+	auth, err := cluster.NewAuthority(secret.Generate())
 	if err != nil {
 		t.Fatal(err)
 	}
+	id, err := auth.Issue("node", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readers := &store.Readers{}
+	c := New(Config{UploadSlots: 1, Authority: auth, Identity: id, Readers: readers,
+		Transport: &http.Transport{}, Log: logrus.NewEntry(logrus.New())})
 	path := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
@@ -27,18 +37,19 @@ func TestDataServerRefusesStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	ih := metainfo.HashBytes([]byte("some blob"))
-	a.stores.Store(ih, &fileTorrent{f: f, has: func(int) bool { return true }, pieceLen: 1 << 18, length: 1 << 20})
+	r := store.NewReader(f, 1<<18, 1<<20, func(int) bool { return true })
+	defer r.Close()
+	readers.Add(ih, r)
 
-	h := a.dataHandler()
+	h := c.dataHandler()
 	for _, tc := range []struct {
 		name, path, rng string
 		want            int
 	}{
-		{"known torrent, not a peer", dataPathPrefix + ih.HexString(), "bytes=0-1023", http.StatusNotFound},
-		{"unknown torrent", dataPathPrefix + metainfo.HashBytes([]byte("x")).HexString(), "bytes=0-1023", http.StatusNotFound},
-		{"malformed infohash", dataPathPrefix + "zz", "bytes=0-1023", http.StatusNotFound},
+		{"known torrent, not a peer", DataPathPrefix + ih.HexString(), "bytes=0-1023", http.StatusNotFound},
+		{"unknown torrent", DataPathPrefix + metainfo.HashBytes([]byte("x")).HexString(), "bytes=0-1023", http.StatusNotFound},
+		{"malformed infohash", DataPathPrefix + "zz", "bytes=0-1023", http.StatusNotFound},
 		{"other paths", "/v2/", "", http.StatusNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,26 +67,5 @@ func TestDataServerRefusesStrangers(t *testing.T) {
 				t.Errorf("error body Content-Type %q, want application/json", ct)
 			}
 		})
-	}
-}
-
-func TestFileTorrentHasRange(t *testing.T) {
-	present := map[int]bool{0: true, 1: true, 3: true}
-	ft := &fileTorrent{has: func(i int) bool { return present[i] }, pieceLen: 100, length: 350}
-	for _, tc := range []struct {
-		off, n int64
-		want   bool
-	}{
-		{0, 200, true},
-		{150, 50, true},
-		{150, 60, false}, // reaches piece 2
-		{300, 50, true},  // the short last piece
-		{300, 51, false}, // beyond the blob
-		{-1, 10, false},
-		{0, 0, false},
-	} {
-		if got := ft.hasRange(tc.off, tc.n); got != tc.want {
-			t.Errorf("hasRange(%d, %d) = %v, want %v", tc.off, tc.n, got, tc.want)
-		}
 	}
 }

@@ -46,6 +46,38 @@ func ones(pieces ...int) []Fetch {
 	return out
 }
 
+// soloWant is the first fetches planSolo starts for self's share mine
+// (blocks of one piece) with origin requests left, runs of at most run,
+// skipping the piece in flight from the registry.
+func soloWant(mine []int, skip, left, run int) []Fetch {
+	var out []Fetch
+	for _, share := range []bool{true, false} {
+		for i := 0; i < 8 && len(out) < left; i++ {
+			ok := func(i int) bool {
+				return i < 8 && i != skip && (!share || slices.Contains(mine, i)) && !planned(out, i)
+			}
+			if !ok(i) {
+				continue
+			}
+			first := i
+			for ; ok(i) && i-first < run; i++ {
+			}
+			out = append(out, Fetch{First: first, Count: i - first, Why: "solo"})
+			i--
+		}
+	}
+	return out
+}
+
+func planned(fs []Fetch, i int) bool {
+	for _, f := range fs {
+		if i >= f.First && i < f.First+f.Count {
+			return true
+		}
+	}
+	return false
+}
+
 func TestPlan(t *testing.T) {
 	mineA, mineB := owned("a", 8, "a", "b"), owned("b", 8, "a", "b")
 	if len(mineA) < 2 || len(mineB) < 3 {
@@ -191,14 +223,27 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name: "solo: every missing piece no node has, whoever's share",
+			name: "solo alone: every missing piece, in long runs",
 			edit: func(s *Snapshot) {
-				s.Peers = []Peer{{ID: "a", Has: bm(7), Data: false}}
-				s.Claimed = bm(0, 1)
+				s.Have = bm(2)
 				s.Solo = true
 				s.AloneRun = 64
 			},
-			want: []Fetch{{First: 0, Count: 5, Why: "solo"}, {First: 5, Count: 2, Why: "solo"}},
+			want: []Fetch{{First: 0, Count: 2, Why: "solo"}, {First: 3, Count: 5, Why: "solo"}},
+		},
+		{
+			name: "solo: own share first, then what nodes advertise, claim or are sending",
+			edit: func(s *Snapshot) {
+				// a advertises everything (no data port yet) and claims
+				// some; 5 is coming from a node already, 6 from the
+				// registry.
+				s.Peers = []Peer{{ID: "a", Has: bm(span(0, 8)...), Data: false}}
+				s.Claimed = bm(0, 1)
+				s.InFlight = bm(5, 6)
+				s.OriginInFlight = bm(6) // its request counts in OriginBusy elsewhere
+				s.Solo = true
+			},
+			want: soloWant(mineB, 6, 2, 2),
 		},
 	}
 	for _, tt := range tests {
@@ -248,23 +293,48 @@ func TestPlanPartitionCoversEveryPieceOnce(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	const stall, deadline = 5 * time.Second, time.Minute
+	const bound, deadline = 5 * time.Second, time.Minute
 	tests := []struct {
-		name       string
-		now, last  time.Time
-		busy, solo bool
-		want       Verdict
+		name               string
+		now, piece, origin time.Time
+		solo               bool
+		want               Verdict
 	}{
-		{"progressing", t0.Add(10 * time.Second), t0.Add(9 * time.Second), false, false, Wait},
-		{"own fetch under way is not a stall", t0.Add(20 * time.Second), t0, true, false, Wait},
-		{"nothing arrives: solo", t0.Add(10 * time.Second), t0.Add(4 * time.Second), false, false, GoSolo},
-		{"nothing arrives while solo: give up", t0.Add(10 * time.Second), t0.Add(4 * time.Second), false, true, GiveUp},
-		{"deadline beats everything", t0.Add(2 * time.Minute), t0.Add(2 * time.Minute), true, false, GiveUp},
+		{"a piece arrived lately", t0.Add(10 * time.Second), t0.Add(9 * time.Second), time.Time{}, false, Wait},
+		{"no piece for the bound: solo, whatever is in flight", t0.Add(10 * time.Second), t0.Add(5 * time.Second), t0.Add(10 * time.Second), false, GoSolo},
+		{"solo, registry bytes still arriving", t0.Add(20 * time.Second), t0.Add(10 * time.Second), t0.Add(19 * time.Second), true, Wait},
+		{"solo, nothing from anyone: give up", t0.Add(20 * time.Second), t0.Add(10 * time.Second), t0.Add(10 * time.Second), true, GiveUp},
+		{"deadline beats everything", t0.Add(2 * time.Minute), t0.Add(2 * time.Minute), t0.Add(2 * time.Minute), false, GiveUp},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Watch(tt.now, t0, tt.last, tt.busy, tt.solo, stall, deadline); got != tt.want {
+			if got := Watch(tt.now, t0, tt.piece, tt.origin, tt.solo, bound, deadline); got != tt.want {
 				t.Errorf("Watch = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStallBound(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name     string
+		pieceLen int64
+		rate     float64
+		floor    time.Duration
+		want     time.Duration
+	}{
+		{"1 MiB pieces at 1 MiB/s: the floor", mib, mib, 5 * time.Second, 5 * time.Second},
+		{"8 MiB pieces at 1 MiB/s: four piece-times", 8 * mib, mib, 5 * time.Second, 32 * time.Second},
+		{"8 MiB pieces at 16 MiB/s: the floor", 8 * mib, 16 * mib, 5 * time.Second, 5 * time.Second},
+		{"64 MiB pieces at 1 MiB/s: capped", 64 * mib, mib, 5 * time.Second, MaxStallBound},
+		{"a floor above the cap wins", 64 * mib, mib, 2 * time.Minute, 2 * time.Minute},
+		{"no rate: the cap", mib, 0, time.Second, MaxStallBound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := StallBound(tt.pieceLen, tt.rate, tt.floor); got != tt.want {
+				t.Errorf("StallBound = %v, want %v", got, tt.want)
 			}
 		})
 	}

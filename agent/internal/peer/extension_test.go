@@ -1,12 +1,10 @@
-package agent
+package peer
 
 import (
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/anacrolix/torrent"
-	"github.com/anacrolix/torrent/metainfo"
 )
 
 func TestExtensionMessages(t *testing.T) {
@@ -53,8 +51,7 @@ func FuzzDecodeExtension(f *testing.F) {
 		if op == opClaim || op == opRelease {
 			// Whatever a node claims, a blob of 4 pieces holds at most 4
 			// claims of it.
-			s := &swarmDownload{info: &metainfo.Info{Length: 4 << 20, PieceLength: 1 << 20, Pieces: make([]byte, 4*20)},
-				claims: map[claimKey]time.Time{}, wake: make(chan struct{}, 1)}
+			s := newSwarm(nil, nil, 4<<20, 4)
 			s.receivedClaims(torrent.PeerID{}, op, pieces)
 			if len(s.claims) > 4 {
 				t.Fatalf("%d claims stored for a blob of 4 pieces", len(s.claims))
@@ -77,8 +74,7 @@ func FuzzDecodeExtension(f *testing.F) {
 // Claims name pieces of the blob only: an index beyond it, as a
 // misbehaving node could send by the million, is not stored.
 func TestReceivedClaimsBounded(t *testing.T) {
-	s := &swarmDownload{info: &metainfo.Info{Length: 4 << 20, PieceLength: 1 << 20, Pieces: make([]byte, 4*20)},
-		claims: map[claimKey]time.Time{}, wake: make(chan struct{}, 1)}
+	s := newSwarm(nil, nil, 4<<20, 4)
 	var from torrent.PeerID
 	s.receivedClaims(from, opClaim, []int{0, 3, 4, 1 << 30, -1})
 	if len(s.claims) != 2 {

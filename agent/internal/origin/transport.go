@@ -1,4 +1,4 @@
-package agent
+package origin
 
 import (
 	"context"
@@ -8,11 +8,17 @@ import (
 	"time"
 )
 
-// newUpstreamTransport is the one transport for calls to upstream
-// registries: every phase of a request that waits on the other side has a
-// limit (dial, TLS handshake, response headers; bodies: idleReadTransport).
-func newUpstreamTransport(cfg Config) *http.Transport {
-	t := cfg.UpstreamTimeouts
+// Timeouts bound every call to an upstream registry.
+type Timeouts struct {
+	Dial, TLSHandshake, ResponseHeader time.Duration
+	// IdleRead ends a response whose body delivers nothing this long.
+	IdleRead time.Duration
+}
+
+// NewTransport is the one transport for calls to upstream registries:
+// every phase of a request that waits on the other side has a limit (dial,
+// TLS handshake, response headers; bodies: idleReadTransport).
+func NewTransport(t Timeouts) *http.Transport {
 	d := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

@@ -1,9 +1,11 @@
-package agent
+package peer
 
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
+	"github.com/anacrolix/torrent"
 	pp "github.com/anacrolix/torrent/peer_protocol"
 )
 
@@ -15,7 +17,7 @@ import (
 //     pieces a peer has, not which it is fetching;
 //   - opData, opDataAsk: a big-endian uint16, the port of this node's data
 //     listener, where it serves the pieces it has over HTTP (see
-//     dataserver.go); opDataAsk also asks for the receiver's port, for a
+//     data.go); opDataAsk also asks for the receiver's port, for a
 //     node that has not heard it (the greeting can be lost while a
 //     connection's extension IDs are being set up).
 const shoalExtension pp.ExtensionName = "shoal_claim"
@@ -70,5 +72,24 @@ func decodeExtension(b []byte) (op byte, pieces []int, port int, err error) {
 		return b[0], pieces, 0, nil
 	default:
 		return 0, nil, 0, fmt.Errorf("unknown %s op %q", shoalExtension, b[0])
+	}
+}
+
+// Extension is the extension's name, for peers of other implementations
+// (tests) that speak it.
+const Extension = shoalExtension
+
+// EncodeDataPort is the message telling a node where this one serves
+// pieces.
+func EncodeDataPort(port int) []byte { return encodeDataPort(opData, port) }
+
+// SendExtension sends a message of the extension, retrying for up to a
+// second while the peer's extension IDs are not recorded yet.
+func SendExtension(pc *torrent.PeerConn, msg []byte) {
+	for range 50 {
+		if pc.WriteExtendedMessage(shoalExtension, msg) == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,0 +1,383 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/jonboulle/clockwork"
+	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/agent/sched"
+)
+
+// Settling: how long a node waits at most for the swarm to form before its
+// first registry fetch, and for the claims of nodes just connected.
+const (
+	settleLimit = time.Second
+	settleGrace = 20 * time.Millisecond
+)
+
+// peerBusyBackoff is how long a node that answered "no upload slot free"
+// is left alone.
+const peerBusyBackoff = 150 * time.Millisecond
+
+// Ticks: fine-grained while settling (its grace is 20 ms), coarse after.
+const (
+	settleTick = 5 * time.Millisecond
+	runTick    = 50 * time.Millisecond
+)
+
+// loop is the state of one Run, owned by its goroutine: what is in flight
+// and from whom, how the blob progresses, which phase it is in.
+type loop struct {
+	e       *Engine
+	results chan fetchResult
+	running sync.WaitGroup
+	pending int // fetches whose result is not read yet
+	tick    clockwork.Ticker
+	origin  originState
+	nodes   nodeState
+	phase   phase
+	watch   progress
+	lastLog time.Time
+}
+
+// originState is this node's registry requests.
+type originState struct {
+	inFlight    *roaring.Bitmap
+	busy        int // requests
+	pieces      int // their pieces not arrived yet
+	failures    int // in a row, for the pause after a failure
+	pausedUntil time.Time
+	// run is how many pieces a request may take while alone; it doubles
+	// with every run that completes alone.
+	run int
+}
+
+// nodeState is this node's requests to other nodes and what it learnt of
+// them.
+type nodeState struct {
+	inFlight *roaring.Bitmap
+	busy     map[string]int       // requests in flight, by node
+	backoff  map[string]time.Time // nodes whose upload slots were full
+	banned   map[string]bool      // nodes that did not deliver or lied
+	seen     []sched.Peer         // the last listing, banned nodes included
+}
+
+// phase is where the download stands.
+type phase struct {
+	start     time.Time
+	readyAt   time.Time // the swarm looked formed (settling's grace)
+	idleSince time.Time // Plan's idle clock, for stealing
+	settled   bool
+	solo      bool // stalled: the registry for every missing piece
+}
+
+// progress is the stall watch's view of this blob.
+type progress struct {
+	have       int       // pieces present at the last look
+	lastPiece  time.Time // when the blob last gained a piece
+	origin     int64     // registry bytes at the last look
+	lastOrigin time.Time // when registry bytes last arrived
+	// firstAt and firstHave start the observed rate: pieces gained since
+	// firstAt, over the time since.
+	firstAt   time.Time
+	firstHave int
+	rate      float64 // bytes/s, 0 until measured
+}
+
+// resultsQueue is room for the results of every fetch a plan starts with
+// sched.DefaultLimits and a few dozen nodes; beyond it, fetches wait.
+const resultsQueue = 64
+
+type fetchResult struct {
+	f       sched.Fetch
+	err     error
+	badPeer bool // sent bytes that failed their SHA-1
+}
+
+func newLoop(e *Engine) *loop {
+	now := e.deps.Clock.Now()
+	return &loop{
+		e: e,
+		// Buffered: a fetch that is done never waits for the loop.
+		results: make(chan fetchResult, resultsQueue),
+		origin:  originState{inFlight: roaring.New()},
+		nodes: nodeState{inFlight: roaring.New(), busy: map[string]int{},
+			backoff: map[string]time.Time{}, banned: map[string]bool{}},
+		phase:   phase{start: now},
+		watch:   progress{lastPiece: now, lastOrigin: now},
+		lastLog: now,
+	}
+}
+
+func (l *loop) run(ctx context.Context) (reason string, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		// Fetches still running end with the context; their results are
+		// drained so none blocks.
+		cancel()
+		for ; l.pending > 0; l.pending-- {
+			<-l.results
+		}
+		l.running.Wait()
+	}()
+	l.tick = l.e.deps.Clock.NewTicker(settleTick)
+	defer l.tick.Stop()
+	for !l.e.deps.Blob.Complete() {
+		now := l.e.deps.Clock.Now()
+		l.settle(now)
+		snap := l.snapshot(now)
+		if reason := l.check(now, len(snap.Peers)); reason != "" {
+			return reason, nil
+		}
+		snap.Solo = l.phase.solo
+		l.start(ctx, snap)
+		if l.e.idle != nil {
+			l.e.idle(l.pending, func() int { return len(l.results) })
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case r := <-l.results:
+			l.pending--
+			l.done(r, len(snap.Peers) == 0)
+		case <-l.e.wake:
+		case <-l.e.deps.Peers.Changed():
+		case <-l.tick.Chan():
+		}
+	}
+	return "", nil
+}
+
+// settle ends settling once the swarm had its chance to form: the tracker
+// answered and the connections it named are made (plus a grace for their
+// claims), or settleLimit passed.
+func (l *loop) settle(now time.Time) {
+	if l.phase.settled || !l.formed(now) {
+		return
+	}
+	l.phase.settled = true
+	l.watch.lastPiece, l.watch.lastOrigin = now, now
+	l.tick.Reset(runTick)
+	l.e.deps.Log.WithField("after", now.Sub(l.phase.start).Round(time.Millisecond)).Debug("swarm settled")
+}
+
+func (l *loop) formed(now time.Time) bool {
+	if now.Sub(l.phase.start) >= settleLimit {
+		return true
+	}
+	answered, forming := l.e.deps.Peers.Formation()
+	if !answered || forming {
+		return false
+	}
+	if len(l.e.deps.Peers.Nodes()) == 0 {
+		return true // alone: nobody's claims to wait for
+	}
+	if l.phase.readyAt.IsZero() {
+		l.phase.readyAt = now
+	}
+	return now.Sub(l.phase.readyAt) >= settleGrace
+}
+
+// snapshot collects what the plan depends on, and notes the blob's
+// progress for the stall watch.
+func (l *loop) snapshot(now time.Time) sched.Snapshot {
+	p := l.e.deps.Peers
+	have := roaring.BitmapOf(l.e.deps.Blob.AppendPresent(nil)...)
+	l.observe(now, int(have.GetCardinality()))
+	snap := sched.Snapshot{
+		Now: now, NumPieces: l.e.cfg.Layout.NumPieces(), Self: p.Self(), Have: have,
+		InFlight: roaring.Or(l.nodes.inFlight, l.origin.inFlight), OriginInFlight: l.origin.inFlight,
+		OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces,
+		Claimed: p.Claimed(now, func(id string) bool { return l.nodes.banned[id] }),
+		Settled: l.phase.settled, IdleSince: l.phase.idleSince,
+	}
+	l.nodes.seen = p.Nodes()
+	for _, n := range l.nodes.seen {
+		if l.nodes.banned[n.ID] {
+			continue
+		}
+		n.Busy = l.nodes.busy[n.ID]
+		if now.Before(l.nodes.backoff[n.ID]) {
+			n.Busy = l.e.cfg.Limits.PerPeer // asked again after the backoff
+		}
+		snap.Peers = append(snap.Peers, n)
+	}
+	if len(snap.Peers) > 0 {
+		l.origin.run = 0
+	} else if l.phase.settled {
+		_, snap.Forming = p.Formation()
+	}
+	snap.AloneRun = l.origin.run
+	return snap
+}
+
+// observe records progress: pieces gained (from anywhere) and registry
+// bytes arriving.
+func (l *loop) observe(now time.Time, have int) {
+	w := &l.watch
+	if have > w.have {
+		if w.firstAt.IsZero() {
+			w.firstAt, w.firstHave = now, have
+		} else if d := now.Sub(w.firstAt).Seconds(); d > 0 {
+			w.rate = float64(int64(have-w.firstHave)*l.e.cfg.Layout.PieceLength) / d
+		}
+		w.have, w.lastPiece = have, now
+	}
+	if b := l.e.originBytes.Load(); b != w.origin {
+		w.origin, w.lastOrigin = b, now
+	}
+}
+
+// bound is the stall bound now (sched.StallBound).
+func (l *loop) bound() time.Duration {
+	return sched.StallBound(l.e.cfg.Layout.PieceLength, max(l.watch.rate, l.e.cfg.AssumedRate), l.e.cfg.StallTimeout)
+}
+
+// check runs the stall watch; it returns why the swarm path gives up, if
+// it does.
+func (l *loop) check(now time.Time, peers int) string {
+	log := l.e.deps.Log
+	if now.Sub(l.lastLog) >= 10*time.Second {
+		l.lastLog = now
+		log.WithFields(logrus.Fields{"bytes": l.e.deps.Blob.Prefix(), "size": l.e.cfg.Layout.Length, "peers": peers}).Info("swarm download progress")
+	}
+	if !l.phase.settled {
+		return ""
+	}
+	bound := l.bound()
+	switch sched.Watch(now, l.phase.start, l.watch.lastPiece, l.watch.lastOrigin, l.phase.solo, bound, l.e.cfg.Deadline) {
+	case sched.GoSolo:
+		// No piece for a few piece-times, whatever the connections look
+		// like (none, forming, advertising and not delivering): every
+		// missing piece from the registry, this node's share first.
+		l.phase.solo = true
+		l.watch.lastPiece, l.watch.lastOrigin = now, now
+		l.e.deps.Metrics.Fallback("solo")
+		log.WithFields(logrus.Fields{"peers": peers, "bound": bound}).Info("swarm stalled; fetching the missing pieces from the registry")
+	case sched.GiveUp:
+		if now.Sub(l.phase.start) > l.e.cfg.Deadline {
+			return "deadline"
+		}
+		return "stall"
+	}
+	return ""
+}
+
+// start starts what the plan says.
+func (l *loop) start(ctx context.Context, snap sched.Snapshot) {
+	var plan []sched.Fetch
+	plan, l.phase.idleSince = sched.Plan(snap, l.e.cfg.Limits)
+	for _, f := range plan {
+		if f.Origin() && snap.Now.Before(l.origin.pausedUntil) {
+			continue
+		}
+		l.pending++
+		l.running.Add(1)
+		if f.Origin() {
+			l.origin.inFlight.AddRange(uint64(f.First), uint64(f.First+f.Count))
+			l.origin.busy++
+			l.origin.pieces += f.Count
+			l.e.deps.Peers.Claim(pieceRange(f))
+			go func() {
+				defer l.running.Done()
+				l.results <- fetchResult{f: f, err: l.e.fetchOrigin(ctx, f)}
+			}()
+			continue
+		}
+		l.nodes.inFlight.AddRange(uint64(f.First), uint64(f.First+f.Count))
+		l.nodes.busy[f.Peer]++
+		check := l.mustCheck(f)
+		go func() {
+			defer l.running.Done()
+			bad, err := l.e.fetchPeer(ctx, f, check)
+			l.results <- fetchResult{f: f, err: err, badPeer: bad}
+		}()
+	}
+}
+
+// mustCheck decides whether pieces from a node are SHA-1-checked as they
+// arrive. They must be when a connected node lacks one of them (it may
+// want it from us before our blob is complete: only checked pieces are
+// offered), or in strict mode. Otherwise the whole blob's sha256, checked
+// before a client sees its last byte, guards them, and they are offered to
+// other nodes once it matched: on a node pulling from complete copies
+// that saves a third of the receiving CPU.
+func (l *loop) mustCheck(f sched.Fetch) bool {
+	if l.e.cfg.Strict {
+		return true
+	}
+	for _, n := range l.nodes.seen {
+		if n.Has.CardinalityInRange(uint64(f.First), uint64(f.First+f.Count)) < uint64(f.Count) {
+			return true
+		}
+	}
+	return false
+}
+
+// done takes a fetch's result.
+func (l *loop) done(r fetchResult, alone bool) {
+	if r.f.Origin() {
+		l.originDone(r, alone)
+		return
+	}
+	log := l.e.deps.Log.WithError(r.err)
+	l.nodes.inFlight.RemoveRange(uint64(r.f.First), uint64(r.f.First+r.f.Count))
+	l.nodes.busy[r.f.Peer]--
+	var se *StatusError
+	if errors.As(r.err, &se) && se.Status == http.StatusServiceUnavailable {
+		// Its upload slots are taken: ask the piece's other holders for a
+		// moment (BitTorrent's choking, by answer).
+		l.nodes.backoff[r.f.Peer] = l.e.deps.Clock.Now().Add(peerBusyBackoff)
+	}
+	switch {
+	case errors.Is(r.err, ErrPeerIdle):
+		// Advertising pieces and not sending them (or a byte at a time)
+		// must not hold the blob: its pieces go to other nodes or the
+		// registry.
+		l.nodes.banned[r.f.Peer] = true
+		l.e.deps.Metrics.Fallback("idle_peer")
+		log.Warn("a node did not deliver the pieces it has; not asking it again for this blob")
+	case r.badPeer:
+		l.nodes.banned[r.f.Peer] = true
+		l.e.deps.Metrics.Fallback("bad_peer_data")
+		log.Warn("a node sent pieces that failed their check; not asking it again for this blob")
+	case r.err != nil:
+		log.Debug("pieces from a node failed")
+	}
+}
+
+func (l *loop) originDone(r fetchResult, alone bool) {
+	o := &l.origin
+	o.inFlight.RemoveRange(uint64(r.f.First), uint64(r.f.First+r.f.Count))
+	o.busy--
+	o.pieces -= r.f.Count
+	l.e.deps.Peers.Unclaim(pieceRange(r.f), r.err != nil)
+	if r.err == nil {
+		o.failures = 0
+		if alone {
+			// Still alone: likely to stay so; take more at once.
+			o.run = max(2*o.run, 2*r.f.Count)
+		}
+		return
+	}
+	// The registry may be restarting; the stall watch decides when to
+	// give up on pieces altogether.
+	o.failures++
+	o.pausedUntil = l.e.deps.Clock.Now().Add(time.Duration(min(o.failures, 10)) * 100 * time.Millisecond)
+	l.e.deps.Log.WithError(r.err).Debug("pieces from the registry failed")
+}
+
+// pieceRange lists the pieces a fetch covers.
+func pieceRange(f sched.Fetch) []int {
+	pieces := make([]int, f.Count)
+	for k := range pieces {
+		pieces[k] = f.First + k
+	}
+	return pieces
+}
