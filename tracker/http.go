@@ -314,7 +314,11 @@ type scrapeFile struct {
 }
 
 // handleScrape serves BEP 48. Every infohash asked for must be covered by
-// one of the request's tokens, so scrape leaks nothing announce would not.
+// a token, so scrape leaks nothing announce would not. Tokens pair with
+// infohashes by position (the i-th token covers the i-th info_hash), so a
+// request costs one token verification per infohash: trying every token
+// against every infohash let one request with many tokens cost thousands
+// of HMACs (issue 22).
 func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
 	vs, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -328,8 +332,17 @@ func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, fmt.Sprintf("scrape wants 1 to %d info_hash parameters", s.cfg.MaxScrape))
 		return
 	}
+	tokens := vs["token"]
+	if len(tokens) == 0 {
+		tokens = make([]string, len(raw)) // each reported as a missing token below
+	}
+	if len(tokens) != len(raw) {
+		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		writeFailure(w, fmt.Sprintf("scrape wants one token per info_hash, in the same order: got %d tokens for %d info_hash parameters", len(tokens), len(raw)))
+		return
+	}
 	ihs := make([]trackerServer.InfoHash, 0, len(raw))
-	for _, v := range raw {
+	for i, v := range raw {
 		if len(v) != 20 {
 			s.metrics.failures.WithLabelValues("bad_request").Inc()
 			writeFailure(w, "info_hash must be 20 bytes")
@@ -337,19 +350,9 @@ func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
 		}
 		var h [20]byte
 		copy(h[:], v)
-		tokens := vs["token"]
-		if len(tokens) == 0 {
-			tokens = []string{""}
-		}
-		var lastErr error
-		for _, tok := range tokens {
-			if _, lastErr = s.authorize(h, tok); lastErr == nil {
-				break
-			}
-		}
-		if lastErr != nil {
+		if _, err := s.authorize(h, tokens[i]); err != nil {
 			s.metrics.failures.WithLabelValues("token").Inc()
-			writeFailure(w, "scrape not authorized: "+lastErr.Error())
+			writeFailure(w, "scrape not authorized: "+err.Error())
 			return
 		}
 		ihs = append(ihs, h)

@@ -15,6 +15,7 @@ type metrics struct {
 	failures     *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
 	scrapes      prometheus.Counter
+	tokenChecks  prometheus.Counter
 	swarmSize    prometheus.Histogram
 	handedOut    prometheus.Histogram
 	storeLatency *prometheus.HistogramVec
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer, store string) *metrics {
 			Name: "shoal_tracker_scrapes_total",
 			Help: "Scrape requests served.",
 		}),
+		tokenChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_token_checks_total",
+			Help: "Token signature checks (one per purpose tried), the tracker's per-request HMAC work.",
+		}),
 		swarmSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_tracker_swarm_peers",
 			Help:    "Peers (complete + incomplete) in the swarm announced to, observed per announce.",
@@ -73,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, store string) *metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
-	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.swarmSize, m.handedOut,
+	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.tokenChecks, m.swarmSize, m.handedOut,
 		m.storeLatency, m.storeUp, m.announceTime)
 	m.storeUp.Set(1)
 	return m

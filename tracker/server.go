@@ -226,11 +226,13 @@ func (s *Server) requestIP(r *http.Request) (netip.Addr, error) {
 // the registry's seeder, otherwise ok means an ordinary peer.
 func (s *Server) authorize(ih [20]byte, tok string) (origin bool, err error) {
 	now := s.now()
+	s.metrics.tokenChecks.Inc()
 	err = s.keys.Verify(token.PurposeAnnounce, ih[:], tok, now)
 	if err == nil {
 		return false, nil
 	}
 	if errors.Is(err, token.ErrInvalid) {
+		s.metrics.tokenChecks.Inc()
 		if oerr := s.keys.Verify(token.PurposeOrigin, ih[:], tok, now); oerr == nil {
 			return true, nil
 		} else if errors.Is(oerr, token.ErrExpired) {
