@@ -48,6 +48,9 @@ func (tt *testTracker) setNow(t time.Time) {
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Secrets = []string{testSecret}
+	// Most tests drive the tracker with anacrolix's client, unsigned;
+	// members_test.go covers signed announces.
+	cfg.AllowUnsigned = true
 	return cfg
 }
 
@@ -278,6 +281,9 @@ func TestHandOutPolicyAndNumwant(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxNumwant = 10
 	cfg.DefaultNumwant = 5
+	// With 3 seeders the swarm counts as grown: the origin takes its rank
+	// after them (members_test.go covers young swarms).
+	cfg.YoungSwarmSeeders = 3
 	tt := memTracker(t, cfg)
 	h := ih(5)
 	u := tt.announceURL(h)
@@ -656,12 +662,20 @@ func TestTwoInstancesOneProcess(t *testing.T) {
 // defaults (secrets aside) and spells out every key of Config.
 func TestShippedConfigLoads(t *testing.T) {
 	t.Setenv("SHOAL_TRACKER_SECRET", secret.Generate())
+	t.Setenv("SHOAL_CLUSTER_SECRET", secret.Generate())
 	cfg, err := LoadConfig("../configs/tracker.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	def := DefaultConfig()
 	cfg.Secrets = nil
+	if cfg.Cluster.Secret != "env:SHOAL_CLUSTER_SECRET" {
+		t.Fatalf("cluster.secret = %q", cfg.Cluster.Secret)
+	}
+	cfg.Cluster.Secret = ""
+	if len(cfg.Cluster.PreviousSecrets) == 0 {
+		cfg.Cluster.PreviousSecrets = nil
+	}
 	if len(cfg.APITokens) == 0 {
 		cfg.APITokens = nil
 	}
