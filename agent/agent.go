@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/internal/announce"
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
@@ -222,6 +223,13 @@ func (a *Agent) startTorrentClient() error {
 	// this build): the peer wire is peerwire's mutual TLS, members only.
 	tcfg, wireNet := peerwire.ClientConfig(a.cfg.P2P.Listen, net.ParseIP(a.cfg.P2P.AdvertiseIP))
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
+	// Announces carry this node's member signature: the tracker hands out
+	// members only.
+	secrets, err := a.cfg.clusterSecrets()
+	if err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	tcfg.HttpRequestDirector = announce.Director(secrets[0], a.identity.Name)
 	tcfg.DataDir = a.cfg.Cache.Dir // unused: every torrent brings its own storage
 	tcfg.DefaultStorage = noDefaultStorage{}
 	tcfg.MaxUnverifiedBytes = 512 << 20

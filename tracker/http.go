@@ -225,6 +225,7 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, announce.ErrUnsigned) && s.cfg.AllowUnsigned:
 			peer.Class = ClassUnverified
 		default:
+			s.log.WithError(err).WithField("member", r.Header.Get(announce.HeaderMember)).Debug("announce signature refused")
 			s.metrics.rejectedSignatures.WithLabelValues(signatureReason(err)).Inc()
 			s.metrics.failSignature.Inc()
 			writeFailure(w, "announce not signed by a member of this cluster: "+err.Error())

@@ -63,8 +63,8 @@ type Peer struct {
 	// Group is the node group or zone the peer declared ("" if none).
 	Group string
 	// Member is the cluster member that signed the announce ("" if none):
-	// a member has one entry per swarm, whatever peer ids and addresses it
-	// announces with.
+	// a member has one entry per swarm and address, whatever peer ids and
+	// ports it announces with. Stores need not return it.
 	Member string
 }
 
@@ -133,49 +133,45 @@ var ErrStoreUnavailable = errors.New("peer store unavailable")
 // peer, so an unbounded value would let one client bloat the store.
 const maxGroupLen = 64
 
-// peerKey identifies a peer within a swarm. For a member it is the member
-// name's hash, so a member has one entry per swarm: a restart with a new
-// peer id or port, or a replayed announce from another address, replaces
-// the entry instead of adding one. Otherwise it is the peer_id together with
-// the IP it announced from: the peer_id is chosen by the client and seen by
-// every peer it talks to, so keyed by it alone any holder of an announce
-// token could replace another node's address or stop its entry; with the
-// source IP in the key a forged peer_id only ever makes (or stops) an entry
-// of the forger's own address. The port is not part of it, so a peer that
-// restarts on a new port replaces its entry.
+// peerKey identifies a peer within a swarm: who announced, together with
+// the IP it announced from. Who is the member name's hash for a signed
+// announce (so a member has one entry per swarm and address: a restart
+// with a new peer id or port replaces it), else the peer_id. The peer_id is
+// chosen by the client and seen by every peer it talks to, so keyed by it
+// alone any holder of an announce token could replace another node's
+// address or stop its entry; with the source IP in the key a forged
+// peer_id only ever makes (or stops) an entry of the forger's own address.
+// The address is in a member's key too, so two nodes configured with the
+// same node id do not take each other's place.
 type peerKey struct {
 	id [20]byte
-	// ip is the source IP (16-byte form), or all zeros for a member: no
-	// announce comes from the unspecified address, so the two never meet.
 	ip [16]byte
 }
 
 const peerKeyLen = 20 + 16
 
 func keyOf(p Peer) peerKey {
-	if p.Member != "" {
-		return memberKey(p.Member)
-	}
 	// As16 maps IPv4 to ::ffff:a.b.c.d, so a dual-stack listener's mapped
 	// address and the plain IPv4 one give the same key.
-	return peerKey{id: p.ID, ip: p.Addr.Addr().As16()}
-}
-
-func memberKey(member string) peerKey {
-	sum := sha256.Sum256([]byte("shoal tracker member\x00" + member))
-	var k peerKey
-	copy(k.id[:], sum[:20])
+	k := peerKey{id: p.ID, ip: p.Addr.Addr().As16()}
+	if p.Member != "" {
+		sum := sha256.Sum256([]byte("shoal tracker member\x00" + p.Member))
+		copy(k.id[:], sum[:20])
+	}
 	return k
 }
 
-func (k peerKey) isMember() bool { return k.ip == [16]byte{} }
+// memberRecord marks, in a record's class byte, a member's record, whose
+// key does not hold its peer id.
+const memberRecord = 0x80
 
 // String is the key as bytes, for a Redis hash field and record prefix.
 func (k peerKey) String() string { return string(k.id[:]) + string(k.ip[:]) }
 
 // encodePeer is the compact form kept in Redis:
 // key(36) | class(1) | addr length(1) | addr | [peer id(20), members only] | group.
-// A member's key does not hold its peer id, which non-compact answers need.
+// A member's key does not hold its peer id, which non-compact answers need;
+// its class byte carries memberRecord.
 func encodePeer(p Peer) []byte {
 	return appendPeer(make([]byte, 0, peerKeyLen+2+18+20+len(p.Group)), p)
 }
@@ -184,11 +180,15 @@ func appendPeer(b []byte, p Peer) []byte {
 	k := keyOf(p)
 	b = append(b, k.id[:]...)
 	b = append(b, k.ip[:]...)
-	b = append(b, byte(p.Class), 0)
+	cls := byte(p.Class)
+	if p.Member != "" {
+		cls |= memberRecord
+	}
+	b = append(b, cls, 0)
 	at := len(b)
 	b, _ = p.Addr.AppendBinary(b)
 	b[at-1] = byte(len(b) - at) // 6 or 18, more with an IPv6 zone
-	if k.isMember() {
+	if p.Member != "" {
 		b = append(b, p.ID[:]...)
 	}
 	return append(b, p.Group...)
@@ -203,7 +203,8 @@ func decodePeer(b []byte) (Peer, error) {
 	var k peerKey
 	copy(k.id[:], b[:20])
 	copy(k.ip[:], b[20:peerKeyLen])
-	p.Class = Class(b[peerKeyLen])
+	member := b[peerKeyLen]&memberRecord != 0
+	p.Class = Class(b[peerKeyLen] &^ memberRecord)
 	n := int(b[peerKeyLen+1])
 	if p.Class >= numClasses || len(b) < hdr+n {
 		return p, errors.New("peer record corrupt")
@@ -211,8 +212,11 @@ func decodePeer(b []byte) (Peer, error) {
 	if err := p.Addr.UnmarshalBinary(b[hdr : hdr+n]); err != nil {
 		return p, fmt.Errorf("peer record address: %w", err)
 	}
+	if k.ip != p.Addr.Addr().As16() {
+		return p, errors.New("peer record key does not match its address")
+	}
 	rest := b[hdr+n:]
-	if k.isMember() {
+	if member {
 		if len(rest) < 20 {
 			return p, errors.New("member record without its peer id")
 		}
@@ -220,9 +224,6 @@ func decodePeer(b []byte) (Peer, error) {
 		rest = rest[20:]
 	} else {
 		p.ID = k.id
-		if k.ip != p.Addr.Addr().As16() {
-			return p, errors.New("peer record key does not match its address")
-		}
 	}
 	p.Group = string(rest)
 	return p, nil

@@ -111,6 +111,21 @@ func (s *Signer) Sign(r *http.Request) error {
 	return nil
 }
 
+// Director is the one line an anacrolix client needs:
+//
+//	cfg.HttpRequestDirector = announce.Director(joinSecret, nodeID)
+//
+// It signs every tracker request as member; with an unusable secret or
+// name, every announce fails with the reason (the client logs it) instead
+// of going out unsigned.
+func Director(joinSecret, member string) func(*http.Request) error {
+	s, err := NewSigner(joinSecret, member)
+	if err != nil {
+		return func(*http.Request) error { return err }
+	}
+	return s.Sign
+}
+
 // Verifier checks announces against the join secrets, current first; the
 // previous ones are accepted while the secret rotates.
 type Verifier struct {

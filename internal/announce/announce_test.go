@@ -118,3 +118,17 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestDirector(t *testing.T) {
+	r, _ := http.NewRequest(http.MethodGet, "http://t/announce?a=1", nil)
+	if err := Director(secretA, "node-1")(r); err != nil || r.Header.Get(HeaderMember) != "node-1" {
+		t.Fatalf("director: %v %v", err, r.Header)
+	}
+	v, _ := NewVerifier(time.Minute, secretA)
+	if m, err := v.Verify(r.Header, r.URL.RawQuery, time.Now()); err != nil || m != "node-1" {
+		t.Fatalf("verify = %q %v", m, err)
+	}
+	if err := Director("", "node-1")(r); err == nil {
+		t.Fatal("director with no secret signed")
+	}
+}

@@ -258,11 +258,12 @@ func Run(t *testing.T, newStore func(t *testing.T) tracker.Store) {
 				t.Fatalf("stop from the mapped address left %+v", sw)
 			}
 		}},
-		{"a member has one entry per swarm, whatever peer id and address it announces with", func(t *testing.T, s tracker.Store) {
+		{"a member has one entry per swarm and address, whatever peer id and port it announces with", func(t *testing.T, s tracker.Store) {
 			m := peerN(1, tracker.ClassIncomplete)
 			m.Member = "node-1"
 			announce(t, s, t0, ih(13), m, nil)
-			m2 := peerN(2, tracker.ClassComplete) // restarted: new peer id, address and class
+			m2 := peerN(2, tracker.ClassComplete) // restarted: new peer id, port and class
+			m2.Addr = netip.AddrPortFrom(m.Addr.Addr(), 7777)
 			m2.Member = "node-1"
 			announce(t, s, t0, ih(13), m2, nil)
 			sw := announce(t, s, t0, ih(13), peerN(3, tracker.ClassIncomplete), nil)
@@ -272,6 +273,15 @@ func Run(t *testing.T, newStore func(t *testing.T) tracker.Store) {
 			if c := sw.Candidates[0]; c.ID != m2.ID || c.Addr != m2.Addr || c.Class != tracker.ClassComplete {
 				t.Fatalf("member entry = %+v, want the latest announce %+v", c, m2)
 			}
+			// The same node id from another address is another entry (two
+			// nodes configured alike do not displace each other).
+			other := peerN(4, tracker.ClassIncomplete)
+			other.Member = "node-1"
+			sw = announce(t, s, t0, ih(13), other, nil)
+			if sw.Complete != 1 || sw.Incomplete != 2 {
+				t.Fatalf("same member from another address: %+v", sw.Counts)
+			}
+			announce(t, s, t0, ih(13), other, func(in *tracker.AnnounceInput) { in.Stopped = true })
 			// A stop under the member's name removes its entry.
 			m2.ID = pid(9)
 			announce(t, s, t0, ih(13), m2, func(in *tracker.AnnounceInput) { in.Stopped = true })
