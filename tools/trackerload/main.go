@@ -1,12 +1,26 @@
-// Command loadgen measures tracker announce throughput and latency from a
-// separate process, over loopback HTTP, against one or more running
-// trackers (e.g. one per peer store), and writes the results side by side
-// as JSON and Markdown.
+// Command trackerload measures a running tracker's announce throughput and
+// latency from a separate process, over loopback HTTP, with the load of a
+// large cluster: agents x swarms peers, each agent announcing every swarm
+// (signed as a cluster member when -join-secret is given). It runs against
+// one or more trackers in turn (e.g. a baseline build and this one, memory
+// and Redis stores) and writes the results side by side, with ratios to the
+// first target measured in the same run, as JSON and Markdown.
 //
-//	loadgen -secret S -target memory=http://127.0.0.1:6969 -target redis=http://127.0.0.1:6970 -out bench/results
+// Phases per target: fill (every agent announces every swarm once,
+// event=started), steady (closed loop for -duration: as fast as the tracker
+// answers, -concurrency requests in flight) and rated (open loop at -rate
+// announces/s for -duration; latency counted from each request's scheduled
+// time, so queueing shows). Memory per swarm entry is read before and after
+// fill: Redis's used_memory (-redis name=addr) or the tracker's Go heap
+// (its /metrics). With -debug name=URL the tracker's CPU profile over the
+// steady phase is saved under -out/profiles.
+//
+// It is a module of its own (tools/trackerload) so nothing of it enters the
+// shoal binary's module.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -14,6 +28,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -28,18 +44,29 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/announce"
 	"github.com/shoalproject/shoal/internal/token"
 )
 
-type targets []string
+type multi []string
 
-func (t *targets) String() string     { return strings.Join(*t, ",") }
-func (t *targets) Set(v string) error { *t = append(*t, v); return nil }
+func (t *multi) String() string     { return strings.Join(*t, ",") }
+func (t *multi) Set(v string) error { *t = append(*t, v); return nil }
 
-// Result is one target's figures.
-type Result struct {
-	Store     string  `json:"store"`
-	URL       string  `json:"url"`
+func named(vs multi) map[string]string {
+	m := map[string]string{}
+	for _, v := range vs {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok {
+			logrus.Fatalf("trackerload: %q: want name=value", v)
+		}
+		m[k] = val
+	}
+	return m
+}
+
+// Phase is one phase's figures.
+type Phase struct {
 	Requests  int64   `json:"requests"`
 	Errors    int64   `json:"errors"`
 	Seconds   float64 `json:"seconds"`
@@ -48,10 +75,25 @@ type Result struct {
 	P90ms     float64 `json:"p90_ms"`
 	P99ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
-	// LoadAvg is the 1-minute load average when the target finished: the
-	// machine is shared, so figures are only comparable at similar load.
-	LoadAvg      string  `json:"loadavg_1m"`
+	// AvgPeersBack is the mean peers per answer.
 	AvgPeersBack float64 `json:"avg_peers_returned"`
+	// LoadAvg is the 1-minute load average when the phase ended: the
+	// machine is shared, so figures are only comparable at similar load.
+	LoadAvg string `json:"loadavg_1m"`
+}
+
+// Result is one target's figures.
+type Result struct {
+	Target string `json:"target"`
+	URL    string `json:"url"`
+	Fill   Phase  `json:"fill"`
+	Steady Phase  `json:"steady"`
+	Rated  *Phase `json:"rated,omitempty"`
+	// BytesPerEntry is the store's memory growth over fill divided by the
+	// entries fill made (0: not measured).
+	BytesPerEntry float64 `json:"bytes_per_entry"`
+	MemorySource  string  `json:"memory_source,omitempty"`
+	Profile       string  `json:"cpu_profile,omitempty"`
 }
 
 // Report is the whole run.
@@ -59,118 +101,200 @@ type Report struct {
 	Date        string   `json:"date"`
 	Host        string   `json:"host"`
 	CPUs        int      `json:"cpus"`
-	InfoHashes  int      `json:"infohashes"`
-	Peers       int      `json:"peers_per_infohash"`
+	Agents      int      `json:"agents"`
+	Swarms      int      `json:"swarms"`
 	Numwant     int      `json:"numwant"`
 	Concurrency int      `json:"concurrency"`
+	Signed      bool     `json:"signed"`
+	Duration    string   `json:"phase_duration"`
+	Rate        int      `json:"rate"`
 	Results     []Result `json:"results"`
 }
 
+type workload struct {
+	ihPart   []string // per swarm: token and info_hash
+	peerPart []string // per agent: peer_id, port, left, numwant
+	signers  []*announce.Signer
+}
+
 func main() {
-	var tg targets
+	var tg, debug, redisAddr multi
 	secret := flag.String("secret", "", "tracker secret, to sign announce tokens")
-	nIH := flag.Int("infohashes", 10000, "distinct infohashes")
-	nPeers := flag.Int("peers", 100, "peers per infohash")
+	joinSecret := flag.String("join-secret", "", "cluster join secret: announces are signed as members node-N (empty: unsigned)")
+	agents := flag.Int("agents", 10000, "agents (peers per swarm)")
+	swarms := flag.Int("swarms", 20, "swarms every agent announces")
 	numwant := flag.Int("numwant", 50, "numwant sent with each announce")
-	conc := flag.Int("concurrency", 16, "concurrent keep-alive connections")
-	maxDur := flag.Duration("max-duration", 3*time.Minute, "stop a target early after this long")
-	out := flag.String("out", "bench/results", "directory for tracker.json and tracker.md")
-	flag.Var(&tg, "target", "name=base URL of a running tracker (repeatable)")
+	conc := flag.Int("concurrency", 32, "concurrent keep-alive connections")
+	dur := flag.Duration("duration", 15*time.Second, "length of the steady and rated phases")
+	rate := flag.Int("rate", 20000, "announces/s of the rated phase (0: no rated phase)")
+	out := flag.String("out", "bench/results", "directory for the results")
+	name := flag.String("name", "tracker", "results file name (NAME.json, NAME.md)")
+	flag.Var(&tg, "target", "name=base URL of a running tracker (repeatable; the first is the ratios' base)")
+	flag.Var(&debug, "debug", "name=base URL of a target's debug (pprof) listener, to profile the steady phase")
+	flag.Var(&redisAddr, "redis", "name=host:port of a target's Redis, for memory per entry")
 	flag.Parse()
 	if *secret == "" || len(tg) == 0 {
-		logrus.Fatal("loadgen: -secret and at least one -target are required")
+		logrus.Fatal("trackerload: -secret and at least one -target are required")
 	}
 	keys, err := token.NewKeys(*secret)
 	if err != nil {
-		logrus.WithError(err).Fatal("loadgen")
+		logrus.WithError(err).Fatal("trackerload")
 	}
-	// Pre-build every per-infohash and per-peer query fragment so the load
-	// generator spends its CPU on requests, not on encoding.
-	ihPart := make([]string, *nIH)
+	// Every query fragment is built up front so the generator spends its
+	// CPU on requests, not on encoding.
+	var w workload
 	exp := time.Now().Add(24 * time.Hour)
-	for i := range ihPart {
+	for i := 0; i < *swarms; i++ {
 		var seed [8]byte
 		binary.BigEndian.PutUint64(seed[:], uint64(i))
 		h := sha1.Sum(seed[:])
-		ihPart[i] = "token=" + url.QueryEscape(keys.Sign("announce", h[:], exp)) + "&info_hash=" + url.QueryEscape(string(h[:]))
+		w.ihPart = append(w.ihPart, "token="+url.QueryEscape(keys.Sign(token.PurposeAnnounce, h[:], exp))+"&info_hash="+url.QueryEscape(string(h[:])))
 	}
-	peerPart := make([]string, *nPeers)
-	for p := range peerPart {
+	for a := 0; a < *agents; a++ {
 		left := "1048576"
-		if p%10 == 0 {
+		if a%10 == 0 {
 			left = "0"
 		}
-		peerPart[p] = fmt.Sprintf("&peer_id=%s&port=%d&left=%s&numwant=%d&compact=1&event=started",
-			url.QueryEscape(fmt.Sprintf("-LG0001-%012d", p)), 10000+p, left, *numwant)
+		w.peerPart = append(w.peerPart, fmt.Sprintf("&peer_id=%s&port=%d&left=%s&numwant=%d&compact=1",
+			url.QueryEscape(fmt.Sprintf("-LG0001-%012d", a)), 10000+a%50000, left, *numwant))
+		if *joinSecret != "" {
+			s, err := announce.NewSigner(*joinSecret, fmt.Sprintf("node-%05d", a))
+			if err != nil {
+				logrus.WithError(err).Fatal("trackerload")
+			}
+			w.signers = append(w.signers, s)
+		}
 	}
+	dbg, rds := named(debug), named(redisAddr)
 	host, _ := os.Hostname()
 	rep := Report{Date: time.Now().UTC().Format(time.RFC3339), Host: host, CPUs: runtime.NumCPU(),
-		InfoHashes: *nIH, Peers: *nPeers, Numwant: *numwant, Concurrency: *conc}
+		Agents: *agents, Swarms: *swarms, Numwant: *numwant, Concurrency: *conc, Signed: *joinSecret != "",
+		Duration: dur.String(), Rate: *rate}
 	for _, t := range tg {
-		name, base, ok := strings.Cut(t, "=")
+		tname, base, ok := strings.Cut(t, "=")
 		if !ok {
-			logrus.Fatalf("loadgen: target %q: want name=url", t)
+			logrus.Fatalf("trackerload: target %q: want name=url", t)
 		}
-		r := run(name, strings.TrimRight(base, "/"), ihPart, peerPart, *conc, *maxDur)
-		logrus.WithFields(logrus.Fields{"store": name, "req": r.Requests, "errors": r.Errors,
-			"per_s": int(r.PerSecond), "p50_ms": r.P50ms, "p99_ms": r.P99ms}).Info("target done")
+		base = strings.TrimRight(base, "/")
+		r := Result{Target: tname, URL: base}
+		before, src := memory(base, dbg[tname], rds[tname])
+		r.Fill = w.run(base, *conc, phaseFill, 0, 0)
+		logPhase(tname, "fill", r.Fill)
+		if after, _ := memory(base, dbg[tname], rds[tname]); before > 0 && after > 0 {
+			r.BytesPerEntry = float64(after-before) / float64(*agents**swarms)
+			r.MemorySource = src
+		}
+		var prof chan string
+		if d := dbg[tname]; d != "" {
+			prof = make(chan string, 1)
+			go func() { prof <- profile(d, *dur-time.Second, filepath.Join(*out, "profiles"), *name+"-"+tname) }()
+		}
+		r.Steady = w.run(base, *conc, phaseSteady, *dur, 0)
+		logPhase(tname, "steady", r.Steady)
+		if prof != nil {
+			r.Profile = <-prof
+		}
+		if *rate > 0 {
+			p := w.run(base, *conc*4, phaseRated, *dur, *rate)
+			logPhase(tname, "rated", p)
+			r.Rated = &p
+		}
 		rep.Results = append(rep.Results, r)
 	}
-	if err := write(*out, rep); err != nil {
-		logrus.WithError(err).Fatal("loadgen: write results")
+	if err := write(*out, *name, rep); err != nil {
+		logrus.WithError(err).Fatal("trackerload: write results")
 	}
 }
 
-// run announces every (infohash, peer) pair once, peer-major so all swarms
-// grow together, and reports throughput and latency.
-func run(name, base string, ihPart, peerPart []string, conc int, maxDur time.Duration) Result {
+func logPhase(target, phase string, p Phase) {
+	logrus.WithFields(logrus.Fields{"target": target, "phase": phase, "req": p.Requests, "errors": p.Errors,
+		"per_s": int(p.PerSecond), "p50_ms": p.P50ms, "p99_ms": p.P99ms, "load": p.LoadAvg}).Info("phase done")
+}
+
+type phaseKind int
+
+const (
+	phaseFill phaseKind = iota
+	phaseSteady
+	phaseRated
+)
+
+// run drives one phase. Fill announces every (agent, swarm) pair once,
+// agent-major so all swarms grow together; steady and rated re-announce the
+// pairs round robin.
+func (w *workload) run(base string, conc int, kind phaseKind, dur time.Duration, rate int) Phase {
 	tr := &http.Transport{MaxIdleConns: conc, MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	total := int64(len(ihPart) * len(peerPart))
+	pairs := int64(len(w.ihPart) * len(w.peerPart))
 	var next, errs, peersBack atomic.Int64
-	ctx, cancel := context.WithTimeout(context.Background(), maxDur)
-	defer cancel()
+	ctx := context.Background()
+	if kind != phaseFill {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, dur)
+		defer cancel()
+	}
+	event := "&event=started"
+	if kind != phaseFill {
+		event = ""
+	}
+	start := time.Now()
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Second / time.Duration(rate)
+	}
 	lat := make([][]time.Duration, conc)
 	var wg sync.WaitGroup
-	start := time.Now()
-	for w := 0; w < conc; w++ {
+	for c := 0; c < conc; c++ {
 		wg.Add(1)
-		go func(w int) {
+		go func(c int) {
 			defer wg.Done()
 			var buf bytes.Buffer
 			for ctx.Err() == nil {
 				n := next.Add(1) - 1
-				if n >= total {
+				if kind == phaseFill && n >= pairs {
 					return
 				}
-				p, i := int(n)/len(ihPart), int(n)%len(ihPart)
 				t0 := time.Now()
-				resp, err := hc.Get(base + "/announce?" + ihPart[i] + peerPart[p])
+				if interval > 0 {
+					// Open loop: request n is due at start + n*interval,
+					// whether or not earlier ones were answered.
+					t0 = start.Add(time.Duration(n) * interval)
+					if d := time.Until(t0); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				n %= pairs
+				a, s := int(n)/len(w.ihPart), int(n)%len(w.ihPart)
+				req, _ := http.NewRequest(http.MethodGet, base+"/announce?"+w.ihPart[s]+w.peerPart[a]+event, nil)
+				if w.signers != nil {
+					_ = w.signers[a].Sign(req)
+				}
+				resp, err := hc.Do(req)
 				if err != nil {
-					errs.Add(1)
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
 					continue
 				}
 				buf.Reset()
 				_, err = buf.ReadFrom(resp.Body)
 				resp.Body.Close()
-				lat[w] = append(lat[w], time.Since(t0))
-				body := buf.String()
-				if err != nil || resp.StatusCode != 200 || strings.Contains(body, "failure reason") {
-					errs.Add(1)
+				lat[c] = append(lat[c], time.Since(t0))
+				body := buf.Bytes()
+				if err != nil || resp.StatusCode != 200 || bytes.Contains(body, []byte("failure reason")) {
+					if errs.Add(1) == 1 {
+						logrus.WithField("body", string(body)).Warn("first failed announce")
+					}
 					continue
 				}
-				// Compact IPv4 peers: "5:peers<len>:" then 6 bytes each.
-				if k := strings.Index(body, "5:peers"); k >= 0 {
-					rest := body[k+7:]
-					if c := strings.IndexByte(rest, ':'); c > 0 {
-						if l, err := strconv.Atoi(rest[:c]); err == nil {
-							peersBack.Add(int64(l / 6))
-						}
-					}
-				}
+				peersBack.Add(int64(compactPeers(body)))
 			}
-		}(w)
+		}(c)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -185,36 +309,172 @@ func run(name, base string, ihPart, peerPart []string, conc int, maxDur time.Dur
 		}
 		return float64(all[int(q*float64(len(all)-1))].Microseconds()) / 1000
 	}
-	r := Result{Store: name, URL: base, Requests: int64(len(all)), Errors: errs.Load(), Seconds: elapsed.Seconds(),
+	p := Phase{Requests: int64(len(all)), Errors: errs.Load(), Seconds: elapsed.Seconds(),
 		P50ms: pct(.50), P90ms: pct(.90), P99ms: pct(.99), MaxMs: pct(1)}
-	r.PerSecond = float64(r.Requests) / r.Seconds
+	p.PerSecond = float64(p.Requests) / p.Seconds
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		r.LoadAvg, _, _ = strings.Cut(string(b), " ")
+		p.LoadAvg, _, _ = strings.Cut(string(b), " ")
 	}
-	if ok := r.Requests - r.Errors; ok > 0 {
-		r.AvgPeersBack = float64(peersBack.Load()) / float64(ok)
+	if ok := p.Requests - p.Errors; ok > 0 {
+		p.AvgPeersBack = float64(peersBack.Load()) / float64(ok)
 	}
-	return r
+	return p
 }
 
-func write(dir string, rep Report) error {
+// compactPeers counts the IPv4 peers of a compact answer: "5:peers<len>:"
+// then 6 bytes each.
+func compactPeers(body []byte) int {
+	k := bytes.Index(body, []byte("5:peers"))
+	if k < 0 {
+		return 0
+	}
+	rest := body[k+7:]
+	c := bytes.IndexByte(rest, ':')
+	if c <= 0 {
+		return 0
+	}
+	l, err := strconv.Atoi(string(rest[:c]))
+	if err != nil {
+		return 0
+	}
+	return l / 6
+}
+
+// memory is the store's current size in bytes: Redis's used_memory when the
+// target has a Redis, else the tracker's Go heap in use after a GC (forced
+// through the debug listener when there is one).
+func memory(base, debug, redisAddr string) (int64, string) {
+	if redisAddr != "" {
+		v, err := redisUsedMemory(redisAddr)
+		if err != nil {
+			logrus.WithError(err).Warn("redis used_memory")
+			return 0, ""
+		}
+		return v, "redis used_memory"
+	}
+	if debug != "" {
+		if resp, err := http.Get(debug + "/debug/pprof/heap?gc=1"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return int64(f), "tracker go heap in use"
+		}
+	}
+	return 0, ""
+}
+
+// redisUsedMemory speaks just enough RESP for INFO memory.
+func redisUsedMemory(addr string) (int64, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "INFO memory\r\n"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	hdr, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(hdr, "$") {
+		return 0, fmt.Errorf("INFO reply %q: %v", hdr, err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(hdr[1:]))
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(body), "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no used_memory in INFO")
+}
+
+// profile saves a CPU profile of seconds from a debug listener.
+func profile(debug string, d time.Duration, dir, name string) string {
+	if d < time.Second {
+		d = time.Second
+	}
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", debug, int(d.Seconds())))
+	if err != nil {
+		logrus.WithError(err).Warn("cpu profile")
+		return ""
+	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ""
+	}
+	path := filepath.Join(dir, name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return ""
+	}
+	return path
+}
+
+func write(dir, name string, rep Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	j, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "tracker.json"), append(j, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), append(j, '\n'), 0o644); err != nil {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Tracker announce benchmark\n\n%s on %s (%d CPUs), load generator in a separate process over loopback HTTP.\n",
-		rep.Date, rep.Host, rep.CPUs)
-	fmt.Fprintf(&b, "%d infohashes x %d peers, each pair announced once (event=started, numwant=%d), %d keep-alive connections. The tracker and the load generator share the machine's CPUs.\n\n",
-		rep.InfoHashes, rep.Peers, rep.Numwant, rep.Concurrency)
-	b.WriteString("| store | announces | errors | seconds | announces/s | p50 ms | p90 ms | p99 ms | max ms | avg peers returned | load avg (1m) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rep.Results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f | %s |\n",
-			r.Store, r.Requests, r.Errors, r.Seconds, r.PerSecond, r.P50ms, r.P90ms, r.P99ms, r.MaxMs, r.AvgPeersBack, r.LoadAvg)
+	signed := "unsigned"
+	if rep.Signed {
+		signed = "signed as cluster members"
 	}
-	return os.WriteFile(filepath.Join(dir, "tracker.md"), []byte(b.String()), 0o644)
+	fmt.Fprintf(&b, "# Tracker announce benchmark\n\n%s on %s (%d CPUs), `tools/trackerload` in a separate process over loopback HTTP.\n\n", rep.Date, rep.Host, rep.CPUs)
+	fmt.Fprintf(&b, "%d agents x %d swarms (%d peer entries), numwant=%d, announces %s. Phases: fill (each pair once, event=started, %d connections), steady (closed loop, %d connections, %s), rated (open loop at %d/s, %s; latency from each request's scheduled time). ",
+		rep.Agents, rep.Swarms, rep.Agents*rep.Swarms, rep.Numwant, signed, rep.Concurrency, rep.Concurrency, rep.Duration, rep.Rate, rep.Duration)
+	b.WriteString("The trackers, their Redis and the load generator share the machine's CPUs with whatever else runs: compare the ratios (to the first row, same run), not absolute numbers across runs.\n\n")
+	b.WriteString("| target | phase | announces | errors | announces/s | ratio | p50 ms | p90 ms | p99 ms | p99 ratio | max ms | avg peers returned | load avg (1m) |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	ratio := func(a, base float64) string {
+		if base == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/base)
+	}
+	first := rep.Results[0]
+	for _, r := range rep.Results {
+		rows := []struct {
+			name    string
+			p, base *Phase
+		}{{"fill", &r.Fill, &first.Fill}, {"steady", &r.Steady, &first.Steady}, {"rated", r.Rated, first.Rated}}
+		for _, row := range rows {
+			if row.p == nil {
+				continue
+			}
+			p := *row.p
+			var br, bp string = "-", "-"
+			if row.base != nil {
+				br, bp = ratio(p.PerSecond, row.base.PerSecond), ratio(p.P99ms, row.base.P99ms)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %.0f | %s | %.2f | %.2f | %.2f | %s | %.1f | %.1f | %s |\n",
+				r.Target, row.name, p.Requests, p.Errors, p.PerSecond, br, p.P50ms, p.P90ms, p.P99ms, bp, p.MaxMs, p.AvgPeersBack, p.LoadAvg)
+		}
+	}
+	b.WriteString("\n| target | bytes per swarm entry | measured as |\n|---|---:|---|\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(&b, "| %s | %.0f | %s |\n", r.Target, r.BytesPerEntry, r.MemorySource)
+	}
+	return os.WriteFile(filepath.Join(dir, name+".md"), []byte(b.String()), 0o644)
 }
