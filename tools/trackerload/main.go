@@ -80,6 +80,52 @@ type Phase struct {
 	// LoadAvg is the 1-minute load average when the phase ended: the
 	// machine is shared, so figures are only comparable at similar load.
 	LoadAvg string `json:"loadavg_1m"`
+	// TrackerCPUus and RedisCPUus are the CPU time the tracker process
+	// (its process_cpu_seconds_total) and its Redis (INFO cpu) spent per
+	// announce answered: on a shared machine throughput follows the CPU a
+	// process is given, CPU per announce does not.
+	TrackerCPUus float64 `json:"tracker_cpu_us_per_announce"`
+	RedisCPUus   float64 `json:"redis_cpu_us_per_announce,omitempty"`
+}
+
+// cpuMeter reads a target's CPU counters around a phase.
+type cpuMeter struct{ base, redis string }
+
+func (m cpuMeter) read() (tracker, rds float64) {
+	if resp, err := http.Get(m.base + "/metrics"); err == nil {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+				tracker, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		resp.Body.Close()
+	}
+	if m.redis != "" {
+		if info, err := redisInfo(m.redis, "cpu"); err == nil {
+			for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+				if v, ok := info[k]; ok {
+					f, _ := strconv.ParseFloat(v, 64)
+					rds += f
+				}
+			}
+		}
+	}
+	return tracker, rds
+}
+
+// measure runs phase and adds the CPU per announce.
+func (m cpuMeter) measure(phase func() Phase) Phase {
+	t0, r0 := m.read()
+	p := phase()
+	t1, r1 := m.read()
+	if n := float64(p.Requests - p.Errors); n > 0 {
+		p.TrackerCPUus = (t1 - t0) / n * 1e6
+		if m.redis != "" {
+			p.RedisCPUus = (r1 - r0) / n * 1e6
+		}
+	}
+	return p
 }
 
 // Result is one target's figures.
@@ -177,8 +223,9 @@ func main() {
 		}
 		base = strings.TrimRight(base, "/")
 		r := Result{Target: tname, URL: base}
+		cpu := cpuMeter{base: base, redis: rds[tname]}
 		before, src := memory(base, dbg[tname], rds[tname])
-		r.Fill = w.run(base, *conc, phaseFill, 0, 0)
+		r.Fill = cpu.measure(func() Phase { return w.run(base, *conc, phaseFill, 0, 0) })
 		logPhase(tname, "fill", r.Fill)
 		if after, _ := memory(base, dbg[tname], rds[tname]); before > 0 && after > 0 {
 			r.BytesPerEntry = float64(after-before) / float64(*agents**swarms)
@@ -189,13 +236,13 @@ func main() {
 			prof = make(chan string, 1)
 			go func() { prof <- profile(d, *dur-time.Second, filepath.Join(*out, "profiles"), *name+"-"+tname) }()
 		}
-		r.Steady = w.run(base, *conc, phaseSteady, *dur, 0)
+		r.Steady = cpu.measure(func() Phase { return w.run(base, *conc, phaseSteady, *dur, 0) })
 		logPhase(tname, "steady", r.Steady)
 		if prof != nil {
 			r.Profile = <-prof
 		}
 		if *rate > 0 {
-			p := w.run(base, *conc*4, phaseRated, *dur, *rate)
+			p := cpu.measure(func() Phase { return w.run(base, *conc*4, phaseRated, *dur, *rate) })
 			logPhase(tname, "rated", p)
 			r.Rated = &p
 		}
@@ -373,33 +420,47 @@ func memory(base, debug, redisAddr string) (int64, string) {
 	return 0, ""
 }
 
-// redisUsedMemory speaks just enough RESP for INFO memory.
+// redisUsedMemory is INFO memory's used_memory.
 func redisUsedMemory(addr string) (int64, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	info, err := redisInfo(addr, "memory")
 	if err != nil {
 		return 0, err
 	}
+	v, ok := info["used_memory:"]
+	if !ok {
+		return 0, fmt.Errorf("no used_memory in INFO")
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+// redisInfo speaks just enough RESP for INFO section: "key:" -> value.
+func redisInfo(addr, section string) (map[string]string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "INFO memory\r\n"); err != nil {
-		return 0, err
+	if _, err := io.WriteString(c, "INFO "+section+"\r\n"); err != nil {
+		return nil, err
 	}
 	r := bufio.NewReader(c)
 	hdr, err := r.ReadString('\n')
 	if err != nil || !strings.HasPrefix(hdr, "$") {
-		return 0, fmt.Errorf("INFO reply %q: %v", hdr, err)
+		return nil, fmt.Errorf("INFO reply %q: %v", hdr, err)
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(hdr[1:]))
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[string]string{}
 	for _, l := range strings.Split(string(body), "\r\n") {
-		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			out[k+":"] = v
 		}
 	}
-	return 0, fmt.Errorf("no used_memory in INFO")
+	return out, nil
 }
 
 // profile saves a CPU profile of seconds from a debug listener.
@@ -444,9 +505,9 @@ func write(dir, name string, rep Report) error {
 	fmt.Fprintf(&b, "# Tracker announce benchmark\n\n%s on %s (%d CPUs), `tools/trackerload` in a separate process over loopback HTTP.\n\n", rep.Date, rep.Host, rep.CPUs)
 	fmt.Fprintf(&b, "%d agents x %d swarms (%d peer entries), numwant=%d, announces %s. Phases: fill (each pair once, event=started, %d connections), steady (closed loop, %d connections, %s), rated (open loop at %d/s, %s; latency from each request's scheduled time). ",
 		rep.Agents, rep.Swarms, rep.Agents*rep.Swarms, rep.Numwant, signed, rep.Concurrency, rep.Concurrency, rep.Duration, rep.Rate, rep.Duration)
-	b.WriteString("The trackers, their Redis and the load generator share the machine's CPUs with whatever else runs: compare the ratios (to the first row, same run), not absolute numbers across runs.\n\n")
-	b.WriteString("| target | phase | announces | errors | announces/s | ratio | p50 ms | p90 ms | p99 ms | p99 ratio | max ms | avg peers returned | load avg (1m) |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("The trackers, their Redis and the load generator share the machine's CPUs with whatever else runs: compare the ratios (to the first target, same run), not absolute numbers across runs; on a busy machine throughput follows the CPU share a process gets, and CPU per announce (tracker: process_cpu_seconds_total; Redis: INFO cpu) is the steadier figure.\n\n")
+	b.WriteString("| target | phase | announces | errors | announces/s | ratio | p50 ms | p90 ms | p99 ms | p99 ratio | max ms | tracker CPU µs/announce | ratio | Redis CPU µs/announce | ratio | avg peers returned | load avg (1m) |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	ratio := func(a, base float64) string {
 		if base == 0 {
 			return "-"
@@ -464,12 +525,14 @@ func write(dir, name string, rep Report) error {
 				continue
 			}
 			p := *row.p
-			var br, bp string = "-", "-"
+			br, bp, bt, brd := "-", "-", "-", "-"
 			if row.base != nil {
 				br, bp = ratio(p.PerSecond, row.base.PerSecond), ratio(p.P99ms, row.base.P99ms)
+				bt, brd = ratio(p.TrackerCPUus, row.base.TrackerCPUus), ratio(p.RedisCPUus, row.base.RedisCPUus)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %.0f | %s | %.2f | %.2f | %.2f | %s | %.1f | %.1f | %s |\n",
-				r.Target, row.name, p.Requests, p.Errors, p.PerSecond, br, p.P50ms, p.P90ms, p.P99ms, bp, p.MaxMs, p.AvgPeersBack, p.LoadAvg)
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %.0f | %s | %.2f | %.2f | %.2f | %s | %.1f | %.1f | %s | %.1f | %s | %.1f | %s |\n",
+				r.Target, row.name, p.Requests, p.Errors, p.PerSecond, br, p.P50ms, p.P90ms, p.P99ms, bp, p.MaxMs,
+				p.TrackerCPUus, bt, p.RedisCPUus, brd, p.AvgPeersBack, p.LoadAvg)
 		}
 	}
 	b.WriteString("\n| target | bytes per swarm entry | measured as |\n|---|---:|---|\n")
