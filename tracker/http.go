@@ -266,7 +266,7 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	var sel []Peer
 	if !in.Stopped {
 		sel = selectPeers(sw.Candidates, handOut{
-			self: keyOf(peer), selfID: peer.ID, selfAddr: peer.Addr, group: peer.Group, limit: q.numwant,
+			selfID: peer.ID, selfAddr: peer.Addr, group: peer.Group, limit: q.numwant,
 			young: youngSwarm(sw, s.cfg.YoungSwarmSeeders), maxPerIP: s.cfg.MaxPeersPerIP,
 		})
 	}

@@ -7,8 +7,7 @@ import (
 
 // handOut is what the policy needs to know of one announce.
 type handOut struct {
-	// self, selfID and selfAddr identify the requester, never handed out.
-	self     peerKey
+	// selfID and selfAddr identify the requester, never handed out.
 	selfID   [20]byte
 	selfAddr netip.AddrPort
 	group    string
@@ -49,7 +48,10 @@ func selectPeers(cands []Peer, h handOut) []Peer {
 	var counts [nb + 1]int
 	keep := make([]int8, len(cands))
 	for i, p := range cands {
-		if p.ID == h.selfID || p.Addr == h.selfAddr || keyOf(p) == h.self {
+		// The store already left out the requester's own entry (by key);
+		// this catches its other ids and addresses. No keyOf here: a
+		// member key is a hash, and this loop runs per candidate.
+		if p.ID == h.selfID || p.Addr == h.selfAddr {
 			keep[i] = -1
 			continue
 		}

@@ -147,10 +147,11 @@ local out = {
 }
 local want = tonumber(ARGV[6])
 if want <= 0 then return out end
+-- The requester's own record is rec (interned: comparing is cheap).
 local function take(recs, cap)
   for _, m in ipairs(recs) do
     if cap <= 0 then break end
-    if string.sub(m, 1, 36) ~= id then
+    if m ~= rec then
       out[#out + 1] = m
       cap = cap - 1
     end
@@ -169,13 +170,22 @@ for _, k in ipairs({1, 3, 4}) do
       want = take(redis.call('ZRANGEBYSCORE', KEYS[k], live, '+inf'), want)
     else
       -- Random picks must not be wasted on expired peers not yet pruned.
-      if redis.call('ZCARD', KEYS[k]) > n then prune(k) end
-      local picks = redis.call('ZRANDMEMBER', KEYS[k], want + 1, 'WITHSCORES')
-      local recs = {}
-      for i = 1, #picks, 2 do
-        if tonumber(picks[i + 1]) > now then recs[#recs + 1] = picks[i] end
+      local card = redis.call('ZCARD', KEYS[k])
+      if card > n then
+        prune(k)
+        card = redis.call('ZCARD', KEYS[k])
       end
-      want = take(recs, want)
+      if card == n then
+        want = take(redis.call('ZRANDMEMBER', KEYS[k], want + 1), want)
+      else
+        -- More expired peers than one prune removes: filter by score.
+        local picks = redis.call('ZRANDMEMBER', KEYS[k], want + 1, 'WITHSCORES')
+        local recs = {}
+        for i = 1, #picks, 2 do
+          if tonumber(picks[i + 1]) > now then recs[#recs + 1] = picks[i] end
+        end
+        want = take(recs, want)
+      end
     end
   end
 end
