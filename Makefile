@@ -36,7 +36,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build tools e2eplot deps test unit stress fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
+.PHONY: all build tools e2eplot deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -84,6 +84,7 @@ vet:
 	$(GO) vet ./...
 	cd deploy/helm && $(GO) vet ./...
 	cd tools/e2eplot && $(GO) vet ./...
+	cd tools/trackerload && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
@@ -143,6 +144,15 @@ conformance: build tools
 
 bench: build tools
 	./scripts/bench.sh
+
+# bench-tracker runs only the tracker benchmark (scripts/bench-tracker.sh,
+# load from tools/trackerload, a module of its own): 10,000 agents x 20
+# swarms announcing, signed, on Redis and in memory; results and CPU
+# profiles under bench/results. TRACKER_BASELINE_REF=main (or
+# TRACKER_BASELINE_BIN) adds a baseline tracker to the same run, and the
+# ratios are to it. ~5 minutes.
+bench-tracker: build
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} ./scripts/bench-tracker.sh
 
 # bench-datapath runs only the data-path benchmark (bench/datapath): one blob
 # direct, through an agent cold and warm, from a peer, and to 8 agents at

@@ -21,6 +21,7 @@ import (
 	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/agent/internal/peer"
 	"github.com/shoalproject/shoal/agent/internal/store"
+	"github.com/shoalproject/shoal/internal/announce"
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
@@ -164,6 +165,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			UploadSlots: cfg.P2P.UploadSlots, UploadBytesPerSec: cfg.P2P.UploadBytesPerSec,
 			DownloadBytesPerSec: cfg.P2P.DownloadBytesPerSec, Authority: authority, Identity: identity,
 			Readers: a.readers, Transport: tr, Log: log,
+			SignAnnounce: announce.Director(secrets[0], identity.Name),
 		})
 	}
 	return a, nil

@@ -82,11 +82,12 @@ func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster 
 	}
 	c.trkCfg = writeFile(t, dir, "tracker.yml", fmt.Sprintf(`addr: %s:%d
 secrets: [%s]
+cluster: {secret: %s}
 interval: 10s
 peerTTL: 3m
 %s
 log: {level: warn}
-`, ip, trackerPort, trackerSec, redisBlock))
+`, ip, trackerPort, trackerSec, clusterSecret, redisBlock))
 	c.StartTracker()
 	regCfg := writeFile(t, dir, "registry.yml", testenv.RegistryConfig{
 		Addr:          fmt.Sprintf("%s:%d", ip, registryPort),

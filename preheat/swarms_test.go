@@ -22,6 +22,7 @@ func startTrackerWithSwarm(t *testing.T) (string, string, [20]byte) {
 	t.Helper()
 	cfg := tracker.DefaultConfig()
 	cfg.Secrets = []string{secret.Generate()}
+	cfg.AllowUnsigned = true // the test's peer announces with a token alone
 	apiToken := secret.Generate()
 	cfg.APITokens = []string{apiToken}
 	s, err := tracker.New(cfg, tracker.Deps{})

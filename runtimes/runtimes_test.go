@@ -63,7 +63,7 @@ func startCluster(t *testing.T) *cluster {
 	// Random secrets: Shoal refuses short or guessable ones.
 	trackerSecret := secret.Generate()
 	clusterSecret := secret.Generate() // the join secret of the agents and the seeder
-	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\npeerTTL: 3m\nlog: {level: warn}\n", trk, trackerSecret))
+	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\nallowUnsigned: true\ninterval: 10s\npeerTTL: 3m\nlog: {level: warn}\n", trk, trackerSecret))
 	tp := testenv.Start(t, "shoal tracker", bin, []string{"tracker", "--config", trkCfg})
 	testenv.WaitHTTP(t, tp, "http://"+trk+"/healthz", 30*time.Second)
 	regCfg := writeFile(t, dir, "registry.yml", testenv.RegistryConfig{

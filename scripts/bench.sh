@@ -16,37 +16,8 @@ section "registry on S3 (Versity gateway): seeder, piece endpoint and GET, S3 vs
 go test -count=1 -timeout 20m -run '^TestS3Benchmark$' -v ./registry/ | grep -E 'MiB/s|^(ok|FAIL|---)'
 cat "$SHOAL_BENCH_OUT/registry-s3.md"
 
-section "tracker: announce throughput and p50/p99, in-memory vs Redis store (10k infohashes x 100 peers)"
-(
-	set -euo pipefail
-	work=$(mktemp -d)
-	pids=()
-	trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
-	freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-	waitport() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
-	shoal=${SHOAL_BIN:-$PWD/bin/shoal}
-	[ -x "$shoal" ] || go build -o "$shoal" ./cmd/shoal
-	go build -o "$work/loadgen" ./tracker/internal/loadgen
-	# Random: the tracker refuses short or guessable secrets.
-	secret=$(od -An -N32 -tx1 /dev/urandom | tr -d " \n")
-	rport=$(freeport)
-	redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
-	pids+=($!)
-	waitport "$rport"
-	mport=$(freeport)
-	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nlog: {level: warn}\n' "$mport" "$secret" >"$work/mem.yml"
-	"$shoal" tracker --config "$work/mem.yml" >"$work/mem.log" 2>&1 &
-	pids+=($!)
-	xport=$(freeport)
-	printf 'addr: 127.0.0.1:%s\nsecrets: [%s]\nlog: {level: warn}\nredis:\n  addrs: [127.0.0.1:%s]\n' "$xport" "$secret" "$rport" >"$work/redis.yml"
-	"$shoal" tracker --config "$work/redis.yml" >"$work/redis-tracker.log" 2>&1 &
-	pids+=($!)
-	waitport "$mport"
-	waitport "$xport"
-	"$work/loadgen" -secret "$secret" -infohashes 10000 -peers 100 -out "$SHOAL_BENCH_OUT" \
-		-target "memory=http://127.0.0.1:$mport" -target "redis=http://127.0.0.1:$xport"
-	cat "$SHOAL_BENCH_OUT/tracker.md"
-)
+section "tracker: 10,000 agents x 20 swarms, signed announces: fill, closed-loop and 20k/s open-loop throughput and p50/p99, memory per entry; Redis vs memory (and TRACKER_BASELINE_REF if set)"
+./scripts/bench-tracker.sh
 
 section "agent: 256 MiB image pull, direct vs agent cold vs agent warm"
 go test -count=1 -timeout 10m -run '^TestAgentBenchmark$' -v ./agent/ | grep -E '^(ok|FAIL|---)'

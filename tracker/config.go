@@ -47,6 +47,31 @@ type Config struct {
 	RealIPHeader string `yaml:"realIPHeader"`
 	// MaxScrape bounds the infohashes per scrape request.
 	MaxScrape int `yaml:"maxScrape"`
+	// Cluster is membership: the join secret the agents hold. With it, only
+	// announces signed by a member (internal/announce) enter the swarm; an
+	// announce token alone, which every .torrent carries, is not enough.
+	// Values may be the secret, env:VAR or file:/path; PreviousSecrets are
+	// still accepted while the secret rotates.
+	Cluster struct {
+		Secret          string   `yaml:"secret"`
+		PreviousSecrets []string `yaml:"previousSecrets"`
+	} `yaml:"cluster"`
+	// AllowUnsigned admits announces without a member signature. With
+	// cluster.secret set they are kept as unverified peers, handed out only
+	// after every member and the origin; without it (a tracker for clients
+	// that are not Shoal agents) every peer is unverified in fact, and one
+	// token holder can crowd a swarm.
+	AllowUnsigned bool `yaml:"allowUnsigned"`
+	// SignatureMaxSkew is how far a signed announce's timestamp may be from
+	// the tracker's clock; it bounds how long a captured announce replays.
+	SignatureMaxSkew time.Duration `yaml:"signatureMaxSkew"`
+	// YoungSwarmSeeders: while a swarm has fewer complete peers than this
+	// (the origin not counted), every hand-out includes the origin, so no
+	// set of peers can keep a young swarm from its source.
+	YoungSwarmSeeders int `yaml:"youngSwarmSeeders"`
+	// MaxPeersPerIP caps the peers of one IP address in a hand-out
+	// (loopback addresses exempt: those are single-host setups).
+	MaxPeersPerIP int `yaml:"maxPeersPerIP"`
 	// Redis holds the peers when redis.addrs is set, so any number of
 	// replicas share them; without addrs they are in memory (one replica).
 	Redis config.Redis `yaml:"redis"`
@@ -91,16 +116,19 @@ func DefaultConfig() Config {
 	rd.WriteTimeout = 300 * time.Millisecond
 	rd.PoolSize = 64
 	return Config{
-		Addr:           config.TrackerAddr,
-		Interval:       10 * time.Second,
-		PeerTTL:        3 * time.Minute,
-		DefaultNumwant: 50,
-		MaxNumwant:     200,
-		RequestTimeout: 500 * time.Millisecond,
-		MaxScrape:      64,
-		MaxSwarms:      200,
-		Redis:          rd,
-		Log:            config.DefaultLog(),
+		Addr:              config.TrackerAddr,
+		Interval:          10 * time.Second,
+		PeerTTL:           3 * time.Minute,
+		DefaultNumwant:    50,
+		MaxNumwant:        200,
+		RequestTimeout:    500 * time.Millisecond,
+		MaxScrape:         64,
+		MaxSwarms:         200,
+		SignatureMaxSkew:  2 * time.Minute,
+		YoungSwarmSeeders: 8,
+		MaxPeersPerIP:     4,
+		Redis:             rd,
+		Log:               config.DefaultLog(),
 	}
 }
 
@@ -134,6 +162,12 @@ func (c Config) Validate() error {
 		return errors.New("tracker config: maxScrape must be at least 1")
 	case c.MaxSwarms < 1:
 		return errors.New("tracker config: maxSwarms must be at least 1")
+	case c.SignatureMaxSkew < time.Second:
+		return fmt.Errorf("tracker config: signatureMaxSkew %v is below 1s", c.SignatureMaxSkew)
+	case c.YoungSwarmSeeders < 0:
+		return errors.New("tracker config: youngSwarmSeeders must not be negative")
+	case c.MaxPeersPerIP < 1:
+		return errors.New("tracker config: maxPeersPerIP must be at least 1")
 	}
 	for _, b := range []interface{ Validate() error }{c.Log, c.Debug, c.Redis} {
 		if err := b.Validate(); err != nil {
@@ -153,6 +187,13 @@ func (c Config) Validate() error {
 			return errors.New("tracker config: apiTokens: a token equals one of the secrets; a reader must not hold the key that signs announce tokens")
 		}
 	}
+	joins, err := c.clusterSecrets()
+	if err != nil {
+		return err
+	}
+	if len(joins) == 0 && !c.AllowUnsigned {
+		return errors.New("tracker config: cluster.secret is required (the agents' join secret), so that only cluster members are handed out to each other; a tracker for clients that are not Shoal agents sets allowUnsigned: true instead")
+	}
 	return nil
 }
 
@@ -163,6 +204,19 @@ func (c Config) resolveSecrets() ([]string, error) {
 	out, err := secret.ResolveAll("secrets", c.Secrets)
 	if err != nil {
 		return nil, fmt.Errorf("tracker config: %w (the registry's p2p tracker.secrets must list the same)", err)
+	}
+	return out, nil
+}
+
+// clusterSecrets resolves the join secret and the previous ones, current
+// first; none when cluster.secret is unset.
+func (c Config) clusterSecrets() ([]string, error) {
+	if c.Cluster.Secret == "" && len(c.Cluster.PreviousSecrets) == 0 {
+		return nil, nil
+	}
+	out, err := secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("tracker config: %w", err)
 	}
 	return out, nil
 }

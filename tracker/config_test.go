@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Every key of the snake_case dialect, and the removed store key, fails
@@ -62,7 +64,7 @@ func TestLoadConfig(t *testing.T) {
 		}
 		return p
 	}
-	cfg, err := LoadConfig(write("camel.yml", "secrets: ["+testSecret+"]\npeerTTL: 5m\nrealIPHeader: X-Real-IP\n"+
+	cfg, err := LoadConfig(write("camel.yml", "secrets: ["+testSecret+"]\nallowUnsigned: true\npeerTTL: 5m\nrealIPHeader: X-Real-IP\n"+
 		"log: {level: warn, format: json}\nredis: {addrs: [\"127.0.0.1:1\"], masterName: m, keyPrefix: \"p:\"}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -132,5 +134,32 @@ func TestNewPicksStoreFromRedisAddrs(t *testing.T) {
 	cfg.Redis.Password = "env:SHOAL_TEST_TRACKER_REDIS_UNSET"
 	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "redis.password") {
 		t.Fatalf("unresolvable redis password: %v", err)
+	}
+}
+
+// TestClusterSecretRequired: secure by default, a tracker without the join
+// secret refuses to start unless unsigned announces are asked for.
+func TestClusterSecretRequired(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Secrets = []string{testSecret}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cluster.secret is required") || !strings.Contains(err.Error(), "allowUnsigned") {
+		t.Fatalf("no cluster.secret: %v", err)
+	}
+	cfg.Cluster.Secret = "change-me-cluster"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
+		t.Fatalf("placeholder cluster.secret: %v", err)
+	}
+	cfg.Cluster.Secret = secret.Generate()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cluster.Secret = ""
+	cfg.AllowUnsigned = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.SignatureMaxSkew = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "signatureMaxSkew") {
+		t.Fatalf("signatureMaxSkew 0: %v", err)
 	}
 }

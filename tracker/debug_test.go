@@ -22,7 +22,7 @@ func TestDebugConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := t.TempDir() + "/t.yml"
-	if err := os.WriteFile(f, []byte("secrets: ["+testSecret+"]\ndebug: {addr: \"localhost:6060\"}\n"), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte("secrets: ["+testSecret+"]\nallowUnsigned: true\ndebug: {addr: \"localhost:6060\"}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err := LoadConfig(f); err != nil || cfg.Debug.Addr != "localhost:6060" {

@@ -10,12 +10,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/tracker"
-	trackerServer "github.com/anacrolix/torrent/tracker/server"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/announce"
 	"github.com/shoalproject/shoal/internal/httpx"
 )
 
@@ -170,20 +169,6 @@ type nonCompactPeer struct {
 	Port int    `bencode:"port"`
 }
 
-// compactResponse is BEP 23 with BEP 7's peers6. httpTracker.HttpResponse
-// is not used for sending: it always emits an empty "failure reason", which
-// some clients treat as a failure, and its peer encoding (via krpc) spends
-// more CPU than the rest of an announce. The compact strings are built by
-// appendCompact; bencode itself is still the library's.
-type compactResponse struct {
-	Interval    int32  `bencode:"interval"`
-	MinInterval int32  `bencode:"min interval"`
-	Complete    int32  `bencode:"complete"`
-	Incomplete  int32  `bencode:"incomplete"`
-	Peers       string `bencode:"peers"`
-	Peers6      string `bencode:"peers6,omitempty"`
-}
-
 // appendCompact appends a peer's address bytes then its big-endian port.
 func appendCompact(b []byte, ap netip.AddrPort) []byte {
 	if a := ap.Addr(); a.Is4() {
@@ -209,91 +194,176 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	defer func() { s.metrics.announceTime.Observe(time.Since(start).Seconds()) }()
 	q, err := parseAnnounce(r.URL.RawQuery, s.cfg.DefaultNumwant, s.cfg.MaxNumwant)
 	if err != nil {
-		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		s.metrics.failBadRequest.Inc()
 		writeFailure(w, err.Error())
 		return
 	}
 	origin, err := s.authorize(q.infoHash, q.token)
 	if err != nil {
-		s.metrics.failures.WithLabelValues("token").Inc()
+		s.metrics.failToken.Inc()
 		writeFailure(w, "announce not authorized: "+err.Error())
 		return
 	}
 	ip, err := s.requestIP(r)
 	if err != nil {
-		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		s.metrics.failBadRequest.Inc()
 		writeFailure(w, "cannot determine peer address")
 		return
 	}
-	st := &announceState{
-		peer:      Peer{ID: q.peerID, Group: q.group, Class: ClassIncomplete},
-		stopped:   q.event == tracker.Stopped,
-		completed: q.event == tracker.Completed && !origin,
-		numwant:   q.numwant,
-	}
+	peer := Peer{ID: q.peerID, Addr: netip.AddrPortFrom(ip, q.port), Group: q.group, Class: ClassIncomplete}
 	switch {
 	case origin:
-		st.peer.Class = ClassOrigin
+		peer.Class = ClassOrigin
 	case q.left == 0 || q.event == tracker.Completed:
-		st.peer.Class = ClassComplete
+		peer.Class = ClassComplete
 	}
-	if st.stopped {
-		st.numwant = 0
+	if !origin && s.members != nil {
+		member, err := s.members.Verify(r.Header, r.URL.RawQuery, s.now())
+		switch {
+		case err == nil:
+			peer.Member = member
+		case errors.Is(err, announce.ErrUnsigned) && s.cfg.AllowUnsigned:
+			peer.Class = ClassUnverified
+		default:
+			s.log.WithError(err).WithField("member", r.Header.Get(announce.HeaderMember)).Debug("announce signature refused")
+			s.metrics.rejectedSignatures.WithLabelValues(signatureReason(err)).Inc()
+			s.metrics.failSignature.Inc()
+			writeFailure(w, "announce not signed by a member of this cluster: "+err.Error())
+			return
+		}
+	}
+	in := AnnounceInput{
+		InfoHash:  q.infoHash,
+		Peer:      peer,
+		Stopped:   q.event == tracker.Stopped,
+		Completed: q.event == tracker.Completed && !origin,
+		TTL:       s.cfg.PeerTTL,
+	}
+	if !in.Stopped {
+		in.Sample = q.numwant
+		if peer.Group != "" {
+			// Oversample so same-group peers can be found beyond the first
+			// numwant random picks. Locality is exact for swarms up to this
+			// size and best effort (a random 4x sample) above it.
+			in.Sample *= 4
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, ctxKey{}, st)
-	addr := netip.AddrPortFrom(ip, q.port)
-	res := s.ann.Serve(ctx, tracker.AnnounceRequest{
-		InfoHash: q.infoHash,
-		PeerId:   q.peerID,
-		Left:     q.left,
-		Event:    q.event,
-		NumWant:  int32(st.numwant),
-		Port:     q.port,
-	}, addr, trackerServer.GetPeersOpts{MaxCount: generics.Some(uint(s.cfg.MaxNumwant))})
-	if res.Err != nil {
-		s.metrics.failures.WithLabelValues("store").Inc()
-		s.log.WithError(res.Err).WithField("info_hash", fmt.Sprintf("%x", q.infoHash)).Warn("announce failed")
+	storeStart := time.Now()
+	sw, err := s.store.Announce(ctx, s.now(), in)
+	s.metrics.observeStore("announce", time.Since(storeStart), err)
+	if err != nil {
+		s.metrics.failStore.Inc()
+		s.log.WithError(err).WithField("info_hash", fmt.Sprintf("%x", q.infoHash)).Warn("announce failed")
 		reason := "tracker temporarily unavailable, retry later"
-		if !errors.Is(res.Err, ErrStoreUnavailable) && !errors.Is(res.Err, context.DeadlineExceeded) {
+		if !errors.Is(err, ErrStoreUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 			reason = "internal tracker error"
 		}
 		writeFailure(w, reason)
 		return
 	}
-	s.metrics.announces.WithLabelValues(eventLabel(q.event)).Inc()
-	s.metrics.swarmSize.Observe(float64(st.swarm.Complete + st.swarm.Incomplete))
-	s.metrics.handedOut.Observe(float64(len(res.Peers)))
-	interval := res.Interval.UnwrapOr(int32(s.cfg.Interval / time.Second))
+	var sel []Peer
+	if !in.Stopped {
+		sel = selectPeers(sw.Candidates, handOut{
+			selfID: peer.ID, selfAddr: peer.Addr, group: peer.Group, limit: q.numwant,
+			young: youngSwarm(sw, s.cfg.YoungSwarmSeeders), maxPerIP: s.cfg.MaxPeersPerIP,
+		})
+	}
+	s.metrics.announceEvent(q.event).Inc()
+	s.metrics.swarmSize.Observe(float64(sw.Complete + sw.Incomplete))
+	s.metrics.handedOut.Observe(float64(len(sel)))
+	interval := int32(s.cfg.Interval / time.Second)
 	if !q.compact {
 		resp := nonCompactResponse{
 			Interval: interval, MinInterval: interval,
-			Complete: res.Seeders.Value, Incomplete: res.Leechers.Value,
+			Complete: int32(sw.Complete), Incomplete: int32(sw.Incomplete),
 			Peers: []nonCompactPeer{},
 		}
-		for _, p := range res.Peers {
-			id := st.byAddr[p.AnnounceAddr].ID
-			resp.Peers = append(resp.Peers, nonCompactPeer{ID: string(id[:]), IP: p.Addr().String(), Port: int(p.Port())})
+		for _, p := range sel {
+			resp.Peers = append(resp.Peers, nonCompactPeer{ID: string(p.ID[:]), IP: p.Addr.Addr().String(), Port: int(p.Addr.Port())})
 		}
 		if err := writeBencode(w, resp); err != nil {
 			s.log.WithError(err).Debug("write announce response")
 		}
 		return
 	}
-	resp := compactResponse{Interval: interval, MinInterval: interval, Complete: res.Seeders.Value, Incomplete: res.Leechers.Value}
-	var p4, p6 []byte
-	for _, p := range res.Peers {
-		if p.Addr().Is4() {
-			p4 = appendCompact(p4, p.AnnounceAddr)
+	writeCompact(w, interval, sw.Counts, sel)
+}
+
+// writeCompact writes the BEP 23 answer (with BEP 7's peers6) by hand: it
+// is the one answer every announce gets, and a reflective encoder spends
+// more than the rest of the handler on it. Keys in sorted order, as
+// bencode requires.
+func writeCompact(w http.ResponseWriter, interval int32, c Counts, peers []Peer) {
+	var p4, p6 int
+	for _, p := range peers {
+		if p.Addr.Addr().Is4() {
+			p4++
 		} else {
-			p6 = appendCompact(p6, p.AnnounceAddr)
+			p6++
 		}
 	}
-	resp.Peers, resp.Peers6 = string(p4), string(p6)
-	if err := writeBencode(w, resp); err != nil {
-		s.log.WithError(err).Debug("write announce response")
+	b := make([]byte, 0, 96+6*p4+18*p6)
+	b = append(b, "d8:completei"...)
+	b = strconv.AppendInt(b, int64(c.Complete), 10)
+	b = append(b, "e10:incompletei"...)
+	b = strconv.AppendInt(b, int64(c.Incomplete), 10)
+	b = append(b, "e8:intervali"...)
+	b = strconv.AppendInt(b, int64(interval), 10)
+	b = append(b, "e12:min intervali"...)
+	b = strconv.AppendInt(b, int64(interval), 10)
+	b = append(b, "e5:peers"...)
+	b = strconv.AppendInt(b, int64(6*p4), 10)
+	b = append(b, ':')
+	for _, p := range peers {
+		if p.Addr.Addr().Is4() {
+			b = appendCompact(b, p.Addr)
+		}
 	}
+	if p6 > 0 {
+		b = append(b, "6:peers6"...)
+		b = strconv.AppendInt(b, int64(18*p6), 10)
+		b = append(b, ':')
+		for _, p := range peers {
+			if !p.Addr.Addr().Is4() {
+				b = appendCompact(b, p.Addr)
+			}
+		}
+	}
+	b = append(b, 'e')
+	h := w.Header()
+	h["Content-Type"] = textPlain
+	h["Cache-Control"] = noStore
+	_, _ = w.Write(b)
+}
+
+var (
+	textPlain = []string{"text/plain"}
+	noStore   = []string{"no-store"}
+)
+
+// youngSwarm: fewer complete peers than threshold, the origin not counted.
+func youngSwarm(sw Swarm, threshold int) bool {
+	origins := 0
+	for _, p := range sw.Candidates {
+		if p.Class == ClassOrigin {
+			origins++
+		}
+	}
+	return sw.Complete-origins < threshold
+}
+
+func signatureReason(err error) string {
+	switch {
+	case errors.Is(err, announce.ErrUnsigned):
+		return "missing"
+	case errors.Is(err, announce.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, announce.ErrStale):
+		return "stale"
+	}
+	return "invalid"
 }
 
 func eventLabel(e tracker.AnnounceEvent) string {
@@ -314,51 +384,54 @@ type scrapeFile struct {
 }
 
 // handleScrape serves BEP 48. Every infohash asked for must be covered by
-// one of the request's tokens, so scrape leaks nothing announce would not.
+// a token, so scrape leaks nothing announce would not. Tokens pair with
+// infohashes by position (the i-th token covers the i-th info_hash), so a
+// request costs one token verification per infohash: trying every token
+// against every infohash let one request with many tokens cost thousands
+// of HMACs (issue 22).
 func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
 	vs, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		s.metrics.failBadRequest.Inc()
 		writeFailure(w, "malformed query string")
 		return
 	}
 	raw := vs["info_hash"]
 	if len(raw) == 0 || len(raw) > s.cfg.MaxScrape {
-		s.metrics.failures.WithLabelValues("bad_request").Inc()
+		s.metrics.failBadRequest.Inc()
 		writeFailure(w, fmt.Sprintf("scrape wants 1 to %d info_hash parameters", s.cfg.MaxScrape))
 		return
 	}
-	ihs := make([]trackerServer.InfoHash, 0, len(raw))
-	for _, v := range raw {
+	tokens := vs["token"]
+	if len(tokens) == 0 {
+		tokens = make([]string, len(raw)) // each reported as a missing token below
+	}
+	if len(tokens) != len(raw) {
+		s.metrics.failBadRequest.Inc()
+		writeFailure(w, fmt.Sprintf("scrape wants one token per info_hash, in the same order: got %d tokens for %d info_hash parameters", len(tokens), len(raw)))
+		return
+	}
+	ihs := make([][20]byte, 0, len(raw))
+	for i, v := range raw {
 		if len(v) != 20 {
-			s.metrics.failures.WithLabelValues("bad_request").Inc()
+			s.metrics.failBadRequest.Inc()
 			writeFailure(w, "info_hash must be 20 bytes")
 			return
 		}
 		var h [20]byte
 		copy(h[:], v)
-		tokens := vs["token"]
-		if len(tokens) == 0 {
-			tokens = []string{""}
-		}
-		var lastErr error
-		for _, tok := range tokens {
-			if _, lastErr = s.authorize(h, tok); lastErr == nil {
-				break
-			}
-		}
-		if lastErr != nil {
-			s.metrics.failures.WithLabelValues("token").Inc()
-			writeFailure(w, "scrape not authorized: "+lastErr.Error())
+		if _, err := s.authorize(h, tokens[i]); err != nil {
+			s.metrics.failToken.Inc()
+			writeFailure(w, "scrape not authorized: "+err.Error())
 			return
 		}
 		ihs = append(ihs, h)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
-	res, err := announceTracker{s}.Scrape(ctx, ihs)
+	res, err := s.scrape(ctx, ihs)
 	if err != nil {
-		s.metrics.failures.WithLabelValues("store").Inc()
+		s.metrics.failStore.Inc()
 		s.log.WithError(err).Warn("scrape failed")
 		writeFailure(w, "tracker temporarily unavailable, retry later")
 		return
@@ -366,7 +439,7 @@ func (s *Server) handleScrape(w http.ResponseWriter, r *http.Request) {
 	s.metrics.scrapes.Inc()
 	resp := scrapeResponse{Files: make(map[string]scrapeFile, len(ihs))}
 	for i, h := range ihs {
-		resp.Files[string(h[:])] = scrapeFile{Complete: res[i].Seeders, Downloaded: res[i].Completed, Incomplete: res[i].Leechers}
+		resp.Files[string(h[:])] = scrapeFile{Complete: int32(res[i].Complete), Downloaded: int32(res[i].Downloaded), Incomplete: int32(res[i].Incomplete)}
 	}
 	if err := writeBencode(w, resp); err != nil {
 		s.log.WithError(err).Debug("write scrape response")

@@ -12,6 +12,11 @@ const memShards = 64
 // MemoryStore keeps swarms in process memory: the embedded default for a
 // single tracker (`shoal run`). Swarms are sharded by infohash so announces
 // for different swarms rarely contend on one lock.
+//
+// Per swarm, peers are in a map by key, in one slice per class (random
+// picks by index, removal by swap with the last) and in a list ordered by
+// expiry (pruning pops from its head). An announce costs O(Sample) plus
+// the peers it prunes, each pruned once: nothing walks the swarm.
 type MemoryStore struct {
 	shards [memShards]memShard
 	stop   chan struct{}
@@ -25,16 +30,19 @@ type memShard struct {
 }
 
 type memSwarm struct {
-	peers      map[peerKey]memPeer
+	peers   map[peerKey]*memPeer
+	classes [numClasses][]*memPeer
+	// head and tail of the expiry order, earliest first.
+	head, tail *memPeer
 	downloaded int
-	// expires is the latest expiry of any peer: past it the swarm is dead and
-	// the sweeper drops it whole.
-	expires time.Time
 }
 
 type memPeer struct {
 	Peer
-	expires time.Time
+	key        peerKey
+	expires    time.Time
+	idx        int // position in its class's slice
+	prev, next *memPeer
 }
 
 // NewMemoryStore returns an empty store whose sweeper drops dead swarms
@@ -68,19 +76,135 @@ func (s *MemoryStore) sweeper(every time.Duration) {
 	}
 }
 
-// sweep drops swarms whose every peer has expired. Live swarms are pruned
-// on their own announces.
+// sweep drops swarms whose every peer has expired (the last in the expiry
+// order is the latest). Live swarms are pruned on their own announces.
 func (s *MemoryStore) sweep(now time.Time) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for ih, sw := range sh.swarms {
-			if !now.Before(sw.expires) {
+			if sw.tail == nil || !now.Before(sw.tail.expires) {
 				delete(sh.swarms, ih)
 			}
 		}
 		sh.mu.Unlock()
 	}
+}
+
+func (sw *memSwarm) unlink(p *memPeer) {
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		sw.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		sw.tail = p.prev
+	}
+	p.prev, p.next = nil, nil
+}
+
+// link places p in expiry order, searching from the tail: with one TTL for
+// every announce a refreshed peer is the latest, so this is O(1).
+func (sw *memSwarm) link(p *memPeer) {
+	at := sw.tail
+	for at != nil && at.expires.After(p.expires) {
+		at = at.prev
+	}
+	p.prev = at
+	if at == nil {
+		p.next = sw.head
+		sw.head = p
+	} else {
+		p.next = at.next
+		at.next = p
+	}
+	if p.next != nil {
+		p.next.prev = p
+	} else {
+		sw.tail = p
+	}
+}
+
+func (sw *memSwarm) addToClass(p *memPeer) {
+	p.idx = len(sw.classes[p.Class])
+	sw.classes[p.Class] = append(sw.classes[p.Class], p)
+}
+
+func (sw *memSwarm) removeFromClass(p *memPeer) {
+	cl := sw.classes[p.Class]
+	last := cl[len(cl)-1]
+	cl[p.idx], last.idx = last, p.idx
+	cl[len(cl)-1] = nil
+	sw.classes[p.Class] = cl[:len(cl)-1]
+}
+
+func (sw *memSwarm) remove(p *memPeer) {
+	sw.unlink(p)
+	sw.removeFromClass(p)
+	delete(sw.peers, p.key)
+}
+
+// prune drops the peers expired at now: each is dropped once, so the cost
+// is amortised over the announces that made them.
+func (sw *memSwarm) prune(now time.Time) {
+	for sw.head != nil && !now.Before(sw.head.expires) {
+		sw.remove(sw.head)
+	}
+}
+
+func (sw *memSwarm) counts() Counts {
+	return Counts{
+		Complete:   len(sw.classes[ClassComplete]) + len(sw.classes[ClassOrigin]),
+		Incomplete: len(sw.classes[ClassIncomplete]) + len(sw.classes[ClassUnverified]),
+		Downloaded: sw.downloaded,
+	}
+}
+
+// liveCounts counts without pruning (for readers): the expired peers are
+// at the head of the expiry order.
+func (sw *memSwarm) liveCounts(now time.Time) (n [numClasses]int) {
+	for c := range sw.classes {
+		n[c] = len(sw.classes[c])
+	}
+	for p := sw.head; p != nil && !now.Before(p.expires); p = p.next {
+		n[p.Class]--
+	}
+	return n
+}
+
+// sample appends up to want random peers of class c other than self.
+func (sw *memSwarm) sample(out []Peer, c Class, want int, self peerKey) ([]Peer, int) {
+	cl := sw.classes[c]
+	if want <= 0 || len(cl) == 0 {
+		return out, want
+	}
+	if len(cl) <= want+1 {
+		for _, p := range cl {
+			if want > 0 && p.key != self {
+				out = append(out, p.Peer)
+				want--
+			}
+		}
+		return out, want
+	}
+	// Floyd's algorithm: want+1 distinct indices (one may be self) in
+	// O(want).
+	picked := make(map[int]struct{}, want+1)
+	n := len(cl)
+	for j := n - (want + 1); j < n; j++ {
+		t := rand.IntN(j + 1)
+		if _, dup := picked[t]; dup {
+			t = j
+		}
+		picked[t] = struct{}{}
+		if p := cl[t]; want > 0 && p.key != self {
+			out = append(out, p.Peer)
+			want--
+		}
+	}
+	return out, want
 }
 
 func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInput) (Swarm, error) {
@@ -92,57 +216,43 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 		if in.Stopped {
 			return Swarm{}, nil
 		}
-		sw = &memSwarm{peers: make(map[peerKey]memPeer)}
+		sw = &memSwarm{peers: make(map[peerKey]*memPeer)}
 		sh.swarms[in.InfoHash] = sw
 	}
+	sw.prune(now)
 	self := keyOf(in.Peer)
-	if in.Stopped {
-		delete(sw.peers, self)
-	} else {
-		exp := now.Add(in.TTL)
-		sw.peers[self] = memPeer{Peer: in.Peer, expires: exp}
-		if exp.After(sw.expires) {
-			sw.expires = exp
+	if p := sw.peers[self]; p != nil {
+		if in.Stopped {
+			sw.remove(p)
+		} else {
+			if p.Class != in.Peer.Class {
+				sw.removeFromClass(p)
+				p.Peer = in.Peer
+				sw.addToClass(p)
+			} else {
+				p.Peer = in.Peer
+			}
+			sw.unlink(p)
+			p.expires = now.Add(in.TTL)
+			sw.link(p)
 		}
+	} else if !in.Stopped {
+		p := &memPeer{Peer: in.Peer, key: self, expires: now.Add(in.TTL)}
+		sw.peers[self] = p
+		sw.addToClass(p)
+		sw.link(p)
 	}
 	if in.Completed {
 		sw.downloaded++
 	}
-	// One pass prunes, counts and reservoir-samples each class: O(swarm size),
-	// which keeps the structure a plain map.
-	var out Swarm
-	var seen [numClasses]int
-	var res [numClasses][]Peer
-	for k, p := range sw.peers {
-		if !now.Before(p.expires) {
-			delete(sw.peers, k)
-			continue
+	out := Swarm{Counts: sw.counts()}
+	if in.Sample > 0 {
+		out.Candidates = make([]Peer, 0, in.Sample+maxOriginCandidates)
+		out.Candidates, _ = sw.sample(out.Candidates, ClassOrigin, maxOriginCandidates, self)
+		want := in.Sample
+		for _, c := range []Class{ClassComplete, ClassIncomplete, ClassUnverified} {
+			out.Candidates, want = sw.sample(out.Candidates, c, want, self)
 		}
-		if p.Class == ClassIncomplete {
-			out.Incomplete++
-		} else {
-			out.Complete++
-		}
-		if k == self || in.Sample <= 0 {
-			continue
-		}
-		c := p.Class
-		seen[c]++
-		if len(res[c]) < in.Sample {
-			res[c] = append(res[c], p.Peer)
-		} else if j := rand.IntN(seen[c]); j < in.Sample {
-			res[c][j] = p.Peer
-		}
-	}
-	out.Downloaded = sw.downloaded
-	budget := in.Sample
-	for _, c := range []Class{ClassComplete, ClassOrigin, ClassIncomplete} {
-		r := res[c]
-		if len(r) > budget {
-			r = r[:budget]
-		}
-		out.Candidates = append(out.Candidates, r...)
-		budget -= len(r)
 	}
 	if len(sw.peers) == 0 && sw.downloaded == 0 {
 		delete(sh.swarms, in.InfoHash)
@@ -156,17 +266,12 @@ func (s *MemoryStore) Scrape(_ context.Context, now time.Time, ihs [][20]byte) (
 		sh := s.shard(ih)
 		sh.mu.Lock()
 		if sw := sh.swarms[ih]; sw != nil {
-			for _, p := range sw.peers {
-				if !now.Before(p.expires) {
-					continue
-				}
-				if p.Class == ClassIncomplete {
-					out[i].Incomplete++
-				} else {
-					out[i].Complete++
-				}
+			n := sw.liveCounts(now)
+			out[i] = Counts{
+				Complete:   n[ClassComplete] + n[ClassOrigin],
+				Incomplete: n[ClassIncomplete] + n[ClassUnverified],
+				Downloaded: sw.downloaded,
 			}
-			out[i].Downloaded = sw.downloaded
 		}
 		sh.mu.Unlock()
 	}
@@ -192,20 +297,9 @@ func (s *MemoryStore) Swarms(_ context.Context, now time.Time, limit int) ([]Swa
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for ih, sw := range sh.swarms {
-			info := SwarmInfo{InfoHash: ih, Downloaded: sw.downloaded}
-			for _, p := range sw.peers {
-				if !now.Before(p.expires) {
-					continue
-				}
-				switch p.Class {
-				case ClassComplete:
-					info.Complete++
-				case ClassOrigin:
-					info.Origin++
-				default:
-					info.Incomplete++
-				}
-			}
+			n := sw.liveCounts(now)
+			info := SwarmInfo{InfoHash: ih, Downloaded: sw.downloaded,
+				Complete: n[ClassComplete], Origin: n[ClassOrigin], Incomplete: n[ClassIncomplete] + n[ClassUnverified]}
 			if info.Peers() > 0 {
 				all = append(all, info)
 			}

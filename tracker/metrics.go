@@ -3,6 +3,7 @@ package tracker
 import (
 	"time"
 
+	"github.com/anacrolix/torrent/tracker"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,11 +16,26 @@ type metrics struct {
 	failures     *prometheus.CounterVec
 	rejected     *prometheus.CounterVec
 	scrapes      prometheus.Counter
+	tokenChecks  prometheus.Counter
 	swarmSize    prometheus.Histogram
 	handedOut    prometheus.Histogram
 	storeLatency *prometheus.HistogramVec
 	storeUp      prometheus.Gauge
 	announceTime prometheus.Histogram
+
+	rejectedSignatures *prometheus.CounterVec
+	// Children resolved once: label lookups per announce showed in
+	// profiles.
+	failBadRequest, failToken, failStore, failSignature prometheus.Counter
+	events                                              [4]prometheus.Counter
+}
+
+// announceEvent is the announces counter of an event.
+func (m *metrics) announceEvent(e tracker.AnnounceEvent) prometheus.Counter {
+	if int(e) >= 0 && int(e) < len(m.events) {
+		return m.events[e]
+	}
+	return m.announces.WithLabelValues(eventLabel(e))
 }
 
 // latencyBuckets suit both stores: sub-millisecond for memory, a few
@@ -36,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, store string) *metrics {
 		}, []string{"event"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_failures_total",
-			Help: "Announces and scrapes answered with a failure reason, by reason (bad_request, token, store).",
+			Help: "Announces and scrapes answered with a failure reason, by reason (bad_request, token, signature, store).",
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_tracker_rejected_tokens_total",
@@ -45,6 +61,10 @@ func newMetrics(reg prometheus.Registerer, store string) *metrics {
 		scrapes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_scrapes_total",
 			Help: "Scrape requests served.",
+		}),
+		tokenChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_tracker_token_checks_total",
+			Help: "Token signature checks (one per purpose tried), the tracker's per-request HMAC work.",
 		}),
 		swarmSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_tracker_swarm_peers",
@@ -73,8 +93,19 @@ func newMetrics(reg prometheus.Registerer, store string) *metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
-	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.swarmSize, m.handedOut,
-		m.storeLatency, m.storeUp, m.announceTime)
+	m.rejectedSignatures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_tracker_rejected_signatures_total",
+		Help: "Announces refused for their member signature, by reason (missing, malformed, stale, invalid).",
+	}, []string{"reason"})
+	reg.MustRegister(m.announces, m.failures, m.rejected, m.scrapes, m.tokenChecks, m.swarmSize, m.handedOut,
+		m.storeLatency, m.storeUp, m.announceTime, m.rejectedSignatures)
+	m.failBadRequest = m.failures.WithLabelValues("bad_request")
+	m.failToken = m.failures.WithLabelValues("token")
+	m.failStore = m.failures.WithLabelValues("store")
+	m.failSignature = m.failures.WithLabelValues("signature")
+	for e := range m.events {
+		m.events[e] = m.announces.WithLabelValues(eventLabel(tracker.AnnounceEvent(e)))
+	}
 	m.storeUp.Set(1)
 	return m
 }

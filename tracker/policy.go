@@ -3,37 +3,94 @@ package tracker
 import (
 	"math/rand/v2"
 	"net/netip"
-	"sort"
 )
 
-// selectPeers orders candidates for hand-out and keeps at most limit:
-// completed peers first, then the origin, then incomplete peers; within a
-// class, peers of the requester's group before the others; random order
-// within each of those buckets so load spreads across equal peers. The
-// requester itself (by peer id or by address) is never returned.
-func selectPeers(cands []Peer, selfID [20]byte, selfAddr netip.AddrPort, group string, limit int) []Peer {
-	if limit <= 0 {
+// handOut is what the policy needs to know of one announce.
+type handOut struct {
+	// selfID and selfAddr identify the requester, never handed out.
+	selfID   [20]byte
+	selfAddr netip.AddrPort
+	group    string
+	limit    int
+	// young swarms get the origin first.
+	young bool
+	// maxPerIP caps the peers of one address (loopback exempt).
+	maxPerIP int
+}
+
+// numBuckets: per class rank, same group then other groups.
+const numBuckets = 2 * int(numClasses)
+
+// selectPeers orders candidates for hand-out and keeps at most h.limit:
+// completed peers first, then the origin, then incomplete peers, then
+// unverified ones; within a class, peers of the requester's group before
+// the others; random order within each of those buckets so load spreads
+// across equal peers. A young swarm gets the origin first, so whatever
+// else the swarm holds, the requester can reach its source. No address
+// gets more than h.maxPerIP of the places. The requester itself (by key,
+// peer id or address) is never returned. O(candidates).
+func selectPeers(cands []Peer, h handOut) []Peer {
+	if h.limit <= 0 || len(cands) == 0 {
 		return nil
 	}
-	out := make([]Peer, 0, len(cands))
-	for _, p := range cands {
-		if p.ID == selfID || p.Addr == selfAddr {
-			continue
-		}
-		out = append(out, p)
-	}
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	bucket := func(p Peer) int {
-		b := p.Class.rank() * 2
-		if group == "" || p.Group != group {
+		r := p.Class.rank()
+		if h.young && p.Class == ClassOrigin {
+			r = -1
+		}
+		b := (r + 1) * 2
+		if h.group == "" || p.Group != h.group {
 			b++
 		}
 		return b
 	}
-	// Stable so the shuffle survives inside each bucket.
-	sort.SliceStable(out, func(i, j int) bool { return bucket(out[i]) < bucket(out[j]) })
-	if len(out) > limit {
-		out = out[:limit]
+	const nb = numBuckets + 2 // rank -1 for a young swarm's origin
+	var counts [nb + 1]int
+	keep := make([]int8, len(cands))
+	for i, p := range cands {
+		// The store already left out the requester's own entry (by key);
+		// this catches its other ids and addresses. No keyOf here: a
+		// member key is a hash, and this loop runs per candidate.
+		if p.ID == h.selfID || p.Addr == h.selfAddr {
+			keep[i] = -1
+			continue
+		}
+		b := bucket(p)
+		keep[i] = int8(b)
+		counts[b+1]++
+	}
+	for b := 1; b <= nb; b++ {
+		counts[b] += counts[b-1]
+	}
+	// Counting sort into bucket order, then shuffle within each bucket.
+	ordered := make([]Peer, counts[nb])
+	next := counts
+	for i, p := range cands {
+		if b := keep[i]; b >= 0 {
+			ordered[next[b]] = p
+			next[b]++
+		}
+	}
+	for b := 0; b < nb; b++ {
+		part := ordered[counts[b]:counts[b+1]]
+		rand.Shuffle(len(part), func(i, j int) { part[i], part[j] = part[j], part[i] })
+	}
+	out := make([]Peer, 0, min(h.limit, len(ordered)))
+	var perIP map[netip.Addr]int
+	for _, p := range ordered {
+		if len(out) == h.limit {
+			break
+		}
+		if a := p.Addr.Addr(); !a.IsLoopback() {
+			if perIP == nil {
+				perIP = make(map[netip.Addr]int, h.limit)
+			}
+			if perIP[a] >= h.maxPerIP {
+				continue
+			}
+			perIP[a]++
+		}
+		out = append(out, p)
 	}
 	return out
 }

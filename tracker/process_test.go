@@ -25,7 +25,7 @@ func TestTwoProcessesShareRedis(t *testing.T) {
 	start := func(name string) string {
 		addr := testenv.FreeAddr(t)
 		cfg := filepath.Join(t.TempDir(), name+".yml")
-		body := fmt.Sprintf("addr: %s\nsecrets: [%s]\nredis:\n  addrs: [%s]\n", addr, testSecret, r.Addr)
+		body := fmt.Sprintf("addr: %s\nsecrets: [%s]\nallowUnsigned: true\nredis:\n  addrs: [%s]\n", addr, testSecret, r.Addr)
 		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,73 +73,118 @@ const (
 	// redisListScan bounds the index entries one listing reads: the most
 	// recently announced swarms, of which the busiest are returned.
 	redisListScan = 1024
+	// redisPruneEvery: one announce in this many prunes its swarm's
+	// expired peers (stops always do).
+	redisPruneEvery = 8
 )
 
 // announceScript applies an announce and samples the swarm in one round trip.
-// Sorted-set members are the peer records themselves (peer key first: peer
-// id and source IP, 36 bytes), so sampling returns records without a hash
-// lookup per peer; the hash maps a peer key to its current record, to
-// replace it when the peer re-announces.
+// Sorted-set members are the peer records themselves (peer key first, 36
+// bytes), so sampling returns records without a hash lookup per peer; the
+// hash maps a peer key to its current record, to replace it when the
+// record changes.
 //
-// KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 id->record
-// hash, 5 downloaded counter. ARGV: 1 now (ms), 2 peer expiry (ms), 3 peer
-// key, 4 class index 1..3 or 0 to remove, 5 peer record, 6 sample budget,
-// 7 key TTL (ms), 8 "1" if the download completed.
+// The steady state, a peer re-announcing with the same record, costs one
+// ZADD (score update), three PEXPIREs, four ZCOUNTs, a GET and one
+// ZRANDMEMBER of the sample size: nothing in it grows with the swarm beyond
+// a skiplist's log n. Expired peers are filtered by score wherever peers
+// are counted or sampled, so pruning them (bounded, 256 per class) runs
+// on the announces the caller flags, about one in eight, and before random
+// picks from a class holding expired peers.
 //
-// Returns {complete, origin, incomplete, downloaded, record...}.
+// KEYS: 1 complete zset, 2 origin zset, 3 incomplete zset, 4 unverified
+// zset, 5 key->record hash, 6 downloaded counter. ARGV: 1 now (ms), 2 peer
+// expiry (ms), 3 peer key, 4 class slot 1..4 or 0 to remove, 5 peer record,
+// 6 sample budget, 7 key TTL (ms), 8 "1" if the download completed, 9 "1"
+// to prune, 10 "(" .. now, 11 origin candidates cap.
+//
+// Returns {complete, origin, incomplete, unverified, downloaded, record...}.
 var announceScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
-for k = 1, 3 do
-  -- Bounded per call so a swarm with many dead peers never stalls Redis;
-  -- later announces (or key expiry) finish the job.
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, 512)
+local function prune(k)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now, 'LIMIT', 0, 256)
   if #dead > 0 then
     redis.call('ZREM', KEYS[k], unpack(dead))
     local ids = {}
     for i, d in ipairs(dead) do ids[i] = string.sub(d, 1, 36) end
-    redis.call('HDEL', KEYS[4], unpack(ids))
+    redis.call('HDEL', KEYS[5], unpack(ids))
   end
+end
+if ARGV[9] == '1' then
+  for k = 1, 4 do prune(k) end
 end
 local id = ARGV[3]
 local rec = ARGV[5]
 local cls = tonumber(ARGV[4])
-local old = redis.call('HGET', KEYS[4], id)
-if old and old ~= rec then
-  for k = 1, 3 do redis.call('ZREM', KEYS[k], old) end
-elseif old then
-  for k = 1, 3 do
-    if k ~= cls then redis.call('ZREM', KEYS[k], old) end
+local added = 1
+if cls > 0 then
+  added = redis.call('ZADD', KEYS[cls], ARGV[2], rec)
+end
+if added == 1 then
+  -- A new record: the peer is new, or changed class, address or group.
+  local old = redis.call('HGET', KEYS[5], id)
+  if old and (old ~= rec or cls == 0) then
+    for k = 1, 4 do redis.call('ZREM', KEYS[k], old) end
+  end
+  if cls == 0 then
+    if old then redis.call('HDEL', KEYS[5], id) end
+  else
+    redis.call('HSET', KEYS[5], id, rec)
   end
 end
-if cls == 0 then
-  redis.call('HDEL', KEYS[4], id)
-else
-  redis.call('ZADD', KEYS[cls], ARGV[2], rec)
-  redis.call('HSET', KEYS[4], id, rec)
-end
-if ARGV[8] == '1' then redis.call('INCR', KEYS[5]) end
-for k = 1, 5 do redis.call('PEXPIRE', KEYS[k], ARGV[7]) end
+if ARGV[8] == '1' then redis.call('INCR', KEYS[6]) end
+-- A class's set only holds peers that announced within the TTL, each of
+-- which refreshed it, so only the announcing class's set (with the hash
+-- and the counter) needs its expiry pushed back.
+if cls > 0 then redis.call('PEXPIRE', KEYS[cls], ARGV[7]) end
+redis.call('PEXPIRE', KEYS[5], ARGV[7])
+redis.call('PEXPIRE', KEYS[6], ARGV[7])
+local live = ARGV[10]
 local out = {
-  redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]),
-  tonumber(redis.call('GET', KEYS[5]) or '0'),
+  redis.call('ZCOUNT', KEYS[1], live, '+inf'), redis.call('ZCOUNT', KEYS[2], live, '+inf'),
+  redis.call('ZCOUNT', KEYS[3], live, '+inf'), redis.call('ZCOUNT', KEYS[4], live, '+inf'),
+  tonumber(redis.call('GET', KEYS[6]) or '0'),
 }
 local want = tonumber(ARGV[6])
--- Sample in hand-out order (complete, origin, incomplete) and stop once the
--- budget is spent: later classes would be cut by the policy anyway.
-for k = 1, 3 do
+if want <= 0 then return out end
+-- The requester's own record is rec (interned: comparing is cheap).
+local function take(recs, cap)
+  for _, m in ipairs(recs) do
+    if cap <= 0 then break end
+    if m ~= rec then
+      out[#out + 1] = m
+      cap = cap - 1
+    end
+  end
+  return cap
+end
+if out[2] > 0 then
+  take(redis.call('ZRANGEBYSCORE', KEYS[2], live, '+inf', 'LIMIT', 0, tonumber(ARGV[11]) + 1), tonumber(ARGV[11]))
+end
+-- Then the budget in hand-out order: complete, incomplete, unverified.
+for _, k in ipairs({1, 3, 4}) do
   if want <= 0 then break end
   local n = out[k]
   if n > 0 then
-    local recs
     if n <= want + 1 then
-      recs = redis.call('ZRANGE', KEYS[k], 0, -1)
+      want = take(redis.call('ZRANGEBYSCORE', KEYS[k], live, '+inf'), want)
     else
-      recs = redis.call('ZRANDMEMBER', KEYS[k], want + 1)
-    end
-    for _, m in ipairs(recs) do
-      if want > 0 and string.sub(m, 1, 36) ~= id then
-        out[#out + 1] = m
-        want = want - 1
+      -- Random picks must not be wasted on expired peers not yet pruned.
+      local card = redis.call('ZCARD', KEYS[k])
+      if card > n then
+        prune(k)
+        card = redis.call('ZCARD', KEYS[k])
+      end
+      if card == n then
+        want = take(redis.call('ZRANDMEMBER', KEYS[k], want + 1), want)
+      else
+        -- More expired peers than one prune removes: filter by score.
+        local picks = redis.call('ZRANDMEMBER', KEYS[k], want + 1, 'WITHSCORES')
+        local recs = {}
+        for i = 1, #picks, 2 do
+          if tonumber(picks[i + 1]) > now then recs[#recs + 1] = picks[i] end
+        end
+        want = take(recs, want)
       end
     end
   end
@@ -153,8 +199,10 @@ func classSlot(c Class) int {
 		return 1
 	case ClassOrigin:
 		return 2
+	case ClassIncomplete:
+		return 3
 	}
-	return 3
+	return 4
 }
 
 // NewRedisStore wraps client, which it closes on Close. prefix namespaces
@@ -232,13 +280,15 @@ func (s *RedisStore) exec(batch []*pendingAnnounce) {
 }
 
 func (s *RedisStore) keys(ih [20]byte) []string {
-	// "t2": records carry the peer key (id and IP) since issue 11; the
-	// older "t:" records (id only) are never read and expire on their own.
-	tag := s.prefix + "t2:{" + hex.EncodeToString(ih[:]) + "}:"
-	return []string{tag + "c", tag + "o", tag + "i", tag + "p", tag + "n"}
+	// "t3": member keys and the unverified class since issue 20; the
+	// older "t2:" and "t:" keys are never read and expire on their own.
+	var b [2 * 20]byte
+	hex.Encode(b[:], ih[:])
+	tag := s.prefix + "t3:{" + string(b[:]) + "}:"
+	return []string{tag + "c", tag + "o", tag + "i", tag + "u", tag + "p", tag + "n"}
 }
 
-func (s *RedisStore) indexKey() string { return s.prefix + "t2:swarms" }
+func (s *RedisStore) indexKey() string { return s.prefix + "t3:swarms" }
 
 func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInput) (Swarm, error) {
 	cls := 0
@@ -253,13 +303,19 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 	if ttlMS < 1 {
 		ttlMS = 1
 	}
+	prune := "0"
+	if in.Stopped || rand.IntN(redisPruneEvery) == 0 {
+		prune = "1"
+	}
+	nowMS := now.UnixMilli()
+	keys := s.keys(in.InfoHash)
 	p := &pendingAnnounce{
-		ih:    hex.EncodeToString(in.InfoHash[:]),
-		now:   now.UnixMilli(),
-		until: now.UnixMilli() + ttlMS,
-		keys:  s.keys(in.InfoHash),
-		args: []any{now.UnixMilli(), now.Add(in.TTL).UnixMilli(), keyOf(in.Peer).String(), cls,
-			encodePeer(in.Peer), in.Sample, ttlMS, completed},
+		ih:    keys[0][len(s.prefix)+4 : len(s.prefix)+4+40],
+		now:   nowMS,
+		until: nowMS + ttlMS,
+		keys:  keys,
+		args: []any{nowMS, nowMS + ttlMS, keyOf(in.Peer).String(), cls,
+			encodePeer(in.Peer), in.Sample, ttlMS, completed, prune, "(" + strconv.FormatInt(nowMS, 10), maxOriginCandidates},
 		done: make(chan announceReply, 1),
 	}
 	select {
@@ -279,10 +335,10 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 	if err != nil {
 		return Swarm{}, fmt.Errorf("%w: redis announce: %v", ErrStoreUnavailable, err)
 	}
-	if len(res) < 4 {
+	if len(res) < 5 {
 		return Swarm{}, fmt.Errorf("%w: redis announce: short reply (%d items)", ErrStoreUnavailable, len(res))
 	}
-	var n [4]int64
+	var n [5]int64
 	for i := range n {
 		v, ok := res[i].(int64)
 		if !ok {
@@ -290,8 +346,9 @@ func (s *RedisStore) Announce(ctx context.Context, now time.Time, in AnnounceInp
 		}
 		n[i] = v
 	}
-	out := Swarm{Counts: Counts{Complete: int(n[0] + n[1]), Incomplete: int(n[2]), Downloaded: int(n[3])}}
-	for _, r := range res[4:] {
+	out := Swarm{Counts: Counts{Complete: int(n[0] + n[1]), Incomplete: int(n[2] + n[3]), Downloaded: int(n[4])}}
+	out.Candidates = make([]Peer, 0, len(res)-5)
+	for _, r := range res[5:] {
 		str, ok := r.(string)
 		if !ok {
 			continue
@@ -312,8 +369,8 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 	}
 	min := "(" + strconv.FormatInt(now.UnixMilli(), 10)
 	type cmds struct {
-		c, o, i *redis.IntCmd
-		n       *redis.StringCmd
+		c, o, i, u *redis.IntCmd
+		n          *redis.StringCmd
 	}
 	all := make([]cmds, len(ihs))
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -323,7 +380,8 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 				c: p.ZCount(ctx, k[0], min, "+inf"),
 				o: p.ZCount(ctx, k[1], min, "+inf"),
 				i: p.ZCount(ctx, k[2], min, "+inf"),
-				n: p.Get(ctx, k[4]),
+				u: p.ZCount(ctx, k[3], min, "+inf"),
+				n: p.Get(ctx, k[5]),
 			}
 		}
 		return nil
@@ -338,7 +396,7 @@ func (s *RedisStore) Scrape(ctx context.Context, now time.Time, ihs [][20]byte) 
 	out := make([]Counts, len(ihs))
 	for i, c := range all {
 		out[i].Complete = int(c.c.Val() + c.o.Val())
-		out[i].Incomplete = int(c.i.Val())
+		out[i].Incomplete = int(c.i.Val() + c.u.Val())
 		out[i].Downloaded, _ = strconv.Atoi(c.n.Val())
 	}
 	return out, nil
@@ -353,9 +411,9 @@ func (s *RedisStore) Swarms(ctx context.Context, now time.Time, limit int) ([]Sw
 		return nil, fmt.Errorf("%w: redis swarm index: %v", ErrStoreUnavailable, err)
 	}
 	type cmds struct {
-		ih      [20]byte
-		c, o, i *redis.IntCmd
-		n       *redis.StringCmd
+		ih         [20]byte
+		c, o, i, u *redis.IntCmd
+		n          *redis.StringCmd
 	}
 	var all []cmds
 	for _, m := range members {
@@ -376,7 +434,8 @@ func (s *RedisStore) Swarms(ctx context.Context, now time.Time, limit int) ([]Sw
 			all[i].c = p.ZCount(ctx, k[0], min, "+inf")
 			all[i].o = p.ZCount(ctx, k[1], min, "+inf")
 			all[i].i = p.ZCount(ctx, k[2], min, "+inf")
-			all[i].n = p.Get(ctx, k[4])
+			all[i].u = p.ZCount(ctx, k[3], min, "+inf")
+			all[i].n = p.Get(ctx, k[5])
 		}
 		return nil
 	})
@@ -388,7 +447,7 @@ func (s *RedisStore) Swarms(ctx context.Context, now time.Time, limit int) ([]Sw
 	}
 	out := make([]SwarmInfo, 0, len(all))
 	for _, c := range all {
-		info := SwarmInfo{InfoHash: c.ih, Complete: int(c.c.Val()), Origin: int(c.o.Val()), Incomplete: int(c.i.Val())}
+		info := SwarmInfo{InfoHash: c.ih, Complete: int(c.c.Val()), Origin: int(c.o.Val()), Incomplete: int(c.i.Val() + c.u.Val())}
 		info.Downloaded, _ = strconv.Atoi(c.n.Val())
 		if info.Peers() > 0 {
 			out = append(out, info)

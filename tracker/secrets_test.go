@@ -50,6 +50,7 @@ func TestSecretsRefused(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Secrets = []string{"env:SHOAL_TEST_TRACKER_SECRET"}
+	cfg.AllowUnsigned = true
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("env secret refused: %v", err)
 	}
@@ -123,6 +124,7 @@ func TestBinaryRefusesShippedPlaceholders(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("SHOAL_TRACKER_SECRET", secret.Generate())
+	t.Setenv("SHOAL_CLUSTER_SECRET", secret.Generate())
 	p := testenv.Start(t, "tracker-ok", bin, []string{"tracker", "--config", cfg, "--addr", addr})
 	testenv.WaitHTTP(t, p, "http://"+addr+"/healthz", 30*time.Second)
 }

@@ -1,8 +1,9 @@
 // Package tracker is Shoal's BitTorrent tracker: HTTP announce and scrape
-// (BEP 3, 7, 23, 48) on top of anacrolix's tracker server packages, with peers
-// in a pluggable store (in-memory, or Redis shared by stateless replicas),
-// announces authorised by registry-signed tokens, and a hand-out policy that
-// prefers seeders, then the origin, then peers in the requester's group.
+// (BEP 3, 7, 23, 48), with peers in a pluggable store (in-memory, or Redis
+// shared by stateless replicas), announces authorised by registry-signed
+// tokens and counted only when a cluster member signed them, and a hand-out
+// policy that prefers seeders, then the origin, then peers in the
+// requester's group, and offers the origin to every young swarm.
 package tracker
 
 import (
@@ -16,13 +17,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/anacrolix/generics"
-	trackerServer "github.com/anacrolix/torrent/tracker/server"
-	"github.com/anacrolix/torrent/tracker/udp"
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/announce"
 	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/httpx"
 	shoalmetrics "github.com/shoalproject/shoal/internal/metrics"
@@ -50,9 +49,11 @@ type Server struct {
 	// storeKind names the store in logs and metric labels.
 	storeKind string
 	keys      *token.Keys
+	// members checks member signatures; nil: no cluster.secret, every
+	// announce is taken on its token alone (allowUnsigned).
+	members *announce.Verifier
 	// apiTokens guard the read API; none: it is off.
 	apiTokens []string
-	ann       *trackerServer.AnnounceHandler
 	metrics   *metrics
 	reg       *prometheus.Registry
 	log       *logrus.Entry
@@ -82,6 +83,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracker: %w", err)
 	}
+	var members *announce.Verifier
+	if joins, err := cfg.clusterSecrets(); err != nil {
+		return nil, err
+	} else if len(joins) > 0 {
+		if members, err = announce.NewVerifier(cfg.SignatureMaxSkew, joins...); err != nil {
+			return nil, fmt.Errorf("tracker: %w", err)
+		}
+	}
 	log := deps.Log
 	if log == nil {
 		log = cfg.Log.NewLogger("tracker")
@@ -99,13 +108,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		store:     store,
 		storeKind: storeKind(store),
 		keys:      keys,
+		members:   members,
 		apiTokens: apiTokens,
 		reg:       prometheus.NewRegistry(),
 		log:       log,
 		now:       time.Now,
 	}
 	s.metrics = newMetrics(s.reg, s.storeKind)
-	s.ann = &trackerServer.AnnounceHandler{AnnounceTracker: announceTracker{s}}
 	s.handler = s.routes(deps.ProcessMetrics)
 	return s, nil
 }
@@ -226,11 +235,13 @@ func (s *Server) requestIP(r *http.Request) (netip.Addr, error) {
 // the registry's seeder, otherwise ok means an ordinary peer.
 func (s *Server) authorize(ih [20]byte, tok string) (origin bool, err error) {
 	now := s.now()
+	s.metrics.tokenChecks.Inc()
 	err = s.keys.Verify(token.PurposeAnnounce, ih[:], tok, now)
 	if err == nil {
 		return false, nil
 	}
 	if errors.Is(err, token.ErrInvalid) {
+		s.metrics.tokenChecks.Inc()
 		if oerr := s.keys.Verify(token.PurposeOrigin, ih[:], tok, now); oerr == nil {
 			return true, nil
 		} else if errors.Is(oerr, token.ErrExpired) {
@@ -253,100 +264,10 @@ func tokenReason(err error) string {
 	return "invalid"
 }
 
-// announceTracker adapts the store to anacrolix's AnnounceTracker. The
-// request's parsed extras (class, group, numwant) travel in the context
-// because the library's request type has no room for them; TrackAnnounce
-// does the whole store round trip and GetPeers only applies the policy to
-// its result, so an announce costs one store call.
-type announceTracker struct{ s *Server }
-
-type ctxKey struct{}
-
-type announceState struct {
-	peer      Peer
-	stopped   bool
-	completed bool
-	numwant   int
-	swarm     Swarm
-	// byAddr maps handed-out addresses back to peers, for peer ids in
-	// non-compact responses.
-	byAddr map[netip.AddrPort]Peer
-}
-
-func stateFrom(ctx context.Context) (*announceState, error) {
-	st, ok := ctx.Value(ctxKey{}).(*announceState)
-	if !ok {
-		return nil, errors.New("tracker: announce without request state")
-	}
-	return st, nil
-}
-
-func (t announceTracker) TrackAnnounce(ctx context.Context, req udp.AnnounceRequest, addr trackerServer.AnnounceAddr) error {
-	st, err := stateFrom(ctx)
-	if err != nil {
-		return err
-	}
-	st.peer.Addr = addr
-	sample := 0
-	if !st.stopped {
-		sample = st.numwant
-		if st.peer.Group != "" {
-			// Oversample so same-group peers can be found beyond the first
-			// numwant random picks. Locality is exact for swarms up to this
-			// size and best effort (a random 4x sample) above it.
-			sample *= 4
-		}
-	}
-	in := AnnounceInput{
-		InfoHash:  req.InfoHash,
-		Peer:      st.peer,
-		Stopped:   st.stopped,
-		Completed: st.completed,
-		TTL:       t.s.cfg.PeerTTL,
-		Sample:    sample,
-	}
+// scrape reads the counts of ihs from the store.
+func (s *Server) scrape(ctx context.Context, ihs [][20]byte) ([]Counts, error) {
 	start := time.Now()
-	st.swarm, err = t.s.store.Announce(ctx, t.s.now(), in)
-	t.s.metrics.observeStore("announce", time.Since(start), err)
-	return err
-}
-
-func (t announceTracker) GetPeers(ctx context.Context, _ trackerServer.InfoHash, opts trackerServer.GetPeersOpts, remote trackerServer.AnnounceAddr) (ret trackerServer.ServerAnnounceResult) {
-	st, err := stateFrom(ctx)
-	if err != nil {
-		ret.Err = err
-		return
-	}
-	limit := st.numwant
-	if opts.MaxCount.Ok && int(opts.MaxCount.Value) < limit {
-		limit = int(opts.MaxCount.Value)
-	}
-	sel := selectPeers(st.swarm.Candidates, st.peer.ID, remote, st.peer.Group, limit)
-	st.byAddr = make(map[netip.AddrPort]Peer, len(sel))
-	for _, p := range sel {
-		st.byAddr[p.Addr] = p
-		ret.Peers = append(ret.Peers, trackerServer.PeerInfo{AnnounceAddr: p.Addr})
-	}
-	ret.Interval = generics.Some(int32(t.s.cfg.Interval / time.Second))
-	ret.Seeders = generics.Some(int32(st.swarm.Complete))
-	ret.Leechers = generics.Some(int32(st.swarm.Incomplete))
-	return
-}
-
-func (t announceTracker) Scrape(ctx context.Context, ihs []trackerServer.InfoHash) ([]udp.ScrapeInfohashResult, error) {
-	raw := make([][20]byte, len(ihs))
-	for i, h := range ihs {
-		raw[i] = h
-	}
-	start := time.Now()
-	counts, err := t.s.store.Scrape(ctx, t.s.now(), raw)
-	t.s.metrics.observeStore("scrape", time.Since(start), err)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]udp.ScrapeInfohashResult, len(counts))
-	for i, c := range counts {
-		out[i] = udp.ScrapeInfohashResult{Seeders: int32(c.Complete), Leechers: int32(c.Incomplete), Completed: int32(c.Downloaded)}
-	}
-	return out, nil
+	counts, err := s.store.Scrape(ctx, s.now(), ihs)
+	s.metrics.observeStore("scrape", time.Since(start), err)
+	return counts, err
 }

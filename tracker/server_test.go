@@ -48,6 +48,9 @@ func (tt *testTracker) setNow(t time.Time) {
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Secrets = []string{testSecret}
+	// Most tests drive the tracker with anacrolix's client, unsigned;
+	// members_test.go covers signed announces.
+	cfg.AllowUnsigned = true
 	return cfg
 }
 
@@ -278,6 +281,9 @@ func TestHandOutPolicyAndNumwant(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxNumwant = 10
 	cfg.DefaultNumwant = 5
+	// With 3 seeders the swarm counts as grown: the origin takes its rank
+	// after them (members_test.go covers young swarms).
+	cfg.YoungSwarmSeeders = 3
 	tt := memTracker(t, cfg)
 	h := ih(5)
 	u := tt.announceURL(h)
@@ -656,12 +662,20 @@ func TestTwoInstancesOneProcess(t *testing.T) {
 // defaults (secrets aside) and spells out every key of Config.
 func TestShippedConfigLoads(t *testing.T) {
 	t.Setenv("SHOAL_TRACKER_SECRET", secret.Generate())
+	t.Setenv("SHOAL_CLUSTER_SECRET", secret.Generate())
 	cfg, err := LoadConfig("../configs/tracker.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	def := DefaultConfig()
 	cfg.Secrets = nil
+	if cfg.Cluster.Secret != "env:SHOAL_CLUSTER_SECRET" {
+		t.Fatalf("cluster.secret = %q", cfg.Cluster.Secret)
+	}
+	cfg.Cluster.Secret = ""
+	if len(cfg.Cluster.PreviousSecrets) == 0 {
+		cfg.Cluster.PreviousSecrets = nil
+	}
 	if len(cfg.APITokens) == 0 {
 		cfg.APITokens = nil
 	}
@@ -721,5 +735,72 @@ func TestRequestIP(t *testing.T) {
 	r.Header.Set("X-Forwarded-For", "not-an-ip")
 	if _, err := s.requestIP(r); err == nil {
 		t.Fatal("garbage header accepted")
+	}
+}
+
+// TestScrapeChecksTokensOncePerInfohash: a scrape pairs the i-th token with
+// the i-th info_hash, so it costs one check per infohash whatever the
+// tokens; trying every token against every infohash made one request with
+// many tokens cost thousands of HMACs (issue 22, finding 5).
+func TestScrapeChecksTokensOncePerInfohash(t *testing.T) {
+	tt := memTracker(t, testConfig())
+	exp := time.Now().Add(time.Hour)
+	checks := func() int {
+		t.Helper()
+		for _, l := range strings.Split(scrapeMetrics(t, tt.base), "\n") {
+			if v, ok := strings.CutPrefix(l, "shoal_tracker_token_checks_total "); ok {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		return 0
+	}
+	const n = 8
+	q := url.Values{}
+	for i := 0; i < n; i++ {
+		h := ih(byte(100 + i))
+		q.Add("info_hash", string(h[:]))
+		q.Add("token", tt.keys.Sign(token.PurposeAnnounce, h[:], exp))
+	}
+	before := checks()
+	m := rawGet(t, tt.base+"/scrape?"+q.Encode())
+	if files, ok := m["files"].(map[string]any); !ok || len(files) != n {
+		t.Fatalf("scrape of %d infohashes with their tokens: %v", n, m)
+	}
+	if got := checks() - before; got != n {
+		t.Fatalf("%d token checks for %d infohashes, want one each", got, n)
+	}
+
+	// One valid token, then many that are not: refused after at most two
+	// checks (its own, and the first bad one's announce and origin tries).
+	h0 := ih(100)
+	q = url.Values{"info_hash": {string(h0[:])}, "token": {tt.keys.Sign(token.PurposeAnnounce, h0[:], exp)}}
+	for i := 1; i < tt.cfg.MaxScrape; i++ {
+		h := ih(byte(100 + i))
+		q.Add("info_hash", string(h[:]))
+		q.Add("token", tt.keys.Sign(token.PurposeAnnounce, h0[:], exp)) // valid, for another infohash
+	}
+	before = checks()
+	if _, failed := rawGet(t, tt.base+"/scrape?"+q.Encode())["failure reason"]; !failed {
+		t.Fatal("scrape with borrowed tokens succeeded")
+	}
+	if got := checks() - before; got > 3 {
+		t.Fatalf("%d token checks for a scrape refused at its second infohash", got)
+	}
+
+	// More tokens than infohashes: refused before any check.
+	q = url.Values{"info_hash": {string(h0[:])}}
+	for i := 0; i < 500; i++ {
+		q.Add("token", tt.keys.Sign(token.PurposeAnnounce, h0[:], exp))
+	}
+	before = checks()
+	if _, failed := rawGet(t, tt.base+"/scrape?"+q.Encode())["failure reason"]; !failed {
+		t.Fatal("scrape with 500 tokens for one infohash succeeded")
+	}
+	if got := checks() - before; got != 0 {
+		t.Fatalf("%d token checks for a scrape with more tokens than infohashes", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,12 +15,16 @@ import (
 // Class orders peers for hand-out: the tracker prefers peers that can serve
 // every piece, and among those prefers other nodes over the registry's own
 // seeder so the origin is only used when the swarm cannot serve itself.
+// Unverified peers (announces without a member signature, where the config
+// admits them next to members) come after every member and the origin,
+// whatever they claim to hold.
 type Class uint8
 
 const (
 	ClassIncomplete Class = iota
 	ClassComplete
 	ClassOrigin
+	ClassUnverified
 	numClasses
 )
 
@@ -31,6 +36,8 @@ func (c Class) String() string {
 		return "complete"
 	case ClassOrigin:
 		return "origin"
+	case ClassUnverified:
+		return "unverified"
 	}
 	return fmt.Sprintf("class(%d)", uint8(c))
 }
@@ -42,8 +49,10 @@ func (c Class) rank() int {
 		return 0
 	case ClassOrigin:
 		return 1
+	case ClassIncomplete:
+		return 2
 	}
-	return 2
+	return 3
 }
 
 // Peer is one member of a swarm as the store keeps it.
@@ -53,6 +62,10 @@ type Peer struct {
 	Class Class
 	// Group is the node group or zone the peer declared ("" if none).
 	Group string
+	// Member is the cluster member that signed the announce ("" if none):
+	// a member has one entry per swarm and address, whatever peer ids and
+	// ports it announces with. Stores need not return it.
+	Member string
 }
 
 // AnnounceInput is one announce as the store applies it.
@@ -66,10 +79,16 @@ type AnnounceInput struct {
 	// TTL is how long the peer stays without announcing again.
 	TTL time.Duration
 	// Sample is how many candidate peers to return (0: none), taken class
-	// by class in hand-out order (complete, origin, incomplete), randomly
-	// within a class.
+	// by class in hand-out order (complete, incomplete, unverified),
+	// randomly within a class. Up to maxOriginCandidates live origin peers
+	// come on top of the budget whenever Sample > 0, so the policy can
+	// always offer the origin to a young swarm.
 	Sample int
 }
+
+// maxOriginCandidates bounds the origin peers a store returns per announce
+// (registry replicas each seed, so a swarm can have a few).
+const maxOriginCandidates = 4
 
 // Swarm is the state of a swarm right after an announce was applied.
 type Swarm struct {
@@ -80,7 +99,8 @@ type Swarm struct {
 	Candidates []Peer
 }
 
-// Counts are the scrape figures of a swarm. Complete includes the origin.
+// Counts are the scrape figures of a swarm. Complete includes the origin;
+// Incomplete includes unverified peers.
 type Counts struct {
 	Complete   int
 	Incomplete int
@@ -92,7 +112,8 @@ type Counts struct {
 // observe half-applied announces, and must prune a swarm's expired peers on
 // its announces, so an announce never waits for a walk over every swarm
 // (dropping swarms nobody announces to any more is left to the store: key
-// expiry in Redis, a periodic sweep in memory). Package tracker/storetest
+// expiry in Redis, a periodic sweep in memory). Work per announce must be
+// O(Sample), not O(swarm): swarms of ten thousand peers are normal. Package tracker/storetest
 // is the suite every implementation passes.
 type Store interface {
 	// Announce applies in at time now and returns the swarm afterwards.
@@ -112,13 +133,16 @@ var ErrStoreUnavailable = errors.New("peer store unavailable")
 // peer, so an unbounded value would let one client bloat the store.
 const maxGroupLen = 64
 
-// peerKey identifies a peer within a swarm: its peer_id together with the
-// IP it announced from. The peer_id is chosen by the client and seen by every
-// peer it talks to, so keyed by it alone any holder of an announce token
-// could replace another node's address or stop its entry; with the source IP
-// in the key a forged peer_id only ever makes (or stops) an entry of the
-// forger's own address. The port is not part of it, so a peer that restarts
-// on a new port replaces its entry.
+// peerKey identifies a peer within a swarm: who announced, together with
+// the IP it announced from. Who is the member name's hash for a signed
+// announce (so a member has one entry per swarm and address: a restart
+// with a new peer id or port replaces it), else the peer_id. The peer_id is
+// chosen by the client and seen by every peer it talks to, so keyed by it
+// alone any holder of an announce token could replace another node's
+// address or stop its entry; with the source IP in the key a forged
+// peer_id only ever makes (or stops) an entry of the forger's own address.
+// The address is in a member's key too, so two nodes configured with the
+// same node id do not take each other's place.
 type peerKey struct {
 	id [20]byte
 	ip [16]byte
@@ -129,22 +153,44 @@ const peerKeyLen = 20 + 16
 func keyOf(p Peer) peerKey {
 	// As16 maps IPv4 to ::ffff:a.b.c.d, so a dual-stack listener's mapped
 	// address and the plain IPv4 one give the same key.
-	return peerKey{id: p.ID, ip: p.Addr.Addr().As16()}
+	k := peerKey{id: p.ID, ip: p.Addr.Addr().As16()}
+	if p.Member != "" {
+		sum := sha256.Sum256([]byte("shoal tracker member\x00" + p.Member))
+		copy(k.id[:], sum[:20])
+	}
+	return k
 }
+
+// memberRecord marks, in a record's class byte, a member's record, whose
+// key does not hold its peer id.
+const memberRecord = 0x80
 
 // String is the key as bytes, for a Redis hash field and record prefix.
 func (k peerKey) String() string { return string(k.id[:]) + string(k.ip[:]) }
 
 // encodePeer is the compact form kept in Redis:
-// key(36: id, IP) | class(1) | addr length(1) | addr | group.
+// key(36) | class(1) | addr length(1) | addr | [peer id(20), members only] | group.
+// A member's key does not hold its peer id, which non-compact answers need;
+// its class byte carries memberRecord.
 func encodePeer(p Peer) []byte {
-	addr, _ := p.Addr.MarshalBinary()
+	return appendPeer(make([]byte, 0, peerKeyLen+2+18+20+len(p.Group)), p)
+}
+
+func appendPeer(b []byte, p Peer) []byte {
 	k := keyOf(p)
-	b := make([]byte, 0, peerKeyLen+2+len(addr)+len(p.Group))
 	b = append(b, k.id[:]...)
 	b = append(b, k.ip[:]...)
-	b = append(b, byte(p.Class), byte(len(addr)))
-	b = append(b, addr...)
+	cls := byte(p.Class)
+	if p.Member != "" {
+		cls |= memberRecord
+	}
+	b = append(b, cls, 0)
+	at := len(b)
+	b, _ = p.Addr.AppendBinary(b)
+	b[at-1] = byte(len(b) - at) // 6 or 18, more with an IPv6 zone
+	if p.Member != "" {
+		b = append(b, p.ID[:]...)
+	}
 	return append(b, p.Group...)
 }
 
@@ -154,8 +200,11 @@ func decodePeer(b []byte) (Peer, error) {
 	if len(b) < hdr {
 		return p, fmt.Errorf("peer record too short (%d bytes)", len(b))
 	}
-	copy(p.ID[:], b[:20])
-	p.Class = Class(b[peerKeyLen])
+	var k peerKey
+	copy(k.id[:], b[:20])
+	copy(k.ip[:], b[20:peerKeyLen])
+	member := b[peerKeyLen]&memberRecord != 0
+	p.Class = Class(b[peerKeyLen] &^ memberRecord)
 	n := int(b[peerKeyLen+1])
 	if p.Class >= numClasses || len(b) < hdr+n {
 		return p, errors.New("peer record corrupt")
@@ -163,10 +212,20 @@ func decodePeer(b []byte) (Peer, error) {
 	if err := p.Addr.UnmarshalBinary(b[hdr : hdr+n]); err != nil {
 		return p, fmt.Errorf("peer record address: %w", err)
 	}
-	if keyOf(p).String() != string(b[:peerKeyLen]) {
+	if k.ip != p.Addr.Addr().As16() {
 		return p, errors.New("peer record key does not match its address")
 	}
-	p.Group = string(b[hdr+n:])
+	rest := b[hdr+n:]
+	if member {
+		if len(rest) < 20 {
+			return p, errors.New("member record without its peer id")
+		}
+		copy(p.ID[:], rest[:20])
+		rest = rest[20:]
+	} else {
+		p.ID = k.id
+	}
+	p.Group = string(rest)
 	return p, nil
 }
 

@@ -88,7 +88,7 @@ func TestRedisStoreKeysExpireAndShareSlot(t *testing.T) {
 	}
 	// The swarm index is one key for all swarms; its members age out by
 	// score instead of expiring.
-	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "x:t2:swarms" })
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "x:t3:swarms" })
 	if len(keys) != 3 { // incomplete zset, peer hash, download counter
 		t.Fatalf("keys = %v", keys)
 	}
@@ -124,13 +124,13 @@ func TestRedisSwarmIndexPruned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := client.ZCard(ctx, "x:t2:swarms").Result(); err != nil || n != 50 {
+	if n, err := client.ZCard(ctx, "x:t3:swarms").Result(); err != nil || n != 50 {
 		t.Fatalf("index size = %d, %v; want 50", n, err)
 	}
 	if _, err := s.Announce(ctx, t0.Add(2*time.Minute), AnnounceInput{InfoHash: ih(200), Peer: peerN(1, ClassIncomplete), TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := client.ZCard(ctx, "x:t2:swarms").Result(); err != nil || n != 1 {
+	if n, err := client.ZCard(ctx, "x:t3:swarms").Result(); err != nil || n != 1 {
 		t.Fatalf("index size after expiry = %d, %v; want 1", n, err)
 	}
 }

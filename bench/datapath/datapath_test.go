@@ -282,7 +282,7 @@ func (e *env) start(cacheRoot string) {
 	t := e.t
 	trAddr := testenv.FreeAddr(t)
 	e.tracker, _ = e.launch("tracker", "tracker", func(debug string) string {
-		s := fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\nlog: {level: warn}\n", trAddr, trackerSecret)
+		s := fmt.Sprintf("addr: %s\nsecrets: [%s]\nallowUnsigned: true\ninterval: 10s\nlog: {level: warn}\n", trAddr, trackerSecret)
 		if debug != "" {
 			s += fmt.Sprintf("debug: {addr: %s}\n", debug)
 		}

@@ -53,8 +53,9 @@ func runTracker(ctx context.Context, args []string) error {
 
 // startRunTracker starts the embedded in-memory tracker of `shoal run`,
 // listening on the host:port of shared.TrackerURL and accepting tokens
-// signed with shared.TrackerSecret; shared.TrackerAPIToken opens its read
-// API to the embedded preheat's console.
+// signed with shared.TrackerSecret from members of shared.ClusterSecret;
+// shared.TrackerAPIToken opens its read API to the embedded preheat's
+// console.
 func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) error {
 	u, err := url.Parse(shared.TrackerURL)
 	if err != nil {
@@ -63,6 +64,8 @@ func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) e
 	cfg := tracker.DefaultConfig()
 	cfg.Addr = u.Host
 	cfg.Secrets = []string{shared.TrackerSecret}
+	// The agents' join secret: only their signed announces are handed out.
+	cfg.Cluster.Secret = shared.ClusterSecret
 	cfg.APITokens = []string{shared.TrackerAPIToken}
 	cfg.Log = shared.Log
 	s, err := tracker.New(cfg, tracker.Deps{

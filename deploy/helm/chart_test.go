@@ -273,8 +273,9 @@ type loadedPod struct {
 	trackerURL  string
 }
 
-// checkMembership: agents, preheat and the registry's seeder must hold the
-// same join secret, or they refuse each other at the TLS handshake. Each
+// checkMembership: agents, preheat, the registry's seeder and the tracker
+// must hold the same join secret, or they refuse each other at the TLS
+// handshake (the tracker: refuses the agents' announces). Each
 // must read it from the same Secret key, and the config each loaded must
 // hold exactly the value that key gives (current first, then the previous
 // one while rotating).
@@ -284,12 +285,6 @@ func checkMembership(t *testing.T, pods []loadedPod) {
 	members := 0
 	for i := range pods {
 		p := &pods[i]
-		if p.component == "tracker" {
-			if p.joinRef != nil {
-				t.Errorf("%s: the tracker needs no join secret", p.name)
-			}
-			continue
-		}
 		members++
 		if p.joinRef == nil {
 			t.Errorf("%s: no SHOAL_CLUSTER_SECRET (the join secret) for %s", p.name, p.component)
@@ -553,6 +548,8 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if lp.apiTokens, err = secret.ResolveAll("apiTokens", cfg.APITokens); err != nil {
 			t.Errorf("%s: %v", w.name, err)
 		}
+		// The tracker hands out only announces signed with the join secret.
+		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
 	case "preheat":
 		cfg, err := preheat.LoadConfig(path)
 		if err != nil {

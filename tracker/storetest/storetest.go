@@ -121,7 +121,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tracker.Store) {
 				t.Fatalf("scrape after all expired: %+v %v", c, err)
 			}
 		}},
-		{"sample is a budget filled in hand-out class order, requester excluded", func(t *testing.T, s tracker.Store) {
+		{"sample is a budget filled in hand-out class order, origin on top, requester excluded", func(t *testing.T, s tracker.Store) {
 			for i := 1; i <= 30; i++ {
 				c := tracker.ClassIncomplete
 				if i%2 == 0 {
@@ -131,7 +131,7 @@ func Run(t *testing.T, newStore func(t *testing.T) tracker.Store) {
 			}
 			announce(t, s, t0, ih(6), peerN(99, tracker.ClassOrigin), nil)
 			for _, tc := range []struct{ sample, complete, origin, incomplete int }{
-				{4, 4, 0, 0}, {15, 15, 0, 0}, {16, 15, 1, 0}, {20, 15, 1, 4}, {100, 15, 1, 14},
+				{4, 4, 1, 0}, {15, 15, 1, 0}, {16, 15, 1, 1}, {20, 15, 1, 5}, {100, 15, 1, 14},
 			} {
 				sw := announce(t, s, t0, ih(6), peerN(1, tracker.ClassIncomplete), func(in *tracker.AnnounceInput) { in.Sample = tc.sample })
 				per := map[tracker.Class]int{}
@@ -256,6 +256,82 @@ func Run(t *testing.T, newStore func(t *testing.T) tracker.Store) {
 			sw := announce(t, s, t0, ih(12), peerN(2, tracker.ClassIncomplete), nil)
 			if len(sw.Candidates) != 0 || sw.Incomplete != 1 {
 				t.Fatalf("stop from the mapped address left %+v", sw)
+			}
+		}},
+		{"a member has one entry per swarm and address, whatever peer id and port it announces with", func(t *testing.T, s tracker.Store) {
+			m := peerN(1, tracker.ClassIncomplete)
+			m.Member = "node-1"
+			announce(t, s, t0, ih(13), m, nil)
+			m2 := peerN(2, tracker.ClassComplete) // restarted: new peer id, port and class
+			m2.Addr = netip.AddrPortFrom(m.Addr.Addr(), 7777)
+			m2.Member = "node-1"
+			announce(t, s, t0, ih(13), m2, nil)
+			sw := announce(t, s, t0, ih(13), peerN(3, tracker.ClassIncomplete), nil)
+			if sw.Complete != 1 || sw.Incomplete != 1 || len(sw.Candidates) != 1 {
+				t.Fatalf("after a member re-announced under a new id: %+v", sw)
+			}
+			if c := sw.Candidates[0]; c.ID != m2.ID || c.Addr != m2.Addr || c.Class != tracker.ClassComplete {
+				t.Fatalf("member entry = %+v, want the latest announce %+v", c, m2)
+			}
+			// The same node id from another address is another entry (two
+			// nodes configured alike do not displace each other).
+			other := peerN(4, tracker.ClassIncomplete)
+			other.Member = "node-1"
+			sw = announce(t, s, t0, ih(13), other, nil)
+			if sw.Complete != 1 || sw.Incomplete != 2 {
+				t.Fatalf("same member from another address: %+v", sw.Counts)
+			}
+			announce(t, s, t0, ih(13), other, func(in *tracker.AnnounceInput) { in.Stopped = true })
+			// A stop under the member's name removes its entry.
+			m2.ID = pid(9)
+			announce(t, s, t0, ih(13), m2, func(in *tracker.AnnounceInput) { in.Stopped = true })
+			sw = announce(t, s, t0, ih(13), peerN(3, tracker.ClassIncomplete), nil)
+			if sw.Complete != 0 || len(sw.Candidates) != 0 {
+				t.Fatalf("after the member stopped: %+v", sw)
+			}
+		}},
+		{"unverified peers count as incomplete and are sampled after every member", func(t *testing.T, s tracker.Store) {
+			for i := 1; i <= 20; i++ {
+				announce(t, s, t0, ih(14), peerN(i, tracker.ClassUnverified), nil)
+			}
+			for i := 21; i <= 23; i++ {
+				m := peerN(i, tracker.ClassIncomplete)
+				m.Member = fmt.Sprintf("node-%d", i)
+				announce(t, s, t0, ih(14), m, nil)
+			}
+			sw := announce(t, s, t0, ih(14), peerN(99, tracker.ClassIncomplete), func(in *tracker.AnnounceInput) { in.Sample = 5 })
+			per := map[tracker.Class]int{}
+			for _, p := range sw.Candidates {
+				per[p.Class]++
+			}
+			if per[tracker.ClassIncomplete] != 3 || per[tracker.ClassUnverified] != 2 || sw.Incomplete != 24 || sw.Complete != 0 {
+				t.Fatalf("sample 5 of 3 members and 20 unverified: %v, counts %+v", per, sw.Counts)
+			}
+		}},
+		{"a large swarm samples exactly the budget, distinct and live", func(t *testing.T, s tracker.Store) {
+			for i := 1; i <= 300; i++ {
+				announce(t, s, t0, ih(15), peerN(i, tracker.ClassComplete), nil)
+			}
+			// Half of them expire.
+			for i := 1; i <= 150; i++ {
+				announce(t, s, t0.Add(ttl/2), ih(15), peerN(i, tracker.ClassComplete), nil)
+			}
+			for range 5 {
+				sw := announce(t, s, t0.Add(ttl+time.Second), ih(15), peerN(1, tracker.ClassComplete), func(in *tracker.AnnounceInput) { in.Sample = 40 })
+				got := ids(sw.Candidates)
+				if len(sw.Candidates) != 40 || len(got) != 40 {
+					t.Fatalf("sample 40 of 149 live others: %d candidates, %d distinct", len(sw.Candidates), len(got))
+				}
+				for id := range got {
+					var n int
+					fmt.Sscanf(string(id[8:]), "%d", &n)
+					if n < 1 || n > 150 || id == pid(1) {
+						t.Fatalf("sampled %q: expired or the requester", id)
+					}
+				}
+				if sw.Complete != 150 {
+					t.Fatalf("complete = %d, want the 150 live", sw.Complete)
+				}
 			}
 		}},
 		{"stopped on an unknown swarm is harmless", func(t *testing.T, s tracker.Store) {

@@ -46,7 +46,10 @@ type Config struct {
 	Readers *store.Readers
 	// Transport is the base of the data path's client (cloned).
 	Transport *http.Transport
-	Log       *logrus.Entry
+	// SignAnnounce signs each tracker announce as this member's (the
+	// tracker hands out members only); nil sends them unsigned.
+	SignAnnounce func(*http.Request) error
+	Log          *logrus.Entry
 }
 
 // Client is the node's BitTorrent client and data path. New opens
@@ -130,6 +133,7 @@ func (c *Client) Start() error {
 func (c *Client) torrentConfig() (*torrent.ClientConfig, string) {
 	tcfg, wireNet := peerwire.ClientConfig(c.cfg.Listen, net.ParseIP(c.cfg.AdvertiseIP))
 	tcfg.PeerID = peerid.New(peerid.NodePrefix)
+	tcfg.HttpRequestDirector = c.cfg.SignAnnounce
 	tcfg.DataDir = os.TempDir() // unused: every torrent brings its own storage
 	tcfg.DefaultStorage = store.NoDefault{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
