@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -102,4 +103,66 @@ func cmdProject(args []string) error {
 		}
 	}
 	return nil
+}
+
+// cmdScale runs the projection settings (64 MiB in 4 layers, 1 Gbit/s
+// links, 0.5 ms RTT) at growing N and draws p50 and max ÷ T* against N,
+// with the projections' runs of that image added from their JSON.
+func cmdScale(args []string) error {
+	fs := flag.NewFlagSet("scale", flag.ExitOnError)
+	out := fs.String("out", "results", "directory")
+	ns := fs.String("n", "10,30,100", "node counts")
+	fs.Parse(args)
+	debug.SetGCPercent(400)
+	series := map[string][]Result{}
+	var rs []Result
+	for _, f := range strings.Split(*ns, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil {
+			return fmt.Errorf("-n: %w", err)
+		}
+		p := projections("1000/64")[0]
+		p.N = n
+		r := newWorld(p).run()
+		fmt.Fprintf(os.Stderr, "N=%d p50 %.2f max %.2f T* %.2f egress %.2f busy/node %.0f (%.0fs)\n", n, r.P50, r.Max, r.TStar, r.Egress, float64(r.Refused)/float64(n), r.WallSeconds)
+		rs = append(rs, r)
+	}
+	for _, f := range []string{"projections.json", "p1000-64.json", "p10000-64.json"} {
+		var ps []projection
+		if err := readJSON(filepath.Join(*out, f), &ps); err == nil {
+			for _, p := range ps {
+				if p.ImageBytes == 64<<20 {
+					rs = append(rs, p.Result)
+				}
+			}
+		}
+	}
+	series["64 MiB@1Gbit"] = rs
+	if err := writeJSON(filepath.Join(*out, "scale.json"), judgeAll(rs)); err != nil {
+		return err
+	}
+	md := "# p50 and max ÷ T* against N (64 MiB in 4 layers, 1 Gbit/s, 0.5 ms RTT)\n\n" + projectionMarkdown(judgeAll(rs))
+	if err := os.WriteFile(filepath.Join(*out, "scale.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if err := cdfChart("Completion time CDF, 64 MiB@1Gbit", rs, filepath.Join(*out, "scale-cdf.svg")); err != nil {
+		return err
+	}
+	return ratioChart("p50 and max ÷ T* against N", series, filepath.Join(*out, "scale-ratio.svg"))
+}
+
+func judgeAll(rs []Result) []projection {
+	var ps []projection
+	for _, r := range rs {
+		ps = append(ps, judge(r))
+	}
+	return ps
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
 }

@@ -37,8 +37,8 @@ func main() {
 		seed := fs.Uint64("seed", 1, "seed")
 		plen := fs.Int64("piece", 1<<20, "piece length")
 		rtt := fs.Float64("rtt", p.RTT, "RTT seconds")
-		unf := fs.Float64("unfair", 0, "flow weight spread (lognormal sigma)")
-		sb := fs.Float64("sndbuf", 0, "send buffer bytes")
+		unf := fs.Float64("unfair", p.Unfairness, "flow weight spread (lognormal sigma)")
+		sb := fs.Float64("sndbuf", p.SendBuffer, "send buffer bytes")
 		fs.Parse(os.Args[2:])
 		p.SendBuffer = *sb
 		p.Unfairness = *unf
@@ -70,4 +70,5 @@ var commands = map[string]func(args []string) error{}
 func init() {
 	commands["validate"] = cmdValidate
 	commands["project"] = cmdProject
+	commands["scale"] = cmdScale
 }

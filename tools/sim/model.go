@@ -107,7 +107,7 @@ func DefaultParams() Params {
 		Limits: sched.DefaultLimits, UploadSlots: 4, StallTimeout: 5, Deadline: 600,
 		MaxConns: 100, HalfOpen: 25, Numwant: 200, MaxNumwant: 200, Group: "e2e",
 		Interval: 10, PeerTTL: 180,
-		Unfairness: 1, Seed: 1, Limit: 3600,
+		SendBuffer: 1 << 20, Unfairness: 2, Seed: 1, Limit: 3600,
 	}
 }
 

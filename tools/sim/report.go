@@ -13,18 +13,18 @@ import (
 // validation is one cell simulated over several seeds.
 type validation struct {
 	cell
-	Seeds     int     `json:"seeds"`
-	SimP50    float64 `json:"simP50"` // mean over seeds
-	SimMax    float64 `json:"simMax"`
-	SimMaxLo  float64 `json:"simMaxMin"`
-	SimMaxHi  float64 `json:"simMaxMax"`
-	SimEgress float64 `json:"simEgress"`
-	Unfinished int    `json:"simUnfinished"`
-	TStar     float64 `json:"tStar"`
-	DP50      float64 `json:"deltaP50"` // (sim-measured)/measured
-	DMax      float64 `json:"deltaMax"`
-	Fallbacks map[string]int `json:"simFallbacks,omitempty"`
-	Busy      float64 `json:"simBusyAnswersPerNode"`
+	Seeds      int            `json:"seeds"`
+	SimP50     float64        `json:"simP50"` // mean over seeds
+	SimMax     float64        `json:"simMax"`
+	SimMaxLo   float64        `json:"simMaxMin"`
+	SimMaxHi   float64        `json:"simMaxMax"`
+	SimEgress  float64        `json:"simEgress"`
+	Unfinished int            `json:"simUnfinished"`
+	TStar      float64        `json:"tStar"`
+	DP50       float64        `json:"deltaP50"` // (sim-measured)/measured
+	DMax       float64        `json:"deltaMax"`
+	Fallbacks  map[string]int `json:"simFallbacks,omitempty"`
+	Busy       float64        `json:"simBusyAnswersPerNode"`
 }
 
 func validate(cells []cell, seeds int, tune func(*Params), progress func(string)) []validation {
