@@ -39,7 +39,15 @@ func main() {
 		rtt := fs.Float64("rtt", p.RTT, "RTT seconds")
 		unf := fs.Float64("unfair", p.Unfairness, "flow weight spread (lognormal sigma)")
 		sb := fs.Float64("sndbuf", p.SendBuffer, "send buffer bytes")
+		conns := fs.Int("maxconns", p.MaxConns, "established connections per torrent")
+		numwant := fs.Int("numwant", p.Numwant, "peers asked of the tracker")
+		pokeHave := fs.Bool("pokeonhave", false, "engine variant: wake on a neighbour's have")
+		backoff := fs.Float64("backoff", p.BusyBackoff, "engine variant: busy backoff seconds")
+		period := fs.Float64("period", p.UnfairPeriod, "seconds between flow weight draws")
 		fs.Parse(os.Args[2:])
+		p.UnfairPeriod = *period
+		p.PokeOnHave, p.BusyBackoff = *pokeHave, *backoff
+		p.MaxConns, p.Numwant = *conns, *numwant
 		p.SendBuffer = *sb
 		p.Unfairness = *unf
 		p.N, p.Image, p.Layers, p.Quantum, p.Seed, p.PieceLen, p.RTT = *n, *mib<<20, *layers, *q, *seed, *plen, *rtt

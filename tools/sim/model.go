@@ -73,6 +73,14 @@ type Params struct {
 	// a bottleneck: 0 is the fluid ideal, where flows started together
 	// end together.
 	Unfairness float64
+	// UnfairPeriod is how often flows' weights are drawn anew (0: never).
+	UnfairPeriod float64
+	// Engine variants, for what-if runs of changes to agent/swarm.go (the
+	// defaults are today's engine): PokeOnHave wakes the run loop when a
+	// connected node announces a piece this one lacks, instead of at the
+	// next 50 ms tick; BusyBackoff replaces peerBusyBackoff.
+	PokeOnHave  bool
+	BusyBackoff float64
 	// Quantum bounds how often flow rates are recomputed (0: on every
 	// change).
 	Quantum float64
@@ -107,7 +115,7 @@ func DefaultParams() Params {
 		Limits: sched.DefaultLimits, UploadSlots: 4, StallTimeout: 5, Deadline: 600,
 		MaxConns: 100, HalfOpen: 25, Numwant: 200, MaxNumwant: 200, Group: "e2e",
 		Interval: 10, PeerTTL: 180,
-		SendBuffer: 1 << 20, Unfairness: 2, Seed: 1, Limit: 3600,
+		BusyBackoff: peerBusyBackoff, SendBuffer: 1 << 20, Unfairness: 2, Seed: 1, Limit: 3600,
 	}
 }
 
@@ -233,7 +241,7 @@ type conn struct {
 func newWorld(p Params) *world {
 	w := &world{p: p, sim: &sim{}, rng: rand.New(rand.NewPCG(p.Seed, 0x5eed)), base: time.Unix(1_700_000_000, 0)}
 	w.sim.rng = rand.New(rand.NewPCG(p.Seed, 0xf10))
-	w.net = &network{sim: w.sim, quantum: p.Quantum, sigma: p.Unfairness}
+	w.net = &network{sim: w.sim, quantum: p.Quantum, sigma: p.Unfairness, period: p.UnfairPeriod}
 	w.store = tracker.NewMemoryStore(24 * time.Hour)
 	eff := p.Efficiency
 	w.registry = &node{w: w, idx: -1, up: &resource{name: "registry.up", cap: p.RegistryUp * eff}}
@@ -732,7 +740,7 @@ func (nb *nodeBlob) peerResult(f sched.Fetch, c *conn, err error) {
 	}
 	switch err {
 	case errBusy:
-		c.backoff = w.sim.now + peerBusyBackoff
+		c.backoff = w.sim.now + w.p.BusyBackoff
 	case errIdle:
 		c.banned = true
 		w.fallback("idle_peer")
@@ -807,7 +815,11 @@ func (nb *nodeBlob) pieceArrived(i int, fromPeer bool) {
 	for _, c := range nb.conns {
 		q := c.peer
 		if !q.complete && !q.have.Contains(uint32(i)) && !q.inFlight.Contains(uint32(i)) {
-			q.tickWake(w.sim.now + w.p.RTT/2)
+			if w.p.PokeOnHave {
+				q.wake(w.sim.now + w.p.RTT/2)
+			} else {
+				q.tickWake(w.sim.now + w.p.RTT/2)
+			}
 		}
 	}
 	if int(nb.have.GetCardinality()) == nb.b.pieces {

@@ -57,7 +57,12 @@ type network struct {
 	active  []*flow
 	quantum float64
 	// sigma spreads flow weights (lognormal, mean 1); 0: exact fairness.
+	// Every period the weights are drawn anew: TCP's unfairness moves
+	// about, a flow behind now is ahead later, so it spreads completions
+	// without making stragglers of some flows for good.
 	sigma   float64
+	period  float64
+	cycling bool
 	dirty   bool
 	pending bool // a recompute is scheduled
 	epoch   int
@@ -70,7 +75,11 @@ type network struct {
 func (n *network) start(res []*resource, pieces int, pieceLen func(k int) float64, onPiece func(k int, last bool)) *flow {
 	f := &flow{res: res, idx: make([]int, len(res)), pieces: pieces, pieceLen: pieceLen, onPiece: onPiece, last: n.sim.now, weight: 1}
 	if n.sigma > 0 {
-		f.weight = math.Exp(n.sigma*n.sim.rng.NormFloat64() - n.sigma*n.sigma/2)
+		f.weight = n.draw()
+		if n.period > 0 && !n.cycling {
+			n.cycling = true
+			n.sim.at(n.sim.now+n.period, n.redraw)
+		}
 	}
 	f.pieceRem = pieceLen(0)
 	for i, r := range res {
@@ -140,6 +149,23 @@ func (n *network) recompute() {
 		f.rate = f.new
 		n.schedule(f)
 	}
+}
+
+func (n *network) draw() float64 {
+	return math.Exp(n.sigma*n.sim.rng.NormFloat64() - n.sigma*n.sigma/2)
+}
+
+// redraw gives every active flow a new weight, while there are flows.
+func (n *network) redraw() {
+	if len(n.active) == 0 {
+		n.cycling = false
+		return
+	}
+	for _, f := range n.active {
+		f.weight = n.draw()
+	}
+	n.changed()
+	n.sim.at(n.sim.now+n.period, n.redraw)
 }
 
 // advance brings the flow's progress up to now at its current rate.

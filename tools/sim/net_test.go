@@ -112,3 +112,20 @@ func TestQuantum(t *testing.T) {
 		t.Fatalf("done at %v, want 1.5 (rate from 0.5 s)", done)
 	}
 }
+
+// TestWriteJSONNonFinite: cells without a measured p50 and runs where a
+// node never finished are written as null, not refused.
+func TestWriteJSONNonFinite(t *testing.T) {
+	path := t.TempDir() + "/v.json"
+	v := []validation{{cell: cell{N: 3, P50: math.NaN(), Max: math.Inf(1)}, SimMax: 2}}
+	if err := writeJSON(path, v); err != nil {
+		t.Fatal(err)
+	}
+	var back []map[string]any
+	if err := readJSON(path, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back[0]["measuredP50"] != nil || back[0]["measuredMax"] != nil || back[0]["nodes"] != 3.0 || back[0]["simMax"] != 2.0 {
+		t.Fatalf("read back %v", back[0])
+	}
+}

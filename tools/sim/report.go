@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -103,12 +105,84 @@ func validationMarkdown(vs []validation) string {
 	return b.String()
 }
 
+// writeJSON writes v with NaN and ±Inf (not measured, never finished)
+// as null, which encoding/json refuses to write.
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
+		var generic any
+		raw, err2 := json.Marshal(sanitize(reflect.ValueOf(v)))
+		if err2 != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &generic); err != nil {
+			return err
+		}
+		b = raw
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	out.WriteByte('\n')
+	return os.WriteFile(path, out.Bytes(), 0o644)
+}
+
+// sanitize turns v into maps, slices and plain values, with non-finite
+// floats as nil; struct fields keep their JSON names.
+func sanitize(v reflect.Value) any {
+	switch v.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			return nil
+		}
+		return sanitize(v.Elem())
+	case reflect.Float32, reflect.Float64:
+		f := v.Float()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil
+		}
+		return f
+	case reflect.Slice, reflect.Array:
+		out := make([]any, v.Len())
+		for i := range out {
+			out[i] = sanitize(v.Index(i))
+		}
+		return out
+	case reflect.Map:
+		out := map[string]any{}
+		for _, k := range v.MapKeys() {
+			out[fmt.Sprint(k.Interface())] = sanitize(v.MapIndex(k))
+		}
+		return out
+	case reflect.Struct:
+		out := map[string]any{}
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() && !f.Anonymous {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if f.Anonymous && name == "" {
+				if m, ok := sanitize(v.Field(i)).(map[string]any); ok {
+					for k, x := range m {
+						out[k] = x
+					}
+				}
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			out[name] = sanitize(v.Field(i))
+		}
+		return out
+	}
+	return v.Interface()
 }
 
 // projection is one large rollout against the goals.
