@@ -112,6 +112,9 @@ func cmdScale(args []string) error {
 	fs := flag.NewFlagSet("scale", flag.ExitOnError)
 	out := fs.String("out", "results", "directory")
 	ns := fs.String("n", "10,30,100", "node counts")
+	tag := fs.String("tag", "scale", "file name stem")
+	sndbuf := fs.Float64("sndbuf", -1, "what-if: Params.SendBuffer (0: an upload slot is held until the response is delivered)")
+	label := fs.String("label", "64 MiB@1Gbit", "series name")
 	fs.Parse(args)
 	debug.SetGCPercent(400)
 	series := map[string][]Result{}
@@ -123,11 +126,18 @@ func cmdScale(args []string) error {
 		}
 		p := projections("1000/64")[0]
 		p.N = n
+		p.Name = *label
+		if *sndbuf >= 0 {
+			p.SendBuffer = *sndbuf
+		}
 		r := newWorld(p).run()
 		fmt.Fprintf(os.Stderr, "N=%d p50 %.2f max %.2f T* %.2f egress %.2f busy/node %.0f (%.0fs)\n", n, r.P50, r.Max, r.TStar, r.Egress, float64(r.Refused)/float64(n), r.WallSeconds)
 		rs = append(rs, r)
 	}
 	for _, f := range []string{"projections.json", "p1000-64.json", "p10000-64.json"} {
+		if *sndbuf >= 0 {
+			break // the projections ran today's engine
+		}
 		var ps []projection
 		if err := readJSON(filepath.Join(*out, f), &ps); err == nil {
 			for _, p := range ps {
@@ -137,15 +147,27 @@ func cmdScale(args []string) error {
 			}
 		}
 	}
-	series["64 MiB@1Gbit"] = rs
-	if err := writeJSON(filepath.Join(*out, "scale.json"), judgeAll(rs)); err != nil {
+	series[*label] = rs
+	// Other series already written (a what-if beside today's engine).
+	for _, f := range []string{"scale.json", "scale-slotfix.json"} {
+		if f == *tag+".json" {
+			continue
+		}
+		var ps []projection
+		if err := readJSON(filepath.Join(*out, f), &ps); err == nil && len(ps) > 0 {
+			for _, p := range ps {
+				series[p.Name] = append(series[p.Name], p.Result)
+			}
+		}
+	}
+	if err := writeJSON(filepath.Join(*out, *tag+".json"), judgeAll(rs)); err != nil {
 		return err
 	}
 	md := "# p50 and max ÷ T* against N (64 MiB in 4 layers, 1 Gbit/s, 0.5 ms RTT)\n\n" + projectionMarkdown(judgeAll(rs))
-	if err := os.WriteFile(filepath.Join(*out, "scale.md"), []byte(md), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*out, *tag+".md"), []byte(md), 0o644); err != nil {
 		return err
 	}
-	if err := cdfChart("Completion time CDF, 64 MiB@1Gbit", rs, filepath.Join(*out, "scale-cdf.svg")); err != nil {
+	if err := cdfChart("Completion time CDF, "+*label, rs, filepath.Join(*out, *tag+"-cdf.svg")); err != nil {
 		return err
 	}
 	return ratioChart("p50 and max ÷ T* against N", series, filepath.Join(*out, "scale-ratio.svg"))
