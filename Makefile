@@ -36,7 +36,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build tools e2eplot deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
+.PHONY: all build tools e2eplot sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -77,6 +77,19 @@ e2eplot: $(E2EPLOT_BIN)
 $(E2EPLOT_BIN): tools/e2eplot/go.mod tools/e2eplot/go.sum $(wildcard tools/e2eplot/*.go)
 	cd tools/e2eplot && $(GO) build -o $(E2EPLOT_BIN) .
 
+# sim is the rollout simulator (tools/sim, a module of its own: nothing of
+# it enters the shoal binary). It checks the model against every e2e netns
+# cell, then projects N = 1,000 and 10,000 and Kraken's experiment, into
+# tools/sim/results (validation: minutes; projections: CPU-hours at
+# 10,000 nodes × 1 GiB, see tools/sim/README.md).
+SIM_BIN := $(BIN)/sim
+sim: $(SIM_BIN)
+	cd tools/sim && $(SIM_BIN) validate -out results
+	cd tools/sim && $(SIM_BIN) project -out results
+
+$(SIM_BIN): tools/sim/go.mod tools/sim/go.sum $(wildcard tools/sim/*.go) $(wildcard agent/sched/*.go) $(wildcard tracker/*.go)
+	cd tools/sim && $(GO) build -o $(SIM_BIN) .
+
 deps:
 	./scripts/install-test-deps.sh
 
@@ -85,6 +98,7 @@ vet:
 	cd deploy/helm && $(GO) vet ./...
 	cd tools/e2eplot && $(GO) vet ./...
 	cd tools/trackerload && $(GO) vet ./...
+	cd tools/sim && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
@@ -94,6 +108,7 @@ test: deps build tools vet $(E2EPLOT_BIN)
 	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) chart-test
 	cd tools/e2eplot && $(GO) test -count=1 ./...
+	cd tools/sim && $(GO) test -count=1 ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
 	$(call e2e-plot,$(BIN)/e2e-results/quick.json $(BIN)/e2e-results/scenarios.json)
 	$(MAKE) --no-print-directory fuzz
