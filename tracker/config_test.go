@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/config"
 )
 
 // Every key of the snake_case dialect, and the removed store key, fails
@@ -129,7 +131,7 @@ func TestNewPicksStoreFromRedisAddrs(t *testing.T) {
 	if s2.storeKind != "redis" {
 		t.Fatalf("redis.addrs set: store %s", s2.storeKind)
 	}
-	cfg.Redis.Password = "env:SHOAL_TEST_TRACKER_REDIS_UNSET"
+	cfg.Redis.Password = config.NewCredential("env:SHOAL_TEST_TRACKER_REDIS_UNSET")
 	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "redis.password") {
 		t.Fatalf("unresolvable redis password: %v", err)
 	}

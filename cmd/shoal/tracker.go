@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/tracker"
 )
@@ -62,8 +63,8 @@ func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) e
 	}
 	cfg := tracker.DefaultConfig()
 	cfg.Addr = u.Host
-	cfg.Secrets = []string{shared.TrackerSecret}
-	cfg.APITokens = []string{shared.TrackerAPIToken}
+	cfg.Secrets = config.NewTokens(shared.TrackerSecret)
+	cfg.APITokens = config.NewTokens(shared.TrackerAPIToken)
 	cfg.Log = shared.Log
 	s, err := tracker.New(cfg, tracker.Deps{
 		Log:            shared.Log.NewLogger("tracker"),

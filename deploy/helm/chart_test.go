@@ -547,29 +547,23 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if cfg.Redis.Enabled() && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
+		if cfg.Redis.Enabled() && cfg.Redis.MasterName != "" && !cfg.Redis.Password.IsSet() {
 			t.Errorf("%s: Sentinel without the password", w.name)
 		}
-		if lp.apiTokens, err = secret.ResolveAll("apiTokens", cfg.APITokens); err != nil {
-			t.Errorf("%s: %v", w.name, err)
-		}
+		lp.apiTokens = cfg.APITokens.Values()
 	case "preheat":
 		cfg, err := preheat.LoadConfig(path)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if len(cfg.APITokens) != 1 || cfg.APITokens[0] == "" {
+		if len(cfg.APITokens) != 1 || cfg.APITokens[0].Value() == "" {
 			t.Errorf("%s: preheat API token missing", w.name)
 		}
 		lp.preheat = &cfg
-		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
+		lp.join = append([]string{cfg.Cluster.Secret.Value()}, cfg.Cluster.PreviousSecrets.Values()...)
 		lp.trackerURL = cfg.Tracker.URL
-		if cfg.Tracker.Token != "" {
-			tok, err := secret.Resolve("tracker.token", cfg.Tracker.Token)
-			if err != nil {
-				t.Errorf("%s: %v", w.name, err)
-			}
-			lp.apiTokens = []string{tok}
+		if cfg.Tracker.Token.IsSet() {
+			lp.apiTokens = []string{cfg.Tracker.Token.Value()}
 		}
 	case "registry":
 		cfg, err := registry.LoadConfig(path)
