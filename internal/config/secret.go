@@ -181,6 +181,28 @@ func (c *Credential) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// UnmarshalJSON reads a reference from a JSON string, as UnmarshalYAML
+// does (a config handed to a child process as JSON: references survive,
+// literal values print as [redacted] and do not).
+func (s *Secret) UnmarshalJSON(b []byte) error {
+	var ref string
+	if err := json.Unmarshal(b, &ref); err != nil {
+		return fmt.Errorf("secret: want a string: %w", err)
+	}
+	*s = NewSecret(ref)
+	return nil
+}
+
+// UnmarshalJSON reads a reference from a JSON string.
+func (c *Credential) UnmarshalJSON(b []byte) error {
+	var ref string
+	if err := json.Unmarshal(b, &ref); err != nil {
+		return fmt.Errorf("credential: want a string: %w", err)
+	}
+	*c = NewCredential(ref)
+	return nil
+}
+
 func scalar(n *yaml.Node) (string, error) {
 	if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!null" && n.Tag != "!!int" && n.Tag != "!!float" && n.Tag != "!!bool") {
 		return "", &secretError{line: n.Line, r: resolved{readErr: "want a string: the value, env:NAME or file:/path"}}

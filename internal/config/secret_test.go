@@ -104,3 +104,21 @@ func TestTokensMatch(t *testing.T) {
 		t.Fatal("unset")
 	}
 }
+
+// A config handed on as JSON keeps its references and never its values.
+func TestSecretJSONRoundTrip(t *testing.T) {
+	good := secret.Generate()
+	t.Setenv("SHOAL_TEST_TOK", good)
+	in := withSecrets{Token: NewSecret("env:SHOAL_TEST_TOK"), Password: NewCredential(good)}
+	b, err := json.Marshal(in)
+	if err != nil || strings.Contains(string(b), good) {
+		t.Fatalf("%s %v", b, err)
+	}
+	var out withSecrets
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Token.Value() != good || out.Password.Value() == good {
+		t.Fatalf("round trip: token %v, password %v", out.Token.Value() == good, out.Password)
+	}
+}
