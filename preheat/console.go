@@ -107,11 +107,11 @@ func (s *Service) openAccess(r *http.Request) (bool, string) {
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil || !isLoopbackName(host) {
-		return false, "the console needs apiTokens when preheat listens beyond loopback (addr: " + addr + ")"
+		return false, "preheat needs apiTokens when it listens beyond loopback (addr: " + addr + ")"
 	}
 	rh, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil || !isLoopbackName(rh) {
-		return false, "without apiTokens the console only answers loopback clients"
+		return false, "without apiTokens preheat only answers loopback clients"
 	}
 	// A DNS-rebound name pointing at 127.0.0.1 must not reach an open
 	// console: the browser would treat the page as that site's.
@@ -120,7 +120,7 @@ func (s *Service) openAccess(r *http.Request) (bool, string) {
 		hh = h
 	}
 	if !isLoopbackName(hh) {
-		return false, "without apiTokens the console only answers requests for a loopback host (127.0.0.1, localhost, [::1])"
+		return false, "without apiTokens preheat only answers requests for a loopback host (127.0.0.1, localhost, [::1])"
 	}
 	return true, ""
 }
