@@ -36,7 +36,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build tools e2eplot deps test unit fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
+.PHONY: all build tools e2eplot deps test unit stress fuzz chart-test conformance bench bench-datapath bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -112,6 +112,19 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
 		done; \
 	done
+
+# stress runs the packages whose tests race goroutines, timers and real
+# processes with the race detector, STRESS_COUNT times each and more packages
+# at once than there are cores, so that a test which depends on timing fails
+# here rather than once in CI. It prints each failing test and how many runs
+# were clean; the log is bin/stress.log.
+STRESS_COUNT ?= 5
+STRESS_PKGS  ?= ./agent/... ./registry/... ./preheat/... ./driver/... ./tracker/...
+stress: build tools
+	@mkdir -p $(BIN)
+	@{ $(GO) test -race -count=$(STRESS_COUNT) -p 4 -timeout 90m $(STRESS_PKGS); echo $$? > $(BIN)/stress.rc; } 2>&1 | tee $(BIN)/stress.log; \
+		echo "stress: $$(grep -c '^--- FAIL' $(BIN)/stress.log) failed test runs in $(STRESS_COUNT) runs of $(STRESS_PKGS)"; \
+		grep '^--- FAIL' $(BIN)/stress.log | sed 's/ (.*//' | sort | uniq -c; exit $$(cat $(BIN)/stress.rc)
 
 # unit runs the tests without installing anything; tests needing a missing
 # binary or package skip with a message.

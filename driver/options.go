@@ -30,6 +30,11 @@ type Options struct {
 	Secret string `yaml:"secret"`
 	// URLExpiry is how long a metadata URL handed out in a redirect is valid.
 	URLExpiry time.Duration `yaml:"urlexpiry"`
+	// Delivery is how a torrent request is answered: DeliveryRedirect (a
+	// 307 to the signed metadata URL) or DeliveryInline (the metadata in
+	// the answer itself, for front ends such as Harbor's core that
+	// authorize every /v2/ request and pass no other path).
+	Delivery string `yaml:"delivery"`
 
 	Tracker TrackerOptions `yaml:"tracker"`
 	Seeder  SeederOptions  `yaml:"seeder"`
@@ -85,6 +90,12 @@ func (c ClusterOptions) Secrets() ([]string, error) {
 	return secret.ResolveRotating("p2p cluster.secret (the seeder's peer wire is members only)", c.Secret,
 		"p2p cluster.previoussecrets", c.PreviousSecrets)
 }
+
+// Delivery values.
+const (
+	DeliveryRedirect = "redirect"
+	DeliveryInline   = "inline"
+)
 
 // Defaults.
 const (
@@ -152,6 +163,13 @@ func ParseOptions(m map[string]any) (Options, error) {
 	}
 	if o.URLExpiry == 0 {
 		o.URLExpiry = 5 * time.Minute
+	}
+	switch o.Delivery {
+	case "":
+		o.Delivery = DeliveryRedirect
+	case DeliveryRedirect, DeliveryInline:
+	default:
+		return o, fmt.Errorf("p2p options: delivery %q: want %s or %s", o.Delivery, DeliveryRedirect, DeliveryInline)
 	}
 	if o.Tracker.TokenExpiry == 0 {
 		o.Tracker.TokenExpiry = 24 * time.Hour

@@ -92,28 +92,16 @@ peerTTL: 3m
 log: {level: warn}
 `, ip, trackerPort, trackerSec, redisBlock))
 	c.StartTracker()
-	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http: {addr: "%[1]s:%[2]d", secret: 8e2c4a6f1b3d5e7092a4c6e8f0b1d3e5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8}
-storage:
-  filesystem: {rootdirectory: %[3]q}
-  redirect: {disable: false}
-middleware:
-  storage:
-    - name: p2p
-      options:
-        piecelength: 1048576
-        baseurl: "http://%[1]s:%[2]d"
-        urlexpiry: 10m
-        tracker:
-          url: "http://%[1]s:%[4]d/announce"
-          secrets: [%[5]s]
-          tokenexpiry: 1h
-        seeder:
-          listen: "%[1]s:%[6]d"
-          idletimeout: 30m
-        cluster: {secret: %[7]s}
-`, ip, registryPort, filepath.Join(dir, "registry-data"), trackerPort, trackerSec, seederPort, clusterSecret))
+	regCfg := writeFile(t, dir, "registry.yml", testenv.RegistryConfig{
+		Addr:          fmt.Sprintf("%s:%d", ip, registryPort),
+		Root:          filepath.Join(dir, "registry-data"),
+		HTTPSecret:    "8e2c4a6f1b3d5e7092a4c6e8f0b1d3e5a7c9e2b4d6f8a0c1e3b5d7f9a2c4e6b8",
+		BaseURL:       fmt.Sprintf("http://%s:%d", ip, registryPort),
+		TrackerURL:    fmt.Sprintf("http://%s:%d/announce", ip, trackerPort),
+		TrackerSecret: trackerSec,
+		ClusterSecret: clusterSecret,
+		SeederListen:  fmt.Sprintf("%s:%d", ip, seederPort),
+	}.YAML())
 	c.regCfg = regCfg
 	c.StartRegistry()
 	return c

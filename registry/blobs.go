@@ -19,8 +19,12 @@ import (
 
 // BlobPath is the prefix of the piece-range endpoint: a blob's bytes, by
 // signed URL, for the agents' share of a blob that comes from the registry.
-// Like TorrentPath it lives outside /v2/.
-const BlobPath = "/_shoal/blobs/"
+// Like TorrentPath it is under /v2/ and can never be a repository's path.
+const BlobPath = "/v2/_shoal/blobs/"
+
+// LegacyBlobPath is where piece-range URLs pointed before BlobPath; still
+// served.
+const LegacyBlobPath = "/_shoal/blobs/"
 
 // BlobURLHeader is the response header of the torrent metadata endpoint that
 // carries the blob's signed piece-range URL (absolute, same expiry as the

@@ -15,6 +15,15 @@ import (
 
 func debugTestConfig(t *testing.T, addr, debug string) *configuration.Configuration {
 	t.Helper()
+	return debugConfig(t, addr, debug, true)
+}
+
+// debugConfig is a registry config with http.debug.addr debug. With prom,
+// distribution registers its metrics on the process-global prometheus
+// registry, which it can do once per process: only TestDebugServer builds
+// such a registry in this test binary (the process tests start others).
+func debugConfig(t *testing.T, addr, debug string, prom bool) *configuration.Configuration {
+	t.Helper()
 	cfg, err := configuration.Parse(strings.NewReader(fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
 http:
@@ -22,23 +31,54 @@ http:
   secret: registry-secret
   debug:
     addr: %q
-    prometheus: {enabled: true, path: /prom}
+    prometheus: {enabled: %t, path: /prom}
 storage:
   inmemory: {}
-`, addr, debug)))
+`, addr, debug, prom)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cfg
 }
 
-// http.debug.addr beyond loopback is refused before anything starts.
+// http.debug.addr beyond loopback is refused before anything starts unless
+// it is to serve Prometheus metrics alone.
 func TestDebugAddrMustBeLoopback(t *testing.T) {
 	for _, addr := range []string{":5001", "0.0.0.0:5001", "[::]:5001", "192.0.2.1:5001"} {
-		_, err := New(debugTestConfig(t, "127.0.0.1:0", addr), Deps{})
+		_, err := New(debugConfig(t, "127.0.0.1:0", addr, false), Deps{})
 		if err == nil || !strings.Contains(err.Error(), "http.debug.addr") || !strings.Contains(err.Error(), addr) ||
-			!strings.Contains(err.Error(), "loopback") {
-			t.Errorf("http.debug.addr %q: err = %v, want a refusal naming the key, the address and loopback", addr, err)
+			!strings.Contains(err.Error(), "loopback") || !strings.Contains(err.Error(), "prometheus") {
+			t.Errorf("http.debug.addr %q: err = %v, want a refusal naming the key, the address, loopback and the metrics-only way", addr, err)
+		}
+	}
+}
+
+// Which debug listener an address gets: loopback the full one, anything
+// else metrics alone, and only with prometheus on.
+func TestDebugMetricsOnly(t *testing.T) {
+	for _, c := range []struct {
+		addr        string
+		prom        bool
+		metricsOnly bool
+		err         bool
+	}{
+		{"", false, false, false},
+		{"127.0.0.1:5001", true, false, false},
+		{"localhost:5001", false, false, false},
+		{"[::1]:5001", true, false, false},
+		{":8001", true, true, false}, // Harbor's metric.port
+		{"0.0.0.0:9090", true, true, false},
+		{"[::]:9090", true, true, false},
+		{":8001", false, false, true},
+		{"10.0.0.1:8001", false, false, true},
+		{"10.0.0.1", true, false, true},
+		{"10.0.0.1:", true, false, true},
+	} {
+		var d configuration.Debug
+		d.Addr, d.Prometheus.Enabled = c.addr, c.prom
+		got, err := debugMetricsOnly(d)
+		if got != c.metricsOnly || (err != nil) != c.err {
+			t.Errorf("debug addr %q prometheus %t: metrics only %t, err %v; want %t, error %t", c.addr, c.prom, got, err, c.metricsOnly, c.err)
 		}
 	}
 }

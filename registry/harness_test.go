@@ -43,6 +43,7 @@ type regOpts struct {
 	// addr and seederAddr, when set, restart a registry where it was.
 	addr, seederAddr string
 	pieceLen         int // piece length of new metainfo; 0: 64 KiB
+	delivery         string
 }
 
 // The harness's secrets: random, as the registry refuses guessable ones.
@@ -86,6 +87,9 @@ func startRegistry(t *testing.T, o regOpts) *testRegistry {
         seeder: {listen: %q, idletimeout: 1m, disabled: %t}
         cluster: {secret: %s}
 `, o.pieceLen, o.urlExpiry, harnessTrackerSecret, r.SeederAddr, o.noSeeder, testClusterSecret)
+	if o.delivery != "" {
+		mw += fmt.Sprintf("        delivery: %s\n", o.delivery)
+	}
 	if len(o.urlSecrets) > 0 {
 		mw += fmt.Sprintf("        secrets: [%s]\n", strings.Join(o.urlSecrets, ", "))
 	}

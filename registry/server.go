@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +28,6 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/driver"
@@ -54,27 +52,30 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 )
 
-// TorrentPath is the prefix of the torrent metadata endpoint. It lives
-// outside /v2/ so it can never shadow a repository name.
-const TorrentPath = "/_shoal/torrents/"
+// TorrentPath is the prefix of the torrent metadata endpoint. It is under
+// /v2/, so that a reverse proxy forwarding only /v2/ to the registry (as
+// Harbor's nginx does, and most registry front ends) passes it, and it can
+// never shadow a repository: a name's components start with a letter or a
+// digit, never "_".
+const TorrentPath = "/v2/_shoal/torrents/"
+
+// LegacyTorrentPath is where metadata URLs pointed before TorrentPath;
+// still served, so URLs handed out by an older registry keep working.
+const LegacyTorrentPath = "/_shoal/torrents/"
+
+// shoalV2Prefix is the part of /v2/ that Shoal, not distribution, answers.
+const shoalV2Prefix = "/v2/_shoal/"
 
 // purposeTorrent marks the tokens of metadata URLs, which only this
 // registry checks; announce and origin purposes are shared with the tracker.
 const purposeTorrent = "torrent"
 
 // LoadConfig reads a distribution config.yml, applying REGISTRY_*
-// environment overrides exactly as the upstream registry does.
+// environment overrides exactly as the upstream registry does. The v2-era
+// redis keys Harbor writes are read too (LoadConfigNotes says how).
 func LoadConfig(path string) (*configuration.Configuration, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open registry config: %w", err)
-	}
-	defer f.Close()
-	cfg, err := configuration.Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("parse registry config %s: %w", path, err)
-	}
-	return cfg, nil
+	cfg, _, err := LoadConfigNotes(path)
+	return cfg, err
 }
 
 // Deps is what the process hands the registry.
@@ -105,6 +106,9 @@ type Server struct {
 	processMetrics prometheus.Gatherer
 	metrics        *serverMetrics
 	log            *logrus.Entry
+	// debugPublic: http.debug.addr is beyond loopback, so it serves
+	// Prometheus metrics only (debugMetricsOnly).
+	debugPublic bool
 
 	drv *driver.Driver
 	oci *ociFront
@@ -120,9 +124,9 @@ type Server struct {
 // otherwise this is a plain distribution registry. Nothing listens until
 // Serve.
 func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
-	if err := debugserver.ValidateAddr(cfg.HTTP.Debug.Addr); err != nil {
-		// Stricter than upstream, which accepts e.g. ":5001".
-		return nil, fmt.Errorf("registry config: http.debug.addr: %w", err)
+	metricsOnly, err := debugMetricsOnly(cfg.HTTP.Debug)
+	if err != nil {
+		return nil, err
 	}
 	log := deps.Log
 	if log == nil {
@@ -143,6 +147,7 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		metricsReg:     prometheus.NewRegistry(),
 		processMetrics: deps.ProcessMetrics,
 		log:            log,
+		debugPublic:    metricsOnly,
 	}
 	for i, mw := range cfg.Middleware["storage"] {
 		if mw.Name != driver.Name {
@@ -272,6 +277,11 @@ func (s *Server) BlobDeleted(dgst digest.Digest) {
 // repo and found the blob; bring it into seeding and hand out a URL that
 // carries that decision for a few minutes.
 func (s *Server) TorrentURL(r *http.Request, repo string, dgst digest.Digest) (string, error) {
+	if slot, ok := r.Context().Value(inlineKey{}).(*inlineSlot); ok {
+		// delivery: inline; the answer is written by inlineWriter.
+		slot.repo, slot.dgst, slot.set = repo, dgst, true
+		return TorrentPath + dgst.String(), nil
+	}
 	if s.seeder != nil {
 		if _, _, err := s.seeder.Ensure(r.Context(), dgst); err != nil {
 			s.metrics.redirects.WithLabelValues("error").Inc()
@@ -336,22 +346,37 @@ func (s *Server) router(next http.Handler) http.Handler {
 	r.Handle("/metrics", metrics.Handler(s.metricsReg, s.processMetrics)).Methods(http.MethodGet)
 	r.Handle("/healthz", s.healthCheck()).Methods(http.MethodGet)
 	if s.p2p {
-		r.HandleFunc(TorrentPath+"{digest}", s.serveTorrent).Methods(http.MethodGet, http.MethodHead)
-		r.HandleFunc(BlobPath+"{digest}", s.serveBlob).Methods(http.MethodGet, http.MethodHead)
+		for _, p := range []string{TorrentPath, LegacyTorrentPath} {
+			r.HandleFunc(p+"{digest}", s.serveTorrent).Methods(http.MethodGet, http.MethodHead)
+		}
+		for _, p := range []string{BlobPath, LegacyBlobPath} {
+			r.HandleFunc(p+"{digest}", s.serveBlob).Methods(http.MethodGet, http.MethodHead)
+		}
 	}
-	notFound := httpx.NotFound()
+	notFound, notAllowed := httpx.NotFound(), httpx.MethodNotAllowed()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/" {
+		if req.URL.Path == "/" || strings.HasPrefix(req.URL.Path, "/v2/") {
+			// A miss under /v2/ is distribution's, as any unknown /v2/ path.
 			next.ServeHTTP(w, req)
 			return
 		}
 		notFound.ServeHTTP(w, req)
 	})
-	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasPrefix(req.URL.Path, "/v2/") {
+			_ = errcode.ServeJSON(w, errcode.ErrorCodeUnsupported.WithMessage("method not allowed"))
+			return
+		}
+		notAllowed.ServeHTTP(w, req)
+	})
+	inline := s.p2p && s.opts.Delivery == driver.DeliveryInline
 	// Registry traffic skips route matching: ordinary pulls must not pay
 	// for P2P, not even a regexp per request.
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if strings.HasPrefix(req.URL.Path, "/v2/") {
+		if strings.HasPrefix(req.URL.Path, "/v2/") && !strings.HasPrefix(req.URL.Path, shoalV2Prefix) {
+			if inline && req.Method == http.MethodGet && driver.AcceptsTorrent(req) {
+				w, req = s.inlineTorrent(w, req)
+			}
 			s.oci.serve(w, req, next)
 			return
 		}
@@ -379,8 +404,24 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 		fail("denied", errcode.ErrorCodeUnauthorized.WithMessage("torrent URL "+err.Error()+"; request the blob again with Accept: "+driver.MediaTypeTorrent))
 		return
 	}
+	var blobURL string
+	if exp, ok := token.Expiry(tok); ok {
+		blobURL = s.blobURL(r, repo, dgst, exp)
+	}
+	s.writeTorrent(w, r, repo, dgst, blobURL)
+}
+
+// writeTorrent answers 200 with the blob's torrent (the request is
+// authorized already, by a signed URL or by distribution) and, if given,
+// the piece-range URL in BlobURLHeader.
+func (s *Server) writeTorrent(w http.ResponseWriter, r *http.Request, repo string, dgst digest.Digest, blobURL string) {
+	fail := func(result string, err error) {
+		s.metrics.torrents.WithLabelValues(result).Inc()
+		_ = errcode.ServeJSON(w, err)
+	}
 	var infoBytes []byte
 	var ih metainfo.Hash
+	var err error
 	if s.seeder != nil {
 		infoBytes, ih, err = s.seeder.Ensure(r.Context(), dgst)
 	} else {
@@ -413,8 +454,8 @@ func (s *Server) serveTorrent(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Docker-Content-Digest", dgst.String())
-	if exp, ok := token.Expiry(tok); ok {
-		w.Header().Set(BlobURLHeader, s.blobURL(r, repo, dgst, exp))
+	if blobURL != "" {
+		w.Header().Set(BlobURLHeader, blobURL)
 	}
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
@@ -478,7 +519,7 @@ func (s *Server) debugHandler() http.Handler {
 	if path == "" {
 		path = "/metrics"
 	}
-	promHandler := promhttp.Handler()
+	promHandler := s.promHandler()
 	// Matched by hand: the configured path is not a ServeMux pattern, and
 	// must not panic on a clash with a debug path (metrics win then).
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -516,7 +557,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		s.mu.Unlock()
 		go sd.run(ctx, s.opts.Tracker.TokenExpiry)
 	}
-	if addr := s.cfg.HTTP.Debug.Addr; addr != "" {
+	if addr := s.cfg.HTTP.Debug.Addr; addr != "" && s.debugPublic {
+		if _, err := s.serveMetricsOnly(ctx, addr); err != nil {
+			l.Close()
+			return fmt.Errorf("registry: http.debug: %w", err)
+		}
+	} else if addr != "" {
 		if _, err := debugserver.ServeHandler(ctx, addr, s.debugHandler(), s.log); err != nil {
 			l.Close()
 			return fmt.Errorf("registry: http.debug: %w", err)

@@ -161,7 +161,7 @@ func TestHealthAndShoalRoutes(t *testing.T) {
 		{http.MethodGet, "/_shoal/nothing", 404, httpx.CodeNotFound},
 		{http.MethodGet, "/nothing", 404, httpx.CodeNotFound},
 		{http.MethodPost, "/healthz", 405, httpx.CodeMethodNotAllowed},
-		{http.MethodDelete, TorrentPath + "sha256:" + strings.Repeat("a", 64), 405, httpx.CodeMethodNotAllowed},
+		{http.MethodDelete, LegacyTorrentPath + "sha256:" + strings.Repeat("a", 64), 405, httpx.CodeMethodNotAllowed},
 	} {
 		resp, body := rangeGet(t, c.method, base+c.path)
 		var e httpx.ErrorBody
@@ -171,6 +171,13 @@ func TestHealthAndShoalRoutes(t *testing.T) {
 	}
 	resp, body = rangeGet(t, http.MethodGet, base+"/v2/no/such/manifests/latest")
 	assertOCIError(t, resp, body, 404, "MANIFEST_UNKNOWN")
+	// Shoal's routes under /v2/ answer as the registry does there.
+	resp, body = rangeGet(t, http.MethodDelete, base+TorrentPath+"sha256:"+strings.Repeat("a", 64))
+	assertOCIError(t, resp, body, 405, "UNSUPPORTED")
+	// A miss there is distribution's, as any unknown /v2/ path.
+	if resp, _ := rangeGet(t, http.MethodGet, base+"/v2/_shoal/nothing"); resp.StatusCode != 404 {
+		t.Errorf("GET /v2/_shoal/nothing: %d, want 404", resp.StatusCode)
+	}
 	// Upstream's "/" stays what load balancers of a registry:3 probe.
 	if resp, _ := rangeGet(t, http.MethodGet, base+"/"); resp.StatusCode != 200 {
 		t.Errorf("GET /: %d, want upstream's 200", resp.StatusCode)

@@ -66,28 +66,16 @@ func startCluster(t *testing.T) *cluster {
 	trkCfg := writeFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 10s\npeerTTL: 3m\nlog: {level: warn}\n", trk, trackerSecret))
 	tp := testenv.Start(t, "shoal tracker", bin, []string{"tracker", "--config", trkCfg})
 	testenv.WaitHTTP(t, tp, "http://"+trk+"/healthz", 30*time.Second)
-	regCfg := writeFile(t, dir, "registry.yml", fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http: {addr: %[1]q, secret: %[6]s}
-storage:
-  filesystem: {rootdirectory: %[2]q}
-  redirect: {disable: false}
-middleware:
-  storage:
-    - name: p2p
-      options:
-        piecelength: 1048576
-        baseurl: "http://%[1]s"
-        urlexpiry: 10m
-        tracker:
-          url: "http://%[3]s/announce"
-          secrets: [%[4]s]
-          tokenexpiry: 1h
-        seeder:
-          listen: %[5]q
-          idletimeout: 30m
-        cluster: {secret: %[7]s}
-`, c.reg, filepath.Join(dir, "registry-data"), trk, trackerSecret, testenv.FreeAddr(t), secret.Generate(), clusterSecret))
+	regCfg := writeFile(t, dir, "registry.yml", testenv.RegistryConfig{
+		Addr:          c.reg,
+		Root:          filepath.Join(dir, "registry-data"),
+		HTTPSecret:    secret.Generate(),
+		BaseURL:       "http://" + c.reg,
+		TrackerURL:    "http://" + trk + "/announce",
+		TrackerSecret: trackerSecret,
+		ClusterSecret: clusterSecret,
+		SeederListen:  testenv.FreeAddr(t),
+	}.YAML())
 	rp := testenv.Start(t, "shoal registry", bin, []string{"registry", "--config", regCfg})
 	testenv.WaitHTTP(t, rp, "http://"+c.reg+"/v2/", 60*time.Second)
 	for i := 0; i < 2; i++ {

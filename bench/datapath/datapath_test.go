@@ -293,34 +293,17 @@ func (e *env) start(cacheRoot string) {
 	seedAddr := testenv.FreeAddr(t)
 	regData := filepath.Join(t.TempDir(), "data")
 	e.reg, _ = e.launch("registry", "registry", func(debug string) string {
-		dbg := ""
-		if debug != "" {
-			dbg = fmt.Sprintf("  debug: {addr: %s}\n", debug)
-		}
-		return fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-http:
-  addr: %s
-  secret: %s
-%sstorage:
-  filesystem: {rootdirectory: %s}
-  redirect: {disable: false}
-middleware:
-  storage:
-    - name: p2p
-      options:
-        piecelength: 1048576
-        urlexpiry: 5m
-        tracker:
-          url: http://%s/announce
-          secrets: [%s]
-          tokenexpiry: 1h
-        seeder:
-          disabled: false
-          listen: %s
-          idletimeout: 30m
-        cluster: {secret: %s}
-`, e.regAddr, trackerSecret, dbg, regData, trAddr, trackerSecret, seedAddr, clusterSecret)
+		return testenv.RegistryConfig{
+			Addr:          e.regAddr,
+			Root:          regData,
+			HTTPSecret:    trackerSecret,
+			TrackerURL:    "http://" + trAddr + "/announce",
+			TrackerSecret: trackerSecret,
+			ClusterSecret: clusterSecret,
+			SeederListen:  seedAddr,
+			Debug:         debug,
+			URLExpiry:     "5m",
+		}.YAML()
 	}, "http://"+e.regAddr+"/v2/", true)
 
 	names := "abcdefghijklmnopqrstuvwxyz"

@@ -33,13 +33,16 @@ func runRegistry(ctx context.Context, args []string) error {
 	if *config == "" {
 		return errors.New("registry: --config is required")
 	}
-	cfg, err := registry.LoadConfig(*config)
+	cfg, notes, err := registry.LoadConfigNotes(*config)
 	if err != nil {
 		return err
 	}
 	log, err := registry.NewLogger(cfg)
 	if err != nil {
 		return err
+	}
+	for _, n := range notes {
+		log.Warn("registry config: " + n)
 	}
 	// distribution's handlers log through logrus's standard logger. This
 	// process is the registry alone, so, as upstream's `registry serve`, it
