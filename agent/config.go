@@ -33,8 +33,10 @@ type Upstream struct {
 	// Username/Password are the agent's own credentials, used only for
 	// fetches the agent starts itself (preheat requests without headers).
 	// Client pulls always use the client's Authorization.
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	// Password is the value, env:VAR or file:/path, resolved when the
+	// config loads (config.Credential: never printed).
+	Username string            `yaml:"username"`
+	Password config.Credential `yaml:"password"`
 }
 
 // Config is the agent's configuration (configs/agent.yml documents it).
@@ -70,8 +72,9 @@ type Config struct {
 	// /healthz only). Beyond loopback it demands Token as a bearer token.
 	Metrics struct {
 		Addr string `yaml:"addr"`
-		// Token may be the value, env:VAR or file:/path; at least 32 bytes.
-		Token string `yaml:"token"`
+		// Token may be the value, env:VAR or file:/path; at least 32 bytes,
+		// checked when the config loads (config.Secret).
+		Token config.Secret `yaml:"token"`
 	} `yaml:"metrics"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	Cache     struct {
@@ -187,6 +190,9 @@ func (c Config) validate() error {
 	}
 	defaults := 0
 	for i, u := range c.Upstreams {
+		if err := u.Password.Check(fmt.Sprintf("upstreams[%d].password", i)); err != nil {
+			return err
+		}
 		pu, err := url.Parse(u.URL)
 		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 			return fmt.Errorf("upstreams[%d].url %q must be http(s)://host[:port]", i, u.URL)
@@ -297,7 +303,7 @@ func (c Config) clusterSecrets() ([]string, error) {
 // images a node pulls and how much it moves, which is no one else's to read.
 func (c Config) metricsToken() (string, error) {
 	if c.Metrics.Addr == "" {
-		if c.Metrics.Token != "" {
+		if c.Metrics.Token.IsSet() {
 			return "", errors.New("metrics.token is set but metrics.addr is not: the token would guard nothing")
 		}
 		return "", nil
@@ -305,13 +311,16 @@ func (c Config) metricsToken() (string, error) {
 	if _, _, err := net.SplitHostPort(c.Metrics.Addr); err != nil {
 		return "", fmt.Errorf("metrics.addr %q: want host:port: %w", c.Metrics.Addr, err)
 	}
-	if c.Metrics.Token == "" {
+	if !c.Metrics.Token.IsSet() {
 		if !isLoopbackAddr(c.Metrics.Addr) {
 			return "", fmt.Errorf("metrics.addr %s listens beyond loopback: set metrics.token (a bearer token of at least %d bytes Prometheus sends), or listen on 127.0.0.1", c.Metrics.Addr, secret.MinLen)
 		}
 		return "", nil
 	}
-	return secret.Resolve("metrics.token", c.Metrics.Token)
+	if err := c.Metrics.Token.Check("metrics.token"); err != nil {
+		return "", err
+	}
+	return c.Metrics.Token.Value(), nil
 }
 
 // isLoopbackAddr reports whether host:port names a loopback host only.

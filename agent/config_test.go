@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
@@ -90,9 +91,9 @@ func TestConfigValidate(t *testing.T) {
 		{"unspecified advertise", func(c *Config) { c.Control.Addr, c.Preheat.URL = "0.0.0.0:65002", "http://preheat:8002" }, false},
 		{"metrics on loopback", func(c *Config) { c.Metrics.Addr = "127.0.0.1:9100" }, true},
 		{"metrics beyond loopback without token", func(c *Config) { c.Metrics.Addr = "0.0.0.0:9100" }, false},
-		{"metrics beyond loopback with token", func(c *Config) { c.Metrics.Addr, c.Metrics.Token = "0.0.0.0:9100", token }, true},
-		{"metrics short token", func(c *Config) { c.Metrics.Addr, c.Metrics.Token = "0.0.0.0:9100", "short" }, false},
-		{"metrics token without addr", func(c *Config) { c.Metrics.Token = token }, false},
+		{"metrics beyond loopback with token", func(c *Config) { c.Metrics.Addr, c.Metrics.Token = "0.0.0.0:9100", config.NewSecret(token) }, true},
+		{"metrics short token", func(c *Config) { c.Metrics.Addr, c.Metrics.Token = "0.0.0.0:9100", config.NewSecret("short") }, false},
+		{"metrics token without addr", func(c *Config) { c.Metrics.Token = config.NewSecret(token) }, false},
 		{"metrics addr without port", func(c *Config) { c.Metrics.Addr = "127.0.0.1" }, false},
 	} {
 		c := DefaultConfig()

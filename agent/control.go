@@ -78,7 +78,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if auth == "" && up.Username != "" {
-		auth = basicAuth(up.Username, up.Password)
+		auth = basicAuth(up.Username, up.Password.Value())
 	}
 	resp := nodeapi.FetchResponse{Digest: req.Digest}
 	if h, ok := a.cache.Lookup(hexd); ok {

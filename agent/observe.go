@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -141,6 +142,24 @@ func (a *Agent) metricsListenerHandler() http.Handler {
 		return r
 	}
 	return requireBearer(a.obs.metricsToken, r)
+}
+
+// loopbackOr admits loopback clients, and others carrying token as a
+// bearer token (none when token is empty).
+func loopbackOr(token string, next http.Handler) http.Handler {
+	guarded := requireBearer(token, next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsLoopback() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if token == "" {
+			httpx.WriteError(w, http.StatusForbidden, httpx.CodeForbidden, "the mirror serves /metrics to loopback clients; scrape metrics.addr with metrics.token")
+			return
+		}
+		guarded.ServeHTTP(w, r)
+	})
 }
 
 // requireBearer admits requests carrying token as a bearer token. Both

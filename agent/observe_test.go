@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
@@ -109,7 +111,7 @@ func TestMetricsListener(t *testing.T) {
 			cfg := testConfig(t, "127.0.0.1:1")
 			cfg.P2P.Enabled = false
 			cfg.Control.Addr = ""
-			cfg.Metrics.Addr, cfg.Metrics.Token = testenv.FreeAddr(t), tc.token
+			cfg.Metrics.Addr, cfg.Metrics.Token = testenv.FreeAddr(t), config.NewSecret(tc.token)
 			startAgent(t, cfg)
 			for _, path := range []string{"/metrics", "/healthz"} {
 				req := get(t, "http://"+cfg.Metrics.Addr+path)
@@ -204,6 +206,39 @@ func TestTwoAgentsOneConfig(t *testing.T) {
 		}
 		if i == 0 {
 			testenv.WaitHTTPOK(t, "http://"+addrs[1]+"/healthz", 5*time.Second)
+		}
+	}
+}
+
+// Finding 9 of issue 22: the mirror served /metrics to anyone whatever
+// address it listened on. Now a client beyond loopback needs metrics.token
+// (and gets nothing without one configured); loopback clients (containerd's
+// node, a node exporter) still read it.
+func TestMirrorMetricsLoopbackOrToken(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	token := secret.Generate()
+	for _, tc := range []struct {
+		name, token, remote, auth string
+		want                      int
+	}{
+		{"loopback, no token configured", "", "127.0.0.1:5000", "", 200},
+		{"loopback v6", "", "[::1]:5000", "", 200},
+		{"remote, no token configured", "", "192.0.2.7:5000", "", 403},
+		{"remote, bearer but none configured", "", "192.0.2.7:5000", "Bearer " + token, 403},
+		{"remote without the token", token, "192.0.2.7:5000", "", 401},
+		{"remote with a wrong token", token, "192.0.2.7:5000", "Bearer " + secret.Generate(), 401},
+		{"remote with the token", token, "192.0.2.7:5000", "Bearer " + token, 200},
+		{"loopback, token configured", token, "127.0.0.1:5000", "", 200},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.RemoteAddr = tc.remote
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		rec := httptest.NewRecorder()
+		loopbackOr(tc.token, ok).ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, rec.Code, tc.want)
 		}
 	}
 }

@@ -35,11 +35,13 @@ func ociError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 // mirrorHandler is the mirror listener's: the OCI routes under /v2/ (OCI
-// errors), /healthz and /metrics (the house shapes).
+// errors), /healthz and /metrics (the house shapes). /metrics answers
+// loopback clients, and others only with metrics.token: the mirror may
+// listen beyond loopback, and what a node pulls is no one else's to read.
 func (a *Agent) mirrorHandler() http.Handler {
 	r := newRouter()
 	r.Handle("/healthz", a.obs.health)
-	r.Handle("/metrics", a.obs.metricsHandler)
+	r.Handle("/metrics", loopbackOr(a.obs.metricsToken, a.obs.metricsHandler))
 	r.PathPrefix("/v2").HandlerFunc(countMirrorRequest(a.metrics.requests, a.handleV2))
 	return r
 }

@@ -24,6 +24,10 @@ import (
 // starts.
 var clusterSecret = secret.Generate()
 
+// preheatToken is the API token of the cluster's preheat service: it
+// listens on the infra host's address, so it needs one.
+var preheatToken = secret.Generate()
+
 const (
 	registryPort = 5000
 	trackerPort  = 6969
@@ -221,6 +225,7 @@ func (c *Cluster) StartPreheat() {
 	}
 	cfg := writeFile(t, t.TempDir(), "preheat.yml", fmt.Sprintf(`addr: "%[1]s:%[2]d"
 cluster: {secret: %[4]q}
+apiTokens: [%[5]q]
 redis: {addrs: ["127.0.0.1:6379"], keyPrefix: "{shoal-preheat}:"}
 registry: "http://%[3]s"
 plainHTTPRegistries: [%[3]q]
@@ -228,7 +233,7 @@ heartbeatTTL: 30s
 fetchTimeout: 5m
 agentConcurrency: 4
 policies: []
-`, c.Infra.IP, preheatPort, c.RegistryAddr(), clusterSecret))
+`, c.Infra.IP, preheatPort, c.RegistryAddr(), clusterSecret, preheatToken))
 	c.Preheat = c.Infra.Start(t, "shoal preheat", c.bin, "preheat", "serve", "--config", cfg)
 	c.Infra.WaitHTTP(t, c.Preheat, c.PreheatURL()+"/healthz", 30*time.Second)
 }

@@ -356,6 +356,7 @@ func (c *Cluster) preheat(t *testing.T, image, group string, n int) {
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+preheatToken)
 		resp, err := cl.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, url, err)

@@ -3,6 +3,7 @@ package preheat
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path"
 	"regexp"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
-	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
@@ -67,15 +67,21 @@ type Config struct {
 	// request over either is refused whole, before any job starts.
 	MaxWebhookEvents int `yaml:"maxWebhookEvents"`
 	MaxWebhookJobs   int `yaml:"maxWebhookJobs"`
+	// MaxActiveJobs bounds the unfinished jobs across replicas: a request
+	// beyond it is refused (429) before anything is resolved.
+	MaxActiveJobs int `yaml:"maxActiveJobs"`
 	// DefaultGroups are targeted when a request names none (empty = all).
 	DefaultGroups []string `yaml:"defaultGroups"`
 
 	Policies []Policy     `yaml:"policies"`
 	Harbor   HarborConfig `yaml:"harbor"`
-	// APITokens, when set, are required (Bearer) on /api/v1/jobs writes and
-	// webhooks; forgetting a node (DELETE /api/v1/nodes/{id}) always needs
-	// one. Heartbeats authenticate with the cluster's certificates instead.
-	APITokens []string `yaml:"apiTokens"`
+	// APITokens, when set, are required (Bearer) on every /api/v1 call
+	// but heartbeats (which authenticate with the cluster's certificates),
+	// and are what the console logs in with; forgetting a node (DELETE
+	// /api/v1/nodes/{id}) always needs one. Without them preheat must
+	// listen on loopback, and the API answers only loopback clients asking
+	// for a loopback host with same-origin JSON writes (docs/security.md).
+	APITokens config.Tokens `yaml:"apiTokens"`
 	// Tracker is the tracker's read API, which the console's Swarms view
 	// shows: URL is the tracker's base URL (e.g. http://tracker:6969) and
 	// Token one of its API tokens (the token, env:VAR or file:/path).
@@ -93,14 +99,14 @@ var renamed = config.Renamed{
 
 // ClusterConfig is the `cluster:` block.
 type ClusterConfig struct {
-	Secret          string   `yaml:"secret"`
-	PreviousSecrets []string `yaml:"previousSecrets"`
+	Secret          config.Secret `yaml:"secret"`
+	PreviousSecrets config.Tokens `yaml:"previousSecrets"`
 }
 
 // TrackerConfig reaches the tracker's read API.
 type TrackerConfig struct {
-	URL   string `yaml:"url"`
-	Token string `yaml:"token"`
+	URL   string        `yaml:"url"`
+	Token config.Secret `yaml:"token"`
 }
 
 // Policy decides what a push (registry notification or Harbor webhook)
@@ -128,8 +134,13 @@ type Policy struct {
 // all_peers); single_seed_peer further narrows to one live node per group.
 type HarborConfig struct {
 	// Tokens accepted as "Authorization: Bearer <token>" (Harbor's OAUTH
-	// auth mode). Empty: no auth (Harbor's NONE mode).
-	Tokens        []string         `yaml:"tokens"`
+	// auth mode). With none, the provider routes do not exist unless Auth
+	// is "none".
+	Tokens config.Tokens `yaml:"tokens"`
+	// Auth "none" (Harbor's NONE auth mode) serves the provider routes
+	// without a token, to loopback clients only, and only when preheat
+	// listens on loopback. Empty: tokens.
+	Auth          string           `yaml:"auth"`
 	Clusters      map[int][]string `yaml:"clusters"`
 	DefaultGroups []string         `yaml:"defaultGroups"`
 	SeedGroups    []string         `yaml:"seedGroups"`
@@ -141,13 +152,14 @@ func DefaultConfig() Config {
 		Addr:             config.PreheatAddr,
 		Log:              config.DefaultLog(),
 		Redis:            config.DefaultRedis("{shoal-preheat}:"),
-		Cluster:          ClusterConfig{Secret: "env:SHOAL_CLUSTER_SECRET"},
+		Cluster:          ClusterConfig{Secret: config.NewSecret("env:SHOAL_CLUSTER_SECRET")},
 		Registry:         "http://" + config.RegistryAddr,
 		HeartbeatTTL:     30 * time.Second,
 		HeartbeatMaxSkew: time.Minute,
 		NodeKeyRetention: 30 * 24 * time.Hour,
 		MaxWebhookEvents: 100,
 		MaxWebhookJobs:   20,
+		MaxActiveJobs:    1000,
 		Retention:        24 * time.Hour,
 		JobTimeout:       30 * time.Minute,
 		FetchTimeout:     10 * time.Minute,
@@ -189,6 +201,15 @@ func (c Config) validate() error {
 	if _, err := c.clusterSecrets(); err != nil {
 		return err
 	}
+	if err := c.APITokens.Check("apiTokens"); err != nil {
+		return err
+	}
+	if err := c.Harbor.Tokens.Check("harbor.tokens"); err != nil {
+		return err
+	}
+	if err := c.checkExposure(); err != nil {
+		return err
+	}
 	if _, err := c.registrySet(); err != nil {
 		return err
 	}
@@ -211,7 +232,8 @@ func (c Config) validate() error {
 		name string
 		v    int64
 	}{{"agentConcurrency", int64(c.AgentConcurrency)}, {"maxBodyBytes", c.MaxBodyBytes},
-		{"maxWebhookEvents", int64(c.MaxWebhookEvents)}, {"maxWebhookJobs", int64(c.MaxWebhookJobs)}} {
+		{"maxWebhookEvents", int64(c.MaxWebhookEvents)}, {"maxWebhookJobs", int64(c.MaxWebhookJobs)},
+		{"maxActiveJobs", int64(c.MaxActiveJobs)}} {
 		if n.v <= 0 {
 			return fmt.Errorf("%s must be at least 1", n.name)
 		}
@@ -273,7 +295,51 @@ func (p *policy) match(repo, tag string) bool {
 // clusterSecrets resolves the join secret and the previous ones, current
 // first.
 func (c Config) clusterSecrets() ([]string, error) {
-	return secret.ResolveRotating("cluster.secret", c.Cluster.Secret, "cluster.previousSecrets", c.Cluster.PreviousSecrets)
+	if err := c.Cluster.Secret.Check("cluster.secret"); err != nil {
+		return nil, err
+	}
+	if err := c.Cluster.PreviousSecrets.Check("cluster.previousSecrets"); err != nil {
+		return nil, err
+	}
+	return append([]string{c.Cluster.Secret.Value()}, c.Cluster.PreviousSecrets.Values()...), nil
+}
+
+// checkExposure is the one rule for preheat's listener: beyond loopback,
+// every write needs a token, so a configuration that would serve writes
+// to the network without one is refused, saying what to set.
+func (c Config) checkExposure() error {
+	loop := isLoopbackAddr(c.Addr)
+	if !loop && len(c.APITokens) == 0 {
+		return fmt.Errorf("addr %s listens beyond loopback with no apiTokens: anyone who reaches it could create and cancel jobs; "+
+			"set apiTokens (`openssl rand -hex 32`, as the value, env:VAR or file:/path) or listen on 127.0.0.1", c.Addr)
+	}
+	switch c.Harbor.Auth {
+	case "":
+		if len(c.Harbor.Tokens) == 0 && (len(c.Harbor.Clusters) > 0 || len(c.Harbor.DefaultGroups) > 0 || len(c.Harbor.SeedGroups) > 0) {
+			return errors.New("harbor: clusters, defaultGroups or seedGroups are set but the provider is off: " +
+				"set harbor.tokens (Harbor's OAUTH auth mode), or harbor.auth: none on a loopback addr")
+		}
+	case "none":
+		if len(c.Harbor.Tokens) > 0 {
+			return errors.New("harbor.auth: none with harbor.tokens set: remove one of them")
+		}
+		if !loop {
+			return fmt.Errorf("harbor.auth: none needs a loopback addr (not %s): unauthenticated provider calls are accepted only from this host; "+
+				"set harbor.tokens and Harbor's OAUTH auth mode instead", c.Addr)
+		}
+	default:
+		return fmt.Errorf("harbor.auth: %q is not none (or empty for tokens)", c.Harbor.Auth)
+	}
+	return nil
+}
+
+// harborEnabled reports whether the Harbor provider routes exist.
+func (c Config) harborEnabled() bool { return len(c.Harbor.Tokens) > 0 || c.Harbor.Auth == "none" }
+
+// isLoopbackAddr reports whether a host:port listens on loopback only.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && isLoopbackName(host)
 }
 
 // registrySet maps each configured registry's host[:port] to the base URL
@@ -311,7 +377,7 @@ func (c Config) registrySet() (map[string]string, error) {
 // none is configured.
 func (c Config) trackerAPI() (base, token string, err error) {
 	if c.Tracker.URL == "" {
-		if c.Tracker.Token != "" {
+		if c.Tracker.Token.IsSet() {
 			return "", "", fmt.Errorf("tracker.token is set but tracker.url is not")
 		}
 		return "", "", nil
@@ -321,9 +387,8 @@ func (c Config) trackerAPI() (base, token string, err error) {
 		// The value is not echoed: it may carry credentials.
 		return "", "", fmt.Errorf("tracker.url: want http(s)://host[:port][/path] (the tracker's base URL, no credentials, query or fragment)")
 	}
-	tok, err := secret.Resolve("tracker.token", c.Tracker.Token)
-	if err != nil {
+	if err := c.Tracker.Token.Check("tracker.token"); err != nil {
 		return "", "", fmt.Errorf("%w (one of the tracker's API tokens)", err)
 	}
-	return u.String(), tok, nil
+	return u.String(), c.Tracker.Token.Value(), nil
 }

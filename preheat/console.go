@@ -107,11 +107,11 @@ func (s *Service) openAccess(r *http.Request) (bool, string) {
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil || !isLoopbackName(host) {
-		return false, "the console needs apiTokens when preheat listens beyond loopback (addr: " + addr + ")"
+		return false, "preheat needs apiTokens when it listens beyond loopback (addr: " + addr + ")"
 	}
 	rh, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil || !isLoopbackName(rh) {
-		return false, "without apiTokens the console only answers loopback clients"
+		return false, "without apiTokens preheat only answers loopback clients"
 	}
 	// A DNS-rebound name pointing at 127.0.0.1 must not reach an open
 	// console: the browser would treat the page as that site's.
@@ -120,7 +120,7 @@ func (s *Service) openAccess(r *http.Request) (bool, string) {
 		hh = h
 	}
 	if !isLoopbackName(hh) {
-		return false, "without apiTokens the console only answers requests for a loopback host (127.0.0.1, localhost, [::1])"
+		return false, "without apiTokens preheat only answers requests for a loopback host (127.0.0.1, localhost, [::1])"
 	}
 	return true, ""
 }
@@ -149,7 +149,7 @@ func (s *Service) validSession(v string, now time.Time) bool {
 	if !ok || err != nil || now.Unix() >= exp || exp > now.Add(sessionTTL+time.Minute).Unix() {
 		return false
 	}
-	for _, t := range s.cfg.APITokens {
+	for _, t := range s.cfg.APITokens.Values() {
 		if hmac.Equal([]byte(v), []byte(sessionValue(t, time.Unix(exp, 0)))) {
 			return true
 		}
@@ -162,15 +162,7 @@ func (s *Service) bearerOK(r *http.Request) bool {
 	return ok && s.tokenOK(strings.TrimSpace(got))
 }
 
-func (s *Service) tokenOK(got string) bool {
-	ok := false
-	for _, t := range s.cfg.APITokens {
-		if got != "" && hmac.Equal([]byte(got), []byte(t)) {
-			ok = true
-		}
-	}
-	return ok
-}
+func (s *Service) tokenOK(got string) bool { return s.cfg.APITokens.Match(got) }
 
 // consoleAuth admits a console API call (see the package comment above).
 func (s *Service) consoleAuth(h http.HandlerFunc) http.Handler {
@@ -218,6 +210,11 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "", "no apiTokens are configured: there is nothing to log in with")
 		return
 	}
+	if !s.logins.allow(clientAddr(r), time.Now()) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(loginEvery/time.Second)))
+		httpx.WriteError(w, http.StatusTooManyRequests, "", "too many login attempts; wait and try again")
+		return
+	}
 	var req struct {
 		Token string `json:"token"`
 	}
@@ -230,7 +227,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var token string
-	for _, t := range s.cfg.APITokens {
+	for _, t := range s.cfg.APITokens.Values() {
 		if hmac.Equal([]byte(strings.TrimSpace(req.Token)), []byte(t)) {
 			token = t
 		}

@@ -98,7 +98,7 @@ func consoleBrowser(t *testing.T, chromium string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for node == "" && time.Now().Before(deadline) {
 		var ns struct{ Nodes []NodeView }
-		call(t, "GET", api+"/api/v1/nodes", nil, nil, &ns)
+		call(t, "GET", api+"/api/v1/nodes", map[string]string{"Authorization": "Bearer " + token}, nil, &ns)
 		for _, n := range ns.Nodes {
 			if n.Alive {
 				node = n.ID
@@ -238,7 +238,7 @@ func consoleBrowser(t *testing.T, chromium string) {
 	var fetched int64
 	for fetched == 0 && time.Now().Before(deadline) {
 		var ns struct{ Nodes []NodeView }
-		call(t, "GET", api+"/api/v1/nodes", nil, nil, &ns)
+		call(t, "GET", api+"/api/v1/nodes", map[string]string{"Authorization": "Bearer " + token}, nil, &ns)
 		for _, n := range ns.Nodes {
 			if n.ID == node {
 				fetched = n.BytesFromRegistry + n.BytesFromPeers

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalproject/shoal/internal/config"
 )
 
 func harborSetup(t *testing.T) (*replica, *testRegistry, []string, map[string]*testAgent) {
@@ -15,7 +17,7 @@ func harborSetup(t *testing.T) (*replica, *testRegistry, []string, map[string]*t
 	reg := startRegistry(t)
 	img := reg.push(t, "library/busybox:latest", 8<<10, 2)
 	cfg := testConfig(reg.URL)
-	cfg.Harbor.Tokens = []string{"harbor-pat"}
+	cfg.Harbor.Tokens = config.NewTokens("harbor-pat-0123456789abcdef0123456789")
 	cfg.Harbor.Clusters = map[int][]string{1: {"zone-a"}, 2: {"zone-b"}}
 	cfg.Harbor.DefaultGroups = []string{"zone-a"}
 	r := startReplica(t, cfg, NewMemoryStore())
@@ -27,7 +29,7 @@ func harborSetup(t *testing.T) (*replica, *testRegistry, []string, map[string]*t
 	return r, reg, blobDigests(t, img), agents
 }
 
-var harborAuth = map[string]string{"Authorization": "Bearer harbor-pat", "Accept": "application/json"}
+var harborAuth = map[string]string{"Authorization": "Bearer harbor-pat-0123456789abcdef0123456789", "Accept": "application/json"}
 
 // Replays the exact request Harbor ≥ 2.13's Dragonfly driver sends and
 // checks what its driver parses: 2xx + integer id on create; state
@@ -165,7 +167,7 @@ func TestHarborLegacyDragonflyAndKraken(t *testing.T) {
 		t.Fatalf("kraken health without token = %d", resp.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", r.URL+"/health", nil)
-	req.Header.Set("Authorization", "Bearer harbor-pat")
+	req.Header.Set("Authorization", "Bearer harbor-pat-0123456789abcdef0123456789")
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -204,11 +206,13 @@ func TestHarborLegacyDragonflyAndKraken(t *testing.T) {
 
 // Harbor's Dragonfly driver with policies that carry no extra attributes:
 // scheduler_cluster_ids null and every scope, against a node without
-// groups (what `shoal run` has) and no harbor section in the config.
+// groups (what `shoal run` has) and Harbor's NONE auth mode on loopback.
 func TestHarborDragonflyNullClustersEveryScope(t *testing.T) {
 	reg := startRegistry(t)
 	img := reg.push(t, "library/busybox:latest", 4<<10, 2)
-	r := startReplica(t, testConfig(reg.URL), NewMemoryStore())
+	cfg := testConfig(reg.URL)
+	cfg.Harbor.Auth = "none"
+	r := startReplica(t, cfg, NewMemoryStore())
 	a := startAgent(t, "solo", "")
 	heartbeat(t, r.URL, a.ID, a.URL())
 	for _, scope := range []string{"", "all_peers", "all_seed_peers", "single_seed_peer"} {
@@ -241,6 +245,7 @@ func TestHarborDragonflyClusterWithoutNodes(t *testing.T) {
 	img := reg.push(t, "library/busybox:latest", 4<<10, 2)
 	cfg := testConfig(reg.URL)
 	cfg.Harbor.Clusters = map[int][]string{1: {"zone-a"}, 3: {"zone-c"}}
+	cfg.Harbor.Auth = "none"
 	r := startReplica(t, cfg, NewMemoryStore())
 	a := startAgent(t, "a1", "zone-a")
 	heartbeat(t, r.URL, a.ID, a.URL(), a.Group)
@@ -282,6 +287,7 @@ func TestHarborKrakenRefusesWhatWouldFail(t *testing.T) {
 	cfg := testConfig(reg.URL)
 	// Configured, so the failure is reaching it, not the allow-list.
 	cfg.Registries = []string{"http://127.0.0.1:1"}
+	cfg.Harbor.Auth = "none"
 	r := startReplica(t, cfg, NewMemoryStore())
 	notify := func(registry, repo string) (int, map[string]any) {
 		body := fmt.Sprintf(`{"Events":[{"Id":"%d","TimeStamp":"2025-01-01T00:00:00Z","Action":"push","Target":{"MediaType":"application/vnd.docker.distribution.manifest.v2+json","Digest":"sha256:f3c97e3b","Repository":%q,"Url":"%s/v2/%s/manifests/latest","Tag":"latest"}}]}`, time.Now().UnixNano(), repo, registry, repo)

@@ -330,7 +330,7 @@ func redisStore(t *testing.T, addr string) Store {
 func testConfig(registry string) Config {
 	cfg := DefaultConfig()
 	cfg.Registry = registry
-	cfg.Cluster.Secret = testClusterSecret
+	cfg.Cluster.Secret = config.NewSecret(testClusterSecret)
 	cfg.HeartbeatTTL = 5 * time.Second
 	cfg.LeaseTTL = 600 * time.Millisecond
 	cfg.FetchTimeout = 10 * time.Second
@@ -362,6 +362,10 @@ func startReplicaOn(t *testing.T, cfg Config, st Store, addr string) *replica {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
 	r := &replica{svc: s, URL: fmt.Sprintf("http://127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)}
+	if len(cfg.APITokens) > 0 {
+		readTokens.Store(r.URL, cfg.APITokens[0].Value())
+		t.Cleanup(func() { readTokens.Delete(r.URL) })
+	}
 	var once sync.Once
 	r.stop = func() {
 		once.Do(func() {
@@ -410,13 +414,24 @@ func call(t *testing.T, method, u string, hdr map[string]string, body any, out a
 	return resp.StatusCode
 }
 
+// readTokens maps a test replica's URL to an API token it accepts, so
+// helpers that only watch a job read it as an operator would.
+var readTokens sync.Map
+
+func readAuth(api string) map[string]string {
+	if tok, ok := readTokens.Load(api); ok {
+		return map[string]string{"Authorization": "Bearer " + tok.(string)}
+	}
+	return nil
+}
+
 func waitJob(t *testing.T, api string, id int64, want JobState, timeout time.Duration) *JobView {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var v JobView
 	for time.Now().Before(deadline) {
 		v = JobView{}
-		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", api, id), nil, nil, &v)
+		call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", api, id), readAuth(api), nil, &v)
 		if v.Job != nil && v.State == want {
 			return &v
 		}

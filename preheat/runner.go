@@ -29,8 +29,11 @@ func (s *Service) launch(id int64) {
 	go func() {
 		defer s.wg.Done()
 		defer func() {
+			// The run ended (finished, canceled, lease lost, shutdown):
+			// its credentials end with it, whatever the job's state.
 			s.mu.Lock()
 			delete(s.running, id)
+			delete(s.creds, id)
 			s.mu.Unlock()
 			cancel(nil)
 			// Background ctx: the lease must be released even on shutdown,
@@ -118,9 +121,7 @@ func (s *Service) finish(id int64, state JobState, msg string) {
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = state, msg, now, now
 		return nil
 	})
-	s.mu.Lock()
-	delete(s.creds, id)
-	s.mu.Unlock()
+	s.dropCreds(id)
 	if err != nil {
 		if !errors.Is(err, errAlreadyFinal) {
 			s.log.WithError(err).WithField("job", id).Error("cannot record job result")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
@@ -140,7 +141,7 @@ func TestRepointedNodeRefused(t *testing.T) {
 	reg := startRegistry(t)
 	reg.push(t, "lib/sec:1", 2<<10, 2)
 	cfg := testConfig(reg.URL)
-	cfg.APITokens = []string{"operator-token-0123456789abcdef0123"}
+	cfg.APITokens = config.NewTokens("operator-token-0123456789abcdef0123")
 	r := startReplica(t, cfg, NewMemoryStore())
 	real := startAgent(t, "n1", "g")
 	heartbeat(t, r.URL, real.ID, real.URL(), "g")
@@ -153,13 +154,13 @@ func TestRepointedNodeRefused(t *testing.T) {
 	}
 	// The real node keeps heartbeating and keeps its place.
 	heartbeat(t, r.URL, real.ID, real.URL(), "g")
-	v := credentialedJob(t, r, reg, "g", cfg.APITokens[0])
+	v := credentialedJob(t, r, reg, "g", cfg.APITokens[0].Value())
 	if evil.fetches.Load() != 0 || real.fetches.Load() != int64(len(v.Blobs)) {
 		t.Fatalf("fetches: attacker %d, real %d", evil.fetches.Load(), real.fetches.Load())
 	}
 
 	var nodes struct{ Nodes []NodeView }
-	call(t, "GET", r.URL+"/api/v1/nodes", nil, nil, &nodes)
+	call(t, "GET", r.URL+"/api/v1/nodes", readAuth(r.URL), nil, &nodes)
 	if len(nodes.Nodes) != 1 || nodes.Nodes[0].Address != real.URL() {
 		t.Fatalf("nodes: %+v", nodes.Nodes)
 	}
@@ -182,7 +183,7 @@ func TestRepointedNodeRefused(t *testing.T) {
 	defer squat.Close()
 	reg.push(t, "lib/sec:2", 2<<10, 1)
 	var j JobView
-	call(t, "POST", r.URL+"/api/v1/jobs", map[string]string{"Authorization": "Bearer " + cfg.APITokens[0]},
+	call(t, "POST", r.URL+"/api/v1/jobs", map[string]string{"Authorization": "Bearer " + cfg.APITokens[0].Value()},
 		JobRequest{Image: reg.Host + "/lib/sec:2", Groups: []string{"g"}, Headers: map[string]string{"Authorization": "Bearer job-pull-secret"}}, &j)
 	fv := waitJob(t, r.URL, j.ID, StateFailure, 15*time.Second)
 	if got.Load() != 0 || !strings.Contains(fv.Error, "another key") {
@@ -204,10 +205,10 @@ func TestRepointedNodeRefused(t *testing.T) {
 	if c := del("guess"); c != http.StatusUnauthorized {
 		t.Fatalf("forget with a wrong token: %d", c)
 	}
-	if c := del(cfg.APITokens[0]); c != http.StatusNoContent {
+	if c := del(cfg.APITokens[0].Value()); c != http.StatusNoContent {
 		t.Fatalf("forget: %d", c)
 	}
-	if c := del(cfg.APITokens[0]); c != http.StatusNotFound {
+	if c := del(cfg.APITokens[0].Value()); c != http.StatusNotFound {
 		t.Fatalf("forget again: %d", c)
 	}
 	reimaged, _ := testAuthority.Issue("n1", nil)
@@ -357,6 +358,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 	}
 	body := `{"type":"PUSH_ARTIFACT","event_data":{"resources":[` + strings.Join(res, ",") + `],"repository":{"repo_full_name":"lib/x"}}}`
 	req, _ := http.NewRequest(http.MethodPost, r.URL+"/api/v1/webhooks/harbor", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	if code, msg := sendRaw(t, req); code != 413 || !strings.Contains(msg, "resources") {
 		t.Errorf("harbor: %d %q", code, msg)
 	}
@@ -366,7 +368,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 // set (the removed agentToken is refused by LoadConfig: TestLoadConfig).
 func TestConfigRefusesPlaceholderSecret(t *testing.T) {
 	cfg := testConfig("http://127.0.0.1:5000")
-	cfg.Cluster.Secret = "change-me-cluster-secret-0123456789abcdef"
+	cfg.Cluster.Secret = config.NewSecret("change-me-cluster-secret-0123456789abcdef")
 	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "cluster.secret") {
 		t.Fatalf("placeholder secret: %v", err)
 	}

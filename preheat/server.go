@@ -2,19 +2,18 @@ package preheat
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/nodeapi"
@@ -27,33 +26,43 @@ func (s *Service) handler() http.Handler {
 	r := mux.NewRouter()
 	r.NotFoundHandler = httpx.NotFound()
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowed()
-	api := s.tokenAuth(s.cfg.APITokens)
+	tok := s.cfg.APITokens
+	read := func(h http.HandlerFunc) http.Handler { return s.routeAuth(tok, false, false, h) }
+	write := func(h http.HandlerFunc) http.Handler { return s.routeAuth(tok, true, true, h) }
+	cancel := func(h http.HandlerFunc) http.Handler { return s.routeAuth(tok, true, false, h) }
 	r.HandleFunc(nodeapi.HeartbeatPath, s.handleHeartbeat).Methods(http.MethodPost)
-	r.HandleFunc("/api/v1/nodes", s.handleNodes).Methods(http.MethodGet)
-	r.Handle("/api/v1/nodes/{id}", s.requireToken(s.cfg.APITokens, s.handleForgetNode)).Methods(http.MethodDelete)
-	r.HandleFunc("/api/v1/groups", s.handleGroups).Methods(http.MethodGet)
-	r.Handle("/api/v1/jobs", api(s.handleCreate("api"))).Methods(http.MethodPost)
-	r.HandleFunc("/api/v1/jobs", s.handleList).Methods(http.MethodGet)
-	r.HandleFunc("/api/v1/jobs/{id}", s.handleGet).Methods(http.MethodGet)
-	r.Handle("/api/v1/jobs/{id}", api(s.handleCancel)).Methods(http.MethodDelete)
-	r.Handle("/api/v1/webhooks/distribution", api(s.handleDistribution)).Methods(http.MethodPost)
-	r.Handle("/api/v1/webhooks/harbor", api(s.handleHarborWebhook)).Methods(http.MethodPost)
+	r.Handle("/api/v1/nodes", read(s.handleNodes)).Methods(http.MethodGet)
+	r.Handle("/api/v1/nodes/{id}", s.requireToken(tok, s.handleForgetNode)).Methods(http.MethodDelete)
+	r.Handle("/api/v1/groups", read(s.handleGroups)).Methods(http.MethodGet)
+	r.Handle("/api/v1/jobs", write(s.handleCreate("api"))).Methods(http.MethodPost)
+	r.Handle("/api/v1/jobs", read(s.handleList)).Methods(http.MethodGet)
+	r.Handle("/api/v1/jobs/{id}", read(s.handleGet)).Methods(http.MethodGet)
+	r.Handle("/api/v1/jobs/{id}", cancel(s.handleCancel)).Methods(http.MethodDelete)
+	r.Handle("/api/v1/webhooks/distribution", write(s.handleDistribution)).Methods(http.MethodPost)
+	r.Handle("/api/v1/webhooks/harbor", write(s.handleHarborWebhook)).Methods(http.MethodPost)
 
-	hb := s.tokenAuth(s.cfg.Harbor.Tokens)
-	// Harbor calls the health endpoints with credentials too, and a health
-	// check that passes with a bad token would hide a misconfiguration
-	// until the first preheat.
-	r.Handle("/healthy", hb(func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
-	r.Handle("/oapi/v1/jobs", hb(s.handleDragonflyCreate)).Methods(http.MethodPost)
-	r.Handle("/oapi/v1/jobs/{id}", hb(s.handleDragonflyGet)).Methods(http.MethodGet)
-	r.Handle("/_ping", hb(func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") })).Methods(http.MethodGet)
-	r.Handle("/preheats", hb(s.handleLegacyCreate)).Methods(http.MethodPost)
-	r.Handle("/preheats/{id}", hb(s.handleLegacyGet)).Methods(http.MethodGet)
-	r.Handle("/health", hb(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "OK\n")
-	})).Methods(http.MethodGet)
-	r.Handle("/registry/notifications", hb(s.handleKraken)).Methods(http.MethodPost)
+	// The Harbor provider routes exist only when Harbor is configured:
+	// with tokens (its OAUTH mode) or, on loopback, harbor.auth: none.
+	if s.cfg.harborEnabled() {
+		ht := s.cfg.Harbor.Tokens
+		// Harbor calls the health endpoints with credentials too, and a
+		// health check that passes with a bad token would hide a
+		// misconfiguration until the first preheat.
+		hr := func(h http.HandlerFunc) http.Handler { return s.routeAuth(ht, false, false, h) }
+		hw := func(h http.HandlerFunc) http.Handler { return s.routeAuth(ht, true, false, h) }
+		ok := func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") }
+		r.Handle("/healthy", hr(ok)).Methods(http.MethodGet)
+		r.Handle("/oapi/v1/jobs", hw(s.handleDragonflyCreate)).Methods(http.MethodPost)
+		r.Handle("/oapi/v1/jobs/{id}", hr(s.handleDragonflyGet)).Methods(http.MethodGet)
+		r.Handle("/_ping", hr(ok)).Methods(http.MethodGet)
+		r.Handle("/preheats", hw(s.handleLegacyCreate)).Methods(http.MethodPost)
+		r.Handle("/preheats/{id}", hr(s.handleLegacyGet)).Methods(http.MethodGet)
+		r.Handle("/health", hr(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "OK\n")
+		})).Methods(http.MethodGet)
+		r.Handle("/registry/notifications", hw(s.handleKraken)).Methods(http.MethodPost)
+	}
 
 	s.consoleRoutes(r)
 
@@ -74,42 +83,15 @@ func (s *Service) limitBody(h http.Handler) http.Handler {
 	})
 }
 
-// tokenAuth requires "Authorization: Bearer <token>" (or the bare token, as
-// Harbor webhooks send their auth_header verbatim) when tokens are set.
-func (s *Service) tokenAuth(tokens []string) func(http.HandlerFunc) http.Handler {
-	return func(h http.HandlerFunc) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if len(tokens) > 0 {
-				got := strings.TrimSpace(r.Header.Get("Authorization"))
-				if after, ok := strings.CutPrefix(got, "Bearer "); ok {
-					got = strings.TrimSpace(after)
-				}
-				ok := false
-				for _, t := range tokens {
-					if got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(t)) == 1 {
-						ok = true
-					}
-				}
-				if !ok {
-					w.Header().Set("WWW-Authenticate", `Bearer realm="shoal-preheat"`)
-					httpx.WriteError(w, http.StatusUnauthorized, "", "missing or invalid bearer token")
-					return
-				}
-			}
-			h(w, r)
-		})
-	}
-}
-
-// requireToken is tokenAuth for operations that must never be open: with
-// no tokens configured they are refused, saying what to configure.
-func (s *Service) requireToken(tokens []string, h http.HandlerFunc) http.Handler {
+// requireToken guards operations that must never be open: with no tokens
+// configured they are refused, saying what to configure.
+func (s *Service) requireToken(tokens config.Tokens, h http.HandlerFunc) http.Handler {
 	if len(tokens) == 0 {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			httpx.WriteError(w, http.StatusForbidden, "", "this operation needs an API token; configure apiTokens")
 		})
 	}
-	return s.tokenAuth(tokens)(h)
+	return s.routeAuth(tokens, true, false, h)
 }
 
 // writeError answers err in the one error shape: an APIError carries its

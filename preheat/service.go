@@ -93,6 +93,9 @@ type Service struct {
 	// console may run without tokens depends on it.
 	listenAddr atomic.Pointer[string]
 
+	// logins bounds console login attempts.
+	logins *loginLimiter
+
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
 	running map[int64]context.CancelCauseFunc
@@ -202,6 +205,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		agents:         nodeapi.NewClient(authority, identity),
 		registries:     registries,
 		swarms:         swarms,
+		logins:         newLoginLimiter(),
 		creds:          map[int64]map[string]string{},
 		running:        map[int64]context.CancelCauseFunc{},
 		sems:           map[string]chan struct{}{},
@@ -244,6 +248,12 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addr := l.Addr().String()
+	// The listener may not be the configured address: the rule is
+	// checked again against what is actually bound.
+	if len(s.cfg.APITokens) == 0 && !isLoopbackAddr(addr) {
+		_ = l.Close()
+		return fmt.Errorf("preheat: listening on %s, beyond loopback, with no apiTokens: set apiTokens or listen on 127.0.0.1", addr)
+	}
 	s.listenAddr.Store(&addr)
 	if s.cfg.Debug.Addr != "" {
 		if _, err := debugserver.Serve(ctx, s.cfg.Debug.Addr, s.log); err != nil {
@@ -338,6 +348,15 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 			return nil, false, badRequest("platform %q: want os/arch[/variant]", p)
 		}
 	}
+	if err := checkRequestSizes(req); err != nil {
+		return nil, false, err
+	}
+	if active, err := s.store.ActiveJobs(ctx); err != nil {
+		return nil, false, fmt.Errorf("list active jobs: %w", err)
+	} else if len(active) >= s.cfg.MaxActiveJobs {
+		return nil, false, &APIError{Status: http.StatusTooManyRequests, Code: httpx.CodeFor(http.StatusTooManyRequests),
+			Msg: fmt.Sprintf("%d jobs are unfinished, the most preheat runs at once (maxActiveJobs); wait for some to finish", len(active))}
+	}
 	groups := req.Groups
 	if len(groups) == 0 {
 		groups = s.cfg.DefaultGroups
@@ -404,6 +423,10 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	}
 	if ok, err := s.store.AcquireLease(ctx, got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
 		s.launch(got.ID)
+	} else {
+		// Whoever adopts the job has no credentials (they live only in
+		// this replica's memory, only while this replica runs the job).
+		s.dropCreds(got.ID)
 	}
 	return got, true, nil
 }
@@ -427,8 +450,46 @@ func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
 	if c := s.running[id]; c != nil {
 		c(errCanceled)
 	}
+	delete(s.creds, id)
 	s.mu.Unlock()
 	return j, nil
+}
+
+// dropCreds forgets a job's pull credentials: they live only while this
+// replica runs the job.
+func (s *Service) dropCreds(id int64) {
+	s.mu.Lock()
+	delete(s.creds, id)
+	s.mu.Unlock()
+}
+
+// Bounds of one job request's lists, whatever the body limit allows: each
+// entry costs a lookup or a header on every fetch.
+const (
+	maxRequestGroups    = 256
+	maxRequestNodes     = 10000
+	maxRequestPlatforms = 32
+	maxRequestHeaders   = 32
+	maxHeaderBytes      = 8 << 10
+)
+
+func checkRequestSizes(req JobRequest) error {
+	switch {
+	case len(req.Groups) > maxRequestGroups:
+		return badRequest("%d groups; at most %d", len(req.Groups), maxRequestGroups)
+	case len(req.Nodes) > maxRequestNodes:
+		return badRequest("%d nodes; at most %d", len(req.Nodes), maxRequestNodes)
+	case len(req.Platforms) > maxRequestPlatforms:
+		return badRequest("%d platforms; at most %d", len(req.Platforms), maxRequestPlatforms)
+	case len(req.Headers) > maxRequestHeaders:
+		return badRequest("%d headers; at most %d", len(req.Headers), maxRequestHeaders)
+	}
+	for k, v := range req.Headers {
+		if len(k)+len(v) > maxHeaderBytes {
+			return badRequest("a header is longer than %d bytes", maxHeaderBytes)
+		}
+	}
+	return nil
 }
 
 func sortedUnique(in []string) []string {

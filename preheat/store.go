@@ -3,6 +3,8 @@ package preheat
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"sort"
 	"time"
@@ -172,6 +174,13 @@ type Store interface {
 
 	// TrafficStore: registry egress vs bytes between nodes over time.
 	TrafficStore
+}
+
+// seenKey is the fixed-size form of a delivery id: ids come from webhook
+// senders, and a key sized by the sender would size the store.
+func seenKey(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
 }
 
 func progressField(nodeID, digest string) string { return nodeID + "|" + digest }

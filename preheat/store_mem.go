@@ -13,19 +13,23 @@ import (
 // RedisStore's semantics (TTLs, dedupe, leases, retention) so both run the
 // same test suite; jobs do not survive a restart of the process.
 type MemoryStore struct {
-	mu       sync.Mutex
-	now      func() time.Time
-	forget   time.Duration
-	nodes    map[string]memNode
-	pins     map[string]memPin
-	seq      int64
-	jobs     map[int64]*memJob
-	dedupe   map[string]int64
-	leases   map[int64]memLease
-	seen     map[string]time.Time
-	active   map[int64]bool
-	progress map[int64]map[string]Progress
-	traffic  *memTraffic // made on first use (store_traffic.go)
+	mu     sync.Mutex
+	now    func() time.Time
+	forget time.Duration
+	nodes  map[string]memNode
+	pins   map[string]memPin
+	seq    int64
+	jobs   map[int64]*memJob
+	dedupe map[string]int64
+	leases map[int64]memLease
+	seen   map[string]time.Time
+	// seenSweep is the size of seen at which expired entries are next
+	// dropped: twice what survived the last sweep, so the sweep costs
+	// O(1) per MarkSeen and seen stays within twice the live ids.
+	seenSweep int
+	active    map[int64]bool
+	progress  map[int64]map[string]Progress
+	traffic   *memTraffic // made on first use (store_traffic.go)
 }
 
 type memNode struct {
@@ -53,18 +57,22 @@ type memLease struct {
 // their TTL after their last heartbeat (they show as dead until then).
 func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{
-		now:      time.Now,
-		forget:   nodeForgetFactor,
-		nodes:    map[string]memNode{},
-		pins:     map[string]memPin{},
-		jobs:     map[int64]*memJob{},
-		dedupe:   map[string]int64{},
-		leases:   map[int64]memLease{},
-		seen:     map[string]time.Time{},
-		active:   map[int64]bool{},
-		progress: map[int64]map[string]Progress{},
+		now:       time.Now,
+		forget:    nodeForgetFactor,
+		nodes:     map[string]memNode{},
+		pins:      map[string]memPin{},
+		jobs:      map[int64]*memJob{},
+		dedupe:    map[string]int64{},
+		leases:    map[int64]memLease{},
+		seen:      map[string]time.Time{},
+		seenSweep: minSeenSweep,
+		active:    map[int64]bool{},
+		progress:  map[int64]map[string]Progress{},
 	}
 }
+
+// minSeenSweep is the smallest size of the delivery id set worth sweeping.
+const minSeenSweep = 1024
 
 // nodeForgetFactor: a node that stops heartbeating is listed as dead for
 // this many TTLs before it disappears, so operators can see it went away.
@@ -261,8 +269,17 @@ func (m *MemoryStore) MarkSeen(_ context.Context, key string, ttl time.Duration)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
+	key = seenKey(key)
 	if exp, ok := m.seen[key]; ok && now.Before(exp) {
 		return false, nil
+	}
+	if len(m.seen) >= m.seenSweep {
+		for k, exp := range m.seen {
+			if !now.Before(exp) {
+				delete(m.seen, k)
+			}
+		}
+		m.seenSweep = max(2*len(m.seen), minSeenSweep)
 	}
 	m.seen[key] = now.Add(ttl)
 	return true, nil

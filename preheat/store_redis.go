@@ -387,7 +387,7 @@ func (r *RedisStore) ReleaseLease(ctx context.Context, jobID int64, owner string
 }
 
 func (r *RedisStore) MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ok, err := r.rdb.SetNX(ctx, r.k("seen", key), 1, ttl).Result()
+	ok, err := r.rdb.SetNX(ctx, r.k("seen", seenKey(key)), 1, ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("redis: mark seen: %w", err)
 	}

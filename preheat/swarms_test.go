@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/token"
 	"github.com/shoalproject/shoal/tracker"
@@ -21,10 +22,10 @@ import (
 func startTrackerWithSwarm(t *testing.T) (string, string, [20]byte) {
 	t.Helper()
 	cfg := tracker.DefaultConfig()
-	cfg.Secrets = []string{secret.Generate()}
+	cfg.Secrets = config.NewTokens(secret.Generate())
 	cfg.AllowUnsigned = true // the test's peer announces with a token alone
 	apiToken := secret.Generate()
-	cfg.APITokens = []string{apiToken}
+	cfg.APITokens = config.NewTokens(apiToken)
 	s, err := tracker.New(cfg, tracker.Deps{})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +42,7 @@ func startTrackerWithSwarm(t *testing.T) (string, string, [20]byte) {
 
 	var ih [20]byte
 	copy(ih[:], "swarm-of-the-console")
-	keys, _ := token.NewKeys(cfg.Secrets...)
+	keys, _ := token.NewKeys(cfg.Secrets.Values()...)
 	q := url.Values{"info_hash": {string(ih[:])}, "peer_id": {"-SH0001-000000000001"}, "port": {"6881"}, "left": {"0"},
 		"token": {keys.Sign(token.PurposeAnnounce, ih[:], time.Now().Add(time.Hour))}}
 	resp, err := http.Get(base + "/announce?" + q.Encode())
@@ -69,8 +70,8 @@ func TestConsoleSwarms(t *testing.T) {
 
 	t.Run("login required, then the tracker's swarms", func(t *testing.T) {
 		cfg := testConfig("http://127.0.0.1:1")
-		cfg.APITokens = []string{login}
-		cfg.Tracker = TrackerConfig{URL: base + "/", Token: apiToken}
+		cfg.APITokens = config.NewTokens(login)
+		cfg.Tracker = TrackerConfig{URL: base + "/", Token: config.NewSecret(apiToken)}
 		r := startReplica(t, cfg, NewMemoryStore())
 		c := consoleClient(t)
 		var e map[string]string
@@ -92,7 +93,7 @@ func TestConsoleSwarms(t *testing.T) {
 	t.Run("wrong tracker token is a readable error without the token", func(t *testing.T) {
 		cfg := testConfig("http://127.0.0.1:1")
 		wrong := secret.Generate()
-		cfg.Tracker = TrackerConfig{URL: base, Token: wrong}
+		cfg.Tracker = TrackerConfig{URL: base, Token: config.NewSecret(wrong)}
 		r := startReplica(t, cfg, NewMemoryStore())
 		var e map[string]string
 		code := consoleDo(t, consoleClient(t), "GET", r.URL+"/console/api/swarms", nil, &e)
@@ -104,11 +105,11 @@ func TestConsoleSwarms(t *testing.T) {
 
 func TestTrackerConfigRefused(t *testing.T) {
 	for name, tc := range map[string]TrackerConfig{
-		"token without url": {Token: secret.Generate()},
+		"token without url": {Token: config.NewSecret(secret.Generate())},
 		"url without token": {URL: "http://127.0.0.1:6969"},
-		"placeholder token": {URL: "http://127.0.0.1:6969", Token: "changeme"},
-		"not an http url":   {URL: "ftp://127.0.0.1:6969", Token: secret.Generate()},
-		"url with userinfo": {URL: "http://u:p@127.0.0.1:6969", Token: secret.Generate()},
+		"placeholder token": {URL: "http://127.0.0.1:6969", Token: config.NewSecret("changeme")},
+		"not an http url":   {URL: "ftp://127.0.0.1:6969", Token: config.NewSecret(secret.Generate())},
+		"url with userinfo": {URL: "http://u:p@127.0.0.1:6969", Token: config.NewSecret(secret.Generate())},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig("http://127.0.0.1:1")
@@ -117,7 +118,7 @@ func TestTrackerConfigRefused(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "tracker.") {
 				t.Fatalf("validate: %v", err)
 			}
-			if tc.Token != "" && strings.Contains(err.Error(), tc.Token) {
+			if tc.Token.IsSet() && tc.Token.Value() != "" && strings.Contains(err.Error(), tc.Token.Value()) {
 				t.Fatalf("error reflects the token: %v", err)
 			}
 		})

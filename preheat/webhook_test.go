@@ -20,8 +20,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/internal/secret"
 )
 
 func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
@@ -322,13 +324,14 @@ func TestResolveIndexPlatforms(t *testing.T) {
 	}
 }
 
-// apiTokens guard job writes and webhooks (Bearer, or the bare token Harbor
-// sends as auth_header); reads and agent heartbeats stay open.
+// apiTokens guard job writes, webhooks (Bearer, or the bare token Harbor
+// sends as auth_header) and reads; agent heartbeats stay open.
 func TestAPITokens(t *testing.T) {
+	apiSecret := secret.Generate()
 	reg := startRegistry(t)
 	reg.push(t, "lib/tok:1", 1<<10, 1)
 	cfg := testConfig(reg.URL)
-	cfg.APITokens = []string{"api-secret"}
+	cfg.APITokens = config.NewTokens(apiSecret)
 	r := startReplica(t, cfg, NewMemoryStore())
 	a := startAgent(t, "a1", "g")
 	heartbeat(t, r.URL, a.ID, a.URL(), "g") // open, per the agent contract
@@ -341,13 +344,16 @@ func TestAPITokens(t *testing.T) {
 		t.Fatalf("bad token on webhook: %d", code)
 	}
 	var j JobView
-	if code := call(t, "POST", r.URL+"/api/v1/jobs", map[string]string{"Authorization": "Bearer api-secret"}, req, &j); code != 201 {
+	if code := call(t, "POST", r.URL+"/api/v1/jobs", map[string]string{"Authorization": "Bearer " + apiSecret}, req, &j); code != 201 {
 		t.Fatalf("with token: %d", code)
 	}
-	if code := call(t, "POST", r.URL+"/api/v1/webhooks/harbor", map[string]string{"Authorization": "api-secret"}, `{"type":"PUSH_ARTIFACT"}`, &map[string]any{}); code != 200 {
+	if code := call(t, "POST", r.URL+"/api/v1/webhooks/harbor", map[string]string{"Authorization": apiSecret}, `{"type":"PUSH_ARTIFACT"}`, &map[string]any{}); code != 200 {
 		t.Fatalf("bare auth_header token on webhook: %d", code)
 	}
-	if code := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", r.URL, j.ID), nil, nil, &JobView{}); code != 200 {
+	if code := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", r.URL, j.ID), nil, nil, &map[string]any{}); code != 401 {
 		t.Fatalf("read without token: %d", code)
+	}
+	if code := call(t, "GET", fmt.Sprintf("%s/api/v1/jobs/%d", r.URL, j.ID), map[string]string{"Authorization": "Bearer " + apiSecret}, nil, &JobView{}); code != 200 {
+		t.Fatalf("read with token: %d", code)
 	}
 }

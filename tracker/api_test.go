@@ -13,6 +13,7 @@ import (
 	anatracker "github.com/anacrolix/torrent/tracker"
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
@@ -40,7 +41,7 @@ func getJSON(t *testing.T, u, bearer string) (int, map[string]any) {
 func TestSwarmsAPI(t *testing.T) {
 	token := secret.Generate()
 	cfg := testConfig()
-	cfg.APITokens = []string{token}
+	cfg.APITokens = config.NewTokens(token)
 	cfg.MaxSwarms = 5
 	tt := memTracker(t, cfg)
 	h := ih(7)
@@ -133,7 +134,7 @@ func TestSwarmsAPITokensRefused(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.APITokens = tokens
+			cfg.APITokens = config.NewTokens(tokens...)
 			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), "apiTokens") {
 				t.Fatalf("validate: %v", err)

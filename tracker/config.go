@@ -18,13 +18,14 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// Secrets verify announce tokens; the first is current, the rest are
 	// accepted during a rotation. Each is the secret itself, env:VAR or
-	// file:/path (internal/secret); placeholders and short ones are refused.
-	Secrets []string `yaml:"secrets"`
+	// file:/path, resolved and strength-checked when the config is loaded
+	// (config.Secret); placeholders and short ones are refused.
+	Secrets config.Tokens `yaml:"secrets"`
 	// APITokens guard the read API (GET /api/v1/swarms) as bearer tokens;
 	// each is the token itself, env:VAR or file:/path. Empty: the read API
 	// is off. Never the same values as Secrets: a reader must not be able to
 	// mint announce tokens.
-	APITokens []string `yaml:"apiTokens"`
+	APITokens config.Tokens `yaml:"apiTokens"`
 	// MaxSwarms caps the swarms one listing returns.
 	MaxSwarms int `yaml:"maxSwarms"`
 	// Interval is what clients are told to wait between announces.
@@ -201,11 +202,10 @@ func (c Config) Validate() error {
 // a stranger could guess: with one, anyone mints announce tokens for any
 // torrent.
 func (c Config) resolveSecrets() ([]string, error) {
-	out, err := secret.ResolveAll("secrets", c.Secrets)
-	if err != nil {
+	if err := c.Secrets.Check("secrets"); err != nil {
 		return nil, fmt.Errorf("tracker config: %w (the registry's p2p tracker.secrets must list the same)", err)
 	}
-	return out, nil
+	return c.Secrets.Values(), nil
 }
 
 // clusterSecrets resolves the join secret and the previous ones, current
@@ -224,9 +224,8 @@ func (c Config) clusterSecrets() ([]string, error) {
 // resolveAPITokens reads the read API's bearer tokens, refusing guessable
 // ones as for secrets.
 func (c Config) resolveAPITokens() ([]string, error) {
-	out, err := secret.ResolveAll("apiTokens", c.APITokens)
-	if err != nil {
+	if err := c.APITokens.Check("apiTokens"); err != nil {
 		return nil, fmt.Errorf("tracker config: %w", err)
 	}
-	return out, nil
+	return c.APITokens.Values(), nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 )
 
@@ -131,7 +132,7 @@ func TestNewPicksStoreFromRedisAddrs(t *testing.T) {
 	if s2.storeKind != "redis" {
 		t.Fatalf("redis.addrs set: store %s", s2.storeKind)
 	}
-	cfg.Redis.Password = "env:SHOAL_TEST_TRACKER_REDIS_UNSET"
+	cfg.Redis.Password = config.NewCredential("env:SHOAL_TEST_TRACKER_REDIS_UNSET")
 	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "redis.password") {
 		t.Fatalf("unresolvable redis password: %v", err)
 	}
@@ -141,7 +142,7 @@ func TestNewPicksStoreFromRedisAddrs(t *testing.T) {
 // secret refuses to start unless unsigned announces are asked for.
 func TestClusterSecretRequired(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Secrets = []string{testSecret}
+	cfg.Secrets = config.NewTokens(testSecret)
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "cluster.secret is required") || !strings.Contains(err.Error(), "allowUnsigned") {
 		t.Fatalf("no cluster.secret: %v", err)
 	}

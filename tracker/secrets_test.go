@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
@@ -30,7 +31,7 @@ func TestSecretsRefused(t *testing.T) {
 		"unset env":            {[]string{"env:SHOAL_TEST_TRACKER_UNSET"}, "SHOAL_TEST_TRACKER_UNSET is not set"},
 	} {
 		cfg := DefaultConfig()
-		cfg.Secrets = tc.secrets
+		cfg.Secrets = config.NewTokens(tc.secrets...)
 		err := cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Validate = %v, want %q", name, err, tc.want)
@@ -49,7 +50,7 @@ func TestSecretsRefused(t *testing.T) {
 		}
 	}
 	cfg := DefaultConfig()
-	cfg.Secrets = []string{"env:SHOAL_TEST_TRACKER_SECRET"}
+	cfg.Secrets = config.NewTokens("env:SHOAL_TEST_TRACKER_SECRET")
 	cfg.AllowUnsigned = true
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("env secret refused: %v", err)

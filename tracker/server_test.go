@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 	"github.com/shoalproject/shoal/internal/secret"
@@ -47,7 +48,7 @@ func (tt *testTracker) setNow(t time.Time) {
 
 func testConfig() Config {
 	cfg := DefaultConfig()
-	cfg.Secrets = []string{testSecret}
+	cfg.Secrets = config.NewTokens(testSecret)
 	// Most tests drive the tracker with anacrolix's client, unsigned;
 	// members_test.go covers signed announces.
 	cfg.AllowUnsigned = true
@@ -71,7 +72,7 @@ func startTracker(t *testing.T, cfg Config, store Store, network, addr string) *
 		}
 		return tt.at
 	}
-	tt.keys, _ = token.NewKeys(cfg.Secrets...)
+	tt.keys, _ = token.NewKeys(cfg.Secrets.Values()...)
 	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Skipf("listen %s %s: %v", network, addr, err)
@@ -354,7 +355,7 @@ func TestHandOutPolicyAndNumwant(t *testing.T) {
 func TestTokens(t *testing.T) {
 	cfg := testConfig()
 	newSecret, oldSecret := secret.Generate(), secret.Generate()
-	cfg.Secrets = []string{newSecret, oldSecret}
+	cfg.Secrets = config.NewTokens(newSecret, oldSecret)
 	tt := memTracker(t, cfg)
 	h := ih(6)
 	oldKeys, _ := token.NewKeys(oldSecret)

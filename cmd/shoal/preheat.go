@@ -334,11 +334,11 @@ func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
 func startRunPreheat(ctx context.Context, g *errgroup.Group, shared runShared, tokens []string) error {
 	cfg := preheat.DefaultConfig()
 	cfg.Log = shared.Log
-	cfg.Cluster.Secret = shared.ClusterSecret
-	cfg.APITokens = tokens
+	cfg.Cluster.Secret = config.NewSecret(shared.ClusterSecret)
+	cfg.APITokens = config.NewTokens(tokens...)
 	// The console's Swarms view reads the embedded tracker.
 	cfg.Tracker.URL = strings.TrimSuffix(shared.TrackerURL, "/announce")
-	cfg.Tracker.Token = shared.TrackerAPIToken
+	cfg.Tracker.Token = config.NewSecret(shared.TrackerAPIToken)
 	svc, err := preheat.New(cfg, preheat.Deps{Log: shared.Log.NewLogger("preheat"), ProcessMetrics: shared.Metrics})
 	if err != nil {
 		return fmt.Errorf("preheat: %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/tracker"
 )
@@ -63,10 +64,10 @@ func startRunTracker(ctx context.Context, g *errgroup.Group, shared runShared) e
 	}
 	cfg := tracker.DefaultConfig()
 	cfg.Addr = u.Host
-	cfg.Secrets = []string{shared.TrackerSecret}
+	cfg.Secrets = config.NewTokens(shared.TrackerSecret)
 	// The agents' join secret: only their signed announces are handed out.
 	cfg.Cluster.Secret = shared.ClusterSecret
-	cfg.APITokens = []string{shared.TrackerAPIToken}
+	cfg.APITokens = config.NewTokens(shared.TrackerAPIToken)
 	cfg.Log = shared.Log
 	s, err := tracker.New(cfg, tracker.Deps{
 		Log:            shared.Log.NewLogger("tracker"),

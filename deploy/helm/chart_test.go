@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
 
@@ -33,6 +35,7 @@ import (
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/cfgrender"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/internal/shipped"
 	"github.com/shoalproject/shoal/preheat"
 	"github.com/shoalproject/shoal/registry"
 	"github.com/shoalproject/shoal/tracker"
@@ -221,6 +224,7 @@ func TestTemplate(t *testing.T) {
 			checkMembership(t, comps)
 			checkPreheatRegistries(t, comps)
 			checkTrackerAPI(t, comps, pods, byKind)
+			checkPreheatPolicy(t, pods, byKind)
 			// Every config the chart renders is loaded by a pod, and the other
 			// way round.
 			for n, o := range byKind["ConfigMap"] {
@@ -233,6 +237,54 @@ func TestTemplate(t *testing.T) {
 			}
 			t.Logf("%d objects, configs loaded: %v", len(objs), keys(loaded))
 		})
+	}
+}
+
+// chosenSecret reports whether the env var carries a secret Shoal chooses
+// and component checks. Not: credentials of other systems (Redis, S3,
+// upstream registries: their owners choose them), the preheat token the
+// registry only sends (preheat checks it), and the registry's http.secret,
+// which distribution reads as written and the registry checks only when the
+// p2p middleware has no secrets of its own.
+func chosenSecret(component, env string) bool {
+	switch {
+	case env == "SHOAL_REDIS_PASSWORD", strings.HasPrefix(env, "SHOAL_S3_"), strings.HasPrefix(env, "SHOAL_UPSTREAM_"):
+		return false
+	case component == "registry" && (env == "SHOAL_PREHEAT_API_TOKEN" || env == "SHOAL_REGISTRY_HTTP_SECRET"):
+		return false
+	}
+	return true
+}
+
+// checkPreheatPolicy: a rendered preheat has a NetworkPolicy selecting its
+// pods that opens only its API port.
+func checkPreheatPolicy(t *testing.T, pods []workload, byKind map[string]map[string]any) {
+	t.Helper()
+	for _, w := range pods {
+		if w.labels["app.kubernetes.io/component"] != "preheat" {
+			continue
+		}
+		found := false
+		for n, o := range byKind["NetworkPolicy"] {
+			np := o.(*networkingv1.NetworkPolicy)
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			if err != nil || len(np.Spec.PodSelector.MatchLabels) == 0 || !sel.Matches(labels.Set(w.labels)) {
+				continue
+			}
+			found = true
+			if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) == 0 {
+				t.Errorf("NetworkPolicy %s: want one ingress rule with sources, got %+v", n, np.Spec.Ingress)
+				continue
+			}
+			for _, p := range np.Spec.Ingress[0].Ports {
+				if p.Port == nil || p.Port.String() != "http" {
+					t.Errorf("NetworkPolicy %s opens port %v, want only http", n, p.Port)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no NetworkPolicy selects preheat's pods", w.name)
+		}
 	}
 }
 
@@ -520,6 +572,31 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The shared shipped-config check (internal/shipped, which also loads
+	// configs/): the rendered file loads with every secret resolved, and
+	// any one Secret-backed value Shoal chooses replaced by a placeholder
+	// stops the start.
+	if err := shipped.Load(component, path); err != nil {
+		t.Fatalf("%s: %v\n%s", w.name, err, out)
+	}
+	for _, e := range render.Env {
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || !chosenSecret(component, e.Name) {
+			continue
+		}
+		weak := maps.Clone(env)
+		weak[e.Name] = "change-me"
+		wout, err := cfgrender.Expand([]byte(tmpl), func(k string) (string, bool) { v, ok := weak[k]; return v, ok })
+		if err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		wpath := filepath.Join(t.TempDir(), component+".yml")
+		if err := os.WriteFile(wpath, wout, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := shipped.Load(component, wpath); err == nil {
+			t.Errorf("%s: %s set to a placeholder, and %s still loads", w.name, e.Name, component)
+		}
+	}
 	switch component {
 	case "agent":
 		cfg, err := agent.LoadConfig(path)
@@ -542,12 +619,10 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if cfg.Redis.Enabled() && cfg.Redis.MasterName != "" && cfg.Redis.Password == "" {
+		if cfg.Redis.Enabled() && cfg.Redis.MasterName != "" && !cfg.Redis.Password.IsSet() {
 			t.Errorf("%s: Sentinel without the password", w.name)
 		}
-		if lp.apiTokens, err = secret.ResolveAll("apiTokens", cfg.APITokens); err != nil {
-			t.Errorf("%s: %v", w.name, err)
-		}
+		lp.apiTokens = cfg.APITokens.Values()
 		// The tracker hands out only announces signed with the join secret.
 		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
 	case "preheat":
@@ -555,18 +630,19 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", w.name, err, out)
 		}
-		if len(cfg.APITokens) != 1 || cfg.APITokens[0] == "" {
+		if len(cfg.APITokens) != 1 || cfg.APITokens[0].Value() == "" {
 			t.Errorf("%s: preheat API token missing", w.name)
 		}
+		// No open route: every preheat API call needs a token, and the
+		// Harbor provider is either off or token-guarded.
+		if cfg.Harbor.Auth == "none" || (len(cfg.Harbor.Clusters) > 0 && len(cfg.Harbor.Tokens) == 0) {
+			t.Errorf("%s: Harbor provider without a token: %+v", w.name, cfg.Harbor)
+		}
 		lp.preheat = &cfg
-		lp.join = append([]string{cfg.Cluster.Secret}, cfg.Cluster.PreviousSecrets...)
+		lp.join = append([]string{cfg.Cluster.Secret.Value()}, cfg.Cluster.PreviousSecrets.Values()...)
 		lp.trackerURL = cfg.Tracker.URL
-		if cfg.Tracker.Token != "" {
-			tok, err := secret.Resolve("tracker.token", cfg.Tracker.Token)
-			if err != nil {
-				t.Errorf("%s: %v", w.name, err)
-			}
-			lp.apiTokens = []string{tok}
+		if cfg.Tracker.Token.IsSet() {
+			lp.apiTokens = []string{cfg.Tracker.Token.Value()}
 		}
 	case "registry":
 		cfg, err := registry.LoadConfig(path)
@@ -653,7 +729,7 @@ func checkAgentPod(t *testing.T, w workload, cfg agent.Config) {
 		for _, p := range w.spec.Containers[0].Ports {
 			found = found || (p.Name == "metrics" && fmt.Sprint(p.ContainerPort) == port)
 		}
-		if !found || cfg.Metrics.Token == "" {
+		if !found || !cfg.Metrics.Token.IsSet() {
 			t.Errorf("%s: metrics.addr %s without a container port named metrics or without a token", w.name, cfg.Metrics.Addr)
 		}
 	}

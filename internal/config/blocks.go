@@ -10,7 +10,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/debugserver"
-	"github.com/shoalproject/shoal/internal/secret"
 )
 
 // Log is every component's `log:` block.
@@ -72,12 +71,12 @@ type Redis struct {
 	Addrs      []string `yaml:"addrs"`
 	MasterName string   `yaml:"masterName"`
 	// Username and Password (and the Sentinel pair) may be the value,
-	// env:VAR or file:/path.
-	Username         string `yaml:"username"`
-	Password         string `yaml:"password"`
-	SentinelUsername string `yaml:"sentinelUsername"`
-	SentinelPassword string `yaml:"sentinelPassword"`
-	DB               int    `yaml:"db"`
+	// env:VAR or file:/path, resolved when the config is decoded.
+	Username         Credential `yaml:"username"`
+	Password         Credential `yaml:"password"`
+	SentinelUsername Credential `yaml:"sentinelUsername"`
+	SentinelPassword Credential `yaml:"sentinelPassword"`
+	DB               int        `yaml:"db"`
 	// KeyPrefix starts every key; keep a {hash tag} in it on a Cluster so
 	// that a component's keys share one slot where it needs transactions.
 	KeyPrefix string `yaml:"keyPrefix"`
@@ -100,6 +99,16 @@ func DefaultRedis(keyPrefix string) Redis {
 		PoolSize:     64,
 		MaxRetries:   1,
 	}
+}
+
+type namedCredential struct {
+	name string
+	v    Credential
+}
+
+func (r Redis) credentials() []namedCredential {
+	return []namedCredential{{"redis.username", r.Username}, {"redis.password", r.Password},
+		{"redis.sentinelUsername", r.SentinelUsername}, {"redis.sentinelPassword", r.SentinelPassword}}
 }
 
 // Enabled reports whether Redis is configured (else: memory).
@@ -126,28 +135,24 @@ func (r Redis) Validate() error {
 			return errors.New("redis.addrs: empty address")
 		}
 	}
+	for _, c := range r.credentials() {
+		if err := c.v.Check(c.name); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // NewClient builds the client the block describes: bounded timeouts and
 // few retries everywhere, credentials read through internal/secret.
 func (r Redis) NewClient() (redis.UniversalClient, error) {
-	user, err := readCredential("redis.username", r.Username)
-	if err != nil {
-		return nil, err
+	for _, c := range r.credentials() {
+		if err := c.v.Check(c.name); err != nil {
+			return nil, err
+		}
 	}
-	pass, err := readCredential("redis.password", r.Password)
-	if err != nil {
-		return nil, err
-	}
-	suser, err := readCredential("redis.sentinelUsername", r.SentinelUsername)
-	if err != nil {
-		return nil, err
-	}
-	spass, err := readCredential("redis.sentinelPassword", r.SentinelPassword)
-	if err != nil {
-		return nil, err
-	}
+	user, pass := r.Username.Value(), r.Password.Value()
+	suser, spass := r.SentinelUsername.Value(), r.SentinelPassword.Value()
 	return redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 r.Addrs,
 		MasterName:            r.MasterName,
@@ -166,12 +171,4 @@ func (r Redis) NewClient() (redis.UniversalClient, error) {
 		DialerRetryTimeout:    10 * time.Millisecond,
 		ContextTimeoutEnabled: true,
 	}), nil
-}
-
-// readCredential resolves an optional credential (empty stays empty).
-func readCredential(name, v string) (string, error) {
-	if v == "" {
-		return "", nil
-	}
-	return secret.Read(name, v)
 }

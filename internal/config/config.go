@@ -83,9 +83,50 @@ func Decode(b []byte, dst any, renamed Renamed) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
+		var se *secretError
+		if errors.As(err, &se) {
+			if key := keyAt(&root, "", se.line); key != "" {
+				return se.named(key)
+			}
+			return se
+		}
 		return cleanErr(err)
 	}
 	return nil
+}
+
+// keyAt is the dotted path ("harbor.tokens[0]") of the scalar value on
+// line, so a refused secret is named the way the documentation does.
+func keyAt(n *yaml.Node, prefix string, line int) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAt(c, prefix, line); k != "" {
+				return k
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if k := keyAt(c, fmt.Sprintf("%s[%d]", prefix, i), line); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			path := n.Content[i].Value
+			if prefix != "" {
+				path = prefix + "." + path
+			}
+			if k := keyAt(n.Content[i+1], path, line); k != "" {
+				return k
+			}
+		}
+	case yaml.ScalarNode:
+		if n.Line == line {
+			return prefix
+		}
+	}
+	return ""
 }
 
 func checkRenamed(n *yaml.Node, prefix string, renamed Renamed) error {

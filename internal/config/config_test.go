@@ -99,13 +99,13 @@ func TestRedisCredentialsFromEnv(t *testing.T) {
 	t.Setenv("SHOAL_TEST_REDIS_PW", "pw")
 	r := DefaultRedis("p:")
 	r.Addrs = []string{"127.0.0.1:1"}
-	r.Password = "env:SHOAL_TEST_REDIS_PW"
+	r.Password = NewCredential("env:SHOAL_TEST_REDIS_PW")
 	c, err := r.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r.Password = "env:SHOAL_TEST_REDIS_UNSET"
+	r.Password = NewCredential("env:SHOAL_TEST_REDIS_UNSET")
 	if _, err := r.NewClient(); err == nil || strings.Contains(err.Error(), "pw") {
 		t.Fatalf("err = %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -77,27 +78,39 @@ func ResolveRotating(name, current, previousName string, previous []string) ([]s
 func Read(name, value string) (string, error) { return read(name, value) }
 
 func read(name, value string) (string, error) {
+	s, err := ReadRef(value)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
+}
+
+// ReadRef is Read without a key name in its errors, for callers that add
+// the name themselves (internal/config's Secret, which learns it later).
+func ReadRef(value string) (string, error) {
 	switch {
 	case strings.HasPrefix(value, "env:"):
 		v := strings.TrimPrefix(value, "env:")
 		s, ok := os.LookupEnv(v)
 		if !ok {
-			return "", fmt.Errorf("%s: environment variable %s is not set", name, v)
+			return "", fmt.Errorf("environment variable %s is not set", v)
 		}
 		return s, nil
 	case strings.HasPrefix(value, "file:"):
 		p := strings.TrimPrefix(value, "file:")
 		f, err := os.Open(p)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", name, err)
+			return "", err
 		}
 		defer f.Close()
-		b := make([]byte, maxLen+1)
-		n, _ := f.Read(b)
-		if n > maxLen {
-			return "", fmt.Errorf("%s: %s is longer than %d bytes; is it the right file?", name, p, maxLen)
+		b, err := io.ReadAll(io.LimitReader(f, maxLen+1))
+		if err != nil {
+			return "", err
 		}
-		return strings.TrimRight(string(b[:n]), "\r\n"), nil
+		if len(b) > maxLen {
+			return "", fmt.Errorf("%s is longer than %d bytes; is it the right file?", p, maxLen)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	return value, nil
 }

@@ -58,21 +58,59 @@ func NewKeys(secrets ...string) (*Keys, error) {
 	return k, nil
 }
 
+// sigEncoding is strict unpadded base64url: Strict refuses non-zero
+// trailing bits (the other final characters of one signature); CR and LF,
+// which every Go base64 decoder skips, are refused by parse.
+var sigEncoding = base64.RawURLEncoding.Strict()
+
 // Sign returns a token for subject that expires at expiry. The token is
-// URL-safe: "<unix expiry>.<base64url mac>".
+// URL-safe: "<unix expiry>.<base64url mac>", and it is the only spelling
+// Verify accepts for that expiry and signature.
 func (k *Keys) Sign(purpose string, subject []byte, expiry time.Time) string {
 	exp := expiry.Unix()
-	return strconv.FormatInt(exp, 10) + "." + base64.RawURLEncoding.EncodeToString(mac(k.secrets[0], purpose, subject, exp))
+	return format(exp, mac(k.secrets[0], purpose, subject, exp))
 }
+
+// format is the one spelling of a token: the expiry in canonical decimal
+// (no sign, no leading zero) and the signature in strict base64url.
+func format(exp int64, sig []byte) string {
+	return strconv.FormatInt(exp, 10) + "." + sigEncoding.EncodeToString(sig)
+}
+
+// parse splits a token, accepting only the spelling format produces: a
+// token has exactly one accepted form, so caches, logs and replay checks
+// keyed by the token string cannot be fooled by another spelling.
+func parse(tok string) (int64, []byte, error) {
+	expStr, sigStr, ok := strings.Cut(tok, ".")
+	if !ok || len(expStr) == 0 || len(expStr) > 19 || len(sigStr) != sigLen {
+		return 0, nil, ErrMalformed
+	}
+	for i := 0; i < len(expStr); i++ {
+		if expStr[i] < '0' || expStr[i] > '9' || (i == 0 && expStr[i] == '0') {
+			return 0, nil, ErrMalformed
+		}
+	}
+	exp, err := strconv.ParseInt(expStr, 10, 64)
+	if err != nil {
+		return 0, nil, ErrMalformed
+	}
+	if strings.ContainsAny(sigStr, "\r\n") {
+		return 0, nil, ErrMalformed
+	}
+	sig, err := sigEncoding.DecodeString(sigStr)
+	if err != nil || len(sig) != sha256.Size {
+		return 0, nil, ErrMalformed
+	}
+	return exp, sig, nil
+}
+
+// sigLen is the length of an encoded HMAC-SHA256.
+var sigLen = base64.RawURLEncoding.EncodedLen(sha256.Size)
 
 // Expiry is the expiry tok claims. Only meaningful for a token Verify
 // accepted (it checks nothing).
 func Expiry(tok string) (time.Time, bool) {
-	expStr, _, ok := strings.Cut(tok, ".")
-	if !ok {
-		return time.Time{}, false
-	}
-	exp, err := strconv.ParseInt(expStr, 10, 64)
+	exp, _, err := parse(tok)
 	if err != nil {
 		return time.Time{}, false
 	}
@@ -85,17 +123,9 @@ func (k *Keys) Verify(purpose string, subject []byte, tok string, now time.Time)
 	if tok == "" {
 		return ErrMissing
 	}
-	expStr, sigStr, ok := strings.Cut(tok, ".")
-	if !ok {
-		return ErrMalformed
-	}
-	exp, err := strconv.ParseInt(expStr, 10, 64)
+	exp, sig, err := parse(tok)
 	if err != nil {
-		return ErrMalformed
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(sigStr)
-	if err != nil || len(sig) != sha256.Size {
-		return ErrMalformed
+		return err
 	}
 	// Check the signature before the expiry so a forged token is reported as
 	// forged, whatever expiry it claims.

@@ -2,6 +2,7 @@ package token
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,5 +52,49 @@ func TestNewKeysRejectsEmpty(t *testing.T) {
 	}
 	if _, err := NewKeys("a", ""); err == nil {
 		t.Fatal("empty secret accepted")
+	}
+}
+
+// TestOneSpelling is finding 7 of issue 22: other spellings of one signed
+// token (a sign or leading zeros on the expiry, CR/LF inside the
+// signature, another final base64 character) were accepted.
+func TestOneSpelling(t *testing.T) {
+	keys, _ := NewKeys("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_700_000_000, 0)
+	subject := []byte("s")
+	good := keys.Sign(PurposeAnnounce, subject, now.Add(time.Hour))
+	if err := keys.Verify(PurposeAnnounce, subject, good, now); err != nil {
+		t.Fatal(err)
+	}
+	exp, sig, _ := strings.Cut(good, ".")
+	last := sig[len(sig)-1]
+	// The signature is 32 bytes: 43 characters whose last carries 4 bits
+	// of data and 2 zero bits; flipping those bits keeps the decoded bytes.
+	other := string(rune(last))
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		if c != rune(last) && strings.IndexRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", c)>>2 == strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", last)>>2 {
+			other = string(c)
+			break
+		}
+	}
+	for name, tok := range map[string]string{
+		"plus sign":        "+" + good,
+		"leading zero":     "0" + good,
+		"two zeros":        "00" + good,
+		"CR in signature":  exp + "." + sig[:10] + "\r" + sig[10:],
+		"LF in signature":  exp + "." + sig[:10] + "\n" + sig[10:],
+		"CRLF at the end":  good + "\r\n",
+		"other final char": exp + "." + sig[:len(sig)-1] + other,
+		"padding":          good + "=",
+	} {
+		if err := keys.Verify(PurposeAnnounce, subject, tok, now); err == nil {
+			t.Errorf("%s: %q accepted", name, tok)
+		}
+	}
+	// A one-bit forgery stays refused.
+	b := []byte(good)
+	b[len(exp)+3] ^= 1
+	if err := keys.Verify(PurposeAnnounce, subject, string(b), now); err == nil {
+		t.Error("forgery accepted")
 	}
 }
