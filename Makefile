@@ -39,6 +39,9 @@ K8S_BIN                := $(BIN)/k8s-$(K8S_VERSION)
 # the release's).
 COREDNS_VERSION        := v1.14.1
 COREDNS_BIN            := $(BIN)/coredns-$(COREDNS_VERSION)
+# containerd 2's runc shim (containerd runs containers in the k8s test), in
+# a directory of its own: the test puts it first in PATH.
+CONTAINERD2_SHIM_BIN   := $(BIN)/containerd-shim-$(CONTAINERD2_VERSION)/containerd-shim-runc-v2
 # shoal without cgo, for the image the k8s test assembles (no libc in it).
 SHOAL_STATIC_BIN       := $(BIN)/shoal-static
 export VERSITYGW_BIN   := $(BIN)/versitygw
@@ -93,6 +96,9 @@ $(COREDNS_BIN):
 	GOBIN=$(BIN)/.coredns CGO_ENABLED=0 $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
 	mv $(BIN)/.coredns/coredns $@ && rmdir $(BIN)/.coredns
 
+$(CONTAINERD2_SHIM_BIN):
+	GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD2_VERSION)
+
 shoal-static:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(SHOAL_STATIC_BIN) ./cmd/shoal
 
@@ -100,10 +106,11 @@ shoal-static:
 # two-node Kubernetes built from source in network namespaces, the chart
 # installed with Shoal's image assembled in Go. Too slow for make test
 # (~10 min warm, plus ~25 min to build Kubernetes once); needs root.
-k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN)
+k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN) $(CONTAINERD2_SHIM_BIN)
 	@command -v busybox >/dev/null && [ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] || \
 		apt-get install -y busybox-static runc containernetworking-plugins
 	cd k8s && SHOAL_K8S=1 K8S_BIN=$(K8S_BIN) ETCD_BIN=$(K8S_BIN)/etcd COREDNS_BIN=$(COREDNS_BIN) \
+		CONTAINERD2_SHIM_BIN=$(CONTAINERD2_SHIM_BIN) \
 		SHOAL_STATIC_BIN=$(SHOAL_STATIC_BIN) $(GO) test -count=1 -timeout 45m -v ./...
 
 $(HELM_BIN):

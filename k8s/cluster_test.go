@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func podCIDR(i int) string { return fmt.Sprintf("10.244.%d.0/24", i+1) }
 
 // tools are the programs the cluster runs.
 type tools struct {
-	k8sDir, etcd, containerd, runc, cniDir, kubectl, helm, registry, coredns, shoal string
+	k8sDir, etcd, containerd, shim, runc, cniDir, kubectl, helm, registry, coredns, shoal string
 }
 
 func need(t *testing.T, env, def string) string {
@@ -72,6 +73,7 @@ func findTools(t *testing.T) tools {
 	tl := tools{
 		k8sDir:     need(t, "K8S_BIN", filepath.Join(bin, "k8s-v1.34.12")),
 		containerd: need(t, "CONTAINERD2_BIN", filepath.Join(bin, "containerd-v2.4.2", "containerd")),
+		shim:       need(t, "CONTAINERD2_SHIM_BIN", filepath.Join(bin, "containerd-shim-v2.4.2", "containerd-shim-runc-v2")),
 		runc:       need(t, "RUNC_BIN", "/usr/sbin/runc"),
 		cniDir:     need(t, "CNI_BIN_DIR", "/usr/lib/cni"),
 		kubectl:    need(t, "KUBECTL_BIN", "/usr/bin/kubectl"),
@@ -120,36 +122,67 @@ func (n netNS) exec(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// DialContext dials from inside the namespace: the socket is made by an OS
-// thread that entered it (and is thrown away afterwards), so the test
-// process never needs an address of its own.
+// DialContext dials from inside the namespace, so the test process needs
+// no address of its own: one OS thread per namespace enters it and makes
+// every socket there. The thread is kept (locked) for the life of the test
+// binary: were it to exit, children forked from it would get their
+// parent-death signal (testenv starts them with Pdeathsig).
 func (n netNS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type res struct {
-		c   net.Conn
-		err error
+	dialersMu.Lock()
+	ch, ok := dialers[n.name]
+	if !ok {
+		ch = make(chan dialReq)
+		dialers[n.name] = ch
+		ready := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread()
+			f, err := os.Open(n.path())
+			if err == nil {
+				err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+				f.Close()
+			}
+			ready <- err
+			if err != nil {
+				return // the thread is thrown away with the goroutine
+			}
+			for r := range ch {
+				var d net.Dialer
+				c, err := d.DialContext(r.ctx, r.network, r.addr)
+				r.res <- dialRes{c, err}
+			}
+		}()
+		if err := <-ready; err != nil {
+			delete(dialers, n.name)
+			dialersMu.Unlock()
+			return nil, fmt.Errorf("entering %s: %w", n.name, err)
+		}
 	}
-	ch := make(chan res, 1)
-	go func() {
-		// Never unlocked: the thread ends with the goroutine instead of
-		// going back to the scheduler in the wrong namespace.
-		runtime.LockOSThread()
-		f, err := os.Open(n.path())
-		if err != nil {
-			ch <- res{nil, err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- res{nil, fmt.Errorf("setns %s: %w", n.name, err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		ch <- res{c, err}
-	}()
-	r := <-ch
+	dialersMu.Unlock()
+	res := make(chan dialRes, 1)
+	select {
+	case ch <- dialReq{ctx, network, addr, res}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	r := <-res
 	return r.c, r.err
 }
+
+type dialReq struct {
+	ctx           context.Context
+	network, addr string
+	res           chan dialRes
+}
+
+type dialRes struct {
+	c   net.Conn
+	err error
+}
+
+var (
+	dialersMu sync.Mutex
+	dialers   = map[string]chan dialReq{}
+)
 
 // network is the run's namespaces: the control plane's (which holds the
 // bridge) and one per node.
@@ -381,6 +414,9 @@ func (n *node) kubeletPid() (int, error) {
 	return 0, fmt.Errorf("%s: kubelet not running", n.name)
 }
 
+// cgroupSubsystems are this host's cgroup v1 hierarchies.
+var cgroupSubsystems = []string{"pids", "memory", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer", "systemd"}
+
 // The paths each node gets a private copy of.
 var nodePaths = []string{"/etc/containerd", "/var/lib/kubelet", "/var/lib/shoal", "/var/log/pods", "/var/log/containers", "/var/lib/cni"}
 
@@ -405,8 +441,7 @@ func (c *cluster) start(nodes int) {
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "default=http://127.0.0.1:2380", "--log-level", "warn")
 	waitFor(t, etcd, "etcd", 60*time.Second, func() error {
-		_, err := c.net.cp.exec(ctx, "sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/2379")
-		return err
+		return tcpUp(ctx, c.net.cp, "127.0.0.1:2379")
 	})
 	p := c.pki.dir
 	api := c.startIn(c.net.cp, "kube-apiserver", filepath.Join(c.tl.k8sDir, "kube-apiserver"),
@@ -460,8 +495,7 @@ storage: {filesystem: {rootdirectory: %q}}
 `, cpIP, bootstrapPort, mkdir(t, c.dir, "bootstrap-registry")))
 	reg := c.startIn(c.net.cp, "bootstrap registry", c.tl.registry, "serve", regCfg)
 	waitFor(t, reg, "bootstrap registry", 30*time.Second, func() error {
-		_, err := c.net.cp.exec(ctx, "sh", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", cpIP, bootstrapPort))
-		return err
+		return tcpUp(ctx, c.net.cp, fmt.Sprintf("%s:%d", cpIP, bootstrapPort))
 	})
 	// RBAC the kubelets' client certs (system:node:<name>, system:nodes)
 	// get from the Node authorizer; kube-proxy's from its default role.
@@ -480,6 +514,19 @@ func (c *cluster) startNodes(pause string) {
 	for i, ns := range c.net.nodes {
 		n := &node{name: fmt.Sprintf("k8s-n%d", i+1), ns: ns, dir: mkdir(t, c.dir, fmt.Sprintf("n%d", i+1)), hostDirs: map[string]string{}}
 		n.cgroup = fmt.Sprintf("/%s-n%d", c.net.prefix, i+1)
+		// The kubelet refuses a cgroup root that does not exist.
+		for _, sub := range cgroupSubsystems {
+			d := filepath.Join("/sys/fs/cgroup", sub, n.cgroup)
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatalf("cgroup %s: %v", d, err)
+			}
+			if sub == "cpuset" {
+				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+					b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuset", f))
+					_ = os.WriteFile(filepath.Join(d, f), b, 0o644)
+				}
+			}
+		}
 		n.sock = filepath.Join(n.dir, "containerd.sock")
 		for _, p := range nodePaths {
 			n.hostDirs[p] = mkdir(t, n.dir, "root"+strings.ReplaceAll(p, "/", "_"))
@@ -550,8 +597,7 @@ port: 10250
 address: %s
 featureGates: {ImageVolume: true}
 podPidsLimit: -1
-protectKernelDefaults: false
-makeIPTablesUtilChains: true
+protectKernelDefaults: true
 localStorageCapacityIsolation: true
 `, n.cgroup, n.sock, c.pki.dir, cpIP, resolv, nodeIP(i)))
 		n.kubeletConfig = kcfg
@@ -564,17 +610,29 @@ localStorageCapacityIsolation: true
 		for _, p := range nodePaths {
 			fmt.Fprintf(&script, "mkdir -p %s && mount --bind %s %s\n", p, n.hostDirs[p], p)
 		}
+		// The kubelet wants vm.overcommit_memory=1, kernel.panic=10 and
+		// kernel.panic_on_oops=1, which are not per namespace: it would
+		// change them for the whole machine. This node's mount namespace
+		// shows it those values instead, and protectKernelDefaults makes
+		// it fail rather than write if that did not take.
+		for _, k := range []struct{ path, value string }{
+			{"/proc/sys/vm/overcommit_memory", "1"}, {"/proc/sys/kernel/panic", "10"}, {"/proc/sys/kernel/panic_on_oops", "1"},
+		} {
+			f := writeFile(t, n.dir, "sysctl-"+filepath.Base(k.path), k.value+"\n")
+			fmt.Fprintf(&script, "mount --bind -o ro %s %s\n", f, k.path)
+		}
 		fmt.Fprintf(&script, "%s --config /etc/containerd/config.toml --log-level warn &\n", c.tl.containerd)
 		fmt.Fprintf(&script, "for i in $(seq 100); do [ -S %s ] && break; sleep 0.2; done\n", n.sock)
 		fmt.Fprintf(&script, "exec %s --config=%s --kubeconfig=%s --hostname-override=%s --node-ip=%s --cert-dir=%s --v=1\n",
 			filepath.Join(c.tl.k8sDir, "kubelet"), kcfg, kubeconfig, n.name, nodeIP(i), mkdir(t, n.dir, "kubelet-pki"))
 		n.proc = testenv.Start(t, n.name+" containerd+kubelet", "nsenter",
 			[]string{"--net=" + ns.path(), "--", "unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script.String()},
-			"PATH=/usr/sbin:/usr/bin:/sbin:/bin:"+filepath.Dir(c.tl.containerd))
+			"PATH="+filepath.Dir(c.tl.shim)+":"+filepath.Dir(c.tl.containerd)+":/usr/sbin:/usr/bin:/sbin:/bin")
 		n.proxy = c.startIn(ns, n.name+" kube-proxy", filepath.Join(c.tl.k8sDir, "kube-proxy"),
 			"--kubeconfig="+c.pki.kubeconfig(t, "kube-proxy"), "--hostname-override="+n.name,
 			"--cluster-cidr="+clusterCIDR, "--proxy-mode=iptables", "--masquerade-all=true",
-			"--conntrack-max-per-core=0", "--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:0",
+			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:0",
 			"--healthz-bind-address=127.0.0.1:0", "--v=1")
 		c.nodes = append(c.nodes, n)
 		t.Cleanup(func() { c.cleanupNode(n) })
@@ -627,7 +685,7 @@ func (c *cluster) cleanupNode(n *node) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, sub := range []string{"pids", "memory", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer", "systemd"} {
+	for _, sub := range cgroupSubsystems {
 		removeCgroupTree(filepath.Join("/sys/fs/cgroup", sub, n.cgroup))
 	}
 }
@@ -697,4 +755,15 @@ func writeFile(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// tcpUp is nil once addr accepts connections from inside ns.
+func tcpUp(ctx context.Context, ns netNS, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

@@ -404,8 +404,8 @@ func (c *cluster) preheat(ctx context.Context, t *testing.T, token, image string
 		ID       int64  `json:"id"`
 		State    string `json:"state"`
 		Progress []struct {
-			Node  string `json:"node"`
-			State string `json:"state"`
+			NodeID string `json:"nodeId"`
+			State  string `json:"state"`
 		} `json:"progress"`
 	}
 	if err := call("POST", "/api/v1/jobs", fmt.Sprintf(`{"image": %q}`, image), &job); err != nil {
@@ -421,11 +421,17 @@ func (c *cluster) preheat(ctx context.Context, t *testing.T, token, image string
 			t.Fatal(err)
 		}
 	}
-	nodes := map[string]bool{}
+	done := map[string]bool{}
 	for _, p := range job.Progress {
-		nodes[p.Node] = true
+		if p.State != "SUCCESS" {
+			t.Fatalf("preheat job %d SUCCESS but node %s's blob is %s", job.ID, p.NodeID, p.State)
+		}
+		done[p.NodeID] = true
 	}
-	t.Logf("preheat job %d SUCCESS, progress on %d nodes", job.ID, len(nodes))
+	if len(done) != len(c.nodes) {
+		t.Fatalf("preheat job %d reached %v, want all %d nodes", job.ID, done, len(c.nodes))
+	}
+	t.Logf("preheat job %d SUCCESS on %v", job.ID, done)
 }
 
 // dump logs the cluster's view when something failed.

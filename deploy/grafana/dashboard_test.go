@@ -196,8 +196,17 @@ func TestDashboardQueriesOnPrometheus(t *testing.T) {
 	// A preheat job to both nodes.
 	testenv.PushRandomImage(t, s.registry+"/lib/pre:v1", 512<<10, 2)
 	s.preheat(t, s.registry+"/lib/pre:v1")
-	// Announces the tracker refuses: malformed, and with a forged token.
+	// Announces the tracker refuses: malformed, and with a forged token;
+	// and a torrent URL the registry refuses (no valid signature).
 	refusedAnnounces(t, s.tracker)
+	resp, err := http.Get("http://" + s.registry + "/_shoal/torrents/forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		t.Fatalf("forged torrent URL answered %s", resp.Status)
+	}
 
 	// Prometheus scrapes every second; a counter born after the first
 	// scrape needs two samples in the window. Give it a few seconds, then
