@@ -45,7 +45,7 @@ func podCIDR(i int) string { return fmt.Sprintf("10.244.%d.0/24", i+1) }
 
 // tools are the programs the cluster runs.
 type tools struct {
-	k8sDir, etcd, containerd, shim, runc, cniDir, kubectl, helm, registry, coredns, shoal string
+	k8sDir, etcd, containerd, shim, runc, cniDir, kubectl, helm, registry, coredns, shoal, crictl string
 }
 
 func need(t *testing.T, env, def string) string {
@@ -58,6 +58,27 @@ func need(t *testing.T, env, def string) string {
 		t.Skipf("%s: %s missing (%v); make k8s-test builds or installs it", env, p, err)
 	}
 	return p
+}
+
+// findRuntimeTools is what TestNodeRuntime needs: no Kubernetes build.
+func findRuntimeTools(t *testing.T) tools {
+	t.Helper()
+	if os.Getenv("SHOAL_K8S") != "1" {
+		t.Skip("real-cluster test: run `make k8s-test` (SHOAL_K8S=1, root)")
+	}
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("needs Linux and root (network and mount namespaces, cgroups)")
+	}
+	root, _ := filepath.Abs("..")
+	bin := filepath.Join(root, "bin")
+	return tools{
+		containerd: need(t, "CONTAINERD2_BIN", filepath.Join(bin, "containerd-v2.4.2", "containerd")),
+		shim:       need(t, "CONTAINERD2_SHIM_BIN", filepath.Join(bin, "containerd-shim-v2.4.2", "containerd-shim-runc-v2")),
+		runc:       need(t, "RUNC_BIN", "/usr/sbin/runc"),
+		cniDir:     need(t, "CNI_BIN_DIR", "/usr/lib/cni"),
+		registry:   need(t, "REGISTRY_BIN", filepath.Join(bin, "registry")),
+		crictl:     need(t, "CRICTL_BIN", filepath.Join(bin, "crictl-v1.34.0")),
+	}
 }
 
 func findTools(t *testing.T) tools {
@@ -383,6 +404,8 @@ type cluster struct {
 	pki   *pki
 	admin string // admin kubeconfig
 	nodes []*node
+	// runtimeOnly starts only each node's containerd (TestNodeRuntime).
+	runtimeOnly bool
 }
 
 // node is one node's containerd, kubelet and kube-proxy, sharing a mount
@@ -400,18 +423,18 @@ type node struct {
 	kubeletConfig string
 }
 
-// kubeletPid finds the node's kubelet (the shell that bound the node's
-// directories exec'd it), whose mount namespace is the node's.
-func (n *node) kubeletPid() (int, error) {
+// runtimePid finds the node's containerd, whose mount namespace is the
+// node's (the kubelet's too).
+func (n *node) runtimePid() (int, error) {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, _ := os.ReadFile(p)
 		args := strings.Split(string(b), "\x00")
-		if strings.HasSuffix(args[0], "/kubelet") && strings.Contains(string(b), "--config="+n.kubeletConfig) {
+		if strings.HasSuffix(args[0], "/containerd") && strings.Contains(string(b), n.sock) {
 			return strconv.Atoi(filepath.Base(filepath.Dir(p)))
 		}
 	}
-	return 0, fmt.Errorf("%s: kubelet not running", n.name)
+	return 0, fmt.Errorf("%s: containerd not running", n.name)
 }
 
 // cgroupSubsystems are this host's cgroup v1 hierarchies.
@@ -487,7 +510,20 @@ func (c *cluster) start(nodes int) {
 `, cpIP, c.admin))
 	c.startIn(c.net.cp, "coredns", c.tl.coredns, "-conf", corefile)
 
-	// The bootstrap registry (pause and Shoal's image).
+	c.startBootstrapRegistry(ctx)
+	// RBAC the kubelets' client certs (system:node:<name>, system:nodes)
+	// get from the Node authorizer; kube-proxy's from its default role.
+	for i := range nodes {
+		name := fmt.Sprintf("k8s-n%d", i+1)
+		c.pki.issue(t, "kubelet-"+name, "system:node:"+name, []string{"system:nodes"}, nil, nil)
+	}
+}
+
+// startBootstrapRegistry runs the registry of the images the cluster needs
+// before Shoal runs (pause, Shoal's image, busybox).
+func (c *cluster) startBootstrapRegistry(ctx context.Context) {
+	t := c.t
+	t.Helper()
 	regCfg := writeFile(t, c.dir, "bootstrap-registry.yml", fmt.Sprintf(`version: 0.1
 log: {level: warn, accesslog: {disabled: true}}
 http: {addr: "%s:%d"}
@@ -497,12 +533,6 @@ storage: {filesystem: {rootdirectory: %q}}
 	waitFor(t, reg, "bootstrap registry", 30*time.Second, func() error {
 		return tcpUp(ctx, c.net.cp, fmt.Sprintf("%s:%d", cpIP, bootstrapPort))
 	})
-	// RBAC the kubelets' client certs (system:node:<name>, system:nodes)
-	// get from the Node authorizer; kube-proxy's from its default role.
-	for i := range nodes {
-		name := fmt.Sprintf("k8s-n%d", i+1)
-		c.pki.issue(t, "kubelet-"+name, "system:node:"+name, []string{"system:nodes"}, nil, nil)
-	}
 }
 
 // startNodes starts each node's containerd, kubelet and kube-proxy; pause
@@ -621,21 +651,39 @@ localStorageCapacityIsolation: true
 			f := writeFile(t, n.dir, "sysctl-"+filepath.Base(k.path), k.value+"\n")
 			fmt.Fprintf(&script, "mount --bind -o ro %s %s\n", f, k.path)
 		}
-		fmt.Fprintf(&script, "%s --config /etc/containerd/config.toml --log-level warn &\n", c.tl.containerd)
+		// --address repeats the config's, so the node's containerd (and
+		// with it the node's mount namespace) can be told by its command line.
+		if c.runtimeOnly {
+			fmt.Fprintf(&script, "exec %s --config /etc/containerd/config.toml --address %s --log-level warn\n", c.tl.containerd, n.sock)
+		}
+		fmt.Fprintf(&script, "%s --config /etc/containerd/config.toml --address %s --log-level warn &\n", c.tl.containerd, n.sock)
 		fmt.Fprintf(&script, "for i in $(seq 100); do [ -S %s ] && break; sleep 0.2; done\n", n.sock)
 		fmt.Fprintf(&script, "exec %s --config=%s --kubeconfig=%s --hostname-override=%s --node-ip=%s --cert-dir=%s --v=1\n",
 			filepath.Join(c.tl.k8sDir, "kubelet"), kcfg, kubeconfig, n.name, nodeIP(i), mkdir(t, n.dir, "kubelet-pki"))
 		n.proc = testenv.Start(t, n.name+" containerd+kubelet", "nsenter",
 			[]string{"--net=" + ns.path(), "--", "unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script.String()},
 			"PATH="+filepath.Dir(c.tl.shim)+":"+filepath.Dir(c.tl.containerd)+":/usr/sbin:/usr/bin:/sbin:/bin")
+		c.nodes = append(c.nodes, n)
+		t.Cleanup(func() { c.cleanupNode(n) })
+		waitFor(t, n.proc, n.name+"'s containerd", 60*time.Second, func() error {
+			if _, err := n.runtimePid(); err != nil {
+				return err
+			}
+			_, err := os.Stat(n.sock)
+			return err
+		})
+		if c.runtimeOnly {
+			continue
+		}
 		n.proxy = c.startIn(ns, n.name+" kube-proxy", filepath.Join(c.tl.k8sDir, "kube-proxy"),
 			"--kubeconfig="+c.pki.kubeconfig(t, "kube-proxy"), "--hostname-override="+n.name,
 			"--cluster-cidr="+clusterCIDR, "--proxy-mode=iptables", "--masquerade-all=true",
 			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
 			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:0",
 			"--healthz-bind-address=127.0.0.1:0", "--v=1")
-		c.nodes = append(c.nodes, n)
-		t.Cleanup(func() { c.cleanupNode(n) })
+	}
+	if c.runtimeOnly {
+		return
 	}
 	// kube-proxy's and CoreDNS's permissions come with the built-in roles.
 	if _, err := c.kubectl(ctx, "create", "clusterrolebinding", "shoal-test-kube-proxy", "--clusterrole=system:node-proxier", "--user=system:kube-proxy"); err != nil {
@@ -722,7 +770,7 @@ func (c *cluster) helm(ctx context.Context, args ...string) (string, error) {
 // nodeExec runs a command in a node's namespaces (network and the mount
 // namespace of its kubelet, where the node's own directories are bound).
 func (c *cluster) nodeExec(ctx context.Context, n *node, args ...string) (string, error) {
-	pid, err := n.kubeletPid()
+	pid, err := n.runtimePid()
 	if err != nil {
 		return "", err
 	}
