@@ -577,6 +577,9 @@ state = %q
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = "/etc/containerd/certs.d"
 [plugins.'io.containerd.cri.v1.runtime']
+  # This machine withholds CAP_SYS_RESOURCE: a container's oom_score_adj
+  # may not go below containerd's own (the CRI asks -998 for sandboxes).
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%q]
     conf_dir = %q

@@ -31,9 +31,10 @@ func TestNodeRuntime(t *testing.T) {
 	push(t, c.net.cp, boot+"/busybox:test", image(t, []string{"/bin/sh"}, "", busyboxLayer(t)))
 	c.startNodes(boot + "/pause:3.10")
 	n := c.nodes[0]
+	cfg := writeFile(t, n.dir, "crictl.yaml", fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", n.sock, n.sock))
 	crictl := func(args ...string) string {
 		t.Helper()
-		full := append([]string{tl.crictl, "--runtime-endpoint", "unix://" + n.sock, "--image-endpoint", "unix://" + n.sock, "--timeout", "60s"}, args...)
+		full := append([]string{tl.crictl, "--config", cfg}, args...)
 		var out string
 		var err error
 		testenv_wait(t, 30*time.Second, func() error {
