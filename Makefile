@@ -106,7 +106,7 @@ shoal-static:
 # two-node Kubernetes built from source in network namespaces, the chart
 # installed with Shoal's image assembled in Go. Too slow for make test
 # (~10 min warm, plus ~25 min to build Kubernetes once); needs root.
-k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN) $(CONTAINERD2_SHIM_BIN)
+k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN) $(CONTAINERD2_SHIM_BIN) $(CRICTL_BIN)
 	@command -v busybox >/dev/null && [ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] || \
 		apt-get install -y busybox-static runc containernetworking-plugins
 	cd k8s && SHOAL_K8S=1 K8S_BIN=$(K8S_BIN) ETCD_BIN=$(K8S_BIN)/etcd COREDNS_BIN=$(COREDNS_BIN) \

@@ -102,6 +102,7 @@ func findTools(t *testing.T) tools {
 		registry:   need(t, "REGISTRY_BIN", filepath.Join(bin, "registry")),
 		coredns:    need(t, "COREDNS_BIN", filepath.Join(bin, "coredns-v1.14.1")),
 		shoal:      need(t, "SHOAL_STATIC_BIN", filepath.Join(bin, "shoal-static")),
+		crictl:     need(t, "CRICTL_BIN", filepath.Join(bin, "crictl-v1.34.0")),
 	}
 	tl.etcd = need(t, "ETCD_BIN", filepath.Join(tl.k8sDir, "etcd"))
 	for _, c := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
@@ -709,6 +710,17 @@ localStorageCapacityIsolation: true
 // cleanupNode ends what the node's runtime left: container processes live
 // in their shims' process groups, so they are found by the node's cgroup.
 func (c *cluster) cleanupNode(n *node) {
+	// First the orderly way, while containerd still runs (this cleanup
+	// runs before the node's processes are stopped): every sandbox
+	// stopped and removed, which also deletes its CNI network namespace.
+	if c.tl.crictl != "" {
+		cfg := filepath.Join(n.dir, "crictl-cleanup.yaml")
+		if os.WriteFile(cfg, []byte(fmt.Sprintf("runtime-endpoint: unix://%s\ntimeout: 30\n", n.sock)), 0o644) == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			_, _ = c.nodeExec(ctx, n, c.tl.crictl, "--config", cfg, "rmp", "--all", "--force")
+			cancel()
+		}
+	}
 	for _, sub := range []string{"pids", "memory", "cpu"} {
 		root := filepath.Join("/sys/fs/cgroup", sub, n.cgroup)
 		_ = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
