@@ -14,7 +14,7 @@ import (
 func TestChartShipsDashboard(t *testing.T) {
 	helm := binary(t, "HELM_BIN", "../../bin/helm", "make tools")
 	cmd := exec.Command(helm, "template", "shoal", "../helm/shoal",
-		"--show-only", "templates/grafana-dashboard.yaml",
+		"--kube-version", "1.34.0", "--show-only", "templates/grafana-dashboard.yaml",
 		"--set", "grafanaDashboard.enabled=true",
 		"--set", "grafanaDashboard.annotations.grafana_folder=Shoal")
 	var stderr bytes.Buffer
