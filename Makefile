@@ -86,12 +86,15 @@ dashboard:
 # the rule's target is etcd, renamed last.
 k8s: $(K8S_BIN)/etcd
 
+# The release's version, as its own build stamps it (the chart's kubeVersion
+# check and the kubelet's version skew read it).
+K8S_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) \
+	-X k8s.io/component-base/version.gitTreeState=clean
+
 $(K8S_BIN)/etcd: tools/k8s/go.mod tools/k8s/go.sum
-	cd tools/k8s && CGO_ENABLED=0 $(GO) build -o $(K8S_BIN)/ -ldflags '-s -w \
-		-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
-		-X k8s.io/component-base/version.gitMajor=1 \
-		-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) \
-		-X k8s.io/component-base/version.gitTreeState=clean' tool
+	cd tools/k8s && CGO_ENABLED=0 $(GO) build -o $(K8S_BIN)/ -ldflags '$(K8S_LDFLAGS)' tool
 	mv $(K8S_BIN)/server $(K8S_BIN)/etcd
 
 $(COREDNS_BIN):
