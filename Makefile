@@ -27,6 +27,23 @@ export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
 export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
 export HELM_BIN        := $(BIN)/helm
+# Prometheus, for the dashboard test (deploy/grafana): every query of
+# shoal.json is evaluated on it. Service discovery plugins are left out
+# (remove_all_sd): the test scrapes static targets; it builds in ~3 min cold.
+PROMETHEUS_VERSION     := v0.316.0
+export PROMETHEUS_BIN  := $(BIN)/prometheus-$(PROMETHEUS_VERSION)
+# Kubernetes for make k8s-test (tools/k8s pins the release and etcd).
+K8S_VERSION            := v1.34.12
+K8S_BIN                := $(BIN)/k8s-$(K8S_VERSION)
+# CoreDNS serves the test cluster's names (v1.14.1: built on client-go 0.34,
+# the release's).
+COREDNS_VERSION        := v1.14.1
+COREDNS_BIN            := $(BIN)/coredns-$(COREDNS_VERSION)
+# containerd 2's runc shim (containerd runs containers in the k8s test), in
+# a directory of its own: the test puts it first in PATH.
+CONTAINERD2_SHIM_BIN   := $(BIN)/containerd-shim-$(CONTAINERD2_VERSION)/containerd-shim-runc-v2
+# shoal without cgo, for the image the k8s test assembles (no libc in it).
+SHOAL_STATIC_BIN       := $(BIN)/shoal-static
 export VERSITYGW_BIN   := $(BIN)/versitygw
 
 # e2eplot draws the e2e charts from the results JSON (tools/e2eplot, a
@@ -36,7 +53,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build tools e2eplot sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
+.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -47,7 +64,59 @@ build:
 # drop-in checks), the OCI conformance suite, pinned in tools/conformance,
 # containerd 2 with ctr and crictl (runtimes/), helm (deploy/helm's chart
 # tests) and versitygw (the S3 server of registry/s3_test.go).
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN)
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN)
+
+prometheus: $(PROMETHEUS_BIN)
+
+$(PROMETHEUS_BIN):
+	GOBIN=$(BIN)/.prometheus CGO_ENABLED=0 $(GO) install -tags remove_all_sd \
+		github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+	mv $(BIN)/.prometheus/prometheus $@ && rmdir $(BIN)/.prometheus
+
+# dashboard regenerates deploy/grafana/shoal.json and the chart's copy from
+# deploy/grafana/dashboard.go (the dashboard test fails on a stale file).
+dashboard:
+	cd deploy/grafana && $(GO) run ./gen
+
+# k8s builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet
+# and etcd from source (tools/k8s: k8s.io/kubernetes at K8S_VERSION, its
+# staging modules replaced by their published versions). Slow cold (over
+# 80 min of wall time on a 2-core machine shared with other builds, and
+# unfinished there), then cached; kube-proxy joined the tools list late, so
+# the rule's target is etcd, renamed last.
+k8s: $(K8S_BIN)/etcd
+
+# The release's version, as its own build stamps it (the chart's kubeVersion
+# check and the kubelet's version skew read it).
+K8S_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) \
+	-X k8s.io/component-base/version.gitTreeState=clean
+
+$(K8S_BIN)/etcd: tools/k8s/go.mod tools/k8s/go.sum
+	cd tools/k8s && CGO_ENABLED=0 $(GO) build -o $(K8S_BIN)/ -ldflags '$(K8S_LDFLAGS)' tool
+	mv $(K8S_BIN)/server $(K8S_BIN)/etcd
+
+$(COREDNS_BIN):
+	GOBIN=$(BIN)/.coredns CGO_ENABLED=0 $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION)
+	mv $(BIN)/.coredns/coredns $@ && rmdir $(BIN)/.coredns
+
+$(CONTAINERD2_SHIM_BIN):
+	GOBIN=$(dir $@) CGO_ENABLED=0 $(GO) install github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD2_VERSION)
+
+shoal-static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(SHOAL_STATIC_BIN) ./cmd/shoal
+
+# k8s-test is the one real-cluster check (k8s/, docs/kubernetes.md): a
+# two-node Kubernetes built from source in network namespaces, the chart
+# installed with Shoal's image assembled in Go. Too slow for make test
+# (a cluster per run, plus the Kubernetes build once); needs root.
+k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN) $(CONTAINERD2_SHIM_BIN) $(CRICTL_BIN)
+	@command -v busybox >/dev/null && [ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] || \
+		apt-get install -y busybox-static runc containernetworking-plugins
+	cd k8s && SHOAL_K8S=1 K8S_BIN=$(K8S_BIN) ETCD_BIN=$(K8S_BIN)/etcd COREDNS_BIN=$(COREDNS_BIN) \
+		CONTAINERD2_SHIM_BIN=$(CONTAINERD2_SHIM_BIN) \
+		SHOAL_STATIC_BIN=$(SHOAL_STATIC_BIN) $(GO) test -count=1 -timeout 45m -v ./...
 
 $(HELM_BIN):
 	GOBIN=$(BIN) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
@@ -99,6 +168,8 @@ vet:
 	cd tools/e2eplot && $(GO) vet ./...
 	cd tools/trackerload && $(GO) vet ./...
 	cd tools/sim && $(GO) vet ./...
+	cd deploy/grafana && $(GO) vet ./...
+	cd k8s && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
@@ -107,6 +178,7 @@ vet:
 test: deps build tools vet $(E2EPLOT_BIN)
 	SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) chart-test
+	cd deploy/grafana && $(GO) test -count=1 ./...
 	cd tools/e2eplot && $(GO) test -count=1 ./...
 	cd tools/sim && $(GO) test -count=1 ./...
 	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/

@@ -38,6 +38,7 @@ func runContainerdHosts(_ context.Context, args []string) error {
 	config := fs.String("containerd-config", "/etc/containerd/config.toml", "containerd's config file, as containerd sees it")
 	hostRoot := fs.String("host-root", "/", "where the node's root file system is mounted (a pod mounting the host at /host passes /host)")
 	check := fs.Bool("check-config", true, "fail unless containerd's config_path includes --certs-dir")
+	remove := fs.Bool("remove", false, "undo: delete the hosts.toml files this command wrote for the registries (the Helm chart's agent runs it when it stops)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +58,17 @@ func runContainerdHosts(_ context.Context, args []string) error {
 		}
 		parsed = append(parsed, r)
 	}
+	dir := strings.TrimRight(*hostRoot, "/") + "/" + strings.TrimLeft(*certsDir, "/")
+	if *remove {
+		removed, err := containerdhosts.Remove(dir, parsed)
+		for _, p := range removed {
+			fmt.Println("removed", p)
+		}
+		if err != nil {
+			return fmt.Errorf("containerd-hosts: %w", err)
+		}
+		return nil
+	}
 	if *check {
 		// Checked first: hosts.toml files containerd never reads would make
 		// the node look configured while every pull bypasses Shoal.
@@ -64,7 +76,7 @@ func runContainerdHosts(_ context.Context, args []string) error {
 			return fmt.Errorf("containerd-hosts: %w", err)
 		}
 	}
-	written, err := containerdhosts.Write(strings.TrimRight(*hostRoot, "/")+"/"+strings.TrimLeft(*certsDir, "/"), parsed, *mirror)
+	written, err := containerdhosts.Write(dir, parsed, *mirror)
 	if err != nil {
 		return fmt.Errorf("containerd-hosts: %w", err)
 	}

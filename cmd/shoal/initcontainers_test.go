@@ -68,3 +68,28 @@ func TestInitContainerCommands(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// What the chart's agent runs when it stops: --remove takes back the
+// hosts.toml the init container wrote, under the same --host-root.
+func TestContainerdHostsRemove(t *testing.T) {
+	root := t.TempDir()
+	args := []string{"--host-root", root, "--certs-dir", "/etc/containerd/certs.d", "--check-config=false", "--registry", "registry.example.com:5000"}
+	if err := runContainerdHosts(context.Background(), args); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "etc/containerd/certs.d/registry.example.com:5000/hosts.toml")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := runContainerdHosts(context.Background(), append(args, "--remove")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(p)); !os.IsNotExist(err) {
+		t.Fatalf("after --remove: %v", err)
+	}
+	// Again: nothing to remove is not an error (a pod restarted after a
+	// node cleanup stops cleanly).
+	if err := runContainerdHosts(context.Background(), append(args, "--remove")); err != nil {
+		t.Fatal(err)
+	}
+}

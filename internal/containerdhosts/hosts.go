@@ -85,7 +85,7 @@ func HostsTOML(r Registry, mirror string) ([]byte, error) {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Written by `shoal containerd-hosts`: pulls of %s go through the Shoal agent.\n", r.Host)
+	fmt.Fprintf(&b, "%s: pulls of %s go through the Shoal agent.\n", writtenMark, r.Host)
 	if s := r.server(); s != "" {
 		fmt.Fprintf(&b, "server = %q\n", s)
 	}
@@ -129,4 +129,41 @@ func Write(certsDir string, regs []Registry, mirror string) ([]string, error) {
 		written = append(written, p)
 	}
 	return written, nil
+}
+
+// writtenMark starts every hosts.toml Write makes; Remove deletes only
+// files that carry it, never one an operator wrote for the same registry.
+const writtenMark = "# Written by `shoal containerd-hosts`"
+
+// Remove undoes Write: it deletes <certsDir>/<host>/hosts.toml of each
+// registry when Shoal wrote it, and the directory when nothing else is left
+// in it, so containerd goes back to pulling from the registry itself.
+// Registries with no such file are skipped.
+func Remove(certsDir string, regs []Registry) ([]string, error) {
+	var removed []string
+	for _, r := range regs {
+		if err := r.validate(); err != nil {
+			return removed, err
+		}
+		dir := filepath.Join(certsDir, r.Host)
+		p := filepath.Join(dir, "hosts.toml")
+		b, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("hosts.toml for %s: %w", r.Host, err)
+		}
+		if !bytes.HasPrefix(b, []byte(writtenMark)) {
+			return removed, fmt.Errorf("hosts.toml for %s: %s was not written by shoal containerd-hosts; left in place", r.Host, p)
+		}
+		if err := os.Remove(p); err != nil {
+			return removed, fmt.Errorf("hosts.toml for %s: %w", r.Host, err)
+		}
+		removed = append(removed, p)
+		// Fails, harmlessly, when the directory holds certificates or
+		// other files of the operator's.
+		_ = os.Remove(dir)
+	}
+	return removed, nil
 }

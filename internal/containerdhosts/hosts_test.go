@@ -129,3 +129,40 @@ func TestCheckConfig(t *testing.T) {
 		})
 	}
 }
+
+// Remove deletes what Write wrote (and the emptied directory), keeps a
+// directory that holds other files, refuses a hosts.toml it did not write,
+// and skips registries it never configured.
+func TestRemove(t *testing.T) {
+	dir := t.TempDir()
+	regs := []Registry{{Host: "a.example.com"}, {Host: "b.example.com:5000"}}
+	if _, err := Write(dir, regs, "http://127.0.0.1:65001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "b.example.com:5000", "ca.crt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := Remove(dir, append(regs, Registry{Host: "never.example.com"}))
+	if err != nil || len(removed) != 2 {
+		t.Fatalf("Remove = %v, %v; want both files", removed, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.example.com")); !os.IsNotExist(err) {
+		t.Fatalf("a.example.com left behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b.example.com:5000", "ca.crt")); err != nil {
+		t.Fatalf("the operator's file went with it: %v", err)
+	}
+	own := filepath.Join(dir, "c.example.com")
+	if err := os.MkdirAll(own, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(own, "hosts.toml"), []byte("server = \"https://c.example.com\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Remove(dir, []Registry{{Host: "c.example.com"}}); err == nil || !strings.Contains(err.Error(), "not written by") {
+		t.Fatalf("Remove of a foreign hosts.toml: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(own, "hosts.toml")); err != nil {
+		t.Fatal("a foreign hosts.toml was removed")
+	}
+}
