@@ -462,15 +462,26 @@ func (s *Server) writeTorrent(w http.ResponseWriter, r *http.Request, repo strin
 	}
 }
 
+// healthShare is how long one /healthz report answers every caller.
+const healthShare = time.Second
+
+// errStorageUnhealthy is what /healthz says of a failed storage listing.
+var errStorageUnhealthy = errors.New("the storage driver did not answer a listing of its root (details in the registry's log)")
+
 // healthCheck is /healthz: the storage driver answers a listing of its root
 // (distribution's own check does a Stat of it; a fresh root that does not
 // exist yet still proves the backend answers), and, with seeding on, the
 // seeder's peer-wire listener takes a connection.
+//
+// /healthz answers anyone, so it never runs more than one listing a second
+// (an object store bills and rate-limits them) and never shows the storage
+// error's text, which can name buckets, endpoints and paths: the log has it.
 func (s *Server) healthCheck() *httpx.Health {
-	h := httpx.NewHealth("registry")
+	h := httpx.NewHealth("registry").Share(healthShare)
 	h.Add("storage", func(ctx context.Context) error {
 		if _, err := s.oci.d.List(ctx, "/"); err != nil && !driver.IsNotFound(err) {
-			return err
+			s.log.WithError(err).Warn("health check: storage listing failed")
+			return errStorageUnhealthy
 		}
 		return nil
 	})

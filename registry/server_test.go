@@ -3,15 +3,18 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -200,4 +203,58 @@ func counterValue(t *testing.T, c prometheus.Metric) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestHealthzBoundedAndQuiet is issue 22's finding 9: /healthz answers
+// anyone, so a burst of requests must cost the storage one listing per
+// second, not one each, and a failing storage's error (which names paths,
+// buckets, endpoints) stays in the log.
+func TestHealthzBoundedAndQuiet(t *testing.T) {
+	o := inProcessOptions(t)
+	s, err := New(embeddedConfig(t, o), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serve(t, s)
+	// Every listing fails, with an error that names the backend as a real
+	// one would (an S3 endpoint, a bucket, a path).
+	s.oci.d = failingList{StorageDriver: s.oci.d}
+	// serve's readiness probe left a report that answers for up to
+	// healthShare; the first one after it sees the failure.
+	var resp *http.Response
+	var body []byte
+	deadline := time.Now().Add(10 * healthShare)
+	for {
+		resp, body = rangeGet(t, http.MethodGet, base+"/healthz")
+		if resp.StatusCode != 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(healthShare / 10)
+	}
+	var rep httpx.HealthReport
+	if err := json.Unmarshal(body, &rep); err != nil || resp.StatusCode != 503 || rep.Checks["storage"].Status != "fail" {
+		t.Fatalf("/healthz with a broken storage: %d %s", resp.StatusCode, body)
+	}
+	before := listings.Load()
+	for range 20 {
+		rangeGet(t, http.MethodGet, base+"/healthz")
+	}
+	// A burst may straddle one window's end, no more.
+	if n := listings.Load() - before; n > 1 {
+		t.Errorf("20 /healthz requests ran %d storage listings, want at most 1 (one per %v)", n, healthShare)
+	}
+	if strings.Contains(string(body), "secret-bucket") {
+		t.Errorf("/healthz shows the storage error: %s", body)
+	}
+}
+
+var listings atomic.Int64
+
+// failingList is a storage driver whose listings fail as an object store's
+// would, naming its bucket.
+type failingList struct{ storagedriver.StorageDriver }
+
+func (failingList) List(context.Context, string) ([]string, error) {
+	listings.Add(1)
+	return nil, errors.New("s3aws: ListObjectsV2 on bucket secret-bucket at https://s3.internal.example: AccessDenied")
 }

@@ -34,12 +34,31 @@ type HealthReport struct {
 }
 
 // Health serves /healthz for a component: its checks run concurrently, each
-// bounded by Timeout, on every request (no cached answer that could lie).
+// bounded by Timeout, on every request, unless Share set a window in which
+// requests share one report.
 type Health struct {
 	component string
 	timeout   time.Duration
 	names     []string
 	checks    map[string]Check
+
+	// share is how long one report answers every request; 0 runs the
+	// checks per request. mu serialises runs so concurrent callers wait for
+	// one probe instead of starting their own.
+	share time.Duration
+	mu    sync.Mutex
+	last  HealthReport
+	at    time.Time
+}
+
+// Share makes requests within d of a report get that report instead of new
+// probes. For a check that costs the dependency real work (a storage listing
+// on an object store), /healthz must not let an unauthenticated caller
+// multiply it: with Share, N requests cost one probe per window however
+// fast they come. Call it before serving.
+func (h *Health) Share(d time.Duration) *Health {
+	h.share = d
+	return h
 }
 
 // HealthTimeout bounds one probe.
@@ -88,9 +107,25 @@ func (h *Health) Report(ctx context.Context) HealthReport {
 	return rep
 }
 
+// shared is Report, reused within the Share window.
+func (h *Health) shared(ctx context.Context) HealthReport {
+	if h.share <= 0 {
+		return h.Report(ctx)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.at.IsZero() && time.Since(h.at) < h.share {
+		return h.last
+	}
+	// Not the caller's context: a caller that hangs up must not leave a
+	// cancelled probe as the answer for everyone else.
+	h.last, h.at = h.Report(context.WithoutCancel(ctx)), time.Now()
+	return h.last
+}
+
 // ServeHTTP answers the report: 200 when healthy, 503 otherwise.
 func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rep := h.Report(r.Context())
+	rep := h.shared(r.Context())
 	status := http.StatusOK
 	if rep.Status != "ok" {
 		status = http.StatusServiceUnavailable

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,5 +85,42 @@ func TestServeShutsDown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after cancel")
+	}
+}
+
+// TestHealthShare: within the window every request gets the one report, so
+// a burst costs one probe; after it, a new probe runs.
+func TestHealthShare(t *testing.T) {
+	var probes atomic.Int64
+	h := NewHealth("x").Share(time.Hour)
+	h.Add("dep", func(context.Context) error { probes.Add(1); return nil })
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if n := probes.Load(); n != 1 {
+		t.Fatalf("50 requests ran %d probes, want 1", n)
+	}
+	h.at = h.at.Add(-2 * time.Hour) // the window has passed
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := probes.Load(); n != 2 {
+		t.Fatalf("after the window: %d probes, want 2", n)
 	}
 }
