@@ -111,7 +111,7 @@ func testHarbor(t *testing.T, variant string) {
 
 	trackerSecret, clusterSecret, urlSecret := secret.Generate(), secret.Generate(), secret.Generate()
 	trk := testenv.FreeAddr(t)
-	trkCfg := writeTestFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ninterval: 2s\npeerTTL: 3m\nlog: {level: warn}\n", trk, trackerSecret))
+	trkCfg := writeTestFile(t, dir, "tracker.yml", fmt.Sprintf("addr: %s\nsecrets: [%s]\ncluster: {secret: %s}\ninterval: 2s\npeerTTL: 3m\nlog: {level: warn}\n", trk, trackerSecret, clusterSecret))
 	tp := testenv.Start(t, "shoal tracker", bin, []string{"tracker", "--config", trkCfg})
 	testenv.WaitHTTP(t, tp, "http://"+trk+"/healthz", 30*time.Second)
 

@@ -305,9 +305,10 @@ storage: {filesystem: {rootdirectory: %q}}
 
 	trk := testenv.Start(t, "shoal tracker", shoal, []string{"tracker", "--config", writeFile(t, "tracker.yml", fmt.Sprintf(`addr: %q
 secrets: [%s]
+cluster: {secret: %s}
 interval: 10s
 log: {level: warn}
-`, c.tracker, trackerSecret))})
+`, c.tracker, trackerSecret, clusterSecret))})
 	testenv.WaitHTTP(t, trk, "http://"+c.tracker+"/healthz", 30*time.Second)
 
 	reg := testenv.Start(t, "shoal registry", shoal, []string{"registry", "--config", writeFile(t, "registry.yml", fmt.Sprintf(`version: 0.1
