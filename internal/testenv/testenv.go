@@ -57,7 +57,10 @@ func ShoalBinary(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(dir, "shoal")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/shoal")
+		// By import path, not ./cmd/shoal: modules of their own that
+		// replace the shoal module (deploy/grafana, the console's browser
+		// test) build the same binary.
+		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/shoalproject/shoal/cmd/shoal")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/shoal: %v\n%s", err, out)

@@ -1,4 +1,4 @@
-package preheat
+package browsertest
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/shoalproject/shoal/internal/testenv"
+	"github.com/shoalproject/shoal/preheat"
 )
 
 // TestConsoleBrowser drives the console in headless Chromium against a
@@ -97,7 +98,7 @@ func consoleBrowser(t *testing.T, chromium string) {
 	var node string
 	deadline := time.Now().Add(30 * time.Second)
 	for node == "" && time.Now().Before(deadline) {
-		var ns struct{ Nodes []NodeView }
+		var ns struct{ Nodes []preheat.NodeView }
 		call(t, "GET", api+"/api/v1/nodes", map[string]string{"Authorization": "Bearer " + token}, nil, &ns)
 		for _, n := range ns.Nodes {
 			if n.Alive {
@@ -237,7 +238,7 @@ func consoleBrowser(t *testing.T, chromium string) {
 	deadline = time.Now().Add(30 * time.Second)
 	var fetched int64
 	for fetched == 0 && time.Now().Before(deadline) {
-		var ns struct{ Nodes []NodeView }
+		var ns struct{ Nodes []preheat.NodeView }
 		call(t, "GET", api+"/api/v1/nodes", map[string]string{"Authorization": "Bearer " + token}, nil, &ns)
 		for _, n := range ns.Nodes {
 			if n.ID == node {

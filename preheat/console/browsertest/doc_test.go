@@ -1,0 +1,84 @@
+// Package browsertest drives preheat's admin console in headless Chromium
+// against a real `shoal run`. It is a module of its own so that the browser
+// driver (chromedp) stays out of the shoal module and its binary.
+package browsertest
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalproject/shoal/internal/cluster"
+	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/internal/secret"
+)
+
+// testClusterSecret is the join secret the test gives `shoal run`, so that
+// its heartbeats are a member's.
+var testClusterSecret = secret.Generate()
+
+// heartbeat enrolls node id at addr in groups, signed as a member.
+func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
+	t.Helper()
+	authority, err := cluster.NewAuthority(testClusterSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident, err := authority.Issue(id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(nodeapi.Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30})
+	req, _ := http.NewRequest(http.MethodPost, api+nodeapi.HeartbeatPath, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	nodeapi.Sign(req.Header, ident, http.MethodPost, nodeapi.HeartbeatPath, b, time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		raw, _ := io.ReadAll(resp.Body)
+		t.Fatalf("heartbeat %s: %d %s", id, resp.StatusCode, raw)
+	}
+}
+
+// call sends body (JSON unless a string or bytes) with hdr and decodes the
+// answer into out; it returns the status.
+func call(t *testing.T, method, u string, hdr map[string]string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, u, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %s: body %q is not JSON: %v", method, u, resp.Status, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
