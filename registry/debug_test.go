@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,10 +84,19 @@ func TestDebugMetricsOnly(t *testing.T) {
 	}
 }
 
+var debugServerOnce atomic.Bool
+
 // The debug listener serves pprof, expvar, distribution's health page and
 // prometheus from an explicit mux: nothing else of http.DefaultServeMux,
 // and none of it on the registry's own address.
 func TestDebugServer(t *testing.T) {
+	// distribution registers its prometheus collectors on the process-wide
+	// default registry when an app with prometheus on is built, which can
+	// happen once per process (`shoal registry` builds one); a second run
+	// of this test in the same process (-count) would only meet that.
+	if !debugServerOnce.CompareAndSwap(false, true) {
+		t.Skip("distribution's prometheus collectors register once per process; this test ran already")
+	}
 	addr, debug := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg := debugTestConfig(t, addr, debug)
 	s, err := New(cfg, Deps{})
