@@ -382,36 +382,7 @@ func startReplicaOn(t *testing.T, cfg Config, st Store, addr string) *replica {
 // call does an HTTP request with a JSON body and decodes a JSON answer.
 func call(t *testing.T, method, u string, hdr map[string]string, body any, out any) int {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, u, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %s: body %q is not JSON: %v", method, u, resp.Status, raw, err)
-		}
-	}
-	return resp.StatusCode
+	return testenv.Call(t, method, u, hdr, body, out)
 }
 
 // readTokens maps a test replica's URL to an API token it accepts, so

@@ -8,18 +8,21 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/cluster"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/internal/testenv"
 )
 
 // testClusterSecret is the join secret the test gives `shoal run`, so that
 // its heartbeats are a member's.
 var testClusterSecret = secret.Generate()
+
+// call is testenv.Call, named as in preheat's own tests.
+var call = testenv.Call
 
 // heartbeat enrolls node id at addr in groups, signed as a member.
 func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
@@ -45,40 +48,4 @@ func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
 		raw, _ := io.ReadAll(resp.Body)
 		t.Fatalf("heartbeat %s: %d %s", id, resp.StatusCode, raw)
 	}
-}
-
-// call sends body (JSON unless a string or bytes) with hdr and decodes the
-// answer into out; it returns the status.
-func call(t *testing.T, method, u string, hdr map[string]string, body any, out any) int {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		raw, _ := json.Marshal(b)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, u, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %s: body %q is not JSON: %v", method, u, resp.Status, raw, err)
-		}
-	}
-	return resp.StatusCode
 }
