@@ -231,6 +231,15 @@ spec:
 			if _, err := os.Stat(p); err == nil {
 				t.Errorf("%s: %s is still there after uninstall: containerd keeps sending pulls to a mirror that is gone", n.name, p)
 			}
+			cache := filepath.Join(n.hostDirs["/var/lib/shoal"], "agent")
+			if _, err := os.Stat(cache); err == nil {
+				t.Errorf("%s: the agent's cache %s is still there after uninstall", n.name, cache)
+			}
+		}
+		// The hooks that cleaned the nodes are gone too.
+		if out, err := c.kubectl(ctx, "-n", namespace, "get", "daemonsets,pods,serviceaccounts,roles,rolebindings",
+			"-l", "app.kubernetes.io/instance="+release, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("left in namespace %s after uninstall: %q %v", namespace, out, err)
 		}
 	})
 	t.Logf("whole run %s", time.Since(start).Round(time.Second))
