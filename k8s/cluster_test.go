@@ -234,6 +234,17 @@ func sweep(t *testing.T) {
 		t.Logf("removing namespace %s of a dead run", f[0])
 		_ = run("ip", "netns", "del", f[0])
 	}
+	// And the node cgroups of runs killed before their cleanup (empty
+	// once their processes are gone).
+	for _, sub := range append(cgroupSubsystems, "unified") {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", sub, "k8s-*-n*"))
+		for _, d := range dirs {
+			parts := strings.Split(filepath.Base(d), "-")
+			if pid, err := strconv.Atoi(parts[1]); err == nil && syscall.Kill(pid, 0) != nil {
+				removeCgroupTree(d)
+			}
+		}
+	}
 }
 
 func newNetwork(t *testing.T, nodes int) *network {
@@ -272,6 +283,11 @@ func newNetwork(t *testing.T, nodes int) *network {
 		nx("ip", "link", "set", host, "name", "eth0")
 		nx("ip", "addr", "add", nodeIP(i)+"/24", "dev", "eth0")
 		nx("ip", "link", "set", "eth0", "up")
+		// A route for Service IPs, as a real node's default route gives:
+		// without one, a host-network process's connect to a ClusterIP
+		// fails before kube-proxy's DNAT is consulted. The control plane's
+		// namespace has no route out, so nothing leaves the test's network.
+		nx("ip", "route", "add", serviceCIDR, "via", cpIP)
 		nx("sysctl", "-w", "net.ipv4.ip_forward=1")
 		nx("sysctl", "-w", "net.ipv4.conf.all.route_localnet=1")
 		n.nodes = append(n.nodes, ns)
@@ -583,6 +599,9 @@ state = %q
   # This machine withholds CAP_SYS_RESOURCE: a container's oom_score_adj
   # may not go below containerd's own (the CRI asks -998 for sandboxes).
   restrict_oom_score_adj = true
+  # Pods' network namespaces under the node's state directory, not the
+  # machine's /run/netns, where each would leave a file behind.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%q]
     conf_dir = %q
@@ -685,8 +704,13 @@ localStorageCapacityIsolation: true
 			"--kubeconfig="+c.pki.kubeconfig(t, "kube-proxy"), "--hostname-override="+n.name,
 			"--cluster-cidr="+clusterCIDR, "--proxy-mode=iptables", "--masquerade-all=true",
 			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
-			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:0",
-			"--healthz-bind-address=127.0.0.1:0", "--v=1")
+			// Fixed ports (port 0 fails its validation), on the node's own
+			// loopback.
+			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:10249",
+			"--healthz-bind-address=127.0.0.1:10256", "--v=1")
+		waitFor(t, n.proxy, n.name+" kube-proxy", 60*time.Second, func() error {
+			return tcpUp(ctx, ns, "127.0.0.1:10256")
+		})
 	}
 	if c.runtimeOnly {
 		return
@@ -750,7 +774,9 @@ func (c *cluster) cleanupNode(n *node) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, sub := range cgroupSubsystems {
+	// runc also makes each container's cgroup in the v2 hierarchy this
+	// host mounts beside the v1 ones.
+	for _, sub := range append(cgroupSubsystems, "unified") {
 		removeCgroupTree(filepath.Join("/sys/fs/cgroup", sub, n.cgroup))
 	}
 }
