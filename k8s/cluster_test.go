@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -247,11 +248,17 @@ func sweep(t *testing.T) {
 	}
 }
 
+var networkSeq atomic.Int64
+
 func newNetwork(t *testing.T, nodes int) *network {
 	t.Helper()
 	sweep(t)
-	id := os.Getpid()
-	n := &network{prefix: fmt.Sprintf("k8s-%d", id), cp: netNS{fmt.Sprintf("k8s-%d-cp", id)}}
+	// Names are unique per network, not only per process: a dialer
+	// thread stays in the namespace it entered (see DialContext), so a
+	// second test of the same process reusing a name would dial into the
+	// first test's deleted namespace.
+	id := fmt.Sprintf("%d-%d", os.Getpid(), networkSeq.Add(1))
+	n := &network{prefix: "k8s-" + id, cp: netNS{"k8s-" + id + "-cp"}}
 	must(t, "ip", "netns", "add", n.cp.name)
 	t.Cleanup(func() { _ = run("ip", "netns", "del", n.cp.name) })
 	ctx := context.Background()
@@ -266,11 +273,11 @@ func newNetwork(t *testing.T, nodes int) *network {
 	cpx("ip", "addr", "add", cpIP+"/24", "dev", "k8sbr0")
 	cpx("ip", "link", "set", "k8sbr0", "up")
 	for i := range nodes {
-		ns := netNS{fmt.Sprintf("k8s-%d-n%d", id, i+1)}
+		ns := netNS{fmt.Sprintf("k8s-%s-n%d", id, i+1)}
 		must(t, "ip", "netns", "add", ns.name)
 		t.Cleanup(func() { _ = run("ip", "netns", "del", ns.name) })
 		// veth names are at most 15 bytes: k8s<pid%1e6>n<i>.
-		host := fmt.Sprintf("k8s%dn%d", id%1000000, i+1)
+		host := fmt.Sprintf("k8s%dn%d", os.Getpid()%1000000, i+1)
 		must(t, "ip", "link", "add", host, "netns", ns.name, "type", "veth", "peer", "name", host+"b", "netns", n.cp.name)
 		cpx("ip", "link", "set", host+"b", "master", "k8sbr0", "up")
 		nx := func(args ...string) {
