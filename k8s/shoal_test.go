@@ -248,6 +248,17 @@ spec:
 		for _, d := range []string{"cold", "warm", "rotated1", "rotated2"} {
 			_, _ = c.kubectl(ctx, "delete", "deployment", d, "--wait=true")
 		}
+		// There before, so that their absence after says the hooks ran.
+		for _, n := range c.nodes {
+			for _, p := range []string{
+				filepath.Join(n.hostDirs["/etc/containerd"], "certs.d", registryHost, "hosts.toml"),
+				filepath.Join(n.hostDirs["/var/lib/shoal"], "agent", "blobs"),
+			} {
+				if _, err := os.Stat(p); err != nil {
+					t.Fatalf("%s before uninstall: %v", n.name, err)
+				}
+			}
+		}
 		if out, err := c.helm(ctx, "uninstall", release, "-n", namespace, "--wait", "--timeout", "3m"); err != nil {
 			t.Fatalf("helm uninstall: %v\n%s", err, out)
 		}
