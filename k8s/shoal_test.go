@@ -140,6 +140,10 @@ func TestShoalOnKubernetes(t *testing.T) {
 		before := c.agentBytes(ctx, t)
 		c.deploy(ctx, t, "cold", registryHost+"/test/cold:v1")
 		after := c.agentBytes(ctx, t)
+		// Why the registry sent what it sent (the agents' own account).
+		t.Logf("registry piece bytes by reason %v, fallbacks by reason %v",
+			c.agentCounter(ctx, t, "shoal_agent_registry_piece_bytes_total", "reason"),
+			c.agentCounter(ctx, t, "shoal_agent_fallbacks_total", "reason"))
 		reg := after["registry"] - before["registry"]
 		peer := after["peer"] - before["peer"]
 		t.Logf("image %d bytes; agents downloaded %d from the registry, %d from the other node", size, reg, peer)
@@ -424,23 +428,30 @@ func (c *cluster) agentMetrics(ctx context.Context, t *testing.T) []string {
 // agentBytes sums shoal_agent_blob_bytes_total by source over the agents.
 func (c *cluster) agentBytes(ctx context.Context, t *testing.T) map[string]int64 {
 	t.Helper()
+	return c.agentCounter(ctx, t, "shoal_agent_blob_bytes_total", "source")
+}
+
+// agentCounter sums a labelled counter over the agents, by the value of
+// label.
+func (c *cluster) agentCounter(ctx context.Context, t *testing.T, metric, label string) map[string]int64 {
+	t.Helper()
 	sum := map[string]int64{}
 	for _, m := range c.agentMetrics(ctx, t) {
 		sc := bufio.NewScanner(strings.NewReader(m))
 		for sc.Scan() {
 			l := sc.Text()
-			if !strings.HasPrefix(l, "shoal_agent_blob_bytes_total{") {
+			if !strings.HasPrefix(l, metric+"{") {
 				continue
 			}
-			i := strings.Index(l, `source="`)
+			i := strings.Index(l, label+`="`)
 			j := strings.LastIndex(l, " ")
 			if i < 0 || j < 0 {
 				continue
 			}
-			src := l[i+8:]
-			src = src[:strings.Index(src, `"`)]
+			val := l[i+len(label)+2:]
+			val = val[:strings.Index(val, `"`)]
 			v, _ := strconv.ParseFloat(l[j+1:], 64)
-			sum[src] += int64(v)
+			sum[val] += int64(v)
 		}
 	}
 	return sum
