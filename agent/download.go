@@ -152,11 +152,18 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var err error
 	reason := "p2p_disabled"
 	if a.p2p != nil {
-		for {
-			c := d.f.Credential()
-			mi, plain, d.dataURL, err = a.origin.AskTorrent(ctx, d.req.base, c, d.req.hex)
-			if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
-				break
+		key := origin.Key{Base: d.req.base, Hex: d.req.hex}
+		var memo bool
+		if mi, d.dataURL, memo = a.dl.meta.get(key, time.Now()); !memo {
+			for {
+				c := d.f.Credential()
+				mi, plain, d.dataURL, err = a.origin.AskTorrent(ctx, d.req.base, c, d.req.hex)
+				if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
+					break
+				}
+			}
+			if err == nil && mi != nil {
+				a.dl.meta.put(key, mi, d.dataURL, time.Now())
 			}
 		}
 		var ue *origin.UpstreamError
@@ -172,6 +179,7 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 				return err
 			}
 			if reason == "bad_torrent" {
+				a.dl.meta.forget(key)
 				mi = nil // neither kept nor seeded
 			}
 		default:

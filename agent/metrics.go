@@ -21,6 +21,7 @@ type agentMetrics struct {
 	swarm      *prometheus.CounterVec
 	origin     *prometheus.CounterVec
 	requests   *prometheus.CounterVec
+	ranges     *prometheus.CounterVec
 }
 
 // Values of shoal_agent_blob_bytes_total's source label: where the bytes
@@ -46,9 +47,12 @@ func newMetrics(a *Agent) *agentMetrics {
 		Help: "Piece bytes received from other nodes over the data path, by kind: all, or useful (passed its check and was kept)."},
 		[]string{"kind"})
 	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
-		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
+		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled), range (a Range reader waited for it)."},
 		[]string{"reason"})
-	m.reg.MustRegister(m.requests, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.ranges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_range_responses_total",
+		Help: "Range responses of blobs being downloaded, by kind: early (sent piece by piece as the pieces verified, before the blob was whole), stream (from the verified prefix)."},
+		[]string{"kind"})
+	m.reg.MustRegister(m.requests, m.ranges, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
@@ -59,7 +63,10 @@ func newMetrics(a *Agent) *agentMetrics {
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
 		m.bytes.WithLabelValues(s)
 	}
-	for _, why := range []string{"share", "alone", "steal", "solo"} {
+	for _, kind := range []string{"early", "stream"} {
+		m.ranges.WithLabelValues(kind)
+	}
+	for _, why := range []string{"share", "alone", "steal", "solo", "range"} {
 		m.origin.WithLabelValues(why)
 	}
 	for _, kind := range []string{"all", "useful"} {

@@ -15,7 +15,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/internal/origin"
-	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
@@ -255,18 +254,70 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
-	stream(ctx, w, log, f.Blob, file, start, end, size)
+	sent := stream(ctx, w, log, f, file, start, end, size)
+	if partial {
+		a.metrics.ranges.WithLabelValues(sent.kind()).Inc()
+	}
+}
+
+// streamed is how a stream's bytes went out.
+type streamed struct {
+	early int64 // sent piece by piece before the blob was whole
+	total int64
+}
+
+func (s streamed) kind() string {
+	if s.early > 0 {
+		return "early"
+	}
+	return "stream"
 }
 
 // stream sends bytes [start, end] of a downloading blob as they become
-// readable through file, a descriptor of the caller's own on its file.
-func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *partial.Blob, file *os.File, start, end, size int64) {
+// readable through file, a descriptor of the caller's own on its file. A
+// Range request of a blob with piece hashes is answered piece by piece,
+// each as soon as it is present and its SHA-1 matched, wherever it lies:
+// its pieces are the flight's Wants, which the engine fetches first.
+func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) (out streamed) {
+	b := f.Blob
 	// A range that ends before the blob does gets no protection from the
 	// held-back last byte: its bytes are checked before they go out.
 	early := end < size-1
+	ranged := start > 0 || early
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	off := start
 	for off <= end {
-		readable, _, _, ferr, ch := b.Readable()
+		readable, _, sealed, ferr, ch := b.Readable()
+		if pl := b.PieceLength(); ranged && pl > 0 && !sealed && off >= readable {
+			if release == nil {
+				release = f.Wants.Add(int(off/pl), int(end/pl))
+			}
+			i := off / pl
+			if !b.Present(int(i)) {
+				if !awaitMore(ctx, log, ferr, ch) {
+					return out
+				}
+				continue
+			}
+			if err := b.EnsureVerified(i*pl, min(pl, size-i*pl)); err != nil {
+				log.WithError(err).Warn("piece of a range failed its check; aborting response")
+				panic(http.ErrAbortHandler)
+			}
+			n := min((i+1)*pl-1, end) + 1 - off
+			sent, err := store.SendRange(ctx, w, file, off, n, nil)
+			off += sent
+			out.early += sent
+			out.total += sent
+			if err != nil {
+				return out
+			}
+			continue
+		}
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
@@ -275,7 +326,7 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *pa
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
 					if !awaitMore(ctx, log, ferr, ch) {
-						return
+						return out
 					}
 					continue
 				}
@@ -286,15 +337,17 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *pa
 			}
 			sent, err := store.SendRange(ctx, w, file, off, n, nil)
 			off += sent
+			out.total += sent
 			if err != nil {
-				return
+				return out
 			}
 			continue
 		}
 		if !awaitMore(ctx, log, ferr, ch) {
-			return
+			return out
 		}
 	}
+	return out
 }
 
 // awaitMore waits for more of a streaming blob (ch), false when the client

@@ -26,7 +26,7 @@ func (d *dl) runSwarm(ctx context.Context, t *torrent.Torrent, info *metainfo.In
 		Strict:       strict,
 	}
 	reg := a.origin.Range(d.f, info.Length, d.dataURL, log)
-	e := swarm.New(cfg, swarm.Deps{Blob: d.blob, Peers: sw, Origin: reg, Metrics: swarmMetrics{a.metrics}, Log: log, Throttle: a.waitHTTP})
+	e := swarm.New(cfg, swarm.Deps{Blob: d.blob, Peers: sw, Origin: reg, Metrics: swarmMetrics{a.metrics}, Log: log, Throttle: a.waitHTTP, Wants: d.f.Wants})
 	res, err := e.Run(ctx)
 	d.fromPeers.Add(res.FromPeers)
 	d.fromRegistry.Add(res.FromRegistry)

@@ -45,6 +45,7 @@ type Blob struct {
 	pieceLen int64         // 0 until SetLayout
 	have     []bool        // pieces present
 	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
+	verified []bool        // pieces whose SHA-1 was computed and matched (not only trusted)
 	writing  []bool        // pieces one writer is writing now
 	nhave    int
 	prefix   int64 // [0, prefix) is present
@@ -166,6 +167,7 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 			b.size, b.pieceLen = size, pieceLen
 			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
 			b.checked = make([]bool, len(b.have))
+			b.verified = make([]bool, len(b.have))
 			b.writing = make([]bool, len(b.have))
 			b.markPrefixLocked()
 		}
@@ -233,7 +235,14 @@ func (b *Blob) SetVerifier(verify func(i int, data []byte) bool) {
 // of a range that ends before the blob does is not protected by the
 // held-back last byte: it must receive checked bytes only. A piece that
 // fails its check fails the blob.
-func (b *Blob) EnsureChecked(off, n int64) error {
+func (b *Blob) EnsureChecked(off, n int64) error { return b.ensure(off, n, false) }
+
+// EnsureVerified is EnsureChecked for a Range reader: every present piece
+// overlapping [off, off+n) has its SHA-1 computed and matched before it is
+// sent, those trusted for their source (the registry's) included.
+func (b *Blob) EnsureVerified(off, n int64) error { return b.ensure(off, n, true) }
+
+func (b *Blob) ensure(off, n int64, strict bool) error {
 	b.mu.Lock()
 	if b.sealed || n <= 0 {
 		b.mu.Unlock()
@@ -246,7 +255,7 @@ func (b *Blob) EnsureChecked(off, n int64) error {
 	first, last := int(off/b.pieceLen), int((off+n-1)/b.pieceLen)
 	var todo []int
 	for i := first; i <= last && i < len(b.have); i++ {
-		if b.have[i] && !b.checked[i] {
+		if b.have[i] && (!b.checked[i] || strict && !b.verified[i]) {
 			todo = append(todo, i)
 		}
 	}
@@ -267,10 +276,17 @@ func (b *Blob) EnsureChecked(off, n int64) error {
 			return err
 		}
 		b.mu.Lock()
-		b.checked[i] = true
+		b.checked[i], b.verified[i] = true, true
 		b.mu.Unlock()
 	}
 	return nil
+}
+
+// PieceLength is the piece length (0 without a layout).
+func (b *Blob) PieceLength() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pieceLen
 }
 
 // Unchecked is the number of present pieces nobody checked yet.
@@ -328,7 +344,7 @@ func (b *Blob) PieceBounds(i int) (off, n int64) {
 // offered to other nodes until that digest matched. A piece already present
 // is not written again.
 func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
-	_, err := b.writePiece(i, data, checked)
+	_, err := b.writePiece(i, data, checked, false)
 	return err
 }
 
@@ -336,7 +352,17 @@ func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
 // hasher takes the piece's bytes from it instead of reading them back, and
 // calls done when it no longer needs data (at once if it cannot use it).
 func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) error {
-	wrote, err := b.writePiece(i, data, checked)
+	return b.writePieceLent(i, data, checked, false, done)
+}
+
+// WritePieceVerifiedLent is WritePieceLent of a piece whose bytes matched
+// its SHA-1: a ranged reader (EnsureVerified) need not hash it again.
+func (b *Blob) WritePieceVerifiedLent(i int, data []byte, done func()) error {
+	return b.writePieceLent(i, data, true, true, done)
+}
+
+func (b *Blob) writePieceLent(i int, data []byte, checked, verified bool, done func()) error {
+	wrote, err := b.writePiece(i, data, checked, verified)
 	if err != nil || !wrote {
 		// Not written by this call: the file may hold other (equal or
 		// unchecked) bytes, and the hash must be of the file.
@@ -356,7 +382,7 @@ func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) err
 	return nil
 }
 
-func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err error) {
+func (b *Blob) writePiece(i int, data []byte, checked, verified bool) (wrote bool, err error) {
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
@@ -395,6 +421,7 @@ func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err err
 			b.nhave++
 			b.markPrefixLocked()
 			wrote = true
+			b.verified[i] = verified
 		}
 		b.checked[i] = b.checked[i] || checked
 	})
