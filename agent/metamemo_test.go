@@ -28,8 +28,8 @@ func TestMetaMemo(t *testing.T) {
 	if _, _, ok := c.get(k(3), t0.Add(2*time.Minute)); ok {
 		t.Error("entry served past its age")
 	}
-	c.put(k(3), mi(), "u", t0) // replacing does not count twice
-	if c.bytes != 3*(100+256)+1 || len(c.order) != 3 {
+	c.put(k(3), mi(), "", t0) // replacing does not count twice
+	if c.bytes != 3*(100+256) || len(c.order) != 3 {
 		t.Errorf("bytes %d, order %d after a replace", c.bytes, len(c.order))
 	}
 	c.put(k(9), &metainfo.MetaInfo{InfoBytes: make([]byte, 10_000)}, "", t0)
