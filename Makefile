@@ -53,7 +53,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
+.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-range bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -250,6 +250,15 @@ bench-tracker: build
 bench-datapath: build
 	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 30m -run '^TestDatapathBenchmark$$' -v ./bench/datapath/
 	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/datapath.md
+
+# bench-range runs only the lazy-pull benchmark (bench/lazy,
+# docs/lazy-pulls.md): 200 random 1 MiB Range reads of a 1 GiB blob through
+# agents cold, from a peer and 8 at once, against direct Range requests to
+# the registry in the same run (SHOAL_BENCH_RANGE_MIB, SHOAL_BENCH_RANGES,
+# SHOAL_BENCH_RANGE_COLD for other sizes). ~3-5 minutes.
+bench-range: build
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 40m -run '^TestRangeBenchmark$$' -v ./bench/lazy/ | grep -E '^    range_test.go:[0-9]+: (pushed|cold|peer|8 agents)|^(ok|FAIL|---)'
+	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/lazy-range.md
 
 e2e: deps build $(E2EPLOT_BIN)
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/
