@@ -107,7 +107,10 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
-	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req})
+	prog := a.metrics.inflight.add(req.hex)
+	prog.size.Store(f.Size)
+	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req, prog: prog})
+	a.metrics.inflight.remove(prog)
 	f.End(err)
 	if err != nil {
 		var ue *origin.UpstreamError
@@ -117,6 +120,7 @@ func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 		return
 	}
 	o := f.Outcome()
+	a.metrics.pulls.WithLabelValues(o.Source).Observe(time.Since(start).Seconds())
 	log.WithFields(logrus.Fields{"size": f.Blob.Size(), "source": o.Source, "fromPeers": o.FromPeers,
 		"fromRegistry": o.FromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
 }
@@ -132,6 +136,8 @@ type dl struct {
 	torrent   *torrent.Torrent // still seeding from the partial file, if any
 
 	fromPeers, fromRegistry atomic.Int64
+	// prog is the live view of this download (progress.go).
+	prog *flightProgress
 	// dataURL is the registry's signed piece endpoint for this blob, if it
 	// offered one: Range requests there cost it a sendfile instead of a
 	// trip through distribution.
@@ -255,6 +261,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
 	})
 	d.reserve(info.Length)
+	d.prog.size.Store(info.Length)
 	a.seeds.drop(d.req.hex)
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
 	if err != nil {
@@ -449,6 +456,7 @@ func (d *dl) setSize(n int64) error {
 	if err := d.blob.SetSize(n); err != nil {
 		return err
 	}
+	d.prog.size.Store(n)
 	d.reserve(n)
 	return nil
 }
@@ -501,6 +509,7 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 			}
 			off += int64(n)
 			d.fromRegistry.Add(int64(n))
+			d.prog.fromRegistry.Add(int64(n))
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil

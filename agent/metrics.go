@@ -22,6 +22,10 @@ type agentMetrics struct {
 	origin     *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	ranges     *prometheus.CounterVec
+	// pulls is how long whole downloads took, by how they came (p2p, http).
+	pulls *prometheus.HistogramVec
+	// inflight is the downloads under way, for their progress series.
+	inflight progressSet
 }
 
 // Values of shoal_agent_blob_bytes_total's source label: where the bytes
@@ -52,7 +56,10 @@ func newMetrics(a *Agent) *agentMetrics {
 	m.ranges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_range_responses_total",
 		Help: "Range responses of blobs being downloaded, by kind: early (sent piece by piece as the pieces verified, before the blob was whole), stream (from the verified prefix)."},
 		[]string{"kind"})
-	m.reg.MustRegister(m.requests, m.ranges, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.pulls = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shoal_agent_blob_download_duration_seconds",
+		Help:    "Time from a download's start to its blob verified and cached, by source (p2p: through the swarm, http: plain HTTP).",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 17)}, []string{"source"})
+	m.reg.MustRegister(m.requests, m.ranges, m.pulls, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
@@ -62,6 +69,9 @@ func newMetrics(a *Agent) *agentMetrics {
 	)
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
 		m.bytes.WithLabelValues(s)
+	}
+	for _, src := range []string{"p2p", "http"} {
+		m.pulls.WithLabelValues(src)
 	}
 	for _, kind := range []string{"early", "stream"} {
 		m.ranges.WithLabelValues(kind)
