@@ -27,6 +27,10 @@ export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
 export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
 export HELM_BIN        := $(BIN)/helm
+# ORAS pushes and pulls OCI artifacts through the agent (runtimes/oras_test.go,
+# bench/lazy's big-artifact run).
+ORAS_VERSION           := v1.3.6
+export ORAS_BIN        := $(BIN)/oras-$(ORAS_VERSION)
 # Prometheus, for the dashboard test (deploy/grafana): every query of
 # shoal.json is evaluated on it. Service discovery plugins are left out
 # (remove_all_sd): the test scrapes static targets; it builds in ~3 min cold.
@@ -64,7 +68,7 @@ build:
 # drop-in checks), the OCI conformance suite, pinned in tools/conformance,
 # containerd 2 with ctr and crictl (runtimes/), helm (deploy/helm's chart
 # tests) and versitygw (the S3 server of registry/s3_test.go).
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN)
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN) $(ORAS_BIN)
 
 prometheus: $(PROMETHEUS_BIN)
 
@@ -137,6 +141,10 @@ $(CONTAINERD2_BIN) $(CTR2_BIN) &:
 $(CRICTL_BIN):
 	GOBIN=$(BIN)/.crictl $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 	mv $(BIN)/.crictl/crictl $@ && rmdir $(BIN)/.crictl
+
+$(ORAS_BIN):
+	GOBIN=$(BIN)/.oras $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+	mv $(BIN)/.oras/oras $@ && rmdir $(BIN)/.oras
 
 $(CONFORMANCE_BIN): tools/conformance/go.mod
 	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
