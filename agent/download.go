@@ -82,7 +82,16 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 	create := func() (*partial.Blob, error) {
 		// A path of the flight's own: two upstreams may download one digest.
 		path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.dl.partialSeq.Add(1)))
-		b, err := partial.Create(a.life.ctx, path, req.hex)
+		var b *partial.Blob
+		var err error
+		if from, ok := a.cache.takeResumable(req.hex); ok {
+			// An earlier process's pieces: checked once the torrent
+			// gives their hashes (viaTorrent).
+			b, err = partial.Resume(a.life.ctx, path, req.hex, from)
+		}
+		if b == nil {
+			b, err = partial.Create(a.life.ctx, path, req.hex)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -260,6 +269,15 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		sum := sha1.Sum(data)
 		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
 	})
+	if n, err := d.blob.Recover(func(i int, data []byte) bool {
+		sum := sha1.Sum(data)
+		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
+	}); err != nil {
+		return "", err
+	} else if n > 0 {
+		log.WithField("pieces", n).Info("continuing an interrupted download from its verified pieces")
+		a.metrics.resumed.Add(float64(n) * float64(info.PieceLength))
+	}
 	d.reserve(info.Length)
 	d.prog.size.Store(info.Length)
 	a.seeds.drop(d.req.hex)

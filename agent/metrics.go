@@ -22,6 +22,7 @@ type agentMetrics struct {
 	origin     *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	ranges     *prometheus.CounterVec
+	resumed    prometheus.Counter
 	// pulls is how long whole downloads took, by how they came (p2p, http).
 	pulls *prometheus.HistogramVec
 	// inflight is the downloads under way, for their progress series.
@@ -59,7 +60,9 @@ func newMetrics(a *Agent) *agentMetrics {
 	m.pulls = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shoal_agent_blob_download_duration_seconds",
 		Help:    "Time from a download's start to its blob verified and cached, by source (p2p: through the swarm, http: plain HTTP).",
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 17)}, []string{"source"})
-	m.reg.MustRegister(m.requests, m.ranges, m.pulls, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_resumed_bytes_total",
+		Help: "Bytes of pieces an interrupted download (the agent killed mid-blob) left on disk that matched their SHA-1 and were kept by the next download of the blob."})
+	m.reg.MustRegister(m.requests, m.ranges, m.pulls, m.resumed, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},

@@ -19,8 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrDigest is returned (wrapped) when the whole blob does not match its
@@ -53,6 +56,7 @@ type Blob struct {
 	sealed   bool  // the sha256 of the whole blob matched
 	err      error // terminal failure
 	closed   bool
+	resumed  bool // the file is an earlier process's, not yet recovered
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
 
@@ -85,6 +89,84 @@ func Create(ctx context.Context, path, want string) (*Blob, error) {
 	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1)}
 	go b.hashLoop(ctx)
 	return b, nil
+}
+
+// Resume is Create over the partial file an earlier process left at from
+// (killed mid-download): it is moved to path and kept, and once the
+// layout is known Recover finds which of its pieces are good. Nothing in
+// it is trusted before that: a piece counts only if its SHA-1 matches.
+func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
+	if err := os.Rename(from, path); err != nil {
+		return nil, fmt.Errorf("resume partial blob: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("resume partial blob: %w", err)
+	}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1), resumed: true}
+	go b.hashLoop(ctx)
+	return b, nil
+}
+
+// Recover marks present every piece of a resumed blob whose bytes in the
+// file match verify (its SHA-1), after SetLayout, before any piece is
+// written; it returns how many. Holes (never written) are skipped without
+// reading them. A blob not resumed recovers nothing.
+func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
+	b.mu.Lock()
+	if !b.resumed || b.pieceLen == 0 || b.nhave > 0 {
+		b.mu.Unlock()
+		return 0, nil
+	}
+	b.resumed = false
+	pieceLen, size, n := b.pieceLen, b.size, len(b.have)
+	b.mu.Unlock()
+	if fi, err := b.f.Stat(); err != nil {
+		return 0, err
+	} else if fi.Size() > size {
+		if err := b.f.Truncate(size); err != nil {
+			return 0, err
+		}
+	}
+	buf := make([]byte, pieceLen)
+	found := 0
+	for i := 0; i < n; i++ {
+		off := int64(i) * pieceLen
+		k := min(pieceLen, size-off)
+		if !hasData(b.f, off, k) {
+			continue
+		}
+		m, err := b.f.ReadAt(buf[:k], off)
+		if int64(m) < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				continue // beyond what was written
+			}
+			return found, fmt.Errorf("read back piece %d: %w", i, err)
+		}
+		if !verify(i, buf[:k]) {
+			continue
+		}
+		b.update(func() {
+			if !b.have[i] {
+				b.have[i], b.checked[i], b.verified[i] = true, true, true
+				b.nhave++
+				b.markPrefixLocked()
+			}
+		})
+		found++
+	}
+	b.ring()
+	return found, nil
+}
+
+// hasData reports whether [off, off+n) of f may hold written bytes: false
+// when the whole span is a hole (SEEK_DATA finds no data before its end).
+func hasData(f *os.File, off, n int64) bool {
+	d, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if err != nil {
+		return !errors.Is(err, unix.ENXIO) // ENXIO: no data after off
+	}
+	return d < off+n
 }
 
 // Path is the partial file's path (it is renamed into the cache on commit;
