@@ -57,7 +57,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-range bench-tracker bench-e2e e2e fmt vet clean
+.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-range bench-artifact bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -267,6 +267,15 @@ bench-datapath: build
 bench-range: build
 	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 40m -run '^TestRangeBenchmark$$' -v ./bench/lazy/ | grep -E '^    range_test.go:[0-9]+: (pushed|cold|peer|8 agents)|^(ok|FAIL|---)'
 	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/lazy-range.md
+
+# bench-artifact runs only the big-artifact benchmark (bench/lazy,
+# docs/lazy-pulls.md): an OCI artifact of SHOAL_BENCH_ARTIFACT_GIB GiB
+# (default 8) in 4 blobs pushed and pulled with ORAS, direct and through
+# agents cold, from a peer and warm, with a cache smaller than the artifact
+# and across a kill -9; agent RSS sampled throughout. ~10 minutes at 8 GiB.
+bench-artifact: build $(ORAS_BIN)
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 90m -run '^TestArtifactBenchmark$$' -v ./bench/lazy/ | grep -E '^    artifact_test.go:[0-9]+: (pushed|ORAS|cache|resume)|^(ok|FAIL|---)'
+	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/lazy-artifact.md
 
 e2e: deps build $(E2EPLOT_BIN)
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/

@@ -35,7 +35,9 @@
 //     has is fetched from the registry by its block's owner at once, by
 //     the others only after UrgentGrace without the owner's claim, and a
 //     piece another node claimed is awaited (its arrival is announced) for
-//     UrgentClaimWait before this node fetches it too.
+//     UrgentClaimWait before this node fetches it too. Before the swarm
+//     settled (the tracker answered, the connections it named are made)
+//     nothing goes to the registry: a node may have the pieces.
 //   - Stalls (Watch, StallBound): a blob that gained no piece for a few
 //     piece-times goes solo, whatever its connections look like: every
 //     piece not yet on its way from the registry is fetched from it, this
@@ -119,8 +121,8 @@ type Limits struct {
 	UrgentPerPeer  int
 	UrgentRequests int
 	// UrgentGrace is how long an urgent piece whose block another node
-	// owns (or, before the swarm settled, any urgent piece) waits for a
-	// claim before this node fetches it from the registry; UrgentClaimWait
+	// owns waits for a claim before this node fetches it from the
+	// registry; UrgentClaimWait
 	// how long a claimed one waits for its claimer.
 	UrgentGrace     time.Duration
 	UrgentClaimWait time.Duration
@@ -319,7 +321,9 @@ func (p *planner) urgent() {
 			continue // a node has it: its slots free up soon
 		case s.Claimed.Contains(uint32(i)) && !s.Solo && waited < l.UrgentClaimWait:
 			continue // on its way to another node, which announces it
-		case !s.Solo && waited < l.UrgentGrace && (!s.Settled || Owner(i/block, ids) != s.Self):
+		case !s.Settled:
+			continue // the nodes the tracker names may have it (settling is bounded)
+		case !s.Solo && waited < l.UrgentGrace && Owner(i/block, ids) != s.Self:
 			continue // the owner's claim may be on its way
 		case busy >= l.UrgentRequests:
 			continue

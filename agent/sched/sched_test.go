@@ -469,13 +469,13 @@ func TestPlanUrgent(t *testing.T) {
 			want: []Fetch{{First: mineB[0], Count: 1, Why: "range"}},
 		},
 		{
-			name: "not settled: the grace first, even alone",
-			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0, 3) },
+			name: "not settled: nothing from the registry, however long wanted (settling is bounded)",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-time.Hour), 3) },
 		},
 		{
-			name: "not settled, grace over: the registry, nothing else",
-			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-time.Second), 3) },
-			want: []Fetch{{First: 3, Count: 1, Why: "range"}},
+			name: "not settled, a node has it: from the node",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0, 3); s.Peers = []Peer{seed(0)} },
+			want: []Fetch{{Peer: "a", First: 3, Count: 1, Why: "range"}, {Peer: "a", First: 0, Count: 3}},
 		},
 		{
 			name: "urgent registry requests capped on their own",

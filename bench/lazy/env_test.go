@@ -101,6 +101,16 @@ log: {level: warn}
 	return a
 }
 
+// restartAgent starts a's configuration again (its cache included).
+func (e *env) restartAgent(a *agent) *agent {
+	t := e.t
+	b := *a
+	b.p = testenv.Start(t, a.id+"-restarted", e.bin, []string{"agent", "--config", a.cfg})
+	testenv.WaitHTTP(t, b.p, "http://"+a.mirror+"/healthz", 60*time.Second)
+	b.pid = childPID(t, a.cfg)
+	return &b
+}
+
 // childPID finds the pid of the child of this test process whose command
 // line names cfgPath.
 func childPID(t *testing.T, cfgPath string) int {
