@@ -37,7 +37,7 @@
 //     piece another node claimed is awaited (its arrival is announced) for
 //     UrgentClaimWait before this node fetches it too. Before the swarm
 //     settled (the tracker answered, the connections it named are made)
-//     nothing goes to the registry: a node may have the pieces.
+//     a wanted piece waits up to UrgentSettle: a node may have it.
 //   - Stalls (Watch, StallBound): a blob that gained no piece for a few
 //     piece-times goes solo, whatever its connections look like: every
 //     piece not yet on its way from the registry is fetched from it, this
@@ -126,6 +126,9 @@ type Limits struct {
 	// how long a claimed one waits for its claimer.
 	UrgentGrace     time.Duration
 	UrgentClaimWait time.Duration
+	// UrgentSettle is how long an urgent piece waits for the swarm to
+	// settle before this node fetches it from the registry anyway.
+	UrgentSettle time.Duration
 }
 
 // DefaultLimits suit 1 MiB pieces on a LAN.
@@ -142,6 +145,7 @@ var DefaultLimits = Limits{
 	UrgentRequests:  4,
 	UrgentGrace:     15 * time.Millisecond,
 	UrgentClaimWait: 2 * time.Second,
+	UrgentSettle:    100 * time.Millisecond,
 }
 
 // Fetch is one request to start: pieces [First, First+Count) from Peer, or
@@ -321,8 +325,8 @@ func (p *planner) urgent() {
 			continue // a node has it: its slots free up soon
 		case s.Claimed.Contains(uint32(i)) && !s.Solo && waited < l.UrgentClaimWait:
 			continue // on its way to another node, which announces it
-		case !s.Settled:
-			continue // the nodes the tracker names may have it (settling is bounded)
+		case !s.Settled && waited < l.UrgentSettle:
+			continue // the nodes the tracker names may have it
 		case !s.Solo && waited < l.UrgentGrace && Owner(i/block, ids) != s.Self:
 			continue // the owner's claim may be on its way
 		case busy >= l.UrgentRequests:
@@ -355,7 +359,7 @@ func (p *planner) urgentHolder(i int, l Limits) *Peer {
 // withUrgent fills the urgent knobs of limits made before they existed.
 func withUrgent(l Limits) Limits {
 	d := DefaultLimits
-	l.UrgentPerPeer, l.UrgentRequests, l.UrgentGrace, l.UrgentClaimWait = d.UrgentPerPeer, d.UrgentRequests, d.UrgentGrace, d.UrgentClaimWait
+	l.UrgentPerPeer, l.UrgentRequests, l.UrgentGrace, l.UrgentClaimWait, l.UrgentSettle = d.UrgentPerPeer, d.UrgentRequests, d.UrgentGrace, d.UrgentClaimWait, d.UrgentSettle
 	return l
 }
 

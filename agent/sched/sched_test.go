@@ -469,8 +469,13 @@ func TestPlanUrgent(t *testing.T) {
 			want: []Fetch{{First: mineB[0], Count: 1, Why: "range"}},
 		},
 		{
-			name: "not settled: nothing from the registry, however long wanted (settling is bounded)",
-			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-time.Hour), 3) },
+			name: "not settled: nothing from the registry for UrgentSettle",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-lim.UrgentSettle/2), 3) },
+		},
+		{
+			name: "not settled after UrgentSettle: the registry",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-lim.UrgentSettle), 3) },
+			want: []Fetch{{First: 3, Count: 1, Why: "range"}},
 		},
 		{
 			name: "not settled, a node has it: from the node",
