@@ -281,7 +281,8 @@ func (s streamed) kind() string {
 func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) (out streamed) {
 	b := f.Blob
 	// A range that ends before the blob does gets no protection from the
-	// held-back last byte: its bytes are checked before they go out.
+	// held-back last byte: its pieces' SHA-1 is computed and matched before
+	// they go out, those of the trusted registry included.
 	early := end < size-1
 	ranged := start > 0 || early
 	var release func()
@@ -321,7 +322,7 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *or
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := b.EnsureChecked(off, n)
+				err := b.EnsureVerified(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
