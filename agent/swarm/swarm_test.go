@@ -99,6 +99,9 @@ type fakeNode struct {
 	id  string
 	has *roaring.Bitmap
 	how behaviour
+	// later are pieces it has from the clock's time at on.
+	later *roaring.Bitmap
+	at    time.Time
 }
 
 // fakePeers is a swarm of fake nodes.
@@ -115,6 +118,16 @@ type fakePeers struct {
 	claims []time.Time // when each registry fetch started, by the engine's clock
 	// onClaim, if set, sees each registry fetch's pieces.
 	onClaim func(pieces []int)
+	// claimed are pieces other nodes fetch from the registry (until a
+	// node has them).
+	claimed *roaring.Bitmap
+	// reads are the requests to nodes: node and first byte.
+	reads []nodeRead
+}
+
+type nodeRead struct {
+	id  string
+	off int64
 }
 
 func (p *fakePeers) Self() string { return "self" }
@@ -122,13 +135,26 @@ func (p *fakePeers) Self() string { return "self" }
 func (p *fakePeers) Nodes() []sched.Peer {
 	var out []sched.Peer
 	for _, n := range p.nodes {
-		out = append(out, sched.Peer{ID: n.id, Has: n.has.Clone(), Data: true})
+		has := n.has.Clone()
+		if n.later != nil && !p.clock.Now().Before(n.at) {
+			has.Or(n.later)
+		}
+		out = append(out, sched.Peer{ID: n.id, Has: has, Data: true})
 	}
 	return out
 }
 
-func (p *fakePeers) Formation() (bool, bool)                              { return true, p.forming }
-func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap { return roaring.New() }
+func (p *fakePeers) Formation() (bool, bool) { return true, p.forming }
+func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap {
+	if p.claimed == nil {
+		return roaring.New()
+	}
+	c := p.claimed.Clone()
+	for _, n := range p.Nodes() {
+		c.AndNot(n.Has)
+	}
+	return c
+}
 func (p *fakePeers) Claim(pieces []int) {
 	p.mu.Lock()
 	p.claims = append(p.claims, p.clock.Now())
@@ -151,6 +177,9 @@ func (p *fakePeers) firstClaim() (time.Time, bool) {
 }
 
 func (p *fakePeers) ReadRange(ctx context.Context, id string, off, n int64) (io.ReadCloser, error) {
+	p.mu.Lock()
+	p.reads = append(p.reads, nodeRead{id: id, off: off})
+	p.mu.Unlock()
 	for _, node := range p.nodes {
 		if node.id != id {
 			continue
@@ -247,6 +276,7 @@ type rig struct {
 	origin  *fakeOrigin
 	metrics *countMetrics
 	cfg     Config
+	wants   *Wants
 }
 
 func newRig(t *testing.T, pieces int, nodes ...fakeNode) *rig {
@@ -279,11 +309,17 @@ const step = runTick
 // has work to do, however slow the machine.
 func (r *rig) run(limit time.Duration) (Result, error) {
 	r.t.Helper()
+	return r.runBlob(r.blob, limit)
+}
+
+// runBlob is run with blob in place of r.blob (a wrapper of it).
+func (r *rig) runBlob(blob Blob, limit time.Duration) (Result, error) {
+	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lg := logrus.New()
 	lg.SetOutput(io.Discard)
-	e := New(r.cfg, Deps{Blob: r.blob, Peers: r.peers, Origin: r.origin, Metrics: r.metrics, Clock: r.clock, Log: logrus.NewEntry(lg)})
+	e := New(r.cfg, Deps{Blob: blob, Peers: r.peers, Origin: r.origin, Metrics: r.metrics, Clock: r.clock, Log: logrus.NewEntry(lg), Wants: r.wants})
 	start := r.clock.Now()
 	e.idle = func(pending int, queued func() int) {
 		for wait := time.Now().Add(5 * time.Second); queued() == 0 && r.peers.blocked.Load() < int64(pending) && time.Now().Before(wait); {
