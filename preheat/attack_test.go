@@ -227,15 +227,15 @@ func TestAttackDedupeKeysBounded(t *testing.T) {
 	m := NewMemoryStore()
 	m.now = func() time.Time { return now }
 	for i := range 5000 {
-		if first, err := m.MarkSeen(ctx, fmt.Sprintf("%s%d", big[:1<<10], i), time.Minute); err != nil || !first {
+		if first, err := m.MarkSeen(ctx, now, fmt.Sprintf("%s%d", big[:1<<10], i), time.Minute); err != nil || !first {
 			t.Fatalf("mark %d: %v %v", i, first, err)
 		}
 		now = now.Add(100 * time.Millisecond) // ~600 ids live at once
 	}
-	if first, _ := m.MarkSeen(ctx, big, time.Minute); !first {
+	if first, _ := m.MarkSeen(ctx, now, big, time.Minute); !first {
 		t.Fatal("a new id counted as seen")
 	}
-	if first, _ := m.MarkSeen(ctx, big, time.Minute); first {
+	if first, _ := m.MarkSeen(ctx, now, big, time.Minute); first {
 		t.Fatal("a repeated id counted as new")
 	}
 	m.mu.Lock()
@@ -250,10 +250,10 @@ func TestAttackDedupeKeysBounded(t *testing.T) {
 
 	rs := testenv.StartRedis(t)
 	st := redisStore(t, rs.Addr)
-	if first, err := st.MarkSeen(ctx, big, time.Minute); err != nil || !first {
+	if first, err := st.MarkSeen(ctx, time.Now(), big, time.Minute); err != nil || !first {
 		t.Fatalf("redis mark: %v %v", first, err)
 	}
-	if first, _ := st.MarkSeen(ctx, big, time.Minute); first {
+	if first, _ := st.MarkSeen(ctx, time.Now(), big, time.Minute); first {
 		t.Fatal("redis: a repeated id counted as new")
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
@@ -411,7 +411,7 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 	st.leases[id] = memLease{owner: "another-replica", expiresAt: time.Now().Add(time.Hour)}
 	st.mu.Unlock()
 	checkGone("lease lost", id)
-	if _, err := st.UpdateJob(context.Background(), id, time.Minute, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
+	if _, err := st.UpdateJob(context.Background(), time.Now(), id, time.Minute, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
 		t.Fatal(err)
 	}
 

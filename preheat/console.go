@@ -174,7 +174,7 @@ func (s *Service) consoleAuth(h http.HandlerFunc) http.Handler {
 			}
 		} else if !s.bearerOK(r) {
 			c, err := r.Cookie(sessionCookie)
-			if err != nil || !s.validSession(c.Value, time.Now()) {
+			if err != nil || !s.validSession(c.Value, s.now()) {
 				httpx.WriteError(w, http.StatusUnauthorized, "", "log in with a preheat API token")
 				return
 			}
@@ -195,7 +195,7 @@ func (s *Service) handleSession(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			out["error"] = why
 		}
-	} else if c, err := r.Cookie(sessionCookie); err == nil && s.validSession(c.Value, time.Now()) {
+	} else if c, err := r.Cookie(sessionCookie); err == nil && s.validSession(c.Value, s.now()) {
 		out["loggedIn"] = true
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
@@ -210,7 +210,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "", "no apiTokens are configured: there is nothing to log in with")
 		return
 	}
-	if !s.logins.allow(clientAddr(r), time.Now()) {
+	if !s.logins.allow(clientAddr(r), s.now()) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(loginEvery/time.Second)))
 		httpx.WriteError(w, http.StatusTooManyRequests, "", "too many login attempts; wait and try again")
 		return
@@ -237,7 +237,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusUnauthorized, "", "that is not one of the preheat API tokens")
 		return
 	}
-	exp := time.Now().Add(sessionTTL)
+	exp := s.now().Add(sessionTTL)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sessionValue(token, exp), Path: "/console/",
 		Expires: exp, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	w.WriteHeader(http.StatusNoContent)
@@ -279,11 +279,11 @@ func (s *Service) overview(ctx context.Context) (*Overview, error) {
 	if err != nil {
 		return nil, err
 	}
-	traffic, err := s.store.Traffic(ctx, time.Now().Add(-trafficWindow))
+	traffic, err := s.store.Traffic(ctx, s.now().Add(-trafficWindow))
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := s.now()
 	out := &Overview{Nodes: []NodeView{}, Jobs: []JobSummary{}, Traffic: traffic, Replica: s.id}
 	for _, n := range nodes {
 		out.Nodes = append(out.Nodes, NodeView{Node: n, Alive: n.Alive(now)})
@@ -305,14 +305,14 @@ func (s *Service) handleOverview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleTraffic(w http.ResponseWriter, r *http.Request) {
-	since := time.Now().Add(-trafficWindow)
+	since := s.now().Add(-trafficWindow)
 	if v := r.URL.Query().Get("minutes"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > 60*24*31 {
 			httpx.WriteError(w, http.StatusBadRequest, "", "minutes must be an integer from 1 to 44640")
 			return
 		}
-		since = time.Now().Add(-time.Duration(n) * time.Minute)
+		since = s.now().Add(-time.Duration(n) * time.Minute)
 	}
 	pts, err := s.store.Traffic(r.Context(), since)
 	if err != nil {
@@ -328,7 +328,7 @@ func (s *Service) recordTraffic(ctx context.Context, hb nodeapi.Heartbeat) {
 	if hb.StartedAt.IsZero() {
 		return // an agent that does not report counters
 	}
-	now := time.Now()
+	now := s.now()
 	t := NodeTraffic{StartedAt: hb.StartedAt, FromRegistry: hb.BytesFromRegistry, FromPeers: hb.BytesFromPeers,
 		Fresh: now.Sub(hb.StartedAt) < trafficFreshness}
 	if err := s.store.RecordTraffic(ctx, hb.ID, t, now, max(s.cfg.Retention, trafficWindow)); err != nil {

@@ -77,7 +77,7 @@ func (s *Service) resumeOnce() {
 		if mine {
 			continue
 		}
-		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL)
 		if err != nil || !ok {
 			continue
 		}
@@ -97,7 +97,7 @@ func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, id 
 			return
 		case <-t.C:
 		}
-		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL)
 		if err == nil && !ok {
 			cancel(errLeaseLost)
 			return
@@ -113,11 +113,11 @@ func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, id 
 func (s *Service) finish(id int64, state JobState, msg string) {
 	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()
-	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+	j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 		if j.State.Terminal() {
 			return errAlreadyFinal
 		}
-		now := time.Now().UTC()
+		now := s.now().UTC()
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = state, msg, now, now
 		return nil
 	})
@@ -154,11 +154,11 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 			log.WithError(err).Warn("cannot select targets; will retry")
 			return
 		}
-		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+		j, err = s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 			if j.State != StatePending {
 				return errAlreadyFinal
 			}
-			now := time.Now().UTC()
+			now := s.now().UTC()
 			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
 			j.EmptyGroups = sel.EmptyGroups
 			return nil
@@ -167,11 +167,11 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 			return
 		}
 	} else {
-		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+		j, err = s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 			if j.State.Terminal() {
 				return errAlreadyFinal
 			}
-			j.Owner, j.UpdatedAt = s.id, time.Now().UTC()
+			j.Owner, j.UpdatedAt = s.id, s.now().UTC()
 			return nil
 		})
 		if err != nil {
@@ -299,7 +299,7 @@ func (s *Service) selectTargets(ctx context.Context, j *Job) (Selection, error) 
 	}
 	spec := TargetSpec{Groups: j.Groups, Nodes: j.Nodes, Count: j.Count, Percentage: j.Percentage,
 		OnePerGroup: strings.HasSuffix(j.Source, ":single"), Seed: j.ID}
-	return selectTargets(nodes, spec, time.Now()), nil
+	return selectTargets(nodes, spec, s.now()), nil
 }
 
 func (s *Service) sem(addr string) chan struct{} {
@@ -323,7 +323,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 		}
 		wctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		defer c()
-		if err := s.store.SetProgress(wctx, j.ID, p); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := s.store.SetProgress(wctx, s.now(), j.ID, p); err != nil && !errors.Is(err, ErrNotFound) {
 			s.log.WithError(err).WithField("job", j.ID).Warn("cannot record progress")
 		}
 	}

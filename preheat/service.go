@@ -67,6 +67,7 @@ import (
 type Service struct {
 	cfg      Config
 	store    Store
+	now      func() time.Time
 	log      *logrus.Entry
 	id       string
 	resolver *resolver
@@ -124,6 +125,9 @@ type Deps struct {
 	// Store holds the shared state (nil: Redis when cfg.Redis has addrs,
 	// else in memory). A Store given here is not closed by Close.
 	Store Store
+	// Now is the replica's clock: job and node timestamps, and the
+	// deadlines the store expires records by (nil: time.Now).
+	Now func() time.Time
 }
 
 var (
@@ -190,10 +194,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if trackerURL != "" {
 		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
 	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{
 		cfg:            cfg,
 		store:          st,
+		now:            now,
 		log:            log,
 		id:             id,
 		resolver:       &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
@@ -376,7 +385,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	if err != nil {
 		return nil, false, fmt.Errorf("list nodes: %w", err)
 	}
-	sel := selectTargets(nodes, spec, time.Now())
+	sel := selectTargets(nodes, spec, s.now())
 	if len(sel.UnknownNodes) > 0 {
 		return nil, false, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
 	}
@@ -396,7 +405,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
 		strings.Join(platforms, ","), strings.Join(groups, ","), fmt.Sprint(req.onePerGroup),
 		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
-	now := time.Now().UTC()
+	now := s.now().UTC()
 	j := &Job{
 		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
 		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: groups,
@@ -421,7 +430,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		s.creds[got.ID] = res.AgentHeaders
 		s.mu.Unlock()
 	}
-	if ok, err := s.store.AcquireLease(ctx, got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
+	if ok, err := s.store.AcquireLease(ctx, s.now(), got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
 		s.launch(got.ID)
 	} else {
 		// Whoever adopts the job has no credentials (they live only in
@@ -434,11 +443,11 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 // CancelJob marks a job CANCELED; the owning replica (any replica) sees
 // the state change and stops dispatching.
 func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
-	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+	j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 		if j.State.Terminal() {
 			return &APIError{Status: http.StatusConflict, Code: httpx.CodeConflict, Msg: fmt.Sprintf("job %d already finished (%s)", id, j.State)}
 		}
-		now := time.Now().UTC()
+		now := s.now().UTC()
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = StateCanceled, "canceled by request", now, now
 		return nil
 	})

@@ -123,26 +123,52 @@ type Progress struct {
 // Store holds all shared preheat state. Every replica talks to the same
 // Store, so anything a replica needs to resume or show a job lives here.
 // Implementations: RedisStore (production, multi-replica) and MemoryStore
-// (the embedded `shoal run` mode); both pass the same test suite.
+// (the embedded `shoal run` mode); both pass preheat/storetest.
+//
+// Each part is its own interface with its own suite, so a component that
+// needs leases depends on LeaseStore, not on all of preheat's state. Every
+// method that sets a deadline takes now from the caller, and the deadline
+// is now plus the duration; the store drops a record when its own clock
+// (Redis's, or MemoryStore's) passes the deadline. A suite checks expiry
+// by writing with a now in the past instead of sleeping.
 type Store interface {
-	// PutNode records a heartbeat; the node counts as alive for ttl.
-	PutNode(ctx context.Context, n Node, ttl time.Duration) error
+	NodeStore
+	KeyStore
+	JobStore
+	ProgressStore
+	LeaseStore
+	DeliveryStore
+	TrafficStore
+	Ping(ctx context.Context) error
+}
+
+// NodeStore keeps the nodes' last heartbeats.
+type NodeStore interface {
+	// PutNode records a heartbeat received at now; the node counts as
+	// alive for ttl and is listed (dead) for a while after.
+	PutNode(ctx context.Context, now time.Time, n Node, ttl time.Duration) error
 	// ListNodes returns nodes seen within the forget window, dead or alive.
 	ListNodes(ctx context.Context) ([]Node, error)
+}
 
+// KeyStore pins node ids to the keys they enrolled with.
+type KeyStore interface {
 	// EnrollNode pins node id to key on first sight and records at as the
 	// newest heartbeat accepted from it, atomically. The pin lives for keep
-	// after the last heartbeat (far longer than the node record). It fails
-	// with ErrKeyMismatch, returning the pinned key, when id is pinned to
+	// after now (far longer than the node record). It fails with
+	// ErrKeyMismatch, returning the pinned key, when id is pinned to
 	// another key, and with ErrReplay when at is not after the last
 	// heartbeat accepted for id.
-	EnrollNode(ctx context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (pinned ed25519.PublicKey, err error)
+	EnrollNode(ctx context.Context, now time.Time, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (pinned ed25519.PublicKey, err error)
 	// NodeKey is the key id is pinned to (ErrNotFound when none).
 	NodeKey(ctx context.Context, id string) (ed25519.PublicKey, error)
 	// ForgetNode drops the pin and the node record, so the node id can
 	// enroll again with a new key (ErrNotFound when neither existed).
 	ForgetNode(ctx context.Context, id string) error
+}
 
+// JobStore keeps job records.
+type JobStore interface {
 	// CreateJob stores j with a fresh ID unless an unfinished job with the
 	// same dedupe key exists, in which case that job is returned and
 	// created is false.
@@ -153,27 +179,35 @@ type Store interface {
 	// UpdateJob applies fn to the current record atomically (optimistic
 	// retry on Redis). fn may return an error to abort. When the resulting
 	// state is terminal the job leaves the active set, its dedupe key is
-	// released and job + progress expire after retention.
-	UpdateJob(ctx context.Context, id int64, retention time.Duration, fn func(*Job) error) (*Job, error)
+	// released and job + progress expire retention after now.
+	UpdateJob(ctx context.Context, now time.Time, id int64, retention time.Duration, fn func(*Job) error) (*Job, error)
 	// ActiveJobs lists the IDs of jobs not yet in a terminal state.
 	ActiveJobs(ctx context.Context) ([]int64, error)
+}
 
-	SetProgress(ctx context.Context, jobID int64, p Progress) error
+// ProgressStore keeps each job's per node, per blob state; it lives and
+// expires with the job (ErrNotFound for a job that does not exist).
+type ProgressStore interface {
+	// SetProgress records p as of now, replacing the node's entry for
+	// the blob.
+	SetProgress(ctx context.Context, now time.Time, jobID int64, p Progress) error
 	ListProgress(ctx context.Context, jobID int64) ([]Progress, error)
+}
 
-	// AcquireLease takes or renews the job's lease for owner; false when
-	// another owner holds it.
-	AcquireLease(ctx context.Context, jobID int64, owner string, ttl time.Duration) (bool, error)
+// LeaseStore decides which replica runs a job.
+type LeaseStore interface {
+	// AcquireLease takes or renews the job's lease for owner until now +
+	// ttl; false when another owner holds it.
+	AcquireLease(ctx context.Context, now time.Time, jobID int64, owner string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, jobID int64, owner string) error
+}
 
-	// MarkSeen records a webhook delivery id; false when seen before
-	// within ttl (duplicate delivery).
-	MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error)
-
-	Ping(ctx context.Context) error
-
-	// TrafficStore: registry egress vs bytes between nodes over time.
-	TrafficStore
+// DeliveryStore remembers webhook deliveries, so a redelivery does not
+// start a second job.
+type DeliveryStore interface {
+	// MarkSeen records a delivery id until now + ttl; false when it was
+	// seen before and has not expired (duplicate delivery).
+	MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error)
 }
 
 // seenKey is the fixed-size form of a delivery id: ids come from webhook

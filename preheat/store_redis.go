@@ -26,15 +26,15 @@ import (
 //	P node:<id>       JSON Node, expires forgetFactor x heartbeat TTL
 //	P nodes           set of node ids (pruned lazily)
 //	P pin:<id>        hash k = node key (hex), t = last heartbeat (20-digit
-//	                  Unix ns); PX the enrollment retention
+//	                  Unix ns); expires the enrollment retention after it
 //	P seq             job id counter (integer ids: Harbor wants them)
 //	P job:<id>        JSON Job; expires `retention` after it finishes
 //	P jobs            zset of job ids (score = id), pruned lazily
 //	P active          set of unfinished job ids (resume scan)
 //	P dedupe:<key>    id of the unfinished job for an identical request
 //	P progress:<id>   hash node|digest -> JSON Progress, expires with the job
-//	P lease:<id>      owner replica id, PX lease TTL
-//	P seen:<key>      webhook delivery ids, PX ttl
+//	P lease:<id>      owner replica id, expires the lease TTL after renewal
+//	P seen:<key>      webhook delivery ids, expire ttl after first sight
 type RedisStore struct {
 	rdb    redis.UniversalClient
 	prefix string
@@ -52,11 +52,16 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string) *RedisStore {
 	return &RedisStore{rdb: rdb, prefix: prefix}
 }
 
+// pxat is the Unix millisecond deadline t for SET PXAT and PEXPIREAT:
+// deadlines come from the caller's clock (every method that sets one takes
+// now), and Redis expires the record when its own clock passes them. A
+// deadline at or before the epoch is one millisecond after it, already past.
+func pxat(t time.Time) int64 { return max(t.UnixMilli(), 1) }
+
 func (r *RedisStore) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 func idStr(id int64) string                    { return strconv.FormatInt(id, 10) }
 
-func (r *RedisStore) PutNode(ctx context.Context, n Node, ttl time.Duration) error {
-	now := time.Now()
+func (r *RedisStore) PutNode(ctx context.Context, now time.Time, n Node, ttl time.Duration) error {
 	n.LastSeen = now
 	n.ExpiresAt = now.Add(ttl)
 	b, err := json.Marshal(n)
@@ -64,7 +69,7 @@ func (r *RedisStore) PutNode(ctx context.Context, n Node, ttl time.Duration) err
 		return fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.k("node", n.ID), b, ttl*nodeForgetFactor)
+		p.Do(ctx, "SET", r.k("node", n.ID), b, "PXAT", pxat(now.Add(ttl*nodeForgetFactor)))
 		p.SAdd(ctx, r.k("nodes"), n.ID)
 		return nil
 	})
@@ -224,7 +229,7 @@ func (r *RedisStore) ListJobs(ctx context.Context, limit int) ([]*Job, error) {
 	return out, nil
 }
 
-func (r *RedisStore) UpdateJob(ctx context.Context, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
+func (r *RedisStore) UpdateJob(ctx context.Context, now time.Time, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
 	key := r.k("job", idStr(id))
 	var out *Job
 	txf := func(tx *redis.Tx) error {
@@ -257,8 +262,8 @@ func (r *RedisStore) UpdateJob(ctx context.Context, id int64, retention time.Dur
 				// dedupe key (it can only point at us: no identical job
 				// could be created while we were active) and starts the
 				// retention clock on the job and its progress.
-				p.Set(ctx, key, b, retention)
-				p.PExpire(ctx, r.k("progress", idStr(id)), retention)
+				p.Do(ctx, "SET", key, b, "PXAT", pxat(now.Add(retention)))
+				p.PExpireAt(ctx, r.k("progress", idStr(id)), time.UnixMilli(pxat(now.Add(retention))))
 				p.SRem(ctx, r.k("active"), idStr(id))
 				if j.DedupeKey != "" {
 					p.Del(ctx, r.k("dedupe", j.DedupeKey))
@@ -315,8 +320,8 @@ if t > 0 then redis.call('PEXPIRE', KEYS[2], t) end
 return 1
 `)
 
-func (r *RedisStore) SetProgress(ctx context.Context, jobID int64, p Progress) error {
-	p.UpdatedAt = time.Now()
+func (r *RedisStore) SetProgress(ctx context.Context, now time.Time, jobID int64, p Progress) error {
+	p.UpdatedAt = now
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode progress: %w", err)
@@ -360,7 +365,7 @@ func (r *RedisStore) ListProgress(ctx context.Context, jobID int64) ([]Progress,
 var leaseScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
   return 1
 end
 return 0
@@ -371,8 +376,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-func (r *RedisStore) AcquireLease(ctx context.Context, jobID int64, owner string, ttl time.Duration) (bool, error) {
-	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, ttl.Milliseconds()).Int()
+func (r *RedisStore) AcquireLease(ctx context.Context, now time.Time, jobID int64, owner string, ttl time.Duration) (bool, error) {
+	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, pxat(now.Add(ttl))).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis: lease job %d: %w", jobID, err)
 	}
@@ -386,12 +391,15 @@ func (r *RedisStore) ReleaseLease(ctx context.Context, jobID int64, owner string
 	return nil
 }
 
-func (r *RedisStore) MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ok, err := r.rdb.SetNX(ctx, r.k("seen", seenKey(key)), 1, ttl).Result()
+func (r *RedisStore) MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error) {
+	err := r.rdb.Do(ctx, "SET", r.k("seen", seenKey(key)), 1, "NX", "PXAT", pxat(now.Add(ttl))).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil // NX: an unexpired mark exists
+	}
 	if err != nil {
 		return false, fmt.Errorf("redis: mark seen: %w", err)
 	}
-	return ok, nil
+	return true, nil
 }
 
 func (r *RedisStore) Ping(ctx context.Context) error {
@@ -410,13 +418,13 @@ if k and k ~= ARGV[1] then return {1, k} end
 local t = redis.call('HGET', KEYS[1], 't')
 if k and t and ARGV[2] <= t then return {2, k} end
 redis.call('HSET', KEYS[1], 'k', ARGV[1], 't', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return {0, ARGV[1]}
 `)
 
-func (r *RedisStore) EnrollNode(ctx context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
+func (r *RedisStore) EnrollNode(ctx context.Context, now time.Time, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
 	res, err := enrollScript.Run(ctx, r.rdb, []string{r.k("pin", id)},
-		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), keep.Milliseconds()).Slice()
+		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), pxat(now.Add(keep))).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis: enroll node %s: %w", id, err)
 	}

@@ -166,7 +166,7 @@ func (s *Service) matchPolicy(repo, tag string) *Policy {
 // registry retries non-2xx forever and would block its notification queue
 // on an image that cannot be preheated.
 func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey string, req JobRequest, source string) {
-	first, err := s.store.MarkSeen(ctx, seenKey, seenTTL)
+	first, err := s.store.MarkSeen(ctx, s.now(), seenKey, seenTTL)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 		return

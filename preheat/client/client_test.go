@@ -69,10 +69,10 @@ func startPreheat(t *testing.T, registry string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.EnrollNode(context.Background(), hb.ID, key, time.Now(), time.Hour); err != nil {
+	if _, err := st.EnrollNode(context.Background(), time.Now(), hb.ID, key, time.Now(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.PutNode(context.Background(), preheat.Node{Heartbeat: hb}, time.Minute); err != nil {
+	if err := st.PutNode(context.Background(), time.Now(), preheat.Node{Heartbeat: hb}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := preheat.New(cfg, preheat.Deps{Store: st})
