@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
 // The admin console: a page served at /console/ with its own small JSON
@@ -330,7 +331,7 @@ func (s *Service) recordTraffic(ctx context.Context, hb nodeapi.Heartbeat) {
 	}
 	now := s.now()
 	t := NodeTraffic{StartedAt: hb.StartedAt, FromRegistry: hb.BytesFromRegistry, FromPeers: hb.BytesFromPeers,
-		Fresh: now.Sub(hb.StartedAt) < trafficFreshness}
+		Fresh: now.Sub(hb.StartedAt) < traffic.Freshness}
 	if err := s.store.RecordTraffic(ctx, hb.ID, t, now, max(s.cfg.Retention, trafficWindow)); err != nil {
 		s.log.WithError(err).WithField("node", hb.ID).Warn("cannot record node traffic")
 	}

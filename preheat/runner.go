@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
 // launch runs the job in the background; the caller holds its lease.
@@ -293,13 +294,13 @@ func shortDigest(d string) string {
 
 // selectTargets freezes the job's targets (see the pure selectTargets).
 func (s *Service) selectTargets(ctx context.Context, j *Job) (Selection, error) {
-	nodes, err := s.store.ListNodes(ctx)
+	ns, err := s.store.ListNodes(ctx)
 	if err != nil {
 		return Selection{}, err
 	}
 	spec := TargetSpec{Groups: j.Groups, Nodes: j.Nodes, Count: j.Count, Percentage: j.Percentage,
 		OnePerGroup: strings.HasSuffix(j.Source, ":single"), Seed: j.ID}
-	return selectTargets(nodes, spec, s.now()), nil
+	return nodes.Select(ns, spec, s.now()), nil
 }
 
 func (s *Service) sem(addr string) chan struct{} {

@@ -61,6 +61,7 @@ import (
 	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
 // Service is one preheat replica.
@@ -375,22 +376,22 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return nil, false, err
 	}
 	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
-	if err := spec.validate(); err != nil {
+	if err := validateSpec(spec); err != nil {
 		return nil, false, err
 	}
 	// A job that cannot reach a single node is refused now rather than
 	// failing later: Harbor's Kraken driver never polls, so a 2xx here is
 	// what its admin sees as the outcome.
-	nodes, err := s.store.ListNodes(ctx)
+	ns, err := s.store.ListNodes(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("list nodes: %w", err)
+		return nil, false, fmt.Errorf("list ns: %w", err)
 	}
-	sel := selectTargets(nodes, spec, s.now())
+	sel := nodes.Select(ns, spec, s.now())
 	if len(sel.UnknownNodes) > 0 {
-		return nil, false, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
+		return nil, false, badRequest("unknown ns %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
 	}
 	if sel.Live() == 0 {
-		return nil, false, noTargetsError(spec, sel, len(nodes))
+		return nil, false, noTargetsError(spec, sel, len(ns))
 	}
 	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
 	res, err := s.resolver.Resolve(ctx, ref, req.Platforms, cred)

@@ -7,12 +7,16 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
 // MemoryStore is the single-process Store for the embedded mode. It mirrors
 // RedisStore's semantics (TTLs, dedupe, leases, retention) so both run the
 // same test suite; jobs do not survive a restart of the process.
 type MemoryStore struct {
+	*traffic.Memory
+
 	mu sync.Mutex
 	// now is the clock records expire by, as Redis's is for RedisStore:
 	// writers set deadlines from the now they pass, reads drop what is
@@ -32,7 +36,6 @@ type MemoryStore struct {
 	seenSweep int
 	active    map[int64]bool
 	progress  map[int64]map[string]Progress
-	traffic   *memTraffic // made on first use (store_traffic.go)
 }
 
 type memNode struct {
@@ -60,6 +63,7 @@ type memLease struct {
 // their TTL after their last heartbeat (they show as dead until then).
 func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{
+		Memory:    traffic.NewMemory(),
 		now:       time.Now,
 		forget:    nodeForgetFactor,
 		nodes:     map[string]memNode{},

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
 // RedisStore keeps preheat state in Redis so several replicas share it.
@@ -36,6 +38,7 @@ import (
 //	P lease:<id>      owner replica id, expires the lease TTL after renewal
 //	P seen:<key>      webhook delivery ids, expire ttl after first sight
 type RedisStore struct {
+	*traffic.Redis
 	rdb    redis.UniversalClient
 	prefix string
 }
@@ -49,7 +52,7 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string) *RedisStore {
 	if !strings.Contains(prefix, "{") {
 		prefix = "{" + strings.TrimSuffix(prefix, ":") + "}:"
 	}
-	return &RedisStore{rdb: rdb, prefix: prefix}
+	return &RedisStore{Redis: traffic.NewRedis(rdb, prefix), rdb: rdb, prefix: prefix}
 }
 
 // pxat is the Unix millisecond deadline t for SET PXAT and PEXPIREAT:
