@@ -16,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/harbor"
 )
 
 // handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -103,9 +104,12 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 // apiError classifies err for an answer (and logs what is unexpected).
 func (s *Service) apiError(err error) *APIError {
 	var ae *APIError
+	var refusal *harbor.Refusal
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &refusal):
+		return &APIError{Status: http.StatusUnprocessableEntity, Msg: refusal.Msg}
 	case errors.Is(err, ErrNotFound):
 		return &APIError{Status: http.StatusNotFound, Code: httpx.CodeNotFound, Msg: err.Error()}
 	}
