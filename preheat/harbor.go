@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/harbor"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // dragonflyErrBody is Dragonfly's manager's error shape ({"errors": "..."}
@@ -134,18 +135,8 @@ func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 	}
 	groups, _, _ := s.cfg.Harbor.Groups(nil, "")
 	res := WebhookResult{Jobs: []int64{}}
-	var todo []pendingJob
-	for _, ev := range env.Events {
-		if ev.Action != "push" || !isManifestType(ev.Target.MediaType) || ev.Target.URL == "" {
-			res.Ignored++
-			continue
-		}
-		seen := "kraken:" + ev.ID
-		if ev.ID == "" {
-			seen = "kraken:" + hashKey(ev.Target.URL, ev.Target.Digest)
-		}
-		todo = append(todo, pendingJob{seen, JobRequest{URL: ev.Target.URL, Groups: groups}})
-	}
+	todo, ignored := webhook.Kraken(env, groups)
+	res.Ignored += ignored
 	if err := s.startAll(r.Context(), &res, todo, "kraken"); err != nil {
 		s.writeError(w, err)
 		return

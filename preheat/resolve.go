@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/preheat/internal/mediatype"
 )
 
 // ImageRef is an image located on a registry.
@@ -132,10 +134,10 @@ type Resolved struct {
 }
 
 const (
-	mtOCIIndex    = "application/vnd.oci.image.index.v1+json"
-	mtOCIManifest = "application/vnd.oci.image.manifest.v1+json"
-	mtDockerList  = "application/vnd.docker.distribution.manifest.list.v2+json"
-	mtDockerV2    = "application/vnd.docker.distribution.manifest.v2+json"
+	mtOCIIndex    = mediatype.OCIIndex
+	mtOCIManifest = mediatype.OCIManifest
+	mtDockerList  = mediatype.DockerList
+	mtDockerV2    = mediatype.DockerV2
 )
 
 var manifestAccept = strings.Join([]string{mtOCIIndex, mtOCIManifest, mtDockerList, mtDockerV2}, ", ")

@@ -24,6 +24,7 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
@@ -86,7 +87,7 @@ func distEnvelope(id, host, repo, tag, digest string) string {
 
 func TestDistributionWebhook(t *testing.T) {
 	r, reg, digest := webhookSetup(t)
-	for i, mt := range []string{eventsV1, eventsV2} {
+	for i, mt := range []string{webhook.EventsV1, webhook.EventsV2} {
 		id := fmt.Sprintf("ev-%d", i)
 		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", mt, distEnvelope(id, reg.Host, "library/web", "1.2", digest))
 		if code != 200 || len(res.Jobs) != 1 || res.Ignored != 1 || len(res.Errors) != 0 {
@@ -108,7 +109,7 @@ func TestDistributionWebhook(t *testing.T) {
 		distEnvelope("other-tag", reg.Host, "library/web", "latest", digest),
 		distEnvelope("by-digest", reg.Host, "library/web", "", digest),
 	} {
-		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", eventsV2, ev)
+		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", webhook.EventsV2, ev)
 		if code != 200 || len(res.Jobs) != 0 || res.Ignored != 2 {
 			t.Fatalf("non-matching push: %d %+v", code, res)
 		}
