@@ -426,8 +426,8 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 }
 
 func hasCreds(r *replica, id int64) bool {
-	r.svc.mu.Lock()
-	defer r.svc.mu.Unlock()
-	_, ok := r.svc.creds[id]
+	r.svc.runs.mu.Lock()
+	defer r.svc.runs.mu.Unlock()
+	_, ok := r.svc.runs.creds[id]
 	return ok
 }

@@ -413,7 +413,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.streamsDone:
+		case <-s.life.streamsDone:
 			return
 		case <-tick.C:
 		}

@@ -18,24 +18,24 @@ import (
 
 // launch runs the job in the background; the caller holds its lease.
 func (s *Service) launch(id int64) {
-	s.mu.Lock()
-	if _, ok := s.running[id]; ok {
-		s.mu.Unlock()
+	s.runs.mu.Lock()
+	if _, ok := s.runs.running[id]; ok {
+		s.runs.mu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithCancelCause(s.baseCtx)
-	s.running[id] = cancel
-	s.mu.Unlock()
-	s.wg.Add(1)
+	ctx, cancel := context.WithCancelCause(s.life.baseCtx)
+	s.runs.running[id] = cancel
+	s.runs.mu.Unlock()
+	s.runs.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.runs.wg.Done()
 		defer func() {
 			// The run ended (finished, canceled, lease lost, shutdown):
 			// its credentials end with it, whatever the job's state.
-			s.mu.Lock()
-			delete(s.running, id)
-			delete(s.creds, id)
-			s.mu.Unlock()
+			s.runs.mu.Lock()
+			delete(s.runs.running, id)
+			delete(s.runs.creds, id)
+			s.runs.mu.Unlock()
 			cancel(nil)
 			// Background ctx: the lease must be released even on shutdown,
 			// so another replica can resume without waiting for the TTL.
@@ -55,7 +55,7 @@ func (s *Service) resumeLoop() {
 	for {
 		s.resumeOnce()
 		select {
-		case <-s.baseCtx.Done():
+		case <-s.life.baseCtx.Done():
 			return
 		case <-tick.C:
 		}
@@ -63,7 +63,7 @@ func (s *Service) resumeLoop() {
 }
 
 func (s *Service) resumeOnce() {
-	ctx := s.baseCtx
+	ctx := s.life.baseCtx
 	ids, err := s.store.ActiveJobs(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -72,9 +72,9 @@ func (s *Service) resumeOnce() {
 		return
 	}
 	for _, id := range ids {
-		s.mu.Lock()
-		_, mine := s.running[id]
-		s.mu.Unlock()
+		s.runs.mu.Lock()
+		_, mine := s.runs.running[id]
+		s.runs.mu.Unlock()
 		if mine {
 			continue
 		}
@@ -141,9 +141,9 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	if err != nil || j.State.Terminal() {
 		return
 	}
-	s.mu.Lock()
-	headers, haveCreds := s.creds[id]
-	s.mu.Unlock()
+	s.runs.mu.Lock()
+	headers, haveCreds := s.runs.creds[id]
+	s.runs.mu.Unlock()
 	if j.NeedsCreds && !haveCreds {
 		s.finish(id, StateFailure, "job needs pull credentials that were held only in memory by the replica that accepted it ("+
 			j.Owner+"), which stopped; credentials are never stored, so resubmit the job")
@@ -304,12 +304,12 @@ func (s *Service) selectTargets(ctx context.Context, j *Job) (Selection, error) 
 }
 
 func (s *Service) sem(addr string) chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.sems[addr]
+	s.runs.mu.Lock()
+	defer s.runs.mu.Unlock()
+	c, ok := s.runs.sems[addr]
 	if !ok {
 		c = make(chan struct{}, s.cfg.AgentConcurrency)
-		s.sems[addr] = c
+		s.runs.sems[addr] = c
 	}
 	return c
 }
@@ -405,7 +405,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 func (s *Service) fetch(ctx context.Context, t Target, key ed25519.PublicKey, ref ImageRef, b Blob, headers map[string]string) (*nodeapi.FetchResponse, bool, error) {
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
-	fr, err := s.agents.Fetch(fctx, t.Address, key, nodeapi.FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
+	fr, err := s.member.agents.Fetch(fctx, t.Address, key, nodeapi.FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
 	if err == nil {
 		if fr.Digest != "" && fr.Digest != b.Digest {
 			return nil, false, errors.New("agent reported another digest than the one asked for")

@@ -66,7 +66,7 @@ func (s *Service) handler() http.Handler {
 
 	s.consoleRoutes(r)
 
-	r.Handle("/metrics", metrics.Handler(s.metrics.reg, s.processMetrics)).Methods(http.MethodGet)
+	r.Handle("/metrics", metrics.Handler(s.metrics.reg, s.metrics.process)).Methods(http.MethodGet)
 	// The tracker is not checked: preheat works without it (only the
 	// console's Swarms view reads it), so its outage must not make
 	// preheat unhealthy and get it restarted.
@@ -164,7 +164,7 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
 		return
 	}
-	m, at, err := nodeapi.Verify(s.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, s.now(), s.cfg.HeartbeatMaxSkew)
+	m, at, err := nodeapi.Verify(s.member.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, s.now(), s.cfg.HeartbeatMaxSkew)
 	if err != nil {
 		s.log.WithError(err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
 		httpx.WriteError(w, http.StatusUnauthorized, "", err.Error())

@@ -64,51 +64,64 @@ import (
 	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
-// Service is one preheat replica.
+// Service is one preheat replica: the wiring of its parts and the HTTP
+// handlers over them.
 type Service struct {
-	cfg      Config
-	store    Store
-	now      func() time.Time
-	log      *logrus.Entry
-	id       string
-	resolver *resolver
-	metrics  *metricSet
-	// processMetrics are the process's Go and process collectors, served
-	// next to this replica's own on /metrics.
-	processMetrics prometheus.Gatherer
-	// policies are cfg.Policies with their regexps compiled.
-	policies []policy
+	cfg     Config
+	store   Store
+	now     func() time.Time
+	log     *logrus.Entry
+	id      string
+	metrics *metricSet
+	member  member
+	up      upstreams
+	// listenAddr is the address Serve's listener is bound to: whether the
+	// console may run without tokens depends on it.
+	listenAddr atomic.Pointer[string]
+	// logins bounds console login attempts.
+	logins *loginLimiter
+	runs   runs
+	life   lifecycle
+}
 
-	// authority and identity make this replica a cluster member: it
-	// verifies heartbeats with the authority and calls agents (agents)
-	// over mutual TLS as identity, pinned to each node's enrolled key.
+// member makes the replica a cluster member: it verifies heartbeats with
+// the authority and calls agents over mutual TLS as identity, pinned to
+// each node's enrolled key.
+type member struct {
 	authority *cluster.Authority
 	identity  *cluster.Identity
 	agents    *nodeapi.Client
+}
+
+// upstreams are what the replica reads images and swarms from, and the
+// policies that decide what a push preheats.
+type upstreams struct {
+	resolver *resolver
 	// registries maps each configured registry host to its base URL.
 	registries map[string]string
 	// swarms reads the tracker's swarm listing; nil when no tracker is
 	// configured.
 	swarms *swarmClient
+	// policies are cfg.Policies with their regexps compiled.
+	policies []policy
+}
 
-	// listenAddr is the address Serve's listener is bound to: whether the
-	// console may run without tokens depends on it.
-	listenAddr atomic.Pointer[string]
-
-	// logins bounds console login attempts.
-	logins *loginLimiter
-
+// runs are the jobs this replica runs now.
+type runs struct {
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
 	running map[int64]context.CancelCauseFunc
 	sems    map[string]chan struct{} // per agent address
+	wg      sync.WaitGroup
+}
 
+// lifecycle is what Serve and Close start and stop.
+type lifecycle struct {
 	baseCtx context.Context
 	stop    context.CancelFunc
 	// streamsDone closes when the HTTP server shuts down, ending console
 	// event streams, which would otherwise hold Shutdown to its timeout.
 	streamsDone chan struct{}
-	wg          sync.WaitGroup
 	// closeStore releases a store New built itself (a no-op for
 	// Deps.Store, which its owner closes).
 	closeStore func() error
@@ -144,56 +157,23 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	secrets, err := cfg.clusterSecrets()
-	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
-	}
-	authority, err := cluster.NewAuthority(secrets...)
+	m, err := newMember(cfg)
 	if err != nil {
 		return nil, err
 	}
-	// A fresh key per process: agents do not pin preheat, they check
-	// that it is a member.
-	identity, err := authority.Issue("preheat", nil)
-	if err != nil {
-		return nil, err
-	}
-	registries, err := cfg.registrySet()
-	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
-	}
-	trackerURL, trackerToken, err := cfg.trackerAPI()
-	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
-	}
-	policies, err := compilePolicies(cfg.Policies)
-	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
-	}
-	st, closeStore := deps.Store, func() error { return nil }
-	if st == nil {
-		if cfg.Redis.Enabled() {
-			rdb, err := cfg.Redis.NewClient()
-			if err != nil {
-				return nil, fmt.Errorf("preheat: %w", err)
-			}
-			st, closeStore = NewRedisStore(rdb, cfg.Redis.KeyPrefix), rdb.Close
-		} else {
-			st = NewMemoryStore()
-		}
-	}
-	host, _ := os.Hostname()
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
 	log := deps.Log
 	if log == nil {
 		log = cfg.Log.NewLogger("preheat")
 	}
+	id := replicaID()
 	log = log.WithField("replica", id)
-	var swarms *swarmClient
-	if trackerURL != "" {
-		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
+	up, err := newUpstreams(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
+	st, closeStore, err := openStore(cfg, deps.Store)
+	if err != nil {
+		return nil, err
 	}
 	now := deps.Now
 	if now == nil {
@@ -201,29 +181,88 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{
-		cfg:            cfg,
-		store:          st,
-		now:            now,
-		log:            log,
-		id:             id,
-		resolver:       &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
-		metrics:        newMetrics(st),
-		processMetrics: deps.ProcessMetrics,
-		policies:       policies,
-		authority:      authority,
-		identity:       identity,
-		agents:         nodeapi.NewClient(authority, identity),
-		registries:     registries,
-		swarms:         swarms,
-		logins:         newLoginLimiter(),
-		creds:          map[int64]map[string]string{},
-		running:        map[int64]context.CancelCauseFunc{},
-		sems:           map[string]chan struct{}{},
-		baseCtx:        ctx,
-		stop:           stop,
-		streamsDone:    make(chan struct{}),
-		closeStore:     closeStore,
+		cfg:     cfg,
+		store:   st,
+		now:     now,
+		log:     log,
+		id:      id,
+		metrics: newMetrics(st, deps.ProcessMetrics),
+		member:  m,
+		up:      up,
+		logins:  newLoginLimiter(),
+		runs: runs{
+			creds:   map[int64]map[string]string{},
+			running: map[int64]context.CancelCauseFunc{},
+			sems:    map[string]chan struct{}{},
+		},
+		life: lifecycle{baseCtx: ctx, stop: stop, streamsDone: make(chan struct{}), closeStore: closeStore},
 	}, nil
+}
+
+func newMember(cfg Config) (member, error) {
+	secrets, err := cfg.clusterSecrets()
+	if err != nil {
+		return member{}, fmt.Errorf("preheat config: %w", err)
+	}
+	authority, err := cluster.NewAuthority(secrets...)
+	if err != nil {
+		return member{}, err
+	}
+	// A fresh key per process: agents do not pin preheat, they check
+	// that it is a member.
+	identity, err := authority.Issue("preheat", nil)
+	if err != nil {
+		return member{}, err
+	}
+	return member{authority: authority, identity: identity, agents: nodeapi.NewClient(authority, identity)}, nil
+}
+
+func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
+	registries, err := cfg.registrySet()
+	if err != nil {
+		return upstreams{}, err
+	}
+	trackerURL, trackerToken, err := cfg.trackerAPI()
+	if err != nil {
+		return upstreams{}, err
+	}
+	policies, err := compilePolicies(cfg.Policies)
+	if err != nil {
+		return upstreams{}, err
+	}
+	up := upstreams{
+		resolver:   &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
+		registries: registries,
+		policies:   policies,
+	}
+	if trackerURL != "" {
+		up.swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
+	}
+	return up, nil
+}
+
+// openStore is st, or the store cfg names when st is nil (Redis when it
+// has addrs, else in memory), with what releases it.
+func openStore(cfg Config, st Store) (Store, func() error, error) {
+	if st != nil {
+		return st, func() error { return nil }, nil
+	}
+	if !cfg.Redis.Enabled() {
+		return NewMemoryStore(), func() error { return nil }, nil
+	}
+	rdb, err := cfg.Redis.NewClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("preheat: %w", err)
+	}
+	return NewRedisStore(rdb, cfg.Redis.KeyPrefix), rdb.Close, nil
+}
+
+// replicaID is this process's lease owner id: host, pid and a random part.
+func replicaID() string {
+	host, _ := os.Hostname()
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
 }
 
 // ID is this replica's lease owner id.
@@ -233,17 +272,17 @@ func (s *Service) ID() string { return s.id }
 // restart to resume), releases their leases and closes a store New built.
 // It is idempotent; Serve calls it on return.
 func (s *Service) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		for _, c := range s.running {
+	s.life.closeOnce.Do(func() {
+		s.runs.mu.Lock()
+		for _, c := range s.runs.running {
 			c(errShutdown)
 		}
-		s.mu.Unlock()
-		s.stop()
-		s.wg.Wait()
-		s.closeErr = s.closeStore()
+		s.runs.mu.Unlock()
+		s.life.stop()
+		s.runs.wg.Wait()
+		s.life.closeErr = s.life.closeStore()
 	})
-	return s.closeErr
+	return s.life.closeErr
 }
 
 // Serve answers the API on l until ctx ends, runs the loop that adopts
@@ -272,8 +311,8 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
 		}
 	}
 	srv := httpx.NewServer(s.handler(), s.log)
-	srv.RegisterOnShutdown(func() { close(s.streamsDone) })
-	s.wg.Go(s.resumeLoop)
+	srv.RegisterOnShutdown(func() { close(s.life.streamsDone) })
+	s.runs.wg.Go(s.resumeLoop)
 	s.log.WithField("addr", addr).Info("preheat service listening")
 	if err := httpx.Serve(ctx, srv, l); err != nil {
 		return fmt.Errorf("preheat: serve %s: %w", addr, err)
@@ -394,7 +433,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return nil, false, noTargetsError(spec, sel, len(ns))
 	}
 	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
-	res, err := s.resolver.Resolve(ctx, ref, req.Platforms, cred)
+	res, err := s.up.resolver.Resolve(ctx, ref, req.Platforms, cred)
 	if err != nil {
 		var re *ResolveError
 		if errors.As(err, &re) {
@@ -427,9 +466,9 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	s.metrics.created.WithLabelValues(source).Inc()
 	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
 	if len(res.AgentHeaders) > 0 {
-		s.mu.Lock()
-		s.creds[got.ID] = res.AgentHeaders
-		s.mu.Unlock()
+		s.runs.mu.Lock()
+		s.runs.creds[got.ID] = res.AgentHeaders
+		s.runs.mu.Unlock()
 	}
 	if ok, err := s.store.AcquireLease(ctx, s.now(), got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
 		s.launch(got.ID)
@@ -456,21 +495,21 @@ func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
 		return nil, err
 	}
 	s.metrics.finished(j)
-	s.mu.Lock()
-	if c := s.running[id]; c != nil {
+	s.runs.mu.Lock()
+	if c := s.runs.running[id]; c != nil {
 		c(errCanceled)
 	}
-	delete(s.creds, id)
-	s.mu.Unlock()
+	delete(s.runs.creds, id)
+	s.runs.mu.Unlock()
 	return j, nil
 }
 
 // dropCreds forgets a job's pull credentials: they live only while this
 // replica runs the job.
 func (s *Service) dropCreds(id int64) {
-	s.mu.Lock()
-	delete(s.creds, id)
-	s.mu.Unlock()
+	s.runs.mu.Lock()
+	delete(s.runs.creds, id)
+	s.runs.mu.Unlock()
 }
 
 // Bounds of one job request's lists, whatever the body limit allows: each
@@ -564,7 +603,7 @@ func (s *Service) configuredRegistry(ref ImageRef) (ImageRef, error) {
 	if i := strings.Index(host, "://"); i >= 0 {
 		host = host[i+3:]
 	}
-	base, ok := s.registries[strings.ToLower(host)]
+	base, ok := s.up.registries[strings.ToLower(host)]
 	if !ok {
 		return ref, &APIError{Status: http.StatusBadRequest, Code: CodeRegistryNotAllowed,
 			Msg: fmt.Sprintf("registry %s is not configured on this preheat service (registry, registries)", host)}

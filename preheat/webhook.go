@@ -92,9 +92,9 @@ func (s *Service) startAll(ctx context.Context, res *WebhookResult, todo []webho
 // matchPolicy is the first policy that applies to a pushed repository and
 // tag (webhook.Match).
 func (s *Service) matchPolicy(repo, tag string) (webhook.Target, bool) {
-	for i := range s.policies {
-		if s.policies[i].match(repo, tag) {
-			p := s.policies[i].Policy
+	for i := range s.up.policies {
+		if s.up.policies[i].match(repo, tag) {
+			p := s.up.policies[i].Policy
 			return webhook.Target{Groups: p.Groups, Platforms: p.Platforms}, true
 		}
 	}
