@@ -149,36 +149,8 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 			j.Owner+"), which stopped; credentials are never stored, so resubmit the job")
 		return
 	}
-	if j.State == StatePending {
-		sel, err := s.selectTargets(ctx, j)
-		if err != nil {
-			log.WithError(err).Warn("cannot select targets; will retry")
-			return
-		}
-		j, err = s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
-			if j.State != StatePending {
-				return errAlreadyFinal
-			}
-			now := s.now().UTC()
-			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
-			j.EmptyGroups = sel.EmptyGroups
-			return nil
-		})
-		if err != nil {
-			return
-		}
-	} else {
-		j, err = s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
-			if j.State.Terminal() {
-				return errAlreadyFinal
-			}
-			j.Owner, j.UpdatedAt = s.id, s.now().UTC()
-			return nil
-		})
-		if err != nil {
-			return
-		}
-		log.Info("resuming preheat job")
+	if j, err = s.claim(ctx, j); err != nil {
+		return
 	}
 	if len(j.Targets) == 0 {
 		if len(j.Groups) == 0 {
@@ -196,24 +168,7 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	defer cancelT()
 	go s.watch(ctx, cancel, id)
 
-	done := map[string]bool{}
-	if ps, err := s.store.ListProgress(ctx, id); err == nil {
-		for _, p := range ps {
-			if p.State == StateSuccess {
-				done[progressField(p.NodeID, p.Digest)] = true
-			}
-		}
-	}
-	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
-	var wg sync.WaitGroup
-	for _, t := range j.Targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.runNode(ctx, j, ref, t, headers, done)
-		}()
-	}
-	wg.Wait()
+	s.dispatch(ctx, j, headers)
 
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errShutdown), errors.Is(cause, errLeaseLost):
@@ -231,6 +186,63 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	} else {
 		s.finish(id, StateFailure, summary)
 	}
+}
+
+// claim makes this replica the job's owner: a pending job starts
+// (its targets frozen), a running one is resumed. errAlreadyFinal when
+// another replica finished it meanwhile.
+func (s *Service) claim(ctx context.Context, j *Job) (*Job, error) {
+	id := j.ID
+	if j.State != StatePending {
+		j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
+			if j.State.Terminal() {
+				return errAlreadyFinal
+			}
+			j.Owner, j.UpdatedAt = s.id, s.now().UTC()
+			return nil
+		})
+		if err == nil {
+			s.log.WithField("job", id).Info("resuming preheat job")
+		}
+		return j, err
+	}
+	sel, err := s.selectTargets(ctx, j)
+	if err != nil {
+		s.log.WithField("job", id).WithError(err).Warn("cannot select targets; will retry")
+		return nil, err
+	}
+	return s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
+		if j.State != StatePending {
+			return errAlreadyFinal
+		}
+		now := s.now().UTC()
+		j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
+		j.EmptyGroups = sel.EmptyGroups
+		return nil
+	})
+}
+
+// dispatch fetches the job's blobs onto its targets, skipping what an
+// earlier owner already finished, until all are done or ctx ends.
+func (s *Service) dispatch(ctx context.Context, j *Job, headers map[string]string) {
+	done := map[string]bool{}
+	if ps, err := s.store.ListProgress(ctx, j.ID); err == nil {
+		for _, p := range ps {
+			if p.State == StateSuccess {
+				done[progressField(p.NodeID, p.Digest)] = true
+			}
+		}
+	}
+	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
+	var wg sync.WaitGroup
+	for _, t := range j.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.runNode(ctx, j, ref, t, headers, done)
+		}()
+	}
+	wg.Wait()
 }
 
 // failureSummary lists failed node/blob pairs ("" when all succeeded).

@@ -375,29 +375,8 @@ func badRequest(format string, a ...any) error {
 // stored, so a rejected request never leaves a half-created job. An
 // identical request while a job runs returns that job (created=false).
 func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) (*Job, bool, error) {
-	img := req.Image
-	if img == "" {
-		img = req.URL
-	}
-	if img == "" {
-		return nil, false, badRequest("image (or url) is required")
-	}
-	ref, err := ParseImage(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
+	ref, err := s.checkRequest(req)
 	if err != nil {
-		return nil, false, badRequest("%v", err)
-	}
-	if err := checkRef(ref, img); err != nil {
-		return nil, false, badRequest("image %q: %v", img, err)
-	}
-	if ref, err = s.configuredRegistry(ref); err != nil {
-		return nil, false, err
-	}
-	for _, p := range req.Platforms {
-		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
-			return nil, false, badRequest("platform %q: want os/arch[/variant]", p)
-		}
-	}
-	if err := checkRequestSizes(req); err != nil {
 		return nil, false, err
 	}
 	if active, err := s.store.ActiveJobs(ctx); err != nil {
@@ -406,31 +385,9 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return nil, false, &APIError{Status: http.StatusTooManyRequests, Code: httpx.CodeFor(http.StatusTooManyRequests),
 			Msg: fmt.Sprintf("%d jobs are unfinished, the most preheat runs at once (maxActiveJobs); wait for some to finish", len(active))}
 	}
-	groups := req.Groups
-	if len(groups) == 0 {
-		groups = s.cfg.DefaultGroups
-	}
-	groups = sortedUnique(groups)
-	if err := s.checkGroups(ctx, groups); err != nil {
-		return nil, false, err
-	}
-	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
-	if err := validateSpec(spec); err != nil {
-		return nil, false, err
-	}
-	// A job that cannot reach a single node is refused now rather than
-	// failing later: Harbor's Kraken driver never polls, so a 2xx here is
-	// what its admin sees as the outcome.
-	ns, err := s.store.ListNodes(ctx)
+	spec, err := s.targetSpec(ctx, req)
 	if err != nil {
-		return nil, false, fmt.Errorf("list ns: %w", err)
-	}
-	sel := nodes.Select(ns, spec, s.now())
-	if len(sel.UnknownNodes) > 0 {
-		return nil, false, badRequest("unknown ns %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
-	}
-	if sel.Live() == 0 {
-		return nil, false, noTargetsError(spec, sel, len(ns))
+		return nil, false, err
 	}
 	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
 	res, err := s.up.resolver.Resolve(ctx, ref, req.Platforms, cred)
@@ -441,22 +398,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		}
 		return nil, false, err
 	}
-	platforms := sortedUnique(req.Platforms)
-	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
-		strings.Join(platforms, ","), strings.Join(groups, ","), fmt.Sprint(req.onePerGroup),
-		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
-	now := s.now().UTC()
-	j := &Job{
-		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
-		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: groups,
-		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
-		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
-		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
-	}
-	if req.onePerGroup {
-		j.Source += ":single"
-	}
-	got, created, err := s.store.CreateJob(ctx, j)
+	got, created, err := s.store.CreateJob(ctx, s.newJob(req, ref, spec, res, source))
 	if err != nil {
 		return nil, false, fmt.Errorf("store job: %w", err)
 	}
@@ -464,20 +406,105 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return got, false, nil
 	}
 	s.metrics.created.WithLabelValues(source).Inc()
-	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
-	if len(res.AgentHeaders) > 0 {
+	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": spec.Groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
+	s.start(ctx, got.ID, res.AgentHeaders)
+	return got, true, nil
+}
+
+// checkRequest checks what a request names before anything is looked up:
+// the image (on a configured registry), platforms and sizes.
+func (s *Service) checkRequest(req JobRequest) (ImageRef, error) {
+	img := req.Image
+	if img == "" {
+		img = req.URL
+	}
+	if img == "" {
+		return ImageRef{}, badRequest("image (or url) is required")
+	}
+	ref, err := ParseImage(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
+	if err != nil {
+		return ImageRef{}, badRequest("%v", err)
+	}
+	if err := checkRef(ref, img); err != nil {
+		return ImageRef{}, badRequest("image %q: %v", img, err)
+	}
+	if ref, err = s.configuredRegistry(ref); err != nil {
+		return ImageRef{}, err
+	}
+	for _, p := range req.Platforms {
+		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
+			return ImageRef{}, badRequest("platform %q: want os/arch[/variant]", p)
+		}
+	}
+	return ref, checkRequestSizes(req)
+}
+
+// targetSpec is the request's target, refused unless it reaches a live
+// node now rather than failing later: Harbor's Kraken driver never polls,
+// so a 2xx here is what its admin sees as the outcome.
+func (s *Service) targetSpec(ctx context.Context, req JobRequest) (TargetSpec, error) {
+	groups := req.Groups
+	if len(groups) == 0 {
+		groups = s.cfg.DefaultGroups
+	}
+	groups = sortedUnique(groups)
+	if err := s.checkGroups(ctx, groups); err != nil {
+		return TargetSpec{}, err
+	}
+	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
+	if err := validateSpec(spec); err != nil {
+		return TargetSpec{}, err
+	}
+	ns, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return TargetSpec{}, fmt.Errorf("list nodes: %w", err)
+	}
+	sel := nodes.Select(ns, spec, s.now())
+	if len(sel.UnknownNodes) > 0 {
+		return TargetSpec{}, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
+	}
+	if sel.Live() == 0 {
+		return TargetSpec{}, noTargetsError(spec, sel, len(ns))
+	}
+	return spec, nil
+}
+
+// newJob is the record of a checked, resolved request. Its dedupe key is
+// everything that makes two requests the same preheat.
+func (s *Service) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *Resolved, source string) *Job {
+	platforms := sortedUnique(req.Platforms)
+	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
+		strings.Join(platforms, ","), strings.Join(spec.Groups, ","), fmt.Sprint(req.onePerGroup),
+		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
+	now := s.now().UTC()
+	j := &Job{
+		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
+		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: spec.Groups,
+		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
+		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
+		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
+	}
+	if req.onePerGroup {
+		j.Source += ":single"
+	}
+	return j
+}
+
+// start runs a new job here when this replica gets its lease, with the
+// agent headers its request carried.
+func (s *Service) start(ctx context.Context, id int64, headers map[string]string) {
+	if len(headers) > 0 {
 		s.runs.mu.Lock()
-		s.runs.creds[got.ID] = res.AgentHeaders
+		s.runs.creds[id] = headers
 		s.runs.mu.Unlock()
 	}
-	if ok, err := s.store.AcquireLease(ctx, s.now(), got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
-		s.launch(got.ID)
+	if ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL); err == nil && ok {
+		s.launch(id)
 	} else {
 		// Whoever adopts the job has no credentials (they live only in
 		// this replica's memory, only while this replica runs the job).
-		s.dropCreds(got.ID)
+		s.dropCreds(id)
 	}
-	return got, true, nil
 }
 
 // CancelJob marks a job CANCELED; the owning replica (any replica) sees
