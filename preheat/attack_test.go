@@ -16,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
+	"github.com/shoalproject/shoal/preheat/console"
 )
 
 // Each test here is a finding of issue 22 ("Secure by default,
@@ -299,51 +300,13 @@ func TestAttackListingsAndLoginGuarded(t *testing.T) {
 			t.Fatalf("wrong token: %d", code)
 		}
 	}
-	if refused < 20-loginBurst {
+	if refused < 20-console.LoginBurst {
 		t.Fatalf("%d of 20 rapid guesses refused unseen", refused)
 	}
 	// Even the right token waits: a guesser cannot tell a hit from a miss
 	// by the limiter.
 	if code := consoleDo(t, c, "POST", r.URL+"/console/api/login", map[string]string{"token": tok}, nil); code != 429 {
 		t.Fatalf("login while limited: %d", code)
-	}
-}
-
-func TestLoginLimiter(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	l := newLoginLimiter()
-	for i := range loginBurst {
-		if !l.allow("a", now) {
-			t.Fatalf("attempt %d refused", i)
-		}
-	}
-	if l.allow("a", now) {
-		t.Fatal("burst exceeded")
-	}
-	if !l.allow("b", now) {
-		t.Fatal("another client refused")
-	}
-	if !l.allow("a", now.Add(loginEvery)) {
-		t.Fatal("no refill")
-	}
-	// In total: many clients, each within its own bound, still stop.
-	l = newLoginLimiter()
-	allowed := 0
-	for i := range 1000 {
-		if l.allow(fmt.Sprint("c", i), now) {
-			allowed++
-		}
-	}
-	if allowed != loginTotalBurst {
-		t.Fatalf("%d attempts from distinct clients at once, want %d", allowed, loginTotalBurst)
-	}
-	// Bounded memory: idle clients are dropped once the table is full.
-	l = newLoginLimiter()
-	for i := range 3 * loginMaxClients {
-		l.allow(fmt.Sprint("c", i), now.Add(time.Duration(i)*time.Second))
-	}
-	if len(l.clients) > loginMaxClients {
-		t.Fatalf("%d clients kept", len(l.clients))
 	}
 }
 

@@ -78,10 +78,8 @@ type Service struct {
 	// listenAddr is the address Serve's listener is bound to: whether the
 	// console may run without tokens depends on it.
 	listenAddr atomic.Pointer[string]
-	// logins bounds console login attempts.
-	logins *loginLimiter
-	runs   runs
-	life   lifecycle
+	runs       runs
+	life       lifecycle
 }
 
 // member makes the replica a cluster member: it verifies heartbeats with
@@ -189,7 +187,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		metrics: newMetrics(st, deps.ProcessMetrics),
 		member:  m,
 		up:      up,
-		logins:  newLoginLimiter(),
 		runs: runs{
 			creds:   map[int64]map[string]string{},
 			running: map[int64]context.CancelCauseFunc{},
