@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"sort"
-	"time"
 
 	"github.com/shoalproject/shoal/preheat/jobs"
 	"github.com/shoalproject/shoal/preheat/nodes"
 	"github.com/shoalproject/shoal/preheat/traffic"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // The types of preheat's state live in the packages that own them; these
@@ -29,6 +29,7 @@ type (
 	TrafficStore  = traffic.Store
 	NodeTraffic   = traffic.NodeTraffic
 	TrafficPoint  = traffic.Point
+	DeliveryStore = webhook.DeliveryStore
 )
 
 const (
@@ -65,14 +66,6 @@ type Store interface {
 	DeliveryStore
 	TrafficStore
 	Ping(ctx context.Context) error
-}
-
-// DeliveryStore remembers webhook deliveries, so a redelivery does not
-// start a second job.
-type DeliveryStore interface {
-	// MarkSeen records a delivery id until now + ttl; false when it was
-	// seen before and has not expired (duplicate delivery).
-	MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error)
 }
 
 // seenKey is the fixed-size form of a delivery id: ids come from webhook
