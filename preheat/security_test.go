@@ -17,6 +17,7 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/preheat/internal/mediatype"
 	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
@@ -332,7 +333,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 		var evs []string
 		for i := range n {
 			evs = append(evs, fmt.Sprintf(`{"id":"e%d","action":"push","target":{"mediaType":%q,"digest":"sha256:%064d","repository":"lib/x","url":"http://127.0.0.1:1/v2/lib/x/manifests/%d","tag":"t%d"}}`,
-				i, mtOCIManifest, i, i, i))
+				i, mediatype.OCIManifest, i, i, i))
 		}
 		return `{"events":[` + strings.Join(evs, ",") + `]}`
 	}

@@ -61,6 +61,7 @@ import (
 	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
@@ -94,7 +95,7 @@ type member struct {
 // upstreams are what the replica reads images and swarms from, and the
 // policies that decide what a push preheats.
 type upstreams struct {
-	resolver *resolver
+	resolver *image.Resolver
 	// registries maps each configured registry host to its base URL.
 	registries map[string]string
 	// swarms reads the tracker's swarm listing; nil when no tracker is
@@ -228,7 +229,7 @@ func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
 		return upstreams{}, err
 	}
 	up := upstreams{
-		resolver:   &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
+		resolver:   image.NewResolver(&http.Client{Timeout: 30 * time.Second}, log),
 		registries: registries,
 		policies:   policies,
 	}
@@ -418,11 +419,11 @@ func (s *Service) checkRequest(req JobRequest) (ImageRef, error) {
 	if img == "" {
 		return ImageRef{}, badRequest("image (or url) is required")
 	}
-	ref, err := ParseImage(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
+	ref, err := image.Parse(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
 	if err != nil {
 		return ImageRef{}, badRequest("%v", err)
 	}
-	if err := checkRef(ref, img); err != nil {
+	if err := image.Check(ref, img); err != nil {
 		return ImageRef{}, badRequest("image %q: %v", img, err)
 	}
 	if ref, err = s.configuredRegistry(ref); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"sort"
 
+	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/jobs"
 	"github.com/shoalproject/shoal/preheat/nodes"
 	"github.com/shoalproject/shoal/preheat/traffic"
@@ -30,6 +31,10 @@ type (
 	NodeTraffic   = traffic.NodeTraffic
 	TrafficPoint  = traffic.Point
 	DeliveryStore = webhook.DeliveryStore
+	ImageRef      = image.Ref
+	Credentials   = image.Credentials
+	Resolved      = image.Resolved
+	ResolveError  = image.ResolveError
 )
 
 const (

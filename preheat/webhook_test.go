@@ -19,11 +19,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
@@ -288,7 +290,7 @@ func TestResolveIndexPlatforms(t *testing.T) {
 	if err := remote.WriteIndex(ref, idx); err != nil {
 		t.Fatal(err)
 	}
-	res := &resolver{client: http.DefaultClient}
+	res := image.NewResolver(http.DefaultClient, logrus.NewEntry(logrus.New()))
 	ir := ImageRef{Registry: reg.URL, Repository: "multi/app", Reference: "1"}
 	for _, c := range []struct {
 		platforms []string
