@@ -59,9 +59,10 @@ var (
 // Each part is its own interface with its own suite, so a component that
 // needs leases depends on LeaseStore, not on all of preheat's state. Every
 // method that sets a deadline takes now from the caller, and the deadline
-// is now plus the duration; the store drops a record when its own clock
-// (Redis's, or MemoryStore's) passes the deadline. A suite checks expiry
-// by writing with a now in the past instead of sleeping.
+// is now plus the duration; the store drops the record once the deadline
+// has passed (RedisStore hands Redis the time left as a TTL, so skew
+// between Redis and a replica does not matter). A suite checks expiry by
+// writing with a now in the past instead of sleeping.
 type Store interface {
 	NodeStore
 	KeyStore

@@ -39,6 +39,8 @@ import (
 //	P seen:<key>      webhook delivery ids, expire ttl after first sight
 type RedisStore struct {
 	*traffic.Redis
+	// now is the clock deadlines are turned into TTLs by (time.Now).
+	now    func() time.Time
 	rdb    redis.UniversalClient
 	prefix string
 }
@@ -52,14 +54,23 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string) *RedisStore {
 	if !strings.Contains(prefix, "{") {
 		prefix = "{" + strings.TrimSuffix(prefix, ":") + "}:"
 	}
-	return &RedisStore{Redis: traffic.NewRedis(rdb, prefix), rdb: rdb, prefix: prefix}
+	return &RedisStore{Redis: traffic.NewRedis(rdb, prefix), now: time.Now, rdb: rdb, prefix: prefix}
 }
 
-// pxat is the Unix millisecond deadline t for SET PXAT and PEXPIREAT:
-// deadlines come from the caller's clock (every method that sets one takes
-// now), and Redis expires the record when its own clock passes them. A
-// deadline at or before the epoch is one millisecond after it, already past.
-func pxat(t time.Time) int64 { return max(t.UnixMilli(), 1) }
+// ttl is what is left until deadline, in milliseconds rounded up, by this
+// process's clock: the caller computed deadline from the same clock, so
+// Redis is given the duration the caller meant (PX, PEXPIRE), however far
+// Redis's clock is from the replica's. A deadline already past is 0: the
+// record is dropped rather than written.
+func (r *RedisStore) ttl(deadline time.Time) int64 {
+	d := deadline.Sub(r.now())
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 
 func (r *RedisStore) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 func idStr(id int64) string                    { return strconv.FormatInt(id, 10) }
@@ -72,7 +83,11 @@ func (r *RedisStore) PutNode(ctx context.Context, now time.Time, n Node, ttl tim
 		return fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Do(ctx, "SET", r.k("node", n.ID), b, "PXAT", pxat(now.Add(ttl*nodeForgetFactor)))
+		if left := r.ttl(now.Add(ttl * nodeForgetFactor)); left > 0 {
+			p.Set(ctx, r.k("node", n.ID), b, ms(left))
+		} else {
+			p.Del(ctx, r.k("node", n.ID)) // forgotten already
+		}
 		p.SAdd(ctx, r.k("nodes"), n.ID)
 		return nil
 	})
@@ -265,8 +280,12 @@ func (r *RedisStore) UpdateJob(ctx context.Context, now time.Time, id int64, ret
 				// dedupe key (it can only point at us: no identical job
 				// could be created while we were active) and starts the
 				// retention clock on the job and its progress.
-				p.Do(ctx, "SET", key, b, "PXAT", pxat(now.Add(retention)))
-				p.PExpireAt(ctx, r.k("progress", idStr(id)), time.UnixMilli(pxat(now.Add(retention))))
+				if left := r.ttl(now.Add(retention)); left > 0 {
+					p.Set(ctx, key, b, ms(left))
+					p.PExpire(ctx, r.k("progress", idStr(id)), ms(left))
+				} else {
+					p.Del(ctx, key, r.k("progress", idStr(id))) // retention over already
+				}
 				p.SRem(ctx, r.k("active"), idStr(id))
 				if j.DedupeKey != "" {
 					p.Del(ctx, r.k("dedupe", j.DedupeKey))
@@ -368,7 +387,11 @@ func (r *RedisStore) ListProgress(ctx context.Context, jobID int64) ([]Progress,
 var leaseScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('DEL', KEYS[1]) -- taken, and lapsed already
+  end
   return 1
 end
 return 0
@@ -380,7 +403,7 @@ return 0
 `)
 
 func (r *RedisStore) AcquireLease(ctx context.Context, now time.Time, jobID int64, owner string, ttl time.Duration) (bool, error) {
-	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, pxat(now.Add(ttl))).Int()
+	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, r.ttl(now.Add(ttl))).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis: lease job %d: %w", jobID, err)
 	}
@@ -395,14 +418,21 @@ func (r *RedisStore) ReleaseLease(ctx context.Context, jobID int64, owner string
 }
 
 func (r *RedisStore) MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error) {
-	err := r.rdb.Do(ctx, "SET", r.k("seen", seenKey(key)), 1, "NX", "PXAT", pxat(now.Add(ttl))).Err()
-	if errors.Is(err, redis.Nil) {
-		return false, nil // NX: an unexpired mark exists
+	k := r.k("seen", seenKey(key))
+	left := r.ttl(now.Add(ttl))
+	if left == 0 {
+		// A mark that would have lapsed already: only whether one stands.
+		n, err := r.rdb.Exists(ctx, k).Result()
+		if err != nil {
+			return false, fmt.Errorf("redis: mark seen: %w", err)
+		}
+		return n == 0, nil
 	}
+	ok, err := r.rdb.SetNX(ctx, k, 1, ms(left)).Result()
 	if err != nil {
 		return false, fmt.Errorf("redis: mark seen: %w", err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 func (r *RedisStore) Ping(ctx context.Context) error {
@@ -421,13 +451,13 @@ if k and k ~= ARGV[1] then return {1, k} end
 local t = redis.call('HGET', KEYS[1], 't')
 if k and t and ARGV[2] <= t then return {2, k} end
 redis.call('HSET', KEYS[1], 'k', ARGV[1], 't', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) else redis.call('DEL', KEYS[1]) end
 return {0, ARGV[1]}
 `)
 
 func (r *RedisStore) EnrollNode(ctx context.Context, now time.Time, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
 	res, err := enrollScript.Run(ctx, r.rdb, []string{r.k("pin", id)},
-		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), pxat(now.Add(keep))).Slice()
+		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), r.ttl(now.Add(keep))).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis: enroll node %s: %w", id, err)
 	}
