@@ -49,6 +49,10 @@ func TestRangeBeforeBlobComplete(t *testing.T) {
 	if v := metric(t, a.mirror, `shoal_agent_registry_piece_bytes_total{reason="range"}`); v < 1<<20 || v > 3<<20 {
 		t.Errorf("registry bytes for the range %v, want its covering pieces (1-3 MiB)", v)
 	}
+	// A range longer than the wanted window (16 pieces) slides it along.
+	if st, _, long := getBlob(t, a.mirror, "lib/lazy", d, map[string]string{"Range": rangeHeader(1, 20<<20)}); st != http.StatusPartialContent || !bytes.Equal(long, whole[1:20<<20+1]) {
+		t.Fatalf("long Range: status %d, %d bytes", st, len(long))
+	}
 	// The rest follows in the background, verified as a whole.
 	waitCached(t, a.Agent, d.Hex)
 	if st, sum, _ := getBlob(t, a.mirror, "lib/lazy", d, nil); st != 200 || sum != d.String() {

@@ -260,6 +260,10 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 }
 
+// wantWindow is how many pieces ahead of its position a Range reader
+// makes urgent.
+const wantWindow = 16
+
 // streamed is how a stream's bytes went out.
 type streamed struct {
 	early int64 // sent piece by piece before the blob was whole
@@ -281,10 +285,14 @@ func (s streamed) kind() string {
 func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) (out streamed) {
 	b := f.Blob
 	// A range that ends before the blob does gets no protection from the
-	// held-back last byte: its bytes are checked before they go out.
+	// held-back last byte: its pieces' SHA-1 is computed and matched before
+	// they go out, those of the trusted registry included.
 	early := end < size-1
 	ranged := start > 0 || early
+	// The wanted pieces are a window ahead of the reader: a range of a
+	// whole multi-GiB blob must not make all of it urgent at once.
 	var release func()
+	wantedTo := int64(-1)
 	defer func() {
 		if release != nil {
 			release()
@@ -294,10 +302,14 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *or
 	for off <= end {
 		readable, _, sealed, ferr, ch := b.Readable()
 		if pl := b.PieceLength(); ranged && pl > 0 && !sealed && off >= readable {
-			if release == nil {
-				release = f.Wants.Add(int(off/pl), int(end/pl))
-			}
 			i := off / pl
+			if i > wantedTo {
+				if release != nil {
+					release()
+				}
+				wantedTo = min(end/pl, i+wantWindow-1)
+				release = f.Wants.Add(int(i), int(wantedTo))
+			}
 			if !b.Present(int(i)) {
 				if !awaitMore(ctx, log, ferr, ch) {
 					return out
@@ -321,7 +333,7 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *or
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := b.EnsureChecked(off, n)
+				err := b.EnsureVerified(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.

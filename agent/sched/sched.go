@@ -145,7 +145,7 @@ var DefaultLimits = Limits{
 	UrgentRequests:  4,
 	UrgentGrace:     15 * time.Millisecond,
 	UrgentClaimWait: 2 * time.Second,
-	UrgentSettle:    100 * time.Millisecond,
+	UrgentSettle:    250 * time.Millisecond,
 }
 
 // Fetch is one request to start: pieces [First, First+Count) from Peer, or

@@ -93,8 +93,8 @@ upstreams:
   - {host: %q, url: "http://%s", default: true}
 cache: {dir: %q, maxBytes: %d}
 p2p: {enabled: true, listen: "127.0.0.1:0"}
-log: {level: warn}
-`, id, clusterSecret, a.mirror, testenv.FreeAddr(t), e.regAddr, e.regAddr, cache, maxBytes), 0o644)
+log: {level: %s}
+`, id, clusterSecret, a.mirror, testenv.FreeAddr(t), e.regAddr, e.regAddr, cache, maxBytes, logLevel()), 0o644)
 	a.p = testenv.Start(t, id, e.bin, []string{"agent", "--config", a.cfg})
 	testenv.WaitHTTP(t, a.p, "http://"+a.mirror+"/healthz", 60*time.Second)
 	a.pid = childPID(t, a.cfg)
@@ -109,6 +109,14 @@ func (e *env) restartAgent(a *agent) *agent {
 	testenv.WaitHTTP(t, b.p, "http://"+a.mirror+"/healthz", 60*time.Second)
 	b.pid = childPID(t, a.cfg)
 	return &b
+}
+
+// logLevel is the agents' (SHOAL_BENCH_AGENT_LOG, default warn).
+func logLevel() string {
+	if l := os.Getenv("SHOAL_BENCH_AGENT_LOG"); l != "" {
+		return l
+	}
+	return "warn"
 }
 
 // childPID finds the pid of the child of this test process whose command
