@@ -25,6 +25,7 @@ import (
 	"github.com/awslabs/soci-snapshotter/fs/source"
 	"github.com/awslabs/soci-snapshotter/soci"
 	socistore "github.com/awslabs/soci-snapshotter/soci/store"
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -44,15 +45,26 @@ import (
 )
 
 // dataSize is the big file of the image: random, so its gzip layer is as
-// big, and the container reads only its first 64 KiB.
+// big, and the container reads only 64 KiB of it.
 const dataSize = 8 << 20
+
+// linkRate is each agent's download limit: on loopback an 8 MiB layer
+// completes in ~100 ms, before the container's first read could tell a Range
+// answered early from one answered by the whole blob; at 2 MiB/s the layer
+// takes seconds, as on a real link.
+const linkRate = 2 << 20
+
+// readAt is where the container reads 64 KiB of the big file
+// (testdata/reader).
+const readAt = 5 << 20
 
 // spanSize is the SOCI index's span: the unit the snapshotter fetches.
 const spanSize = 256 << 10
 
 type node struct {
-	agent string // mirror address
-	ctd   *containerd.Client
+	agent    string // mirror address
+	ctd      *containerd.Client
+	runcRoot string // runc's state, the test's own (its default is shared by every containerd on the host)
 }
 
 func TestSOCILazyPull(t *testing.T) {
@@ -93,6 +105,8 @@ func TestSOCILazyPull(t *testing.T) {
 	if d0[earlyRanges] < 1 {
 		t.Errorf("node 0: %s = %v, want ≥ 1: the snapshotter's reads waited for whole blobs", earlyRanges, d0[earlyRanges])
 	}
+	t.Logf("node 0: %.0f bytes of pieces fetched for Range readers, %.0f early Range responses; image layers %d bytes",
+		d0[rangePieces], d0[earlyRanges], dataSize)
 	if d0[rangedGets] < 1 {
 		t.Errorf("node 0: no ranged blob GET at the mirror: the snapshotter did not pull through the agent")
 	}
@@ -109,6 +123,7 @@ func TestSOCILazyPull(t *testing.T) {
 	if d1[rangedGets] < 1 {
 		t.Errorf("node 1: no ranged blob GET at the mirror")
 	}
+	t.Logf("node 1: %.0f blob bytes from node 0, %.0f early Range responses", d1[bytesPeers], d1[earlyRanges])
 	if d1[bytesPeers] <= 0 {
 		t.Errorf("node 1: %s = %v, want > 0: the second node's lazy pull took nothing from the first", bytesPeers, d1[bytesPeers])
 	}
@@ -136,7 +151,7 @@ func pushImage(t *testing.T, ref string) string {
 	}
 	data := make([]byte, dataSize)
 	rand.Read(data)
-	sum := sha256.Sum256(data[:64<<10])
+	sum := sha256.Sum256(data[readAt : readAt+64<<10])
 
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
@@ -168,7 +183,7 @@ func pushImage(t *testing.T, ref string) string {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
-	return fmt.Sprintf("head %x", sum)
+	return fmt.Sprintf("middle %x", sum)
 }
 
 func goarch() string {
@@ -213,7 +228,13 @@ func convert(t *testing.T, ctdBin, reg, ref string) string {
 	writeFile(t, cfg, containerdConfig(dir, sock, ""))
 	p := testenv.Start(t, "containerd (build)", ctdBin, []string{"--config", cfg, "--log-level", "warn"})
 	c := dial(t, p, sock)
-	ctx := namespaces.WithNamespace(context.Background(), "build")
+	// A lease keeps what the conversion writes from containerd's garbage
+	// collector until the converted image is named.
+	ctx, done, err := c.WithLease(namespaces.WithNamespace(context.Background(), "build"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(context.Background())
 	direct := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts))})
 	img, err := c.Fetch(ctx, ref, containerd.WithResolver(direct))
 	if err != nil {
@@ -282,7 +303,7 @@ func startNode(t *testing.T, i int, ctdBin, snapBin, shimDir, reg, agent string)
 			}
 		}
 	})
-	return node{agent: agent, ctd: dial(t, cp, sock)}
+	return node{agent: agent, ctd: dial(t, cp, sock), runcRoot: filepath.Join(dir, "runc")}
 }
 
 func containerdConfig(dir, sock, snapSock string) string {
@@ -343,6 +364,7 @@ func runContainer(t *testing.T, n node, reg, ref, id string) string {
 		t.Fatalf("pull %s with the soci snapshotter: %v", ref, err)
 	}
 	c, err := n.ctd.NewContainer(ctx, id, containerd.WithImage(img), containerd.WithSnapshotter("soci"),
+		containerd.WithRuntime("io.containerd.runc.v2", &options.Options{Root: n.runcRoot}),
 		containerd.WithNewSnapshot(id+"-snap", img), containerd.WithNewSpec(oci.WithImageConfig(img)))
 	if err != nil {
 		t.Fatalf("container %s: %v", id, err)
@@ -405,9 +427,9 @@ control: {addr: %[3]q}
 upstreams:
   - {host: %[4]q, url: "http://%[4]s", default: true}
 cache: {dir: %[5]q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 5s}
+p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 5s, downloadBytesPerSec: %[7]d}
 log: {level: warn}
-`, i, mirror, testenv.FreeAddr(t), reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), clusterSecret))
+`, i, mirror, testenv.FreeAddr(t), reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), clusterSecret, linkRate))
 		p := testenv.Start(t, fmt.Sprintf("shoal agent %d", i), bin, []string{"agent", "--config", cfg})
 		testenv.WaitHTTP(t, p, "http://"+mirror+"/healthz", 30*time.Second)
 		agents = append(agents, mirror)
@@ -419,6 +441,7 @@ type metrics map[string]float64
 
 const (
 	earlyRanges = `shoal_agent_range_responses_total{kind="early"}`
+	rangePieces = `shoal_agent_registry_piece_bytes_total{reason="range"}`
 	rangedGets  = `shoal_agent_mirror_requests_total{kind="blob",method="GET",ranged="true"}`
 	bytesPeers  = `shoal_agent_blob_bytes_total{source="peer"}`
 	mismatches  = "shoal_agent_digest_mismatches_total"
