@@ -123,7 +123,8 @@ func TestSOCILazyPull(t *testing.T) {
 	if d1[rangedGets] < 1 {
 		t.Errorf("node 1: no ranged blob GET at the mirror")
 	}
-	t.Logf("node 1: %.0f blob bytes from node 0, %.0f early Range responses", d1[bytesPeers], d1[earlyRanges])
+	t.Logf("node 1: %.0f blob bytes from node 0, %.0f from the registry, %.0f early Range responses",
+		d1[bytesPeers], d1[bytesRegistry], d1[earlyRanges])
 	if d1[bytesPeers] <= 0 {
 		t.Errorf("node 1: %s = %v, want > 0: the second node's lazy pull took nothing from the first", bytesPeers, d1[bytesPeers])
 	}
@@ -440,11 +441,12 @@ log: {level: warn}
 type metrics map[string]float64
 
 const (
-	earlyRanges = `shoal_agent_range_responses_total{kind="early"}`
-	rangePieces = `shoal_agent_registry_piece_bytes_total{reason="range"}`
-	rangedGets  = `shoal_agent_mirror_requests_total{kind="blob",method="GET",ranged="true"}`
-	bytesPeers  = `shoal_agent_blob_bytes_total{source="peer"}`
-	mismatches  = "shoal_agent_digest_mismatches_total"
+	earlyRanges   = `shoal_agent_range_responses_total{kind="early"}`
+	rangePieces   = `shoal_agent_registry_piece_bytes_total{reason="range"}`
+	rangedGets    = `shoal_agent_mirror_requests_total{kind="blob",method="GET",ranged="true"}`
+	bytesPeers    = `shoal_agent_blob_bytes_total{source="peer"}`
+	bytesRegistry = `shoal_agent_blob_bytes_total{source="registry"}`
+	mismatches    = "shoal_agent_digest_mismatches_total"
 )
 
 func scrape(t *testing.T, addr string) metrics {
