@@ -10,7 +10,7 @@ import (
 )
 
 // readAt is where the 64 KiB read starts (lazy_test.go's readAt).
-const readAt = 5 << 20
+const readAt = 14 << 20
 
 func main() {
 	f, err := os.Open("/data/random")
@@ -18,8 +18,8 @@ func main() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	// From the middle: the Range the snapshotter sends for it starts past
-	// the layer's verified prefix, so the agent must answer it from pieces
+	// Near the end: the Range the snapshotter sends for it starts past the
+	// layer's verified prefix, so the agent must answer it from pieces
 	// fetched out of order.
 	b := make([]byte, 64<<10)
 	if _, err := f.ReadAt(b, readAt); err != nil {
