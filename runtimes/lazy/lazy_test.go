@@ -372,13 +372,24 @@ func runContainer(t *testing.T, n node, reg, ref, id string) string {
 	if err != nil {
 		t.Fatalf("container %s: %v", id, err)
 	}
-	defer c.Delete(context.Background(), containerd.WithSnapshotCleanup)
+	// Cleanup gets a context of its own (namespaced: without one containerd
+	// refuses the delete and the task's shim outlives the test).
+	cleanupCtx := namespaces.WithNamespace(context.Background(), "shoal")
+	defer func() {
+		if err := c.Delete(cleanupCtx, containerd.WithSnapshotCleanup); err != nil {
+			t.Errorf("delete container %s: %v", id, err)
+		}
+	}()
 	var out syncBuf
 	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
 	if err != nil {
 		t.Fatalf("task %s: %v", id, err)
 	}
-	defer task.Delete(context.Background(), containerd.WithProcessKill)
+	defer func() {
+		if _, err := task.Delete(cleanupCtx, containerd.WithProcessKill); err != nil {
+			t.Errorf("delete task %s: %v", id, err)
+		}
+	}()
 	exit, err := task.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
