@@ -441,7 +441,7 @@ control: {addr: %[3]q}
 upstreams:
   - {host: %[4]q, url: "http://%[4]s", default: true}
 cache: {dir: %[5]q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 5s, downloadBytesPerSec: %[7]d}
+p2p: {enabled: true, addr: "127.0.0.1:0", stallTimeout: 5s, downloadBytesPerSec: %[7]d}
 log: {level: warn}
 `, i, mirror, testenv.FreeAddr(t), reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), clusterSecret, linkRate))
 		p := testenv.Start(t, fmt.Sprintf("shoal agent %d", i), bin, []string{"agent", "--config", cfg})
