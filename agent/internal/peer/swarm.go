@@ -106,13 +106,25 @@ func (s *Swarm) askDue(id torrent.PeerID, now time.Time) bool {
 	return true
 }
 
-// Formation implements swarm.Peers.
+// Formation implements swarm.Peers. Peers the tracker named beyond the
+// connection cap stay pending for good: they are not connections being
+// made, and counting them kept every node of a big swarm waiting the
+// whole settle limit (issue 20).
 func (s *Swarm) Formation() (answered, forming bool) {
 	st := s.t.Stats()
 	s.mu.Lock()
 	originSeen := s.originSeen
 	s.mu.Unlock()
-	return st.TotalPeers > 0 || originSeen, st.PendingPeers+st.HalfOpenPeers > 0
+	return st.TotalPeers > 0 || originSeen, stillForming(st.PendingPeers, st.HalfOpenPeers, st.ActivePeers, MaxConnsPerTorrent)
+}
+
+// MaxConnsPerTorrent is the most nodes a torrent is connected to.
+const MaxConnsPerTorrent = 200
+
+// stillForming: connections are being dialled, or nodes named by the tracker
+// wait for a dial while the torrent has room for them.
+func stillForming(pending, halfOpen, active, limit int) bool {
+	return halfOpen > 0 || (pending > 0 && active < limit)
 }
 
 // Claimed implements swarm.Peers: claims of connected nodes younger than
