@@ -112,6 +112,8 @@ type Server struct {
 
 	drv *driver.Driver
 	oci *ociFront
+	// shares is who fetched which range as a swarm share (regshare).
+	shares *shareLog
 
 	mu     sync.Mutex
 	seeder *seeder // set by Serve before the listener serves
@@ -148,6 +150,7 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		processMetrics: deps.ProcessMetrics,
 		log:            log,
 		debugPublic:    metricsOnly,
+		shares:         newShareLog(time.Now),
 	}
 	for i, mw := range cfg.Middleware["storage"] {
 		if mw.Name != driver.Name {
