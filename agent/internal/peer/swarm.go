@@ -130,6 +130,14 @@ func stillForming(pending, halfOpen, active, limit int) bool {
 // Claimed implements swarm.Peers: claims of connected nodes younger than
 // claimTTL.
 func (s *Swarm) Claimed(now time.Time, ignore func(id string) bool) *roaring.Bitmap {
+	// Most plans happen with no claim held: skip listing the connections
+	// (a lock of the torrent and an allocation per plan).
+	s.mu.Lock()
+	none := len(s.claims) == 0
+	s.mu.Unlock()
+	if none {
+		return roaring.New()
+	}
 	connected := map[torrent.PeerID]bool{}
 	for _, pc := range s.t.PeerConns() {
 		if !peerid.IsOrigin(pc.PeerID) && !ignore(string(pc.PeerID[:])) {
