@@ -26,10 +26,17 @@ const (
 // is left alone.
 const peerBusyBackoff = 150 * time.Millisecond
 
-// Ticks: fine-grained while settling (its grace is 20 ms), coarse after.
+// Ticks: fine-grained while settling (its grace is 20 ms), coarse after,
+// and coarser on slow links: ticksPerPiece per piece-time at the rate the
+// blob arrives at, within [runTick, maxRunTick]. Each tick plans over
+// every connected node's pieces; at 10 Mbit/s a piece of a layer takes
+// seconds, and 20 plans a second per blob were most of an agent's CPU at
+// N = 16 (issue 20, profile in docs/performance.md "Scale").
 const (
-	settleTick = 5 * time.Millisecond
-	runTick    = 50 * time.Millisecond
+	settleTick    = 5 * time.Millisecond
+	runTick       = 50 * time.Millisecond
+	maxRunTick    = 250 * time.Millisecond
+	ticksPerPiece = 8
 )
 
 // loop is the state of one Run, owned by its goroutine: what is in flight
@@ -40,6 +47,7 @@ type loop struct {
 	running sync.WaitGroup
 	pending int // fetches whose result is not read yet
 	tick    clockwork.Ticker
+	period  time.Duration // the tick's, once settled
 	origin  originState
 	nodes   nodeState
 	phase   phase
@@ -171,6 +179,7 @@ func (l *loop) settle(now time.Time) {
 	}
 	l.phase.settled = true
 	l.watch.lastPiece, l.watch.lastOrigin, l.watch.gained = now, now, now
+	l.period = runTick
 	l.tick.Reset(runTick)
 	l.e.deps.Log.WithField("after", now.Sub(l.phase.start).Round(time.Millisecond)).Debug("swarm settled")
 }
@@ -250,11 +259,27 @@ func (l *loop) observe(now time.Time, have int) {
 			w.firstAt, w.firstHave = now, have
 		} else if d := now.Sub(w.firstAt).Seconds(); d > 0 {
 			w.rate = float64(int64(have-w.firstHave)*l.e.cfg.Layout.PieceLength) / d
+			l.pace()
 		}
 		w.have, w.lastPiece, w.gained = have, now, now
 	}
 	if b := l.e.originBytes.Load(); b != w.origin {
 		w.origin, w.lastOrigin = b, now
+	}
+}
+
+// pace sets the tick to ticksPerPiece per piece-time at the observed
+// rate, within [runTick, maxRunTick]; pokes (a piece written, a fetch
+// done, a node connected, a claim) still wake the loop at once.
+func (l *loop) pace() {
+	if !l.phase.settled || l.watch.rate <= 0 {
+		return
+	}
+	want := time.Duration(float64(l.e.cfg.Layout.PieceLength) / l.watch.rate / ticksPerPiece * float64(time.Second))
+	want = min(max(want, runTick), maxRunTick)
+	if d := want - l.period; d > l.period/4 || -d > l.period/4 {
+		l.period = want
+		l.tick.Reset(want)
 	}
 }
 

@@ -583,3 +583,26 @@ func TestEngineBansLiar(t *testing.T) {
 		t.Errorf("fallbacks %v, want bad_peer_data once", r.metrics.fallbacks)
 	}
 }
+
+// The loop's tick follows the piece-time: ticksPerPiece per piece at the
+// rate the blob arrives at, within [runTick, maxRunTick].
+func TestLoopPace(t *testing.T) {
+	tests := []struct {
+		rate float64 // bytes/s
+		want time.Duration
+	}{
+		{100 << 20, runTick},              // a LAN: a piece in 10 ms
+		{1 << 20, 125 * time.Millisecond}, // a piece a second
+		{300 << 10, maxRunTick},           // 10 Mbit/s over four layers
+	}
+	for _, tt := range tests {
+		e := New(Config{Layout: Layout{Length: 64 << 20, PieceLength: 1 << 20}}, Deps{Clock: clockwork.NewFakeClock()})
+		l := newLoop(e)
+		l.tick = e.deps.Clock.NewTicker(settleTick)
+		l.phase.settled, l.period, l.watch.rate = true, runTick, tt.rate
+		l.pace()
+		if l.period != tt.want {
+			t.Errorf("rate %.0f B/s: tick %v, want %v", tt.rate, l.period, tt.want)
+		}
+	}
+}
