@@ -54,6 +54,8 @@ type Cluster struct {
 	// Debug: every Shoal process serves pprof on its host's loopback
 	// (debugPort; the registry on registryDebugPort).
 	Debug bool
+	// StallTimeout is the agents' p2p.stallTimeout (0: 5s).
+	StallTimeout time.Duration
 }
 
 // Debug listeners, on each host's own loopback.
@@ -299,6 +301,10 @@ func (c *Cluster) startAgent(i int) *testenv.Process {
 	if c.Preheat != nil {
 		preheatURL = c.PreheatURL()
 	}
+	stall := 5 * time.Second
+	if c.StallTimeout > 0 {
+		stall = c.StallTimeout
+	}
 	debugBlock := ""
 	if c.Debug {
 		debugBlock = fmt.Sprintf("debug: {addr: \"127.0.0.1:%d\"}", debugPort)
@@ -314,13 +320,13 @@ p2p:
   enabled: true
   listen: "0.0.0.0:6881"
   advertiseIP: %[3]q
-  stallTimeout: 5s
+  stallTimeout: %[9]s
   deadline: 10m
   seedTime: 1h
 preheat: {url: %[6]q, interval: 1s}
 log: {level: warn}
 %[8]s
-`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL, clusterSecret, debugBlock))
+`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL, clusterSecret, debugBlock, stall))
 	return h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
 }
 

@@ -28,6 +28,12 @@ var (
 	scaleProfile  = flag.String("scale.pprof", "", "TestScale: directory for CPU profiles of agents, tracker and registry taken during each rollout (empty: no debug listeners)")
 	scaleProfAgts = flag.Int("scale.pprof.agents", 3, "TestScale: how many agents are profiled per rollout")
 	scaleProfSecs = flag.Int("scale.pprof.secs", 0, "TestScale: profile length in seconds (0: 1.5 T* + 5 s)")
+	// The default floor (5 s) is four piece-times at 1 MiB/s per layer. On
+	// 10 Mbit/s links four layers arriving at once get a piece of a layer
+	// every ~3.4 s at best, and a relayed piece (a quarter of an uplink per
+	// upload slot) takes as long: 20 s is four such piece-times and a half,
+	// what an operator of such a network sets (configs/agent.yml).
+	scaleStall = flag.Duration("scale.stall", 20*time.Second, "TestScale: the agents' p2p.stallTimeout")
 )
 
 // clkTck is the kernel's USER_HZ, the unit of /proc/<pid>/stat times: 100
@@ -59,9 +65,11 @@ type ScaleRun struct {
 	// delivered to the nodes (N × image).
 	ShoalCPUPerGiB float64 `json:"shoalCPUSecondsPerGiB"`
 	// Per-agent resident memory at the end of the rollout and its peak
-	// (VmRSS, VmHWM, bytes).
+	// (VmRSS, VmHWM, bytes), and of it the private part (RssAnon: the
+	// binary's pages, RssFile, are shared by every agent of the host).
 	AgentRSS  []int64  `json:"agentRSSBytes"`
 	AgentPeak []int64  `json:"agentPeakRSSBytes"`
+	AgentAnon []int64  `json:"agentAnonRSSBytes"`
 	Profiles  []string `json:"profiles,omitempty"`
 }
 
@@ -72,6 +80,9 @@ type IdleRun struct {
 	Seconds   float64   `json:"seconds"`
 	AgentCPU  []float64 `json:"agentCPUSeconds"`
 	AgentRSS  []int64   `json:"agentRSSBytes"`
+	AgentAnon []int64   `json:"agentAnonRSSBytes"`
+	MeanAnon  int64     `json:"meanAnonRSSBytes"`
+	MaxAnon   int64     `json:"maxAnonRSSBytes"`
 	CorePct   float64   `json:"meanCorePercent"`
 	MaxPct    float64   `json:"maxCorePercent"`
 	MeanRSS   int64     `json:"meanRSSBytes"`
@@ -96,11 +107,15 @@ func TestScale(t *testing.T) {
 		t.Skip("scale benchmark: run with -args -scale (make bench-scale)")
 	}
 	ns := parseInts(t, *scaleN)
-	maxN := max(*scaleIdleN, 0)
+	maxN := 0
+	if *scaleIdle > 0 {
+		maxN = max(*scaleIdleN, 0)
+	}
 	for _, n := range ns {
 		maxN = max(maxN, n)
 	}
 	c := newClusterDebug(t, maxN, Link{RateMbit: *scaleRate}, false, *scaleProfile != "")
+	c.StallTimeout = *scaleStall
 	var rep ScaleReport
 	save := func() {
 		// Written after every cell so an interrupted run keeps its data.
@@ -226,8 +241,8 @@ func (c *Cluster) measuredRollout(t *testing.T, spec rolloutSpec) ScaleRun {
 		d := after.agents[i] - before.agents[i]
 		s.AgentCPU = append(s.AgentCPU, d)
 		shoal += d
-		rss, peak := procRSS(c.agentPid(t, i))
-		s.AgentRSS, s.AgentPeak = append(s.AgentRSS, rss), append(s.AgentPeak, peak)
+		rss, peak, anon := procRSS(c.agentPid(t, i))
+		s.AgentRSS, s.AgentPeak, s.AgentAnon = append(s.AgentRSS, rss), append(s.AgentPeak, peak), append(s.AgentAnon, anon)
 	}
 	s.TrackerCPU, s.RegistryCPU = after.tracker-before.tracker, after.registry-before.registry
 	s.TestCPU = after.self - before.self
@@ -235,8 +250,8 @@ func (c *Cluster) measuredRollout(t *testing.T, spec rolloutSpec) ScaleRun {
 	if gib := float64(n) * float64(r.ImageBytes) / (1 << 30); gib > 0 {
 		s.ShoalCPUPerGiB = shoal / gib
 	}
-	t.Logf("N=%d: host idle %.0f%% (load before %.2f), Shoal %.1f CPU-s = %.2f CPU-s/GiB delivered, agents mean %.2f CPU-s, RSS mean %s peak max %s",
-		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mib(meanInt(s.AgentRSS)), mib(maxInt(s.AgentPeak)))
+	t.Logf("N=%d: host idle %.0f%% (load before %.2f), Shoal %.1f CPU-s = %.2f CPU-s/GiB delivered, agents mean %.2f CPU-s, RSS mean %s peak max %s, private mean %s",
+		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mib(meanInt(s.AgentRSS)), mib(maxInt(s.AgentPeak)), mib(meanInt(s.AgentAnon)))
 	return s
 }
 
@@ -253,14 +268,15 @@ func (c *Cluster) measureIdle(t *testing.T, what string, n int, d time.Duration)
 	var pcts []float64
 	for i := range n {
 		cpu := after.agents[i] - before.agents[i]
-		rss, _ := procRSS(c.agentPid(t, i))
-		r.AgentCPU, r.AgentRSS = append(r.AgentCPU, cpu), append(r.AgentRSS, rss)
+		rss, _, anon := procRSS(c.agentPid(t, i))
+		r.AgentCPU, r.AgentRSS, r.AgentAnon = append(r.AgentCPU, cpu), append(r.AgentRSS, rss), append(r.AgentAnon, anon)
 		pcts = append(pcts, 100*cpu/d.Seconds())
 	}
 	r.CorePct, r.MaxPct = mean(pcts), percentile(pcts, 1)
 	r.MeanRSS, r.MaxRSS = meanInt(r.AgentRSS), maxInt(r.AgentRSS)
-	t.Logf("idle (%s): %d agents over %s: %.3f%% of a core each (max %.3f%%), RSS mean %s max %s, host idle %.0f%%",
-		what, n, d, r.CorePct, r.MaxPct, mib(r.MeanRSS), mib(r.MaxRSS), 100*r.HostIdle)
+	r.MeanAnon, r.MaxAnon = meanInt(r.AgentAnon), maxInt(r.AgentAnon)
+	t.Logf("idle (%s): %d agents over %s: %.3f%% of a core each (max %.3f%%), RSS mean %s max %s (private mean %s max %s), host idle %.0f%%",
+		what, n, d, r.CorePct, r.MaxPct, mib(r.MeanRSS), mib(r.MaxRSS), mib(r.MeanAnon), mib(r.MaxAnon), 100*r.HostIdle)
 	return r
 }
 
@@ -380,13 +396,13 @@ func parsePidStat(s string) (float64, error) {
 	return float64(u+st) / clkTck, nil
 }
 
-// procRSS is a process's VmRSS and VmHWM in bytes.
-func procRSS(pid int) (rss, peak int64) {
+// procRSS is a process's VmRSS, VmHWM and RssAnon in bytes.
+func procRSS(pid int) (rss, peak, anon int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return parseStatusKB(string(b), "VmRSS:"), parseStatusKB(string(b), "VmHWM:")
+	return parseStatusKB(string(b), "VmRSS:"), parseStatusKB(string(b), "VmHWM:"), parseStatusKB(string(b), "RssAnon:")
 }
 
 func parseStatusKB(s, key string) int64 {
@@ -494,27 +510,28 @@ func writeScaleReport(name string, rep ScaleReport) error {
 func scaleMarkdown(rep ScaleReport) string {
 	var b strings.Builder
 	b.WriteString("# Shoal at scale (TestScale)\n\n")
-	b.WriteString("| N | image | link | T* s | p50 s | p90 s | p99 s | max s | p50/T* | p90/T* | p99/T* | max/T* | registry egress/image | node-to-node | host idle | Shoal CPU-s/GiB | agent CPU-s mean (max) | agent RSS mean (peak max) | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N | image | link | T* s | p50 s | p90 s | p99 s | max s | p50/T* | p90/T* | p99/T* | max/T* | registry egress/image | node-to-node | host idle | Shoal CPU-s/GiB | agent CPU-s mean (max) | agent RSS mean (peak max) | agent private RSS mean | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Runs {
 		var maxCPU float64
 		for _, x := range r.AgentCPU {
 			maxCPU = max(maxCPU, x)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f× | %s | %.0f %% (load %.1f before) | %.2f | %.2f (%.2f) | %s (%s) | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f× | %s | %.0f %% (load %.1f before) | %.2f | %.2f (%.2f) | %s (%s) | %s | %s |\n",
 			r.N, mib(r.ImageBytes), r.RateMbit, r.TStar, r.P50, r.P90, r.P99, r.Max, r.P50VsTStar, r.P90VsTStar, r.P99VsTStar, r.VsTStar,
 			r.EgressRatio, mib(r.PeerBytes), 100*r.HostIdle, r.LoadBefore, r.ShoalCPUPerGiB, mean(r.AgentCPU), maxCPU,
-			mib(meanInt(r.AgentRSS)), mib(maxInt(r.AgentPeak)), r.Note)
+			mib(meanInt(r.AgentRSS)), mib(maxInt(r.AgentPeak)), mib(meanInt(r.AgentAnon)), r.Note)
 	}
 	b.WriteString("\nEvery node's completion time is in scale.json (`seconds`); T* = max(F/u_s, F/d, N·F/(u_s+N·u)) with every link, the registry's included, at the rate shown. ")
 	b.WriteString("Host idle: idle + iowait of all CPUs over the rollout (/proc/stat; other users of the machine included). ")
 	b.WriteString("Shoal CPU-s/GiB: user + system time of every agent, the tracker and the registry over the rollout (/proc/<pid>/stat), per GiB delivered (N × image). ")
 	b.WriteString("Registry egress: the registry host's veth tx bytes (headers and tracker replies included).\n")
 	if len(rep.Idle) > 0 {
-		b.WriteString("\n## Idle agents\n\n| agents | state | over | % of a core, mean (max) | RSS mean (max) | host idle |\n|---|---|---|---|---|---|\n")
+		b.WriteString("\n## Idle agents\n\n| agents | state | over | % of a core, mean (max) | RSS mean (max) | private RSS mean (max) | host idle |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range rep.Idle {
-			fmt.Fprintf(&b, "| %d | %s | %.0f s | %.3f %% (%.3f %%) | %s (%s) | %.0f %% |\n", r.N, r.What, r.Seconds, r.CorePct, r.MaxPct, mib(r.MeanRSS), mib(r.MaxRSS), 100*r.HostIdle)
+			fmt.Fprintf(&b, "| %d | %s | %.0f s | %.3f %% (%.3f %%) | %s (%s) | %s (%s) | %.0f %% |\n", r.N, r.What, r.Seconds, r.CorePct, r.MaxPct, mib(r.MeanRSS), mib(r.MaxRSS), mib(r.MeanAnon), mib(r.MaxAnon), 100*r.HostIdle)
 		}
+		b.WriteString("\nRSS is VmRSS; the private part is RssAnon (the shoal binary's pages, RssFile, are mapped once for every agent of the host).\n")
 	}
 	return b.String()
 }
