@@ -116,6 +116,16 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		defer body.Close()
 	}
 
+	if body != nil && status == http.StatusPartialContent {
+		// Ranges (nodes' pieces) take turns; a whole blob (a plain pull
+		// through a signed URL) does not wait behind them.
+		done, ok := s.sendTurn(r.Context())
+		if !ok {
+			return
+		}
+		defer done()
+	}
+
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(n, 10))

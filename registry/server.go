@@ -114,6 +114,8 @@ type Server struct {
 	oci *ociFront
 	// shares is who fetched which range as a swarm share (regshare).
 	shares *shareLog
+	// senders are the piece-range responses being sent (pieceSenders).
+	senders chan struct{}
 
 	mu     sync.Mutex
 	seeder *seeder // set by Serve before the listener serves
@@ -151,6 +153,7 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		log:            log,
 		debugPublic:    metricsOnly,
 		shares:         newShareLog(time.Now),
+		senders:        make(chan struct{}, pieceSenders),
 	}
 	for i, mw := range cfg.Middleware["storage"] {
 		if mw.Name != driver.Name {
@@ -588,6 +591,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.log.WithField("addr", l.Addr().String()).WithField("tls", s.tls != nil).Info("registry listening")
 	srv := httpx.NewServer(s.handler, s.log)
 	srv.Protocols = serverProtocols(s.cfg)
+	// The piece endpoint paces its responses by the connection (pieceSender).
+	srv.ConnContext = withConn
 	drain := s.cfg.HTTP.DrainTimeout
 	if drain == 0 {
 		drain = httpx.ShutdownGrace
