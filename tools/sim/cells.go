@@ -96,14 +96,14 @@ func (c cell) params(seed uint64) Params {
 	if c.Scale {
 		p.StallTimeout = ScaleStallTimeout
 		p.SendBuffer = 2 * DataSendBuffer
-		p.MaxConns = 200
+		p.MaxConns = 50
 	}
 	return p
 }
 
 // The scale cells' settings: e2e TestScale's -scale.stall default and
 // agent/internal/peer's DataSendBuffer (doubled by the kernel) and
-// MaxConnsPerTorrent.
+// MaxConnsPerTorrent (50).
 const (
 	ScaleStallTimeout = 20
 	DataSendBuffer    = 128 << 10

@@ -49,7 +49,7 @@ func main() {
 		fs.Parse(os.Args[2:])
 		p.StallTimeout = *stall
 		if *scale {
-			*sb, *conns, p.StallTimeout = 2*DataSendBuffer, 200, ScaleStallTimeout
+			*sb, *conns, p.StallTimeout = 2*DataSendBuffer, 50, ScaleStallTimeout
 		}
 		p.UnfairPeriod = *period
 		p.PokeOnHave, p.BusyBackoff = *pokeHave, *backoff

@@ -139,11 +139,6 @@ func (c *Client) torrentConfig() (*torrent.ClientConfig, string) {
 	tcfg.DefaultStorage = store.NoDefault{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
-	// Every node of a swarm up to the tracker's hand-out (maxNumwant 200)
-	// connected: rendezvous shares are computed over the connected nodes,
-	// and two nodes that see different subsets disagree on owners, so
-	// blocks get two owners or none (issue 20: 4.3× registry egress at
-	// N = 1,000 in the simulator with 100).
 	tcfg.EstablishedConnsPerTorrent = MaxConnsPerTorrent
 	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
 	// A request moved to another peer before its holder could answer is

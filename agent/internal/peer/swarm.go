@@ -167,8 +167,14 @@ func (s *Swarm) Formation() (answered, forming bool) {
 	return st.TotalPeers > 0 || originSeen, stillForming(st.PendingPeers, st.HalfOpenPeers, st.ActivePeers, MaxConnsPerTorrent)
 }
 
-// MaxConnsPerTorrent is the most nodes a torrent is connected to.
-const MaxConnsPerTorrent = 200
+// MaxConnsPerTorrent is the most nodes a torrent is connected to
+// (anacrolix's default). Every connection is a mutual-TLS handshake, an
+// anacrolix read buffer of 128 KiB and a have message per piece gained,
+// for each layer: N² of them with everyone connected (issue 20). Fewer
+// connections give nodes different views of a big swarm, so rendezvous
+// shares get several owners per block; the registry refuses all but the
+// first (internal/regshare), so that costs no egress.
+const MaxConnsPerTorrent = 50
 
 // stillForming: connections are being dialled, or nodes named by the tracker
 // wait for a dial while the torrent has room for them.
