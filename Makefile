@@ -305,6 +305,17 @@ bench-e2e: deps build $(E2EPLOT_BIN)
 	$(E2E_MATRIX) -matrix.n 4,8,16,24 -matrix.mib 64 -matrix.mbit 50 -matrix.delay 0 -matrix.out matrix-50mbit -matrix.direct.maxmib 0
 	$(call e2e-plot,e2e/results/matrix.json e2e/results/matrix-512.json e2e/results/matrix-50mbit.json)
 
+# bench-scale: cold rollouts of a 64 MiB image (4 layers) to 32, 64 and 128
+# real agents on 10 Mbit/s links (the registry's too), then 128 idle agents
+# for 60 s (e2e/README.md, "Scale"). 10 Mbit/s keeps the 2-core host under
+# ~60 % busy at N = 128 (128 × 10 Mbit/s through TLS, veth and tbf), and
+# T* (54 s) long against the fixed costs (settling, the relay of the last
+# piece). ~15 minutes; results and charts in e2e/results/scale*.
+.PHONY: bench-scale
+bench-scale: deps build $(E2EPLOT_BIN)
+	SHOAL_E2E=1 $(GO) test -count=1 -timeout 60m -run TestScale -v ./e2e/ -args -scale -scale.n 32,64,128 -scale.mib 64 -scale.mbit 10
+	$(call e2e-plot,e2e/results/scale.json)
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 

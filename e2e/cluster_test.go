@@ -51,7 +51,18 @@ type Cluster struct {
 	Preheat  *testenv.Process
 	redisBin string
 	Agents   []*testenv.Process
+	// Debug: every Shoal process serves pprof on its host's loopback
+	// (debugPort; the registry on registryDebugPort).
+	Debug bool
+	// StallTimeout is the agents' p2p.stallTimeout (0: 5s).
+	StallTimeout time.Duration
 }
+
+// Debug listeners, on each host's own loopback.
+const (
+	debugPort         = 6060
+	registryDebugPort = 5001
+)
 
 func (c *Cluster) RegistryAddr() string { return fmt.Sprintf("%s:%d", c.Infra.IP, registryPort) }
 
@@ -69,6 +80,13 @@ func writeFile(t *testing.T, dir, name, body string) string {
 // tracker keeps peers in a real redis-server in the infra host.
 func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster {
 	t.Helper()
+	return newClusterDebug(t, nodes, link, redisTracker, false)
+}
+
+// newClusterDebug is newCluster with, if debug, pprof listeners on every
+// Shoal process (TestScale's profiles).
+func newClusterDebug(t *testing.T, nodes int, link Link, redisTracker, debug bool) *Cluster {
+	t.Helper()
 	redisBlock, redisBin := "", ""
 	if redisTracker {
 		bin, err := exec.LookPath("redis-server")
@@ -78,9 +96,14 @@ func newCluster(t *testing.T, nodes int, link Link, redisTracker bool) *Cluster 
 		redisBlock, redisBin = "redis: {addrs: [\"127.0.0.1:6379\"]}", bin
 	}
 	n := newNet(t, nodes+1, link)
-	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t), redisBin: redisBin}
+	c := &Cluster{t: t, Net: n, Infra: n.Hosts[0], Nodes: n.Hosts[1:], bin: testenv.ShoalBinary(t), redisBin: redisBin, Debug: debug}
 	dir := t.TempDir()
 	ip := c.Infra.IP
+	debugBlock, regDebug := "", ""
+	if debug {
+		debugBlock = fmt.Sprintf("debug: {addr: \"127.0.0.1:%d\"}", debugPort)
+		regDebug = fmt.Sprintf("127.0.0.1:%d", registryDebugPort)
+	}
 	if redisTracker {
 		c.StartRedis()
 	}
@@ -90,8 +113,9 @@ cluster: {secret: %s}
 interval: 10s
 peerTTL: 3m
 %s
+%s
 log: {level: warn}
-`, ip, trackerPort, trackerSec, clusterSecret, redisBlock))
+`, ip, trackerPort, trackerSec, clusterSecret, redisBlock, debugBlock))
 	c.StartTracker()
 	regCfg := writeFile(t, dir, "registry.yml", testenv.RegistryConfig{
 		Addr:          fmt.Sprintf("%s:%d", ip, registryPort),
@@ -102,6 +126,7 @@ log: {level: warn}
 		TrackerSecret: trackerSec,
 		ClusterSecret: clusterSecret,
 		SeederListen:  fmt.Sprintf("%s:%d", ip, seederPort),
+		Debug:         regDebug,
 	}.YAML())
 	c.regCfg = regCfg
 	c.StartRegistry()
@@ -276,6 +301,14 @@ func (c *Cluster) startAgent(i int) *testenv.Process {
 	if c.Preheat != nil {
 		preheatURL = c.PreheatURL()
 	}
+	stall := 5 * time.Second
+	if c.StallTimeout > 0 {
+		stall = c.StallTimeout
+	}
+	debugBlock := ""
+	if c.Debug {
+		debugBlock = fmt.Sprintf("debug: {addr: \"127.0.0.1:%d\"}", debugPort)
+	}
 	cfg := writeFile(t, dir, "agent.yml", fmt.Sprintf(`node: {id: node-%[1]d, groups: [e2e]}
 cluster: {secret: %[7]q}
 mirror: {addr: %[2]q}
@@ -287,12 +320,13 @@ p2p:
   enabled: true
   listen: "0.0.0.0:6881"
   advertiseIP: %[3]q
-  stallTimeout: 5s
+  stallTimeout: %[9]s
   deadline: 10m
   seedTime: 1h
 preheat: {url: %[6]q, interval: 1s}
 log: {level: warn}
-`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL, clusterSecret))
+%[8]s
+`, i, mirrorAddr, h.IP, c.RegistryAddr(), filepath.Join(dir, "cache"), preheatURL, clusterSecret, debugBlock, stall))
 	return h.Start(t, fmt.Sprintf("shoal agent node-%d", i), c.bin, "agent", "--config", cfg)
 }
 

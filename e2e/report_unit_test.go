@@ -30,3 +30,25 @@ func TestReportMath(t *testing.T) {
 		t.Errorf("predictedDirect = %+v: want a direct run, 24× egress, a note saying it was not run", r)
 	}
 }
+
+// The /proc parsers TestScale's CPU and memory numbers rest on.
+func TestProcParsers(t *testing.T) {
+	total, idle, err := parseProcStat("cpu  100 5 50 800 20 1 4 0 30 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+	if err != nil || total != 980 || idle != 820 {
+		t.Errorf("parseProcStat = %d, %d, %v; want 980 (guest not added twice), 820 (idle + iowait)", total, idle, err)
+	}
+	if _, _, err := parseProcStat("intr 1 2 3\n"); err == nil {
+		t.Error("parseProcStat accepted a file without the cpu line")
+	}
+	// A command name with spaces and parentheses; utime 250, stime 150.
+	secs, err := parsePidStat("4242 (shoal (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 12 0 100 0 0")
+	if err != nil || math.Abs(secs-4) > 1e-9 {
+		t.Errorf("parsePidStat = %v, %v; want 4 s", secs, err)
+	}
+	if _, err := parsePidStat("4242 (shoal) S 1"); err == nil {
+		t.Error("parsePidStat accepted a short line")
+	}
+	if got := parseStatusKB("Name:\tshoal\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n", "VmRSS:"); got != 1024<<10 {
+		t.Errorf("VmRSS = %d, want %d", got, 1024<<10)
+	}
+}

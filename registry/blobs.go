@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoalproject/shoal/driver"
 	"github.com/shoalproject/shoal/internal/httprange"
+	"github.com/shoalproject/shoal/internal/regshare"
 )
 
 // BlobPath is the prefix of the piece-range endpoint: a blob's bytes, by
@@ -90,6 +91,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusPartialContent
 	}
 
+	// A node's share fetch of a range another node fetched a moment ago
+	// is refused: the block is on its way through the swarm (regshare).
+	share := r.Method == http.MethodGet && status == http.StatusPartialContent && r.Header.Get(regshare.Header) != ""
+	if share && !s.shares.take(dgst, start, r.RemoteAddr) {
+		fail("taken", errorCodeShareTaken)
+		return
+	}
+
 	var body io.ReadCloser
 	if r.Method == http.MethodGet && n > 0 {
 		// Opened before any header is written, so a blob deleted since the
@@ -105,6 +114,16 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer body.Close()
+	}
+
+	if body != nil && status == http.StatusPartialContent {
+		// Ranges (nodes' pieces) take turns; a whole blob (a plain pull
+		// through a signed URL) does not wait behind them.
+		done, ok := s.sendTurn(r.Context())
+		if !ok {
+			return
+		}
+		defer done()
 	}
 
 	h := w.Header()
@@ -134,6 +153,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	s.metrics.pieceBytes.WithLabelValues(reader).Add(float64(sent))
 	if err == nil && sent < n {
 		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && share {
+		s.shares.forget(dgst, start, r.RemoteAddr)
 	}
 	if err != nil && r.Context().Err() == nil {
 		// Headers are out; net/http closes the connection on the short body.

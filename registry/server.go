@@ -112,6 +112,10 @@ type Server struct {
 
 	drv *driver.Driver
 	oci *ociFront
+	// shares is who fetched which range as a swarm share (regshare).
+	shares *shareLog
+	// senders are the piece-range responses being sent (pieceSenders).
+	senders chan struct{}
 
 	mu     sync.Mutex
 	seeder *seeder // set by Serve before the listener serves
@@ -148,6 +152,8 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		processMetrics: deps.ProcessMetrics,
 		log:            log,
 		debugPublic:    metricsOnly,
+		shares:         newShareLog(time.Now),
+		senders:        make(chan struct{}, pieceSenders),
 	}
 	for i, mw := range cfg.Middleware["storage"] {
 		if mw.Name != driver.Name {
@@ -592,6 +598,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.log.WithField("addr", l.Addr().String()).WithField("tls", s.tls != nil).Info("registry listening")
 	srv := httpx.NewServer(s.handler, s.log)
 	srv.Protocols = serverProtocols(s.cfg)
+	// The piece endpoint paces its responses by the connection (pieceSender).
+	srv.ConnContext = withConn
 	drain := s.cfg.HTTP.DrainTimeout
 	if drain == 0 {
 		drain = httpx.ShutdownGrace

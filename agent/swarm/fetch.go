@@ -61,6 +61,7 @@ func (e *Engine) fetchPeer(ctx context.Context, f sched.Fetch, check bool) (badP
 // Pieces a reader waits for are the exception: they go out before the
 // digest can vouch for them, so they are checked like a node's.
 func (e *Engine) fetchOrigin(ctx context.Context, f sched.Fetch) error {
+	ctx = context.WithValue(ctx, whyKey{}, f.Why)
 	open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		body, err := e.deps.Origin.ReadRange(ctx, off, n)
 		if err != nil {
@@ -70,6 +71,18 @@ func (e *Engine) fetchOrigin(ctx context.Context, f sched.Fetch) error {
 	}
 	_, err := e.fetchRun(ctx, f, open, false, f.Why == "range")
 	return err
+}
+
+type whyKey struct{}
+
+// FetchWhy is why the registry fetch ctx belongs to was planned
+// (sched.Fetch.Why), for the Origin: a "share" fetch may be refused by
+// the registry with regshare.StatusTaken (another node fetched that
+// range a moment ago), and the engine then leaves the pieces to the
+// swarm for regshare.Hold.
+func FetchWhy(ctx context.Context) string {
+	why, _ := ctx.Value(whyKey{}).(string)
+	return why
 }
 
 type opener func(ctx context.Context, off, n int64) (io.ReadCloser, error)

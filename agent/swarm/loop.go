@@ -12,23 +12,31 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/sched"
+	"github.com/shoalproject/shoal/internal/regshare"
 )
 
 // Settling: how long a node waits at most for the swarm to form before its
 // first registry fetch, and for the claims of nodes just connected.
 const (
 	settleLimit = time.Second
-	settleGrace = 20 * time.Millisecond
+	settleGrace = 100 * time.Millisecond
 )
 
 // peerBusyBackoff is how long a node that answered "no upload slot free"
 // is left alone.
 const peerBusyBackoff = 150 * time.Millisecond
 
-// Ticks: fine-grained while settling (its grace is 20 ms), coarse after.
+// Ticks: fine-grained while settling (its grace is 20 ms), coarse after,
+// and coarser on slow links: ticksPerPiece per piece-time at the rate the
+// blob arrives at, within [runTick, maxRunTick]. Each tick plans over
+// every connected node's pieces; at 10 Mbit/s a piece of a layer takes
+// seconds, and 20 plans a second per blob were most of an agent's CPU at
+// N = 16 (issue 20, profile in docs/performance.md "Scale").
 const (
-	settleTick = 5 * time.Millisecond
-	runTick    = 50 * time.Millisecond
+	settleTick    = 5 * time.Millisecond
+	runTick       = 50 * time.Millisecond
+	maxRunTick    = 250 * time.Millisecond
+	ticksPerPiece = 8
 )
 
 // loop is the state of one Run, owned by its goroutine: what is in flight
@@ -39,6 +47,7 @@ type loop struct {
 	running sync.WaitGroup
 	pending int // fetches whose result is not read yet
 	tick    clockwork.Ticker
+	period  time.Duration // the tick's, once settled
 	origin  originState
 	nodes   nodeState
 	phase   phase
@@ -59,6 +68,10 @@ type originState struct {
 	// urgent is the requests for pieces readers wait for, counted apart
 	// from busy and pieces: they are not the share's.
 	urgent int
+	// taken are pieces the registry refused as shares because another
+	// node fetched them a moment ago (regshare), until when they are
+	// left to the swarm.
+	taken map[uint32]time.Time
 }
 
 // nodeState is this node's requests to other nodes and what it learnt of
@@ -73,17 +86,20 @@ type nodeState struct {
 
 // phase is where the download stands.
 type phase struct {
-	start     time.Time
-	readyAt   time.Time // the swarm looked formed (settling's grace)
-	idleSince time.Time // Plan's idle clock, for stealing
-	settled   bool
-	solo      bool // stalled: the registry for every missing piece
+	start   time.Time
+	readyAt time.Time // the swarm looked formed (settling's grace)
+	// readyNodes is how many nodes were connected at readyAt.
+	readyNodes int
+	idleSince  time.Time // Plan's idle clock, for stealing
+	settled    bool
+	solo       bool // stalled: the registry for every missing piece
 }
 
 // progress is the stall watch's view of this blob.
 type progress struct {
 	have       int       // pieces present at the last look
-	lastPiece  time.Time // when the blob last gained a piece
+	lastPiece  time.Time // the stall clock: when the blob last gained a piece, or waited on the registry
+	gained     time.Time // when the blob last gained a piece (or settled)
 	origin     int64     // registry bytes at the last look
 	lastOrigin time.Time // when registry bytes last arrived
 	// firstAt and firstHave start the observed rate: pieces gained since
@@ -109,7 +125,7 @@ func newLoop(e *Engine) *loop {
 		e: e,
 		// Buffered: a fetch that is done never waits for the loop.
 		results: make(chan fetchResult, resultsQueue),
-		origin:  originState{inFlight: roaring.New()},
+		origin:  originState{inFlight: roaring.New(), taken: map[uint32]time.Time{}},
 		nodes: nodeState{inFlight: roaring.New(), busy: map[string]int{},
 			backoff: map[string]time.Time{}, banned: map[string]bool{}},
 		phase:   phase{start: now},
@@ -140,7 +156,7 @@ func (l *loop) run(ctx context.Context) (reason string, err error) {
 			snap.Urgent, wanted = l.e.deps.Wants.List()
 			snap.UrgentBusy = l.origin.urgent
 		}
-		if reason := l.check(now, len(snap.Peers)); reason != "" {
+		if reason := l.check(now, len(snap.Peers), l.awaited(now, snap)); reason != "" {
 			return reason, nil
 		}
 		snap.Solo = l.phase.solo
@@ -171,7 +187,8 @@ func (l *loop) settle(now time.Time) {
 		return
 	}
 	l.phase.settled = true
-	l.watch.lastPiece, l.watch.lastOrigin = now, now
+	l.watch.lastPiece, l.watch.lastOrigin, l.watch.gained = now, now, now
+	l.period = runTick
 	l.tick.Reset(runTick)
 	l.e.deps.Log.WithField("after", now.Sub(l.phase.start).Round(time.Millisecond)).Debug("swarm settled")
 }
@@ -182,13 +199,20 @@ func (l *loop) formed(now time.Time) bool {
 	}
 	answered, forming := l.e.deps.Peers.Formation()
 	if !answered || forming {
+		l.phase.readyAt = time.Time{}
 		return false
 	}
-	if len(l.e.deps.Peers.Nodes()) == 0 {
+	nodes := len(l.e.deps.Peers.Nodes())
+	if nodes == 0 {
 		return true // alone: nobody's claims to wait for
 	}
-	if l.phase.readyAt.IsZero() {
-		l.phase.readyAt = now
+	// The grace runs while the view stays the same: in a rollout, nodes
+	// that announced later keep connecting to the early ones, and shares
+	// computed over a view still growing give blocks two owners
+	// (issue 20: 3.3× the image fetched as shares at N = 16 on a busy
+	// host).
+	if l.phase.readyAt.IsZero() || nodes != l.phase.readyNodes {
+		l.phase.readyAt, l.phase.readyNodes = now, nodes
 	}
 	return now.Sub(l.phase.readyAt) >= settleGrace
 }
@@ -205,6 +229,15 @@ func (l *loop) snapshot(now time.Time) sched.Snapshot {
 		OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces,
 		Claimed: p.Claimed(now, func(id string) bool { return l.nodes.banned[id] }),
 		Settled: l.phase.settled, IdleSince: l.phase.idleSince,
+	}
+	// Pieces another node fetches from the registry, as the registry told
+	// us, count as claimed.
+	for i, until := range l.origin.taken {
+		if !now.Before(until) {
+			delete(l.origin.taken, i)
+			continue
+		}
+		snap.Claimed.Add(i)
 	}
 	l.nodes.seen = p.Nodes()
 	for _, n := range l.nodes.seen {
@@ -235,11 +268,27 @@ func (l *loop) observe(now time.Time, have int) {
 			w.firstAt, w.firstHave = now, have
 		} else if d := now.Sub(w.firstAt).Seconds(); d > 0 {
 			w.rate = float64(int64(have-w.firstHave)*l.e.cfg.Layout.PieceLength) / d
+			l.pace()
 		}
-		w.have, w.lastPiece = have, now
+		w.have, w.lastPiece, w.gained = have, now, now
 	}
 	if b := l.e.originBytes.Load(); b != w.origin {
 		w.origin, w.lastOrigin = b, now
+	}
+}
+
+// pace sets the tick to ticksPerPiece per piece-time at the observed
+// rate, within [runTick, maxRunTick]; pokes (a piece written, a fetch
+// done, a node connected, a claim) still wake the loop at once.
+func (l *loop) pace() {
+	if !l.phase.settled || l.watch.rate <= 0 {
+		return
+	}
+	want := time.Duration(float64(l.e.cfg.Layout.PieceLength) / l.watch.rate / ticksPerPiece * float64(time.Second))
+	want = min(max(want, runTick), maxRunTick)
+	if d := want - l.period; d > l.period/4 || -d > l.period/4 {
+		l.period = want
+		l.tick.Reset(want)
 	}
 }
 
@@ -248,9 +297,28 @@ func (l *loop) bound() time.Duration {
 	return sched.StallBound(l.e.cfg.Layout.PieceLength, max(l.watch.rate, l.e.cfg.AssumedRate), l.e.cfg.StallTimeout)
 }
 
+// awaited reports whether the registry is working on this blob: a
+// connected node has claimed a piece missing here (its registry fetch is
+// under way), or registry bytes of this node's own fetches arrived within
+// the bound. A swarm whose first pieces all come from a slow registry at
+// once (one registry link shared by every owner's pieces of every layer:
+// at 10 Mbit/s, 32 pieces of 1 MiB take 27 s to arrive together) gains no
+// piece for longer than the stall bound, and is not stalled: going solo
+// then only adds to the registry's queue (issue 20: 10× the image in
+// registry egress at N = 16).
+func (l *loop) awaited(now time.Time, snap sched.Snapshot) bool {
+	if l.origin.busy > 0 && now.Sub(l.watch.lastOrigin) < l.bound() {
+		return true
+	}
+	return !roaring.AndNot(snap.Claimed, snap.Have).IsEmpty()
+}
+
 // check runs the stall watch; it returns why the swarm path gives up, if
-// it does.
-func (l *loop) check(now time.Time, peers int) string {
+// it does. While awaited (the registry is working on this blob), the
+// stall clock holds, for up to sched.MaxStallBound since the last piece:
+// claims that never turn into pieces hold a blob for that plus one stall
+// bound at most.
+func (l *loop) check(now time.Time, peers int, awaited bool) string {
 	log := l.e.deps.Log
 	if now.Sub(l.lastLog) >= 10*time.Second {
 		l.lastLog = now
@@ -260,6 +328,9 @@ func (l *loop) check(now time.Time, peers int) string {
 		return ""
 	}
 	bound := l.bound()
+	if awaited && !l.phase.solo && now.Sub(l.watch.gained) < max(bound, sched.MaxStallBound) {
+		l.watch.lastPiece = now
+	}
 	switch sched.Watch(now, l.phase.start, l.watch.lastPiece, l.watch.lastOrigin, l.phase.solo, bound, l.e.cfg.Deadline) {
 	case sched.GoSolo:
 		// No piece for a few piece-times, whatever the connections look
@@ -376,6 +447,18 @@ func (l *loop) originDone(r fetchResult, alone bool) {
 		o.pieces -= r.f.Count
 	}
 	l.e.deps.Peers.Unclaim(pieceRange(r.f), r.err != nil)
+	var se *StatusError
+	if errors.As(r.err, &se) && se.Status == regshare.StatusTaken {
+		// Another node fetched these as its share a moment ago (it sees
+		// other nodes than this one while the swarm forms): they come
+		// through the swarm. Not a failure of the registry.
+		until := l.e.deps.Clock.Now().Add(regshare.Hold)
+		for _, i := range pieceRange(r.f) {
+			o.taken[uint32(i)] = until
+		}
+		l.e.deps.Log.WithField("pieces", r.f.Count).Debug("registry: another node fetched these pieces; leaving them to the swarm")
+		return
+	}
 	if r.err == nil {
 		o.failures = 0
 		if alone && !urgent {

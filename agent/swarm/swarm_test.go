@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/sched"
+	"github.com/shoalproject/shoal/internal/regshare"
 )
 
 // The engine's tests run on a fake clock against fakes of its interfaces:
@@ -114,13 +115,18 @@ type fakePeers struct {
 
 	blocked atomic.Int64 // reads waiting on the clock or their request's end
 
+	// claimed, if set, are pieces the nodes fetch from the registry until
+	// arrive (zero: never); then they have them.
+	claimed *roaring.Bitmap
+	arrive  time.Time
+	// hideClaims: the claims are of nodes this one is not connected to
+	// (the registry knows of them; Claimed does not).
+	hideClaims bool
+
 	mu     sync.Mutex
 	claims []time.Time // when each registry fetch started, by the engine's clock
 	// onClaim, if set, sees each registry fetch's pieces.
 	onClaim func(pieces []int)
-	// claimed are pieces other nodes fetch from the registry (until a
-	// node has them).
-	claimed *roaring.Bitmap
 	// reads are the requests to nodes: node and first byte.
 	reads []nodeRead
 }
@@ -139,14 +145,21 @@ func (p *fakePeers) Nodes() []sched.Peer {
 		if n.later != nil && !p.clock.Now().Before(n.at) {
 			has.Or(n.later)
 		}
+		if p.arrived() {
+			has.Or(p.claimed)
+		}
 		out = append(out, sched.Peer{ID: n.id, Has: has, Data: true})
 	}
 	return out
 }
 
+func (p *fakePeers) arrived() bool {
+	return p.claimed != nil && !p.arrive.IsZero() && !p.clock.Now().Before(p.arrive)
+}
+
 func (p *fakePeers) Formation() (bool, bool) { return true, p.forming }
 func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap {
-	if p.claimed == nil {
+	if p.claimed == nil || p.arrived() || p.hideClaims {
 		return roaring.New()
 	}
 	c := p.claimed.Clone()
@@ -231,11 +244,19 @@ func (b *trickleBody) Close() error { return nil }
 type fakeOrigin struct {
 	data []byte
 	fail bool
+	// taken: share fetches are refused, another node fetched them
+	// (regshare); refused counts them.
+	taken   bool
+	refused atomic.Int64
 }
 
-func (o *fakeOrigin) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, error) {
+func (o *fakeOrigin) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if o.fail {
 		return nil, &StatusError{Status: 500, What: "registry down"}
+	}
+	if o.taken && FetchWhy(ctx) == "share" {
+		o.refused.Add(1)
+		return nil, &StatusError{Status: regshare.StatusTaken, What: "taken"}
 	}
 	return io.NopCloser(bytes.NewReader(o.data[off : off+n])), nil
 }
@@ -455,6 +476,73 @@ func TestEngineStallGoesToRegistryWithinBound(t *testing.T) {
 	}
 }
 
+// A swarm whose first pieces all come from a slow registry (issue 20)
+// is not stalled: while a connected node has claimed pieces missing
+// here, the stall clock holds, for up to sched.MaxStallBound; claims that
+// never turn into pieces then go solo as any stall does.
+func TestEngineWaitsForClaimedPieces(t *testing.T) {
+	const n = 16
+	tests := []struct {
+		name   string
+		arrive time.Duration // 0: never
+	}{
+		{"claimed pieces arrive after four stall bounds", 20 * time.Second},
+		{"claimed pieces never arrive", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
+			r.peers.claimed = all(n)
+			start := r.clock.Now()
+			if tt.arrive > 0 {
+				r.peers.arrive = start.Add(tt.arrive)
+			}
+			res, err := r.run(5 * time.Minute)
+			if err != nil || res.Reason != "" {
+				t.Fatalf("Run = %+v, %v", res, err)
+			}
+			r.checkBlob()
+			first, fetched := r.peers.firstClaim()
+			if tt.arrive > 0 {
+				if fetched || r.metrics.fallbacks["solo"] != 0 || res.FromPeers != int64(len(r.data)) {
+					t.Errorf("went to the registry (%v, fallbacks %v, %d bytes from nodes) while its pieces were claimed and on their way", fetched, r.metrics.fallbacks, res.FromPeers)
+				}
+				return
+			}
+			if !fetched || r.metrics.fallbacks["solo"] != 1 {
+				t.Fatalf("fallbacks %v, registry fetch %v: want solo once", r.metrics.fallbacks, fetched)
+			}
+			// Held for MaxStallBound, then one stall bound as always.
+			bound := sched.StallBound(pieceLen, DefaultAssumedRate, r.cfg.StallTimeout)
+			if late, within := first.Sub(start), settleLimit+sched.MaxStallBound+bound+runTick+step; late < sched.MaxStallBound || late > within {
+				t.Errorf("solo after %v, want after the claims held %v (and within %v)", late, sched.MaxStallBound, within)
+			}
+		})
+	}
+}
+
+// A share the registry refuses because another node (one this node does
+// not see yet) fetched it a moment ago is left to the swarm: no solo, no
+// pause, the pieces come from the node that gets them.
+func TestEngineShareTakenElsewhere(t *testing.T) {
+	const n = 16
+	r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
+	r.origin.taken = true
+	r.peers.claimed, r.peers.hideClaims = all(n), true
+	r.peers.arrive = r.clock.Now().Add(10 * time.Second)
+	res, err := r.run(5 * time.Minute)
+	if err != nil || res.Reason != "" {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	r.checkBlob()
+	if r.origin.refused.Load() == 0 {
+		t.Fatal("no share fetch was refused: the test tests nothing")
+	}
+	if r.metrics.fallbacks["solo"] != 0 || res.FromRegistry != 0 || res.FromPeers != int64(len(r.data)) {
+		t.Errorf("fallbacks %v, %d bytes from the registry, %d from nodes: want every piece from the node, no solo", r.metrics.fallbacks, res.FromRegistry, res.FromPeers)
+	}
+}
+
 // The registry's share comes first when stalled: with a node that
 // advertises everything and sends nothing, the first solo fetch is of
 // this node's own share.
@@ -520,5 +608,28 @@ func TestEngineBansLiar(t *testing.T) {
 	r.checkBlob()
 	if r.metrics.fallbacks["bad_peer_data"] != 1 {
 		t.Errorf("fallbacks %v, want bad_peer_data once", r.metrics.fallbacks)
+	}
+}
+
+// The loop's tick follows the piece-time: ticksPerPiece per piece at the
+// rate the blob arrives at, within [runTick, maxRunTick].
+func TestLoopPace(t *testing.T) {
+	tests := []struct {
+		rate float64 // bytes/s
+		want time.Duration
+	}{
+		{100 << 20, runTick},              // a LAN: a piece in 10 ms
+		{1 << 20, 125 * time.Millisecond}, // a piece a second
+		{300 << 10, maxRunTick},           // 10 Mbit/s over four layers
+	}
+	for _, tt := range tests {
+		e := New(Config{Layout: Layout{Length: 64 << 20, PieceLength: 1 << 20}}, Deps{Clock: clockwork.NewFakeClock()})
+		l := newLoop(e)
+		l.tick = e.deps.Clock.NewTicker(settleTick)
+		l.phase.settled, l.period, l.watch.rate = true, runTick, tt.rate
+		l.pace()
+		if l.period != tt.want {
+			t.Errorf("rate %.0f B/s: tick %v, want %v", tt.rate, l.period, tt.want)
+		}
 	}
 }

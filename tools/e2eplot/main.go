@@ -69,6 +69,14 @@ func plotFile(in, outDir string) ([]string, error) {
 			return files, fmt.Errorf("%s: %w", f, err)
 		}
 		files = append(files, f)
+		if len(c.cdfs) == 0 {
+			continue
+		}
+		f = filepath.Join(outDir, c.cdfFileName(name))
+		if err := c.saveCDF(f); err != nil {
+			return files, fmt.Errorf("%s: %w", f, err)
+		}
+		files = append(files, f)
 	}
 	return files, nil
 }
@@ -84,6 +92,12 @@ type run struct {
 	DelayMs    int64   `json:"delayMs"`
 	Max        float64 `json:"max"`
 	TStar      float64 `json:"tStar"`
+	// Optional: the median node and every node's completion time (the
+	// CDF chart of TestScale's runs).
+	P50     float64   `json:"p50"`
+	Seconds []float64 `json:"seconds"`
+	// P90 is written by TestScale only: its runs get the CDF chart.
+	P90 float64 `json:"p90"`
 }
 
 // required are the keys every run must have. The e2e tests and this tool
@@ -139,8 +153,19 @@ type link struct {
 // chart is the data of one SVG: points sorted by N.
 type chart struct {
 	link
-	p2p, direct, tStar plotter.XYs
+	p2p, direct, tStar, p50 plotter.XYs
+	// cdfs: every node's completion time ÷ T*, one curve per N, for
+	// runs of at least cdfMinNodes nodes.
+	cdfs []cdf
 }
+
+type cdf struct {
+	n   int
+	xys plotter.XYs
+}
+
+// cdfMinNodes: smaller runs have too few nodes for a distribution.
+const cdfMinNodes = 16
 
 // charts groups the cold-rollout runs by image size and link, in the order
 // each first appears; other scenarios (faults, late joiners) are no curve
@@ -163,6 +188,12 @@ func charts(runs []run) []chart {
 		case "p2p":
 			c.p2p = append(c.p2p, pt)
 			c.tStar = append(c.tStar, plotter.XY{X: float64(r.N), Y: r.TStar})
+			// Runs with every node's time (TestScale) also get the median
+			// node's curve and a CDF chart.
+			if r.P90 > 0 && len(r.Seconds) >= cdfMinNodes && r.TStar > 0 {
+				c.p50 = append(c.p50, plotter.XY{X: float64(r.N), Y: r.P50})
+				c.cdfs = append(c.cdfs, cdf{r.N, cdfPoints(r.Seconds, r.TStar)})
+			}
 		case "direct":
 			c.direct = append(c.direct, pt)
 		}
@@ -172,6 +203,19 @@ func charts(runs []run) []chart {
 		slices.SortStableFunc(out[i].p2p, byN)
 		slices.SortStableFunc(out[i].direct, byN)
 		slices.SortStableFunc(out[i].tStar, byN)
+		slices.SortStableFunc(out[i].p50, byN)
+	}
+	return out
+}
+
+// cdfPoints is the empirical CDF of secs ÷ tStar: the k-th fastest node
+// at (t_k/T*, k/n).
+func cdfPoints(secs []float64, tStar float64) plotter.XYs {
+	s := slices.Clone(secs)
+	slices.Sort(s)
+	out := make(plotter.XYs, len(s))
+	for k, v := range s {
+		out[k] = plotter.XY{X: v / tStar, Y: float64(k+1) / float64(len(s))}
 	}
 	return out
 }
@@ -201,12 +245,18 @@ func (c chart) save(path string) error {
 	p.Title.Text = c.title()
 	p.X.Label.Text = "nodes N"
 	p.Y.Label.Text = "completion time of the last node (s)"
+	lastName := "Shoal P2P"
+	if len(c.p50) > 0 {
+		p.Y.Label.Text = "completion time (s)"
+		lastName = "Shoal P2P (last node)"
+	}
 	p.Add(plotter.NewGrid())
 	for _, s := range []struct {
 		name string
 		xys  plotter.XYs
 		c    color.RGBA
-	}{{"Shoal P2P", c.p2p, color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 255}},
+	}{{lastName, c.p2p, color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 255}},
+		{"Shoal P2P (median node)", c.p50, color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 255}},
 		{"direct from registry", c.direct, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 255}},
 		{"T* lower bound", c.tStar, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 255}}} {
 		if len(s.xys) == 0 {
@@ -222,5 +272,36 @@ func (c chart) save(path string) error {
 	}
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Y.Min = 0
+	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// cdfFileName is fileName with -cdf before the extension.
+func (c chart) cdfFileName(name string) string {
+	return strings.TrimSuffix(c.fileName(name), ".svg") + "-cdf.svg"
+}
+
+// saveCDF draws the completion-time CDFs, one curve per N.
+func (c chart) saveCDF(path string) error {
+	p := plot.New()
+	p.Title.Text = strings.Replace(c.title(), "Cold rollout", "Completion times", 1)
+	p.X.Label.Text = "completion time ÷ T*"
+	p.Y.Label.Text = "fraction of nodes done"
+	p.Add(plotter.NewGrid())
+	palette := []color.RGBA{{R: 0x1f, G: 0x77, B: 0xb4, A: 255}, {R: 0xff, G: 0x7f, B: 0x0e, A: 255}, {R: 0x2c, G: 0xa0, B: 0x2c, A: 255},
+		{R: 0xd6, G: 0x27, B: 0x28, A: 255}, {R: 0x94, G: 0x67, B: 0xbd, A: 255}, {R: 0x8c, G: 0x56, B: 0x4b, A: 255}}
+	for i, d := range c.cdfs {
+		l, err := plotter.NewLine(d.xys)
+		if err != nil {
+			return err
+		}
+		l.Color = palette[i%len(palette)]
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("N = %d", d.n), l)
+	}
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.XOffs = -vg.Points(10)
+	p.Y.Min, p.Y.Max = 0, 1
+	p.X.Min = 0
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestReadRuns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(got, tt.want) {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -133,5 +134,26 @@ func TestCommittedCharts(t *testing.T) {
 		if !drawn[filepath.Base(s)] {
 			t.Errorf("%s: committed chart without results JSON it is drawn from", filepath.Base(s))
 		}
+	}
+}
+
+// TestScale's runs (p90 and every node's time) get the median node's
+// curve and a CDF of completion ÷ T*.
+func TestScaleCharts(t *testing.T) {
+	secs := make([]float64, 16)
+	for i := range secs {
+		secs[i] = float64(20 + i)
+	}
+	runs := []run{{Scenario: "cold", Mode: "p2p", N: 16, ImageBytes: 64 << 20, RateMbit: 10, Max: 35, TStar: 20, P50: 27, P90: 33, Seconds: secs}}
+	got := charts(runs)
+	if len(got) != 1 || len(got[0].cdfs) != 1 || !slices.Equal(got[0].p50, plotter.XYs{{X: 16, Y: 27}}) {
+		t.Fatalf("charts = %+v: want one chart with a p50 point and a CDF", got)
+	}
+	c := got[0].cdfs[0].xys
+	if c[0] != (plotter.XY{X: 1, Y: 1.0 / 16}) || c[15] != (plotter.XY{X: 35.0 / 20, Y: 1}) {
+		t.Errorf("CDF ends %v, %v", c[0], c[15])
+	}
+	if f := got[0].cdfFileName("scale"); f != "scale-64mib-10mbit-cdf.svg" {
+		t.Errorf("CDF file %s", f)
 	}
 }

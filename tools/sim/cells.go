@@ -19,6 +19,9 @@ type cell struct {
 	Egress   float64 `json:"measuredEgress"`
 	CPUBound bool    `json:"cpuBound"`
 	Note     string  `json:"note,omitempty"`
+	// Scale: a TestScale cell (e2e/results/scale.json): the agents' stall
+	// floor of that run and this build's data-path settings.
+	Scale bool `json:"scale,omitempty"`
 }
 
 // e2eRun is the part of an e2e Run (e2e/report_test.go) read here.
@@ -30,6 +33,7 @@ type e2eRun struct {
 	P50        float64 `json:"p50"`
 	Max        float64 `json:"max"`
 	Egress     float64 `json:"registryEgressPerImage"`
+	HostIdle   float64 `json:"hostIdle"` // TestScale only
 }
 
 // measuredCells reads the e2e matrix results (HTTP data path, before the
@@ -58,6 +62,17 @@ func measuredCells(e2eDir string) ([]cell, error) {
 			out = append(out, c)
 		}
 	}
+	// TestScale's cells (make bench-scale), when they have been run.
+	if b, err := os.ReadFile(filepath.Join(e2eDir, "scale.json")); err == nil {
+		var runs []e2eRun
+		if err := json.Unmarshal(b, &runs); err != nil {
+			return nil, fmt.Errorf("scale.json: %w", err)
+		}
+		for _, r := range runs {
+			out = append(out, cell{Source: "e2e/results/scale.json", N: r.N, MiB: (r.ImageBytes + 1<<19) >> 20, Mbit: r.RateMbit,
+				P50: r.P50, Max: r.Max, Egress: r.Egress, CPUBound: r.HostIdle < 0.4, Scale: true})
+		}
+	}
 	nan := math.NaN()
 	week := "this week (mutual TLS peer wire), 64 MiB in 4 layers, cold"
 	out = append(out,
@@ -78,5 +93,18 @@ func (c cell) params(seed uint64) Params {
 	p.N, p.Image, p.Seed = c.N, c.MiB<<20, seed
 	p.Up, p.Down, p.RegistryUp = mbit(c.Mbit), mbit(c.Mbit), mbit(c.Mbit)
 	p.Limit = 900
+	if c.Scale {
+		p.StallTimeout = ScaleStallTimeout
+		p.SendBuffer = 2 * DataSendBuffer
+		p.MaxConns = 50
+	}
 	return p
 }
+
+// The scale cells' settings: e2e TestScale's -scale.stall default and
+// agent/internal/peer's DataSendBuffer (doubled by the kernel) and
+// MaxConnsPerTorrent (50).
+const (
+	ScaleStallTimeout = 20
+	DataSendBuffer    = 128 << 10
+)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 )
 
@@ -16,11 +17,17 @@ func cmdValidate(args []string) error {
 	e2e := fs.String("e2e", "../../e2e/results", "the e2e results directory")
 	seeds := fs.Int("seeds", 5, "seeds per cell")
 	unf := fs.Float64("unfair", -1, "override Params.Unfairness")
+	only := fs.String("cells", "all", "all, or scale: only TestScale's cells (e2e/results/scale.json), written as validation-scale.*")
 	fs.Parse(args)
 	debug.SetGCPercent(400)
 	cells, err := measuredCells(*e2e)
 	if err != nil {
 		return err
+	}
+	stem := "validation"
+	if *only == "scale" {
+		stem = "validation-scale"
+		cells = slices.DeleteFunc(cells, func(c cell) bool { return !c.Scale })
 	}
 	if err := mkdir(*out); err != nil {
 		return err
@@ -32,14 +39,14 @@ func cmdValidate(args []string) error {
 	}
 	vs := validate(cells, *seeds, tune, func(s string) { fmt.Fprintln(os.Stderr, s) })
 	md := "# Simulated vs measured netns rollouts\n\n" + validationMarkdown(vs)
-	if err := os.WriteFile(filepath.Join(*out, "validation.md"), []byte(md), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(*out, stem+".md"), []byte(md), 0o644); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(*out, "validation.json"), vs); err != nil {
+	if err := writeJSON(filepath.Join(*out, stem+".json"), vs); err != nil {
 		return err
 	}
 	fmt.Print(md)
-	return validationChart(vs, filepath.Join(*out, "validation.svg"))
+	return validationChart(vs, filepath.Join(*out, stem+".svg"))
 }
 
 // projections are the rollouts issue 20 asks about.

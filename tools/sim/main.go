@@ -44,7 +44,13 @@ func main() {
 		pokeHave := fs.Bool("pokeonhave", false, "engine variant: wake on a neighbour's have")
 		backoff := fs.Float64("backoff", p.BusyBackoff, "engine variant: busy backoff seconds")
 		period := fs.Float64("period", p.UnfairPeriod, "seconds between flow weight draws")
+		stall := fs.Float64("stall", p.StallTimeout, "agents' p2p.stallTimeout, seconds")
+		scale := fs.Bool("scalecell", false, "a TestScale cell: -stall, -sndbuf and -maxconns as that run's agents (cells.go)")
 		fs.Parse(os.Args[2:])
+		p.StallTimeout = *stall
+		if *scale {
+			*sb, *conns, p.StallTimeout = 2*DataSendBuffer, 50, ScaleStallTimeout
+		}
 		p.UnfairPeriod = *period
 		p.PokeOnHave, p.BusyBackoff = *pokeHave, *backoff
 		p.MaxConns, p.Numwant = *conns, *numwant

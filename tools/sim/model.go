@@ -92,7 +92,7 @@ type Params struct {
 // Agent and tracker constants the model copies, with where they live.
 const (
 	settleLimit      = 1.0   // agent/swarm.go settleLimit
-	settleGrace      = 0.020 // agent/swarm.go settleGrace
+	settleGrace      = 0.100 // agent/swarm/loop.go settleGrace (runs while the view is unchanged)
 	tickUnsettled    = 0.005 // agent/swarm.go run: time.NewTicker(5ms)
 	tickSettled      = 0.050 // agent/swarm.go run: tick.Reset(50ms)
 	peerBusyBackoff  = 0.150 // agent/swarm.go peerBusyBackoff
@@ -216,6 +216,7 @@ type nodeBlob struct {
 	originSeen, answered bool
 	settled              bool
 	settledAt, readyAt   float64
+	readyConns           int // connections when readyAt was set
 
 	originBusy, originPieces, originFailures int
 	originPausedUntil                        float64
@@ -519,14 +520,18 @@ func (nb *nodeBlob) settledNow(now float64) bool {
 		return true
 	}
 	total := len(nb.conns) + len(nb.pending) + nb.halfOpen
-	if !((total > 0 || nb.originSeen) && len(nb.pending) == 0 && nb.halfOpen == 0) {
+	// agent/internal/peer Swarm.Formation: pending peers beyond the
+	// connection cap are not connections being made.
+	forming := nb.halfOpen > 0 || (len(nb.pending) > 0 && len(nb.conns) < nb.n.w.p.MaxConns)
+	if !(total > 0 || nb.originSeen) || forming {
+		nb.readyAt = -1
 		return false
 	}
 	if len(nb.conns) == 0 {
 		return true
 	}
-	if nb.readyAt < 0 {
-		nb.readyAt = now
+	if nb.readyAt < 0 || nb.readyConns != len(nb.conns) {
+		nb.readyAt, nb.readyConns = now, len(nb.conns)
 	}
 	return now-nb.readyAt >= settleGrace
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/swarm"
+	"github.com/shoalproject/shoal/internal/regshare"
 )
 
 // Cred is one requester's way into the upstream: its repository (tokens are
@@ -230,9 +231,11 @@ func (c *Client) Range(f *Flight, length int64, dataURL string, log *logrus.Entr
 // ReadRange implements swarm.Origin.
 func (o *Range) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if u := o.dataURL.Load(); u != nil {
-		body, err := o.get(ctx, *u, "", off, n)
+		body, err := o.get(ctx, *u, "", off, n, swarm.FetchWhy(ctx) == "share")
 		var se *swarm.StatusError
-		if !errors.As(err, &se) || se.Status < 400 || se.Status >= 500 {
+		if !errors.As(err, &se) || se.Status < 400 || se.Status >= 500 || se.Status == regshare.StatusTaken {
+			// Taken: another node fetches this share (regshare); the
+			// engine leaves it to the swarm.
 			return body, err
 		}
 		// Refused (the signed URL expired, or the registry no longer
@@ -241,7 +244,7 @@ func (o *Range) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, err
 		o.log.WithField("status", se.Status).Debug("registry's piece endpoint refused; using the blob route")
 	}
 	cred := o.f.Credential()
-	body, err := o.get(ctx, BlobURL(o.f.Key.Base, cred.Repo, o.f.Key.Hex), cred.Auth, off, n)
+	body, err := o.get(ctx, BlobURL(o.f.Key.Base, cred.Repo, o.f.Key.Hex), cred.Auth, off, n, false)
 	var se *swarm.StatusError
 	if errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 		// Expired or never valid: the next attempt uses another
@@ -251,10 +254,13 @@ func (o *Range) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, err
 	return body, err
 }
 
-func (o *Range) get(ctx context.Context, target, auth string, off, n int64) (io.ReadCloser, error) {
+func (o *Range) get(ctx context.Context, target, auth string, off, n int64, share bool) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return nil, err
+	}
+	if share {
+		req.Header.Set(regshare.Header, "1")
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)

@@ -104,6 +104,7 @@ func (c *Client) Start() error {
 	if err != nil {
 		return fmt.Errorf("agent data listen %s: %w", dataAddr, err)
 	}
+	dl = sendBufferListener{dl}
 	// Members only, like the peer wire: a request without a certificate
 	// of this cluster ends in the TLS handshake.
 	dtls := c.cfg.Authority.ServerTLS(c.cfg.Identity)
@@ -138,7 +139,7 @@ func (c *Client) torrentConfig() (*torrent.ClientConfig, string) {
 	tcfg.DefaultStorage = store.NoDefault{}
 	tcfg.MaxUnverifiedBytes = 512 << 20
 	tcfg.PieceHashersPerTorrent = 2
-	tcfg.EstablishedConnsPerTorrent = 100
+	tcfg.EstablishedConnsPerTorrent = MaxConnsPerTorrent
 	tcfg.DialRateLimiter = rate.NewLimiter(100, 100)
 	// A request moved to another peer before its holder could answer is
 	// sent twice; on shaped links the holder needs a while.
@@ -156,8 +157,28 @@ func (c *Client) torrentConfig() (*torrent.ClientConfig, string) {
 	tcfg.Callbacks.PeerClosed = append(tcfg.Callbacks.PeerClosed, func(p *torrent.Peer) {
 		if pc, ok := p.TryAsPeerConn(); ok {
 			c.ports.Delete(pc)
+			// A connection closed before its handshake has no torrent.
+			if t := pc.Torrent(); t != nil {
+				if s := c.swarm(t.InfoHash()); s != nil {
+					s.forget(pc)
+				}
+			}
 		}
 	})
+	// A message that changes what a node has invalidates the copy of its
+	// pieces the swarm keeps (Swarm.Nodes). Called under the client's
+	// lock, before the message is applied; Nodes copies under that lock
+	// too, so a copy made after this call includes the message.
+	tcfg.Callbacks.ReadMessage = func(pc *torrent.PeerConn, m *pp.Message) {
+		switch m.Type {
+		case pp.Have, pp.Bitfield, pp.HaveAll, pp.HaveNone:
+			if t := pc.Torrent(); t != nil {
+				if s := c.swarm(t.InfoHash()); s != nil {
+					s.changedPieces(pc)
+				}
+			}
+		}
+	}
 	tcfg.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, _ *pp.ExtendedHandshakeMessage) {
 		// The handshake is being handled under the connection's lock:
 		// greet once it is done.

@@ -99,6 +99,33 @@ func (c *Client) handlePieces(w http.ResponseWriter, r *http.Request) {
 	c.served.Add(sent)
 }
 
+// DataSendBuffer is the socket send buffer of the data listener's
+// connections (the kernel doubles it). An upload slot is held while the
+// handler writes; with the kernel's autotuned buffer (up to 4 MiB) a
+// one-piece response is in the buffer at once and the slot is free again
+// while the piece still crosses the link, so a node holding a rare piece
+// served every requester at once at a fraction of its uplink each
+// (issue 20). With a small buffer the slot is held until all but this
+// much is delivered. 128 KiB (256 KiB in the kernel) is still above the
+// bandwidth-delay product of a LAN (10 Gbit/s × 0.2 ms = 250 KB).
+const DataSendBuffer = 128 << 10
+
+// sendBufferListener sets DataSendBuffer on every accepted connection.
+type sendBufferListener struct{ net.Listener }
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Best effort: a failure leaves the kernel's default, which only
+		// loses the slots' effect.
+		_ = tc.SetWriteBuffer(DataSendBuffer)
+	}
+	return c, nil
+}
+
 // sealBufs are sendSealed's read buffers.
 var sealBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 

@@ -46,6 +46,17 @@ type Swarm struct {
 	mine       map[int]struct{}       // this node's, replayed to nodes that connect later
 	asked      map[torrent.PeerID]time.Time
 	originSeen bool // the tracker named the registry's seeder: it has answered
+	// copies are copies of the connected nodes' pieces, reused by Nodes
+	// until the node sends a message that changes them (gen): the engine
+	// plans many times per piece, and copying every node's bitmap for
+	// every plan was a quarter of an agent's CPU at N = 24 (issue 20).
+	copies map[*torrent.PeerConn]peerPieces
+}
+
+type peerPieces struct {
+	gen    uint64          // changes to the node's pieces so far
+	has    *roaring.Bitmap // the copy, nil if none
+	hasGen uint64          // gen when has was copied
 }
 
 type claimKey struct {
@@ -57,7 +68,45 @@ var _ swarm.Peers = (*Swarm)(nil)
 
 func newSwarm(c *Client, t *torrent.Torrent, length int64, pieces int) *Swarm {
 	return &Swarm{c: c, t: t, length: length, pieces: pieces, changed: make(chan struct{}, 1),
-		claims: map[claimKey]time.Time{}, mine: map[int]struct{}{}, asked: map[torrent.PeerID]time.Time{}}
+		claims: map[claimKey]time.Time{}, mine: map[int]struct{}{}, asked: map[torrent.PeerID]time.Time{},
+		copies: map[*torrent.PeerConn]peerPieces{}}
+}
+
+// changedPieces counts a message that changes what pc has.
+func (s *Swarm) changedPieces(pc *torrent.PeerConn) {
+	s.mu.Lock()
+	p := s.copies[pc]
+	p.gen++
+	s.copies[pc] = p
+	s.mu.Unlock()
+}
+
+// forget drops what the swarm keeps of a closed connection.
+func (s *Swarm) forget(pc *torrent.PeerConn) {
+	s.mu.Lock()
+	delete(s.copies, pc)
+	s.mu.Unlock()
+}
+
+// peerPieces is pc's pieces: the copy kept since its last change, or a
+// new one. The bitmaps handed out are never modified.
+func (s *Swarm) peerPieces(pc *torrent.PeerConn) *roaring.Bitmap {
+	s.mu.Lock()
+	p := s.copies[pc]
+	s.mu.Unlock()
+	if p.has != nil && p.hasGen == p.gen {
+		return p.has
+	}
+	// Not under s.mu: PeerPieces takes the client's lock, under which
+	// changedPieces is called. A change counted before this copy is in
+	// it; one counted after makes the next call copy again.
+	has := pc.PeerPieces()
+	s.mu.Lock()
+	if cur := s.copies[pc]; cur.gen == p.gen {
+		s.copies[pc] = peerPieces{gen: p.gen, has: has, hasGen: p.gen}
+	}
+	s.mu.Unlock()
+	return has
 }
 
 func (s *Swarm) poke() {
@@ -85,7 +134,7 @@ func (s *Swarm) Nodes() []sched.Peer {
 		if peerid.IsOrigin(pc.PeerID) {
 			continue
 		}
-		p := sched.Peer{ID: string(pc.PeerID[:]), Has: pc.PeerPieces()}
+		p := sched.Peer{ID: string(pc.PeerID[:]), Has: s.peerPieces(pc)}
 		if _, ok := s.c.ports.Load(pc); ok {
 			p.Data = true
 		} else if !p.Has.IsEmpty() && s.askDue(pc.PeerID, now) {
@@ -106,18 +155,44 @@ func (s *Swarm) askDue(id torrent.PeerID, now time.Time) bool {
 	return true
 }
 
-// Formation implements swarm.Peers.
+// Formation implements swarm.Peers. Peers the tracker named beyond the
+// connection cap stay pending for good: they are not connections being
+// made, and counting them kept every node of a big swarm waiting the
+// whole settle limit (issue 20).
 func (s *Swarm) Formation() (answered, forming bool) {
 	st := s.t.Stats()
 	s.mu.Lock()
 	originSeen := s.originSeen
 	s.mu.Unlock()
-	return st.TotalPeers > 0 || originSeen, st.PendingPeers+st.HalfOpenPeers > 0
+	return st.TotalPeers > 0 || originSeen, stillForming(st.PendingPeers, st.HalfOpenPeers, st.ActivePeers, MaxConnsPerTorrent)
+}
+
+// MaxConnsPerTorrent is the most nodes a torrent is connected to
+// (anacrolix's default). Every connection is a mutual-TLS handshake, an
+// anacrolix read buffer of 128 KiB and a have message per piece gained,
+// for each layer: N² of them with everyone connected (issue 20). Fewer
+// connections give nodes different views of a big swarm, so rendezvous
+// shares get several owners per block; the registry refuses all but the
+// first (internal/regshare), so that costs no egress.
+const MaxConnsPerTorrent = 50
+
+// stillForming: connections are being dialled, or nodes named by the tracker
+// wait for a dial while the torrent has room for them.
+func stillForming(pending, halfOpen, active, limit int) bool {
+	return halfOpen > 0 || (pending > 0 && active < limit)
 }
 
 // Claimed implements swarm.Peers: claims of connected nodes younger than
 // claimTTL.
 func (s *Swarm) Claimed(now time.Time, ignore func(id string) bool) *roaring.Bitmap {
+	// Most plans happen with no claim held: skip listing the connections
+	// (a lock of the torrent and an allocation per plan).
+	s.mu.Lock()
+	none := len(s.claims) == 0
+	s.mu.Unlock()
+	if none {
+		return roaring.New()
+	}
 	connected := map[torrent.PeerID]bool{}
 	for _, pc := range s.t.PeerConns() {
 		if !peerid.IsOrigin(pc.PeerID) && !ignore(string(pc.PeerID[:])) {
