@@ -27,6 +27,10 @@ export CTR2_BIN        := $(BIN)/containerd-$(CONTAINERD2_VERSION)/ctr
 export CRICTL_BIN      := $(BIN)/crictl-$(CRICTL_VERSION)
 
 export HELM_BIN        := $(BIN)/helm
+# ORAS pushes and pulls OCI artifacts through the agent (runtimes/oras_test.go,
+# bench/lazy's big-artifact run).
+ORAS_VERSION           := v1.3.6
+export ORAS_BIN        := $(BIN)/oras-$(ORAS_VERSION)
 # Prometheus, for the dashboard test (deploy/grafana): every query of
 # shoal.json is evaluated on it. Service discovery plugins are left out
 # (remove_all_sd): the test scrapes static targets; it builds in ~3 min cold.
@@ -53,7 +57,7 @@ E2EPLOT_BIN := $(BIN)/e2eplot
 # run without network namespaces skips and writes none.
 e2e-plot = @for f in $(1); do if [ -f "$$f" ]; then $(E2EPLOT_BIN) "$$f" || exit 1; fi; done
 
-.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-tracker bench-e2e e2e fmt vet clean
+.PHONY: all build shoal-static tools e2eplot prometheus dashboard k8s k8s-test sim deps test unit stress fuzz chart-test conformance bench bench-datapath bench-range bench-artifact bench-tracker bench-e2e e2e fmt vet clean
 
 all: build
 
@@ -64,7 +68,7 @@ build:
 # drop-in checks), the OCI conformance suite, pinned in tools/conformance,
 # containerd 2 with ctr and crictl (runtimes/), helm (deploy/helm's chart
 # tests) and versitygw (the S3 server of registry/s3_test.go).
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN)
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN) $(ORAS_BIN)
 
 prometheus: $(PROMETHEUS_BIN)
 
@@ -109,8 +113,9 @@ shoal-static:
 
 # k8s-test is the one real-cluster check (k8s/, docs/kubernetes.md): a
 # two-node Kubernetes built from source in network namespaces, the chart
-# installed with Shoal's image assembled in Go. Too slow for make test
-# (a cluster per run, plus the Kubernetes build once); needs root.
+# installed with Shoal's image assembled in Go. About 3.5 min once built;
+# not in make test because a fresh clone would first build Kubernetes and
+# CoreDNS from source (well over 100 min on a 2-core machine); needs root.
 k8s-test: shoal-static k8s $(COREDNS_BIN) $(HELM_BIN) $(REGISTRY_BIN) $(CONTAINERD2_BIN) $(CONTAINERD2_SHIM_BIN) $(CRICTL_BIN)
 	@command -v busybox >/dev/null && [ -x /usr/sbin/runc ] && [ -x /usr/lib/cni/bridge ] || \
 		apt-get install -y busybox-static runc containernetworking-plugins
@@ -137,6 +142,10 @@ $(CONTAINERD2_BIN) $(CTR2_BIN) &:
 $(CRICTL_BIN):
 	GOBIN=$(BIN)/.crictl $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 	mv $(BIN)/.crictl/crictl $@ && rmdir $(BIN)/.crictl
+
+$(ORAS_BIN):
+	GOBIN=$(BIN)/.oras $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+	mv $(BIN)/.oras/oras $@ && rmdir $(BIN)/.oras
 
 $(CONFORMANCE_BIN): tools/conformance/go.mod
 	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
@@ -250,6 +259,24 @@ bench-tracker: build
 bench-datapath: build
 	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 30m -run '^TestDatapathBenchmark$$' -v ./bench/datapath/
 	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/datapath.md
+
+# bench-range runs only the lazy-pull benchmark (bench/lazy,
+# docs/lazy-pulls.md): 200 random 1 MiB Range reads of a 1 GiB blob through
+# agents cold, from a peer and 8 at once, against direct Range requests to
+# the registry in the same run (SHOAL_BENCH_RANGE_MIB, SHOAL_BENCH_RANGES,
+# SHOAL_BENCH_RANGE_COLD for other sizes). ~3-5 minutes.
+bench-range: build
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 40m -run '^TestRangeBenchmark$$' -v ./bench/lazy/ | grep -E '^    range_test.go:[0-9]+: (pushed|cold|peer|8 agents)|^(ok|FAIL|---)'
+	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/lazy-range.md
+
+# bench-artifact runs only the big-artifact benchmark (bench/lazy,
+# docs/lazy-pulls.md): an OCI artifact of SHOAL_BENCH_ARTIFACT_GIB GiB
+# (default 8) in 4 blobs pushed and pulled with ORAS, direct and through
+# agents cold, from a peer and warm, with a cache smaller than the artifact
+# and across a kill -9; agent RSS sampled throughout. ~10 minutes at 8 GiB.
+bench-artifact: build $(ORAS_BIN)
+	SHOAL_BENCH_OUT=$${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results} $(GO) test -count=1 -timeout 90m -run '^TestArtifactBenchmark$$' -v ./bench/lazy/ | grep -E '^    artifact_test.go:[0-9]+: (pushed|ORAS|cache|resume)|^(ok|FAIL|---)'
+	@cat $${SHOAL_BENCH_OUT:-$(CURDIR)/bench/results}/lazy-artifact.md
 
 e2e: deps build $(E2EPLOT_BIN)
 	SHOAL_E2E=1 $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' -v ./e2e/

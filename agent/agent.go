@@ -64,6 +64,8 @@ type downloads struct {
 	// unchecked pieces from nodes: their next downloads check every piece.
 	strict     sync.Map
 	partialSeq atomic.Uint64 // names partial files apart
+	// meta is the torrent metadata of recent downloads (metaMemo).
+	meta *metaMemo
 }
 
 // observability is what the agent shows of itself.
@@ -148,6 +150,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.obs.started, a.obs.metricsToken = time.Now().UTC(), metricsToken
 	a.dl.flights = origin.NewFlights()
+	a.dl.meta = newMetaMemo(10*time.Minute, 16<<20)
 	t := cfg.UpstreamTimeouts
 	tr := origin.NewTransport(origin.Timeouts{Dial: t.Dial, TLSHandshake: t.TLSHandshake, ResponseHeader: t.ResponseHeader, IdleRead: t.IdleRead})
 	a.origin = origin.NewClient(tr, t.IdleRead, cfg.Cache.AuthTTL)

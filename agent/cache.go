@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,11 +78,8 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 		}
 	}
 	c := &Cache{dir: dir, max: max, log: log, entries: map[string]*cacheEntry{}, lru: list.New()}
-	if err := os.RemoveAll(filepath.Join(dir, "partial")); err != nil {
+	if err := c.keepResumable(); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "partial"), 0o700); err != nil {
-		return nil, fmt.Errorf("cache dir: %w", err)
 	}
 	// Metadata a crash left half-saved (saveMetainfo writes *.tmp, then
 	// renames).
@@ -117,8 +115,68 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 		c.entries[e.hex] = e
 		c.used += e.size
 	}
+	for h := range c.entries {
+		_ = os.Remove(c.resumePath(h)) // cached after all
+	}
 	c.log.WithFields(logrus.Fields{"dir": dir, "blobs": len(found), "usedBytes": c.used}).Info("agent cache opened")
 	return c, nil
+}
+
+// resumeMaxAge is how long a download's partial file left by an earlier
+// process is kept for a download of the same blob to continue from.
+const resumeMaxAge = 24 * time.Hour
+
+// keepResumable tidies partial/ at start: the partial files an earlier
+// process left (killed mid-download) are kept as <hex>.resume, the newest
+// per blob, for the next download of that blob to continue from its
+// verified pieces (partial.Resume); everything else, and those older than
+// resumeMaxAge, goes.
+func (c *Cache) keepResumable() error {
+	dir := filepath.Join(c.dir, "partial")
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	newest := map[string]time.Time{}
+	for _, de := range des {
+		p := filepath.Join(dir, de.Name())
+		h, rest, _ := strings.Cut(de.Name(), ".")
+		fi, err := de.Info()
+		if err != nil || !de.Type().IsRegular() || !validHex(h) || rest == "" || time.Since(fi.ModTime()) > resumeMaxAge {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			continue
+		}
+		if t, ok := newest[h]; ok && !fi.ModTime().After(t) {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			continue
+		}
+		if rest != "resume" {
+			if err := os.Rename(p, c.resumePath(h)); err != nil {
+				return err
+			}
+		}
+		newest[h] = fi.ModTime()
+	}
+	return nil
+}
+
+// resumePath is where a blob's partial file from an earlier process waits.
+func (c *Cache) resumePath(hex string) string {
+	return filepath.Join(c.dir, "partial", hex+".resume")
+}
+
+// takeResumable returns the partial file an earlier process left for hex,
+// if any (the caller moves it away; a second taker's rename fails).
+func (c *Cache) takeResumable(hex string) (string, bool) {
+	p := c.resumePath(hex)
+	if _, err := os.Stat(p); err != nil {
+		return "", false
+	}
+	return p, true
 }
 
 func validHex(s string) bool {

@@ -86,15 +86,17 @@ type Config struct {
 	} `yaml:"cache"`
 	P2P struct {
 		Enabled bool `yaml:"enabled"`
-		// Listen is the BitTorrent TCP listen address (host:port).
-		Listen string `yaml:"listen"`
+		// Listen is the BitTorrent TCP listen address (host:port), key
+		// p2p.addr like every listener's.
+		Listen string `yaml:"addr"`
 		// AdvertiseIP is the IPv4 peers should dial, when it differs from
 		// the address the tracker sees.
 		AdvertiseIP string `yaml:"advertiseIP"`
-		// DataListen is where this node serves piece bytes to other nodes
-		// over HTTP (host:port); empty = the host of Listen, any port. Its
-		// port travels to the nodes over the BitTorrent connection.
-		DataListen string `yaml:"dataListen"`
+		// DataListen (p2p.dataAddr) is where this node serves piece bytes
+		// to other nodes over HTTP (host:port); empty = the host of Listen,
+		// any port. Its port travels to the nodes over the BitTorrent
+		// connection.
+		DataListen string `yaml:"dataAddr"`
 		// UploadSlots is how many piece requests of other nodes the data
 		// path serves at once; the rest are told to ask another node.
 		UploadSlots int `yaml:"uploadSlots"`
@@ -128,12 +130,22 @@ type Config struct {
 	} `yaml:"preheat"`
 	Debug config.Debug `yaml:"debug"`
 	Log   config.Log   `yaml:"log"`
+
+	// deprecated is LoadConfig's warning about old key names.
+	deprecated string
 }
 
 // renamed are the keys the agent no longer reads, with what replaced them.
 var renamed = config.Renamed{
 	"control.token": "the control API accepts only cluster members over mutual TLS; remove control.token " +
 		"(and preheat's agentToken) and give the agents and preheat the same cluster.secret",
+}
+
+// moved are listener keys renamed to the *.addr every other listener
+// has; the old names are still read, with a warning.
+var moved = config.Moved{
+	"p2p.listen":     "addr",
+	"p2p.dataListen": "dataAddr",
 }
 
 // DefaultConfig is a working single-node configuration: mirror on
@@ -167,11 +179,19 @@ func DefaultConfig() Config {
 // LoadConfig reads a YAML file over DefaultConfig and validates it.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
-	if err := config.Load("agent config", path, &c, renamed); err != nil {
+	used, err := config.LoadMoved("agent config", path, &c, renamed, moved)
+	if err != nil {
 		return c, err
+	}
+	if len(used) > 0 {
+		c.deprecated = fmt.Sprintf("agent config %s uses old key names (%s); they still work, but rename them", path, strings.Join(used, ", "))
 	}
 	return c, c.Validate()
 }
+
+// Deprecated is the one warning the file LoadConfig read deserves ("" for
+// none): it used a key under an old name.
+func (c Config) Deprecated() string { return c.deprecated }
 
 // Validate reports the first setting whose mistake would otherwise surface
 // late. It changes nothing: the values derived from the config (an

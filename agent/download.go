@@ -82,7 +82,16 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 	create := func() (*partial.Blob, error) {
 		// A path of the flight's own: two upstreams may download one digest.
 		path := a.cache.partialPath(fmt.Sprintf("%s.%d", req.hex, a.dl.partialSeq.Add(1)))
-		b, err := partial.Create(a.life.ctx, path, req.hex)
+		var b *partial.Blob
+		var err error
+		if from, ok := a.cache.takeResumable(req.hex); ok {
+			// An earlier process's pieces: checked once the torrent
+			// gives their hashes (viaTorrent).
+			b, err = partial.Resume(a.life.ctx, path, req.hex, from)
+		}
+		if b == nil {
+			b, err = partial.Create(a.life.ctx, path, req.hex)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +116,10 @@ func (a *Agent) startFlight(ctx context.Context, req fetchReq) (*origin.Flight, 
 func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 	log := a.log.WithField("digest", "sha256:"+req.hex)
 	start := time.Now()
-	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req})
+	prog := a.metrics.inflight.add(req.hex)
+	prog.size.Store(f.Size)
+	err := a.download(a.life.ctx, &dl{a: a, f: f, blob: f.Blob, req: req, prog: prog})
+	a.metrics.inflight.remove(prog)
 	f.End(err)
 	if err != nil {
 		var ue *origin.UpstreamError
@@ -117,6 +129,7 @@ func (a *Agent) runFlight(f *origin.Flight, req fetchReq) {
 		return
 	}
 	o := f.Outcome()
+	a.metrics.pulls.WithLabelValues(o.Source).Observe(time.Since(start).Seconds())
 	log.WithFields(logrus.Fields{"size": f.Blob.Size(), "source": o.Source, "fromPeers": o.FromPeers,
 		"fromRegistry": o.FromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
 }
@@ -132,6 +145,8 @@ type dl struct {
 	torrent   *torrent.Torrent // still seeding from the partial file, if any
 
 	fromPeers, fromRegistry atomic.Int64
+	// prog is the live view of this download (progress.go).
+	prog *flightProgress
 	// dataURL is the registry's signed piece endpoint for this blob, if it
 	// offered one: Range requests there cost it a sendfile instead of a
 	// trip through distribution.
@@ -152,11 +167,18 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 	var err error
 	reason := "p2p_disabled"
 	if a.p2p != nil {
-		for {
-			c := d.f.Credential()
-			mi, plain, d.dataURL, err = a.origin.AskTorrent(ctx, d.req.base, c, d.req.hex)
-			if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
-				break
+		key := origin.Key{Base: d.req.base, Hex: d.req.hex}
+		var memo bool
+		if mi, d.dataURL, memo = a.dl.meta.get(key, time.Now()); !memo {
+			for {
+				c := d.f.Credential()
+				mi, plain, d.dataURL, err = a.origin.AskTorrent(ctx, d.req.base, c, d.req.hex)
+				if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
+					break
+				}
+			}
+			if err == nil && mi != nil {
+				a.dl.meta.put(key, mi, d.dataURL, time.Now())
 			}
 		}
 		var ue *origin.UpstreamError
@@ -172,6 +194,7 @@ func (a *Agent) download(ctx context.Context, d *dl) error {
 				return err
 			}
 			if reason == "bad_torrent" {
+				a.dl.meta.forget(key)
 				mi = nil // neither kept nor seeded
 			}
 		default:
@@ -246,7 +269,17 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		sum := sha1.Sum(data)
 		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
 	})
+	if n, err := d.blob.Recover(func(i int, data []byte) bool {
+		sum := sha1.Sum(data)
+		return string(sum[:]) == string(info.Piece(i).V1Hash().Value.Bytes())
+	}); err != nil {
+		return "", err
+	} else if n > 0 {
+		log.WithField("pieces", n).Info("continuing an interrupted download from its verified pieces")
+		a.metrics.resumed.Add(float64(n) * float64(info.PieceLength))
+	}
 	d.reserve(info.Length)
+	d.prog.size.Store(info.Length)
 	a.seeds.drop(d.req.hex)
 	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
 	if err != nil {
@@ -441,6 +474,7 @@ func (d *dl) setSize(n int64) error {
 	if err := d.blob.SetSize(n); err != nil {
 		return err
 	}
+	d.prog.size.Store(n)
 	d.reserve(n)
 	return nil
 }
@@ -493,6 +527,7 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 			}
 			off += int64(n)
 			d.fromRegistry.Add(int64(n))
+			d.prog.fromRegistry.Add(int64(n))
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil

@@ -21,6 +21,12 @@ type agentMetrics struct {
 	swarm      *prometheus.CounterVec
 	origin     *prometheus.CounterVec
 	requests   *prometheus.CounterVec
+	ranges     *prometheus.CounterVec
+	resumed    prometheus.Counter
+	// pulls is how long whole downloads took, by how they came (p2p, http).
+	pulls *prometheus.HistogramVec
+	// inflight is the downloads under way, for their progress series.
+	inflight progressSet
 }
 
 // Values of shoal_agent_blob_bytes_total's source label: where the bytes
@@ -46,9 +52,17 @@ func newMetrics(a *Agent) *agentMetrics {
 		Help: "Piece bytes received from other nodes over the data path, by kind: all, or useful (passed its check and was kept)."},
 		[]string{"kind"})
 	m.origin = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_registry_piece_bytes_total",
-		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled)."},
+		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled), range (a Range reader waited for it)."},
 		[]string{"reason"})
-	m.reg.MustRegister(m.requests, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.ranges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_range_responses_total",
+		Help: "Range responses of blobs being downloaded, by kind: early (sent piece by piece as the pieces verified, before the blob was whole), stream (from the verified prefix)."},
+		[]string{"kind"})
+	m.pulls = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shoal_agent_blob_download_duration_seconds",
+		Help:    "Time from a download's start to its blob verified and cached, by source (p2p: through the swarm, http: plain HTTP).",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 17)}, []string{"source"})
+	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_resumed_bytes_total",
+		Help: "Bytes of pieces an interrupted download (the agent killed mid-blob) left on disk that matched their SHA-1 and were kept by the next download of the blob."})
+	m.reg.MustRegister(m.requests, m.ranges, m.pulls, m.resumed, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
@@ -59,7 +73,13 @@ func newMetrics(a *Agent) *agentMetrics {
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
 		m.bytes.WithLabelValues(s)
 	}
-	for _, why := range []string{"share", "alone", "steal", "solo"} {
+	for _, src := range []string{"p2p", "http"} {
+		m.pulls.WithLabelValues(src)
+	}
+	for _, kind := range []string{"early", "stream"} {
+		m.ranges.WithLabelValues(kind)
+	}
+	for _, why := range []string{"share", "alone", "steal", "solo", "range"} {
 		m.origin.WithLabelValues(why)
 	}
 	for _, kind := range []string{"all", "useful"} {

@@ -15,7 +15,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/agent/internal/origin"
-	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
@@ -255,27 +254,91 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 	}
 	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
-	stream(ctx, w, log, f.Blob, file, start, end, size)
+	sent := stream(ctx, w, log, f, file, start, end, size)
+	if partial {
+		a.metrics.ranges.WithLabelValues(sent.kind()).Inc()
+	}
+}
+
+// wantWindow is how many pieces ahead of its position a Range reader
+// makes urgent.
+const wantWindow = 16
+
+// streamed is how a stream's bytes went out.
+type streamed struct {
+	early int64 // sent piece by piece before the blob was whole
+	total int64
+}
+
+func (s streamed) kind() string {
+	if s.early > 0 {
+		return "early"
+	}
+	return "stream"
 }
 
 // stream sends bytes [start, end] of a downloading blob as they become
-// readable through file, a descriptor of the caller's own on its file.
-func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *partial.Blob, file *os.File, start, end, size int64) {
+// readable through file, a descriptor of the caller's own on its file. A
+// Range request of a blob with piece hashes is answered piece by piece,
+// each as soon as it is present and its SHA-1 matched, wherever it lies:
+// its pieces are the flight's Wants, which the engine fetches first.
+func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) (out streamed) {
+	b := f.Blob
 	// A range that ends before the blob does gets no protection from the
-	// held-back last byte: its bytes are checked before they go out.
+	// held-back last byte: its pieces' SHA-1 is computed and matched before
+	// they go out, those of the trusted registry included.
 	early := end < size-1
+	ranged := start > 0 || early
+	// The wanted pieces are a window ahead of the reader: a range of a
+	// whole multi-GiB blob must not make all of it urgent at once.
+	var release func()
+	wantedTo := int64(-1)
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	off := start
 	for off <= end {
-		readable, _, _, ferr, ch := b.Readable()
+		readable, _, sealed, ferr, ch := b.Readable()
+		if pl := b.PieceLength(); ranged && pl > 0 && !sealed && off >= readable {
+			i := off / pl
+			if i > wantedTo {
+				if release != nil {
+					release()
+				}
+				wantedTo = min(end/pl, i+wantWindow-1)
+				release = f.Wants.Add(int(i), int(wantedTo))
+			}
+			if !b.Present(int(i)) {
+				if !awaitMore(ctx, log, ferr, ch) {
+					return out
+				}
+				continue
+			}
+			if err := b.EnsureVerified(i*pl, min(pl, size-i*pl)); err != nil {
+				log.WithError(err).Warn("piece of a range failed its check; aborting response")
+				panic(http.ErrAbortHandler)
+			}
+			n := min((i+1)*pl-1, end) + 1 - off
+			sent, err := store.SendRange(ctx, w, file, off, n, nil)
+			off += sent
+			out.early += sent
+			out.total += sent
+			if err != nil {
+				return out
+			}
+			continue
+		}
 		if off < readable {
 			n := min(readable, end+1) - off
 			if early {
-				err := b.EnsureChecked(off, n)
+				err := b.EnsureVerified(off, n)
 				if errors.Is(err, errUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
 					if !awaitMore(ctx, log, ferr, ch) {
-						return
+						return out
 					}
 					continue
 				}
@@ -286,15 +349,17 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, b *pa
 			}
 			sent, err := store.SendRange(ctx, w, file, off, n, nil)
 			off += sent
+			out.total += sent
 			if err != nil {
-				return
+				return out
 			}
 			continue
 		}
 		if !awaitMore(ctx, log, ferr, ch) {
-			return
+			return out
 		}
 	}
+	return out
 }
 
 // awaitMore waits for more of a streaming blob (ch), false when the client

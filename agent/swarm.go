@@ -26,7 +26,7 @@ func (d *dl) runSwarm(ctx context.Context, t *torrent.Torrent, info *metainfo.In
 		Strict:       strict,
 	}
 	reg := a.origin.Range(d.f, info.Length, d.dataURL, log)
-	e := swarm.New(cfg, swarm.Deps{Blob: d.blob, Peers: sw, Origin: reg, Metrics: swarmMetrics{a.metrics}, Log: log, Throttle: a.waitHTTP})
+	e := swarm.New(cfg, swarm.Deps{Blob: d.blob, Peers: sw, Origin: reg, Metrics: swarmMetrics{a.metrics, d.prog}, Log: log, Throttle: a.waitHTTP, Wants: d.f.Wants})
 	res, err := e.Run(ctx)
 	d.fromPeers.Add(res.FromPeers)
 	d.fromRegistry.Add(res.FromRegistry)
@@ -43,14 +43,19 @@ func assumedRate(limit int64) float64 {
 }
 
 // swarmMetrics is the engine's view of the agent's metrics.
-type swarmMetrics struct{ m *agentMetrics }
+type swarmMetrics struct {
+	m    *agentMetrics
+	prog *flightProgress
+}
 
 func (s swarmMetrics) PeerBytes(received, useful int) {
+	s.prog.fromPeers.Add(int64(useful))
 	s.m.swarm.WithLabelValues("all").Add(float64(received))
 	s.m.swarm.WithLabelValues("useful").Add(float64(useful))
 }
 
 func (s swarmMetrics) RegistryBytes(why string, n int) {
+	s.prog.fromRegistry.Add(int64(n))
 	s.m.origin.WithLabelValues(why).Add(float64(n))
 }
 

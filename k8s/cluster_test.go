@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -234,13 +235,30 @@ func sweep(t *testing.T) {
 		t.Logf("removing namespace %s of a dead run", f[0])
 		_ = run("ip", "netns", "del", f[0])
 	}
+	// And the node cgroups of runs killed before their cleanup (empty
+	// once their processes are gone).
+	for _, sub := range append(cgroupSubsystems, "unified") {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", sub, "k8s-*-n*"))
+		for _, d := range dirs {
+			parts := strings.Split(filepath.Base(d), "-")
+			if pid, err := strconv.Atoi(parts[1]); err == nil && syscall.Kill(pid, 0) != nil {
+				removeCgroupTree(d)
+			}
+		}
+	}
 }
+
+var networkSeq atomic.Int64
 
 func newNetwork(t *testing.T, nodes int) *network {
 	t.Helper()
 	sweep(t)
-	id := os.Getpid()
-	n := &network{prefix: fmt.Sprintf("k8s-%d", id), cp: netNS{fmt.Sprintf("k8s-%d-cp", id)}}
+	// Names are unique per network, not only per process: a dialer
+	// thread stays in the namespace it entered (see DialContext), so a
+	// second test of the same process reusing a name would dial into the
+	// first test's deleted namespace.
+	id := fmt.Sprintf("%d-%d", os.Getpid(), networkSeq.Add(1))
+	n := &network{prefix: "k8s-" + id, cp: netNS{"k8s-" + id + "-cp"}}
 	must(t, "ip", "netns", "add", n.cp.name)
 	t.Cleanup(func() { _ = run("ip", "netns", "del", n.cp.name) })
 	ctx := context.Background()
@@ -255,11 +273,11 @@ func newNetwork(t *testing.T, nodes int) *network {
 	cpx("ip", "addr", "add", cpIP+"/24", "dev", "k8sbr0")
 	cpx("ip", "link", "set", "k8sbr0", "up")
 	for i := range nodes {
-		ns := netNS{fmt.Sprintf("k8s-%d-n%d", id, i+1)}
+		ns := netNS{fmt.Sprintf("k8s-%s-n%d", id, i+1)}
 		must(t, "ip", "netns", "add", ns.name)
 		t.Cleanup(func() { _ = run("ip", "netns", "del", ns.name) })
 		// veth names are at most 15 bytes: k8s<pid%1e6>n<i>.
-		host := fmt.Sprintf("k8s%dn%d", id%1000000, i+1)
+		host := fmt.Sprintf("k8s%dn%d", os.Getpid()%1000000, i+1)
 		must(t, "ip", "link", "add", host, "netns", ns.name, "type", "veth", "peer", "name", host+"b", "netns", n.cp.name)
 		cpx("ip", "link", "set", host+"b", "master", "k8sbr0", "up")
 		nx := func(args ...string) {
@@ -272,6 +290,11 @@ func newNetwork(t *testing.T, nodes int) *network {
 		nx("ip", "link", "set", host, "name", "eth0")
 		nx("ip", "addr", "add", nodeIP(i)+"/24", "dev", "eth0")
 		nx("ip", "link", "set", "eth0", "up")
+		// A route for Service IPs, as a real node's default route gives:
+		// without one, a host-network process's connect to a ClusterIP
+		// fails before kube-proxy's DNAT is consulted. The control plane's
+		// namespace has no route out, so nothing leaves the test's network.
+		nx("ip", "route", "add", serviceCIDR, "via", cpIP)
 		nx("sysctl", "-w", "net.ipv4.ip_forward=1")
 		nx("sysctl", "-w", "net.ipv4.conf.all.route_localnet=1")
 		n.nodes = append(n.nodes, ns)
@@ -475,6 +498,8 @@ func (c *cluster) start(nodes int) {
 		"--client-ca-file="+p+"/ca.crt",
 		"--tls-cert-file="+p+"/apiserver.crt", "--tls-private-key-file="+p+"/apiserver.key",
 		"--kubelet-client-certificate="+p+"/admin.crt", "--kubelet-client-key="+p+"/admin.key",
+		// Node names resolve nowhere here: logs and exec go to the IP.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+p+"/sa.pub", "--service-account-signing-key-file="+p+"/sa.key",
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
@@ -581,6 +606,9 @@ state = %q
   # This machine withholds CAP_SYS_RESOURCE: a container's oom_score_adj
   # may not go below containerd's own (the CRI asks -998 for sandboxes).
   restrict_oom_score_adj = true
+  # Pods' network namespaces under the node's state directory, not the
+  # machine's /run/netns, where each would leave a file behind.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%q]
     conf_dir = %q
@@ -683,8 +711,13 @@ localStorageCapacityIsolation: true
 			"--kubeconfig="+c.pki.kubeconfig(t, "kube-proxy"), "--hostname-override="+n.name,
 			"--cluster-cidr="+clusterCIDR, "--proxy-mode=iptables", "--masquerade-all=true",
 			"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
-			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:0",
-			"--healthz-bind-address=127.0.0.1:0", "--v=1")
+			// Fixed ports (port 0 fails its validation), on the node's own
+			// loopback.
+			"--bind-address="+nodeIP(i), "--metrics-bind-address=127.0.0.1:10249",
+			"--healthz-bind-address=127.0.0.1:10256", "--v=1")
+		waitFor(t, n.proxy, n.name+" kube-proxy", 60*time.Second, func() error {
+			return tcpUp(ctx, ns, "127.0.0.1:10256")
+		})
 	}
 	if c.runtimeOnly {
 		return
@@ -748,7 +781,9 @@ func (c *cluster) cleanupNode(n *node) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, sub := range cgroupSubsystems {
+	// runc also makes each container's cgroup in the v2 hierarchy this
+	// host mounts beside the v1 ones.
+	for _, sub := range append(cgroupSubsystems, "unified") {
 		removeCgroupTree(filepath.Join("/sys/fs/cgroup", sub, n.cgroup))
 	}
 }

@@ -2,14 +2,9 @@ package preheat
 
 import (
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
@@ -91,75 +86,4 @@ func crossSite(r *http.Request) string {
 func isJSON(ct string) bool {
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
-}
-
-// loginLimiter bounds console login attempts per client address and in
-// total, so a token cannot be guessed at network speed and one client
-// cannot lock everyone else out for long. Its memory is bounded too: it
-// keeps at most maxClients addresses, dropping the idle ones first.
-type loginLimiter struct {
-	mu      sync.Mutex
-	total   *rate.Limiter
-	clients map[string]*clientLimit
-	every   time.Duration
-	burst   int
-}
-
-type clientLimit struct {
-	l    *rate.Limiter
-	seen time.Time
-}
-
-const (
-	loginBurst      = 5
-	loginEvery      = 6 * time.Second // 10 a minute once the burst is spent
-	loginTotalBurst = 50
-	loginTotalEvery = 200 * time.Millisecond
-	loginMaxClients = 4096
-)
-
-func newLoginLimiter() *loginLimiter {
-	return &loginLimiter{total: rate.NewLimiter(rate.Every(loginTotalEvery), loginTotalBurst),
-		clients: map[string]*clientLimit{}, every: loginEvery, burst: loginBurst}
-}
-
-// allow reports whether client may try to log in at now.
-func (l *loginLimiter) allow(client string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c, ok := l.clients[client]
-	if !ok {
-		if len(l.clients) >= loginMaxClients {
-			l.prune(now)
-		}
-		if len(l.clients) >= loginMaxClients {
-			return false // the total bound would refuse it soon anyway
-		}
-		c = &clientLimit{l: rate.NewLimiter(rate.Every(l.every), l.burst)}
-		l.clients[client] = c
-	}
-	c.seen = now
-	if !c.l.AllowN(now, 1) {
-		return false
-	}
-	return l.total.AllowN(now, 1)
-}
-
-// prune drops clients idle long enough for their bucket to be full again:
-// forgetting them changes nothing.
-func (l *loginLimiter) prune(now time.Time) {
-	for k, c := range l.clients {
-		if now.Sub(c.seen) > l.every*time.Duration(l.burst) {
-			delete(l.clients, k)
-		}
-	}
-}
-
-// clientAddr is the remote IP of r (no port: one client, many ports).
-func clientAddr(r *http.Request) string {
-	h, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return h
 }

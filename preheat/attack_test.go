@@ -16,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
+	"github.com/shoalproject/shoal/preheat/console"
 )
 
 // Each test here is a finding of issue 22 ("Secure by default,
@@ -227,15 +228,15 @@ func TestAttackDedupeKeysBounded(t *testing.T) {
 	m := NewMemoryStore()
 	m.now = func() time.Time { return now }
 	for i := range 5000 {
-		if first, err := m.MarkSeen(ctx, fmt.Sprintf("%s%d", big[:1<<10], i), time.Minute); err != nil || !first {
+		if first, err := m.MarkSeen(ctx, now, fmt.Sprintf("%s%d", big[:1<<10], i), time.Minute); err != nil || !first {
 			t.Fatalf("mark %d: %v %v", i, first, err)
 		}
 		now = now.Add(100 * time.Millisecond) // ~600 ids live at once
 	}
-	if first, _ := m.MarkSeen(ctx, big, time.Minute); !first {
+	if first, _ := m.MarkSeen(ctx, now, big, time.Minute); !first {
 		t.Fatal("a new id counted as seen")
 	}
-	if first, _ := m.MarkSeen(ctx, big, time.Minute); first {
+	if first, _ := m.MarkSeen(ctx, now, big, time.Minute); first {
 		t.Fatal("a repeated id counted as new")
 	}
 	m.mu.Lock()
@@ -250,10 +251,10 @@ func TestAttackDedupeKeysBounded(t *testing.T) {
 
 	rs := testenv.StartRedis(t)
 	st := redisStore(t, rs.Addr)
-	if first, err := st.MarkSeen(ctx, big, time.Minute); err != nil || !first {
+	if first, err := st.MarkSeen(ctx, time.Now(), big, time.Minute); err != nil || !first {
 		t.Fatalf("redis mark: %v %v", first, err)
 	}
-	if first, _ := st.MarkSeen(ctx, big, time.Minute); first {
+	if first, _ := st.MarkSeen(ctx, time.Now(), big, time.Minute); first {
 		t.Fatal("redis: a repeated id counted as new")
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
@@ -299,51 +300,13 @@ func TestAttackListingsAndLoginGuarded(t *testing.T) {
 			t.Fatalf("wrong token: %d", code)
 		}
 	}
-	if refused < 20-loginBurst {
+	if refused < 20-console.LoginBurst {
 		t.Fatalf("%d of 20 rapid guesses refused unseen", refused)
 	}
 	// Even the right token waits: a guesser cannot tell a hit from a miss
 	// by the limiter.
 	if code := consoleDo(t, c, "POST", r.URL+"/console/api/login", map[string]string{"token": tok}, nil); code != 429 {
 		t.Fatalf("login while limited: %d", code)
-	}
-}
-
-func TestLoginLimiter(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	l := newLoginLimiter()
-	for i := range loginBurst {
-		if !l.allow("a", now) {
-			t.Fatalf("attempt %d refused", i)
-		}
-	}
-	if l.allow("a", now) {
-		t.Fatal("burst exceeded")
-	}
-	if !l.allow("b", now) {
-		t.Fatal("another client refused")
-	}
-	if !l.allow("a", now.Add(loginEvery)) {
-		t.Fatal("no refill")
-	}
-	// In total: many clients, each within its own bound, still stop.
-	l = newLoginLimiter()
-	allowed := 0
-	for i := range 1000 {
-		if l.allow(fmt.Sprint("c", i), now) {
-			allowed++
-		}
-	}
-	if allowed != loginTotalBurst {
-		t.Fatalf("%d attempts from distinct clients at once, want %d", allowed, loginTotalBurst)
-	}
-	// Bounded memory: idle clients are dropped once the table is full.
-	l = newLoginLimiter()
-	for i := range 3 * loginMaxClients {
-		l.allow(fmt.Sprint("c", i), now.Add(time.Duration(i)*time.Second))
-	}
-	if len(l.clients) > loginMaxClients {
-		t.Fatalf("%d clients kept", len(l.clients))
 	}
 }
 
@@ -411,7 +374,7 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 	st.leases[id] = memLease{owner: "another-replica", expiresAt: time.Now().Add(time.Hour)}
 	st.mu.Unlock()
 	checkGone("lease lost", id)
-	if _, err := st.UpdateJob(context.Background(), id, time.Minute, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
+	if _, err := st.UpdateJob(context.Background(), time.Now(), id, time.Minute, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -426,8 +389,8 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 }
 
 func hasCreds(r *replica, id int64) bool {
-	r.svc.mu.Lock()
-	defer r.svc.mu.Unlock()
-	_, ok := r.svc.creds[id]
+	r.svc.runs.mu.Lock()
+	defer r.svc.runs.mu.Unlock()
+	_, ok := r.svc.runs.creds[id]
 	return ok
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/preheat/harbor"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
@@ -122,29 +123,9 @@ type Policy struct {
 	Platforms []string `yaml:"platforms"`
 }
 
-// HarborConfig covers Shoal acting as a Harbor P2P preheat provider.
-//
-// Mapping onto node groups: Harbor's Dragonfly driver sends the policy's
-// extra_attrs as `scope` and `scheduler_cluster_ids`. Each cluster id is
-// looked up in Clusters (id -> groups); no ids (null) means DefaultGroups
-// (or every group). Scope: Shoal has no separate seed-peer tier — the
-// registry itself seeds — so "all_peers" targets every node of the chosen
-// groups, and "single_seed_peer"/"all_seed_peers" target only SeedGroups
-// intersected with them when SeedGroups is set (else the same as
-// all_peers); single_seed_peer further narrows to one live node per group.
-type HarborConfig struct {
-	// Tokens accepted as "Authorization: Bearer <token>" (Harbor's OAUTH
-	// auth mode). With none, the provider routes do not exist unless Auth
-	// is "none".
-	Tokens config.Tokens `yaml:"tokens"`
-	// Auth "none" (Harbor's NONE auth mode) serves the provider routes
-	// without a token, to loopback clients only, and only when preheat
-	// listens on loopback. Empty: tokens.
-	Auth          string           `yaml:"auth"`
-	Clusters      map[int][]string `yaml:"clusters"`
-	DefaultGroups []string         `yaml:"defaultGroups"`
-	SeedGroups    []string         `yaml:"seedGroups"`
-}
+// HarborConfig covers Shoal acting as a Harbor P2P preheat provider
+// (harbor.Config).
+type HarborConfig = harbor.Config
 
 // DefaultConfig is the embedded-mode configuration `shoal run` uses.
 func DefaultConfig() Config {

@@ -18,6 +18,7 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
+	"github.com/shoalproject/shoal/preheat/console"
 )
 
 // consoleClient is a browser-like client: a cookie jar and the console's
@@ -39,7 +40,7 @@ func consoleDo(t *testing.T, c *http.Client, method, u string, body any, out any
 	}
 	req, _ := http.NewRequest(method, u, rd)
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(consoleHeader, "1")
+	req.Header.Set(console.Header, "1")
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

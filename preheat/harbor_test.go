@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/preheat/harbor"
 )
 
 func harborSetup(t *testing.T) (*replica, *testRegistry, []string, map[string]*testAgent) {
@@ -65,10 +66,10 @@ func TestHarborDragonflyContract(t *testing.T) {
 		}
 	}
 
-	var job dragonflyJob
+	var job harbor.Job
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		job = dragonflyJob{}
+		job = harbor.Job{}
 		if code := call(t, "GET", fmt.Sprintf("%s/oapi/v1/jobs/%d", r.URL, int64(id)), harborAuth, nil, &job); code != 200 {
 			t.Fatalf("poll = %d", code)
 		}
@@ -112,7 +113,7 @@ func TestHarborDragonflyContract(t *testing.T) {
 	}
 	// null cluster ids → default groups; single_seed_peer → one node per group.
 	nullBody := strings.Replace(strings.Replace(body, `[2]`, `null`, 1), `all_peers`, `single_seed_peer`, 1)
-	var j2 dragonflyJob
+	var j2 harbor.Job
 	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", harborAuth, nullBody, &j2); code != 200 {
 		t.Fatalf("null clusters = %d", code)
 	}
@@ -218,7 +219,7 @@ func TestHarborDragonflyNullClustersEveryScope(t *testing.T) {
 	for _, scope := range []string{"", "all_peers", "all_seed_peers", "single_seed_peer"} {
 		t.Run("scope="+scope, func(t *testing.T) {
 			body := fmt.Sprintf(`{"type":"preheat","args":{"type":"image","url":"%s/v2/library/busybox/manifests/latest","headers":{"Authorization":"Bearer jwt"},"scope":%q},"scheduler_cluster_ids":null}`, reg.URL, scope)
-			var j dragonflyJob
+			var j harbor.Job
 			if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, body, &j); code != 200 {
 				t.Fatalf("create = %d %+v", code, j)
 			}
@@ -250,7 +251,7 @@ func TestHarborDragonflyClusterWithoutNodes(t *testing.T) {
 	a := startAgent(t, "a1", "zone-a")
 	heartbeat(t, r.URL, a.ID, a.URL(), a.Group)
 	body := fmt.Sprintf(`{"type":"preheat","args":{"type":"image","url":"%s/v2/library/busybox/manifests/latest","headers":{"Authorization":"Bearer jwt"},"scope":"all_peers"},"scheduler_cluster_ids":[1,3]}`, reg.URL)
-	var j dragonflyJob
+	var j harbor.Job
 	if code := call(t, "POST", r.URL+"/oapi/v1/jobs", nil, body, &j); code != 200 {
 		t.Fatalf("create = %d", code)
 	}

@@ -200,10 +200,9 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 		t.Fatalf("offline agent: %s after %s", v.Error, time.Since(start))
 	}
 	// Node with lapsed heartbeat: marked offline without a fetch attempt.
-	// Lapsed, not yet forgotten (that happens after nodeForgetFactor TTLs):
-	// with a 1 ms TTL a loaded machine let it vanish before the job listed it.
-	_ = r.svc.store.PutNode(bg, Node{Heartbeat: nodeapi.Heartbeat{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}}, 200*time.Millisecond)
-	time.Sleep(250 * time.Millisecond)
+	// Its heartbeat is dated two TTLs ago: lapsed, and not yet forgotten
+	// (that happens after nodeForgetFactor TTLs), however slow the machine.
+	_ = r.svc.store.PutNode(bg, time.Now().Add(-2*time.Minute), Node{Heartbeat: nodeapi.Heartbeat{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}}, time.Minute)
 	// Only that node in the group: known to fail, so refused at once.
 	var e map[string]string
 	if code := call(t, "POST", r.URL+"/api/v1/jobs", nil, JobRequest{Image: reg.Host + "/lib/c:v1", Groups: []string{"k"}}, &e); code != 422 || !strings.Contains(e["error"], "no target nodes") {

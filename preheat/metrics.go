@@ -10,6 +10,7 @@ import (
 // metricSet is a replica's metrics, on its own registry so that several
 // replicas can live in one process.
 type metricSet struct {
+	process  prometheus.Gatherer
 	reg      *prometheus.Registry
 	created  *prometheus.CounterVec
 	done     *prometheus.CounterVec
@@ -45,9 +46,12 @@ func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func newMetrics(st Store) *metricSet {
+// newMetrics registers the replica's metrics; process, when not nil, are
+// the process's Go and process collectors, served next to them.
+func newMetrics(st Store, process prometheus.Gatherer) *metricSet {
 	m := &metricSet{
-		reg: prometheus.NewRegistry(),
+		reg:     prometheus.NewRegistry(),
+		process: process,
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_preheat_jobs_created_total", Help: "Preheat jobs created by this replica, by trigger.",
 		}, []string{"trigger"}),

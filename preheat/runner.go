@@ -13,28 +13,29 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
 // launch runs the job in the background; the caller holds its lease.
 func (s *Service) launch(id int64) {
-	s.mu.Lock()
-	if _, ok := s.running[id]; ok {
-		s.mu.Unlock()
+	s.runs.mu.Lock()
+	if _, ok := s.runs.running[id]; ok {
+		s.runs.mu.Unlock()
 		return
 	}
-	ctx, cancel := context.WithCancelCause(s.baseCtx)
-	s.running[id] = cancel
-	s.mu.Unlock()
-	s.wg.Add(1)
+	ctx, cancel := context.WithCancelCause(s.life.baseCtx)
+	s.runs.running[id] = cancel
+	s.runs.mu.Unlock()
+	s.runs.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.runs.wg.Done()
 		defer func() {
 			// The run ended (finished, canceled, lease lost, shutdown):
 			// its credentials end with it, whatever the job's state.
-			s.mu.Lock()
-			delete(s.running, id)
-			delete(s.creds, id)
-			s.mu.Unlock()
+			s.runs.mu.Lock()
+			delete(s.runs.running, id)
+			delete(s.runs.creds, id)
+			s.runs.mu.Unlock()
 			cancel(nil)
 			// Background ctx: the lease must be released even on shutdown,
 			// so another replica can resume without waiting for the TTL.
@@ -54,7 +55,7 @@ func (s *Service) resumeLoop() {
 	for {
 		s.resumeOnce()
 		select {
-		case <-s.baseCtx.Done():
+		case <-s.life.baseCtx.Done():
 			return
 		case <-tick.C:
 		}
@@ -62,7 +63,7 @@ func (s *Service) resumeLoop() {
 }
 
 func (s *Service) resumeOnce() {
-	ctx := s.baseCtx
+	ctx := s.life.baseCtx
 	ids, err := s.store.ActiveJobs(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -71,13 +72,13 @@ func (s *Service) resumeOnce() {
 		return
 	}
 	for _, id := range ids {
-		s.mu.Lock()
-		_, mine := s.running[id]
-		s.mu.Unlock()
+		s.runs.mu.Lock()
+		_, mine := s.runs.running[id]
+		s.runs.mu.Unlock()
 		if mine {
 			continue
 		}
-		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL)
 		if err != nil || !ok {
 			continue
 		}
@@ -97,7 +98,7 @@ func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, id 
 			return
 		case <-t.C:
 		}
-		ok, err := s.store.AcquireLease(ctx, id, s.id, s.cfg.LeaseTTL)
+		ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL)
 		if err == nil && !ok {
 			cancel(errLeaseLost)
 			return
@@ -113,11 +114,11 @@ func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, id 
 func (s *Service) finish(id int64, state JobState, msg string) {
 	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c()
-	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+	j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 		if j.State.Terminal() {
 			return errAlreadyFinal
 		}
-		now := time.Now().UTC()
+		now := s.now().UTC()
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = state, msg, now, now
 		return nil
 	})
@@ -140,44 +141,16 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	if err != nil || j.State.Terminal() {
 		return
 	}
-	s.mu.Lock()
-	headers, haveCreds := s.creds[id]
-	s.mu.Unlock()
+	s.runs.mu.Lock()
+	headers, haveCreds := s.runs.creds[id]
+	s.runs.mu.Unlock()
 	if j.NeedsCreds && !haveCreds {
 		s.finish(id, StateFailure, "job needs pull credentials that were held only in memory by the replica that accepted it ("+
 			j.Owner+"), which stopped; credentials are never stored, so resubmit the job")
 		return
 	}
-	if j.State == StatePending {
-		sel, err := s.selectTargets(ctx, j)
-		if err != nil {
-			log.WithError(err).Warn("cannot select targets; will retry")
-			return
-		}
-		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
-			if j.State != StatePending {
-				return errAlreadyFinal
-			}
-			now := time.Now().UTC()
-			j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
-			j.EmptyGroups = sel.EmptyGroups
-			return nil
-		})
-		if err != nil {
-			return
-		}
-	} else {
-		j, err = s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
-			if j.State.Terminal() {
-				return errAlreadyFinal
-			}
-			j.Owner, j.UpdatedAt = s.id, time.Now().UTC()
-			return nil
-		})
-		if err != nil {
-			return
-		}
-		log.Info("resuming preheat job")
+	if j, err = s.claim(ctx, j); err != nil {
+		return
 	}
 	if len(j.Targets) == 0 {
 		if len(j.Groups) == 0 {
@@ -195,24 +168,7 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	defer cancelT()
 	go s.watch(ctx, cancel, id)
 
-	done := map[string]bool{}
-	if ps, err := s.store.ListProgress(ctx, id); err == nil {
-		for _, p := range ps {
-			if p.State == StateSuccess {
-				done[progressField(p.NodeID, p.Digest)] = true
-			}
-		}
-	}
-	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
-	var wg sync.WaitGroup
-	for _, t := range j.Targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.runNode(ctx, j, ref, t, headers, done)
-		}()
-	}
-	wg.Wait()
+	s.dispatch(ctx, j, headers)
 
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errShutdown), errors.Is(cause, errLeaseLost):
@@ -230,6 +186,63 @@ func (s *Service) runJob(ctx context.Context, cancel context.CancelCauseFunc, id
 	} else {
 		s.finish(id, StateFailure, summary)
 	}
+}
+
+// claim makes this replica the job's owner: a pending job starts
+// (its targets frozen), a running one is resumed. errAlreadyFinal when
+// another replica finished it meanwhile.
+func (s *Service) claim(ctx context.Context, j *Job) (*Job, error) {
+	id := j.ID
+	if j.State != StatePending {
+		j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
+			if j.State.Terminal() {
+				return errAlreadyFinal
+			}
+			j.Owner, j.UpdatedAt = s.id, s.now().UTC()
+			return nil
+		})
+		if err == nil {
+			s.log.WithField("job", id).Info("resuming preheat job")
+		}
+		return j, err
+	}
+	sel, err := s.selectTargets(ctx, j)
+	if err != nil {
+		s.log.WithField("job", id).WithError(err).Warn("cannot select targets; will retry")
+		return nil, err
+	}
+	return s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
+		if j.State != StatePending {
+			return errAlreadyFinal
+		}
+		now := s.now().UTC()
+		j.State, j.StartedAt, j.UpdatedAt, j.Targets, j.Owner = StateRunning, now, now, sel.Targets, s.id
+		j.EmptyGroups = sel.EmptyGroups
+		return nil
+	})
+}
+
+// dispatch fetches the job's blobs onto its targets, skipping what an
+// earlier owner already finished, until all are done or ctx ends.
+func (s *Service) dispatch(ctx context.Context, j *Job, headers map[string]string) {
+	done := map[string]bool{}
+	if ps, err := s.store.ListProgress(ctx, j.ID); err == nil {
+		for _, p := range ps {
+			if p.State == StateSuccess {
+				done[progressField(p.NodeID, p.Digest)] = true
+			}
+		}
+	}
+	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
+	var wg sync.WaitGroup
+	for _, t := range j.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.runNode(ctx, j, ref, t, headers, done)
+		}()
+	}
+	wg.Wait()
 }
 
 // failureSummary lists failed node/blob pairs ("" when all succeeded).
@@ -293,22 +306,22 @@ func shortDigest(d string) string {
 
 // selectTargets freezes the job's targets (see the pure selectTargets).
 func (s *Service) selectTargets(ctx context.Context, j *Job) (Selection, error) {
-	nodes, err := s.store.ListNodes(ctx)
+	ns, err := s.store.ListNodes(ctx)
 	if err != nil {
 		return Selection{}, err
 	}
 	spec := TargetSpec{Groups: j.Groups, Nodes: j.Nodes, Count: j.Count, Percentage: j.Percentage,
 		OnePerGroup: strings.HasSuffix(j.Source, ":single"), Seed: j.ID}
-	return selectTargets(nodes, spec, time.Now()), nil
+	return nodes.Select(ns, spec, s.now()), nil
 }
 
 func (s *Service) sem(addr string) chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.sems[addr]
+	s.runs.mu.Lock()
+	defer s.runs.mu.Unlock()
+	c, ok := s.runs.sems[addr]
 	if !ok {
 		c = make(chan struct{}, s.cfg.AgentConcurrency)
-		s.sems[addr] = c
+		s.runs.sems[addr] = c
 	}
 	return c
 }
@@ -323,7 +336,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 		}
 		wctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		defer c()
-		if err := s.store.SetProgress(wctx, j.ID, p); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := s.store.SetProgress(wctx, s.now(), j.ID, p); err != nil && !errors.Is(err, ErrNotFound) {
 			s.log.WithError(err).WithField("job", j.ID).Warn("cannot record progress")
 		}
 	}
@@ -404,7 +417,7 @@ func (s *Service) runNode(ctx context.Context, j *Job, ref ImageRef, t Target, h
 func (s *Service) fetch(ctx context.Context, t Target, key ed25519.PublicKey, ref ImageRef, b Blob, headers map[string]string) (*nodeapi.FetchResponse, bool, error) {
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 	defer cancel()
-	fr, err := s.agents.Fetch(fctx, t.Address, key, nodeapi.FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
+	fr, err := s.member.agents.Fetch(fctx, t.Address, key, nodeapi.FetchRequest{Registry: ref.Registry, Repository: ref.Repository, Digest: b.Digest, Size: b.Size, Headers: headers})
 	if err == nil {
 		if fr.Digest != "" && fr.Digest != b.Digest {
 			return nil, false, errors.New("agent reported another digest than the one asked for")

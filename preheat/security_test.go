@@ -17,6 +17,8 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/preheat/internal/mediatype"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // honeypot is an attacker's listener: it counts every connection, so a
@@ -308,7 +310,7 @@ func TestUnconfiguredRegistryRefused(t *testing.T) {
 			t.Errorf("%s: %d %v", img, code, e)
 		}
 	}
-	code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", eventsV2, distEnvelope("e1", other, "lib/x", "1.0", "sha256:"+strings.Repeat("a", 64)))
+	code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", webhook.EventsV2, distEnvelope("e1", other, "lib/x", "1.0", "sha256:"+strings.Repeat("a", 64)))
 	if code != 200 || len(res.Jobs) != 0 || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "not configured") {
 		t.Errorf("webhook: %d %+v", code, res)
 	}
@@ -331,7 +333,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 		var evs []string
 		for i := range n {
 			evs = append(evs, fmt.Sprintf(`{"id":"e%d","action":"push","target":{"mediaType":%q,"digest":"sha256:%064d","repository":"lib/x","url":"http://127.0.0.1:1/v2/lib/x/manifests/%d","tag":"t%d"}}`,
-				i, mtOCIManifest, i, i, i))
+				i, mediatype.OCIManifest, i, i, i))
 		}
 		return `{"events":[` + strings.Join(evs, ",") + `]}`
 	}
@@ -341,7 +343,7 @@ func TestWebhookFanOutLimits(t *testing.T) {
 		msg  string
 	}{{11, 413, "maxWebhookEvents"}, {4, 422, "maxWebhookJobs"}} {
 		req, _ := http.NewRequest(http.MethodPost, r.URL+"/api/v1/webhooks/distribution", strings.NewReader(envelope(c.n)))
-		req.Header.Set("Content-Type", eventsV2)
+		req.Header.Set("Content-Type", webhook.EventsV2)
 		if code, msg := sendRaw(t, req); code != c.want || !strings.Contains(msg, c.msg) {
 			t.Errorf("%d events: %d %q, want %d", c.n, code, msg, c.want)
 		}

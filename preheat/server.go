@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
@@ -17,6 +16,7 @@ import (
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/harbor"
 )
 
 // handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -66,7 +66,7 @@ func (s *Service) handler() http.Handler {
 
 	s.consoleRoutes(r)
 
-	r.Handle("/metrics", metrics.Handler(s.metrics.reg, s.processMetrics)).Methods(http.MethodGet)
+	r.Handle("/metrics", metrics.Handler(s.metrics.reg, s.metrics.process)).Methods(http.MethodGet)
 	// The tracker is not checked: preheat works without it (only the
 	// console's Swarms view reads it), so its outage must not make
 	// preheat unhealthy and get it restarted.
@@ -104,9 +104,12 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 // apiError classifies err for an answer (and logs what is unexpected).
 func (s *Service) apiError(err error) *APIError {
 	var ae *APIError
+	var refusal *harbor.Refusal
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &refusal):
+		return &APIError{Status: http.StatusUnprocessableEntity, Msg: refusal.Msg}
 	case errors.Is(err, ErrNotFound):
 		return &APIError{Status: http.StatusNotFound, Code: httpx.CodeNotFound, Msg: err.Error()}
 	}
@@ -161,7 +164,7 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
 		return
 	}
-	m, at, err := nodeapi.Verify(s.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, time.Now(), s.cfg.HeartbeatMaxSkew)
+	m, at, err := nodeapi.Verify(s.member.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, s.now(), s.cfg.HeartbeatMaxSkew)
 	if err != nil {
 		s.log.WithError(err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
 		httpx.WriteError(w, http.StatusUnauthorized, "", err.Error())
@@ -181,7 +184,7 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat "+err.Error())
 		return
 	}
-	pinned, err := s.store.EnrollNode(r.Context(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
+	pinned, err := s.store.EnrollNode(r.Context(), s.now(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
 	switch {
 	case errors.Is(err, ErrKeyMismatch):
 		s.log.WithFields(logrus.Fields{"node": hb.ID, "enrolledKey": nodeapi.Fingerprint(pinned),
@@ -202,7 +205,7 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
 	n := Node{Heartbeat: hb, KeyFingerprint: nodeapi.Fingerprint(m.Key)}
-	if err := s.store.PutNode(r.Context(), n, s.cfg.HeartbeatTTL); err != nil {
+	if err := s.store.PutNode(r.Context(), s.now(), n, s.cfg.HeartbeatTTL); err != nil {
 		s.writeError(w, err)
 		return
 	}
@@ -239,7 +242,7 @@ func (s *Service) handleNodes(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	now := time.Now()
+	now := s.now()
 	out := make([]NodeView, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, NodeView{Node: n, Alive: n.Alive(now)})
@@ -262,7 +265,7 @@ func (s *Service) handleGroups(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	now := time.Now()
+	now := s.now()
 	byName := map[string]*GroupView{}
 	for g := range known {
 		byName[g] = &GroupView{Name: g, Nodes: []string{}}

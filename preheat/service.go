@@ -61,52 +61,66 @@ import (
 	"github.com/shoalproject/shoal/internal/debugserver"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
+	"github.com/shoalproject/shoal/preheat/image"
+	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
-// Service is one preheat replica.
+// Service is one preheat replica: the wiring of its parts and the HTTP
+// handlers over them.
 type Service struct {
-	cfg      Config
-	store    Store
-	log      *logrus.Entry
-	id       string
-	resolver *resolver
-	metrics  *metricSet
-	// processMetrics are the process's Go and process collectors, served
-	// next to this replica's own on /metrics.
-	processMetrics prometheus.Gatherer
-	// policies are cfg.Policies with their regexps compiled.
-	policies []policy
+	cfg     Config
+	store   Store
+	now     func() time.Time
+	log     *logrus.Entry
+	id      string
+	metrics *metricSet
+	member  member
+	up      upstreams
+	// listenAddr is the address Serve's listener is bound to: whether the
+	// console may run without tokens depends on it.
+	listenAddr atomic.Pointer[string]
+	runs       runs
+	life       lifecycle
+}
 
-	// authority and identity make this replica a cluster member: it
-	// verifies heartbeats with the authority and calls agents (agents)
-	// over mutual TLS as identity, pinned to each node's enrolled key.
+// member makes the replica a cluster member: it verifies heartbeats with
+// the authority and calls agents over mutual TLS as identity, pinned to
+// each node's enrolled key.
+type member struct {
 	authority *cluster.Authority
 	identity  *cluster.Identity
 	agents    *nodeapi.Client
+}
+
+// upstreams are what the replica reads images and swarms from, and the
+// policies that decide what a push preheats.
+type upstreams struct {
+	resolver *image.Resolver
 	// registries maps each configured registry host to its base URL.
 	registries map[string]string
 	// swarms reads the tracker's swarm listing; nil when no tracker is
 	// configured.
 	swarms *swarmClient
+	// policies are cfg.Policies with their regexps compiled.
+	policies []policy
+}
 
-	// listenAddr is the address Serve's listener is bound to: whether the
-	// console may run without tokens depends on it.
-	listenAddr atomic.Pointer[string]
-
-	// logins bounds console login attempts.
-	logins *loginLimiter
-
+// runs are the jobs this replica runs now.
+type runs struct {
 	mu      sync.Mutex
 	creds   map[int64]map[string]string // agent headers per job, memory only
 	running map[int64]context.CancelCauseFunc
 	sems    map[string]chan struct{} // per agent address
+	wg      sync.WaitGroup
+}
 
+// lifecycle is what Serve and Close start and stop.
+type lifecycle struct {
 	baseCtx context.Context
 	stop    context.CancelFunc
 	// streamsDone closes when the HTTP server shuts down, ending console
 	// event streams, which would otherwise hold Shutdown to its timeout.
 	streamsDone chan struct{}
-	wg          sync.WaitGroup
 	// closeStore releases a store New built itself (a no-op for
 	// Deps.Store, which its owner closes).
 	closeStore func() error
@@ -124,6 +138,9 @@ type Deps struct {
 	// Store holds the shared state (nil: Redis when cfg.Redis has addrs,
 	// else in memory). A Store given here is not closed by Close.
 	Store Store
+	// Now is the replica's clock: job and node timestamps, and the
+	// deadlines the store expires records by (nil: time.Now).
+	Now func() time.Time
 }
 
 var (
@@ -139,81 +156,111 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	secrets, err := cfg.clusterSecrets()
+	m, err := newMember(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = cfg.Log.NewLogger("preheat")
+	}
+	id := replicaID()
+	log = log.WithField("replica", id)
+	up, err := newUpstreams(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("preheat config: %w", err)
 	}
-	authority, err := cluster.NewAuthority(secrets...)
+	st, closeStore, err := openStore(cfg, deps.Store)
 	if err != nil {
 		return nil, err
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Service{
+		cfg:     cfg,
+		store:   st,
+		now:     now,
+		log:     log,
+		id:      id,
+		metrics: newMetrics(st, deps.ProcessMetrics),
+		member:  m,
+		up:      up,
+		runs: runs{
+			creds:   map[int64]map[string]string{},
+			running: map[int64]context.CancelCauseFunc{},
+			sems:    map[string]chan struct{}{},
+		},
+		life: lifecycle{baseCtx: ctx, stop: stop, streamsDone: make(chan struct{}), closeStore: closeStore},
+	}, nil
+}
+
+func newMember(cfg Config) (member, error) {
+	secrets, err := cfg.clusterSecrets()
+	if err != nil {
+		return member{}, fmt.Errorf("preheat config: %w", err)
+	}
+	authority, err := cluster.NewAuthority(secrets...)
+	if err != nil {
+		return member{}, err
 	}
 	// A fresh key per process: agents do not pin preheat, they check
 	// that it is a member.
 	identity, err := authority.Issue("preheat", nil)
 	if err != nil {
-		return nil, err
+		return member{}, err
 	}
+	return member{authority: authority, identity: identity, agents: nodeapi.NewClient(authority, identity)}, nil
+}
+
+func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
 	registries, err := cfg.registrySet()
 	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
+		return upstreams{}, err
 	}
 	trackerURL, trackerToken, err := cfg.trackerAPI()
 	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
+		return upstreams{}, err
 	}
 	policies, err := compilePolicies(cfg.Policies)
 	if err != nil {
-		return nil, fmt.Errorf("preheat config: %w", err)
+		return upstreams{}, err
 	}
-	st, closeStore := deps.Store, func() error { return nil }
-	if st == nil {
-		if cfg.Redis.Enabled() {
-			rdb, err := cfg.Redis.NewClient()
-			if err != nil {
-				return nil, fmt.Errorf("preheat: %w", err)
-			}
-			st, closeStore = NewRedisStore(rdb, cfg.Redis.KeyPrefix), rdb.Close
-		} else {
-			st = NewMemoryStore()
-		}
+	up := upstreams{
+		resolver:   image.NewResolver(&http.Client{Timeout: 30 * time.Second}, log),
+		registries: registries,
+		policies:   policies,
 	}
+	if trackerURL != "" {
+		up.swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
+	}
+	return up, nil
+}
+
+// openStore is st, or the store cfg names when st is nil (Redis when it
+// has addrs, else in memory), with what releases it.
+func openStore(cfg Config, st Store) (Store, func() error, error) {
+	if st != nil {
+		return st, func() error { return nil }, nil
+	}
+	if !cfg.Redis.Enabled() {
+		return NewMemoryStore(), func() error { return nil }, nil
+	}
+	rdb, err := cfg.Redis.NewClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("preheat: %w", err)
+	}
+	return NewRedisStore(rdb, cfg.Redis.KeyPrefix), rdb.Close, nil
+}
+
+// replicaID is this process's lease owner id: host, pid and a random part.
+func replicaID() string {
 	host, _ := os.Hostname()
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
-	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
-	log := deps.Log
-	if log == nil {
-		log = cfg.Log.NewLogger("preheat")
-	}
-	log = log.WithField("replica", id)
-	var swarms *swarmClient
-	if trackerURL != "" {
-		swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	return &Service{
-		cfg:            cfg,
-		store:          st,
-		log:            log,
-		id:             id,
-		resolver:       &resolver{client: &http.Client{Timeout: 30 * time.Second}, log: log},
-		metrics:        newMetrics(st),
-		processMetrics: deps.ProcessMetrics,
-		policies:       policies,
-		authority:      authority,
-		identity:       identity,
-		agents:         nodeapi.NewClient(authority, identity),
-		registries:     registries,
-		swarms:         swarms,
-		logins:         newLoginLimiter(),
-		creds:          map[int64]map[string]string{},
-		running:        map[int64]context.CancelCauseFunc{},
-		sems:           map[string]chan struct{}{},
-		baseCtx:        ctx,
-		stop:           stop,
-		streamsDone:    make(chan struct{}),
-		closeStore:     closeStore,
-	}, nil
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(rb[:]))
 }
 
 // ID is this replica's lease owner id.
@@ -223,17 +270,17 @@ func (s *Service) ID() string { return s.id }
 // restart to resume), releases their leases and closes a store New built.
 // It is idempotent; Serve calls it on return.
 func (s *Service) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		for _, c := range s.running {
+	s.life.closeOnce.Do(func() {
+		s.runs.mu.Lock()
+		for _, c := range s.runs.running {
 			c(errShutdown)
 		}
-		s.mu.Unlock()
-		s.stop()
-		s.wg.Wait()
-		s.closeErr = s.closeStore()
+		s.runs.mu.Unlock()
+		s.life.stop()
+		s.runs.wg.Wait()
+		s.life.closeErr = s.life.closeStore()
 	})
-	return s.closeErr
+	return s.life.closeErr
 }
 
 // Serve answers the API on l until ctx ends, runs the loop that adopts
@@ -262,8 +309,8 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
 		}
 	}
 	srv := httpx.NewServer(s.handler(), s.log)
-	srv.RegisterOnShutdown(func() { close(s.streamsDone) })
-	s.wg.Go(s.resumeLoop)
+	srv.RegisterOnShutdown(func() { close(s.life.streamsDone) })
+	s.runs.wg.Go(s.resumeLoop)
 	s.log.WithField("addr", addr).Info("preheat service listening")
 	if err := httpx.Serve(ctx, srv, l); err != nil {
 		return fmt.Errorf("preheat: serve %s: %w", addr, err)
@@ -326,29 +373,8 @@ func badRequest(format string, a ...any) error {
 // stored, so a rejected request never leaves a half-created job. An
 // identical request while a job runs returns that job (created=false).
 func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) (*Job, bool, error) {
-	img := req.Image
-	if img == "" {
-		img = req.URL
-	}
-	if img == "" {
-		return nil, false, badRequest("image (or url) is required")
-	}
-	ref, err := ParseImage(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
+	ref, err := s.checkRequest(req)
 	if err != nil {
-		return nil, false, badRequest("%v", err)
-	}
-	if err := checkRef(ref, img); err != nil {
-		return nil, false, badRequest("image %q: %v", img, err)
-	}
-	if ref, err = s.configuredRegistry(ref); err != nil {
-		return nil, false, err
-	}
-	for _, p := range req.Platforms {
-		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
-			return nil, false, badRequest("platform %q: want os/arch[/variant]", p)
-		}
-	}
-	if err := checkRequestSizes(req); err != nil {
 		return nil, false, err
 	}
 	if active, err := s.store.ActiveJobs(ctx); err != nil {
@@ -357,34 +383,12 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return nil, false, &APIError{Status: http.StatusTooManyRequests, Code: httpx.CodeFor(http.StatusTooManyRequests),
 			Msg: fmt.Sprintf("%d jobs are unfinished, the most preheat runs at once (maxActiveJobs); wait for some to finish", len(active))}
 	}
-	groups := req.Groups
-	if len(groups) == 0 {
-		groups = s.cfg.DefaultGroups
-	}
-	groups = sortedUnique(groups)
-	if err := s.checkGroups(ctx, groups); err != nil {
-		return nil, false, err
-	}
-	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
-	if err := spec.validate(); err != nil {
-		return nil, false, err
-	}
-	// A job that cannot reach a single node is refused now rather than
-	// failing later: Harbor's Kraken driver never polls, so a 2xx here is
-	// what its admin sees as the outcome.
-	nodes, err := s.store.ListNodes(ctx)
+	spec, err := s.targetSpec(ctx, req)
 	if err != nil {
-		return nil, false, fmt.Errorf("list nodes: %w", err)
-	}
-	sel := selectTargets(nodes, spec, time.Now())
-	if len(sel.UnknownNodes) > 0 {
-		return nil, false, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
-	}
-	if sel.Live() == 0 {
-		return nil, false, noTargetsError(spec, sel, len(nodes))
+		return nil, false, err
 	}
 	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
-	res, err := s.resolver.Resolve(ctx, ref, req.Platforms, cred)
+	res, err := s.up.resolver.Resolve(ctx, ref, req.Platforms, cred)
 	if err != nil {
 		var re *ResolveError
 		if errors.As(err, &re) {
@@ -392,22 +396,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		}
 		return nil, false, err
 	}
-	platforms := sortedUnique(req.Platforms)
-	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
-		strings.Join(platforms, ","), strings.Join(groups, ","), fmt.Sprint(req.onePerGroup),
-		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
-	now := time.Now().UTC()
-	j := &Job{
-		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
-		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: groups,
-		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
-		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
-		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
-	}
-	if req.onePerGroup {
-		j.Source += ":single"
-	}
-	got, created, err := s.store.CreateJob(ctx, j)
+	got, created, err := s.store.CreateJob(ctx, s.newJob(req, ref, spec, res, source))
 	if err != nil {
 		return nil, false, fmt.Errorf("store job: %w", err)
 	}
@@ -415,30 +404,115 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 		return got, false, nil
 	}
 	s.metrics.created.WithLabelValues(source).Inc()
-	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
-	if len(res.AgentHeaders) > 0 {
-		s.mu.Lock()
-		s.creds[got.ID] = res.AgentHeaders
-		s.mu.Unlock()
+	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": spec.Groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
+	s.start(ctx, got.ID, res.AgentHeaders)
+	return got, true, nil
+}
+
+// checkRequest checks what a request names before anything is looked up:
+// the image (on a configured registry), platforms and sizes.
+func (s *Service) checkRequest(req JobRequest) (ImageRef, error) {
+	img := req.Image
+	if img == "" {
+		img = req.URL
 	}
-	if ok, err := s.store.AcquireLease(ctx, got.ID, s.id, s.cfg.LeaseTTL); err == nil && ok {
-		s.launch(got.ID)
+	if img == "" {
+		return ImageRef{}, badRequest("image (or url) is required")
+	}
+	ref, err := image.Parse(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
+	if err != nil {
+		return ImageRef{}, badRequest("%v", err)
+	}
+	if err := image.Check(ref, img); err != nil {
+		return ImageRef{}, badRequest("image %q: %v", img, err)
+	}
+	if ref, err = s.configuredRegistry(ref); err != nil {
+		return ImageRef{}, err
+	}
+	for _, p := range req.Platforms {
+		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
+			return ImageRef{}, badRequest("platform %q: want os/arch[/variant]", p)
+		}
+	}
+	return ref, checkRequestSizes(req)
+}
+
+// targetSpec is the request's target, refused unless it reaches a live
+// node now rather than failing later: Harbor's Kraken driver never polls,
+// so a 2xx here is what its admin sees as the outcome.
+func (s *Service) targetSpec(ctx context.Context, req JobRequest) (TargetSpec, error) {
+	groups := req.Groups
+	if len(groups) == 0 {
+		groups = s.cfg.DefaultGroups
+	}
+	groups = sortedUnique(groups)
+	if err := s.checkGroups(ctx, groups); err != nil {
+		return TargetSpec{}, err
+	}
+	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
+	if err := validateSpec(spec); err != nil {
+		return TargetSpec{}, err
+	}
+	ns, err := s.store.ListNodes(ctx)
+	if err != nil {
+		return TargetSpec{}, fmt.Errorf("list nodes: %w", err)
+	}
+	sel := nodes.Select(ns, spec, s.now())
+	if len(sel.UnknownNodes) > 0 {
+		return TargetSpec{}, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
+	}
+	if sel.Live() == 0 {
+		return TargetSpec{}, noTargetsError(spec, sel, len(ns))
+	}
+	return spec, nil
+}
+
+// newJob is the record of a checked, resolved request. Its dedupe key is
+// everything that makes two requests the same preheat.
+func (s *Service) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *Resolved, source string) *Job {
+	platforms := sortedUnique(req.Platforms)
+	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
+		strings.Join(platforms, ","), strings.Join(spec.Groups, ","), fmt.Sprint(req.onePerGroup),
+		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
+	now := s.now().UTC()
+	j := &Job{
+		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
+		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: spec.Groups,
+		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
+		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
+		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
+	}
+	if req.onePerGroup {
+		j.Source += ":single"
+	}
+	return j
+}
+
+// start runs a new job here when this replica gets its lease, with the
+// agent headers its request carried.
+func (s *Service) start(ctx context.Context, id int64, headers map[string]string) {
+	if len(headers) > 0 {
+		s.runs.mu.Lock()
+		s.runs.creds[id] = headers
+		s.runs.mu.Unlock()
+	}
+	if ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL); err == nil && ok {
+		s.launch(id)
 	} else {
 		// Whoever adopts the job has no credentials (they live only in
 		// this replica's memory, only while this replica runs the job).
-		s.dropCreds(got.ID)
+		s.dropCreds(id)
 	}
-	return got, true, nil
 }
 
 // CancelJob marks a job CANCELED; the owning replica (any replica) sees
 // the state change and stops dispatching.
 func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
-	j, err := s.store.UpdateJob(ctx, id, s.cfg.Retention, func(j *Job) error {
+	j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
 		if j.State.Terminal() {
 			return &APIError{Status: http.StatusConflict, Code: httpx.CodeConflict, Msg: fmt.Sprintf("job %d already finished (%s)", id, j.State)}
 		}
-		now := time.Now().UTC()
+		now := s.now().UTC()
 		j.State, j.Error, j.UpdatedAt, j.FinishedAt = StateCanceled, "canceled by request", now, now
 		return nil
 	})
@@ -446,21 +520,21 @@ func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
 		return nil, err
 	}
 	s.metrics.finished(j)
-	s.mu.Lock()
-	if c := s.running[id]; c != nil {
+	s.runs.mu.Lock()
+	if c := s.runs.running[id]; c != nil {
 		c(errCanceled)
 	}
-	delete(s.creds, id)
-	s.mu.Unlock()
+	delete(s.runs.creds, id)
+	s.runs.mu.Unlock()
 	return j, nil
 }
 
 // dropCreds forgets a job's pull credentials: they live only while this
 // replica runs the job.
 func (s *Service) dropCreds(id int64) {
-	s.mu.Lock()
-	delete(s.creds, id)
-	s.mu.Unlock()
+	s.runs.mu.Lock()
+	delete(s.runs.creds, id)
+	s.runs.mu.Unlock()
 }
 
 // Bounds of one job request's lists, whatever the body limit allows: each
@@ -554,7 +628,7 @@ func (s *Service) configuredRegistry(ref ImageRef) (ImageRef, error) {
 	if i := strings.Index(host, "://"); i >= 0 {
 		host = host[i+3:]
 	}
-	base, ok := s.registries[strings.ToLower(host)]
+	base, ok := s.up.registries[strings.ToLower(host)]
 	if !ok {
 		return ref, &APIError{Status: http.StatusBadRequest, Code: CodeRegistryNotAllowed,
 			Msg: fmt.Sprintf("registry %s is not configured on this preheat service (registry, registries)", host)}

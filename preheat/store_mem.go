@@ -7,13 +7,20 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
 // MemoryStore is the single-process Store for the embedded mode. It mirrors
 // RedisStore's semantics (TTLs, dedupe, leases, retention) so both run the
 // same test suite; jobs do not survive a restart of the process.
 type MemoryStore struct {
-	mu     sync.Mutex
+	*traffic.Memory
+
+	mu sync.Mutex
+	// now is the clock records expire by, as Redis's is for RedisStore:
+	// writers set deadlines from the now they pass, reads drop what is
+	// past its deadline by this clock.
 	now    func() time.Time
 	forget time.Duration
 	nodes  map[string]memNode
@@ -29,7 +36,6 @@ type MemoryStore struct {
 	seenSweep int
 	active    map[int64]bool
 	progress  map[int64]map[string]Progress
-	traffic   *memTraffic // made on first use (store_traffic.go)
 }
 
 type memNode struct {
@@ -57,6 +63,7 @@ type memLease struct {
 // their TTL after their last heartbeat (they show as dead until then).
 func NewMemoryStore() *MemoryStore {
 	return &MemoryStore{
+		Memory:    traffic.NewMemory(),
 		now:       time.Now,
 		forget:    nodeForgetFactor,
 		nodes:     map[string]memNode{},
@@ -78,10 +85,9 @@ const minSeenSweep = 1024
 // this many TTLs before it disappears, so operators can see it went away.
 const nodeForgetFactor = 10
 
-func (m *MemoryStore) PutNode(_ context.Context, n Node, ttl time.Duration) error {
+func (m *MemoryStore) PutNode(_ context.Context, now time.Time, n Node, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 	n.LastSeen = now
 	n.ExpiresAt = now.Add(ttl)
 	m.nodes[n.ID] = memNode{n: n, purgeAt: now.Add(ttl * nodeForgetFactor)}
@@ -173,7 +179,7 @@ func (m *MemoryStore) ListJobs(_ context.Context, limit int) ([]*Job, error) {
 	return out, nil
 }
 
-func (m *MemoryStore) UpdateJob(_ context.Context, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
+func (m *MemoryStore) UpdateJob(_ context.Context, now time.Time, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.live(id)
@@ -191,7 +197,7 @@ func (m *MemoryStore) UpdateJob(_ context.Context, id int64, retention time.Dura
 		if c.DedupeKey != "" && m.dedupe[c.DedupeKey] == id {
 			delete(m.dedupe, c.DedupeKey)
 		}
-		e.expiresAt = m.now().Add(retention)
+		e.expiresAt = now.Add(retention)
 	}
 	out := c
 	return &out, nil
@@ -208,7 +214,7 @@ func (m *MemoryStore) ActiveJobs(context.Context) ([]int64, error) {
 	return out, nil
 }
 
-func (m *MemoryStore) SetProgress(_ context.Context, jobID int64, p Progress) error {
+func (m *MemoryStore) SetProgress(_ context.Context, now time.Time, jobID int64, p Progress) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.live(jobID); !ok {
@@ -217,7 +223,7 @@ func (m *MemoryStore) SetProgress(_ context.Context, jobID int64, p Progress) er
 	if m.progress[jobID] == nil {
 		m.progress[jobID] = map[string]Progress{}
 	}
-	p.UpdatedAt = m.now()
+	p.UpdatedAt = now
 	m.progress[jobID][progressField(p.NodeID, p.Digest)] = p
 	return nil
 }
@@ -245,10 +251,9 @@ func sortProgress(ps []Progress) {
 	})
 }
 
-func (m *MemoryStore) AcquireLease(_ context.Context, jobID int64, owner string, ttl time.Duration) (bool, error) {
+func (m *MemoryStore) AcquireLease(_ context.Context, now time.Time, jobID int64, owner string, ttl time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 	if l, ok := m.leases[jobID]; ok && l.owner != owner && now.Before(l.expiresAt) {
 		return false, nil
 	}
@@ -265,10 +270,9 @@ func (m *MemoryStore) ReleaseLease(_ context.Context, jobID int64, owner string)
 	return nil
 }
 
-func (m *MemoryStore) MarkSeen(_ context.Context, key string, ttl time.Duration) (bool, error) {
+func (m *MemoryStore) MarkSeen(_ context.Context, now time.Time, key string, ttl time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 	key = seenKey(key)
 	if exp, ok := m.seen[key]; ok && now.Before(exp) {
 		return false, nil
@@ -287,10 +291,9 @@ func (m *MemoryStore) MarkSeen(_ context.Context, key string, ttl time.Duration)
 
 func (m *MemoryStore) Ping(context.Context) error { return nil }
 
-func (m *MemoryStore) EnrollNode(_ context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
+func (m *MemoryStore) EnrollNode(_ context.Context, now time.Time, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
 	p, ok := m.pins[id]
 	if ok && !now.Before(p.expiresAt) {
 		ok = false

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
 // RedisStore keeps preheat state in Redis so several replicas share it.
@@ -26,16 +28,19 @@ import (
 //	P node:<id>       JSON Node, expires forgetFactor x heartbeat TTL
 //	P nodes           set of node ids (pruned lazily)
 //	P pin:<id>        hash k = node key (hex), t = last heartbeat (20-digit
-//	                  Unix ns); PX the enrollment retention
+//	                  Unix ns); expires the enrollment retention after it
 //	P seq             job id counter (integer ids: Harbor wants them)
 //	P job:<id>        JSON Job; expires `retention` after it finishes
 //	P jobs            zset of job ids (score = id), pruned lazily
 //	P active          set of unfinished job ids (resume scan)
 //	P dedupe:<key>    id of the unfinished job for an identical request
 //	P progress:<id>   hash node|digest -> JSON Progress, expires with the job
-//	P lease:<id>      owner replica id, PX lease TTL
-//	P seen:<key>      webhook delivery ids, PX ttl
+//	P lease:<id>      owner replica id, expires the lease TTL after renewal
+//	P seen:<key>      webhook delivery ids, expire ttl after first sight
 type RedisStore struct {
+	*traffic.Redis
+	// now is the clock deadlines are turned into TTLs by (time.Now).
+	now    func() time.Time
 	rdb    redis.UniversalClient
 	prefix string
 }
@@ -49,14 +54,28 @@ func NewRedisStore(rdb redis.UniversalClient, prefix string) *RedisStore {
 	if !strings.Contains(prefix, "{") {
 		prefix = "{" + strings.TrimSuffix(prefix, ":") + "}:"
 	}
-	return &RedisStore{rdb: rdb, prefix: prefix}
+	return &RedisStore{Redis: traffic.NewRedis(rdb, prefix), now: time.Now, rdb: rdb, prefix: prefix}
 }
+
+// ttl is what is left until deadline, in milliseconds rounded up, by this
+// process's clock: the caller computed deadline from the same clock, so
+// Redis is given the duration the caller meant (PX, PEXPIRE), however far
+// Redis's clock is from the replica's. A deadline already past is 0: the
+// record is dropped rather than written.
+func (r *RedisStore) ttl(deadline time.Time) int64 {
+	d := deadline.Sub(r.now())
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 
 func (r *RedisStore) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 func idStr(id int64) string                    { return strconv.FormatInt(id, 10) }
 
-func (r *RedisStore) PutNode(ctx context.Context, n Node, ttl time.Duration) error {
-	now := time.Now()
+func (r *RedisStore) PutNode(ctx context.Context, now time.Time, n Node, ttl time.Duration) error {
 	n.LastSeen = now
 	n.ExpiresAt = now.Add(ttl)
 	b, err := json.Marshal(n)
@@ -64,7 +83,11 @@ func (r *RedisStore) PutNode(ctx context.Context, n Node, ttl time.Duration) err
 		return fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.k("node", n.ID), b, ttl*nodeForgetFactor)
+		if left := r.ttl(now.Add(ttl * nodeForgetFactor)); left > 0 {
+			p.Set(ctx, r.k("node", n.ID), b, ms(left))
+		} else {
+			p.Del(ctx, r.k("node", n.ID)) // forgotten already
+		}
 		p.SAdd(ctx, r.k("nodes"), n.ID)
 		return nil
 	})
@@ -224,7 +247,7 @@ func (r *RedisStore) ListJobs(ctx context.Context, limit int) ([]*Job, error) {
 	return out, nil
 }
 
-func (r *RedisStore) UpdateJob(ctx context.Context, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
+func (r *RedisStore) UpdateJob(ctx context.Context, now time.Time, id int64, retention time.Duration, fn func(*Job) error) (*Job, error) {
 	key := r.k("job", idStr(id))
 	var out *Job
 	txf := func(tx *redis.Tx) error {
@@ -257,8 +280,12 @@ func (r *RedisStore) UpdateJob(ctx context.Context, id int64, retention time.Dur
 				// dedupe key (it can only point at us: no identical job
 				// could be created while we were active) and starts the
 				// retention clock on the job and its progress.
-				p.Set(ctx, key, b, retention)
-				p.PExpire(ctx, r.k("progress", idStr(id)), retention)
+				if left := r.ttl(now.Add(retention)); left > 0 {
+					p.Set(ctx, key, b, ms(left))
+					p.PExpire(ctx, r.k("progress", idStr(id)), ms(left))
+				} else {
+					p.Del(ctx, key, r.k("progress", idStr(id))) // retention over already
+				}
 				p.SRem(ctx, r.k("active"), idStr(id))
 				if j.DedupeKey != "" {
 					p.Del(ctx, r.k("dedupe", j.DedupeKey))
@@ -315,8 +342,8 @@ if t > 0 then redis.call('PEXPIRE', KEYS[2], t) end
 return 1
 `)
 
-func (r *RedisStore) SetProgress(ctx context.Context, jobID int64, p Progress) error {
-	p.UpdatedAt = time.Now()
+func (r *RedisStore) SetProgress(ctx context.Context, now time.Time, jobID int64, p Progress) error {
+	p.UpdatedAt = now
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode progress: %w", err)
@@ -360,7 +387,11 @@ func (r *RedisStore) ListProgress(ctx context.Context, jobID int64) ([]Progress,
 var leaseScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('DEL', KEYS[1]) -- taken, and lapsed already
+  end
   return 1
 end
 return 0
@@ -371,8 +402,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-func (r *RedisStore) AcquireLease(ctx context.Context, jobID int64, owner string, ttl time.Duration) (bool, error) {
-	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, ttl.Milliseconds()).Int()
+func (r *RedisStore) AcquireLease(ctx context.Context, now time.Time, jobID int64, owner string, ttl time.Duration) (bool, error) {
+	n, err := leaseScript.Run(ctx, r.rdb, []string{r.k("lease", idStr(jobID))}, owner, r.ttl(now.Add(ttl))).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis: lease job %d: %w", jobID, err)
 	}
@@ -386,8 +417,18 @@ func (r *RedisStore) ReleaseLease(ctx context.Context, jobID int64, owner string
 	return nil
 }
 
-func (r *RedisStore) MarkSeen(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ok, err := r.rdb.SetNX(ctx, r.k("seen", seenKey(key)), 1, ttl).Result()
+func (r *RedisStore) MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error) {
+	k := r.k("seen", seenKey(key))
+	left := r.ttl(now.Add(ttl))
+	if left == 0 {
+		// A mark that would have lapsed already: only whether one stands.
+		n, err := r.rdb.Exists(ctx, k).Result()
+		if err != nil {
+			return false, fmt.Errorf("redis: mark seen: %w", err)
+		}
+		return n == 0, nil
+	}
+	ok, err := r.rdb.SetNX(ctx, k, 1, ms(left)).Result()
 	if err != nil {
 		return false, fmt.Errorf("redis: mark seen: %w", err)
 	}
@@ -410,13 +451,13 @@ if k and k ~= ARGV[1] then return {1, k} end
 local t = redis.call('HGET', KEYS[1], 't')
 if k and t and ARGV[2] <= t then return {2, k} end
 redis.call('HSET', KEYS[1], 'k', ARGV[1], 't', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) else redis.call('DEL', KEYS[1]) end
 return {0, ARGV[1]}
 `)
 
-func (r *RedisStore) EnrollNode(ctx context.Context, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
+func (r *RedisStore) EnrollNode(ctx context.Context, now time.Time, id string, key ed25519.PublicKey, at time.Time, keep time.Duration) (ed25519.PublicKey, error) {
 	res, err := enrollScript.Run(ctx, r.rdb, []string{r.k("pin", id)},
-		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), keep.Milliseconds()).Slice()
+		hex.EncodeToString(key), fmt.Sprintf("%020d", at.UnixNano()), r.ttl(now.Add(keep))).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis: enroll node %s: %w", id, err)
 	}

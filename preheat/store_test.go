@@ -13,11 +13,11 @@ import (
 // Both Store implementations pass the one suite: the embedded mode cannot
 // drift from production.
 func TestMemoryStore(t *testing.T) {
-	storetest.Run(t, func(*testing.T) preheat.Store { return preheat.NewMemoryStore() })
+	storetest.Run(t, func(*testing.T) storetest.Store { return preheat.NewMemoryStore() })
 }
 
 func TestRedisStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) preheat.Store {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
 		rs := testenv.StartRedis(t)
 		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{rs.Addr}})
 		t.Cleanup(func() { rdb.Close() })

@@ -85,11 +85,11 @@ func (c *swarmClient) list(ctx context.Context) (SwarmsView, error) {
 }
 
 func (s *Service) handleSwarms(w http.ResponseWriter, r *http.Request) {
-	if s.swarms == nil {
+	if s.up.swarms == nil {
 		httpx.WriteJSON(w, http.StatusOK, SwarmsView{Swarms: []TrackerSwarm{}})
 		return
 	}
-	v, err := s.swarms.list(r.Context())
+	v, err := s.up.swarms.list(r.Context())
 	if err != nil {
 		s.log.WithError(err).Warn("cannot list swarms")
 		httpx.WriteError(w, http.StatusBadGateway, "", err.Error())

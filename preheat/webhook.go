@@ -3,55 +3,29 @@ package preheat
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // seenTTL is how long a webhook delivery id is remembered: long enough to
 // absorb the sender's retries of an already-finished preheat.
 const seenTTL = time.Hour
 
-// Envelope is a distribution notification envelope. Go's JSON decoding is
-// case-insensitive, so the same struct also reads Harbor's capitalised
-// Kraken-driver body ({"Events":[{"Id",…,"Target":{"Url",…}}]}).
-type Envelope struct {
-	Events []Event `json:"events"`
-}
-
-type Event struct {
-	ID     string `json:"id"`
-	Action string `json:"action"`
-	Target struct {
-		MediaType  string `json:"mediaType"`
-		Digest     string `json:"digest"`
-		Repository string `json:"repository"`
-		URL        string `json:"url"`
-		Tag        string `json:"tag"`
-	} `json:"target"`
-}
-
-const (
-	eventsV1 = "application/vnd.docker.distribution.events.v1+json"
-	eventsV2 = "application/vnd.docker.distribution.events.v2+json"
+// The notification shapes are webhook's.
+type (
+	Envelope        = webhook.Envelope
+	Event           = webhook.Event
+	HarborPayload   = webhook.HarborPayload
+	HarborEventData = webhook.HarborEventData
 )
-
-func isManifestType(mt string) bool {
-	switch mt {
-	case mtOCIManifest, mtOCIIndex, mtDockerV2, mtDockerList:
-		return true
-	}
-	return false
-}
 
 // WebhookResult is the answer to every push-trigger endpoint.
 type WebhookResult struct {
@@ -67,8 +41,8 @@ type WebhookResult struct {
 func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := mime.ParseMediaType(ct)
-		if mt != eventsV1 && mt != eventsV2 && mt != "application/json" {
-			httpx.WriteError(w, http.StatusUnsupportedMediaType, "", "content type "+mt+" is not a distribution events envelope ("+eventsV1+" or "+eventsV2+")")
+		if mt != webhook.EventsV1 && mt != webhook.EventsV2 && mt != "application/json" {
+			httpx.WriteError(w, http.StatusUnsupportedMediaType, "", "content type "+mt+" is not a distribution events envelope ("+webhook.EventsV1+" or "+webhook.EventsV2+")")
 			return
 		}
 	}
@@ -82,45 +56,13 @@ func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := WebhookResult{Jobs: []int64{}}
-	var todo []pendingJob
-	for _, ev := range env.Events {
-		if ev.Action != "push" || !isManifestType(ev.Target.MediaType) || ev.Target.Repository == "" {
-			res.Ignored++ // blob pushes, pulls, deletes
-			continue
-		}
-		// Pushes by digest only are skipped: pushing a multi-platform index
-		// emits one for every child manifest before the tagged index push,
-		// which already covers them; preheating each would be N extra jobs.
-		if ev.Target.Tag == "" {
-			res.Ignored++
-			continue
-		}
-		pol := s.matchPolicy(ev.Target.Repository, ev.Target.Tag)
-		if pol == nil {
-			res.Ignored++
-			continue
-		}
-		img := ev.Target.URL
-		if img == "" {
-			img = s.cfg.Registry + "/v2/" + ev.Target.Repository + "/manifests/" + ev.Target.Digest
-		}
-		seen := "dist:" + ev.ID
-		if ev.ID == "" {
-			seen = "dist:" + hashKey(ev.Target.Repository, ev.Target.Digest, ev.Target.Tag)
-		}
-		todo = append(todo, pendingJob{seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}})
-	}
+	todo, ignored := webhook.Distribution(env, s.cfg.Registry, s.matchPolicy)
+	res.Ignored += ignored
 	if err := s.startAll(r.Context(), &res, todo, "distribution"); err != nil {
 		s.writeError(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, res)
-}
-
-// pendingJob is a job a webhook request asks for, before it starts.
-type pendingJob struct {
-	seen string
-	req  JobRequest
 }
 
 // checkFanOut refuses a webhook request carrying more events than
@@ -136,29 +78,27 @@ func (s *Service) checkFanOut(n int, what string) error {
 // startAll starts the jobs of one webhook request, or none of them when
 // they are more than MaxWebhookJobs: one request must not fan out into an
 // unbounded number of resolutions and dispatches.
-func (s *Service) startAll(ctx context.Context, res *WebhookResult, todo []pendingJob, source string) error {
+func (s *Service) startAll(ctx context.Context, res *WebhookResult, todo []webhook.Trigger, source string) error {
 	if len(todo) > s.cfg.MaxWebhookJobs {
 		return &APIError{Status: http.StatusUnprocessableEntity,
 			Msg: fmt.Sprintf("request would start %d preheat jobs; at most %d are started per request (maxWebhookJobs); none was started", len(todo), s.cfg.MaxWebhookJobs)}
 	}
-	for _, p := range todo {
-		s.trigger(ctx, res, p.seen, p.req, source)
+	for _, t := range todo {
+		s.trigger(ctx, res, t.Delivery, JobRequest{Image: t.Image, URL: t.URL, Groups: t.Groups, Platforms: t.Platforms}, source)
 	}
 	return nil
 }
 
-func hashKey(parts ...string) string {
-	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
-	return hex.EncodeToString(h[:16])
-}
-
-func (s *Service) matchPolicy(repo, tag string) *Policy {
-	for i := range s.policies {
-		if s.policies[i].match(repo, tag) {
-			return &s.policies[i].Policy
+// matchPolicy is the first policy that applies to a pushed repository and
+// tag (webhook.Match).
+func (s *Service) matchPolicy(repo, tag string) (webhook.Target, bool) {
+	for i := range s.up.policies {
+		if s.up.policies[i].match(repo, tag) {
+			p := s.up.policies[i].Policy
+			return webhook.Target{Groups: p.Groups, Platforms: p.Platforms}, true
 		}
 	}
-	return nil
+	return webhook.Target{}, false
 }
 
 // trigger starts a job for one delivered event unless the delivery was
@@ -166,7 +106,7 @@ func (s *Service) matchPolicy(repo, tag string) *Policy {
 // registry retries non-2xx forever and would block its notification queue
 // on an image that cannot be preheated.
 func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey string, req JobRequest, source string) {
-	first, err := s.store.MarkSeen(ctx, seenKey, seenTTL)
+	first, err := s.store.MarkSeen(ctx, s.now(), seenKey, seenTTL)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 		return
@@ -191,43 +131,15 @@ func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey strin
 	res.Jobs = append(res.Jobs, j.ID)
 }
 
-// HarborPayload is Harbor's webhook body (default format); for the
-// CloudEvents format the same event_data arrives under "data".
-type HarborPayload struct {
-	Type        string           `json:"type"`
-	OccurAt     int64            `json:"occur_at"`
-	Operator    string           `json:"operator"`
-	EventData   *HarborEventData `json:"event_data"`
-	SpecVersion string           `json:"specversion"`
-	ID          string           `json:"id"`
-	Data        *HarborEventData `json:"data"`
-}
-
-type HarborEventData struct {
-	Resources []struct {
-		Digest      string `json:"digest"`
-		Tag         string `json:"tag"`
-		ResourceURL string `json:"resource_url"`
-	} `json:"resources"`
-	Repository struct {
-		Name         string `json:"name"`
-		Namespace    string `json:"namespace"`
-		RepoFullName string `json:"repo_full_name"`
-	} `json:"repository"`
-}
-
 func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 	var p HarborPayload
 	if err := decode(r, &p); err != nil {
 		s.writeError(w, err)
 		return
 	}
-	data, push := p.EventData, p.Type == "PUSH_ARTIFACT"
-	if p.SpecVersion != "" {
-		data, push = p.Data, p.Type == "harbor.artifact.pushed"
-	}
+	data := webhook.HarborData(p)
 	res := WebhookResult{Jobs: []int64{}}
-	if !push || data == nil {
+	if data == nil {
 		res.Ignored++
 		httpx.WriteJSON(w, http.StatusOK, res)
 		return
@@ -236,33 +148,8 @@ func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	repo := data.Repository.RepoFullName
-	var todo []pendingJob
-	for _, rs := range data.Resources {
-		tag := rs.Tag
-		if strings.HasPrefix(tag, "sha256:") {
-			tag = "" // pushed by digest: Harbor puts the digest in tag
-		}
-		pol := s.matchPolicy(repo, tag)
-		if pol == nil || rs.ResourceURL == "" {
-			res.Ignored++
-			continue
-		}
-		// resource_url is host[:port]/<repo>:<tag>; pin the pushed digest so
-		// a tag moved again meanwhile does not preheat the wrong image.
-		host, _, _ := strings.Cut(rs.ResourceURL, "/")
-		img := host + "/" + repo
-		if rs.Digest != "" {
-			img += "@" + rs.Digest
-		} else {
-			img += ":" + tag
-		}
-		seen := "harbor:" + p.ID
-		if p.ID == "" {
-			seen = "harbor:" + hashKey(p.Type, fmt.Sprint(p.OccurAt), repo, rs.Digest, rs.Tag)
-		}
-		todo = append(todo, pendingJob{seen, JobRequest{Image: img, Groups: pol.Groups, Platforms: pol.Platforms}})
-	}
+	todo, ignored := webhook.Harbor(p, data, s.matchPolicy)
+	res.Ignored += ignored
 	if err := s.startAll(r.Context(), &res, todo, "harbor"); err != nil {
 		s.writeError(w, err)
 		return

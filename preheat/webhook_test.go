@@ -19,11 +19,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/secret"
+	"github.com/shoalproject/shoal/preheat/image"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 func webhookSetup(t *testing.T) (*replica, *testRegistry, string) {
@@ -86,7 +89,7 @@ func distEnvelope(id, host, repo, tag, digest string) string {
 
 func TestDistributionWebhook(t *testing.T) {
 	r, reg, digest := webhookSetup(t)
-	for i, mt := range []string{eventsV1, eventsV2} {
+	for i, mt := range []string{webhook.EventsV1, webhook.EventsV2} {
 		id := fmt.Sprintf("ev-%d", i)
 		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", mt, distEnvelope(id, reg.Host, "library/web", "1.2", digest))
 		if code != 200 || len(res.Jobs) != 1 || res.Ignored != 1 || len(res.Errors) != 0 {
@@ -108,7 +111,7 @@ func TestDistributionWebhook(t *testing.T) {
 		distEnvelope("other-tag", reg.Host, "library/web", "latest", digest),
 		distEnvelope("by-digest", reg.Host, "library/web", "", digest),
 	} {
-		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", eventsV2, ev)
+		code, res := postRaw(t, r.URL+"/api/v1/webhooks/distribution", webhook.EventsV2, ev)
 		if code != 200 || len(res.Jobs) != 0 || res.Ignored != 2 {
 			t.Fatalf("non-matching push: %d %+v", code, res)
 		}
@@ -287,7 +290,7 @@ func TestResolveIndexPlatforms(t *testing.T) {
 	if err := remote.WriteIndex(ref, idx); err != nil {
 		t.Fatal(err)
 	}
-	res := &resolver{client: http.DefaultClient}
+	res := image.NewResolver(http.DefaultClient, logrus.NewEntry(logrus.New()))
 	ir := ImageRef{Registry: reg.URL, Repository: "multi/app", Reference: "1"}
 	for _, c := range []struct {
 		platforms []string

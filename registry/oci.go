@@ -19,7 +19,6 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/distribution/v3/registry/auth"
-	repositorymiddleware "github.com/distribution/distribution/v3/registry/middleware/repository"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	storagemiddleware "github.com/distribution/distribution/v3/registry/storage/driver/middleware"
 	"github.com/distribution/reference"
@@ -36,11 +35,11 @@ var specsVersioned = specs.Versioned{SchemaVersion: 2}
 // gets wrong, single-POST uploads and anonymous mounts. Two pieces, both
 // outside distribution: a front handler on /v2/ (new routes, and rewrites
 // of requests and headers around distribution's own handlers, which still
-// authorize and store everything they handle), and a repository middleware
-// that keeps the referrers index in step with manifest pushes and deletes.
+// authorize and store everything they handle), and an observer of the
+// manifests middleware (manifests.go) that keeps the referrers index in
+// step with manifest pushes and deletes.
 const (
 	ociStorageMW = "shoal-oci-storage"
-	ociRepoMW    = "shoal-oci"
 	ociOption    = "shoal.oci"
 
 	headerSubject        = "OCI-Subject"
@@ -62,18 +61,10 @@ func init() {
 	}); err != nil {
 		panic(err)
 	}
-	if err := repositorymiddleware.Register(ociRepoMW, func(_ context.Context, repo distribution.Repository, options map[string]any) (distribution.Repository, error) {
-		o, ok := options[ociOption].(*ociFront)
-		if !ok {
-			return nil, fmt.Errorf("repository middleware %s is added by shoal itself; do not configure it", ociRepoMW)
-		}
-		return &ociRepository{Repository: repo, o: o}, nil
-	}); err != nil {
-		panic(err)
-	}
 }
 
-// ociFront is the front handler and the state both middlewares share.
+// ociFront is the front handler and the state the storage middleware and
+// the observer share.
 type ociFront struct {
 	d        storagedriver.StorageDriver // the outermost driver distribution uses
 	index    referrerIndex
@@ -82,8 +73,9 @@ type ociFront struct {
 	log      *logrus.Entry
 }
 
-// newOCIFront adds the two middlewares to cfg: the storage one last, so it
-// sees the driver distribution writes through, and the repository one.
+// newOCIFront adds the storage middleware to cfg, last, so it sees the
+// driver distribution writes through; the caller adds ociObserver to the
+// manifests middleware.
 func newOCIFront(cfg *configuration.Configuration, log *logrus.Entry) (*ociFront, error) {
 	o := &ociFront{log: log.WithField("component", "registry-oci")}
 	if t := cfg.Auth.Type(); t != "" && !strings.EqualFold(t, "none") {
@@ -103,7 +95,6 @@ func newOCIFront(cfg *configuration.Configuration, log *logrus.Entry) (*ociFront
 	o.readOnly = o.readOnly || cfg.Proxy.RemoteURL != ""
 	opts := configuration.Parameters{ociOption: o}
 	cfg.Middleware["storage"] = append(cfg.Middleware["storage"], configuration.Middleware{Name: ociStorageMW, Options: opts})
-	cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{Name: ociRepoMW, Options: opts})
 	return o, nil
 }
 
@@ -682,34 +673,14 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// ociRepository keeps the referrers index in step with manifest pushes
-// and deletes made through distribution.
-type ociRepository struct {
-	distribution.Repository
-	o *ociFront
-}
+// ociObserver keeps the referrers index in step with manifest pushes and
+// deletes made through distribution.
+type ociObserver struct{ o *ociFront }
 
-func (r *ociRepository) Manifests(ctx context.Context, options ...distribution.ManifestServiceOption) (distribution.ManifestService, error) {
-	ms, err := r.Repository.Manifests(ctx, options...)
-	if err != nil {
-		return nil, err
-	}
-	return &ociManifests{ManifestService: ms, repo: r}, nil
-}
-
-type ociManifests struct {
-	distribution.ManifestService
-	repo *ociRepository
-}
-
-func (m *ociManifests) Put(ctx context.Context, man distribution.Manifest, options ...distribution.ManifestServiceOption) (digest.Digest, error) {
-	dgst, err := m.ManifestService.Put(ctx, man, options...)
-	if err != nil {
-		return dgst, err
-	}
+func (ob ociObserver) manifestPut(ctx context.Context, repo distribution.Repository, _ distribution.ManifestService, man distribution.Manifest, dgst digest.Digest) error {
 	mt, payload, perr := man.Payload()
 	if perr != nil {
-		return dgst, nil
+		return nil
 	}
 	note, _ := ctx.Value(ctxKey{}).(*pushNote)
 	listed := dgst
@@ -718,33 +689,33 @@ func (m *ociManifests) Put(ctx context.Context, man distribution.Manifest, optio
 	}
 	subject, desc, ok := referrerOf(mt, payload, listed)
 	if !ok {
-		return dgst, nil
+		return nil
 	}
 	// The push fails if the index cannot record it: a referrer the API
 	// does not list would be lost to every client that discovers by subject.
-	if err := m.repo.o.index.add(ctx, m.repo.Named().Name(), subject, desc); err != nil {
-		return dgst, err
+	if err := ob.o.index.add(ctx, repo.Named().Name(), subject, desc); err != nil {
+		return err
 	}
 	if note != nil {
 		note.subject = subject
 	}
-	return dgst, nil
+	return nil
 }
 
-func (m *ociManifests) Delete(ctx context.Context, dgst digest.Digest) error {
+func (ob ociObserver) manifestDelete(ctx context.Context, repo distribution.Repository, ms distribution.ManifestService, dgst digest.Digest, del func() error) error {
 	var subject digest.Digest
-	if man, err := m.ManifestService.Get(ctx, dgst); err == nil {
+	if man, err := ms.Get(ctx, dgst); err == nil {
 		if mt, payload, err := man.Payload(); err == nil {
 			subject, _, _ = referrerOf(mt, payload, dgst)
 		}
 	}
-	if err := m.ManifestService.Delete(ctx, dgst); err != nil {
+	if err := del(); err != nil {
 		return err
 	}
 	if subject != "" {
-		if err := m.repo.o.index.remove(ctx, m.repo.Named().Name(), subject, dgst); err != nil {
+		if err := ob.o.index.remove(ctx, repo.Named().Name(), subject, dgst); err != nil {
 			// The manifest is gone; listing skips entries without one.
-			m.repo.o.log.WithError(err).Warn("referrers index")
+			ob.o.log.WithError(err).Warn("referrers index")
 		}
 	}
 	return nil

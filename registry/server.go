@@ -186,13 +186,20 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		if _, err := s.opts.Cluster.Secrets(); err != nil {
 			return nil, fmt.Errorf("registry seeder: %w", err)
 		}
-		cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
-			Name: seedOnPush, Options: configuration.Parameters{serverOption: s},
-		})
 	}
 	if s.oci, err = newOCIFront(cfg, log); err != nil {
 		return nil, err
 	}
+	// Seeding starts before the referrers index is written, as it did when
+	// each was a middleware of its own.
+	var observers []manifestObserver
+	if s.seeding {
+		observers = append(observers, seedObserver{s})
+	}
+	observers = append(observers, ociObserver{s.oci})
+	cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
+		Name: manifestsMW, Options: configuration.Parameters{observersOption: observers},
+	})
 	if s.app, err = newApp(context.Background(), cfg); err != nil {
 		return nil, err
 	}

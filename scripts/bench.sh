@@ -37,3 +37,9 @@ else
 		grep -E '^    datapath_test.go:[0-9]+: (====|pushed|[0-9]+[MG]iB +[a-z0-9]+ +wall|note:)|^(ok|FAIL|---)'
 fi
 cat "$SHOAL_BENCH_OUT/datapath.md"
+
+section "lazy pulls: 200 random 1 MiB ranges of a 1 GiB blob through agents (cold, peer, 8 at once) vs direct registry Range requests"
+make --no-print-directory bench-range
+
+section "big artifacts: ORAS pull of an 8 GiB artifact direct and through agents (cold, peer, warm), eviction, resume after kill -9, agent RSS"
+make --no-print-directory bench-artifact

@@ -27,6 +27,17 @@
 //   - Settling: before its first registry fetch a node waits for the
 //     swarm to form (the engine says when: tracker answered, connections
 //     made, or a time limit), so the first pieces are already split.
+//   - Readers first (Urgent): pieces a Range request waits for go before
+//     everything else, from a node that has them (up to UrgentPerPeer
+//     requests beyond PerPeer), else from the registry (UrgentRequests of
+//     their own, outside the share and the swarm-wide cap). So that N nodes
+//     reading the same range cost the registry one read, a piece no node
+//     has is fetched from the registry by its block's owner at once, by
+//     the others only after UrgentGrace without the owner's claim, and a
+//     piece another node claimed is awaited (its arrival is announced) for
+//     UrgentClaimWait before this node fetches it too. Before the swarm
+//     settled (the tracker answered, the connections it named are made)
+//     a wanted piece waits up to UrgentSettle: a node may have it.
 //   - Stalls (Watch, StallBound): a blob that gained no piece for a few
 //     piece-times goes solo, whatever its connections look like: every
 //     piece not yet on its way from the registry is fetched from it, this
@@ -82,6 +93,17 @@ type Snapshot struct {
 	// advertises or claims it, and pieces being fetched from nodes too.
 	Solo      bool
 	IdleSince time.Time
+	// Urgent are the pieces readers wait for now (Range requests), each
+	// with when it was first wanted; UrgentBusy is this node's registry
+	// requests for them in flight (not counted in OriginBusy).
+	Urgent     []Want
+	UrgentBusy int
+}
+
+// Want is a piece a reader waits for, since when.
+type Want struct {
+	Piece int
+	Since time.Time
 }
 
 // Limits are the policy's knobs.
@@ -94,18 +116,36 @@ type Limits struct {
 	SwarmOrigin    int // registry pieces in flight swarm-wide, in a swarm
 	StealAfter     time.Duration
 	StealStagger   time.Duration
+	// UrgentPerPeer is how many requests for urgent pieces a node may have
+	// beyond PerPeer, UrgentRequests the registry requests for them.
+	UrgentPerPeer  int
+	UrgentRequests int
+	// UrgentGrace is how long an urgent piece whose block another node
+	// owns waits for a claim before this node fetches it from the
+	// registry; UrgentClaimWait
+	// how long a claimed one waits for its claimer.
+	UrgentGrace     time.Duration
+	UrgentClaimWait time.Duration
+	// UrgentSettle is how long an urgent piece waits for the swarm to
+	// settle before this node fetches it from the registry anyway.
+	UrgentSettle time.Duration
 }
 
 // DefaultLimits suit 1 MiB pieces on a LAN.
 var DefaultLimits = Limits{
-	PerPeer:        2,
-	PeerRun:        16,
-	OriginRequests: 2,
-	OriginRun:      4,
-	AloneRun:       64,
-	SwarmOrigin:    8,
-	StealAfter:     time.Second,
-	StealStagger:   100 * time.Millisecond,
+	PerPeer:         2,
+	PeerRun:         16,
+	OriginRequests:  2,
+	OriginRun:       4,
+	AloneRun:        64,
+	SwarmOrigin:     8,
+	StealAfter:      time.Second,
+	StealStagger:    100 * time.Millisecond,
+	UrgentPerPeer:   2,
+	UrgentRequests:  4,
+	UrgentGrace:     15 * time.Millisecond,
+	UrgentClaimWait: 2 * time.Second,
+	UrgentSettle:    250 * time.Millisecond,
 }
 
 // Fetch is one request to start: pieces [First, First+Count) from Peer, or
@@ -115,7 +155,8 @@ type Fetch struct {
 	First int
 	Count int
 	// Why a registry fetch was planned: "alone", "solo" (the swarm
-	// stalled), "share" (this node's share) or "steal".
+	// stalled), "share" (this node's share), "steal", or "range" (a
+	// reader waits for it; fetches from nodes say "range" too).
 	Why string
 }
 
@@ -126,6 +167,7 @@ func (f Fetch) Origin() bool { return f.Peer == "" }
 // this node is not idle).
 func Plan(s Snapshot, l Limits) (out []Fetch, idleSince time.Time) {
 	p := newPlanner(s, l)
+	p.urgent()
 	p.fromNodes()
 	_, members := Rank(s.Self, s.Peers)
 	switch {
@@ -157,6 +199,7 @@ type planner struct {
 }
 
 func newPlanner(s Snapshot, l Limits) *planner {
+	s.Peers = slices.Clone(s.Peers) // urgent counts its requests in Busy
 	p := &planner{s: s, l: l, inFlight: s.InFlight.Clone(), holders: make([]int, s.NumPieces),
 		atNodes: roaring.New(), busy: s.OriginBusy}
 	for _, n := range s.Peers {
@@ -230,6 +273,94 @@ func (p *planner) fromNode(n *Peer) (Fetch, bool) {
 		k++
 	}
 	return Fetch{Peer: n.ID, First: best, Count: k}, true
+}
+
+// urgent plans the pieces readers wait for, before anything else: from a
+// node that has them, else from the registry, unless another node is
+// about to fetch them from it (it owns their block, or claimed them).
+func (p *planner) urgent() {
+	s, l := p.s, p.l
+	if len(s.Urgent) == 0 {
+		return
+	}
+	if l.UrgentRequests == 0 && l.UrgentPerPeer == 0 {
+		l = withUrgent(l)
+	}
+	since := make(map[int]time.Time, len(s.Urgent))
+	for _, w := range s.Urgent {
+		if w.Piece >= 0 && w.Piece < s.NumPieces {
+			since[w.Piece] = w.Since
+		}
+	}
+	pieces := make([]int, 0, len(since))
+	for i := range since {
+		pieces = append(pieces, i)
+	}
+	slices.Sort(pieces)
+	ids := make([]string, 0, len(s.Peers)+1)
+	ids = append(ids, s.Self)
+	for _, n := range s.Peers {
+		ids = append(ids, n.ID)
+	}
+	block := BlockSize(s.NumPieces, l)
+	wanted := func(i int) bool { _, ok := since[i]; return ok && p.missing(i) }
+	busy := s.UrgentBusy
+	for _, i := range pieces {
+		if !wanted(i) {
+			continue
+		}
+		if n := p.urgentHolder(i, l); n != nil {
+			run := 0
+			for j := i; j < s.NumPieces && run < l.PeerRun && wanted(j) && n.Has.Contains(uint32(j)); j++ {
+				p.inFlight.Add(uint32(j))
+				run++
+			}
+			p.out = append(p.out, Fetch{Peer: n.ID, First: i, Count: run, Why: "range"})
+			n.Busy++
+			continue
+		}
+		waited := s.Now.Sub(since[i])
+		switch {
+		case p.atNodes.Contains(uint32(i)):
+			continue // a node has it: its slots free up soon
+		case s.Claimed.Contains(uint32(i)) && !s.Solo && waited < l.UrgentClaimWait:
+			continue // on its way to another node, which announces it
+		case !s.Settled && waited < l.UrgentSettle:
+			continue // the nodes the tracker names may have it
+		case !s.Solo && waited < l.UrgentGrace && Owner(i/block, ids) != s.Self:
+			continue // the owner's claim may be on its way
+		case busy >= l.UrgentRequests:
+			continue
+		}
+		free := func(j int) bool { return wanted(j) && !p.atNodes.Contains(uint32(j)) }
+		run := 0
+		for j := i; j < s.NumPieces && run < max(l.AloneRun, 1) && free(j); j++ {
+			p.inFlight.Add(uint32(j))
+			run++
+		}
+		p.out = append(p.out, Fetch{First: i, Count: run, Why: "range"})
+		busy++
+	}
+}
+
+// urgentHolder is the least busy data-serving node that has piece i and
+// a request slot for urgent pieces, nil if none.
+func (p *planner) urgentHolder(i int, l Limits) *Peer {
+	var best *Peer
+	for k := range p.s.Peers {
+		n := &p.s.Peers[k]
+		if n.Data && n.Has.Contains(uint32(i)) && n.Busy < l.PerPeer+l.UrgentPerPeer && (best == nil || n.Busy < best.Busy) {
+			best = n
+		}
+	}
+	return best
+}
+
+// withUrgent fills the urgent knobs of limits made before they existed.
+func withUrgent(l Limits) Limits {
+	d := DefaultLimits
+	l.UrgentPerPeer, l.UrgentRequests, l.UrgentGrace, l.UrgentClaimWait, l.UrgentSettle = d.UrgentPerPeer, d.UrgentRequests, d.UrgentGrace, d.UrgentClaimWait, d.UrgentSettle
+	return l
 }
 
 // alone plans a lone node's registry fetches: every missing piece no node

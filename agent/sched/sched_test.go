@@ -359,3 +359,153 @@ func TestOwnerStableWhenANodeJoins(t *testing.T) {
 		t.Errorf("%d of 1000 blocks moved to the new node, want about 125", moved)
 	}
 }
+
+func TestPlanUrgent(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	lim := DefaultLimits
+	lim.PeerRun, lim.AloneRun = 4, 8
+	// 16 pieces: blocks of one piece; find pieces b owns against a, and
+	// pieces a owns.
+	mineB, mineA := owned("b", 16, "a", "b"), owned("a", 16, "a", "b")
+	if len(mineB) < 2 || len(mineA) < 2 {
+		t.Fatalf("test needs pieces of each: a=%v b=%v", mineA, mineB)
+	}
+	want := func(since time.Time, pieces ...int) []Want {
+		var out []Want
+		for _, i := range pieces {
+			out = append(out, Want{Piece: i, Since: since})
+		}
+		return out
+	}
+	base := func() Snapshot {
+		return Snapshot{Now: t0, NumPieces: 16, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Settled: true}
+	}
+	seed := func(busy int) Peer { return Peer{ID: "a", Has: bm(span(0, 16)...), Data: true, Busy: busy} }
+	tests := []struct {
+		name string
+		edit func(*Snapshot)
+		want []Fetch
+	}{
+		{
+			name: "alone: the wanted pieces from the registry first, in one run, then the rest",
+			edit: func(s *Snapshot) { s.Urgent = want(t0, 9, 10) },
+			want: []Fetch{{First: 9, Count: 2, Why: "range"}, {First: 0, Count: 1, Why: "alone"}, {First: 1, Count: 1, Why: "alone"}},
+		},
+		{
+			name: "present or in flight: not fetched again",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0, 9, 10, 11)
+				s.Have, s.InFlight, s.OriginInFlight, s.OriginBusy = bm(9), bm(span(0, 2)...), bm(span(0, 2)...), 2
+			},
+			want: []Fetch{{First: 10, Count: 2, Why: "range"}},
+		},
+		{
+			name: "a node has them: from it, even when its bulk slots are taken",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0, 12, 13)
+				s.Peers = []Peer{seed(2)}
+				s.InFlight = bm(span(0, 8)...)
+			},
+			want: []Fetch{{Peer: "a", First: 12, Count: 2, Why: "range"}},
+		},
+		{
+			name: "urgent slots taken too: wait for the node, not the registry",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0.Add(-time.Hour), 12)
+				s.Peers = []Peer{seed(4)}
+			},
+		},
+		{
+			name: "a node has them and bulk slots are free: urgent first, bulk after",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0, 14)
+				s.Peers = []Peer{seed(0)}
+			},
+			want: []Fetch{{Peer: "a", First: 14, Count: 1, Why: "range"}, {Peer: "a", First: 0, Count: 4}},
+		},
+		{
+			name: "no node has it, my block: the registry at once",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0, mineB[0])
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
+				s.OriginBusy = 2 // the share's requests do not hold it back
+			},
+			want: []Fetch{{First: mineB[0], Count: 1, Why: "range"}},
+		},
+		{
+			name: "another node's block: wait for its claim, within the grace",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0.Add(-lim.UrgentGrace/2), mineA[0])
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
+				s.OriginBusy = 2
+			},
+		},
+		{
+			name: "another node's block and no claim after the grace: the registry",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0.Add(-lim.UrgentGrace), mineA[0])
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
+				s.OriginBusy = 2
+			},
+			want: []Fetch{{First: mineA[0], Count: 1, Why: "range"}},
+		},
+		{
+			name: "claimed by another node: wait for it to arrive there",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0.Add(-time.Second), mineB[0])
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
+				s.Claimed = bm(mineB[0])
+				s.OriginBusy = 2
+			},
+		},
+		{
+			name: "claimed, and the claimer too slow: the registry",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0.Add(-lim.UrgentClaimWait), mineB[0])
+				s.Peers = []Peer{{ID: "a", Has: bm(), Data: true}}
+				s.Claimed = bm(mineB[0])
+				s.OriginBusy = 2
+			},
+			want: []Fetch{{First: mineB[0], Count: 1, Why: "range"}},
+		},
+		{
+			name: "not settled: nothing from the registry for UrgentSettle",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-lim.UrgentSettle/2), 3) },
+		},
+		{
+			name: "not settled after UrgentSettle: the registry",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0.Add(-lim.UrgentSettle), 3) },
+			want: []Fetch{{First: 3, Count: 1, Why: "range"}},
+		},
+		{
+			name: "not settled, a node has it: from the node",
+			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0, 3); s.Peers = []Peer{seed(0)} },
+			want: []Fetch{{Peer: "a", First: 3, Count: 1, Why: "range"}, {Peer: "a", First: 0, Count: 3}},
+		},
+		{
+			name: "urgent registry requests capped on their own",
+			edit: func(s *Snapshot) {
+				s.Urgent = want(t0, 3, 5)
+				s.UrgentBusy = lim.UrgentRequests - 1
+				s.OriginBusy = 2
+			},
+			want: []Fetch{{First: 3, Count: 1, Why: "range"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base()
+			tc.edit(&s)
+			peers := slices.Clone(s.Peers)
+			got, _ := Plan(s, lim)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("plan:\n got %+v\nwant %+v", got, tc.want)
+			}
+			for k := range peers {
+				if s.Peers[k].Busy != peers[k].Busy {
+					t.Fatal("Plan changed the snapshot's peers")
+				}
+			}
+		})
+	}
+}

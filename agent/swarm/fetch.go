@@ -58,6 +58,8 @@ func (e *Engine) fetchPeer(ctx context.Context, f sched.Fetch, check bool) (badP
 // SHA-1-checked here: they come from the same registry as the torrent's
 // hashes, the blob's sha256 is checked before anything is released, and
 // nodes check every piece they get from us.
+// Pieces a reader waits for are the exception: they go out before the
+// digest can vouch for them, so they are checked like a node's.
 func (e *Engine) fetchOrigin(ctx context.Context, f sched.Fetch) error {
 	ctx = context.WithValue(ctx, whyKey{}, f.Why)
 	open := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
@@ -67,7 +69,7 @@ func (e *Engine) fetchOrigin(ctx context.Context, f sched.Fetch) error {
 		}
 		return countingBody{ReadCloser: body, n: &e.originBytes}, nil
 	}
-	_, err := e.fetchRun(ctx, f, open, false, false)
+	_, err := e.fetchRun(ctx, f, open, false, f.Why == "range")
 	return err
 }
 
@@ -140,10 +142,18 @@ func (e *Engine) readPiece(ctx context.Context, f sched.Fetch, i int, body io.Re
 	}
 	if check && !lay.Check(i, b) {
 		putPieceBuf(buf)
-		e.deps.Metrics.PeerBytes(k, 0)
-		return true, fmt.Errorf("piece %d failed its SHA-1 check", i)
+		if fromPeer {
+			e.deps.Metrics.PeerBytes(k, 0)
+		}
+		return fromPeer, fmt.Errorf("piece %d failed its SHA-1 check", i)
 	}
-	if err := e.deps.Blob.WritePieceLent(i, b, !fromPeer || check, func() { putPieceBuf(buf) }); err != nil {
+	done := func() { putPieceBuf(buf) }
+	if vw, ok := e.deps.Blob.(VerifiedWriter); ok && check {
+		err = vw.WritePieceVerifiedLent(i, b, done)
+	} else {
+		err = e.deps.Blob.WritePieceLent(i, b, !fromPeer || check, done)
+	}
+	if err != nil {
 		return false, err
 	}
 	if fromPeer {

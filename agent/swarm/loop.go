@@ -69,6 +69,9 @@ type originState struct {
 	// node fetched them a moment ago (regshare), until when they are
 	// left to the swarm.
 	taken map[uint32]time.Time
+	// urgent is the requests for pieces readers wait for, counted apart
+	// from busy and pieces: they are not the share's.
+	urgent int
 }
 
 // nodeState is this node's requests to other nodes and what it learnt of
@@ -148,6 +151,11 @@ func (l *loop) run(ctx context.Context) (reason string, err error) {
 		now := l.e.deps.Clock.Now()
 		l.settle(now)
 		snap := l.snapshot(now)
+		var wanted <-chan struct{}
+		if l.e.deps.Wants != nil {
+			snap.Urgent, wanted = l.e.deps.Wants.List()
+			snap.UrgentBusy = l.origin.urgent
+		}
 		if reason := l.check(now, len(snap.Peers), l.awaited(now, snap)); reason != "" {
 			return reason, nil
 		}
@@ -164,6 +172,7 @@ func (l *loop) run(ctx context.Context) (reason string, err error) {
 			l.done(r, len(snap.Peers) == 0)
 		case <-l.e.wake:
 		case <-l.e.deps.Peers.Changed():
+		case <-wanted:
 		case <-l.tick.Chan():
 		}
 	}
@@ -352,8 +361,12 @@ func (l *loop) start(ctx context.Context, snap sched.Snapshot) {
 		l.running.Add(1)
 		if f.Origin() {
 			l.origin.inFlight.AddRange(uint64(f.First), uint64(f.First+f.Count))
-			l.origin.busy++
-			l.origin.pieces += f.Count
+			if f.Why == "range" {
+				l.origin.urgent++
+			} else {
+				l.origin.busy++
+				l.origin.pieces += f.Count
+			}
 			l.e.deps.Peers.Claim(pieceRange(f))
 			go func() {
 				defer l.running.Done()
@@ -380,7 +393,7 @@ func (l *loop) start(ctx context.Context, snap sched.Snapshot) {
 // other nodes once it matched: on a node pulling from complete copies
 // that saves a third of the receiving CPU.
 func (l *loop) mustCheck(f sched.Fetch) bool {
-	if l.e.cfg.Strict {
+	if l.e.cfg.Strict || f.Why == "range" {
 		return true
 	}
 	for _, n := range l.nodes.seen {
@@ -426,8 +439,13 @@ func (l *loop) done(r fetchResult, alone bool) {
 func (l *loop) originDone(r fetchResult, alone bool) {
 	o := &l.origin
 	o.inFlight.RemoveRange(uint64(r.f.First), uint64(r.f.First+r.f.Count))
-	o.busy--
-	o.pieces -= r.f.Count
+	urgent := r.f.Why == "range"
+	if urgent {
+		o.urgent--
+	} else {
+		o.busy--
+		o.pieces -= r.f.Count
+	}
 	l.e.deps.Peers.Unclaim(pieceRange(r.f), r.err != nil)
 	var se *StatusError
 	if errors.As(r.err, &se) && se.Status == regshare.StatusTaken {
@@ -443,7 +461,7 @@ func (l *loop) originDone(r fetchResult, alone bool) {
 	}
 	if r.err == nil {
 		o.failures = 0
-		if alone {
+		if alone && !urgent {
 			// Still alone: likely to stay so; take more at once.
 			o.run = max(2*o.run, 2*r.f.Count)
 		}

@@ -148,6 +148,18 @@ type Deps struct {
 	// Throttle holds back n bytes of download (the node's download rate
 	// limit); nil: unlimited.
 	Throttle func(ctx context.Context, n int) error
+	// Wants are the pieces readers wait for (nil: none ever): planned
+	// first, and SHA-1-checked whatever their source, since a reader gets
+	// them before the whole blob's digest can vouch for them.
+	Wants *Wants
+}
+
+// VerifiedWriter is a Blob that records which pieces had their SHA-1
+// computed (not only trusted for their source), so that a reader of a
+// range need not hash them again: WritePieceVerifiedLent is WritePieceLent
+// of a piece whose data matched its SHA-1.
+type VerifiedWriter interface {
+	WritePieceVerifiedLent(i int, data []byte, done func()) error
 }
 
 // Result is how a download through the swarm ended.

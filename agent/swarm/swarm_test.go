@@ -100,6 +100,9 @@ type fakeNode struct {
 	id  string
 	has *roaring.Bitmap
 	how behaviour
+	// later are pieces it has from the clock's time at on.
+	later *roaring.Bitmap
+	at    time.Time
 }
 
 // fakePeers is a swarm of fake nodes.
@@ -112,10 +115,6 @@ type fakePeers struct {
 
 	blocked atomic.Int64 // reads waiting on the clock or their request's end
 
-	// claimed, if set, are pieces the nodes fetch from the registry until
-	// arrive (zero: never); then they have them.
-	claimed *roaring.Bitmap
-	arrive  time.Time
 	// hideClaims: the claims are of nodes this one is not connected to
 	// (the registry knows of them; Claimed does not).
 	hideClaims bool
@@ -124,6 +123,16 @@ type fakePeers struct {
 	claims []time.Time // when each registry fetch started, by the engine's clock
 	// onClaim, if set, sees each registry fetch's pieces.
 	onClaim func(pieces []int)
+	// claimed are pieces other nodes fetch from the registry (until a
+	// node has them).
+	claimed *roaring.Bitmap
+	// reads are the requests to nodes: node and first byte.
+	reads []nodeRead
+}
+
+type nodeRead struct {
+	id  string
+	off int64
 }
 
 func (p *fakePeers) Self() string { return "self" }
@@ -132,24 +141,24 @@ func (p *fakePeers) Nodes() []sched.Peer {
 	var out []sched.Peer
 	for _, n := range p.nodes {
 		has := n.has.Clone()
-		if p.arrived() {
-			has.Or(p.claimed)
+		if n.later != nil && !p.clock.Now().Before(n.at) {
+			has.Or(n.later)
 		}
 		out = append(out, sched.Peer{ID: n.id, Has: has, Data: true})
 	}
 	return out
 }
 
-func (p *fakePeers) arrived() bool {
-	return p.claimed != nil && !p.arrive.IsZero() && !p.clock.Now().Before(p.arrive)
-}
-
 func (p *fakePeers) Formation() (bool, bool) { return true, p.forming }
 func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap {
-	if p.claimed == nil || p.arrived() || p.hideClaims {
+	if p.claimed == nil || p.hideClaims {
 		return roaring.New()
 	}
-	return p.claimed.Clone()
+	c := p.claimed.Clone()
+	for _, n := range p.Nodes() {
+		c.AndNot(n.Has)
+	}
+	return c
 }
 func (p *fakePeers) Claim(pieces []int) {
 	p.mu.Lock()
@@ -173,6 +182,9 @@ func (p *fakePeers) firstClaim() (time.Time, bool) {
 }
 
 func (p *fakePeers) ReadRange(ctx context.Context, id string, off, n int64) (io.ReadCloser, error) {
+	p.mu.Lock()
+	p.reads = append(p.reads, nodeRead{id: id, off: off})
+	p.mu.Unlock()
 	for _, node := range p.nodes {
 		if node.id != id {
 			continue
@@ -277,6 +289,7 @@ type rig struct {
 	origin  *fakeOrigin
 	metrics *countMetrics
 	cfg     Config
+	wants   *Wants
 }
 
 func newRig(t *testing.T, pieces int, nodes ...fakeNode) *rig {
@@ -309,11 +322,17 @@ const step = runTick
 // has work to do, however slow the machine.
 func (r *rig) run(limit time.Duration) (Result, error) {
 	r.t.Helper()
+	return r.runBlob(r.blob, limit)
+}
+
+// runBlob is run with blob in place of r.blob (a wrapper of it).
+func (r *rig) runBlob(blob Blob, limit time.Duration) (Result, error) {
+	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lg := logrus.New()
 	lg.SetOutput(io.Discard)
-	e := New(r.cfg, Deps{Blob: r.blob, Peers: r.peers, Origin: r.origin, Metrics: r.metrics, Clock: r.clock, Log: logrus.NewEntry(lg)})
+	e := New(r.cfg, Deps{Blob: blob, Peers: r.peers, Origin: r.origin, Metrics: r.metrics, Clock: r.clock, Log: logrus.NewEntry(lg), Wants: r.wants})
 	start := r.clock.Now()
 	e.idle = func(pending int, queued func() int) {
 		for wait := time.Now().Add(5 * time.Second); queued() == 0 && r.peers.blocked.Load() < int64(pending) && time.Now().Before(wait); {
@@ -464,11 +483,15 @@ func TestEngineWaitsForClaimedPieces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
-			r.peers.claimed = all(n)
-			start := r.clock.Now()
+			start := time.Unix(1_000_000, 0) // newRig's clock
+			a := fakeNode{id: "a", has: roaring.New()}
 			if tt.arrive > 0 {
-				r.peers.arrive = start.Add(tt.arrive)
+				a.later, a.at = all(n), start.Add(tt.arrive)
+			}
+			r := newRig(t, n, a)
+			r.peers.claimed = all(n)
+			if !r.clock.Now().Equal(start) {
+				t.Fatalf("rig clock at %v, want %v", r.clock.Now(), start)
 			}
 			res, err := r.run(5 * time.Minute)
 			if err != nil || res.Reason != "" {
@@ -499,10 +522,9 @@ func TestEngineWaitsForClaimedPieces(t *testing.T) {
 // pause, the pieces come from the node that gets them.
 func TestEngineShareTakenElsewhere(t *testing.T) {
 	const n = 16
-	r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
+	r := newRig(t, n, fakeNode{id: "a", has: roaring.New(), later: all(n), at: time.Unix(1_000_000, 0).Add(10 * time.Second)})
 	r.origin.taken = true
 	r.peers.claimed, r.peers.hideClaims = all(n), true
-	r.peers.arrive = r.clock.Now().Add(10 * time.Second)
 	res, err := r.run(5 * time.Minute)
 	if err != nil || res.Reason != "" {
 		t.Fatalf("Run = %+v, %v", res, err)

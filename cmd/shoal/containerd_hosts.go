@@ -38,7 +38,7 @@ func runContainerdHosts(_ context.Context, args []string) error {
 	config := fs.String("containerd-config", "/etc/containerd/config.toml", "containerd's config file, as containerd sees it")
 	hostRoot := fs.String("host-root", "/", "where the node's root file system is mounted (a pod mounting the host at /host passes /host)")
 	check := fs.Bool("check-config", true, "fail unless containerd's config_path includes --certs-dir")
-	remove := fs.Bool("remove", false, "undo: delete the hosts.toml files this command wrote for the registries (the Helm chart's agent runs it when it stops)")
+	remove := fs.Bool("remove", false, "undo: delete the hosts.toml files this command wrote for the registries (by hand; the Helm chart's uninstall hook runs shoal node-cleanup)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -14,10 +14,12 @@ import (
 // that is a component must appear in the architecture picture, the README's
 // component table and docs/architecture.md, or be listed here with a reason.
 var notComponents = map[string]string{
-	"version":          "prints the version",
-	"run":              "starts every component in one process",
-	"containerd-hosts": "the agent's init container",
-	"config-render":    "every pod's init container",
+	"version":           "prints the version",
+	"run":               "starts every component in one process",
+	"containerd-hosts":  "the agent's init container",
+	"config-render":     "every pod's init container",
+	"node-cleanup":      "the chart's uninstall hook on every node",
+	"node-cleanup-wait": "the chart's uninstall hook that waits for it",
 }
 
 // TestArchitectureDiagram keeps the map current: the picture is drawn by

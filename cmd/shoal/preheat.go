@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +13,7 @@ import (
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/preheat"
+	"github.com/shoalproject/shoal/preheat/client"
 )
 
 func init() {
@@ -104,51 +101,6 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, strings.Split(v, ",")...); return nil }
 
-type preheatAPI struct {
-	base, token string
-	client      *http.Client
-}
-
-func (a *preheatAPI) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(a.base, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("preheat API %s: %w", a.base, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("%s %s: bad response: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
 func preheatClient(ctx context.Context, sub string, args []string) error {
 	fs := flag.NewFlagSet("preheat "+sub, flag.ContinueOnError)
 	defAPI := os.Getenv("SHOAL_PREHEAT_API")
@@ -171,7 +123,7 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 	if err != nil {
 		return err
 	}
-	api := &preheatAPI{base: *apiURL, token: *token, client: &http.Client{Timeout: 60 * time.Second}}
+	api := client.New(*apiURL, *token, nil)
 	needOne := func() (string, error) {
 		if len(pos) != 1 {
 			return "", fmt.Errorf("preheat %s: want exactly one argument\n%s", sub, preheatUsage)
@@ -184,10 +136,10 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 		if err != nil {
 			return err
 		}
-		var v preheat.JobView
 		req := preheat.JobRequest{Image: img, Groups: groups, Nodes: nodes, Count: *count, Percentage: *percentage,
 			Platforms: platforms, Username: *user, Password: *pass}
-		if err := api.do(ctx, http.MethodPost, "/api/v1/jobs", req, &v); err != nil {
+		v, err := api.CreateJob(ctx, req)
+		if err != nil {
 			return err
 		}
 		fmt.Printf("job %d %s: %s, %d blobs, groups %v%s\n", v.ID, v.State, v.Image, len(v.Blobs), orAll(v.Groups), narrowing(v.Job))
@@ -207,19 +159,19 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 		if *watch {
 			return watchJob(ctx, api, n)
 		}
-		var v preheat.JobView
-		if err := api.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d", n), nil, &v); err != nil {
+		v, err := api.Job(ctx, n)
+		if err != nil {
 			return err
 		}
-		fmt.Print(renderJob(&v))
+		fmt.Print(renderJob(v))
 		return nil
 	case "list":
-		var out struct{ Jobs []preheat.Job }
-		if err := api.do(ctx, http.MethodGet, "/api/v1/jobs", nil, &out); err != nil {
+		jobs, err := api.Jobs(ctx, 0)
+		if err != nil {
 			return err
 		}
 		fmt.Printf("%-6s %-9s %-20s %-6s %s\n", "ID", "STATE", "CREATED", "BLOBS", "IMAGE")
-		for _, j := range out.Jobs {
+		for _, j := range jobs {
 			fmt.Printf("%-6d %-9s %-20s %-6d %s\n", j.ID, j.State, j.CreatedAt.Local().Format("2006-01-02 15:04:05"), len(j.Blobs), j.Image)
 		}
 		return nil
@@ -228,8 +180,12 @@ func preheatClient(ctx context.Context, sub string, args []string) error {
 		if err != nil {
 			return err
 		}
-		var j preheat.Job
-		if err := api.do(ctx, http.MethodDelete, "/api/v1/jobs/"+id, nil, &j); err != nil {
+		var n int64
+		if _, err := fmt.Sscan(id, &n); err != nil {
+			return fmt.Errorf("job id %q is not a number", id)
+		}
+		j, err := api.CancelJob(ctx, n)
+		if err != nil {
 			return err
 		}
 		fmt.Printf("job %d %s\n", j.ID, j.State)
@@ -294,17 +250,17 @@ func human(n int64) string {
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func watchJob(ctx context.Context, api *preheatAPI, id int64) error {
+func watchJob(ctx context.Context, api *client.Client, id int64) error {
 	fi, _ := os.Stdout.Stat()
 	tty := fi != nil && fi.Mode()&os.ModeCharDevice != 0
 	prevLines := 0
 	prev := ""
 	for {
-		var v preheat.JobView
-		if err := api.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &v); err != nil {
+		v, err := api.Job(ctx, id)
+		if err != nil {
 			return err
 		}
-		out := renderJob(&v)
+		out := renderJob(v)
 		if out != prev {
 			if tty && prevLines > 0 {
 				fmt.Printf("\033[%dA\033[J", prevLines) // redraw in place

@@ -26,6 +26,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -121,6 +122,14 @@ func decodeStrict(doc []byte) (object, error) {
 		o = &corev1.Secret{}
 	case "v1/Service":
 		o = &corev1.Service{}
+	case "v1/Pod":
+		o = &corev1.Pod{}
+	case "v1/ServiceAccount":
+		o = &corev1.ServiceAccount{}
+	case "rbac.authorization.k8s.io/v1/Role":
+		o = &rbacv1.Role{}
+	case "rbac.authorization.k8s.io/v1/RoleBinding":
+		o = &rbacv1.RoleBinding{}
 	case "v1/PersistentVolumeClaim":
 		o = &corev1.PersistentVolumeClaim{}
 	case "apps/v1/Deployment":
@@ -483,6 +492,12 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 	}
 	component := main.Args[0]
 	lp := loadedPod{name: w.name, component: component}
+	// The rendered config is 0600 (it holds secrets): the component must
+	// run as the user that wrote it, or it cannot read it (the agent runs
+	// as root without capabilities, which does not override file modes).
+	if ru, mu := runAsUser(w.spec, render), runAsUser(w.spec, &main); ru != mu {
+		t.Errorf("%s: config written as user %s, read as user %s: the 0600 file is unreadable", w.name, ru, mu)
+	}
 	// One probe rule for every component: readiness is /healthz, whose
 	// checks include dependencies (Redis, storage, the cache disk); liveness
 	// only asks whether the process answers, since restarting it mends no
@@ -698,6 +713,18 @@ func checkPod(t *testing.T, w workload, byKind map[string]map[string]any) loaded
 	return lp
 }
 
+// runAsUser is the user a container runs as: its own runAsUser, else the
+// pod's, else the image's ("image").
+func runAsUser(spec corev1.PodSpec, c *corev1.Container) string {
+	if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+		return fmt.Sprint(*c.SecurityContext.RunAsUser)
+	}
+	if spec.SecurityContext != nil && spec.SecurityContext.RunAsUser != nil {
+		return fmt.Sprint(*spec.SecurityContext.RunAsUser)
+	}
+	return "image"
+}
+
 // checkAgentPod checks what only the agent has: host network, and the
 // containerd-hosts init container, run for real against a node file system
 // in a temp dir with the args the chart gives it.
@@ -838,6 +865,7 @@ func TestTemplateRejects(t *testing.T) {
 		{[]string{"cluster.secret=too-short-for-a-join-secret"}, "cluster.secret must be at least 32 bytes"},
 		{[]string{"secrets.trackerSecret=short"}, "secrets.trackerSecret must be at least 32 bytes"},
 		{[]string{"secrets.trackerAPIToken=short"}, "secrets.trackerAPIToken must be at least 32 bytes"},
+		{[]string{"agent.cache.hostPath=/cache"}, "agent.cache.hostPath must be at least two levels deep"},
 		{[]string{"secrets.trackerSecret=same-value-0123456789abcdef0123456789", "secrets.trackerAPIToken=same-value-0123456789abcdef0123456789"}, "secrets.trackerAPIToken must differ"},
 	} {
 		args := []string{"template", "t", "shoal", "--kube-version", kubeVersion}

@@ -10,6 +10,7 @@ package containerdhosts
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -135,6 +136,33 @@ func Write(certsDir string, regs []Registry, mirror string) ([]string, error) {
 // files that carry it, never one an operator wrote for the same registry.
 const writtenMark = "# Written by `shoal containerd-hosts`"
 
+// ErrNotWritten is Remove's error for a hosts.toml that Write did not
+// write (an operator's own): it is left in place.
+var ErrNotWritten = errors.New("was not written by shoal containerd-hosts")
+
+// Written lists the hosts.toml files of regs under certsDir that Write
+// wrote and that are still there: empty once Remove has undone Write.
+func Written(certsDir string, regs []Registry) ([]string, error) {
+	var found []string
+	for _, r := range regs {
+		if err := r.validate(); err != nil {
+			return found, err
+		}
+		p := filepath.Join(certsDir, r.Host, "hosts.toml")
+		b, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return found, fmt.Errorf("hosts.toml for %s: %w", r.Host, err)
+		}
+		if bytes.HasPrefix(b, []byte(writtenMark)) {
+			found = append(found, p)
+		}
+	}
+	return found, nil
+}
+
 // Remove undoes Write: it deletes <certsDir>/<host>/hosts.toml of each
 // registry when Shoal wrote it, and the directory when nothing else is left
 // in it, so containerd goes back to pulling from the registry itself.
@@ -155,7 +183,7 @@ func Remove(certsDir string, regs []Registry) ([]string, error) {
 			return removed, fmt.Errorf("hosts.toml for %s: %w", r.Host, err)
 		}
 		if !bytes.HasPrefix(b, []byte(writtenMark)) {
-			return removed, fmt.Errorf("hosts.toml for %s: %s was not written by shoal containerd-hosts; left in place", r.Host, p)
+			return removed, fmt.Errorf("hosts.toml for %s: %s %w; left in place", r.Host, p, ErrNotWritten)
 		}
 		if err := os.Remove(p); err != nil {
 			return removed, fmt.Errorf("hosts.toml for %s: %w", r.Host, err)

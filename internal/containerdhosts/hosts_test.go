@@ -1,6 +1,7 @@
 package containerdhosts
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,6 +143,9 @@ func TestRemove(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "b.example.com:5000", "ca.crt"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if w, err := Written(dir, append(regs, Registry{Host: "never.example.com"})); err != nil || len(w) != 2 {
+		t.Fatalf("Written before Remove = %v, %v; want both files", w, err)
+	}
 	removed, err := Remove(dir, append(regs, Registry{Host: "never.example.com"}))
 	if err != nil || len(removed) != 2 {
 		t.Fatalf("Remove = %v, %v; want both files", removed, err)
@@ -159,7 +163,10 @@ func TestRemove(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(own, "hosts.toml"), []byte("server = \"https://c.example.com\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Remove(dir, []Registry{{Host: "c.example.com"}}); err == nil || !strings.Contains(err.Error(), "not written by") {
+	if w, err := Written(dir, append(regs, Registry{Host: "c.example.com"})); err != nil || len(w) != 0 {
+		t.Fatalf("Written after Remove, with a foreign file = %v, %v; want none", w, err)
+	}
+	if _, err := Remove(dir, []Registry{{Host: "c.example.com"}}); !errors.Is(err, ErrNotWritten) || !strings.Contains(err.Error(), "not written by") {
 		t.Fatalf("Remove of a foreign hosts.toml: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(own, "hosts.toml")); err != nil {

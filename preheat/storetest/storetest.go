@@ -1,7 +1,11 @@
-// Package storetest is the suite every preheat.Store implementation passes
+// Package storetest is the suite every Store implementation passes
 // (the in-memory store of `shoal run` and the Redis store of production), so
 // that the embedded mode cannot drift from production and a new
-// implementation knows what it must do.
+// implementation knows what it must do. Each of Store's parts has its
+// own suite, so an implementation of one part alone can be checked.
+//
+// No case sleeps: expiry is checked by writing with a now far enough in the
+// past that the deadline it sets has already gone by.
 package storetest
 
 import (
@@ -15,72 +19,142 @@ import (
 	"time"
 
 	"github.com/shoalproject/shoal/internal/nodeapi"
-	"github.com/shoalproject/shoal/preheat"
+	"github.com/shoalproject/shoal/preheat/jobs"
+	"github.com/shoalproject/shoal/preheat/nodes"
+	"github.com/shoalproject/shoal/preheat/traffic"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
-// Run runs every case against a fresh store from newStore (one per case:
-// the cases count jobs and nodes, so they must not share state).
-func Run(t *testing.T, newStore func(t *testing.T) preheat.Store) {
-	cases := []struct {
-		name string
-		run  func(t *testing.T, s preheat.Store)
-	}{
-		{"NodeHeartbeatTTL", testNodeTTL},
+type testCase[S any] struct {
+	name string
+	run  func(t *testing.T, s S)
+}
+
+// run runs each case against a fresh store (the cases count jobs and
+// nodes, so they must not share state).
+func run[S any](t *testing.T, newStore func(t *testing.T) S, cases []testCase[S]) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, newStore(t)) })
+	}
+}
+
+// Store is every part of preheat's state (preheat.Store), named here so
+// the suites depend on the parts' packages only.
+type Store interface {
+	nodes.Store
+	nodes.KeyStore
+	jobs.Store
+	jobs.ProgressStore
+	jobs.LeaseStore
+	webhook.DeliveryStore
+	traffic.Store
+	Ping(ctx context.Context) error
+}
+
+// Run runs every part's suite against fresh stores from newStore.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
+	t.Run("Nodes", func(t *testing.T) { RunNodes(t, func(t *testing.T) nodes.Store { return newStore(t) }) })
+	t.Run("Keys", func(t *testing.T) { RunKeys(t, func(t *testing.T) nodes.KeyStore { return newStore(t) }) })
+	t.Run("Jobs", func(t *testing.T) { RunJobs(t, func(t *testing.T) JobAndProgress { return newStore(t) }) })
+	t.Run("Leases", func(t *testing.T) { RunLeases(t, func(t *testing.T) jobs.LeaseStore { return newStore(t) }) })
+	t.Run("Deliveries", func(t *testing.T) { RunDeliveries(t, func(t *testing.T) webhook.DeliveryStore { return newStore(t) }) })
+	t.Run("Traffic", func(t *testing.T) { RunTraffic(t, func(t *testing.T) traffic.Store { return newStore(t) }) })
+	t.Run("Ping", func(t *testing.T) {
+		if err := newStore(t).Ping(bg); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// RunNodes is the suite of nodes.Store.
+func RunNodes(t *testing.T, newStore func(t *testing.T) nodes.Store) {
+	run(t, newStore, []testCase[nodes.Store]{{"HeartbeatTTL", testNodeTTL}})
+}
+
+// RunKeys is the suite of nodes.KeyStore.
+func RunKeys(t *testing.T, newStore func(t *testing.T) nodes.KeyStore) {
+	run(t, newStore, []testCase[nodes.KeyStore]{{"EnrollPinsKeyRefusesReplay", testEnroll}})
+}
+
+// JobAndProgress is what RunJobs checks: progress lives and expires with
+// its job, so the two are one suite.
+type JobAndProgress interface {
+	jobs.Store
+	jobs.ProgressStore
+}
+
+// RunJobs is the suite of jobs.Store and jobs.ProgressStore.
+func RunJobs(t *testing.T, newStore func(t *testing.T) JobAndProgress) {
+	run(t, newStore, []testCase[JobAndProgress]{
 		{"JobCRUDAndList", testJobCRUD},
 		{"DedupeWhileRunning", testDedupe},
 		{"ConcurrentDedupeCreatesOne", testConcurrentDedupe},
 		{"UpdateAtomicAndTerminalSticky", testUpdate},
 		{"ProgressPerNodePerBlob", testProgress},
 		{"RetentionExpiresFinishedJobs", testRetention},
-		{"Leases", testLeases},
-		{"MarkSeen", testMarkSeen},
-		{"EnrollPinsKeyRefusesReplay", testEnroll},
-		{"TrafficPerMinute", testTraffic},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { c.run(t, newStore(t)) })
-	}
+	})
+}
+
+// RunLeases is the suite of jobs.LeaseStore.
+func RunLeases(t *testing.T, newStore func(t *testing.T) jobs.LeaseStore) {
+	run(t, newStore, []testCase[jobs.LeaseStore]{{"Leases", testLeases}})
+}
+
+// RunDeliveries is the suite of webhook.DeliveryStore.
+func RunDeliveries(t *testing.T, newStore func(t *testing.T) webhook.DeliveryStore) {
+	run(t, newStore, []testCase[webhook.DeliveryStore]{{"MarkSeen", testMarkSeen}})
+}
+
+// RunTraffic is the suite of traffic.Store.
+func RunTraffic(t *testing.T, newStore func(t *testing.T) traffic.Store) {
+	run(t, newStore, []testCase[traffic.Store]{{"TrafficPerMinute", testTraffic}})
 }
 
 var bg = context.Background()
 
-func testNodeTTL(t *testing.T, s preheat.Store) {
-	ttl := 300 * time.Millisecond
-	if err := s.PutNode(bg, preheat.Node{Heartbeat: nodeapi.Heartbeat{ID: "n1", Address: "http://127.0.0.1:1", Groups: []string{"a"}, CacheFreeBytes: 10}}, ttl); err != nil {
+func testNodeTTL(t *testing.T, s nodes.Store) {
+	now := time.Now()
+	ttl := time.Minute
+	// n1's heartbeat is two TTLs old: dead, but listed (nodes are listed
+	// for several TTLs after their last heartbeat).
+	if err := s.PutNode(bg, now.Add(-2*ttl), nodes.Node{Heartbeat: nodeapi.Heartbeat{ID: "n1", Address: "http://127.0.0.1:1", Groups: []string{"a"}, CacheFreeBytes: 10}}, ttl); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutNode(bg, preheat.Node{Heartbeat: nodeapi.Heartbeat{ID: "n2", Address: "http://127.0.0.1:2", Groups: []string{"b"}}}, time.Minute); err != nil {
+	if err := s.PutNode(bg, now, nodes.Node{Heartbeat: nodeapi.Heartbeat{ID: "n2", Address: "http://127.0.0.1:2", Groups: []string{"b"}}}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	// n3's heartbeat is so old that it is forgotten.
+	if err := s.PutNode(bg, now.Add(-1000*ttl), nodes.Node{Heartbeat: nodeapi.Heartbeat{ID: "n3", Address: "http://127.0.0.1:3"}}, ttl); err != nil {
 		t.Fatal(err)
 	}
 	ns, err := s.ListNodes(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ns) != 2 || ns[0].ID != "n1" || !ns[0].Alive(time.Now()) || ns[0].CacheFreeBytes != 10 || ns[0].Groups[0] != "a" {
-		t.Fatalf("nodes = %+v", ns)
+	if len(ns) != 2 || ns[0].ID != "n1" || ns[0].Alive(now) || !ns[1].Alive(now) || ns[0].CacheFreeBytes != 10 || ns[0].Groups[0] != "a" {
+		t.Fatalf("want n1 dead and n2 alive, n3 forgotten: %+v", ns)
 	}
-	time.Sleep(ttl + 50*time.Millisecond)
-	ns, _ = s.ListNodes(bg)
-	if len(ns) != 2 || ns[0].Alive(time.Now()) || !ns[1].Alive(time.Now()) {
-		t.Fatalf("after TTL n1 should be listed dead, n2 alive: %+v", ns)
+	if !ns[1].LastSeen.Equal(now) || !ns[1].ExpiresAt.Equal(now.Add(ttl)) {
+		t.Fatalf("n2 seen %v expires %v, want %v and %v", ns[1].LastSeen, ns[1].ExpiresAt, now, now.Add(ttl))
 	}
 	// A new heartbeat revives it.
-	_ = s.PutNode(bg, preheat.Node{Heartbeat: nodeapi.Heartbeat{ID: "n1", Address: "http://127.0.0.1:1"}}, ttl)
+	_ = s.PutNode(bg, now, nodes.Node{Heartbeat: nodeapi.Heartbeat{ID: "n1", Address: "http://127.0.0.1:1"}}, ttl)
 	ns, _ = s.ListNodes(bg)
-	if !ns[0].Alive(time.Now()) {
+	if !ns[0].Alive(now) {
 		t.Fatalf("heartbeat did not revive n1: %+v", ns[0])
 	}
 }
 
-func newJob(key string) *preheat.Job {
+func newJob(key string) *jobs.Job {
 	now := time.Now().UTC()
-	return &preheat.Job{State: preheat.StatePending, Image: "127.0.0.1:5000/lib/x:1", Repository: "lib/x", Reference: "1",
-		Blobs: []preheat.Blob{{Digest: "sha256:aa", Size: 3}}, DedupeKey: key, CreatedAt: now, UpdatedAt: now}
+	return &jobs.Job{State: jobs.StatePending, Image: "127.0.0.1:5000/lib/x:1", Repository: "lib/x", Reference: "1",
+		Blobs: []jobs.Blob{{Digest: "sha256:aa", Size: 3}}, DedupeKey: key, CreatedAt: now, UpdatedAt: now}
 }
 
-func testJobCRUD(t *testing.T, s preheat.Store) {
-	if _, err := s.GetJob(bg, 42); !errors.Is(err, preheat.ErrNotFound) {
-		t.Fatalf("GetJob(unknown) err = %v, want preheat.ErrNotFound", err)
+func testJobCRUD(t *testing.T, s JobAndProgress) {
+	if _, err := s.GetJob(bg, 42); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("GetJob(unknown) err = %v, want jobs.ErrNotFound", err)
 	}
 	var ids []int64
 	for i := 0; i < 3; i++ {
@@ -110,7 +184,7 @@ func testJobCRUD(t *testing.T, s preheat.Store) {
 	}
 }
 
-func testDedupe(t *testing.T, s preheat.Store) {
+func testDedupe(t *testing.T, s JobAndProgress) {
 	a, created, _ := s.CreateJob(bg, newJob("same"))
 	if !created {
 		t.Fatal("first create not created")
@@ -119,7 +193,7 @@ func testDedupe(t *testing.T, s preheat.Store) {
 	if err != nil || created || b.ID != a.ID {
 		t.Fatalf("identical request while pending: got id %d created=%v err=%v, want %d", b.ID, created, err, a.ID)
 	}
-	if _, err := s.UpdateJob(bg, a.ID, time.Minute, func(j *preheat.Job) error { j.State = preheat.StateSuccess; return nil }); err != nil {
+	if _, err := s.UpdateJob(bg, time.Now(), a.ID, time.Minute, func(j *jobs.Job) error { j.State = jobs.StateSuccess; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	c, created, _ := s.CreateJob(bg, newJob("same"))
@@ -132,7 +206,7 @@ func testDedupe(t *testing.T, s preheat.Store) {
 	}
 }
 
-func testConcurrentDedupe(t *testing.T, s preheat.Store) {
+func testConcurrentDedupe(t *testing.T, s JobAndProgress) {
 	var wg sync.WaitGroup
 	ids := make([]int64, 10)
 	for i := range ids {
@@ -155,15 +229,15 @@ func testConcurrentDedupe(t *testing.T, s preheat.Store) {
 	}
 }
 
-func testUpdate(t *testing.T, s preheat.Store) {
+func testUpdate(t *testing.T, s JobAndProgress) {
 	j, _, _ := s.CreateJob(bg, newJob(""))
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.UpdateJob(bg, j.ID, time.Minute, func(j *preheat.Job) error {
-				j.Blobs = append(j.Blobs, preheat.Blob{Digest: "sha256:x", Size: 1})
+			_, err := s.UpdateJob(bg, time.Now(), j.ID, time.Minute, func(j *jobs.Job) error {
+				j.Blobs = append(j.Blobs, jobs.Blob{Digest: "sha256:x", Size: 1})
 				return nil
 			})
 			if err != nil {
@@ -177,25 +251,25 @@ func testUpdate(t *testing.T, s preheat.Store) {
 		t.Fatalf("lost updates: %d blobs, want 9", len(got.Blobs))
 	}
 	abort := errors.New("abort")
-	if _, err := s.UpdateJob(bg, j.ID, time.Minute, func(j *preheat.Job) error { j.State = preheat.StateFailure; return abort }); !errors.Is(err, abort) {
+	if _, err := s.UpdateJob(bg, time.Now(), j.ID, time.Minute, func(j *jobs.Job) error { j.State = jobs.StateFailure; return abort }); !errors.Is(err, abort) {
 		t.Fatalf("aborted update err = %v", err)
 	}
-	if got, _ := s.GetJob(bg, j.ID); got.State != preheat.StatePending {
+	if got, _ := s.GetJob(bg, j.ID); got.State != jobs.StatePending {
 		t.Fatalf("aborted update was applied: %s", got.State)
 	}
-	if _, err := s.UpdateJob(bg, 9999, time.Minute, func(*preheat.Job) error { return nil }); !errors.Is(err, preheat.ErrNotFound) {
+	if _, err := s.UpdateJob(bg, time.Now(), 9999, time.Minute, func(*jobs.Job) error { return nil }); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("update unknown err = %v", err)
 	}
 }
 
-func testProgress(t *testing.T, s preheat.Store) {
+func testProgress(t *testing.T, s JobAndProgress) {
 	j, _, _ := s.CreateJob(bg, newJob(""))
-	for _, p := range []preheat.Progress{
-		{NodeID: "n2", Digest: "sha256:b", State: preheat.StateRunning},
-		{NodeID: "n1", Digest: "sha256:a", State: preheat.StateSuccess, Source: "http", BytesFromRegistry: 5},
-		{NodeID: "n2", Digest: "sha256:b", State: preheat.StateFailure, Error: "boom"},
+	for _, p := range []jobs.Progress{
+		{NodeID: "n2", Digest: "sha256:b", State: jobs.StateRunning},
+		{NodeID: "n1", Digest: "sha256:a", State: jobs.StateSuccess, Source: "http", BytesFromRegistry: 5},
+		{NodeID: "n2", Digest: "sha256:b", State: jobs.StateFailure, Error: "boom"},
 	} {
-		if err := s.SetProgress(bg, j.ID, p); err != nil {
+		if err := s.SetProgress(bg, time.Now(), j.ID, p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -203,29 +277,38 @@ func testProgress(t *testing.T, s preheat.Store) {
 	if err != nil || len(ps) != 2 {
 		t.Fatalf("progress = %+v, %v", ps, err)
 	}
-	if ps[0].NodeID != "n1" || ps[0].BytesFromRegistry != 5 || ps[1].State != preheat.StateFailure || ps[1].Error != "boom" {
+	if ps[0].NodeID != "n1" || ps[0].BytesFromRegistry != 5 || ps[1].State != jobs.StateFailure || ps[1].Error != "boom" {
 		t.Fatalf("progress = %+v", ps)
 	}
-	if err := s.SetProgress(bg, 9999, preheat.Progress{NodeID: "n"}); !errors.Is(err, preheat.ErrNotFound) {
+	if err := s.SetProgress(bg, time.Now(), 9999, jobs.Progress{NodeID: "n"}); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("progress on unknown job err = %v", err)
 	}
 }
 
-func testRetention(t *testing.T, s preheat.Store) {
+func testRetention(t *testing.T, s JobAndProgress) {
+	now := time.Now()
+	retention := time.Minute
 	j, _, _ := s.CreateJob(bg, newJob("ret"))
-	_ = s.SetProgress(bg, j.ID, preheat.Progress{NodeID: "n1", Digest: "sha256:a", State: preheat.StateSuccess})
+	_ = s.SetProgress(bg, now, j.ID, jobs.Progress{NodeID: "n1", Digest: "sha256:a", State: jobs.StateSuccess})
 	keep, _, _ := s.CreateJob(bg, newJob("keep"))
-	if _, err := s.UpdateJob(bg, j.ID, 300*time.Millisecond, func(j *preheat.Job) error { j.State = preheat.StateCanceled; return nil }); err != nil {
+	_ = s.SetProgress(bg, now, keep.ID, jobs.Progress{NodeID: "n1", Digest: "sha256:a", State: jobs.StateSuccess})
+	if _, err := s.UpdateJob(bg, now, keep.ID, retention, func(j *jobs.Job) error { j.State = jobs.StateSuccess; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.GetJob(bg, j.ID); err != nil || got.State != preheat.StateCanceled {
+	if got, err := s.GetJob(bg, keep.ID); err != nil || got.State != jobs.StateSuccess {
 		t.Fatalf("finished job must stay visible during retention: %+v %v", got, err)
 	}
-	time.Sleep(400 * time.Millisecond)
-	if _, err := s.GetJob(bg, j.ID); !errors.Is(err, preheat.ErrNotFound) {
+	if ps, err := s.ListProgress(bg, keep.ID); err != nil || len(ps) != 1 {
+		t.Fatalf("progress must stay with its job during retention: %+v %v", ps, err)
+	}
+	// Finished longer ago than retention: gone with its progress.
+	if _, err := s.UpdateJob(bg, now.Add(-2*retention), j.ID, retention, func(j *jobs.Job) error { j.State = jobs.StateCanceled; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetJob(bg, j.ID); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("job should have expired: %v", err)
 	}
-	if _, err := s.ListProgress(bg, j.ID); !errors.Is(err, preheat.ErrNotFound) {
+	if _, err := s.ListProgress(bg, j.ID); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("progress should have expired: %v", err)
 	}
 	list, _ := s.ListJobs(bg, 10)
@@ -234,68 +317,76 @@ func testRetention(t *testing.T, s preheat.Store) {
 	}
 }
 
-func testLeases(t *testing.T, s preheat.Store) {
-	ok, err := s.AcquireLease(bg, 1, "a", 300*time.Millisecond)
+func testLeases(t *testing.T, s jobs.LeaseStore) {
+	now := time.Now()
+	ttl := time.Minute
+	ok, err := s.AcquireLease(bg, now, 1, "a", ttl)
 	if err != nil || !ok {
 		t.Fatalf("acquire: %v %v", ok, err)
 	}
-	if ok, _ := s.AcquireLease(bg, 1, "b", time.Second); ok {
+	if ok, _ := s.AcquireLease(bg, now, 1, "b", ttl); ok {
 		t.Fatal("b took a held lease")
 	}
-	if ok, _ := s.AcquireLease(bg, 1, "a", 300*time.Millisecond); !ok {
+	// The owner renews, then dies: its last renewal was two TTLs ago.
+	if ok, _ := s.AcquireLease(bg, now.Add(-2*ttl), 1, "a", ttl); !ok {
 		t.Fatal("owner could not renew")
 	}
-	time.Sleep(400 * time.Millisecond) // owner died: lease lapses
-	if ok, _ := s.AcquireLease(bg, 1, "b", time.Second); !ok {
+	if ok, _ := s.AcquireLease(bg, now, 1, "b", ttl); !ok {
 		t.Fatal("b could not take an expired lease")
 	}
 	_ = s.ReleaseLease(bg, 1, "a") // not the owner: no effect
-	if ok, _ := s.AcquireLease(bg, 1, "a", time.Second); ok {
+	if ok, _ := s.AcquireLease(bg, now, 1, "a", ttl); ok {
 		t.Fatal("release by non-owner dropped b's lease")
 	}
 	_ = s.ReleaseLease(bg, 1, "b")
-	if ok, _ := s.AcquireLease(bg, 1, "a", time.Second); !ok {
+	if ok, _ := s.AcquireLease(bg, now, 1, "a", ttl); !ok {
 		t.Fatal("released lease not acquirable")
+	}
+	if ok, _ := s.AcquireLease(bg, now, 2, "b", ttl); !ok {
+		t.Fatal("leases of different jobs interfere")
 	}
 }
 
-func testMarkSeen(t *testing.T, s preheat.Store) {
-	first, err := s.MarkSeen(bg, "ev1", 300*time.Millisecond)
+func testMarkSeen(t *testing.T, s webhook.DeliveryStore) {
+	now := time.Now()
+	ttl := time.Minute
+	first, err := s.MarkSeen(bg, now, "ev1", ttl)
 	if err != nil || !first {
 		t.Fatalf("first: %v %v", first, err)
 	}
-	if again, _ := s.MarkSeen(bg, "ev1", time.Second); again {
+	if again, _ := s.MarkSeen(bg, now, "ev1", ttl); again {
 		t.Fatal("duplicate not detected")
 	}
-	time.Sleep(400 * time.Millisecond)
-	if again, _ := s.MarkSeen(bg, "ev1", time.Second); !again {
-		t.Fatal("seen mark did not expire")
+	// Seen two TTLs ago: the mark has expired.
+	if first, _ := s.MarkSeen(bg, now.Add(-2*ttl), "ev2", ttl); !first {
+		t.Fatal("first sight of ev2 counted as a duplicate")
 	}
-	if err := s.Ping(bg); err != nil {
-		t.Fatal(err)
+	if again, _ := s.MarkSeen(bg, now, "ev2", ttl); !again {
+		t.Fatal("seen mark did not expire")
 	}
 }
 
-func testEnroll(t *testing.T, s preheat.Store) {
+func testEnroll(t *testing.T, s nodes.KeyStore) {
 	k1, _, _ := ed25519.GenerateKey(rand.Reader)
 	k2, _, _ := ed25519.GenerateKey(rand.Reader)
 	t0 := time.Unix(1_800_000_000, 123456789)
 	keep := time.Minute
-	if _, err := s.NodeKey(bg, "n1"); !errors.Is(err, preheat.ErrNotFound) {
+	now := time.Now()
+	if _, err := s.NodeKey(bg, "n1"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("key before enrollment: %v", err)
 	}
-	if p, err := s.EnrollNode(bg, "n1", k1, t0, keep); err != nil || !p.Equal(k1) {
+	if p, err := s.EnrollNode(bg, now, "n1", k1, t0, keep); err != nil || !p.Equal(k1) {
 		t.Fatalf("first sight: %v", err)
 	}
-	if _, err := s.EnrollNode(bg, "n1", k1, t0.Add(time.Nanosecond), keep); err != nil {
+	if _, err := s.EnrollNode(bg, now, "n1", k1, t0.Add(time.Nanosecond), keep); err != nil {
 		t.Fatalf("next heartbeat: %v", err)
 	}
 	for _, at := range []time.Time{t0.Add(time.Nanosecond), t0} {
-		if _, err := s.EnrollNode(bg, "n1", k1, at, keep); !errors.Is(err, preheat.ErrReplay) {
+		if _, err := s.EnrollNode(bg, now, "n1", k1, at, keep); !errors.Is(err, nodes.ErrReplay) {
 			t.Fatalf("replayed %v: %v", at, err)
 		}
 	}
-	if p, err := s.EnrollNode(bg, "n1", k2, t0.Add(time.Second), keep); !errors.Is(err, preheat.ErrKeyMismatch) || !p.Equal(k1) {
+	if p, err := s.EnrollNode(bg, now, "n1", k2, t0.Add(time.Second), keep); !errors.Is(err, nodes.ErrKeyMismatch) || !p.Equal(k1) {
 		t.Fatalf("other key: %v", err)
 	}
 	if k, err := s.NodeKey(bg, "n1"); err != nil || !k.Equal(k1) {
@@ -304,29 +395,29 @@ func testEnroll(t *testing.T, s preheat.Store) {
 	if err := s.ForgetNode(bg, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ForgetNode(bg, "n1"); !errors.Is(err, preheat.ErrNotFound) {
+	if err := s.ForgetNode(bg, "n1"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("second forget: %v", err)
 	}
-	if _, err := s.EnrollNode(bg, "n1", k2, t0, keep); err != nil {
+	if _, err := s.EnrollNode(bg, now, "n1", k2, t0, keep); err != nil {
 		t.Fatalf("re-enroll after forget: %v", err)
 	}
-	if _, err := s.EnrollNode(bg, "short", k1, t0, 100*time.Millisecond); err != nil {
+	// Pinned two retentions ago: the pin has lapsed, another key enrolls.
+	if _, err := s.EnrollNode(bg, now.Add(-2*keep), "short", k1, t0, keep); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if _, err := s.EnrollNode(bg, "short", k2, t0, time.Minute); err != nil {
+	if _, err := s.EnrollNode(bg, now, "short", k2, t0, keep); err != nil {
 		t.Fatalf("enrollment outlived its retention: %v", err)
 	}
 }
 
 // Node reports sum into per-minute points.
-func testTraffic(t *testing.T, s preheat.Store) {
+func testTraffic(t *testing.T, s traffic.Store) {
 	ctx := context.Background()
 	now := time.Now().Truncate(time.Minute).Add(10 * time.Second)
 	started := now.Add(-30 * time.Second)
 	rec := func(node string, at time.Time, reg, peers int64) {
 		t.Helper()
-		if err := s.RecordTraffic(ctx, node, preheat.NodeTraffic{StartedAt: started, FromRegistry: reg, FromPeers: peers, Fresh: true}, at, time.Hour); err != nil {
+		if err := s.RecordTraffic(ctx, node, traffic.NodeTraffic{StartedAt: started, FromRegistry: reg, FromPeers: peers, Fresh: true}, at, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/shoalproject/shoal/agent/internal/partial"
+	"github.com/shoalproject/shoal/agent/swarm"
 )
 
 // Key names a download: the same digest from two upstreams is two
@@ -32,7 +33,10 @@ type Flight struct {
 	// Size is the blob's size as the upstream gave it before the
 	// download (HEAD, or the control request), -1 if it gave none;
 	// torrents and bodies must agree with it.
-	Size    int64
+	Size int64
+	// Wants are the pieces the flight's Range readers wait for; its
+	// engine fetches them first.
+	Wants   *swarm.Wants
 	flights *Flights
 	done    chan struct{} // closed once committed or failed
 
@@ -80,7 +84,7 @@ func (fs *Flights) Join(key Key, c Cred, size int64, create func() (*partial.Blo
 	if err != nil {
 		return nil, nil, false, err
 	}
-	f = &Flight{Key: key, Blob: b, Size: size, flights: fs, done: make(chan struct{}), refs: 2,
+	f = &Flight{Key: key, Blob: b, Size: size, Wants: swarm.NewWants(nil), flights: fs, done: make(chan struct{}), refs: 2,
 		who: requesters{creds: []*Cred{cred}, cur: cred, refused: map[Cred]bool{}}}
 	fs.m[key] = f
 	return f, func() { f.leave(cred) }, true, nil

@@ -19,8 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrDigest is returned (wrapped) when the whole blob does not match its
@@ -45,6 +48,7 @@ type Blob struct {
 	pieceLen int64         // 0 until SetLayout
 	have     []bool        // pieces present
 	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
+	verified []bool        // pieces whose SHA-1 was computed and matched (not only trusted)
 	writing  []bool        // pieces one writer is writing now
 	nhave    int
 	prefix   int64 // [0, prefix) is present
@@ -52,6 +56,7 @@ type Blob struct {
 	sealed   bool  // the sha256 of the whole blob matched
 	err      error // terminal failure
 	closed   bool
+	resumed  bool // the file is an earlier process's, not yet recovered
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
 
@@ -84,6 +89,84 @@ func Create(ctx context.Context, path, want string) (*Blob, error) {
 	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1)}
 	go b.hashLoop(ctx)
 	return b, nil
+}
+
+// Resume is Create over the partial file an earlier process left at from
+// (killed mid-download): it is moved to path and kept, and once the
+// layout is known Recover finds which of its pieces are good. Nothing in
+// it is trusted before that: a piece counts only if its SHA-1 matches.
+func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
+	if err := os.Rename(from, path); err != nil {
+		return nil, fmt.Errorf("resume partial blob: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("resume partial blob: %w", err)
+	}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1), resumed: true}
+	go b.hashLoop(ctx)
+	return b, nil
+}
+
+// Recover marks present every piece of a resumed blob whose bytes in the
+// file match verify (its SHA-1), after SetLayout, before any piece is
+// written; it returns how many. Holes (never written) are skipped without
+// reading them. A blob not resumed recovers nothing.
+func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
+	b.mu.Lock()
+	if !b.resumed || b.pieceLen == 0 || b.nhave > 0 {
+		b.mu.Unlock()
+		return 0, nil
+	}
+	b.resumed = false
+	pieceLen, size, n := b.pieceLen, b.size, len(b.have)
+	b.mu.Unlock()
+	if fi, err := b.f.Stat(); err != nil {
+		return 0, err
+	} else if fi.Size() > size {
+		if err := b.f.Truncate(size); err != nil {
+			return 0, err
+		}
+	}
+	buf := make([]byte, pieceLen)
+	found := 0
+	for i := 0; i < n; i++ {
+		off := int64(i) * pieceLen
+		k := min(pieceLen, size-off)
+		if !hasData(b.f, off, k) {
+			continue
+		}
+		m, err := b.f.ReadAt(buf[:k], off)
+		if int64(m) < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				continue // beyond what was written
+			}
+			return found, fmt.Errorf("read back piece %d: %w", i, err)
+		}
+		if !verify(i, buf[:k]) {
+			continue
+		}
+		b.update(func() {
+			if !b.have[i] {
+				b.have[i], b.checked[i], b.verified[i] = true, true, true
+				b.nhave++
+				b.markPrefixLocked()
+			}
+		})
+		found++
+	}
+	b.ring()
+	return found, nil
+}
+
+// hasData reports whether [off, off+n) of f may hold written bytes: false
+// when the whole span is a hole (SEEK_DATA finds no data before its end).
+func hasData(f *os.File, off, n int64) bool {
+	d, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if err != nil {
+		return !errors.Is(err, unix.ENXIO) // ENXIO: no data after off
+	}
+	return d < off+n
 }
 
 // Path is the partial file's path (it is renamed into the cache on commit;
@@ -166,6 +249,7 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 			b.size, b.pieceLen = size, pieceLen
 			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
 			b.checked = make([]bool, len(b.have))
+			b.verified = make([]bool, len(b.have))
 			b.writing = make([]bool, len(b.have))
 			b.markPrefixLocked()
 		}
@@ -233,7 +317,14 @@ func (b *Blob) SetVerifier(verify func(i int, data []byte) bool) {
 // of a range that ends before the blob does is not protected by the
 // held-back last byte: it must receive checked bytes only. A piece that
 // fails its check fails the blob.
-func (b *Blob) EnsureChecked(off, n int64) error {
+func (b *Blob) EnsureChecked(off, n int64) error { return b.ensure(off, n, false) }
+
+// EnsureVerified is EnsureChecked for a Range reader: every present piece
+// overlapping [off, off+n) has its SHA-1 computed and matched before it is
+// sent, those trusted for their source (the registry's) included.
+func (b *Blob) EnsureVerified(off, n int64) error { return b.ensure(off, n, true) }
+
+func (b *Blob) ensure(off, n int64, strict bool) error {
 	b.mu.Lock()
 	if b.sealed || n <= 0 {
 		b.mu.Unlock()
@@ -246,7 +337,7 @@ func (b *Blob) EnsureChecked(off, n int64) error {
 	first, last := int(off/b.pieceLen), int((off+n-1)/b.pieceLen)
 	var todo []int
 	for i := first; i <= last && i < len(b.have); i++ {
-		if b.have[i] && !b.checked[i] {
+		if b.have[i] && (!b.checked[i] || strict && !b.verified[i]) {
 			todo = append(todo, i)
 		}
 	}
@@ -267,10 +358,17 @@ func (b *Blob) EnsureChecked(off, n int64) error {
 			return err
 		}
 		b.mu.Lock()
-		b.checked[i] = true
+		b.checked[i], b.verified[i] = true, true
 		b.mu.Unlock()
 	}
 	return nil
+}
+
+// PieceLength is the piece length (0 without a layout).
+func (b *Blob) PieceLength() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pieceLen
 }
 
 // Unchecked is the number of present pieces nobody checked yet.
@@ -328,7 +426,7 @@ func (b *Blob) PieceBounds(i int) (off, n int64) {
 // offered to other nodes until that digest matched. A piece already present
 // is not written again.
 func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
-	_, err := b.writePiece(i, data, checked)
+	_, err := b.writePiece(i, data, checked, false)
 	return err
 }
 
@@ -336,7 +434,17 @@ func (b *Blob) WritePiece(i int, data []byte, checked bool) error {
 // hasher takes the piece's bytes from it instead of reading them back, and
 // calls done when it no longer needs data (at once if it cannot use it).
 func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) error {
-	wrote, err := b.writePiece(i, data, checked)
+	return b.writePieceLent(i, data, checked, false, done)
+}
+
+// WritePieceVerifiedLent is WritePieceLent of a piece whose bytes matched
+// its SHA-1: a ranged reader (EnsureVerified) need not hash it again.
+func (b *Blob) WritePieceVerifiedLent(i int, data []byte, done func()) error {
+	return b.writePieceLent(i, data, true, true, done)
+}
+
+func (b *Blob) writePieceLent(i int, data []byte, checked, verified bool, done func()) error {
+	wrote, err := b.writePiece(i, data, checked, verified)
 	if err != nil || !wrote {
 		// Not written by this call: the file may hold other (equal or
 		// unchecked) bytes, and the hash must be of the file.
@@ -356,7 +464,7 @@ func (b *Blob) WritePieceLent(i int, data []byte, checked bool, done func()) err
 	return nil
 }
 
-func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err error) {
+func (b *Blob) writePiece(i int, data []byte, checked, verified bool) (wrote bool, err error) {
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
@@ -395,6 +503,7 @@ func (b *Blob) writePiece(i int, data []byte, checked bool) (wrote bool, err err
 			b.nhave++
 			b.markPrefixLocked()
 			wrote = true
+			b.verified[i] = verified
 		}
 		b.checked[i] = b.checked[i] || checked
 	})

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -279,5 +280,63 @@ func TestRacingWritersNeverOverwrite(t *testing.T) {
 		}
 		b.Close()
 		cancel()
+	}
+}
+
+// A download killed mid-blob leaves its file; the next one keeps the
+// pieces whose SHA-1 matches, skips holes and damaged pieces, fetches the
+// rest, and the whole still has to match the digest.
+func TestResumeRecoversVerifiedPieces(t *testing.T) {
+	const pl = 64 << 10
+	data, want := blobOf(t, 10*pl+100)
+	ctx := waitCtx(t)
+	dir := t.TempDir()
+	first, err := Create(ctx, filepath.Join(dir, "a.1"), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.SetLayout(int64(len(data)), pl)
+	for _, i := range []int{0, 1, 4, 5, 10} {
+		off := i * pl
+		if err := first.WritePiece(i, data[off:min(off+pl, len(data))], true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.Close()
+	// Piece 5 damaged on disk (a torn write).
+	f, _ := os.OpenFile(filepath.Join(dir, "a.1"), os.O_RDWR, 0)
+	f.WriteAt([]byte("torn"), 5*pl+10)
+	f.Close()
+
+	b, err := Resume(ctx, filepath.Join(dir, "a.2"), want, filepath.Join(dir, "a.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.SetLayout(int64(len(data)), pl); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(i int, p []byte) bool {
+		off := i * pl
+		return bytes.Equal(p, data[off:min(off+pl, len(data))])
+	}
+	n, err := b.Recover(verify)
+	if err != nil || n != 4 {
+		t.Fatalf("Recover = %d, %v; want pieces 0, 1, 4, 10", n, err)
+	}
+	if got := b.Missing(); !slices.Equal(got, []int{2, 3, 5, 6, 7, 8, 9}) {
+		t.Fatalf("missing after Recover: %v", got)
+	}
+	if n, _ := b.Recover(verify); n != 0 {
+		t.Fatal("Recover ran twice")
+	}
+	for _, i := range b.Missing() {
+		off := i * pl
+		if err := b.WritePiece(i, data[off:min(off+pl, len(data))], true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Wait(ctx); err != nil {
+		t.Fatalf("resumed blob: %v", err)
 	}
 }

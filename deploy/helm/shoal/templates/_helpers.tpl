@@ -121,7 +121,11 @@ every component. */}}
 {{- if .Values.cluster.rotating }}["${SHOAL_CLUSTER_SECRET_PREVIOUS}"]{{ else }}[]{{ end -}}
 {{- end -}}
 
-{{/* The config init container: (dict "ctx" $ "component" "tracker" "env" (list of env yaml string)) */}}
+{{/* The config init container: (dict "ctx" $ "component" "tracker" "env" (list of env yaml string)
+[ "runAsUser" N ]). The rendered file is 0600 (it holds secrets), so it is
+written as the user the component runs as: runAsUser when that container
+sets one (the agent's root, without capabilities, cannot read another
+user's 0600 file), else the pod's. */}}
 {{- define "shoal.renderInit" -}}
 - name: config
   image: {{ include "shoal.image" .ctx }}
@@ -130,8 +134,13 @@ every component. */}}
   env:
 {{ .env | indent 4 }}
   securityContext:
+    {{- if hasKey . "runAsUser" }}
+    runAsUser: {{ .runAsUser }}
+    {{- end }}
     allowPrivilegeEscalation: false
     readOnlyRootFilesystem: true
+    capabilities:
+      drop: [ALL]
   volumeMounts:
     - name: template
       mountPath: /etc/shoal/template
@@ -175,4 +184,16 @@ every component. */}}
 {{/* "true" when the agents serve metrics for Prometheus on the node IP. */}}
 {{- define "shoal.agentMetrics" -}}
 {{- if and .Values.agent.enabled (or .Values.agent.metrics.enabled .Values.serviceMonitor.enabled) }}true{{ end -}}
+{{- end -}}
+
+{{/* --registry flags of containerd-hosts and node-cleanup: every registry
+whose pulls the agents serve (one list, so the uninstall hook takes back
+exactly what the init container wrote). */}}
+{{- define "shoal.agentRegistryArgs" -}}
+{{- if .Values.registry.enabled }}
+- --registry={{ include "shoal.registryHost" . }}
+{{- end }}
+{{- range .Values.agent.registries }}
+- --registry={{ .host }}{{ if and .url (ne .host "_default") }}={{ .url }}{{ end }}
+{{- end }}
 {{- end -}}

@@ -1,4 +1,4 @@
-package preheat
+package traffic
 
 import (
 	"testing"
@@ -21,7 +21,7 @@ func TestTrafficDelta(t *testing.T) {
 		{"first report of a fresh agent", "", 0, 0, NodeTraffic{StartedAt: t0, FromRegistry: 10, FromPeers: 20, Fresh: true}, 10, 20},
 		{"counters went down: nothing", s0, 100, 50, NodeTraffic{StartedAt: t0, FromRegistry: 90, FromPeers: 60}, 0, 0},
 	} {
-		reg, p := trafficDelta(tc.prevStart, tc.prevReg, tc.prevP, tc.cur)
+		reg, p := Delta(tc.prevStart, tc.prevReg, tc.prevP, tc.cur)
 		if reg != tc.wantReg || p != tc.wantP {
 			t.Errorf("%s: %d/%d, want %d/%d", tc.name, reg, p, tc.wantReg, tc.wantP)
 		}

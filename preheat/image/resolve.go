@@ -1,4 +1,7 @@
-package preheat
+// Package image locates an image on a registry and resolves it to the
+// blobs a preheat fetches: references, manifest URLs, the registry token
+// dance, platform selection.
+package image
 
 import (
 	"context"
@@ -13,16 +16,19 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/shoalproject/shoal/preheat/internal/mediatype"
+	"github.com/shoalproject/shoal/preheat/jobs"
 )
 
-// ImageRef is an image located on a registry.
-type ImageRef struct {
+// Ref is an image located on a registry.
+type Ref struct {
 	Registry   string // scheme://host[:port]
 	Repository string
 	Reference  string // tag or digest
 }
 
-func (r ImageRef) String() string {
+func (r Ref) String() string {
 	sep := ":"
 	if strings.HasPrefix(r.Reference, "sha256:") {
 		sep = "@"
@@ -30,44 +36,44 @@ func (r ImageRef) String() string {
 	return strings.TrimPrefix(strings.TrimPrefix(r.Registry, "http://"), "https://") + "/" + r.Repository + sep + r.Reference
 }
 
-func (r ImageRef) manifestURL(ref string) string {
+func (r Ref) manifestURL(ref string) string {
 	return r.Registry + "/v2/" + r.Repository + "/manifests/" + ref
 }
 
 // BlobURL is where agents (and Harbor's job report) find a blob.
-func (r ImageRef) BlobURL(digest string) string {
+func (r Ref) BlobURL(digest string) string {
 	return r.Registry + "/v2/" + r.Repository + "/blobs/" + digest
 }
 
 // ParseManifestURL parses https://host/v2/<repo>/manifests/<ref>, the form
 // Harbor and registry notifications use.
-func ParseManifestURL(raw string) (ImageRef, error) {
+func ParseManifestURL(raw string) (Ref, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return ImageRef{}, fmt.Errorf("manifest url %q: want http(s)://host/v2/<repo>/manifests/<ref>", raw)
+		return Ref{}, fmt.Errorf("manifest url %q: want http(s)://host/v2/<repo>/manifests/<ref>", raw)
 	}
 	p := strings.TrimPrefix(u.Path, "/v2/")
 	i := strings.LastIndex(p, "/manifests/")
 	if p == u.Path || i <= 0 {
-		return ImageRef{}, fmt.Errorf("manifest url %q: want http(s)://host/v2/<repo>/manifests/<ref>", raw)
+		return Ref{}, fmt.Errorf("manifest url %q: want http(s)://host/v2/<repo>/manifests/<ref>", raw)
 	}
 	ref := p[i+len("/manifests/"):]
 	if ref == "" || strings.Contains(ref, "/") {
-		return ImageRef{}, fmt.Errorf("manifest url %q: bad reference", raw)
+		return Ref{}, fmt.Errorf("manifest url %q: bad reference", raw)
 	}
-	return ImageRef{Registry: u.Scheme + "://" + u.Host, Repository: p[:i], Reference: ref}, nil
+	return Ref{Registry: u.Scheme + "://" + u.Host, Repository: p[:i], Reference: ref}, nil
 }
 
-// ParseImage parses "host:port/repo:tag", "repo@sha256:…" (default
+// Parse parses "host:port/repo:tag", "repo@sha256:…" (default
 // registry) or a manifest URL.
-func ParseImage(s, defaultRegistry string, plainHTTP []string) (ImageRef, error) {
+func Parse(s, defaultRegistry string, plainHTTP []string) (Ref, error) {
 	if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
 		return ParseManifestURL(s)
 	}
 	if s == "" || strings.ContainsAny(s, " \t\n") {
-		return ImageRef{}, fmt.Errorf("image %q: empty or contains spaces", s)
+		return Ref{}, fmt.Errorf("image %q: empty or contains spaces", s)
 	}
-	ref := ImageRef{Registry: strings.TrimSuffix(defaultRegistry, "/")}
+	ref := Ref{Registry: strings.TrimSuffix(defaultRegistry, "/")}
 	name := s
 	if i := strings.Index(s, "/"); i > 0 && strings.ContainsAny(s[:i], ".:") || strings.HasPrefix(s, "localhost/") {
 		host := s[:i]
@@ -87,7 +93,7 @@ func ParseImage(s, defaultRegistry string, plainHTTP []string) (ImageRef, error)
 		ref.Repository, ref.Reference = name, "latest"
 	}
 	if ref.Repository == "" || ref.Reference == "" || ref.Registry == "" {
-		return ImageRef{}, fmt.Errorf("image %q: cannot parse", s)
+		return Ref{}, fmt.Errorf("image %q: cannot parse", s)
 	}
 	return ref, nil
 }
@@ -106,7 +112,7 @@ func (e *ResolveError) Unwrap() error { return e.Err }
 // unreachable is a failed connection to what. The transport's error text
 // can quote bytes the other end sent (a malformed response), so callers
 // get a fixed message and the detail goes to the debug log.
-func (r *resolver) unreachable(what string, err error) error {
+func (r *Resolver) unreachable(what string, err error) error {
 	r.log.WithError(err).Debugf("%s unreachable", what)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return &ResolveError{Status: http.StatusGatewayTimeout, Err: fmt.Errorf("%s did not answer in time", what)}
@@ -127,15 +133,15 @@ func (c Credentials) empty() bool { return c.Username == "" && c.Password == "" 
 // headers agents must send to the registry to fetch them.
 type Resolved struct {
 	Digest       string
-	Blobs        []Blob
+	Blobs        []jobs.Blob
 	AgentHeaders map[string]string
 }
 
 const (
-	mtOCIIndex    = "application/vnd.oci.image.index.v1+json"
-	mtOCIManifest = "application/vnd.oci.image.manifest.v1+json"
-	mtDockerList  = "application/vnd.docker.distribution.manifest.list.v2+json"
-	mtDockerV2    = "application/vnd.docker.distribution.manifest.v2+json"
+	mtOCIIndex    = mediatype.OCIIndex
+	mtOCIManifest = mediatype.OCIManifest
+	mtDockerList  = mediatype.DockerList
+	mtDockerV2    = mediatype.DockerV2
 )
 
 var manifestAccept = strings.Join([]string{mtOCIIndex, mtOCIManifest, mtDockerList, mtDockerV2}, ", ")
@@ -158,19 +164,25 @@ type manifestDoc struct {
 	Manifests []descriptor `json:"manifests"`
 }
 
-// resolver fetches manifests with plain HTTP, doing the registry token
+// Resolver fetches manifests with plain HTTP, doing the registry token
 // dance when challenged. Plain HTTP rather than go-containerregistry's
 // remote keeps the exact headers we hand to agents under our control.
-type resolver struct {
+type Resolver struct {
 	client *http.Client
 	log    *logrus.Entry
+}
+
+// NewResolver resolves through client, logging what it cannot show a
+// caller (a transport's error text) to log at debug level.
+func NewResolver(client *http.Client, log *logrus.Entry) *Resolver {
+	return &Resolver{client: client, log: log}
 }
 
 // maxManifestBytes bounds what we read from a registry (the spec suggests
 // registries accept at least 4 MiB manifests).
 const maxManifestBytes = 4 << 20
 
-func (r *resolver) Resolve(ctx context.Context, ref ImageRef, platforms []string, cred Credentials) (*Resolved, error) {
+func (r *Resolver) Resolve(ctx context.Context, ref Ref, platforms []string, cred Credentials) (*Resolved, error) {
 	auth := authState{cred: cred}
 	for k, v := range cred.Headers {
 		if strings.EqualFold(k, "Authorization") {
@@ -186,7 +198,7 @@ func (r *resolver) Resolve(ctx context.Context, ref ImageRef, platforms []string
 	add := func(d descriptor) {
 		if !seen[d.Digest] {
 			seen[d.Digest] = true
-			res.Blobs = append(res.Blobs, Blob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType})
+			res.Blobs = append(res.Blobs, jobs.Blob{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType})
 		}
 	}
 	addImage := func(m *manifestDoc) {
@@ -253,7 +265,7 @@ type authState struct {
 	header string
 }
 
-func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference string, auth *authState) (*manifestDoc, string, string, error) {
+func (r *Resolver) getManifest(ctx context.Context, ref Ref, reference string, auth *authState) (*manifestDoc, string, string, error) {
 	u := ref.manifestURL(reference)
 	resp, err := r.do(ctx, u, auth)
 	if err != nil {
@@ -296,7 +308,7 @@ func (r *resolver) getManifest(ctx context.Context, ref ImageRef, reference stri
 	return &m, mt, resp.Header.Get("Docker-Content-Digest"), nil
 }
 
-func (r *resolver) do(ctx context.Context, u string, auth *authState) (*http.Response, error) {
+func (r *Resolver) do(ctx context.Context, u string, auth *authState) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -316,7 +328,7 @@ func (r *resolver) do(ctx context.Context, u string, auth *authState) (*http.Res
 // authorize answers a 401 challenge: Basic → use the username/password;
 // Bearer → fetch a pull token from the realm (with basic credentials when
 // given) and use it for the manifest and, later, the agents.
-func (r *resolver) authorize(ctx context.Context, challenge string, ref ImageRef, auth *authState) error {
+func (r *Resolver) authorize(ctx context.Context, challenge string, ref Ref, auth *authState) error {
 	deny := func(format string, a ...any) error {
 		return &ResolveError{Status: http.StatusUnauthorized, Err: fmt.Errorf(format, a...)}
 	}

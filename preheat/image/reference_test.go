@@ -1,4 +1,4 @@
-package preheat
+package image
 
 import (
 	"strings"
@@ -20,9 +20,9 @@ func TestCheckRef(t *testing.T) {
 		{"busybox@sha256", "digest"},
 		{"busybox@sha256:", "digest"},
 	} {
-		ref, err := ParseImage(tc.image, "http://127.0.0.1:5000", nil)
+		ref, err := Parse(tc.image, "http://127.0.0.1:5000", nil)
 		if err == nil {
-			err = checkRef(ref, tc.image)
+			err = Check(ref, tc.image)
 		}
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%s: %v, want %q", tc.image, err, tc.err)
@@ -38,8 +38,8 @@ func FuzzImageRef(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		ref, err := ParseImage(s, "http://127.0.0.1:5000", nil)
-		if err != nil || checkRef(ref, s) != nil {
+		ref, err := Parse(s, "http://127.0.0.1:5000", nil)
+		if err != nil || Check(ref, s) != nil {
 			return
 		}
 		if ref.Repository == "" || ref.Reference == "" || strings.ContainsAny(ref.Repository+ref.Reference, " ?#%\n") {

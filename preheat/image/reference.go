@@ -1,4 +1,4 @@
-package preheat
+package image
 
 import (
 	"fmt"
@@ -19,9 +19,9 @@ var (
 // maxRepoLen is distribution's limit on a repository name.
 const maxRepoLen = 255
 
-// checkRef explains what is wrong with a reference parsed from image, or
+// Check explains what is wrong with a reference parsed from image, or
 // returns nil.
-func checkRef(ref ImageRef, image string) error {
+func Check(ref Ref, image string) error {
 	switch {
 	case !strings.HasPrefix(image, "http") && strings.Contains(image, "@") && !strings.Contains(ref.Reference, ":"):
 		return fmt.Errorf("digest %q: want algorithm:hex, e.g. sha256:…", ref.Reference)
