@@ -318,7 +318,7 @@ upstreams:
 cache: {dir: %[5]q, maxBytes: 8589934592, authTTL: 30s}
 p2p:
   enabled: true
-  listen: "0.0.0.0:6881"
+  addr: "0.0.0.0:6881"
   advertiseIP: %[3]q
   stallTimeout: %[9]s
   deadline: 10m

@@ -93,6 +93,8 @@ func (c cell) params(seed uint64) Params {
 	p.N, p.Image, p.Seed = c.N, c.MiB<<20, seed
 	p.Up, p.Down, p.RegistryUp = mbit(c.Mbit), mbit(c.Mbit), mbit(c.Mbit)
 	p.Limit = 900
+	// Measured before the registry refused duplicate shares.
+	p.NoShareDedupe = !c.Scale
 	if c.Scale {
 		p.StallTimeout = ScaleStallTimeout
 		p.SendBuffer = 2 * DataSendBuffer

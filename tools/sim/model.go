@@ -47,6 +47,9 @@ type Params struct {
 	// once the rest of its response fits in the socket's send buffer,
 	// before the receiver has it (Linux autotunes tcp_wmem up to 4 MiB).
 	SendBuffer float64
+	// NoShareDedupe: the registry serves every share fetch (before
+	// internal/regshare).
+	NoShareDedupe bool
 
 	// JoinSpread: node i starts its pull at i/N × JoinSpread.
 	JoinSpread float64
@@ -139,7 +142,8 @@ type Result struct {
 	PeerBytes     int64            `json:"peerBytes"`
 	OriginWhy     map[string]int64 `json:"registryBytesByRule"`
 	Fallbacks     map[string]int   `json:"fallbacks"`
-	Refused       int64            `json:"busyAnswers"` // 503s: upload slots full
+	Refused       int64            `json:"busyAnswers"`   // 503s: upload slots full
+	ShareRefusals int64            `json:"shareRefusals"` // 409s: share taken (regshare)
 	Events        uint64           `json:"events"`
 	Plans         uint64           `json:"plans"`
 	Recomputes    int              `json:"rateRecomputes"`
@@ -169,7 +173,18 @@ type blob struct {
 	ih     [20]byte
 	size   int64
 	pieces int
+	// shares: the registry's share log for this blob, by first piece.
+	shares map[int]shareRec
 }
+
+// shareRec is the registry's record of a share fetch (registry/sharelog.go).
+type shareRec struct {
+	by *node
+	at float64
+}
+
+// shareHold is internal/regshare.Hold in seconds.
+const shareHold = 30.0
 
 func (b *blob) pieceBytes(i int, plen int64) int64 {
 	if i == b.pieces-1 {
@@ -201,6 +216,9 @@ type node struct {
 type nodeBlob struct {
 	n *node
 	b *blob
+	// taken: share pieces the registry refused (another node fetched
+	// them within shareHold), until when they count as claimed.
+	taken map[int]float64
 
 	started, complete bool
 	start, doneAt     float64
@@ -597,6 +615,13 @@ func (nb *nodeBlob) step() {
 			snap.Claimed.Or(c.peer.mine)
 		}
 	}
+	for i, until := range nb.taken {
+		if now >= until {
+			delete(nb.taken, i)
+			continue
+		}
+		snap.Claimed.Add(uint32(i))
+	}
 	nb.peerBuf = peers
 	snap.Peers = peers
 	if len(peers) > 0 {
@@ -768,6 +793,34 @@ func (nb *nodeBlob) fetchOrigin(f sched.Fetch) {
 	w.sim.at(w.sim.now+p.RTT/2+p.ReqProc, func() {
 		if nb.n.dead {
 			return
+		}
+		// The registry refuses a share fetch of a range another node
+		// fetched as its share within shareHold (internal/regshare).
+		if f.Why == "share" && !p.NoShareDedupe {
+			if nb.b.shares == nil {
+				nb.b.shares = map[int]shareRec{}
+			}
+			now := w.sim.now
+			if rec, ok := nb.b.shares[f.First]; ok && rec.by != nb.n && now-rec.at < shareHold {
+				w.res.ShareRefusals++
+				w.sim.at(now+p.RTT/2, func() {
+					if nb.taken == nil {
+						nb.taken = map[int]float64{}
+					}
+					for i := f.First; i < f.First+f.Count; i++ {
+						nb.taken[i] = w.sim.now + shareHold
+					}
+					nb.originBusy--
+					nb.originPieces -= f.Count
+					nb.mine.RemoveRange(uint64(f.First), uint64(f.First+f.Count))
+					for i := f.First; i < f.First+f.Count; i++ {
+						nb.inFlight.Remove(uint32(i))
+					}
+					nb.poke()
+				})
+				return
+			}
+			nb.b.shares[f.First] = shareRec{nb.n, now}
 		}
 		nb.n.inFlows++
 		fl := w.net.start([]*resource{w.registry.up, nb.n.down}, f.Count,
