@@ -873,7 +873,7 @@ control: {addr: %[4]q}
 upstreams:
   - {host: %[5]q, url: %[6]q, default: true}
 cache: {dir: %[7]q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: %[8]q, stallTimeout: 5s}
+p2p: {enabled: true, addr: %[8]q, stallTimeout: 5s}
 log: {level: info}
 `, i, clusterSecret, a.mirror, testenv.FreeAddr(t), host, external, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), a.p2p))
 	p := testenv.Start(t, fmt.Sprintf("shoal agent %d", i), bin, []string{"agent", "--config", cfg})

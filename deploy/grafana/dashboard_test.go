@@ -355,7 +355,7 @@ upstreams:
   - {host: %[7]q, url: "http://%[7]s", default: true}
   - {host: %[8]q, url: "http://%[8]s"}
 cache: {dir: %[9]q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: %[10]q, advertiseIP: 127.0.0.1, stallTimeout: 5s}
+p2p: {enabled: true, addr: %[10]q, advertiseIP: 127.0.0.1, stallTimeout: 5s}
 preheat: {url: %[11]q, interval: 1s}
 log: {level: warn}
 `, i, clusterSecret, a.mirror, a.control, a.metrics, c.metricsToken, c.registry, c.plain,
