@@ -45,10 +45,15 @@ COREDNS_VERSION        := v1.14.1
 COREDNS_BIN            := $(BIN)/coredns-$(COREDNS_VERSION)
 # containerd 2's runc shim (containerd runs containers in the k8s test), in
 # a directory of its own: the test puts it first in PATH.
-CONTAINERD2_SHIM_BIN   := $(BIN)/containerd-shim-$(CONTAINERD2_VERSION)/containerd-shim-runc-v2
+export CONTAINERD2_SHIM_BIN := $(BIN)/containerd-shim-$(CONTAINERD2_VERSION)/containerd-shim-runc-v2
 # shoal without cgo, for the image the k8s test assembles (no libc in it).
 SHOAL_STATIC_BIN       := $(BIN)/shoal-static
 export VERSITYGW_BIN   := $(BIN)/versitygw
+# The SOCI snapshotter for the lazy-pull test (runtimes/lazy, a module of its
+# own so that its dependencies stay out of the shoal binary; the version is
+# its go.mod's github.com/awslabs/soci-snapshotter). Upstream's main is a
+# module the Go proxy does not serve, so runtimes/lazy/cmd wires the library.
+export SOCI_SNAPSHOTTER_BIN := $(BIN)/soci-snapshotter-grpc
 
 # e2eplot draws the e2e charts from the results JSON (tools/e2eplot, a
 # module of its own: the plotting library stays out of the shoal module).
@@ -68,7 +73,7 @@ build:
 # drop-in checks), the OCI conformance suite, pinned in tools/conformance,
 # containerd 2 with ctr and crictl (runtimes/), helm (deploy/helm's chart
 # tests) and versitygw (the S3 server of registry/s3_test.go).
-tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN) $(ORAS_BIN)
+tools: $(REGISTRY_BIN) $(CONFORMANCE_BIN) $(CONTAINERD2_BIN) $(CTR2_BIN) $(CRICTL_BIN) $(HELM_BIN) $(VERSITYGW_BIN) $(PROMETHEUS_BIN) $(ORAS_BIN) $(SOCI_SNAPSHOTTER_BIN) $(CONTAINERD2_SHIM_BIN)
 
 prometheus: $(PROMETHEUS_BIN)
 
@@ -147,6 +152,9 @@ $(ORAS_BIN):
 	GOBIN=$(BIN)/.oras $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
 	mv $(BIN)/.oras/oras $@ && rmdir $(BIN)/.oras
 
+$(SOCI_SNAPSHOTTER_BIN): runtimes/lazy/go.mod runtimes/lazy/go.sum $(wildcard runtimes/lazy/cmd/soci-snapshotter-grpc/*.go)
+	cd runtimes/lazy && $(GO) build -o $@ ./cmd/soci-snapshotter-grpc
+
 $(CONFORMANCE_BIN): tools/conformance/go.mod
 	cd tools/conformance && $(GO) build -o $(CONFORMANCE_BIN) github.com/opencontainers/distribution-spec/conformance
 
@@ -179,6 +187,7 @@ vet:
 	cd tools/sim && $(GO) vet ./...
 	cd deploy/grafana && $(GO) vet ./...
 	cd preheat/console/browsertest && $(GO) vet ./...
+	cd runtimes/lazy && $(GO) vet ./...
 	cd k8s && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -188,6 +197,7 @@ vet:
 test: deps build tools vet $(E2EPLOT_BIN)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd preheat/console/browsertest && SHOAL_CONSOLE_RESULTS=$(BIN)/console-results $(GO) test -count=1 -timeout 10m ./...
+	cd runtimes/lazy && $(GO) test -count=1 -timeout 10m ./...
 	$(MAKE) chart-test
 	cd deploy/grafana && $(GO) test -count=1 ./...
 	cd tools/e2eplot && $(GO) test -count=1 ./...

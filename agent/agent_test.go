@@ -164,6 +164,10 @@ func TestRestartAndCorruption(t *testing.T) {
 		t.Errorf("corrupted blob: upstream GETs = %d, want 3 (re-fetched once)", n)
 	}
 	// While running: a modified file is noticed too (mtime/size changed).
+	// Modified once it is the cache's (written before the commit, the file
+	// would only be replaced by it), while its flight may still be
+	// finishing.
+	waitCached(t, ag2.Agent, ds[1].Hex)
 	time.Sleep(10 * time.Millisecond)
 	if err := os.WriteFile(path, bytes.Repeat([]byte{1}, len(b)), 0o644); err != nil {
 		t.Fatal(err)
@@ -219,7 +223,7 @@ func TestEvictionSkipsPinned(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Reserve(int64(len(content)))
-		hd, err := c.Commit(c.partialPath(h), h, int64(len(content)), int64(len(content)))
+		hd, err := c.Commit(c.partialPath(h), h, int64(len(content)), int64(len(content)), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -255,51 +255,70 @@ func (h *CacheHandle) Release() {
 // file was verified before and its size and mtime are unchanged. A mismatch
 // deletes the blob and returns an error; the caller re-fetches.
 func (h *CacheHandle) Verify() error {
+	f, err := h.Open()
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Open is Verify on a descriptor of the blob file, returned for the caller
+// to send from: what it sends is the file that was checked, whatever
+// replaces the path meanwhile.
+func (h *CacheHandle) Open() (*os.File, error) {
 	c := h.c
-	fi, err := os.Stat(h.Path())
+	f, err := os.Open(h.Path())
 	if err != nil {
 		c.remove(h.e)
-		return fmt.Errorf("cached blob %s: %w", h.e.hex, err)
+		return nil, fmt.Errorf("cached blob %s: %w", h.e.hex, err)
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("cached blob %s: %w", h.e.hex, err))
 	}
 	c.mu.Lock()
 	ok := h.e.verified && fi.Size() == h.e.size && fi.ModTime().Equal(h.e.modTime)
 	c.mu.Unlock()
 	if ok {
-		return nil
+		return f, nil
 	}
-	f, err := os.Open(h.Path())
-	if err != nil {
-		c.remove(h.e)
-		return fmt.Errorf("cached blob %s: %w", h.e.hex, err)
-	}
-	defer f.Close()
 	d := sha256.New()
 	if _, err := io.Copy(d, f); err != nil {
-		return fmt.Errorf("hash cached blob %s: %w", h.e.hex, err)
+		return fail(fmt.Errorf("hash cached blob %s: %w", h.e.hex, err))
 	}
 	if got := hex.EncodeToString(d.Sum(nil)); got != h.e.hex {
 		h.c.log.WithFields(logrus.Fields{"digest": "sha256:" + h.e.hex, "got": "sha256:" + got}).Warn("cached blob corrupted; deleting and re-fetching")
 		c.remove(h.e)
-		return fmt.Errorf("cached blob sha256:%s is corrupted (hashes to sha256:%s)", h.e.hex, got)
+		return fail(fmt.Errorf("cached blob sha256:%s is corrupted (hashes to sha256:%s)", h.e.hex, got))
 	}
+	// The size and mtime from before the hash: a change while it ran
+	// shows at the next check.
 	c.mu.Lock()
 	h.e.verified, h.e.size, h.e.modTime = true, fi.Size(), fi.ModTime()
 	c.mu.Unlock()
-	return nil
+	return f, nil
 }
 
 // remove deletes an entry regardless of refs: used for corrupt blobs, which
 // nobody should keep reading. Open file descriptors stay valid.
 func (c *Cache) remove(e *cacheEntry) {
 	c.mu.Lock()
-	if cur, ok := c.entries[e.hex]; ok && cur == e {
+	cur, ok := c.entries[e.hex]
+	if ok && cur == e {
 		delete(c.entries, e.hex)
 		c.lru.Remove(e.elem)
 		c.used -= e.size
 	}
 	c.mu.Unlock()
-	_ = os.Remove(c.blobPath(e.hex))
-	_ = os.Remove(c.torrentPath(e.hex))
+	if ok && cur == e {
+		// Otherwise the path is gone or holds the blob's next copy.
+		_ = os.Remove(c.blobPath(e.hex))
+		_ = os.Remove(c.torrentPath(e.hex))
+	}
 }
 
 // Reserve accounts n bytes for a download and evicts unpinned blobs, least
@@ -360,7 +379,11 @@ func (c *Cache) afterEvict(evicted []string) {
 // the disk before Commit returns. A crash at any point leaves no blob, or a
 // blob a restarted agent hashes before it serves or seeds it (OpenCache
 // marks every blob unverified), so a torn file is never handed out.
-func (c *Cache) Commit(path, hex string, size, reserved int64) (*CacheHandle, error) {
+//
+// published, if set, is called once the blob is in the cache, before
+// anyone can find it there (under the cache's lock: it must not call the
+// cache).
+func (c *Cache) Commit(path, hex string, size, reserved int64, published func()) (*CacheHandle, error) {
 	fail := func(err error) (*CacheHandle, error) {
 		c.Unreserve(reserved)
 		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
@@ -391,6 +414,9 @@ func (c *Cache) Commit(path, hex string, size, reserved int64) (*CacheHandle, er
 	e.elem = c.lru.PushFront(e)
 	c.entries[hex] = e
 	c.used += size
+	if published != nil {
+		published()
+	}
 	evicted := c.evictLocked()
 	c.mu.Unlock()
 	c.afterEvict(evicted)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -212,4 +213,72 @@ func TestCacheModes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A blob's partial file becomes its cache file at commit, while the
+// flight that downloaded it is still finishing (syncs, seeding). A
+// requester that finds the cached copy corrupted then must fetch it
+// again, not join that flight and read the very file it just found bad.
+func TestCorruptedDuringCommit(t *testing.T) {
+	up := startScripted(t)
+	data := randomBytes(1<<20 + 3)
+	d := up.add(data)
+	cfg := testConfig(t, up.host)
+	cfg.P2P.Enabled = false
+	a, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	a.cache.onStep = func(s string) {
+		if s == "synced" { // renamed into the cache, the flight not ended
+			once.Do(func() {
+				close(reached)
+				<-resume
+			})
+		}
+	}
+	l, err := net.Listen("tcp", cfg.Mirror.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(ctx, l) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	resumed := sync.OnceFunc(func() { close(resume) })
+	defer resumed()
+	testenv.WaitHTTP(t, nil, "http://"+cfg.Mirror.Addr+"/healthz", 10*time.Second)
+
+	if st, sum, _ := getBlob(t, cfg.Mirror.Addr, "lib/x", d, nil); st != 200 || sum != d.String() {
+		t.Fatalf("first fetch: %d %s", st, sum)
+	}
+	select {
+	case <-reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the commit never reached its sync")
+	}
+	path := filepath.Join(cfg.Cache.Dir, "blobs", d.Hex)
+	if err := os.WriteFile(path, bytes.Repeat([]byte{1}, len(data)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Not left to the clock's granularity: the file changed.
+	if err := os.Chtimes(path, time.Now(), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	st, sum, _, err := tryGet(cfg.Mirror.Addr, "lib/x", d, nil)
+	resumed()
+	if err == nil && st == 200 && sum != d.String() {
+		t.Fatalf("corrupted cache file served: %d %s", st, sum)
+	}
+	if err != nil || st != 200 {
+		t.Fatalf("fetch after corruption: %d %v", st, err)
+	}
+	if n := up.gets.Load(); n != 2 {
+		t.Errorf("upstream blob GETs = %d, want 2 (fetched again once)", n)
+	}
 }

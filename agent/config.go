@@ -130,22 +130,14 @@ type Config struct {
 	} `yaml:"preheat"`
 	Debug config.Debug `yaml:"debug"`
 	Log   config.Log   `yaml:"log"`
-
-	// deprecated is LoadConfig's warning about old key names.
-	deprecated string
 }
 
 // renamed are the keys the agent no longer reads, with what replaced them.
 var renamed = config.Renamed{
 	"control.token": "the control API accepts only cluster members over mutual TLS; remove control.token " +
 		"(and preheat's agentToken) and give the agents and preheat the same cluster.secret",
-}
-
-// moved are listener keys renamed to the *.addr every other listener
-// has; the old names are still read, with a warning.
-var moved = config.Moved{
-	"p2p.listen":     "addr",
-	"p2p.dataListen": "dataAddr",
+	"p2p.listen":     "use p2p.addr (every listener key is addr)",
+	"p2p.dataListen": "use p2p.dataAddr (every listener key is addr)",
 }
 
 // DefaultConfig is a working single-node configuration: mirror on
@@ -179,19 +171,11 @@ func DefaultConfig() Config {
 // LoadConfig reads a YAML file over DefaultConfig and validates it.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
-	used, err := config.LoadMoved("agent config", path, &c, renamed, moved)
-	if err != nil {
+	if err := config.Load("agent config", path, &c, renamed); err != nil {
 		return c, err
-	}
-	if len(used) > 0 {
-		c.deprecated = fmt.Sprintf("agent config %s uses old key names (%s); they still work, but rename them", path, strings.Join(used, ", "))
 	}
 	return c, c.Validate()
 }
-
-// Deprecated is the one warning the file LoadConfig read deserves ("" for
-// none): it used a key under an old name.
-func (c Config) Deprecated() string { return c.deprecated }
 
 // Validate reports the first setting whose mistake would otherwise surface
 // late. It changes nothing: the values derived from the config (an

@@ -568,7 +568,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	// Counted before the commit's syncs: clients already have the bytes.
 	a.metrics.bytes.WithLabelValues(sourcePeer).Add(float64(peers))
 	a.metrics.bytes.WithLabelValues(sourceRegistry).Add(float64(reg))
-	h, err := a.cache.Commit(d.blob.Path(), d.req.hex, size, d.reserved)
+	h, err := a.cache.Commit(d.blob.Path(), d.req.hex, size, d.reserved, f.Retire)
 	d.committed = true
 	if err != nil && h != nil {
 		// In the cache, verified, but maybe not on disk: a restart

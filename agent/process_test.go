@@ -28,7 +28,7 @@ control: {addr: %s}
 upstreams:
   - url: http://%s
 cache: {dir: %s, maxBytes: 1073741824}
-p2p: {listen: "127.0.0.1:0"}
+p2p: {addr: "127.0.0.1:0"}
 log: {level: info}
 `, testClusterSecret, mirror, testenv.FreeAddr(t), proxy.addr, filepath.Join(dir, "cache"))
 	path := filepath.Join(dir, "agent.yml")

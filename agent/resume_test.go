@@ -31,7 +31,7 @@ control: {addr: %s}
 upstreams:
   - {host: %q, url: "http://%s", default: true}
 cache: {dir: %q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: "127.0.0.1:0", downloadBytesPerSec: 4194304}
+p2p: {enabled: true, addr: "127.0.0.1:0", downloadBytesPerSec: 4194304}
 log: {level: warn}
 `, testClusterSecret, mirror, testenv.FreeAddr(t), reg, reg, cache), 0o600)
 	start := func() *testenv.Process {

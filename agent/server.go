@@ -210,14 +210,15 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, 
 			a.writeErr(w, r, err)
 			return
 		}
-		if err := h.Verify(); err != nil {
+		if file, err := h.Open(); err != nil {
 			h.Release()
 			a.seeds.drop(hexd) // don't keep offering the corrupt copy to peers
 			log.WithError(err).Warn("re-fetching blob")
 		} else {
 			defer h.Release()
+			defer file.Close()
 			a.metrics.hits.Inc()
-			a.serveCached(w, r, h, hexd)
+			a.serveCached(w, r, h, file, hexd)
 			return
 		}
 	}
@@ -392,7 +393,9 @@ func blobHeaders(w http.ResponseWriter, hexd string, size, start, end int64, par
 	w.WriteHeader(http.StatusOK)
 }
 
-func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHandle, hexd string) {
+// serveCached sends the cached blob from file, the descriptor h.Open
+// verified.
+func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHandle, file *os.File, hexd string) {
 	size := h.Size()
 	start, end, partial, err := parseRange(r.Header.Values("Range"), size)
 	if err != nil {
@@ -407,12 +410,6 @@ func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHand
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	file, err := os.Open(h.Path())
-	if err != nil {
-		ociError(w, http.StatusInternalServerError, "UNKNOWN", "cached blob unreadable")
-		return
-	}
-	defer file.Close()
 	blobHeaders(w, hexd, size, start, end, partial)
 	n, _ := store.SendRange(r.Context(), w, file, start, end-start+1, nil)
 	a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))

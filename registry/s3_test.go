@@ -219,7 +219,7 @@ mirror: {addr: %q}
 control: {addr: %q}
 upstreams: [{host: %q, url: %q, default: true}]
 cache: {dir: %q, maxBytes: 1073741824}
-p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 2s}
+p2p: {enabled: true, addr: "127.0.0.1:0", stallTimeout: 2s}
 `, testClusterSecret, mirror, control, r.Addr, r.URL(), t.TempDir())
 	path := filepath.Join(t.TempDir(), "agent.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {

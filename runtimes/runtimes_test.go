@@ -92,7 +92,7 @@ upstreams:
   - {host: docker.io, url: "http://%[4]s", default: true}
   - {host: %[4]q, url: "http://%[4]s"}
 cache: {dir: %[5]q, maxBytes: 4294967296}
-p2p: {enabled: true, listen: "127.0.0.1:0", stallTimeout: 5s}
+p2p: {enabled: true, addr: "127.0.0.1:0", stallTimeout: 5s}
 log: {level: warn}
 `, i, mirror, testenv.FreeAddr(t), c.reg, filepath.Join(dir, fmt.Sprintf("cache-%d", i)), clusterSecret))
 		p := testenv.Start(t, fmt.Sprintf("shoal agent %d", i), bin, []string{"agent", "--config", cfg})

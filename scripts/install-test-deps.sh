@@ -15,6 +15,11 @@ command -v tc           >/dev/null 2>&1 || need+=(iproute2)
 command -v dockerd      >/dev/null 2>&1 || need+=(docker.io)
 command -v podman       >/dev/null 2>&1 || need+=(podman)
 command -v skopeo       >/dev/null 2>&1 || need+=(skopeo)
+# The SOCI snapshotter (runtimes/lazy, built by `make tools`) links zlib
+# statically through cgo; its test runs containers with runc.
+ls /usr/lib/*/libz.a    >/dev/null 2>&1 || need+=(zlib1g-dev)
+command -v gcc          >/dev/null 2>&1 || need+=(gcc)
+command -v runc         >/dev/null 2>&1 || need+=(runc)
 # The console's browser test (preheat/console_browser_test.go) drives it.
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 

@@ -65,13 +65,13 @@ type originState struct {
 	// run is how many pieces a request may take while alone; it doubles
 	// with every run that completes alone.
 	run int
+	// urgent is the requests for pieces readers wait for, counted apart
+	// from busy and pieces: they are not the share's.
+	urgent int
 	// taken are pieces the registry refused as shares because another
 	// node fetched them a moment ago (regshare), until when they are
 	// left to the swarm.
 	taken map[uint32]time.Time
-	// urgent is the requests for pieces readers wait for, counted apart
-	// from busy and pieces: they are not the share's.
-	urgent int
 }
 
 // nodeState is this node's requests to other nodes and what it learnt of

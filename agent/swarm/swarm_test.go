@@ -115,6 +115,10 @@ type fakePeers struct {
 
 	blocked atomic.Int64 // reads waiting on the clock or their request's end
 
+	// claimed, if set, are pieces the nodes fetch from the registry until
+	// arrive (zero: never); then they have them.
+	claimed *roaring.Bitmap
+	arrive  time.Time
 	// hideClaims: the claims are of nodes this one is not connected to
 	// (the registry knows of them; Claimed does not).
 	hideClaims bool
@@ -123,9 +127,6 @@ type fakePeers struct {
 	claims []time.Time // when each registry fetch started, by the engine's clock
 	// onClaim, if set, sees each registry fetch's pieces.
 	onClaim func(pieces []int)
-	// claimed are pieces other nodes fetch from the registry (until a
-	// node has them).
-	claimed *roaring.Bitmap
 	// reads are the requests to nodes: node and first byte.
 	reads []nodeRead
 }
@@ -144,14 +145,21 @@ func (p *fakePeers) Nodes() []sched.Peer {
 		if n.later != nil && !p.clock.Now().Before(n.at) {
 			has.Or(n.later)
 		}
+		if p.arrived() {
+			has.Or(p.claimed)
+		}
 		out = append(out, sched.Peer{ID: n.id, Has: has, Data: true})
 	}
 	return out
 }
 
+func (p *fakePeers) arrived() bool {
+	return p.claimed != nil && !p.arrive.IsZero() && !p.clock.Now().Before(p.arrive)
+}
+
 func (p *fakePeers) Formation() (bool, bool) { return true, p.forming }
 func (p *fakePeers) Claimed(time.Time, func(string) bool) *roaring.Bitmap {
-	if p.claimed == nil || p.hideClaims {
+	if p.claimed == nil || p.arrived() || p.hideClaims {
 		return roaring.New()
 	}
 	c := p.claimed.Clone()
@@ -483,15 +491,11 @@ func TestEngineWaitsForClaimedPieces(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			start := time.Unix(1_000_000, 0) // newRig's clock
-			a := fakeNode{id: "a", has: roaring.New()}
-			if tt.arrive > 0 {
-				a.later, a.at = all(n), start.Add(tt.arrive)
-			}
-			r := newRig(t, n, a)
+			r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
 			r.peers.claimed = all(n)
-			if !r.clock.Now().Equal(start) {
-				t.Fatalf("rig clock at %v, want %v", r.clock.Now(), start)
+			start := r.clock.Now()
+			if tt.arrive > 0 {
+				r.peers.arrive = start.Add(tt.arrive)
 			}
 			res, err := r.run(5 * time.Minute)
 			if err != nil || res.Reason != "" {
@@ -522,9 +526,10 @@ func TestEngineWaitsForClaimedPieces(t *testing.T) {
 // pause, the pieces come from the node that gets them.
 func TestEngineShareTakenElsewhere(t *testing.T) {
 	const n = 16
-	r := newRig(t, n, fakeNode{id: "a", has: roaring.New(), later: all(n), at: time.Unix(1_000_000, 0).Add(10 * time.Second)})
+	r := newRig(t, n, fakeNode{id: "a", has: roaring.New()})
 	r.origin.taken = true
 	r.peers.claimed, r.peers.hideClaims = all(n), true
+	r.peers.arrive = r.clock.Now().Add(10 * time.Second)
 	res, err := r.run(5 * time.Minute)
 	if err != nil || res.Reason != "" {
 		t.Fatalf("Run = %+v, %v", res, err)

@@ -336,7 +336,7 @@ control: {addr: %s}
 upstreams:
   - {host: %q, url: "http://%s", default: true}
 cache: {dir: %q, maxBytes: %d}
-p2p: {enabled: true, listen: "127.0.0.1:0"}
+p2p: {enabled: true, addr: "127.0.0.1:0"}
 log: {level: warn}
 `, id, clusterSecret, mirror, control, e.regAddr, e.regAddr, cache, int64(agentsMax))
 			if debug != "" {

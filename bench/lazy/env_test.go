@@ -92,7 +92,7 @@ control: {addr: %s}
 upstreams:
   - {host: %q, url: "http://%s", default: true}
 cache: {dir: %q, maxBytes: %d}
-p2p: {enabled: true, listen: "127.0.0.1:0"}
+p2p: {enabled: true, addr: "127.0.0.1:0"}
 log: {level: %s}
 `, id, clusterSecret, a.mirror, testenv.FreeAddr(t), e.regAddr, e.regAddr, cache, maxBytes, logLevel()), 0o644)
 	a.p = testenv.Start(t, id, e.bin, []string{"agent", "--config", a.cfg})

@@ -33,11 +33,7 @@ func runAgent(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	log := cfg.Log.NewLogger("agent")
-	if w := cfg.Deprecated(); w != "" {
-		log.Warn(w)
-	}
-	a, err := agent.New(cfg, agent.Deps{Log: log, ProcessMetrics: metrics.NewProcessRegistry()})
+	a, err := agent.New(cfg, agent.Deps{Log: cfg.Log.NewLogger("agent"), ProcessMetrics: metrics.NewProcessRegistry()})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

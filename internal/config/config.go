@@ -11,9 +11,6 @@
 //     silently falls back to a default;
 //   - keys that were renamed or removed are errors naming what replaced
 //     them (Renamed), so an old file fails loudly instead of half-working;
-//     a key renamed only so that its block is spelled like the others
-//     (Moved) is still read under its old name for a while, and the
-//     component warns once that the file uses it;
 //   - Validate is pure: it reports the first unusable setting and changes
 //     nothing. Derived values are computed by the component, not written
 //     back into its config;
@@ -52,59 +49,36 @@ const maxFileBytes = 1 << 20
 // list is named without an index ("upstreams.user").
 type Renamed map[string]string
 
-// Moved maps the dotted path of a key that was renamed, when nothing but
-// its name changed, to its new name in the same block ("p2p.listen" ->
-// "addr"). Unlike a Renamed key, the old name still works: it is read as
-// the new one, and LoadMoved reports it for the component to warn about.
-// Setting both names is an error.
-type Moved map[string]string
-
 // Load reads the file at path into dst, which must already hold the
 // component's defaults. component names the file in errors ("tracker
 // config").
 func Load(component, path string, dst any, renamed Renamed) error {
-	_, err := LoadMoved(component, path, dst, renamed, nil)
-	return err
-}
-
-// LoadMoved is Load for a component with moved keys; used says, for each
-// moved key the file used, "<old> is now <new>".
-func LoadMoved(component, path string, dst any, renamed Renamed, moved Moved) (used []string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", component, err)
+		return fmt.Errorf("%s: %w", component, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: read %s: %w", component, path, err)
+		return fmt.Errorf("%s: read %s: %w", component, path, err)
 	}
 	if len(b) > maxFileBytes {
-		return nil, fmt.Errorf("%s: %s is larger than %d bytes; is it the right file?", component, path, maxFileBytes)
+		return fmt.Errorf("%s: %s is larger than %d bytes; is it the right file?", component, path, maxFileBytes)
 	}
-	if used, err = DecodeMoved(b, dst, renamed, moved); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", component, path, err)
+	if err := Decode(b, dst, renamed); err != nil {
+		return fmt.Errorf("%s %s: %w", component, path, err)
 	}
-	return used, nil
+	return nil
 }
 
 // Decode decodes YAML over dst (see Load).
 func Decode(b []byte, dst any, renamed Renamed) error {
-	_, err := DecodeMoved(b, dst, renamed, nil)
-	return err
-}
-
-// DecodeMoved decodes YAML over dst (see LoadMoved).
-func DecodeMoved(b []byte, dst any, renamed Renamed, moved Moved) (used []string, err error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, cleanErr(err)
+		return cleanErr(err)
 	}
 	if err := checkRenamed(&root, "", renamed); err != nil {
-		return nil, err
-	}
-	if b, used, err = applyMoved(b, &root, moved); err != nil {
-		return nil, err
+		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -112,13 +86,13 @@ func DecodeMoved(b []byte, dst any, renamed Renamed, moved Moved) (used []string
 		var se *secretError
 		if errors.As(err, &se) {
 			if key := keyAt(&root, "", se.line); key != "" {
-				return nil, se.named(key)
+				return se.named(key)
 			}
-			return nil, se
+			return se
 		}
-		return nil, cleanErr(err)
+		return cleanErr(err)
 	}
-	return used, nil
+	return nil
 }
 
 // keyAt is the dotted path ("harbor.tokens[0]") of the scalar value on

@@ -150,12 +150,7 @@ func (f *Flight) Finish(release func(), o Outcome) {
 // afresh rather than join the failed flight. A failed download's partial
 // file goes; then the runner's reference.
 func (f *Flight) End(err error) {
-	fs := f.flights
-	fs.mu.Lock()
-	if fs.m[f.Key] == f {
-		delete(fs.m, f.Key)
-	}
-	fs.mu.Unlock()
+	f.Retire()
 	if err != nil {
 		f.Blob.Fail(err)
 		_ = os.Remove(f.Blob.Path()) // the path is this flight's own
@@ -166,6 +161,21 @@ func (f *Flight) End(err error) {
 	f.mu.Unlock()
 	close(f.done)
 	f.leave(nil)
+}
+
+// Retire takes the flight out of the set: nobody joins it from then on.
+// The runner calls it when the blob's file becomes the cache's, before the
+// cache shows it: from then on the cache answers for that file, and
+// checks it again once it changed. A requester that found the cached copy
+// corrupt and joined this flight would be handed the same file as
+// verified bytes.
+func (f *Flight) Retire() {
+	fs := f.flights
+	fs.mu.Lock()
+	if fs.m[f.Key] == f {
+		delete(fs.m, f.Key)
+	}
+	fs.mu.Unlock()
 }
 
 // Outcome is where the bytes came from (after Wait returned nil).
