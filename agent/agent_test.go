@@ -194,6 +194,9 @@ func TestEviction(t *testing.T) {
 		if st, sum, _ := getBlob(t, ag.mirror, "lib/e", d, nil); st != 200 || sum != d.String() {
 			t.Fatalf("fetch: %d %s", st, sum)
 		}
+		// The client has every byte before the blob's commit (fsync and
+		// rename) ends: wait for it, or the next blob races it for room.
+		waitCached(t, ag.Agent, d.Hex)
 	}
 	if used, _ := ag.cache.Usage(); used > cfg.Cache.MaxBytes {
 		t.Errorf("cache uses %d > limit %d", used, cfg.Cache.MaxBytes)
