@@ -19,6 +19,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/distribution/distribution/v3/registry/listener"
 	gorhandlers "github.com/gorilla/handlers"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/crypto/acme"
@@ -55,21 +56,33 @@ func cloneConfig(cfg *configuration.Configuration) *configuration.Configuration 
 }
 
 // newApp is handlers.NewApp, which panics on a bad configuration (an
-// unknown storage driver, a broken middleware), as an error.
-func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handlers.App, err error) {
+// unknown storage driver, a broken middleware), as an error. The app is
+// built with http.debug.prometheus off, so that distribution registers
+// nothing per app on the process-global registry; instrumentRoutes adds
+// the same series on appMetrics.
+func newApp(ctx context.Context, cfg *configuration.Configuration, appMetrics prometheus.Registerer) (app *handlers.App, h http.Handler, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("registry config: %v", p)
 		}
 	}()
-	return handlers.NewApp(ctx, cfg), nil
+	appCfg := *cfg
+	appCfg.HTTP.Debug.Prometheus.Enabled = false
+	app = handlers.NewApp(ctx, &appCfg)
+	h = app
+	if cfg.HTTP.Debug.Prometheus.Enabled {
+		if h, err = instrumentRoutes(appMetrics, cfg.HTTP.Prefix, app); err != nil {
+			return nil, nil, fmt.Errorf("registry metrics: %w", err)
+		}
+	}
+	return app, h, nil
 }
 
 // appHandler wraps app as upstream's NewRegistry does: "/" answers 200,
 // failing health checks (health.storagedriver) turn requests away, panics
 // are logged, and the access log is written unless disabled.
-func appHandler(app *handlers.App, hr *health.Registry, cfg *configuration.Configuration, log *logrus.Entry) http.Handler {
-	var h http.Handler = app
+func appHandler(app http.Handler, hr *health.Registry, cfg *configuration.Configuration, log *logrus.Entry) http.Handler {
+	h := app
 	next := h
 	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {

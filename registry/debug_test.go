@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +18,8 @@ func debugTestConfig(t *testing.T, addr, debug string) *configuration.Configurat
 	return debugConfig(t, addr, debug, true)
 }
 
-// debugConfig is a registry config with http.debug.addr debug. With prom,
-// distribution registers its metrics on the process-global prometheus
-// registry, which it can do once per process: only TestDebugServer builds
-// such a registry in this test binary (the process tests start others).
+// debugConfig is a registry config with http.debug.addr debug and
+// http.debug.prometheus.enabled prom.
 func debugConfig(t *testing.T, addr, debug string, prom bool) *configuration.Configuration {
 	t.Helper()
 	cfg, err := configuration.Parse(strings.NewReader(fmt.Sprintf(`version: 0.1
@@ -84,19 +81,10 @@ func TestDebugMetricsOnly(t *testing.T) {
 	}
 }
 
-var debugServerOnce atomic.Bool
-
 // The debug listener serves pprof, expvar, distribution's health page and
 // prometheus from an explicit mux: nothing else of http.DefaultServeMux,
 // and none of it on the registry's own address.
 func TestDebugServer(t *testing.T) {
-	// distribution registers its prometheus collectors on the process-wide
-	// default registry when an app with prometheus on is built, which can
-	// happen once per process (`shoal registry` builds one); a second run
-	// of this test in the same process (-count) would only meet that.
-	if !debugServerOnce.CompareAndSwap(false, true) {
-		t.Skip("distribution's prometheus collectors register once per process; this test ran already")
-	}
 	addr, debug := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg := debugTestConfig(t, addr, debug)
 	s, err := New(cfg, Deps{})
@@ -152,10 +140,27 @@ func TestDebugServer(t *testing.T) {
 	if code, _ := get("http://" + addr + "/v2/"); code != http.StatusOK {
 		t.Fatalf("registry /v2/: %d", code)
 	}
+	// distribution's per-route series count the request, by route name.
+	if _, body := get("http://" + debug + "/prom"); !strings.Contains(body, `registry_http_requests_total{code="200",handler="base",method="get"} 1`) {
+		t.Errorf("debug /prom lacks the /v2/ request by route: %.2000q", body)
+	}
 	for _, path := range []string{"/debug/pprof/", "/debug/vars"} {
 		if code, _ := get("http://" + addr + path); code != http.StatusNotFound {
 			t.Errorf("registry %s: %d, want 404", path, code)
 		}
+	}
+}
+
+// Two registries with prometheus on live in one process (shoal run next to
+// a test's, or any test run twice with -count): distribution's per-app
+// series are each registry's own, not the process-global registry's.
+func TestDebugPrometheusTwice(t *testing.T) {
+	for i := range 2 {
+		s, err := New(debugTestConfig(t, "127.0.0.1:0", "127.0.0.1:0"), Deps{})
+		if err != nil {
+			t.Fatalf("registry %d: %v", i, err)
+		}
+		s.Close()
 	}
 }
 

@@ -47,12 +47,14 @@ func debugMetricsOnly(d configuration.Debug) (bool, error) {
 	return true, nil
 }
 
-// promHandler serves distribution's metrics (registered by distribution on
-// the process-global default registry, with the Go and process
-// collectors) together with the registry's own shoal_registry_* series,
-// so one scrape of the debug port sees both.
+// promHandler serves distribution's metrics — its storage, notification
+// and proxy series, which its packages register once per process on the
+// default registry at init (with the Go and process collectors), and this
+// Server's registry_http_* (instrumentRoutes) — together with the
+// registry's own shoal_registry_* series, so one scrape of the debug port
+// sees all of them.
 func (s *Server) promHandler() http.Handler {
-	return promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.metricsReg}, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(prometheus.Gatherers{prometheus.DefaultGatherer, s.appMetrics, s.metricsReg}, promhttp.HandlerOpts{})
 }
 
 // metricsPath is http.debug.prometheus.path, "/metrics" by default.

@@ -96,13 +96,16 @@ type Server struct {
 	tls     *tls.Config
 	// health holds distribution's own checks (health.storagedriver), which
 	// gate registry requests and show on the debug listener's /debug/health.
-	health         *health.Registry
-	opts           driver.Options
-	p2p            bool
-	seeding        bool
-	urlKeys        *token.Keys
-	annKeys        *token.Keys
-	metricsReg     *prometheus.Registry
+	health     *health.Registry
+	opts       driver.Options
+	p2p        bool
+	seeding    bool
+	urlKeys    *token.Keys
+	annKeys    *token.Keys
+	metricsReg *prometheus.Registry
+	// appMetrics holds distribution's registry_http_* series
+	// (instrumentRoutes), served on the debug listener only.
+	appMetrics     *prometheus.Registry
 	processMetrics prometheus.Gatherer
 	metrics        *serverMetrics
 	log            *logrus.Entry
@@ -149,6 +152,7 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		tls:            tlsConf,
 		health:         health.NewRegistry(),
 		metricsReg:     prometheus.NewRegistry(),
+		appMetrics:     prometheus.NewRegistry(),
 		processMetrics: deps.ProcessMetrics,
 		log:            log,
 		debugPublic:    metricsOnly,
@@ -200,7 +204,8 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 	cfg.Middleware["repository"] = append(cfg.Middleware["repository"], configuration.Middleware{
 		Name: manifestsMW, Options: configuration.Parameters{observersOption: observers},
 	})
-	if s.app, err = newApp(context.Background(), cfg); err != nil {
+	var app http.Handler
+	if s.app, app, err = newApp(context.Background(), cfg, s.appMetrics); err != nil {
 		return nil, err
 	}
 	s.app.RegisterHealthChecks(s.health)
@@ -212,7 +217,7 @@ func New(cfg *configuration.Configuration, deps Deps) (*Server, error) {
 		s.Close()
 		return nil, errors.New("p2p middleware configured but not applied by distribution")
 	}
-	s.handler = otelHandler(s.router(appHandler(s.app, s.health, cfg, log)))
+	s.handler = otelHandler(s.router(appHandler(app, s.health, cfg, log)))
 	if s.p2p && cfg.Storage["redirect"]["disable"] == true {
 		s.log.Warn("storage.redirect.disable is true: distribution never asks the p2p middleware about blob GETs, so every node downloads from the registry")
 	}
@@ -529,8 +534,7 @@ func (s *Server) SeederPort() int {
 // through anacrolix/torrent's envpprof import, plus x/net/trace and
 // anacrolix's /debug pages); Shoal keeps pprof, expvar's /debug/vars,
 // distribution's /debug/health (over this registry's checks) and, when
-// enabled, distribution's prometheus metrics, which upstream registers on
-// the process-global default registry.
+// enabled, distribution's prometheus metrics (promHandler).
 func (s *Server) debugHandler() http.Handler {
 	mux := debugserver.NewMux()
 	mux.Handle("/debug/vars", expvar.Handler())
