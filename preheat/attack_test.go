@@ -370,9 +370,9 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 
 	// Lease lost: another replica took the job over.
 	id = create("l", "g", a)
-	st.mu.Lock()
-	st.leases[id] = memLease{owner: "another-replica", expiresAt: time.Now().Add(time.Hour)}
-	st.mu.Unlock()
+	if ok, err := st.AcquireLease(context.Background(), time.Now().Add(time.Hour), id, "another-replica", time.Hour); err != nil || !ok {
+		t.Fatalf("another replica's lease: %v %v", ok, err)
+	}
 	checkGone("lease lost", id)
 	if _, err := st.UpdateJob(context.Background(), time.Now(), id, time.Minute, func(j *Job) error { j.State = StateCanceled; return nil }); err != nil {
 		t.Fatal(err)

@@ -201,7 +201,7 @@ func TestCancelAndOfflineAgent(t *testing.T) {
 	}
 	// Node with lapsed heartbeat: marked offline without a fetch attempt.
 	// Its heartbeat is dated two TTLs ago: lapsed, and not yet forgotten
-	// (that happens after nodeForgetFactor TTLs), however slow the machine.
+	// (that happens after nodes.ForgetFactor TTLs), however slow the machine.
 	_ = r.svc.store.PutNode(bg, time.Now().Add(-2*time.Minute), Node{Heartbeat: nodeapi.Heartbeat{ID: "late", Address: "http://127.0.0.1:1", Groups: []string{"k"}}}, time.Minute)
 	// Only that node in the group: known to fail, so refused at once.
 	var e map[string]string

@@ -81,7 +81,9 @@ func seenKey(id string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func progressField(nodeID, digest string) string { return nodeID + "|" + digest }
+func progressField(nodeID, digest string) string { return jobs.ProgressKey(nodeID, digest) }
+
+func sortProgress(ps []Progress) { jobs.SortProgress(ps) }
 
 func sortNodes(ns []Node) { nodes.Sort(ns) }
 

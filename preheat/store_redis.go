@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/shoalproject/shoal/preheat/nodes"
 	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
@@ -83,7 +84,7 @@ func (r *RedisStore) PutNode(ctx context.Context, now time.Time, n Node, ttl tim
 		return fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		if left := r.ttl(now.Add(ttl * nodeForgetFactor)); left > 0 {
+		if left := r.ttl(now.Add(ttl * nodes.ForgetFactor)); left > 0 {
 			p.Set(ctx, r.k("node", n.ID), b, ms(left))
 		} else {
 			p.Del(ctx, r.k("node", n.ID)) // forgotten already
