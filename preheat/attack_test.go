@@ -389,8 +389,5 @@ func TestAttackCredentialsEndWithJob(t *testing.T) {
 }
 
 func hasCreds(r *replica, id int64) bool {
-	r.svc.runs.mu.Lock()
-	defer r.svc.runs.mu.Unlock()
-	_, ok := r.svc.runs.creds[id]
-	return ok
+	return r.svc.runner.HoldsCredentials(id)
 }

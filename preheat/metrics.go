@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // metricSet is a replica's metrics, on its own registry so that several
@@ -78,7 +80,21 @@ func newMetrics(st Store, process prometheus.Gatherer) *metricSet {
 	return m
 }
 
-func (m *metricSet) finished(j *Job) {
+// Fetched counts one blob fetch (runner.Observer): resp nil when it failed.
+func (m *metricSet) Fetched(resp *nodeapi.FetchResponse, took time.Duration) {
+	if resp == nil {
+		m.fetches.WithLabelValues("failure").Inc()
+		return
+	}
+	m.fetches.WithLabelValues("success").Inc()
+	m.bytes.WithLabelValues("peer").Add(float64(resp.BytesFromPeers))
+	m.bytes.WithLabelValues("registry").Add(float64(resp.BytesFromRegistry))
+	m.fetchDur.Observe(took.Seconds())
+}
+
+// JobFinished counts a job this replica moved to a final state
+// (runner.Observer).
+func (m *metricSet) JobFinished(j *Job) {
 	m.done.WithLabelValues(string(j.State)).Inc()
 	start := j.StartedAt
 	if start.IsZero() {

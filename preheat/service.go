@@ -54,6 +54,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -63,6 +64,7 @@ import (
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/nodes"
+	"github.com/shoalproject/shoal/preheat/runner"
 )
 
 // Service is one preheat replica: the wiring of its parts and the HTTP
@@ -79,7 +81,7 @@ type Service struct {
 	// listenAddr is the address Serve's listener is bound to: whether the
 	// console may run without tokens depends on it.
 	listenAddr atomic.Pointer[string]
-	runs       runs
+	runner     *runner.Runner
 	life       lifecycle
 }
 
@@ -105,19 +107,8 @@ type upstreams struct {
 	policies []policy
 }
 
-// runs are the jobs this replica runs now.
-type runs struct {
-	mu      sync.Mutex
-	creds   map[int64]map[string]string // agent headers per job, memory only
-	running map[int64]context.CancelCauseFunc
-	sems    map[string]chan struct{} // per agent address
-	wg      sync.WaitGroup
-}
-
 // lifecycle is what Serve and Close start and stop.
 type lifecycle struct {
-	baseCtx context.Context
-	stop    context.CancelFunc
 	// streamsDone closes when the HTTP server shuts down, ending console
 	// event streams, which would otherwise hold Shutdown to its timeout.
 	streamsDone chan struct{}
@@ -138,17 +129,11 @@ type Deps struct {
 	// Store holds the shared state (nil: Redis when cfg.Redis has addrs,
 	// else in memory). A Store given here is not closed by Close.
 	Store Store
-	// Now is the replica's clock: job and node timestamps, and the
-	// deadlines the store expires records by (nil: time.Now).
-	Now func() time.Time
+	// Clock is the replica's clock: job and node timestamps, the
+	// deadlines the store expires records by, leases and job timeouts
+	// (nil: the real clock).
+	Clock clockwork.Clock
 }
-
-var (
-	errShutdown  = errors.New("preheat service shutting down")
-	errLeaseLost = errors.New("job lease taken over by another replica")
-	errCanceled  = errors.New("job canceled")
-	errTimeout   = errors.New("job timed out")
-)
 
 // New builds a replica from cfg. It listens nowhere and starts nothing:
 // Serve does.
@@ -174,26 +159,30 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := deps.Now
-	if now == nil {
-		now = time.Now
+	clock := deps.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	ms := newMetrics(st, deps.ProcessMetrics)
 	return &Service{
 		cfg:     cfg,
 		store:   st,
-		now:     now,
+		now:     clock.Now,
 		log:     log,
 		id:      id,
-		metrics: newMetrics(st, deps.ProcessMetrics),
+		metrics: ms,
 		member:  m,
 		up:      up,
-		runs: runs{
-			creds:   map[int64]map[string]string{},
-			running: map[int64]context.CancelCauseFunc{},
-			sems:    map[string]chan struct{}{},
-		},
-		life: lifecycle{baseCtx: ctx, stop: stop, streamsDone: make(chan struct{}), closeStore: closeStore},
+		runner: runner.New(runner.Config{
+			Owner: id, LeaseTTL: cfg.LeaseTTL, JobTimeout: cfg.JobTimeout, Retention: cfg.Retention,
+			AgentConcurrency: cfg.AgentConcurrency,
+		}, runner.Deps{
+			Jobs: st, Progress: st, Leases: st,
+			Selector:   runner.StoreSelector{Nodes: st},
+			Dispatcher: &runner.Agents{Client: m.agents, Keys: st, Timeout: cfg.FetchTimeout, Log: log},
+			Clock:      clock, Log: log, Observer: ms,
+		}),
+		life: lifecycle{streamsDone: make(chan struct{}), closeStore: closeStore},
 	}, nil
 }
 
@@ -271,13 +260,7 @@ func (s *Service) ID() string { return s.id }
 // It is idempotent; Serve calls it on return.
 func (s *Service) Close() error {
 	s.life.closeOnce.Do(func() {
-		s.runs.mu.Lock()
-		for _, c := range s.runs.running {
-			c(errShutdown)
-		}
-		s.runs.mu.Unlock()
-		s.life.stop()
-		s.runs.wg.Wait()
+		s.runner.Close()
 		s.life.closeErr = s.life.closeStore()
 	})
 	return s.life.closeErr
@@ -310,7 +293,7 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) (err error) {
 	}
 	srv := httpx.NewServer(s.handler(), s.log)
 	srv.RegisterOnShutdown(func() { close(s.life.streamsDone) })
-	s.runs.wg.Go(s.resumeLoop)
+	s.runner.Adopt()
 	s.log.WithField("addr", addr).Info("preheat service listening")
 	if err := httpx.Serve(ctx, srv, l); err != nil {
 		return fmt.Errorf("preheat: serve %s: %w", addr, err)
@@ -405,7 +388,7 @@ func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) 
 	}
 	s.metrics.created.WithLabelValues(source).Inc()
 	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": spec.Groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
-	s.start(ctx, got.ID, res.AgentHeaders)
+	s.runner.Start(ctx, got.ID, res.AgentHeaders)
 	return got, true, nil
 }
 
@@ -488,53 +471,15 @@ func (s *Service) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *Res
 	return j
 }
 
-// start runs a new job here when this replica gets its lease, with the
-// agent headers its request carried.
-func (s *Service) start(ctx context.Context, id int64, headers map[string]string) {
-	if len(headers) > 0 {
-		s.runs.mu.Lock()
-		s.runs.creds[id] = headers
-		s.runs.mu.Unlock()
-	}
-	if ok, err := s.store.AcquireLease(ctx, s.now(), id, s.id, s.cfg.LeaseTTL); err == nil && ok {
-		s.launch(id)
-	} else {
-		// Whoever adopts the job has no credentials (they live only in
-		// this replica's memory, only while this replica runs the job).
-		s.dropCreds(id)
-	}
-}
-
 // CancelJob marks a job CANCELED; the owning replica (any replica) sees
 // the state change and stops dispatching.
 func (s *Service) CancelJob(ctx context.Context, id int64) (*Job, error) {
-	j, err := s.store.UpdateJob(ctx, s.now(), id, s.cfg.Retention, func(j *Job) error {
-		if j.State.Terminal() {
-			return &APIError{Status: http.StatusConflict, Code: httpx.CodeConflict, Msg: fmt.Sprintf("job %d already finished (%s)", id, j.State)}
-		}
-		now := s.now().UTC()
-		j.State, j.Error, j.UpdatedAt, j.FinishedAt = StateCanceled, "canceled by request", now, now
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	j, err := s.runner.Cancel(ctx, id)
+	var fe *runner.FinishedError
+	if errors.As(err, &fe) {
+		return nil, &APIError{Status: http.StatusConflict, Code: httpx.CodeConflict, Msg: fe.Error()}
 	}
-	s.metrics.finished(j)
-	s.runs.mu.Lock()
-	if c := s.runs.running[id]; c != nil {
-		c(errCanceled)
-	}
-	delete(s.runs.creds, id)
-	s.runs.mu.Unlock()
-	return j, nil
-}
-
-// dropCreds forgets a job's pull credentials: they live only while this
-// replica runs the job.
-func (s *Service) dropCreds(id int64) {
-	s.runs.mu.Lock()
-	delete(s.runs.creds, id)
-	s.runs.mu.Unlock()
+	return j, err
 }
 
 // Bounds of one job request's lists, whatever the body limit allows: each
