@@ -17,6 +17,7 @@ import (
 	"github.com/shoalproject/shoal/internal/metrics"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/preheat/harbor"
+	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
 // handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -145,10 +146,7 @@ func tooLarge(limit int64) error {
 // signature is checked.
 const maxHeartbeatBytes = 64 << 10
 
-// handleHeartbeat enrolls and refreshes nodes. A heartbeat counts only
-// when it is signed by a certificate of this cluster naming the node id it
-// reports, recently, later than the last one accepted for that id, and by
-// the key that id enrolled with.
+// handleHeartbeat enrolls and refreshes nodes (nodes.Enroller decides).
 func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxHeartbeatBytes+1))
 	if err != nil {
@@ -164,52 +162,25 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("heartbeat larger than %d bytes", maxHeartbeatBytes))
 		return
 	}
-	m, at, err := nodeapi.Verify(s.member.authority, r.Header, r.Method, nodeapi.HeartbeatPath, body, s.now(), s.cfg.HeartbeatMaxSkew)
-	if err != nil {
-		s.log.WithError(err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
-		httpx.WriteError(w, http.StatusUnauthorized, "", err.Error())
-		return
-	}
-	var hb nodeapi.Heartbeat
-	if err := json.Unmarshal(body, &hb); err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, "", "malformed heartbeat JSON")
-		return
-	}
-	if hb.ID == "" || hb.ID != m.Name {
-		httpx.WriteError(w, http.StatusUnauthorized, "", fmt.Sprintf("heartbeat for node %q signed by the certificate of %q", hb.ID, m.Name))
-		return
-	}
-	addr, err := nodeapi.CheckAddress(hb.Address)
-	if err != nil {
-		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat "+err.Error())
-		return
-	}
-	pinned, err := s.store.EnrollNode(r.Context(), s.now(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
+	n, err := s.enroll.Accept(r.Context(), s.now(), r.Header, body)
+	var refusal *nodes.Refusal
 	switch {
-	case errors.Is(err, ErrKeyMismatch):
-		s.log.WithFields(logrus.Fields{"node": hb.ID, "enrolledKey": nodeapi.Fingerprint(pinned),
-			"presentedKey": nodeapi.Fingerprint(m.Key), "remote": r.RemoteAddr}).
-			Warn("heartbeat for an enrolled node id from another key refused; if the node was re-imaged, forget it with DELETE /api/v1/nodes/{id}")
-		httpx.WriteError(w, http.StatusConflict, CodeNodeKeyMismatch, fmt.Sprintf("node %q is enrolled with another key (%s); an operator must forget it before it can enroll again", hb.ID, nodeapi.Fingerprint(pinned)))
-		return
-	case errors.Is(err, ErrReplay):
-		httpx.WriteError(w, http.StatusUnauthorized, "", "heartbeat is not newer than the last one accepted for this node (replayed?)")
+	case errors.As(err, &refusal):
+		if refusal.Err != nil {
+			s.log.WithError(refusal.Err).WithField("remote", r.RemoteAddr).Debug("heartbeat refused")
+		}
+		if refusal.Code == nodes.CodeKeyMismatch {
+			s.log.WithFields(logrus.Fields{"node": refusal.NodeID, "enrolledKey": nodeapi.Fingerprint(refusal.Pinned),
+				"presentedKey": nodeapi.Fingerprint(refusal.Presented), "remote": r.RemoteAddr}).
+				Warn("heartbeat for an enrolled node id from another key refused; if the node was re-imaged, forget it with DELETE /api/v1/nodes/{id}")
+		}
+		httpx.WriteError(w, refusal.Status, refusal.Code, refusal.Msg)
 		return
 	case err != nil:
 		s.writeError(w, err)
 		return
 	}
-	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
-		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat byte counts must not be negative")
-		return
-	}
-	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
-	n := Node{Heartbeat: hb, KeyFingerprint: nodeapi.Fingerprint(m.Key)}
-	if err := s.store.PutNode(r.Context(), s.now(), n, s.cfg.HeartbeatTTL); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	s.recordTraffic(r.Context(), hb)
+	s.recordTraffic(r.Context(), n.Heartbeat)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -76,8 +76,9 @@ type Service struct {
 	log     *logrus.Entry
 	id      string
 	metrics *metricSet
-	member  member
-	up      upstreams
+	// enroll accepts heartbeats: verification and enrollment.
+	enroll *nodes.Enroller
+	up     upstreams
 	// listenAddr is the address Serve's listener is bound to: whether the
 	// console may run without tokens depends on it.
 	listenAddr atomic.Pointer[string]
@@ -85,9 +86,9 @@ type Service struct {
 	life       lifecycle
 }
 
-// member makes the replica a cluster member: it verifies heartbeats with
-// the authority and calls agents over mutual TLS as identity, pinned to
-// each node's enrolled key.
+// member makes the replica a cluster member: heartbeats are verified with
+// the authority (nodes.Enroller), agents called over mutual TLS as
+// identity, pinned to each node's enrolled key (runner.Agents).
 type member struct {
 	authority *cluster.Authority
 	identity  *cluster.Identity
@@ -171,8 +172,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		log:     log,
 		id:      id,
 		metrics: ms,
-		member:  m,
-		up:      up,
+		enroll: &nodes.Enroller{Authority: m.authority, Keys: st, Nodes: st,
+			MaxSkew: cfg.HeartbeatMaxSkew, TTL: cfg.HeartbeatTTL, KeyRetention: cfg.NodeKeyRetention},
+		up: up,
 		runner: runner.New(runner.Config{
 			Owner: id, LeaseTTL: cfg.LeaseTTL, JobTimeout: cfg.JobTimeout, Retention: cfg.Retention,
 			AgentConcurrency: cfg.AgentConcurrency,
@@ -344,7 +346,7 @@ const (
 	CodeRegistryNotAllowed = "REGISTRY_NOT_ALLOWED"
 	// CodeNodeKeyMismatch: a heartbeat for a node id enrolled with another
 	// key (409).
-	CodeNodeKeyMismatch = "NODE_KEY_MISMATCH"
+	CodeNodeKeyMismatch = nodes.CodeKeyMismatch
 )
 
 func badRequest(format string, a ...any) error {
