@@ -231,7 +231,7 @@ type GroupView struct {
 }
 
 func (s *Service) handleGroups(w http.ResponseWriter, r *http.Request) {
-	known, nodes, err := s.knownGroups(r.Context())
+	known, nodes, err := s.admit.knownGroups(r.Context())
 	if err != nil {
 		s.writeError(w, err)
 		return

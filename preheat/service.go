@@ -40,7 +40,6 @@ package preheat
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -79,6 +78,7 @@ type Service struct {
 	// enroll accepts heartbeats: verification and enrollment.
 	enroll *nodes.Enroller
 	up     upstreams
+	admit  *admission
 	// listenAddr is the address Serve's listener is bound to: whether the
 	// console may run without tokens depends on it.
 	listenAddr atomic.Pointer[string]
@@ -95,12 +95,9 @@ type member struct {
 	agents    *nodeapi.Client
 }
 
-// upstreams are what the replica reads images and swarms from, and the
-// policies that decide what a push preheats.
+// upstreams are what the replica reads swarms from, and the policies
+// that decide what a push preheats.
 type upstreams struct {
-	resolver *image.Resolver
-	// registries maps each configured registry host to its base URL.
-	registries map[string]string
 	// swarms reads the tracker's swarm listing; nil when no tracker is
 	// configured.
 	swarms *swarmClient
@@ -152,6 +149,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	id := replicaID()
 	log = log.WithField("replica", id)
+	registries, err := cfg.registrySet()
+	if err != nil {
+		return nil, fmt.Errorf("preheat config: %w", err)
+	}
 	up, err := newUpstreams(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("preheat config: %w", err)
@@ -175,6 +176,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		enroll: &nodes.Enroller{Authority: m.authority, Keys: st, Nodes: st,
 			MaxSkew: cfg.HeartbeatMaxSkew, TTL: cfg.HeartbeatTTL, KeyRetention: cfg.NodeKeyRetention},
 		up: up,
+		admit: &admission{cfg: cfg, store: st, now: clock.Now, registries: registries,
+			resolver: image.NewResolver(&http.Client{Timeout: 30 * time.Second}, log)},
 		runner: runner.New(runner.Config{
 			Owner: id, LeaseTTL: cfg.LeaseTTL, JobTimeout: cfg.JobTimeout, Retention: cfg.Retention,
 			AgentConcurrency: cfg.AgentConcurrency,
@@ -207,10 +210,6 @@ func newMember(cfg Config) (member, error) {
 }
 
 func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
-	registries, err := cfg.registrySet()
-	if err != nil {
-		return upstreams{}, err
-	}
 	trackerURL, trackerToken, err := cfg.trackerAPI()
 	if err != nil {
 		return upstreams{}, err
@@ -219,11 +218,7 @@ func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
 	if err != nil {
 		return upstreams{}, err
 	}
-	up := upstreams{
-		resolver:   image.NewResolver(&http.Client{Timeout: 30 * time.Second}, log),
-		registries: registries,
-		policies:   policies,
-	}
+	up := upstreams{policies: policies}
 	if trackerURL != "" {
 		up.swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
 	}
@@ -354,123 +349,17 @@ func badRequest(format string, a ...any) error {
 }
 
 // CreateJob validates and resolves the request, then stores and starts the
-// job. Everything that can fail for a bad request fails before the job is
-// stored, so a rejected request never leaves a half-created job. An
-// identical request while a job runs returns that job (created=false).
+// job (admission.admit says what is refused). An identical request while a
+// job runs returns that job (created=false).
 func (s *Service) CreateJob(ctx context.Context, req JobRequest, source string) (*Job, bool, error) {
-	ref, err := s.checkRequest(req)
-	if err != nil {
-		return nil, false, err
-	}
-	if active, err := s.store.ActiveJobs(ctx); err != nil {
-		return nil, false, fmt.Errorf("list active jobs: %w", err)
-	} else if len(active) >= s.cfg.MaxActiveJobs {
-		return nil, false, &APIError{Status: http.StatusTooManyRequests, Code: httpx.CodeFor(http.StatusTooManyRequests),
-			Msg: fmt.Sprintf("%d jobs are unfinished, the most preheat runs at once (maxActiveJobs); wait for some to finish", len(active))}
-	}
-	spec, err := s.targetSpec(ctx, req)
-	if err != nil {
-		return nil, false, err
-	}
-	cred := Credentials{Username: req.Username, Password: req.Password, Headers: req.Headers}
-	res, err := s.up.resolver.Resolve(ctx, ref, req.Platforms, cred)
-	if err != nil {
-		var re *ResolveError
-		if errors.As(err, &re) {
-			return nil, false, &APIError{Status: re.Status, Code: httpx.CodeFor(re.Status), Msg: re.Error()}
-		}
-		return nil, false, err
-	}
-	got, created, err := s.store.CreateJob(ctx, s.newJob(req, ref, spec, res, source))
-	if err != nil {
-		return nil, false, fmt.Errorf("store job: %w", err)
-	}
-	if !created {
-		return got, false, nil
+	got, created, headers, err := s.admit.admit(ctx, req, source)
+	if err != nil || !created {
+		return got, false, err
 	}
 	s.metrics.created.WithLabelValues(source).Inc()
-	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": spec.Groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
-	s.runner.Start(ctx, got.ID, res.AgentHeaders)
+	s.log.WithFields(logrus.Fields{"job": got.ID, "image": got.Image, "groups": got.Groups, "blobs": len(got.Blobs), "trigger": source}).Info("preheat job created")
+	s.runner.Start(ctx, got.ID, headers)
 	return got, true, nil
-}
-
-// checkRequest checks what a request names before anything is looked up:
-// the image (on a configured registry), platforms and sizes.
-func (s *Service) checkRequest(req JobRequest) (ImageRef, error) {
-	img := req.Image
-	if img == "" {
-		img = req.URL
-	}
-	if img == "" {
-		return ImageRef{}, badRequest("image (or url) is required")
-	}
-	ref, err := image.Parse(img, s.cfg.Registry, s.cfg.PlainHTTPRegistries)
-	if err != nil {
-		return ImageRef{}, badRequest("%v", err)
-	}
-	if err := image.Check(ref, img); err != nil {
-		return ImageRef{}, badRequest("image %q: %v", img, err)
-	}
-	if ref, err = s.configuredRegistry(ref); err != nil {
-		return ImageRef{}, err
-	}
-	for _, p := range req.Platforms {
-		if strings.Count(p, "/") < 1 || strings.Count(p, "/") > 2 {
-			return ImageRef{}, badRequest("platform %q: want os/arch[/variant]", p)
-		}
-	}
-	return ref, checkRequestSizes(req)
-}
-
-// targetSpec is the request's target, refused unless it reaches a live
-// node now rather than failing later: Harbor's Kraken driver never polls,
-// so a 2xx here is what its admin sees as the outcome.
-func (s *Service) targetSpec(ctx context.Context, req JobRequest) (TargetSpec, error) {
-	groups := req.Groups
-	if len(groups) == 0 {
-		groups = s.cfg.DefaultGroups
-	}
-	groups = sortedUnique(groups)
-	if err := s.checkGroups(ctx, groups); err != nil {
-		return TargetSpec{}, err
-	}
-	spec := TargetSpec{Groups: groups, Nodes: sortedUnique(req.Nodes), Count: req.Count, Percentage: req.Percentage, OnePerGroup: req.onePerGroup}
-	if err := validateSpec(spec); err != nil {
-		return TargetSpec{}, err
-	}
-	ns, err := s.store.ListNodes(ctx)
-	if err != nil {
-		return TargetSpec{}, fmt.Errorf("list nodes: %w", err)
-	}
-	sel := nodes.Select(ns, spec, s.now())
-	if len(sel.UnknownNodes) > 0 {
-		return TargetSpec{}, badRequest("unknown nodes %v (no node with that id or IP in the target groups)", sel.UnknownNodes)
-	}
-	if sel.Live() == 0 {
-		return TargetSpec{}, noTargetsError(spec, sel, len(ns))
-	}
-	return spec, nil
-}
-
-// newJob is the record of a checked, resolved request. Its dedupe key is
-// everything that makes two requests the same preheat.
-func (s *Service) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *Resolved, source string) *Job {
-	platforms := sortedUnique(req.Platforms)
-	key := sha256.Sum256([]byte(strings.Join([]string{ref.Registry, ref.Repository, res.Digest, ref.Reference,
-		strings.Join(platforms, ","), strings.Join(spec.Groups, ","), fmt.Sprint(req.onePerGroup),
-		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
-	now := s.now().UTC()
-	j := &Job{
-		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
-		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: spec.Groups,
-		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
-		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
-		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
-	}
-	if req.onePerGroup {
-		j.Source += ":single"
-	}
-	return j
 }
 
 // CancelJob marks a job CANCELED; the owning replica (any replica) sees
@@ -522,64 +411,4 @@ func sortedUnique(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// knownGroups is every group a node registered with (alive or not) plus
-// groups named in config.
-func (s *Service) knownGroups(ctx context.Context) (map[string]bool, []Node, error) {
-	nodes, err := s.store.ListNodes(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	known := map[string]bool{}
-	for _, n := range nodes {
-		for _, g := range n.Groups {
-			known[g] = true
-		}
-	}
-	for _, g := range s.cfg.DefaultGroups {
-		known[g] = true
-	}
-	for _, p := range s.cfg.Policies {
-		for _, g := range p.Groups {
-			known[g] = true
-		}
-	}
-	for _, gs := range s.cfg.Harbor.Clusters {
-		for _, g := range gs {
-			known[g] = true
-		}
-	}
-	return known, nodes, nil
-}
-
-func (s *Service) checkGroups(ctx context.Context, groups []string) error {
-	known, _, err := s.knownGroups(ctx)
-	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
-	}
-	for _, g := range groups {
-		if !known[g] {
-			return badRequest("unknown group %q (no node registered with it)", g)
-		}
-	}
-	return nil
-}
-
-// configuredRegistry refuses an image on a registry preheat is not
-// configured for, before any connection: a job's registry is where preheat
-// sends the job's credentials and where the agents fetch from. The base URL
-// is the configured one (its scheme wins over the reference's).
-func (s *Service) configuredRegistry(ref ImageRef) (ImageRef, error) {
-	host := ref.Registry
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	base, ok := s.up.registries[strings.ToLower(host)]
-	if !ok {
-		return ref, &APIError{Status: http.StatusBadRequest, Code: CodeRegistryNotAllowed,
-			Msg: fmt.Sprintf("registry %s is not configured on this preheat service (registry, registries)", host)}
-	}
-	ref.Registry = base
-	return ref, nil
 }
