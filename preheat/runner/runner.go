@@ -388,8 +388,14 @@ func (r *Runner) run(ctx context.Context, cancel context.CancelCauseFunc, id int
 	}
 	ctx, cancelRun := context.WithCancelCause(ctx)
 	defer cancelRun(nil)
-	deadline := r.clock.AfterFunc(r.clock.Until(start.Add(r.cfg.JobTimeout)), func() { cancelRun(errTimeout) })
-	defer deadline.Stop()
+	// A resumed job may be past its deadline already: then it ends
+	// before dispatching anything, as a context deadline would.
+	if left := r.clock.Until(start.Add(r.cfg.JobTimeout)); left > 0 {
+		deadline := r.clock.AfterFunc(left, func() { cancelRun(errTimeout) })
+		defer deadline.Stop()
+	} else {
+		cancelRun(errTimeout)
+	}
 	go r.watch(ctx, cancel, id)
 
 	r.dispatch(ctx, j, headers)

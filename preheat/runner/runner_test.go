@@ -55,6 +55,9 @@ func (f *fakeAgents) Agent(_ context.Context, t jobs.Target) (Agent, error) {
 		return nil, err
 	}
 	return agentFunc(func(ctx context.Context, req nodeapi.FetchRequest) (*nodeapi.FetchResponse, error) {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx) // as a request on an ended context fails
+		}
 		c := fetchCall{node: t.NodeID, req: req, ctx: ctx}
 		f.calls <- c
 		if f.answer != nil {
@@ -484,5 +487,20 @@ func TestJobTimeout(t *testing.T) {
 	defer e.obs.mu.Unlock()
 	if e.obs.fail != 2 || e.obs.ok != 0 {
 		t.Fatalf("observed %d ok, %d failed fetches", e.obs.ok, e.obs.fail)
+	}
+}
+
+// A job adopted past its deadline fails at once.
+func TestAdoptedPastDeadline(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.node("n1", 0, "g")
+	id := e.job([]string{"g"}, func(j *jobs.Job) {
+		j.State, j.Owner, j.StartedAt = jobs.StateRunning, "replica-a", j.CreatedAt.Add(-2*time.Minute)
+		j.Targets = []jobs.Target{{NodeID: "n1", Address: "https://n1.test:5003", Groups: []string{"g"}}}
+	})
+	e.r.Adopt()
+	j := e.finished()
+	if j.ID != id || j.State != jobs.StateFailure || !strings.HasPrefix(j.Error, "job timed out after 1m0s; 2 of 2 blob fetches failed") {
+		t.Fatalf("job %s %q", j.State, j.Error)
 	}
 }
