@@ -184,6 +184,10 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat "+err.Error())
 		return
 	}
+	if err := hb.Check(); err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "", err.Error())
+		return
+	}
 	pinned, err := s.store.EnrollNode(r.Context(), s.now(), hb.ID, m.Key, at, s.cfg.NodeKeyRetention)
 	switch {
 	case errors.Is(err, ErrKeyMismatch):
@@ -197,10 +201,6 @@ func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.writeError(w, err)
-		return
-	}
-	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
-		httpx.WriteError(w, http.StatusBadRequest, "", "heartbeat byte counts must not be negative")
 		return
 	}
 	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
