@@ -192,7 +192,8 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test also runs the quick e2e cluster (TestQuick, TestScenarios: ~1 min, needs
-# root for network namespaces, skips with a message without) and draws its
+# root for network namespaces, skips with a message without), the slow-link
+# regression rollout (TestSlowLinks: 16 nodes, ~1 min) and draws its
 # chart, so that e2eplot reads what the e2e tests write today.
 test: deps build tools vet $(E2EPLOT_BIN)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -202,7 +203,7 @@ test: deps build tools vet $(E2EPLOT_BIN)
 	cd deploy/grafana && $(GO) test -count=1 ./...
 	cd tools/e2eplot && $(GO) test -count=1 ./...
 	cd tools/sim && $(GO) test -count=1 ./...
-	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios' ./e2e/
+	SHOAL_E2E=1 SHOAL_E2E_RESULTS=$(BIN)/e2e-results $(GO) test -count=1 -timeout 10m -run 'TestQuick|TestScenarios|TestSlowLinks' ./e2e/
 	$(call e2e-plot,$(BIN)/e2e-results/quick.json $(BIN)/e2e-results/scenarios.json)
 	$(MAKE) --no-print-directory fuzz
 

@@ -170,6 +170,7 @@ func (a *Agent) heartbeat() nodeapi.Heartbeat {
 		BytesServedToPeers: a.uploadedBytes(),
 		BytesFromPeers:     counterValue(a.metrics.bytes.WithLabelValues(sourcePeer)),
 		BytesFromRegistry:  counterValue(a.metrics.bytes.WithLabelValues(sourceRegistry)),
+		Downloads:          a.metrics.inflight.downloads(time.Now()),
 	}
 }
 

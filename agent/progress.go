@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // Progress of long pulls: while a blob downloads, its bytes so far by
@@ -66,6 +68,22 @@ func (s *progressSet) largest() []*flightProgress {
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b *flightProgress) int { return int(b.size.Load() - a.size.Load()) })
 	return out[:min(len(out), progressMax)]
+}
+
+// downloads is the largest in-flight blobs as the heartbeat reports them
+// to preheat, for the console's nodes view.
+func (s *progressSet) downloads(now time.Time) []nodeapi.Download {
+	ps := s.largest()
+	out := make([]nodeapi.Download, 0, min(len(ps), nodeapi.MaxDownloads))
+	for _, p := range ps[:min(len(ps), nodeapi.MaxDownloads)] {
+		d := nodeapi.Download{Digest: p.digest, Size: p.size.Load(), StartedAt: p.start.UTC(),
+			BytesFromPeers: p.fromPeers.Load(), BytesFromRegistry: p.fromRegistry.Load()}
+		if secs := now.Sub(p.start).Seconds(); secs > 0 {
+			d.BytesPerSecond = int64(float64(d.BytesFromPeers+d.BytesFromRegistry) / secs)
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 var (

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoalproject/shoal/internal/metrics/metricstest"
+	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
 // Progress series: only big blobs, only the largest few, only while in
@@ -35,6 +37,17 @@ func TestProgressSeries(t *testing.T) {
 		}
 	}
 	metricstest.Documented(t, "agent", reg)
+	// The heartbeat lists the same blobs, and preheat accepts what it says.
+	hb := nodeapi.Heartbeat{ID: "n", Downloads: s.downloads(time.Now().Add(time.Second))}
+	if len(hb.Downloads) != progressMax {
+		t.Fatalf("heartbeat lists %d downloads, want %d", len(hb.Downloads), progressMax)
+	}
+	if d := hb.Downloads[0]; d.Size != int64(progressMax+2)<<30 || d.BytesFromPeers != 3<<20 || d.BytesPerSecond <= 0 {
+		t.Fatalf("largest download reported as %+v", d)
+	}
+	if err := hb.Check(); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range big {
 		s.remove(p)
 	}

@@ -192,6 +192,10 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		for _, reason := range []string{"solo", "stall", "deadline", "torrent_error", "no_torrent", "bad_torrent", "torrent_request_failed"} {
 			if v := delta(`shoal_agent_fallbacks_total{reason="` + reason + `"}`); v > 0 {
 				fb = append(fb, fmt.Sprintf("%s=%d", reason, v))
+				if r.Fallbacks == nil {
+					r.Fallbacks = map[string]int64{}
+				}
+				r.Fallbacks[reason] = v
 			}
 		}
 		if len(fb) > 0 {
@@ -201,6 +205,10 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		for _, w := range []string{"share", "alone", "steal", "solo"} {
 			if v := delta(`shoal_agent_registry_piece_bytes_total{reason="` + w + `"}`); v > 0 {
 				why = append(why, fmt.Sprintf("%s %s", w, mib(v)))
+				if r.RegistryPieces == nil {
+					r.RegistryPieces = map[string]int64{}
+				}
+				r.RegistryPieces[w] = v
 			}
 		}
 		if len(why) > 0 {

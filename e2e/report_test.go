@@ -39,11 +39,17 @@ type Run struct {
 	AgentRegistryBytes int64 `json:"agentRegistryBytes"`
 	// WastedBytes: piece bytes agents received from other nodes and threw
 	// away as duplicates (shoal_agent_swarm_received_bytes_total).
-	WastedBytes int64   `json:"wastedBytes"`
-	TStar       float64 `json:"tStar"`
-	VsTStar     float64 `json:"maxOverTStar"`
-	VsDirect    float64 `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
-	Note        string  `json:"note,omitempty"`
+	WastedBytes int64 `json:"wastedBytes"`
+	// Fallbacks counts the downloads that left the swarm path, by reason
+	// (shoal_agent_fallbacks_total), and RegistryPieces the piece bytes
+	// fetched from the registry on it, by reason
+	// (shoal_agent_registry_piece_bytes_total).
+	Fallbacks      map[string]int64 `json:"fallbacks,omitempty"`
+	RegistryPieces map[string]int64 `json:"registryPieceBytes,omitempty"`
+	TStar          float64          `json:"tStar"`
+	VsTStar        float64          `json:"maxOverTStar"`
+	VsDirect       float64          `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
+	Note           string           `json:"note,omitempty"`
 }
 
 // tStar is the Kumar & Ross lower bound for distributing F bytes to n nodes

@@ -30,8 +30,12 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
+
+// sessionCacheSize is how many members' TLS sessions a client keeps.
+const sessionCacheSize = 1024
 
 // caInfo separates the CA key from any other key derived from the same
 // secret; v1 lets a future derivation coexist during an upgrade.
@@ -48,6 +52,8 @@ type Authority struct {
 	ca    *x509.Certificate
 	roots *x509.CertPool
 	now   func() time.Time
+	// verified is shared by every configuration the authority makes.
+	verified *verifiedCerts
 }
 
 // NewAuthority derives the authority from the join secrets, current first.
@@ -56,7 +62,7 @@ func NewAuthority(secrets ...string) (*Authority, error) {
 	if len(secrets) == 0 {
 		return nil, errors.New("cluster: a join secret is required")
 	}
-	a := &Authority{roots: x509.NewCertPool(), now: time.Now}
+	a := &Authority{roots: x509.NewCertPool(), now: time.Now, verified: &verifiedCerts{}}
 	for i, s := range secrets {
 		if s == "" {
 			return nil, fmt.Errorf("cluster: join secret %d is empty", i)
@@ -164,9 +170,18 @@ func (a *Authority) Verify(chain [][]byte) (Member, error) {
 	if err != nil {
 		return Member{}, fmt.Errorf("%w: %v", ErrNotMember, err)
 	}
+	return a.verifyLeaf(leaf)
+}
+
+func (a *Authority) verifyLeaf(leaf *x509.Certificate) (Member, error) {
+	now := a.now()
+	key := sha256.Sum256(leaf.Raw)
+	if m, ok := a.verified.get(key, now); ok {
+		return m, nil
+	}
 	if _, err := leaf.Verify(x509.VerifyOptions{
 		Roots:       a.roots,
-		CurrentTime: a.now(),
+		CurrentTime: now,
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
 		return Member{}, fmt.Errorf("%w: %v", ErrNotMember, err)
@@ -175,7 +190,50 @@ func (a *Authority) Verify(chain [][]byte) (Member, error) {
 	if !ok {
 		return Member{}, fmt.Errorf("%w: not an Ed25519 key", ErrNotMember)
 	}
-	return Member{Name: leaf.Subject.CommonName, Key: pub}, nil
+	m := Member{Name: leaf.Subject.CommonName, Key: pub}
+	a.verified.put(key, m, leaf.NotBefore, leaf.NotAfter)
+	return m, nil
+}
+
+// verifiedCerts remembers the certificates that passed Verify. A chain
+// check is an Ed25519 verification, as costly as the handshake's own
+// signature check, and the same few hundred members present the same
+// certificates on every connection. The answer depends only on the
+// certificate's bytes, the authority's roots (fixed for its lifetime) and
+// the time, so a remembered certificate is only re-checked against its own
+// validity period.
+type verifiedCerts struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedCert
+}
+
+type verifiedCert struct {
+	member              Member
+	notBefore, notAfter time.Time
+}
+
+// maxVerified bounds the memo: a cluster's members and then some. Past it
+// the memo starts over rather than tracking recency (a full handshake is
+// the worst case, as without the memo).
+const maxVerified = 4096
+
+func (v *verifiedCerts) get(key [sha256.Size]byte, now time.Time) (Member, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.m[key]
+	if !ok || now.Before(c.notBefore) || now.After(c.notAfter) {
+		return Member{}, false
+	}
+	return c.member, true
+}
+
+func (v *verifiedCerts) put(key [sha256.Size]byte, m Member, notBefore, notAfter time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerified {
+		v.m = make(map[[sha256.Size]byte]verifiedCert)
+	}
+	v.m[key] = verifiedCert{member: m, notBefore: notBefore, notAfter: notAfter}
 }
 
 // ServerTLS is the configuration of a listener only members may use.
@@ -185,9 +243,12 @@ func (a *Authority) ServerTLS(id *Identity) *tls.Config {
 		Certificates: []tls.Certificate{id.Cert},
 		ClientAuth:   tls.RequireAnyClientCert,
 		// Verified here rather than with ClientCAs so that server and client
-		// apply the same check (and the same error) to the peer.
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := a.Verify(raw)
+		// apply the same check (and the same error) to the peer, and in
+		// VerifyConnection because it also runs when a session is resumed
+		// (VerifyPeerCertificate does not): a resumed member is checked
+		// against today's clock and roots like a new one.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := a.PeerMember(cs)
 			return err
 		},
 	}
@@ -197,13 +258,20 @@ func (a *Authority) ServerTLS(id *Identity) *tls.Config {
 // server must also hold exactly that key (a node enrolled earlier); without
 // it, any member is accepted. Host names are not checked: members are
 // identified by their certificates, and nodes are reached by IP.
+//
+// The configuration keeps the sessions of the members it reached
+// (sessionCacheSize of them): reconnecting to one resumes with a pre-shared
+// key instead of signing and verifying certificates again, which is most of
+// a handshake's CPU and the bulk of what a swarm spends on connections.
+// Use one configuration per client so its connections share the cache.
 func (a *Authority) ClientTLS(id *Identity, pin ed25519.PublicKey) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{id.Cert},
-		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate below
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			m, err := a.Verify(raw)
+		ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize),
+		InsecureSkipVerify: true, // replaced by VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			m, err := a.PeerMember(cs)
 			if err != nil {
 				return err
 			}
@@ -218,11 +286,10 @@ func (a *Authority) ClientTLS(id *Identity, pin ed25519.PublicKey) *tls.Config {
 // PeerMember returns the verified member on the other end of a TLS
 // connection (after its handshake).
 func (a *Authority) PeerMember(cs tls.ConnectionState) (Member, error) {
-	var raw [][]byte
-	for _, c := range cs.PeerCertificates {
-		raw = append(raw, c.Raw)
+	if len(cs.PeerCertificates) == 0 {
+		return Member{}, fmt.Errorf("%w: no certificate", ErrNotMember)
 	}
-	return a.Verify(raw)
+	return a.verifyLeaf(cs.PeerCertificates[0])
 }
 
 // LoadOrCreateKey returns the member key kept at path, creating it (0600,

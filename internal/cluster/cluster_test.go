@@ -68,9 +68,41 @@ func TestRotation(t *testing.T) {
 func TestExpiredCertificate(t *testing.T) {
 	a := authority(t, secret.Generate())
 	id := issue(t, a, "n")
+	// Verified once while valid: the memo of verified certificates must
+	// not outlive the certificate.
+	if _, err := a.Verify(id.Cert.Certificate); err != nil {
+		t.Fatal(err)
+	}
 	a.now = func() time.Time { return time.Now().Add(leafLifetime + time.Hour) }
 	if _, err := a.Verify(id.Cert.Certificate); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("expired certificate accepted: %v", err)
+	}
+}
+
+// A client reconnecting to a member resumes its TLS session, and a resumed
+// connection is checked like a new one: a member whose certificate expired
+// since the first connection is refused although its session ticket is
+// still good.
+func TestResumedConnectionsAreVerifiedAgain(t *testing.T) {
+	a := authority(t, secret.Generate())
+	srv, cli := a.ServerTLS(issue(t, a, "node-1")), a.ClientTLS(issue(t, a, "node-2"), nil)
+	var resumed bool
+	cli.VerifyConnection = func(next func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+		return func(cs tls.ConnectionState) error {
+			resumed = cs.DidResume
+			return next(cs)
+		}
+	}(cli.VerifyConnection)
+
+	if err, got := handshake(t, srv, cli); err != nil || got != "piece" || resumed {
+		t.Fatalf("first connection: %v %q resumed=%v", err, got, resumed)
+	}
+	if err, got := handshake(t, srv, cli); err != nil || got != "piece" || !resumed {
+		t.Fatalf("second connection: %v %q resumed=%v", err, got, resumed)
+	}
+	a.now = func() time.Time { return time.Now().Add(leafLifetime + time.Hour) }
+	if err, got := handshake(t, srv, cli); !errors.Is(err, ErrNotMember) || got != "" || !resumed {
+		t.Fatalf("expired member on a resumed session: %v %q resumed=%v", err, got, resumed)
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shoalproject/shoal/internal/httpx"
 )
 
@@ -52,6 +54,51 @@ type Heartbeat struct {
 	BytesServedToPeers int64 `json:"bytesServedToPeers"`
 	BytesFromPeers     int64 `json:"bytesFromPeers"`
 	BytesFromRegistry  int64 `json:"bytesFromRegistry"`
+	// Downloads are the largest blobs in flight on the node (long pulls
+	// only: an agent lists blobs of 64 MiB and more, at most MaxDownloads),
+	// so the console can show where a multi-GiB pull stands.
+	Downloads []Download `json:"downloads,omitempty"`
+}
+
+// MaxDownloads bounds Heartbeat.Downloads.
+const MaxDownloads = 8
+
+// Download is one blob in flight on a node.
+type Download struct {
+	Digest string `json:"digest"`
+	// Size is -1 while the node does not know it yet.
+	Size              int64     `json:"size"`
+	BytesFromPeers    int64     `json:"bytesFromPeers"`
+	BytesFromRegistry int64     `json:"bytesFromRegistry"`
+	StartedAt         time.Time `json:"startedAt"`
+	// BytesPerSecond is the average rate since StartedAt.
+	BytesPerSecond int64 `json:"bytesPerSecond"`
+}
+
+// Check refuses what a heartbeat cannot honestly say: negative counts,
+// more downloads than MaxDownloads, a download that is not a digest or
+// that has more bytes than its size. The receiver calls it before it keeps
+// or shows anything of the heartbeat.
+func (h *Heartbeat) Check() error {
+	if h.BytesServedToPeers < 0 || h.BytesFromPeers < 0 || h.BytesFromRegistry < 0 || h.CacheFreeBytes < 0 || h.CacheUsedBytes < 0 {
+		return errors.New("heartbeat byte counts must not be negative")
+	}
+	if len(h.Downloads) > MaxDownloads {
+		return fmt.Errorf("heartbeat lists %d downloads, more than %d", len(h.Downloads), MaxDownloads)
+	}
+	for i, d := range h.Downloads {
+		if _, err := digest.Parse(d.Digest); err != nil {
+			return fmt.Errorf("heartbeat download %d: not a digest", i)
+		}
+		got := d.BytesFromPeers + d.BytesFromRegistry
+		switch {
+		case d.Size < -1 || d.BytesFromPeers < 0 || d.BytesFromRegistry < 0 || d.BytesPerSecond < 0 || got < 0:
+			return fmt.Errorf("heartbeat download %d: counts must not be negative", i)
+		case d.Size >= 0 && got > d.Size:
+			return fmt.Errorf("heartbeat download %d: %d bytes of a %d-byte blob", i, got, d.Size)
+		}
+	}
+	return nil
 }
 
 // FetchRequest is the body of POST FetchPath.

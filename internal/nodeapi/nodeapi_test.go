@@ -199,3 +199,33 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestHeartbeatCheck(t *testing.T) {
+	dl := func(mod func(*Download)) Heartbeat {
+		d := Download{Digest: "sha256:" + strings.Repeat("a", 64), Size: 8 << 30, BytesFromPeers: 3 << 30, BytesFromRegistry: 1 << 30, BytesPerSecond: 100 << 20}
+		if mod != nil {
+			mod(&d)
+		}
+		return Heartbeat{ID: "n", Downloads: []Download{d}}
+	}
+	for _, tc := range []struct {
+		name string
+		hb   Heartbeat
+		ok   bool
+	}{
+		{"no downloads", Heartbeat{ID: "n"}, true},
+		{"a download", dl(nil), true},
+		{"size not known yet", dl(func(d *Download) { d.Size = -1 }), true},
+		{"negative counter", Heartbeat{ID: "n", BytesFromPeers: -1}, false},
+		{"too many", Heartbeat{ID: "n", Downloads: make([]Download, MaxDownloads+1)}, false},
+		{"not a digest", dl(func(d *Download) { d.Digest = "<script>" }), false},
+		{"more bytes than the size", dl(func(d *Download) { d.Size = 1 << 30 }), false},
+		{"negative bytes", dl(func(d *Download) { d.BytesFromRegistry = -5 }), false},
+		{"size below -1", dl(func(d *Download) { d.Size = -2 }), false},
+		{"overflowing sum", dl(func(d *Download) { d.Size = -1; d.BytesFromPeers, d.BytesFromRegistry = 1<<62, 1<<62 }), false},
+	} {
+		if err := tc.hb.Check(); (err == nil) != tc.ok {
+			t.Errorf("%s: Check() = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}

@@ -58,7 +58,8 @@ func refuse(status int, format string, a ...any) *Refusal {
 // Accept records the heartbeat body signed in h, received at now. It
 // counts only when signed by a certificate of the cluster naming the node
 // id it reports, recently, later than the last one accepted for that id,
-// and by the key that id enrolled with; anything else is a *Refusal.
+// and by the key that id enrolled with, and when its counts and downloads
+// pass nodeapi's Check; anything else is a *Refusal.
 // Store errors are returned as they are.
 func (e *Enroller) Accept(ctx context.Context, now time.Time, h http.Header, body []byte) (Node, error) {
 	m, at, err := nodeapi.Verify(e.Authority, h, http.MethodPost, nodeapi.HeartbeatPath, body, now, e.MaxSkew)
@@ -76,6 +77,11 @@ func (e *Enroller) Accept(ctx context.Context, now time.Time, h http.Header, bod
 	if err != nil {
 		return Node{}, refuse(http.StatusBadRequest, "heartbeat %v", err)
 	}
+	// Checked before enrollment: nothing of a heartbeat refused here is
+	// kept, not even its timestamp as the node's newest.
+	if err := hb.Check(); err != nil {
+		return Node{}, refuse(http.StatusBadRequest, "%v", err)
+	}
 	pinned, err := e.Keys.EnrollNode(ctx, now, hb.ID, m.Key, at, e.KeyRetention)
 	switch {
 	case errors.Is(err, ErrKeyMismatch):
@@ -85,9 +91,6 @@ func (e *Enroller) Accept(ctx context.Context, now time.Time, h http.Header, bod
 		return Node{}, refuse(http.StatusUnauthorized, "heartbeat is not newer than the last one accepted for this node (replayed?)")
 	case err != nil:
 		return Node{}, err
-	}
-	if hb.BytesServedToPeers < 0 || hb.BytesFromPeers < 0 || hb.BytesFromRegistry < 0 || hb.CacheFreeBytes < 0 || hb.CacheUsedBytes < 0 {
-		return Node{}, refuse(http.StatusBadRequest, "heartbeat byte counts must not be negative")
 	}
 	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
 	n := Node{Heartbeat: hb, KeyFingerprint: nodeapi.Fingerprint(m.Key)}

@@ -54,6 +54,9 @@ func TestEnrollerAccept(t *testing.T) {
 		{name: "plain http address", send: send{n1, nodeapi.Heartbeat{ID: "n1", Address: "http://10.0.0.1:5003"}, 0}, status: 400},
 		{name: "negative counter", send: send{n1, nodeapi.Heartbeat{ID: "n1", Address: "https://10.0.0.1:5003", BytesFromPeers: -1}, 0}, status: 400,
 			msg: "heartbeat byte counts must not be negative"},
+		{name: "download past its size", send: send{n1, nodeapi.Heartbeat{ID: "n1", Address: "https://10.0.0.1:5003",
+			Downloads: []nodeapi.Download{{Digest: "sha256:" + strings.Repeat("ab", 32), Size: 10, BytesFromPeers: 11}}}, 0}, status: 400,
+			msg: "heartbeat download 0: 11 bytes of a 10-byte blob"},
 		{name: "replayed", before: []send{{n1, good, 0}}, send: send{n1, good, 0}, status: 401, msg: "replayed"},
 		{name: "newer from the same key", before: []send{{n1, good, -time.Second}}, send: send{n1, good, 0}},
 		{name: "another key for an enrolled id", before: []send{{n1, good, -time.Second}}, send: send{n1again, good, 0}, status: 409,
@@ -101,5 +104,37 @@ func TestEnrollerAccept(t *testing.T) {
 				t.Fatalf("a refused heartbeat was recorded: %+v", ns)
 			}
 		})
+	}
+}
+
+// A heartbeat refused for its content is not the node's newest: the same
+// node's next heartbeat with the same timestamp is no replay.
+func TestEnrollerRefusalKeepsNothing(t *testing.T) {
+	auth, err := cluster.NewAuthority(secret.Generate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, err := auth.Issue("n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := nodes.NewMemory(func() time.Time { return now })
+	e := &nodes.Enroller{Authority: auth, Keys: st, Nodes: st, MaxSkew: time.Minute, TTL: 30 * time.Second, KeyRetention: time.Hour}
+	send := func(hb nodeapi.Heartbeat) error {
+		b, _ := json.Marshal(hb)
+		h := http.Header{}
+		nodeapi.Sign(h, n1, http.MethodPost, nodeapi.HeartbeatPath, b, now)
+		_, err := e.Accept(t.Context(), now, h, b)
+		return err
+	}
+	if err := send(nodeapi.Heartbeat{ID: "n1", Address: "https://10.0.0.1:5003", CacheUsedBytes: -1}); err == nil {
+		t.Fatal("negative count accepted")
+	}
+	if _, err := st.NodeKey(t.Context(), "n1"); !errors.Is(err, nodes.ErrNotFound) {
+		t.Fatalf("a refused heartbeat enrolled its key: %v", err)
+	}
+	if err := send(nodeapi.Heartbeat{ID: "n1", Address: "https://10.0.0.1:5003"}); err != nil {
+		t.Fatalf("heartbeat after a refused one: %v", err)
 	}
 }

@@ -202,7 +202,7 @@ function fillNodes() {
   const ns = overview.nodes;
   const alive = ns.filter((n) => n.alive).length;
   document.getElementById("nodes-summary").textContent = `${ns.length} node${ns.length === 1 ? "" : "s"}, ${alive} alive. Byte counts are since each agent started.`;
-  tb.replaceChildren(...ns.map((n) => el("tr", { "data-node": n.id },
+  tb.replaceChildren(...ns.flatMap((n) => [el("tr", { "data-node": n.id },
     el("th", { scope: "row" }, n.id),
     el("td", {}, (n.groups || []).join(", ") || el("span", { class: "muted" }, "none")),
     el("td", {}, n.address),
@@ -211,8 +211,29 @@ function fillNodes() {
     el("td", { class: "num" }, bytes(n.cacheFreeBytes)),
     el("td", { class: "num" }, bytes(n.bytesServedToPeers)),
     el("td", { class: "num" }, bytes(n.bytesFromPeers)),
-    el("td", { class: "num" }, bytes(n.bytesFromRegistry)))));
+    el("td", { class: "num" }, bytes(n.bytesFromRegistry))), ...downloadsRows(n)]));
   if (!ns.length) tb.append(el("tr", {}, el("td", { colspan: 9, class: "muted" }, "No agent has sent a heartbeat yet.")));
+}
+
+// downloadsRows shows a live node's long pulls in flight (blobs of 64 MiB
+// and more, as its last heartbeat reported them): how far, from where, how
+// fast. Nothing for a dead node: its last report is stale.
+function downloadsRows(n) {
+  const ds = n.alive ? (n.downloads || []) : [];
+  if (!ds.length) return [];
+  return [el("tr", { class: "downloads", "data-downloads-of": n.id },
+    el("td", { colspan: 9 },
+      el("ul", { "aria-label": "Blobs downloading on " + n.id }, ds.map((d) => {
+        const got = (d.bytesFromPeers || 0) + (d.bytesFromRegistry || 0);
+        const known = d.size > 0;
+        const pct = known ? Math.floor(100 * got / d.size) : null;
+        const fromNodes = got ? Math.round(100 * (d.bytesFromPeers || 0) / got) : 0;
+        return el("li", { "data-digest": d.digest },
+          el("code", {}, d.digest.slice(0, 19) + "…"), " ",
+          known ? el("progress", { max: d.size, value: got, "aria-label": pct + "% of " + d.digest }) : null, " ",
+          known ? `${bytes(got)} of ${bytes(d.size)} (${pct}%)` : `${bytes(got)} so far`,
+          `, ${fromNodes}% from nodes, ${bytes(d.bytesPerSecond)}/s, started ${ago(d.startedAt)}`);
+      }))))];
 }
 
 // ---- jobs ----

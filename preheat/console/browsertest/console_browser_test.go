@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/shoalproject/shoal/preheat"
 )
@@ -255,6 +256,18 @@ func consoleBrowser(t *testing.T, chromium string) {
 		chromedp.Click("#nav-nodes", chromedp.ByID), chromedp.WaitVisible(fmt.Sprintf(`#nodes tr[data-node=%q]`, node), chromedp.ByQuery), shot("nodes.png"))
 	if row := text(fmt.Sprintf(`#nodes tr[data-node=%q]`, node)); !strings.Contains(row, "MiB") {
 		t.Fatalf("node row without its fetched bytes: %q", row)
+	}
+	// A node in the middle of a long pull: its heartbeat lists the blob in
+	// flight, and the nodes view shows how far it is and from where.
+	sendHeartbeat(t, api, nodeapi.Heartbeat{ID: "model-node", Address: "https://127.0.0.1:1", Groups: []string{"models"},
+		Downloads: []nodeapi.Download{{Digest: "sha256:" + strings.Repeat("ab", 32), Size: 8 << 30,
+			BytesFromPeers: 3 << 30, BytesFromRegistry: 1 << 30, BytesPerSecond: 200 << 20, StartedAt: time.Now().Add(-20 * time.Second)}}})
+	must("long pull", chromedp.WaitVisible(`#nodes tr[data-downloads-of="model-node"] progress`, chromedp.ByQuery), shot("nodes-downloading.png"))
+	if row := text(`#nodes tr[data-downloads-of="model-node"]`); !strings.Contains(row, "4.0 GiB of 8.0 GiB (50%)") || !strings.Contains(row, "75% from nodes") || !strings.Contains(row, "200.0 MiB/s") {
+		t.Fatalf("long pull shown as %q", row)
+	}
+	if tbl := text("#nodes"); strings.Contains(tbl, "null") || strings.Contains(tbl, "undefined") {
+		t.Fatalf("nodes view shows a missing value: %q", tbl)
 	}
 	// The swarms view lists what the tracker holds: the preheated blobs'
 	// swarms, seeded by the agent that fetched them and by the registry.

@@ -27,15 +27,22 @@ var call = testenv.Call
 // heartbeat enrolls node id at addr in groups, signed as a member.
 func heartbeat(t *testing.T, api string, id, addr string, groups ...string) {
 	t.Helper()
+	sendHeartbeat(t, api, nodeapi.Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30})
+}
+
+// sendHeartbeat posts hb signed as the member hb.ID.
+func sendHeartbeat(t *testing.T, api string, hb nodeapi.Heartbeat) {
+	t.Helper()
 	authority, err := cluster.NewAuthority(testClusterSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ident, err := authority.Issue(id, nil)
+	ident, err := authority.Issue(hb.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(nodeapi.Heartbeat{ID: id, Address: addr, Groups: groups, CacheFreeBytes: 1 << 30})
+	id := hb.ID
+	b, _ := json.Marshal(hb)
 	req, _ := http.NewRequest(http.MethodPost, api+nodeapi.HeartbeatPath, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	nodeapi.Sign(req.Header, ident, http.MethodPost, nodeapi.HeartbeatPath, b, time.Now())
