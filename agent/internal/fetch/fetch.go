@@ -1,0 +1,432 @@
+// Package fetch is the agent's download pipeline: one flight per blob and
+// upstream however many requesters want it (origin.Flights), the torrent
+// metadata from the upstream (remembered a while), the blob through the
+// swarm engine (agent/swarm) or plain HTTP into the store's partial blob,
+// its commit to the store once its digest matched, and its seeding
+// afterwards. It sees the store, the upstream, the peer wire and the
+// metrics through the narrow interfaces below.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
+
+	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/agent/internal/partial"
+	"github.com/shoalproject/shoal/agent/internal/peer"
+	"github.com/shoalproject/shoal/agent/internal/store"
+	"github.com/shoalproject/shoal/agent/swarm"
+)
+
+// Request is one blob download: where from and with whose credentials. The
+// credentials are used for this download only and never logged or stored.
+type Request struct {
+	Base string // upstream registry base URL; must be a configured upstream
+	Repo string
+	Hex  string // sha256 hex
+	Auth string // Authorization header value, may be empty
+	// Size is what the caller knows of the blob's size (the control API's
+	// request, from a manifest), 0 if nothing.
+	Size int64
+}
+
+// Config is what a Fetcher takes from the agent's configuration.
+type Config struct {
+	// Upstreams are the configured upstream registries' URLs: the only
+	// ones a download may name.
+	Upstreams []string
+	MaxBytes  int64 // cache.maxBytes: no blob is larger
+	// StallTimeout and Deadline bound the swarm engine (p2p.stallTimeout,
+	// p2p.deadline); DownloadBytesPerSec is p2p.downloadBytesPerSec (0:
+	// unlimited).
+	StallTimeout, Deadline time.Duration
+	DownloadBytesPerSec    int64
+	SeedTime               time.Duration
+	// Group is the node's first group, told to the tracker ("" none).
+	Group string
+}
+
+// Store is where downloads go: partial blobs, the cache's reservations,
+// and the commit of a verified blob (store.Store).
+type Store interface {
+	Lookup(hex string) (*store.Handle, bool)
+	NewPartial(ctx context.Context, hex string) (*partial.Blob, error)
+	Reserve(n int64)
+	Unreserve(n int64)
+	Commit(path, hex string, size, reserved int64, published func()) (*store.Handle, error)
+	SaveMetainfo(hex string, mi *metainfo.MetaInfo) error
+	PartialStorage(b *partial.Blob) store.Storage
+	CachedStorage(hex string) store.Storage
+}
+
+// Origin is the upstream as downloads use it (origin.Client).
+type Origin interface {
+	CheckAccess(ctx context.Context, base, repo, hexd, auth string) (int64, error)
+	AskTorrent(ctx context.Context, base string, cred origin.Cred, hexd string) (*metainfo.MetaInfo, *http.Response, string, error)
+	GetBlob(ctx context.Context, base string, cred origin.Cred, hexd string, off int64) (*http.Response, error)
+	Range(f *origin.Flight, length int64, dataURL string, log *logrus.Entry) *origin.Range
+}
+
+// Peers is the BitTorrent client (peer.Client).
+type Peers interface {
+	Busy(ih metainfo.Hash) bool
+	Add(spec *torrent.TorrentSpec) (*torrent.Torrent, error)
+	Join(t *torrent.Torrent, length int64, pieces int) (*peer.Swarm, func())
+}
+
+// Metrics is what downloads count.
+type Metrics interface {
+	// Download is called as a download starts; its Progress lives until
+	// Done.
+	Download(hex string) Progress
+	Mismatch()
+	Resumed(bytes int64)
+	// Fetched counts a verified blob's bytes by source.
+	Fetched(fromPeers, fromRegistry int64)
+	// Lookup counts a requester's blob found in the cache (hit) or not.
+	Lookup(hit bool)
+}
+
+// Progress is one download's live counts.
+type Progress interface {
+	swarm.Metrics
+	Size(n int64)
+	HTTPBytes(n int64)
+	// Done ends the download: source is "p2p" or "http" when it was
+	// committed, "" when it failed.
+	Done(source string)
+}
+
+// Deps are a Fetcher's parts.
+type Deps struct {
+	Store   Store
+	Origin  Origin
+	Peers   Peers // nil: P2P disabled
+	Metrics Metrics
+	Log     *logrus.Entry
+}
+
+// Fetcher runs the agent's downloads.
+type Fetcher struct {
+	cfg  Config
+	deps Deps
+	// life bounds every download: downloads outlive requests, not the
+	// agent.
+	life     context.Context
+	flights  *origin.Flights
+	httpRate *rate.Limiter // nil = unlimited
+	// strict holds the blobs (sha256 hex) that failed their digest after
+	// unchecked pieces from nodes: their next downloads check every piece.
+	strict sync.Map
+	meta   *metaMemo
+	seeds  *seeder
+}
+
+// New makes a Fetcher whose downloads live until life ends.
+func New(life context.Context, cfg Config, deps Deps) *Fetcher {
+	f := &Fetcher{cfg: cfg, deps: deps, life: life, flights: origin.NewFlights(),
+		meta: newMetaMemo(10*time.Minute, 16<<20), seeds: newSeeder()}
+	if cfg.DownloadBytesPerSec > 0 {
+		f.httpRate = rate.NewLimiter(rate.Limit(cfg.DownloadBytesPerSec), 1<<20)
+	}
+	return f
+}
+
+// Start joins the download of the blob from req's upstream or starts it,
+// after the upstream confirmed (HEAD) that req's credentials may read it;
+// that answer also gives the size the download must agree with. Only
+// configured upstreams are asked. The returned function detaches the
+// requester; call it when done.
+func (fe *Fetcher) Start(ctx context.Context, req Request) (*origin.Flight, func(), error) {
+	i, err := origin.Allowed(fe.cfg.Upstreams, req.Base)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Base = fe.cfg.Upstreams[i]
+	size, err := fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case size > 0 && req.Size > 0 && size != req.Size:
+		return nil, nil, &origin.RequestError{Status: http.StatusBadGateway, Code: "SIZE_INVALID",
+			Msg: fmt.Sprintf("upstream says blob sha256:%s has %d bytes, the request %d", req.Hex, size, req.Size)}
+	case size < 0 && req.Size > 0:
+		size = req.Size
+	}
+	if size > fe.cfg.MaxBytes {
+		return nil, nil, &origin.RequestError{Status: http.StatusInsufficientStorage, Code: "SIZE_INVALID",
+			Msg: fmt.Sprintf("blob sha256:%s has %d bytes, more than cache.maxBytes", req.Hex, size)}
+	}
+	create := func() (*partial.Blob, error) {
+		b, err := fe.deps.Store.NewPartial(fe.life, req.Hex)
+		if err == nil && size >= 0 {
+			if err = b.SetSize(size); err != nil {
+				b.Close()
+			}
+		}
+		return b, err
+	}
+	f, leave, started, err := fe.flights.Join(origin.Key{Base: req.Base, Hex: req.Hex}, origin.Cred{Repo: req.Repo, Auth: req.Auth}, size, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	if started {
+		go fe.run(f, req)
+	}
+	return f, leave, nil
+}
+
+// Requesters counts the requesters attached to the download of hex from
+// base (0: none).
+func (fe *Fetcher) Requesters(base, hex string) int {
+	return fe.flights.Requesters(origin.Key{Base: base, Hex: hex})
+}
+
+func (fe *Fetcher) run(f *origin.Flight, req Request) {
+	log := fe.deps.Log.WithField("digest", "sha256:"+req.Hex)
+	start := time.Now()
+	d := &dl{fe: fe, f: f, blob: f.Blob, req: req, log: log, prog: fe.deps.Metrics.Download(req.Hex)}
+	d.prog.Size(f.Size)
+	err := d.download(fe.life)
+	o := f.Outcome() // set by a commit, before the flight ends
+	if err != nil {
+		o.Source = ""
+	}
+	d.prog.Done(o.Source)
+	f.End(err)
+	if err != nil {
+		var ue *origin.UpstreamError
+		if !errors.As(err, &ue) {
+			log.WithError(err).Warn("blob download failed")
+		}
+		return
+	}
+	log.WithFields(logrus.Fields{"size": f.Blob.Size(), "source": o.Source, "fromPeers": o.FromPeers,
+		"fromRegistry": o.FromRegistry, "elapsed": time.Since(start).Round(time.Millisecond)}).Info("blob cached")
+}
+
+// dl is the state of one download attempt.
+type dl struct {
+	fe        *Fetcher
+	f         *origin.Flight
+	blob      *partial.Blob
+	req       Request
+	log       *logrus.Entry
+	reserved  int64
+	committed bool
+	torrent   *torrent.Torrent // still seeding from the partial file, if any
+
+	fromPeers, fromRegistry atomic.Int64
+	// prog is the live view of this download.
+	prog Progress
+	// dataURL is the registry's signed piece endpoint for this blob, if it
+	// offered one: Range requests there cost it a sendfile instead of a
+	// trip through distribution.
+	dataURL string
+}
+
+// download fills the partial blob, verifies it and commits it to the
+// store: the torrent's way when the upstream has one, plain HTTP for what
+// is left.
+func (d *dl) download(ctx context.Context) error {
+	defer func() {
+		if d.reserved > 0 && !d.committed {
+			d.fe.deps.Store.Unreserve(d.reserved)
+		}
+	}()
+	mi, plain, reason, err := d.metainfo(ctx)
+	if err != nil {
+		return err
+	}
+	if mi != nil {
+		reason, err = d.viaTorrent(ctx, mi)
+		if err != nil {
+			return err
+		}
+		if reason == "bad_torrent" {
+			d.fe.meta.forget(origin.Key{Base: d.req.Base, Hex: d.req.Hex})
+			mi = nil // neither kept nor seeded
+		}
+	}
+	if !d.blob.Complete() {
+		d.prog.Fallback(reason)
+		if err := d.viaHTTP(ctx, plain); err != nil {
+			return err
+		}
+	} else if plain != nil {
+		plain.Body.Close()
+	}
+	return d.finish(ctx, mi)
+}
+
+// metainfo asks the upstream for the blob's torrent (or remembers it),
+// with each attached requester's credentials in turn while the upstream
+// refuses them. Without a torrent it says why (the fallback's reason);
+// plain is the blob's body when the upstream answered with it instead.
+func (d *dl) metainfo(ctx context.Context) (mi *metainfo.MetaInfo, plain *http.Response, reason string, err error) {
+	if d.fe.deps.Peers == nil {
+		return nil, nil, "p2p_disabled", nil
+	}
+	key := origin.Key{Base: d.req.Base, Hex: d.req.Hex}
+	var memo bool
+	if mi, d.dataURL, memo = d.fe.meta.get(key, time.Now()); !memo {
+		for {
+			c := d.f.Credential()
+			mi, plain, d.dataURL, err = d.fe.deps.Origin.AskTorrent(ctx, d.req.Base, c, d.req.Hex)
+			if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
+				break
+			}
+		}
+		if err == nil && mi != nil {
+			d.fe.meta.put(key, mi, d.dataURL, time.Now())
+		}
+	}
+	var ue *origin.UpstreamError
+	switch {
+	case errors.As(err, &ue):
+		return nil, nil, "", err
+	case err != nil:
+		d.log.WithError(err).Warn("torrent request failed; using HTTP")
+		return nil, plain, "torrent_request_failed", nil
+	case mi == nil:
+		return nil, plain, "no_torrent", nil
+	}
+	return mi, plain, "", nil
+}
+
+// reserve accounts the blob's size in the cache once it is known.
+func (d *dl) reserve(size int64) {
+	if d.reserved == 0 && size > 0 {
+		d.fe.deps.Store.Reserve(size)
+		d.reserved = size
+	}
+}
+
+// finish waits for the blob's sha256 and commits it to the store; the
+// torrent (if any) keeps seeding for the configured time.
+func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
+	fe, f := d.fe, d.f
+	unchecked := d.blob.Unchecked()
+	if err := d.blob.Wait(ctx); err != nil {
+		if errors.Is(err, partial.ErrDigest) {
+			fe.deps.Metrics.Mismatch()
+			if unchecked > 0 {
+				// Pieces taken from nodes without their SHA-1 check: the
+				// next attempt checks every piece and drops the node that
+				// sent bad ones.
+				fe.strict.Store(d.req.Hex, true)
+				d.log.Warn("blob failed its digest; the next download checks every piece from nodes")
+			}
+		}
+		d.dropTorrent()
+		return err
+	}
+	size := d.blob.Size()
+	peers, reg := d.fromPeers.Load(), d.fromRegistry.Load()
+	src := "http"
+	if peers > 0 || d.torrent != nil {
+		src = "p2p"
+	}
+	// Counted before the commit's syncs: clients already have the bytes.
+	fe.deps.Metrics.Fetched(peers, reg)
+	h, err := fe.deps.Store.Commit(d.blob.Path(), d.req.Hex, size, d.reserved, f.Retire)
+	d.committed = true
+	if err != nil && h != nil {
+		// In the cache, verified, but maybe not on disk: a restart
+		// hashes it again before anyone gets it.
+		d.log.WithError(err).Warn("cached blob not synced to disk")
+		err = nil
+	}
+	if err != nil {
+		d.dropTorrent()
+		return err
+	}
+	f.Finish(h.Release, origin.Outcome{Source: src, FromPeers: peers, FromRegistry: reg})
+	if fe.deps.Peers != nil && mi != nil {
+		d.seed(mi, unchecked)
+	}
+	return nil
+}
+
+func (d *dl) dropTorrent() {
+	if d.torrent != nil {
+		d.torrent.Drop()
+	}
+}
+
+// ErrNotCached is Open's answer to a HEAD of a blob the store does not
+// hold: nothing is downloaded for a HEAD.
+var ErrNotCached = errors.New("blob not cached")
+
+// Source is a blob as a requester reads it: cached (Flight nil), or
+// downloading, its bytes readable as they arrive and are checked. Close it
+// when done.
+type Source struct {
+	// Reader is the blob's file: the cached copy Open verified, or the
+	// partial file (valid after it is renamed into the store).
+	Reader *store.Reader
+	Size   int64
+	// Flight is the download being streamed (nil: cached).
+	Flight *origin.Flight
+	done   func() // unpins the cached blob, or leaves the flight
+}
+
+// Close releases what Open took.
+func (s *Source) Close() {
+	s.Reader.Close()
+	s.done()
+}
+
+// Open finds the blob for a requester: the cached copy, once the upstream
+// confirmed that req's credentials may read it and the copy matched its
+// digest, or else the blob's download, joined or started (Start), once its
+// size is known. A cached copy that fails its check is deleted (and no
+// longer seeded) and fetched again. A HEAD (head) downloads nothing.
+func (fe *Fetcher) Open(ctx context.Context, req Request, head bool) (*Source, error) {
+	if h, ok := fe.deps.Store.Lookup(req.Hex); ok {
+		// Cached, but this client must prove it may read it upstream.
+		if _, err := fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth); err != nil {
+			h.Release()
+			return nil, err
+		}
+		r, err := h.Open()
+		if err == nil {
+			fe.deps.Metrics.Lookup(true)
+			return &Source{Reader: r, Size: h.Size(), done: h.Release}, nil
+		}
+		h.Release()
+		fe.seeds.drop(req.Hex) // don't keep offering the corrupt copy to peers
+		fe.deps.Log.WithError(err).WithField("digest", "sha256:"+req.Hex).Warn("re-fetching blob")
+	}
+	fe.deps.Metrics.Lookup(false)
+	if head {
+		return nil, ErrNotCached
+	}
+	// The upstream checks this client's credentials before it joins or
+	// starts a download.
+	f, leave, err := fe.Start(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Blob.WaitSize(ctx)
+	var r *store.Reader
+	if err == nil {
+		r, err = store.PartialReader(f.Blob)
+	}
+	if err != nil {
+		leave()
+		return nil, err
+	}
+	return &Source{Reader: r, Size: size, Flight: f, done: leave}, nil
+}
