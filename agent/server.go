@@ -202,11 +202,11 @@ func parseRange(values []string, size int64) (start, end int64, partial bool, er
 }
 
 // serveBlob answers a blob request from the cache or from the blob's
-// download (fetch.Fetcher.Open), bytes going out as they arrive and are
+// download (fetch.Fetcher.Acquire), bytes going out as they arrive and are
 // checked.
 func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, repo, hexd string) {
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
-	src, err := a.fetch.Open(r.Context(), fetch.Request{Base: up.URL, Repo: repo, Hex: hexd, Auth: r.Header.Get("Authorization")}, r.Method == http.MethodHead)
+	src, err := a.fetch.Acquire(r.Context(), fetch.Request{Base: up.URL, Repo: repo, Hex: hexd, Auth: r.Header.Get("Authorization")}, r.Method == http.MethodHead)
 	if errors.Is(err, fetch.ErrNotCached) {
 		a.proxy(w, r, origin.BlobURL(up.URL, repo, hexd))
 		return

@@ -143,20 +143,33 @@ func New(life context.Context, cfg Config, deps Deps) *Fetcher {
 }
 
 // Start joins the download of the blob from req's upstream or starts it,
-// after the upstream confirmed (HEAD) that req's credentials may read it;
-// that answer also gives the size the download must agree with. Only
-// configured upstreams are asked. The returned function detaches the
-// requester; call it when done.
+// after the upstream confirmed (HEAD) that req's credentials may read it
+// (access). Only configured upstreams are asked. The returned function
+// detaches the requester; call it when done.
 func (fe *Fetcher) Start(ctx context.Context, req Request) (*origin.Flight, func(), error) {
+	size, err := fe.access(ctx, &req)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fe.join(req, size)
+}
+
+// access makes sure req names a configured upstream (req.Base becomes its
+// configured spelling) and that the upstream lets req's credentials read
+// the blob; it returns the size the upstream gave (-1: none).
+func (fe *Fetcher) access(ctx context.Context, req *Request) (int64, error) {
 	i, err := origin.Allowed(fe.cfg.Upstreams, req.Base)
 	if err != nil {
-		return nil, nil, err
+		return 0, err
 	}
 	req.Base = fe.cfg.Upstreams[i]
-	size, err := fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth)
-	if err != nil {
-		return nil, nil, err
-	}
+	return fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth)
+}
+
+// join attaches req to the blob's download or starts it, once req passed
+// access with the upstream's size (-1: none); the requester's size, if
+// any, must agree with it, and neither may exceed the cache.
+func (fe *Fetcher) join(req Request, size int64) (*origin.Flight, func(), error) {
 	switch {
 	case size > 0 && req.Size > 0 && size != req.Size:
 		return nil, nil, &origin.RequestError{Status: http.StatusBadGateway, Code: "SIZE_INVALID",
@@ -363,70 +376,4 @@ func (d *dl) dropTorrent() {
 	if d.torrent != nil {
 		d.torrent.Drop()
 	}
-}
-
-// ErrNotCached is Open's answer to a HEAD of a blob the store does not
-// hold: nothing is downloaded for a HEAD.
-var ErrNotCached = errors.New("blob not cached")
-
-// Source is a blob as a requester reads it: cached (Flight nil), or
-// downloading, its bytes readable as they arrive and are checked. Close it
-// when done.
-type Source struct {
-	// Reader is the blob's file: the cached copy Open verified, or the
-	// partial file (valid after it is renamed into the store).
-	Reader *store.Reader
-	Size   int64
-	// Flight is the download being streamed (nil: cached).
-	Flight *origin.Flight
-	done   func() // unpins the cached blob, or leaves the flight
-}
-
-// Close releases what Open took.
-func (s *Source) Close() {
-	s.Reader.Close()
-	s.done()
-}
-
-// Open finds the blob for a requester: the cached copy, once the upstream
-// confirmed that req's credentials may read it and the copy matched its
-// digest, or else the blob's download, joined or started (Start), once its
-// size is known. A cached copy that fails its check is deleted (and no
-// longer seeded) and fetched again. A HEAD (head) downloads nothing.
-func (fe *Fetcher) Open(ctx context.Context, req Request, head bool) (*Source, error) {
-	if h, ok := fe.deps.Store.Lookup(req.Hex); ok {
-		// Cached, but this client must prove it may read it upstream.
-		if _, err := fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth); err != nil {
-			h.Release()
-			return nil, err
-		}
-		r, err := h.Open()
-		if err == nil {
-			fe.deps.Metrics.Lookup(true)
-			return &Source{Reader: r, Size: h.Size(), done: h.Release}, nil
-		}
-		h.Release()
-		fe.seeds.drop(req.Hex) // don't keep offering the corrupt copy to peers
-		fe.deps.Log.WithError(err).WithField("digest", "sha256:"+req.Hex).Warn("re-fetching blob")
-	}
-	fe.deps.Metrics.Lookup(false)
-	if head {
-		return nil, ErrNotCached
-	}
-	// The upstream checks this client's credentials before it joins or
-	// starts a download.
-	f, leave, err := fe.Start(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	size, err := f.Blob.WaitSize(ctx)
-	var r *store.Reader
-	if err == nil {
-		r, err = store.PartialReader(f.Blob)
-	}
-	if err != nil {
-		leave()
-		return nil, err
-	}
-	return &Source{Reader: r, Size: size, Flight: f, done: leave}, nil
 }
