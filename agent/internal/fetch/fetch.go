@@ -56,14 +56,13 @@ type Config struct {
 	Group string
 }
 
-// Store is where downloads go: partial blobs, the cache's reservations,
-// and the commit of a verified blob (store.Store).
+// Store is where downloads go: partial blobs, their way into the store
+// (reservation and commit), what anacrolix reads them through, and the
+// metadata kept for seeding (store.Store).
 type Store interface {
 	Lookup(hex string) (*store.Handle, bool)
 	NewPartial(ctx context.Context, hex string) (*partial.Blob, error)
-	Reserve(n int64)
-	Unreserve(n int64)
-	Commit(path, hex string, size, reserved int64, published func()) (*store.Handle, error)
+	Pending(b *partial.Blob) *store.Pending
 	SaveMetainfo(hex string, mi *metainfo.MetaInfo) error
 	PartialStorage(b *partial.Blob) store.Storage
 	CachedStorage(hex string) store.Storage
@@ -209,7 +208,7 @@ func (fe *Fetcher) Requesters(base, hex string) int {
 func (fe *Fetcher) run(f *origin.Flight, req Request) {
 	log := fe.deps.Log.WithField("digest", "sha256:"+req.Hex)
 	start := time.Now()
-	d := &dl{fe: fe, f: f, blob: f.Blob, req: req, log: log, prog: fe.deps.Metrics.Download(req.Hex)}
+	d := &dl{fe: fe, f: f, blob: f.Blob, req: req, log: log, pending: fe.deps.Store.Pending(f.Blob), prog: fe.deps.Metrics.Download(req.Hex)}
 	d.prog.Size(f.Size)
 	err := d.download(fe.life)
 	o := f.Outcome() // set by a commit, before the flight ends
@@ -231,14 +230,14 @@ func (fe *Fetcher) run(f *origin.Flight, req Request) {
 
 // dl is the state of one download attempt.
 type dl struct {
-	fe        *Fetcher
-	f         *origin.Flight
-	blob      *partial.Blob
-	req       Request
-	log       *logrus.Entry
-	reserved  int64
-	committed bool
-	torrent   *torrent.Torrent // still seeding from the partial file, if any
+	fe   *Fetcher
+	f    *origin.Flight
+	blob *partial.Blob
+	req  Request
+	log  *logrus.Entry
+	// pending is the blob's way into the store: reservation and commit.
+	pending *store.Pending
+	torrent *torrent.Torrent // still seeding from the partial file, if any
 
 	fromPeers, fromRegistry atomic.Int64
 	// prog is the live view of this download.
@@ -253,11 +252,7 @@ type dl struct {
 // store: the torrent's way when the upstream has one, plain HTTP for what
 // is left.
 func (d *dl) download(ctx context.Context) error {
-	defer func() {
-		if d.reserved > 0 && !d.committed {
-			d.fe.deps.Store.Unreserve(d.reserved)
-		}
-	}()
+	defer d.pending.Abort() // the reservation, unless committed
 	mi, plain, reason, err := d.metainfo(ctx)
 	if err != nil {
 		return err
@@ -318,14 +313,6 @@ func (d *dl) metainfo(ctx context.Context) (mi *metainfo.MetaInfo, plain *http.R
 	return mi, plain, "", nil
 }
 
-// reserve accounts the blob's size in the cache once it is known.
-func (d *dl) reserve(size int64) {
-	if d.reserved == 0 && size > 0 {
-		d.fe.deps.Store.Reserve(size)
-		d.reserved = size
-	}
-}
-
 // finish waits for the blob's sha256 and commits it to the store; the
 // torrent (if any) keeps seeding for the configured time.
 func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
@@ -345,7 +332,6 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 		d.dropTorrent()
 		return err
 	}
-	size := d.blob.Size()
 	peers, reg := d.fromPeers.Load(), d.fromRegistry.Load()
 	src := "http"
 	if peers > 0 || d.torrent != nil {
@@ -353,8 +339,7 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 	}
 	// Counted before the commit's syncs: clients already have the bytes.
 	fe.deps.Metrics.Fetched(peers, reg)
-	h, err := fe.deps.Store.Commit(d.blob.Path(), d.req.Hex, size, d.reserved, f.Retire)
-	d.committed = true
+	h, err := d.pending.Commit(f.Retire)
 	if err != nil && h != nil {
 		// In the cache, verified, but maybe not on disk: a restart
 		// hashes it again before anyone gets it.

@@ -150,7 +150,7 @@ func (d *dl) setSize(n int64) error {
 		return err
 	}
 	d.prog.Size(n)
-	d.reserve(n)
+	d.pending.Reserve(n)
 	return nil
 }
 

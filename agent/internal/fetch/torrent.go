@@ -121,7 +121,7 @@ func (d *dl) layout(info *metainfo.Info) error {
 		d.log.WithField("pieces", n).Info("continuing an interrupted download from its verified pieces")
 		d.fe.deps.Metrics.Resumed(int64(n) * info.PieceLength)
 	}
-	d.reserve(info.Length)
+	d.pending.Reserve(info.Length)
 	d.prog.Size(info.Length)
 	return nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -49,4 +50,68 @@ func TestEvictionSkipsPinned(t *testing.T) {
 		t.Error("newest blob missing")
 	}
 	pin.Release()
+}
+
+// A pending blob reserves its size once, and gives it back unless it was
+// committed: then the reservation is the blob.
+func TestPendingReservation(t *testing.T) {
+	c, err := Open(t.TempDir(), Options{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte(strings.Repeat("p", 100))
+	sum := sha256.Sum256(content)
+	hx := hex.EncodeToString(sum[:])
+	used := func() int64 { u, _ := c.Usage(); return u }
+
+	b, err := c.NewPartial(context.Background(), hx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Pending(b)
+	p.Reserve(100)
+	p.Reserve(100) // once
+	if u := used(); u != 100 {
+		t.Fatalf("used %d after reserving, want 100", u)
+	}
+	p.Abort()
+	p.Abort()
+	if u := used(); u != 0 {
+		t.Fatalf("used %d after abort, want 0", u)
+	}
+	b.Close()
+
+	b, err = c.NewPartial(context.Background(), hx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.SetSize(100); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(0, content); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p = c.Pending(b)
+	p.Reserve(100)
+	published := false
+	h, err := p.Commit(func() { published = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Abort() // nothing left to give back
+	if u := used(); u != 100 || !published {
+		t.Fatalf("used %d (want 100), published %v after commit", u, published)
+	}
+	h.Release()
+	if hd, ok := c.Lookup(hx); !ok {
+		t.Fatal("committed blob not found")
+	} else if err := hd.Verify(); err != nil {
+		t.Fatal(err)
+	} else {
+		hd.Release()
+	}
 }
