@@ -338,7 +338,7 @@ func (c *Store) afterEvict(evicted []string) {
 // pinned. The blob is in the cache once its name is (clients may already
 // hold every byte: it was verified before); its bytes and the name reach
 // the disk before Commit returns. A crash at any point leaves no blob, or a
-// blob a restarted agent hashes before it serves or seeds it (OpenCache
+// blob a restarted agent hashes before it serves or seeds it (Open
 // marks every blob unverified), so a torn file is never handed out.
 //
 // published, if set, is called once the blob is in the cache, before
