@@ -21,10 +21,8 @@ func TestIdleRead(t *testing.T) {
 			return
 		}
 		w.Write([]byte("x"))
-		{
-			w.(http.Flusher).Flush()
-			<-hang
-		}
+		w.(http.Flusher).Flush()
+		<-hang
 	}))
 	defer srv.Close()
 	defer close(hang) // before Close, which waits for the handler
