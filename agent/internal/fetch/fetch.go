@@ -10,7 +10,6 @@ package fetch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -139,64 +138,6 @@ func New(life context.Context, cfg Config, deps Deps) *Fetcher {
 		f.httpRate = rate.NewLimiter(rate.Limit(cfg.DownloadBytesPerSec), 1<<20)
 	}
 	return f
-}
-
-// Start joins the download of the blob from req's upstream or starts it,
-// after the upstream confirmed (HEAD) that req's credentials may read it
-// (access). Only configured upstreams are asked. The returned function
-// detaches the requester; call it when done.
-func (fe *Fetcher) Start(ctx context.Context, req Request) (*origin.Flight, func(), error) {
-	size, err := fe.access(ctx, &req)
-	if err != nil {
-		return nil, nil, err
-	}
-	return fe.join(req, size)
-}
-
-// access makes sure req names a configured upstream (req.Base becomes its
-// configured spelling) and that the upstream lets req's credentials read
-// the blob; it returns the size the upstream gave (-1: none).
-func (fe *Fetcher) access(ctx context.Context, req *Request) (int64, error) {
-	i, err := origin.Allowed(fe.cfg.Upstreams, req.Base)
-	if err != nil {
-		return 0, err
-	}
-	req.Base = fe.cfg.Upstreams[i]
-	return fe.deps.Origin.CheckAccess(ctx, req.Base, req.Repo, req.Hex, req.Auth)
-}
-
-// join attaches req to the blob's download or starts it, once req passed
-// access with the upstream's size (-1: none); the requester's size, if
-// any, must agree with it, and neither may exceed the cache.
-func (fe *Fetcher) join(req Request, size int64) (*origin.Flight, func(), error) {
-	switch {
-	case size > 0 && req.Size > 0 && size != req.Size:
-		return nil, nil, &origin.RequestError{Status: http.StatusBadGateway, Code: "SIZE_INVALID",
-			Msg: fmt.Sprintf("upstream says blob sha256:%s has %d bytes, the request %d", req.Hex, size, req.Size)}
-	case size < 0 && req.Size > 0:
-		size = req.Size
-	}
-	if size > fe.cfg.MaxBytes {
-		return nil, nil, &origin.RequestError{Status: http.StatusInsufficientStorage, Code: "SIZE_INVALID",
-			Msg: fmt.Sprintf("blob sha256:%s has %d bytes, more than cache.maxBytes", req.Hex, size)}
-	}
-	create := func() (*partial.Blob, error) {
-		b, err := fe.deps.Store.NewPartial(fe.life, req.Hex)
-		if err == nil && size >= 0 {
-			if err = b.SetSize(size); err != nil {
-				b.Close()
-			}
-		}
-		return b, err
-	}
-	f, leave, started, err := fe.flights.Join(origin.Key{Base: req.Base, Hex: req.Hex}, origin.Cred{Repo: req.Repo, Auth: req.Auth}, size, create)
-	if err != nil {
-		return nil, nil, err
-	}
-	if started {
-		go fe.run(f, req)
-	}
-	return f, leave, nil
 }
 
 // Requesters counts the requesters attached to the download of hex from

@@ -40,13 +40,17 @@ func NewReader(f *os.File, pieceLen, length int64, has func(i int) bool) *Reader
 
 // PartialReader reads a blob while it downloads, through a descriptor of
 // its own on the partial file (valid after the file is renamed into the
-// cache), once b's size is known.
-func PartialReader(b *partial.Blob) (*Reader, error) {
+// cache), once b's size is known (it waits for it).
+func PartialReader(ctx context.Context, b *partial.Blob) (*Reader, error) {
+	size, err := b.WaitSize(ctx)
+	if err != nil {
+		return nil, err
+	}
 	f, err := b.OpenRead()
 	if err != nil {
 		return nil, err
 	}
-	return NewReader(f, b.PieceLength(), b.Size(), b.Has), nil
+	return NewReader(f, b.PieceLength(), size, b.Has), nil
 }
 
 // Length is the blob's size.
