@@ -10,14 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 
+	"github.com/shoalproject/shoal/agent/internal/fetch"
 	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/agent/internal/peer"
 	"github.com/shoalproject/shoal/agent/internal/store"
@@ -27,10 +26,11 @@ import (
 	"github.com/shoalproject/shoal/internal/metrics"
 )
 
-// Agent is one node daemon: mirror API, control API, cache and swarm client.
+// Agent is one node daemon: the wiring of the mirror and control
+// handlers to the store and the downloads.
 type Agent struct {
 	cfg     Config
-	cache   *Cache
+	store   *store.Store
 	metrics *agentMetrics
 	log     *logrus.Entry
 
@@ -42,30 +42,14 @@ type Agent struct {
 	identity  *cluster.Identity
 	// origin makes the requests to upstream registries.
 	origin *origin.Client
-	dl     downloads
+	// fetch runs the downloads, one per blob and upstream.
+	fetch *fetch.Fetcher
 	// p2p is the BitTorrent client and the data path (nil when P2P is
 	// disabled): built by New, listening from Serve.
 	p2p *peer.Client
-	// readers are the open blob files of the torrents, by infohash, for
-	// the data path.
-	readers *store.Readers
-	seeds   *seeder
-	obs     observability
+	obs observability
 
 	life lifetime
-}
-
-// downloads is what the agent's downloads share.
-type downloads struct {
-	// flights are the downloads in progress, one per blob and upstream.
-	flights  *origin.Flights
-	httpRate *rate.Limiter // nil = unlimited
-	// strict holds the blobs (sha256 hex) that failed their digest after
-	// unchecked pieces from nodes: their next downloads check every piece.
-	strict     sync.Map
-	partialSeq atomic.Uint64 // names partial files apart
-	// meta is the torrent metadata of recent downloads (metaMemo).
-	meta *metaMemo
 }
 
 // observability is what the agent shows of itself.
@@ -125,52 +109,50 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{
+		cfg:       cfg,
+		authority: authority,
+		log:       log,
+		life:      lifetime{ctx: ctx, cancel: cancel},
+	}
+	st, err := store.Open(cfg.Cache.Dir, store.Options{MaxBytes: cfg.Cache.MaxBytes, Log: log, OnEvict: func(hexd string) {
+		a.metrics.evictions.Inc()
+		a.fetch.Unseed(hexd)
+	}})
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	key, err := cluster.LoadOrCreateKey(filepath.Join(cfg.Cache.Dir, "node.key"))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	identity, err := authority.Issue(cfg.Node.ID, key)
-	if err != nil {
+	if a.identity, err = authority.Issue(cfg.Node.ID, key); err != nil {
+		cancel()
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{
-		cfg:       cfg,
-		cache:     c,
-		authority: authority,
-		identity:  identity,
-		log:       log,
-		seeds:     newSeeder(),
-		readers:   &store.Readers{},
-		life:      lifetime{ctx: ctx, cancel: cancel},
-	}
+	a.store = st
 	a.obs.started, a.obs.metricsToken = time.Now().UTC(), metricsToken
-	a.dl.flights = origin.NewFlights()
-	a.dl.meta = newMetaMemo(10*time.Minute, 16<<20)
 	t := cfg.UpstreamTimeouts
 	tr := origin.NewTransport(origin.Timeouts{Dial: t.Dial, TLSHandshake: t.TLSHandshake, ResponseHeader: t.ResponseHeader, IdleRead: t.IdleRead})
 	a.origin = origin.NewClient(tr, t.IdleRead, cfg.Cache.AuthTTL)
 	a.metrics = newMetrics(a)
 	a.obs.metricsHandler = metrics.Handler(a.metrics.reg, deps.ProcessMetrics)
 	a.obs.health = a.newHealth()
-	c.onEvict = a.seeds.drop
-	c.onEvicts = func() { a.metrics.evictions.Inc() }
-	if cfg.P2P.DownloadBytesPerSec > 0 {
-		a.dl.httpRate = rate.NewLimiter(rate.Limit(cfg.P2P.DownloadBytesPerSec), 1<<20)
-	}
+	fdeps := fetch.Deps{Store: st, Origin: a.origin, Metrics: fetchMetrics{a.metrics}, Log: log}
 	if cfg.P2P.Enabled {
 		a.p2p = peer.New(peer.Config{
 			Listen: cfg.P2P.Listen, AdvertiseIP: cfg.P2P.AdvertiseIP, DataListen: cfg.P2P.DataListen,
 			UploadSlots: cfg.P2P.UploadSlots, UploadBytesPerSec: cfg.P2P.UploadBytesPerSec,
-			DownloadBytesPerSec: cfg.P2P.DownloadBytesPerSec, Authority: authority, Identity: identity,
-			Readers: a.readers, Transport: tr, Log: log,
-			SignAnnounce: announce.Director(secrets[0], identity.Name),
+			DownloadBytesPerSec: cfg.P2P.DownloadBytesPerSec, Authority: authority, Identity: a.identity,
+			Readers: st.Readers(), Transport: tr, Log: log,
+			SignAnnounce: announce.Director(secrets[0], a.identity.Name),
 		})
+		fdeps.Peers = a.p2p
 	}
+	a.fetch = fetch.New(a.life.ctx, cfg.fetchConfig(), fdeps)
 	return a, nil
 }
 
@@ -228,7 +210,7 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return errServerDone
 		})
-		go a.reseed(a.life.ctx)
+		go a.fetch.Reseed(a.life.ctx, a.store)
 	}
 	a.serveDebug(gctx)
 	for _, x := range ls {
@@ -308,4 +290,31 @@ func (a *Agent) uploadedBytes() int64 {
 		return 0
 	}
 	return a.p2p.UploadedBytes()
+}
+
+// fetchConfig is what the downloads take from the agent's configuration.
+func (c Config) fetchConfig() fetch.Config {
+	fc := fetch.Config{MaxBytes: c.Cache.MaxBytes, StallTimeout: c.P2P.StallTimeout, Deadline: c.P2P.Deadline,
+		DownloadBytesPerSec: c.P2P.DownloadBytesPerSec, SeedTime: c.P2P.SeedTime}
+	for _, u := range c.Upstreams {
+		fc.Upstreams = append(fc.Upstreams, u.URL)
+	}
+	if len(c.Node.Groups) > 0 {
+		fc.Group = c.Node.Groups[0]
+	}
+	return fc
+}
+
+// allowUpstream refuses registries that are not configured upstreams: the
+// agent connects to nothing else, whatever a request names.
+func (a *Agent) allowUpstream(base string) (*Upstream, error) {
+	urls := make([]string, len(a.cfg.Upstreams))
+	for i, u := range a.cfg.Upstreams {
+		urls[i] = u.URL
+	}
+	i, err := origin.Allowed(urls, base)
+	if err != nil {
+		return nil, err
+	}
+	return &a.cfg.Upstreams[i], nil
 }

@@ -2,9 +2,7 @@ package agent
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,9 +17,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/shoalproject/shoal/internal/metrics/metricstest"
 	"github.com/shoalproject/shoal/internal/testenv"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // A plain registry (no torrents): a go-containerregistry pull through
@@ -198,7 +197,7 @@ func TestEviction(t *testing.T) {
 		// rename) ends: wait for it, or the next blob races it for room.
 		waitCached(t, ag.Agent, d.Hex)
 	}
-	if used, _ := ag.cache.Usage(); used > cfg.Cache.MaxBytes {
+	if used, _ := ag.store.Usage(); used > cfg.Cache.MaxBytes {
 		t.Errorf("cache uses %d > limit %d", used, cfg.Cache.MaxBytes)
 	}
 	if v := metric(t, ag.mirror, "shoal_agent_cache_evictions_total"); v != 2 {
@@ -210,49 +209,6 @@ func TestEviction(t *testing.T) {
 			t.Errorf("blob %d evicted=%v", i, evicted)
 		}
 	}
-}
-
-// A blob being read is never evicted, even when the cache overflows.
-func TestEvictionSkipsPinned(t *testing.T) {
-	dir := t.TempDir()
-	c, err := OpenCache(dir, 100, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	put := func(content string) string {
-		sum := sha256.Sum256([]byte(content))
-		h := hex.EncodeToString(sum[:])
-		if err := os.WriteFile(c.partialPath(h), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		c.Reserve(int64(len(content)))
-		hd, err := c.Commit(c.partialPath(h), h, int64(len(content)), int64(len(content)), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hd.Release()
-		return h
-	}
-	a := put(strings.Repeat("a", 60))
-	pin, ok := c.Lookup(a)
-	if !ok {
-		t.Fatal("blob a not cached")
-	}
-	b := put(strings.Repeat("b", 60)) // over the limit: only b is unpinned... but it is newest
-	c2 := put(strings.Repeat("c", 30))
-	if _, ok := c.Lookup(a); !ok {
-		t.Error("pinned blob evicted")
-	}
-	if _, err := os.Stat(c.blobPath(a)); err != nil {
-		t.Errorf("pinned blob file gone: %v", err)
-	}
-	if _, ok := c.Lookup(b); ok {
-		t.Error("unpinned LRU blob b should have been evicted")
-	}
-	if _, ok := c.Lookup(c2); !ok {
-		t.Error("newest blob missing")
-	}
-	pin.Release()
 }
 
 func htpasswdConfig(t *testing.T, user, pass string) string {

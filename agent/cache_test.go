@@ -18,6 +18,7 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/torrent/metainfo"
 
+	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -50,12 +51,12 @@ func TestCrashingAgentProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cache.onStep = func(s string) {
+	a.store.SetCommitStep(func(s string) {
 		if s == spec.Step {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}
 		}
-	}
+	})
 	a.Serve(context.Background(), l)
 }
 
@@ -90,7 +91,7 @@ func TestCommitKilled(t *testing.T) {
 				t.Fatalf("agent never reached commit step %q", step)
 			}
 
-			c, err := OpenCache(cfg.Cache.Dir, cfg.Cache.MaxBytes, nil)
+			c, err := store.Open(cfg.Cache.Dir, store.Options{MaxBytes: cfg.Cache.MaxBytes})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +102,7 @@ func TestCommitKilled(t *testing.T) {
 			case step != "begin" && !cached:
 				t.Fatal("the blob renamed into the cache is gone after the crash")
 			case cached:
-				if h.e.verified {
+				if h.Verified() {
 					t.Error("a blob found after a restart counts as verified before it was hashed")
 				}
 				if err := h.Verify(); err != nil {
@@ -133,7 +134,8 @@ func TestCommitKilled(t *testing.T) {
 func TestReseedVerifiesFirst(t *testing.T) {
 	cfg := testConfig(t, "127.0.0.1:1")
 	dir := cfg.Cache.Dir
-	if _, err := OpenCache(dir, cfg.Cache.MaxBytes, nil); err != nil {
+	st, err := store.Open(dir, store.Options{MaxBytes: cfg.Cache.MaxBytes})
+	if err != nil {
 		t.Fatal(err)
 	}
 	put := func(data []byte, damage bool) string {
@@ -143,7 +145,7 @@ func TestReseedVerifiesFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce"}
-		if err := saveMetainfo(filepath.Join(dir, "torrents", d.Hex), &mi); err != nil {
+		if err := st.SaveMetainfo(d.Hex, &mi); err != nil {
 			t.Fatal(err)
 		}
 		if damage {
@@ -162,11 +164,11 @@ func TestReseedVerifiesFirst(t *testing.T) {
 	// one is seeded and the damaged one has been dealt with.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		seeded, badSeeded := ag.seeds.seeding(good), ag.seeds.seeding(bad)
+		seeded, badSeeded := ag.fetch.Seeding(good), ag.fetch.Seeding(bad)
 		if badSeeded {
 			t.Fatal("a blob that fails its digest is seeded after the restart")
 		}
-		h, cached := ag.cache.Lookup(bad)
+		h, cached := ag.store.Lookup(bad)
 		if cached {
 			h.Release()
 		}
@@ -231,14 +233,14 @@ func TestCorruptedDuringCommit(t *testing.T) {
 	}
 	reached, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	a.cache.onStep = func(s string) {
+	a.store.SetCommitStep(func(s string) {
 		if s == "synced" { // renamed into the cache, the flight not ended
 			once.Do(func() {
 				close(reached)
 				<-resume
 			})
 		}
-	}
+	})
 	l, err := net.Listen("tcp", cfg.Mirror.Addr)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/shoalproject/shoal/agent/internal/fetch"
 	"github.com/shoalproject/shoal/agent/internal/origin"
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/internal/nodeapi"
@@ -81,7 +82,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 		auth = basicAuth(up.Username, up.Password.Value())
 	}
 	resp := nodeapi.FetchResponse{Digest: req.Digest}
-	if h, ok := a.cache.Lookup(hexd); ok {
+	if h, ok := a.store.Lookup(hexd); ok {
 		verr := h.Verify()
 		resp.Size = h.Size()
 		h.Release()
@@ -91,7 +92,7 @@ func (a *Agent) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f, leave, err := a.startFlight(r.Context(), fetchReq{base: base, repo: req.Repository, hex: hexd, auth: auth, size: req.Size})
+	f, leave, err := a.fetch.Start(r.Context(), fetch.Request{Base: base, Repo: req.Repository, Hex: hexd, Auth: auth, Size: req.Size})
 	if err == nil {
 		defer leave()
 		err = f.Wait(r.Context())
@@ -158,7 +159,7 @@ func counterValue(c interface{ Write(*dto.Metric) error }) int64 {
 
 // heartbeat is this node as preheat should see it now.
 func (a *Agent) heartbeat() nodeapi.Heartbeat {
-	used, free := a.cache.Usage()
+	used, free := a.store.Usage()
 	groups := a.cfg.Node.Groups
 	if groups == nil {
 		groups = []string{}

@@ -50,7 +50,7 @@ func TestControlFetchMembersOnly(t *testing.T) {
 	if _, err := nodeapi.NewClient(otherAuth, otherID).Fetch(context.Background(), "https://"+ag.control, ag.identity.Public(), good); !errors.Is(err, nodeapi.ErrUnreachable) {
 		t.Fatalf("foreign member: %v", err)
 	}
-	if _, ok := ag.cache.Lookup(d.Hex); ok {
+	if _, ok := ag.store.Lookup(d.Hex); ok {
 		t.Fatal("a refused caller got the blob fetched")
 	}
 

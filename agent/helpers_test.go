@@ -20,9 +20,10 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sirupsen/logrus"
+
 	"github.com/shoalproject/shoal/internal/secret"
 	"github.com/shoalproject/shoal/internal/testenv"
-	"github.com/sirupsen/logrus"
 )
 
 // testClusterSecret is the join secret of every agent a test of this
@@ -215,7 +216,7 @@ func waitCached(t *testing.T, a *Agent, hex string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if h, ok := a.cache.Lookup(hex); ok {
+		if h, ok := a.store.Lookup(hex); ok {
 			h.Release()
 			return
 		}

@@ -68,7 +68,7 @@ func newMetrics(a *Agent) *agentMetrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
 			func() float64 { return float64(a.uploadedBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
-			func() float64 { u, _ := a.cache.Usage(); return float64(u) }),
+			func() float64 { u, _ := a.store.Usage(); return float64(u) }),
 	)
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
 		m.bytes.WithLabelValues(s)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoalproject/shoal/agent/internal/fetch"
 	"github.com/shoalproject/shoal/internal/nodeapi"
 )
 
@@ -116,5 +117,58 @@ func (c progressCollector) Collect(ch chan<- prometheus.Metric) {
 			rate = (peers + reg) / d
 		}
 		ch <- prometheus.MustNewConstMetric(descInflightRate, prometheus.GaugeValue, rate, p.digest)
+	}
+}
+
+// fetchMetrics is the downloads' view of the agent's metrics.
+type fetchMetrics struct{ m *agentMetrics }
+
+func (f fetchMetrics) Download(hexd string) fetch.Progress {
+	f.m.downloads.Inc()
+	return downloadProgress{m: f.m, p: f.m.inflight.add(hexd)}
+}
+
+func (f fetchMetrics) Lookup(hit bool) {
+	if hit {
+		f.m.hits.Inc()
+	} else {
+		f.m.misses.Inc()
+	}
+}
+
+func (f fetchMetrics) Mismatch()           { f.m.mismatches.Inc() }
+func (f fetchMetrics) Resumed(bytes int64) { f.m.resumed.Add(float64(bytes)) }
+
+func (f fetchMetrics) Fetched(fromPeers, fromRegistry int64) {
+	f.m.bytes.WithLabelValues(sourcePeer).Add(float64(fromPeers))
+	f.m.bytes.WithLabelValues(sourceRegistry).Add(float64(fromRegistry))
+}
+
+// downloadProgress is one download's: its progress series and the
+// swarm engine's counts.
+type downloadProgress struct {
+	m *agentMetrics
+	p *flightProgress
+}
+
+func (d downloadProgress) PeerBytes(received, useful int) {
+	d.p.fromPeers.Add(int64(useful))
+	d.m.swarm.WithLabelValues("all").Add(float64(received))
+	d.m.swarm.WithLabelValues("useful").Add(float64(useful))
+}
+
+func (d downloadProgress) RegistryBytes(why string, n int) {
+	d.p.fromRegistry.Add(int64(n))
+	d.m.origin.WithLabelValues(why).Add(float64(n))
+}
+
+func (d downloadProgress) Fallback(reason string) { d.m.fallbacks.WithLabelValues(reason).Inc() }
+func (d downloadProgress) Size(n int64)           { d.p.size.Store(n) }
+func (d downloadProgress) HTTPBytes(n int64)      { d.p.fromRegistry.Add(n) }
+
+func (d downloadProgress) Done(source string) {
+	d.m.inflight.remove(d.p)
+	if source != "" {
+		d.m.pulls.WithLabelValues(source).Observe(time.Since(d.p.start).Seconds())
 	}
 }

@@ -38,7 +38,7 @@ func TestRangeBeforeBlobComplete(t *testing.T) {
 	if st != http.StatusPartialContent || !bytes.Equal(part, whole[from:to+1]) {
 		t.Fatalf("Range: status %d, %d bytes, equal %v", st, len(part), bytes.Equal(part, whole[from:to+1]))
 	}
-	if h, ok := a.cache.Lookup(d.Hex); ok {
+	if h, ok := a.store.Lookup(d.Hex); ok {
 		h.Release()
 		t.Fatalf("blob already cached after %s: the range did not go first", took)
 	}

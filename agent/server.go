@@ -14,7 +14,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/shoalproject/shoal/agent/internal/fetch"
 	"github.com/shoalproject/shoal/agent/internal/origin"
+	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/internal/store"
 	"github.com/shoalproject/shoal/internal/httprange"
 )
@@ -199,63 +201,49 @@ func parseRange(values []string, size int64) (start, end int64, partial bool, er
 	return first, first + n - 1, true, nil
 }
 
+// serveBlob answers a blob request from the cache or from the blob's
+// download (fetch.Fetcher.Acquire), bytes going out as they arrive and are
+// checked.
 func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up *Upstream, repo, hexd string) {
-	ctx := r.Context()
-	auth := r.Header.Get("Authorization")
 	log := a.log.WithFields(logrus.Fields{"repo": repo, "digest": "sha256:" + hexd})
-	if h, ok := a.cache.Lookup(hexd); ok {
-		// Cached, but this client must prove it may read it upstream.
-		if _, err := a.origin.CheckAccess(ctx, up.URL, repo, hexd, auth); err != nil {
-			h.Release()
-			a.writeErr(w, r, err)
-			return
-		}
-		if file, err := h.Open(); err != nil {
-			h.Release()
-			a.seeds.drop(hexd) // don't keep offering the corrupt copy to peers
-			log.WithError(err).Warn("re-fetching blob")
-		} else {
-			defer h.Release()
-			defer file.Close()
-			a.metrics.hits.Inc()
-			a.serveCached(w, r, h, file, hexd)
-			return
-		}
-	}
-	a.metrics.misses.Inc()
-	if r.Method == http.MethodHead {
+	src, err := a.fetch.Acquire(r.Context(), fetch.Request{Base: up.URL, Repo: repo, Hex: hexd, Auth: r.Header.Get("Authorization")}, r.Method == http.MethodHead)
+	if errors.Is(err, fetch.ErrNotCached) {
 		a.proxy(w, r, origin.BlobURL(up.URL, repo, hexd))
 		return
 	}
-	// The upstream checks this client's credentials before it joins or
-	// starts a download (startFlight).
-	f, leave, err := a.startFlight(ctx, fetchReq{base: up.URL, repo: repo, hex: hexd, auth: auth})
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
-	defer leave()
-	size, err := f.Blob.WaitSize(ctx)
+	defer src.Close()
+	start, end, partial, err := parseRange(r.Header.Values("Range"), src.Size)
 	if err != nil {
-		a.writeErr(w, r, err)
-		return
-	}
-	start, end, partial, err := parseRange(r.Header.Values("Range"), size)
-	if err != nil {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", src.Size))
 		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
 		return
 	}
-	// A descriptor of our own on the partial file (own offset, for
-	// sendfile), valid after the file is renamed into the cache.
-	file, err := f.Blob.OpenRead()
+	if src.Flight == nil && r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", "sha256:"+hexd)
+		w.Header().Set("Content-Length", strconv.FormatInt(src.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	// A descriptor of our own on the blob file (own offset, for
+	// sendfile), valid after a partial file is renamed into the cache.
+	file, err := src.Reader.Open()
 	if err != nil {
 		a.writeErr(w, r, err)
 		return
 	}
 	defer file.Close()
-	blobHeaders(w, hexd, size, start, end, partial)
-	sent := stream(ctx, w, log, f, file, start, end, size)
+	blobHeaders(w, hexd, src.Size, start, end, partial)
+	if src.Flight == nil {
+		n, _ := store.SendRange(r.Context(), w, file, start, end-start+1, nil)
+		a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))
+		return
+	}
+	sent := stream(r.Context(), w, log, src.Flight, file, start, end, src.Size)
 	if partial {
 		a.metrics.ranges.WithLabelValues(sent.kind()).Inc()
 	}
@@ -335,7 +323,7 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *or
 			n := min(readable, end+1) - off
 			if early {
 				err := b.EnsureVerified(off, n)
-				if errors.Is(err, errUncheckable) {
+				if errors.Is(err, partial.ErrUncheckable) {
 					// A plain stream has no piece hashes: these bytes
 					// go out once the whole blob matched its digest.
 					if !awaitMore(ctx, log, ferr, ch) {
@@ -391,28 +379,6 @@ func blobHeaders(w http.ResponseWriter, hexd string, size, start, end int64, par
 		return
 	}
 	w.WriteHeader(http.StatusOK)
-}
-
-// serveCached sends the cached blob from file, the descriptor h.Open
-// verified.
-func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, h *CacheHandle, file *os.File, hexd string) {
-	size := h.Size()
-	start, end, partial, err := parseRange(r.Header.Values("Range"), size)
-	if err != nil {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
-		return
-	}
-	if r.Method == http.MethodHead {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Docker-Content-Digest", "sha256:"+hexd)
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	blobHeaders(w, hexd, size, start, end, partial)
-	n, _ := store.SendRange(r.Context(), w, file, start, end-start+1, nil)
-	a.metrics.bytes.WithLabelValues(sourceCache).Add(float64(n))
 }
 
 func (a *Agent) writeErr(w http.ResponseWriter, r *http.Request, err error) {

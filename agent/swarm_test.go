@@ -23,6 +23,7 @@ import (
 	httpTrackerServer "github.com/anacrolix/torrent/tracker/http/server"
 	trackerServer "github.com/anacrolix/torrent/tracker/server"
 	"github.com/anacrolix/torrent/tracker/udp"
+
 	"github.com/shoalproject/shoal/internal/testenv"
 )
 
@@ -267,7 +268,7 @@ func TestSwarmTwoAgents(t *testing.T) {
 	a1b := startAgent(t, cfg1b)
 	// It seeds again once it hashed the blob (in the background).
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if a1b.seeds.seeding(d.Hex) {
+		if a1b.fetch.Seeding(d.Hex) {
 			break
 		}
 		if time.Now().After(deadline) {

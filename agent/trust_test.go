@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,7 +256,7 @@ func TestOversizedTorrentRefused(t *testing.T) {
 		if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="bad_torrent"}`); v != before+1 {
 			t.Errorf("%s: torrent not refused (bad_torrent %v → %v)", tc.name, before, v)
 		}
-		h, ok := ag.cache.Lookup(keep.Hex)
+		h, ok := ag.store.Lookup(keep.Hex)
 		if !ok {
 			t.Fatalf("%s: the cached blob was evicted", tc.name)
 		}
@@ -265,12 +264,12 @@ func TestOversizedTorrentRefused(t *testing.T) {
 			t.Errorf("%s: cached blob damaged: %v", tc.name, err)
 		}
 		h.Release()
-		if used, _ := ag.cache.Usage(); used > cfg.Cache.MaxBytes {
+		if used, _ := ag.store.Usage(); used > cfg.Cache.MaxBytes {
 			t.Errorf("%s: cache uses %d bytes, more than its %d", tc.name, used, cfg.Cache.MaxBytes)
 		}
 		// Nor is the refused torrent kept or seeded.
-		if _, err := os.Stat(ag.cache.torrentPath(d.Hex)); !os.IsNotExist(err) {
-			t.Errorf("%s: refused torrent metadata kept: %v", tc.name, err)
+		if ag.store.HasMetainfo(d.Hex) {
+			t.Errorf("%s: refused torrent metadata kept", tc.name)
 		}
 		if n := ag.p2p.ActiveTorrents(); n != 0 {
 			t.Errorf("%s: %d torrents added", tc.name, n)
@@ -505,7 +504,7 @@ func TestFlightCredentialsPerJoiner(t *testing.T) {
 			key := origin.Key{Base: "http://" + up.host, Hex: d.Hex}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				n := ag.dl.flights.Requesters(key)
+				n := ag.fetch.Requesters(key.Base, key.Hex)
 				if n == 2 {
 					break
 				}

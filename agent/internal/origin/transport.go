@@ -35,8 +35,9 @@ func NewTransport(t Timeouts) *http.Transport {
 
 // idleReadTransport ends a response whose body delivers nothing for idle:
 // a registry that sent its headers and then hung must not pin a download.
-// The clock restarts at every read that returns bytes, so a slow but
-// moving body is never cut.
+// The clock runs only while a read waits for bytes, so neither a slow but
+// moving body nor a reader busy with what it got (parsing 20 MiB of piece
+// hashes on a loaded node) is cut.
 type idleReadTransport struct {
 	rt   http.RoundTripper
 	idle time.Duration
@@ -49,7 +50,9 @@ func (t idleReadTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		cancel()
 		return nil, err
 	}
-	resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.idle, cancel: cancel, timer: time.AfterFunc(t.idle, cancel)}
+	timer := time.AfterFunc(t.idle, cancel)
+	timer.Stop() // armed by each Read
+	resp.Body = &idleBody{ReadCloser: resp.Body, idle: t.idle, cancel: cancel, timer: timer}
 	return resp, nil
 }
 
@@ -61,10 +64,9 @@ type idleBody struct {
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.idle)
-	}
+	b.timer.Stop()
 	return n, err
 }
 

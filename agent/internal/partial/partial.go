@@ -42,21 +42,36 @@ type Blob struct {
 	want string // sha256 hex
 	f    *os.File
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every state change
-	size     int64         // -1 until known
-	pieceLen int64         // 0 until SetLayout
-	have     []bool        // pieces present
-	checked  []bool        // pieces present and checked against their SHA-1 (or from a trusted source)
-	verified []bool        // pieces whose SHA-1 was computed and matched (not only trusted)
-	writing  []bool        // pieces one writer is writing now
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every state change
+	pc      pieceState
+	hs      hashState
+	err     error // terminal failure
+	closed  bool
+	resumed bool // the file is an earlier process's, not yet recovered
+
+	// verify checks a piece against its hash (SHA-1 from the torrent), for
+	// unchecked pieces a ranged reader needs before the blob is sealed.
+	verify func(i int, data []byte) bool
+}
+
+// pieceState is what of the file is there (under Blob.mu).
+type pieceState struct {
+	size     int64  // -1 until known
+	pieceLen int64  // 0 until SetLayout
+	have     []bool // pieces present
+	checked  []bool // pieces present and checked against their SHA-1 (or from a trusted source)
+	verified []bool // pieces whose SHA-1 was computed and matched (not only trusted)
+	writing  []bool // pieces one writer is writing now
 	nhave    int
 	prefix   int64 // [0, prefix) is present
-	hashed   int64 // [0, hashed) went into the sha256
-	sealed   bool  // the sha256 of the whole blob matched
-	err      error // terminal failure
-	closed   bool
-	resumed  bool // the file is an earlier process's, not yet recovered
+}
+
+// hashState is the sha256's progress over the prefix (under Blob.mu, but
+// wake).
+type hashState struct {
+	hashed int64 // [0, hashed) went into the sha256
+	sealed bool  // the sha256 of the whole blob matched
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
 
@@ -64,10 +79,6 @@ type Blob struct {
 	// that the hasher need not read back bytes that just arrived. Bounded:
 	// a piece far ahead of the hashed prefix is read back later instead.
 	lent []lentBuf
-
-	// verify checks a piece against its hash (SHA-1 from the torrent), for
-	// unchecked pieces a ranged reader needs before the blob is sealed.
-	verify func(i int, data []byte) bool
 }
 
 type lentBuf struct {
@@ -86,7 +97,7 @@ func Create(ctx context.Context, path, want string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1)}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1)}}
 	go b.hashLoop(ctx)
 	return b, nil
 }
@@ -103,7 +114,7 @@ func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resume partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), size: -1, wake: make(chan struct{}, 1), resumed: true}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1)}, resumed: true}
 	go b.hashLoop(ctx)
 	return b, nil
 }
@@ -114,12 +125,12 @@ func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
 // reading them. A blob not resumed recovers nothing.
 func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
 	b.mu.Lock()
-	if !b.resumed || b.pieceLen == 0 || b.nhave > 0 {
+	if !b.resumed || b.pc.pieceLen == 0 || b.pc.nhave > 0 {
 		b.mu.Unlock()
 		return 0, nil
 	}
 	b.resumed = false
-	pieceLen, size, n := b.pieceLen, b.size, len(b.have)
+	pieceLen, size, n := b.pc.pieceLen, b.pc.size, len(b.pc.have)
 	b.mu.Unlock()
 	if fi, err := b.f.Stat(); err != nil {
 		return 0, err
@@ -147,9 +158,9 @@ func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
 			continue
 		}
 		b.update(func() {
-			if !b.have[i] {
-				b.have[i], b.checked[i], b.verified[i] = true, true, true
-				b.nhave++
+			if !b.pc.have[i] {
+				b.pc.have[i], b.pc.checked[i], b.pc.verified[i] = true, true, true
+				b.pc.nhave++
 				b.markPrefixLocked()
 			}
 		})
@@ -168,6 +179,9 @@ func hasData(f *os.File, off, n int64) bool {
 	}
 	return d < off+n
 }
+
+// Hex is the sha256 the blob must match.
+func (b *Blob) Hex() string { return b.want }
 
 // Path is the partial file's path (it is renamed into the cache on commit;
 // descriptors opened before stay valid).
@@ -196,7 +210,7 @@ func Reopen(f *os.File) (*os.File, error) {
 func (b *Blob) AppendPresent(dst []uint32) []uint32 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i, ok := range b.have {
+	for i, ok := range b.pc.have {
 		if ok {
 			dst = append(dst, uint32(i))
 		}
@@ -209,7 +223,7 @@ func (b *Blob) AppendPresent(dst []uint32) []uint32 {
 func (b *Blob) Close() error {
 	b.update(func() {
 		b.closed = true
-		if !b.sealed && b.err == nil {
+		if !b.hs.sealed && b.err == nil {
 			b.err = errors.New("partial blob closed")
 		}
 	})
@@ -227,7 +241,7 @@ func (b *Blob) update(fn func()) {
 
 func (b *Blob) ring() {
 	select {
-	case b.wake <- struct{}{}:
+	case b.hs.wake <- struct{}{}:
 	default:
 	}
 }
@@ -241,16 +255,16 @@ func (b *Blob) SetLayout(size, pieceLen int64) error {
 	var err error
 	b.update(func() {
 		switch {
-		case b.pieceLen != 0 && (b.pieceLen != pieceLen || b.size != size):
-			err = fmt.Errorf("partial blob: layout %d/%d contradicts %d/%d", size, pieceLen, b.size, b.pieceLen)
-		case b.size >= 0 && b.size != size:
-			err = fmt.Errorf("partial blob: size %d contradicts %d", size, b.size)
-		case b.pieceLen == 0:
-			b.size, b.pieceLen = size, pieceLen
-			b.have = make([]bool, (size+pieceLen-1)/pieceLen)
-			b.checked = make([]bool, len(b.have))
-			b.verified = make([]bool, len(b.have))
-			b.writing = make([]bool, len(b.have))
+		case b.pc.pieceLen != 0 && (b.pc.pieceLen != pieceLen || b.pc.size != size):
+			err = fmt.Errorf("partial blob: layout %d/%d contradicts %d/%d", size, pieceLen, b.pc.size, b.pc.pieceLen)
+		case b.pc.size >= 0 && b.pc.size != size:
+			err = fmt.Errorf("partial blob: size %d contradicts %d", size, b.pc.size)
+		case b.pc.pieceLen == 0:
+			b.pc.size, b.pc.pieceLen = size, pieceLen
+			b.pc.have = make([]bool, (size+pieceLen-1)/pieceLen)
+			b.pc.checked = make([]bool, len(b.pc.have))
+			b.pc.verified = make([]bool, len(b.pc.have))
+			b.pc.writing = make([]bool, len(b.pc.have))
 			b.markPrefixLocked()
 		}
 	})
@@ -265,11 +279,11 @@ func (b *Blob) SetSize(size int64) error {
 	}
 	var err error
 	b.update(func() {
-		if b.size >= 0 && b.size != size {
-			err = fmt.Errorf("partial blob sha256:%s: size %d contradicts %d", b.want, size, b.size)
+		if b.pc.size >= 0 && b.pc.size != size {
+			err = fmt.Errorf("partial blob sha256:%s: size %d contradicts %d", b.want, size, b.pc.size)
 			return
 		}
-		b.size = size
+		b.pc.size = size
 	})
 	b.ring()
 	return err
@@ -279,21 +293,21 @@ func (b *Blob) SetSize(size int64) error {
 func (b *Blob) Size() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.size
+	return b.pc.size
 }
 
 // NumPieces is the number of pieces (0 without a layout).
 func (b *Blob) NumPieces() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.have)
+	return len(b.pc.have)
 }
 
 // Present reports whether piece i is in the file (checked or not).
 func (b *Blob) Present(i int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return i >= 0 && i < len(b.have) && b.have[i]
+	return i >= 0 && i < len(b.pc.have) && b.pc.have[i]
 }
 
 // Has reports whether piece i is present and known good: checked when it
@@ -302,7 +316,7 @@ func (b *Blob) Present(i int) bool {
 func (b *Blob) Has(i int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return i >= 0 && i < len(b.checked) && (b.checked[i] || b.sealed)
+	return i >= 0 && i < len(b.pc.checked) && (b.pc.checked[i] || b.hs.sealed)
 }
 
 // SetVerifier gives the blob the check for single pieces (EnsureChecked).
@@ -326,22 +340,22 @@ func (b *Blob) EnsureVerified(off, n int64) error { return b.ensure(off, n, true
 
 func (b *Blob) ensure(off, n int64, strict bool) error {
 	b.mu.Lock()
-	if b.sealed || n <= 0 {
+	if b.hs.sealed || n <= 0 {
 		b.mu.Unlock()
 		return nil
 	}
-	if b.pieceLen == 0 || b.verify == nil {
+	if b.pc.pieceLen == 0 || b.verify == nil {
 		b.mu.Unlock()
 		return ErrUncheckable
 	}
-	first, last := int(off/b.pieceLen), int((off+n-1)/b.pieceLen)
+	first, last := int(off/b.pc.pieceLen), int((off+n-1)/b.pc.pieceLen)
 	var todo []int
-	for i := first; i <= last && i < len(b.have); i++ {
-		if b.have[i] && (!b.checked[i] || strict && !b.verified[i]) {
+	for i := first; i <= last && i < len(b.pc.have); i++ {
+		if b.pc.have[i] && (!b.pc.checked[i] || strict && !b.pc.verified[i]) {
 			todo = append(todo, i)
 		}
 	}
-	verify, pieceLen, size := b.verify, b.pieceLen, b.size
+	verify, pieceLen, size := b.verify, b.pc.pieceLen, b.pc.size
 	b.mu.Unlock()
 	for _, i := range todo {
 		if verify == nil {
@@ -358,7 +372,7 @@ func (b *Blob) ensure(off, n int64, strict bool) error {
 			return err
 		}
 		b.mu.Lock()
-		b.checked[i], b.verified[i] = true, true
+		b.pc.checked[i], b.pc.verified[i] = true, true
 		b.mu.Unlock()
 	}
 	return nil
@@ -368,7 +382,7 @@ func (b *Blob) ensure(off, n int64, strict bool) error {
 func (b *Blob) PieceLength() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.pieceLen
+	return b.pc.pieceLen
 }
 
 // Unchecked is the number of present pieces nobody checked yet.
@@ -376,8 +390,8 @@ func (b *Blob) Unchecked() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
-	for i, ok := range b.have {
-		if ok && !b.checked[i] {
+	for i, ok := range b.pc.have {
+		if ok && !b.pc.checked[i] {
 			n++
 		}
 	}
@@ -389,7 +403,7 @@ func (b *Blob) Missing() []int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []int
-	for i, ok := range b.have {
+	for i, ok := range b.pc.have {
 		if !ok {
 			out = append(out, i)
 		}
@@ -402,22 +416,22 @@ func (b *Blob) Missing() []int {
 func (b *Blob) Complete() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.size >= 0 && b.prefix == b.size
+	return b.pc.size >= 0 && b.pc.prefix == b.pc.size
 }
 
 // Prefix is the length of the present prefix.
 func (b *Blob) Prefix() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.prefix
+	return b.pc.prefix
 }
 
 // PieceBounds returns piece i's offset and length.
 func (b *Blob) PieceBounds(i int) (off, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	off = int64(i) * b.pieceLen
-	return off, min(b.pieceLen, b.size-off)
+	off = int64(i) * b.pc.pieceLen
+	return off, min(b.pc.pieceLen, b.pc.size-off)
 }
 
 // WritePiece stores piece i. checked says its source checked it (SHA-1
@@ -451,10 +465,10 @@ func (b *Blob) writePieceLent(i int, data []byte, checked, verified bool, done f
 		done()
 		return err
 	}
-	off := int64(i) * b.pieceLen
+	off := int64(i) * b.pc.pieceLen
 	b.mu.Lock()
-	if off >= b.hashed && len(b.lent) < maxLent && !b.closed && b.err == nil {
-		b.lent = append(b.lent, lentBuf{off: off, data: data, done: done})
+	if off >= b.hs.hashed && len(b.hs.lent) < maxLent && !b.closed && b.err == nil {
+		b.hs.lent = append(b.hs.lent, lentBuf{off: off, data: data, done: done})
 		b.mu.Unlock()
 		b.ring()
 		return nil
@@ -471,12 +485,12 @@ func (b *Blob) writePiece(i int, data []byte, checked, verified bool) (wrote boo
 		b.mu.Unlock()
 		return false, err
 	}
-	if i < 0 || i >= len(b.have) {
+	if i < 0 || i >= len(b.pc.have) {
 		b.mu.Unlock()
 		return false, fmt.Errorf("partial blob: piece %d out of range", i)
 	}
-	off := int64(i) * b.pieceLen
-	if int64(len(data)) != min(b.pieceLen, b.size-off) {
+	off := int64(i) * b.pc.pieceLen
+	if int64(len(data)) != min(b.pc.pieceLen, b.pc.size-off) {
 		b.mu.Unlock()
 		return false, fmt.Errorf("partial blob: piece %d has %d bytes", i, len(data))
 	}
@@ -484,28 +498,28 @@ func (b *Blob) writePiece(i int, data []byte, checked, verified bool) (wrote boo
 	// may be unchecked (guarded by the sha256 alone), and the hasher may
 	// hash a lent buffer instead of the file, so a second writer's bytes
 	// landing after the first's would seal a blob whose file differs.
-	if b.have[i] || b.writing[i] {
+	if b.pc.have[i] || b.pc.writing[i] {
 		b.mu.Unlock()
 		return false, nil
 	}
-	b.writing[i] = true
+	b.pc.writing[i] = true
 	b.mu.Unlock()
 	if _, err := b.f.WriteAt(data, off); err != nil {
 		b.mu.Lock()
-		b.writing[i] = false
+		b.pc.writing[i] = false
 		b.mu.Unlock()
 		return false, fmt.Errorf("write piece %d: %w", i, err)
 	}
 	b.update(func() {
-		b.writing[i] = false
-		if !b.have[i] {
-			b.have[i] = true
-			b.nhave++
+		b.pc.writing[i] = false
+		if !b.pc.have[i] {
+			b.pc.have[i] = true
+			b.pc.nhave++
 			b.markPrefixLocked()
 			wrote = true
-			b.verified[i] = verified
+			b.pc.verified[i] = verified
 		}
-		b.checked[i] = b.checked[i] || checked
+		b.pc.checked[i] = b.pc.checked[i] || checked
 	})
 	b.ring()
 	return wrote, nil
@@ -513,11 +527,11 @@ func (b *Blob) writePiece(i int, data []byte, checked, verified bool) (wrote boo
 
 // markPrefixLocked moves the prefix over present pieces.
 func (b *Blob) markPrefixLocked() {
-	if b.pieceLen == 0 {
+	if b.pc.pieceLen == 0 {
 		return
 	}
-	for i := int(b.prefix / b.pieceLen); i < len(b.have) && b.have[i]; i++ {
-		b.prefix = min(int64(i+1)*b.pieceLen, b.size)
+	for i := int(b.pc.prefix / b.pc.pieceLen); i < len(b.pc.have) && b.pc.have[i]; i++ {
+		b.pc.prefix = min(int64(i+1)*b.pc.pieceLen, b.pc.size)
 	}
 }
 
@@ -526,7 +540,7 @@ func (b *Blob) markPrefixLocked() {
 // become present.
 func (b *Blob) Append(off int64, data []byte) error {
 	b.mu.Lock()
-	prefix, size, err := b.prefix, b.size, b.err
+	prefix, size, err := b.pc.prefix, b.pc.size, b.err
 	b.mu.Unlock()
 	switch {
 	case err != nil:
@@ -541,13 +555,13 @@ func (b *Blob) Append(off int64, data []byte) error {
 	}
 	end := off + int64(len(data))
 	b.update(func() {
-		b.prefix = max(b.prefix, end)
-		if b.pieceLen > 0 {
-			for i := int(off / b.pieceLen); i < len(b.have) && min(int64(i+1)*b.pieceLen, b.size) <= b.prefix; i++ {
-				if !b.have[i] {
-					b.have[i] = true
-					b.checked[i] = true // the registry's stream, like its hashes
-					b.nhave++
+		b.pc.prefix = max(b.pc.prefix, end)
+		if b.pc.pieceLen > 0 {
+			for i := int(off / b.pc.pieceLen); i < len(b.pc.have) && min(int64(i+1)*b.pc.pieceLen, b.pc.size) <= b.pc.prefix; i++ {
+				if !b.pc.have[i] {
+					b.pc.have[i] = true
+					b.pc.checked[i] = true // the registry's stream, like its hashes
+					b.pc.nhave++
 				}
 			}
 			b.markPrefixLocked()
@@ -561,7 +575,7 @@ func (b *Blob) Append(off int64, data []byte) error {
 // readers see it.
 func (b *Blob) Fail(err error) {
 	b.update(func() {
-		if b.err == nil && !b.sealed {
+		if b.err == nil && !b.hs.sealed {
 			b.err = err
 		}
 	})
@@ -572,11 +586,11 @@ func (b *Blob) Fail(err error) {
 func (b *Blob) Readable() (end, size int64, sealed bool, err error, ch <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	end = b.prefix
-	if !b.sealed && b.size > 0 && end >= b.size {
-		end = b.size - 1
+	end = b.pc.prefix
+	if !b.hs.sealed && b.pc.size > 0 && end >= b.pc.size {
+		end = b.pc.size - 1
 	}
-	return end, b.size, b.sealed, b.err, b.changed
+	return end, b.pc.size, b.hs.sealed, b.err, b.changed
 }
 
 // WaitSize blocks until the size is known or the blob failed.
@@ -625,7 +639,7 @@ func (b *Blob) hashLoop(ctx context.Context) {
 	var buf []byte // for reading back; most bytes come from lent buffers
 	for {
 		b.mu.Lock()
-		from, to, size, done := b.hashed, b.prefix, b.size, b.closed || b.err != nil || b.sealed
+		from, to, size, done := b.hs.hashed, b.pc.prefix, b.pc.size, b.closed || b.err != nil || b.hs.sealed
 		b.mu.Unlock()
 		if done {
 			return
@@ -647,7 +661,7 @@ func (b *Blob) hashLoop(ctx context.Context) {
 				}
 			}
 			b.mu.Lock()
-			b.hashed = next
+			b.hs.hashed = next
 			b.mu.Unlock()
 			continue
 		}
@@ -656,7 +670,7 @@ func (b *Blob) hashLoop(ctx context.Context) {
 			return
 		}
 		select {
-		case <-b.wake:
+		case <-b.hs.wake:
 		case <-ctx.Done():
 			b.Fail(ctx.Err())
 			return
@@ -671,10 +685,10 @@ func (b *Blob) takeLent(from, to int64) (lb *lentBuf, next int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	next = to
-	for k, l := range b.lent {
+	for k, l := range b.hs.lent {
 		switch {
 		case l.off == from && from+int64(len(l.data)) <= to:
-			b.lent = append(b.lent[:k], b.lent[k+1:]...)
+			b.hs.lent = append(b.hs.lent[:k], b.hs.lent[k+1:]...)
 			return &l, 0
 		case l.off > from && l.off < next:
 			next = l.off
@@ -688,15 +702,15 @@ func (b *Blob) takeLent(from, to int64) (lb *lentBuf, next int64) {
 func (b *Blob) returnLent(hashed int64) {
 	b.mu.Lock()
 	var back []func()
-	keep := b.lent[:0]
-	for _, l := range b.lent {
+	keep := b.hs.lent[:0]
+	for _, l := range b.hs.lent {
 		if hashed < 0 || l.off < hashed {
 			back = append(back, l.done)
 		} else {
 			keep = append(keep, l)
 		}
 	}
-	b.lent = keep
+	b.hs.lent = keep
 	b.mu.Unlock()
 	for _, done := range back {
 		done()
@@ -722,6 +736,6 @@ func (b *Blob) seal(h hash.Hash) {
 			b.err = fmt.Errorf("%w: want sha256:%s, got sha256:%s; discarded", ErrDigest, b.want, got)
 			return
 		}
-		b.sealed = true
+		b.hs.sealed = true
 	})
 }

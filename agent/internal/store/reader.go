@@ -1,7 +1,9 @@
-// Package store is the agent's blob store as its readers see it: one
-// Reader per open blob file, whether the blob is still downloading (a
-// partial.Blob's file) or cached, found by infohash. The mirror, the data
-// server and anacrolix's storage read a blob through the same Reader.
+// Package store is the agent's blob store: the one owner of every blob
+// file, committed (the cache index, eviction, reservations) or in progress
+// (partial blobs, the files an earlier process left to resume from), and
+// of the way they are read: one Reader per open blob file, whether the
+// blob is still downloading or cached. The mirror, the data server (found
+// by infohash) and anacrolix's storage read a blob through a Reader.
 package store
 
 import (
@@ -36,6 +38,21 @@ func NewReader(f *os.File, pieceLen, length int64, has func(i int) bool) *Reader
 	return &Reader{f: f, has: has, pieceLen: pieceLen, length: length}
 }
 
+// PartialReader reads a blob while it downloads, through a descriptor of
+// its own on the partial file (valid after the file is renamed into the
+// cache), once b's size is known (it waits for it).
+func PartialReader(ctx context.Context, b *partial.Blob) (*Reader, error) {
+	size, err := b.WaitSize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := b.OpenRead()
+	if err != nil {
+		return nil, err
+	}
+	return NewReader(f, b.PieceLength(), size, b.Has), nil
+}
+
 // Length is the blob's size.
 func (r *Reader) Length() int64 { return r.length }
 
@@ -60,7 +77,7 @@ func (r *Reader) Close() error {
 
 // HasRange reports whether bytes [off, off+n) lie in present pieces.
 func (r *Reader) HasRange(off, n int64) bool {
-	if off < 0 || n <= 0 || off+n > r.length {
+	if r.pieceLen <= 0 || off < 0 || n <= 0 || off+n > r.length {
 		return false
 	}
 	for i := off / r.pieceLen; i <= (off+n-1)/r.pieceLen; i++ {
@@ -87,6 +104,21 @@ func (rs *Readers) Lookup(ih metainfo.Hash) (*Reader, bool) {
 
 // Add registers r for ih (tests and Storage).
 func (rs *Readers) Add(ih metainfo.Hash, r *Reader) { rs.m.Store(ih, r) }
+
+// Readers are the open files of the node's torrents, for the data server.
+func (c *Store) Readers() *Readers { return &c.readers }
+
+// PartialStorage is anacrolix's storage of a blob while it downloads: its
+// present pieces are b's checked ones.
+func (c *Store) PartialStorage(b *partial.Blob) Storage {
+	return Storage{Readers: &c.readers, Path: b.Path(), Has: b.Has}
+}
+
+// CachedStorage is anacrolix's storage of the cached blob hex: every piece
+// is present.
+func (c *Store) CachedStorage(hex string) Storage {
+	return Storage{Readers: &c.readers, Path: c.blobPath(hex), Has: func(int) bool { return true }}
+}
 
 // Storage is how anacrolix sees a blob: one file of the cache, read only,
 // registered in Readers while the torrent is open. Anacrolix never writes

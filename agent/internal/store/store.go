@@ -1,4 +1,4 @@
-package agent
+package store
 
 import (
 	"container/list"
@@ -9,33 +9,50 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 )
 
-// Cache is the content-addressed blob store: <dir>/blobs/<hex> holds verified
-// sha256 blobs, <dir>/partial/<hex> downloads in progress. Only sha256 blobs
-// are cached. The size limit is enforced with LRU eviction that skips blobs
-// somebody is reading (refs > 0); downloads reserve their size up front so
-// the limit accounts for them too.
-type Cache struct {
+// Store is the node's blob store, the one owner of every blob file under
+// its directory: <dir>/blobs/<hex> holds verified sha256 blobs (the
+// index, with LRU eviction that skips blobs somebody is reading, refs > 0),
+// <dir>/partial/ the downloads in progress (NewPartial) and the files an
+// earlier process left to resume from, <dir>/torrents/ the metadata to
+// seed a blob again after a restart. Downloads reserve their size up front
+// so the limit accounts for them too. The open files of the node's
+// torrents, partial or cached, are found by infohash (Readers), and every
+// reader of a blob, the mirror's included, reads it through a Reader.
+type Store struct {
 	dir string
 	max int64
 	log *logrus.Entry
+	// readers are the open blob files of the node's torrents.
+	readers    Readers
+	partialSeq atomic.Uint64 // names partial files apart
 
-	mu       sync.Mutex
-	entries  map[string]*cacheEntry
-	lru      *list.List // front = most recently used; values are *cacheEntry
-	used     int64      // committed bytes + outstanding reservations
-	onEvict  func(hex string)
-	onEvicts func() // metrics hook
-	onStep   commitStep
+	mu      sync.Mutex
+	entries map[string]*entry
+	lru     *list.List // front = most recently used; values are *entry
+	used    int64      // committed bytes + outstanding reservations
+	onEvict func(hex string)
+	onStep  func(step string)
 }
 
-type cacheEntry struct {
+// Options are a store's limits and hooks.
+type Options struct {
+	// MaxBytes is the soft bound of the committed blobs and reservations.
+	MaxBytes int64
+	// Log is the agent's (nil: a logger of the store's own).
+	Log *logrus.Entry
+	// OnEvict, if set, is told of each blob eviction removed (not of
+	// corrupt blobs deleted on a check).
+	OnEvict func(hex string)
+}
+
+type entry struct {
 	hex  string
 	size int64
 	refs int
@@ -47,21 +64,21 @@ type cacheEntry struct {
 	modTime  time.Time
 }
 
-// CacheHandle pins one cached blob against eviction until Release.
-type CacheHandle struct {
-	c    *Cache
-	e    *cacheEntry
+// Handle pins one cached blob against eviction until Release.
+type Handle struct {
+	c    *Store
+	e    *entry
 	once sync.Once
 }
 
-// OpenCache opens (or creates) the cache under dir. Leftover partial files
-// from a previous run are removed: resuming them across restarts is not
-// worth trusting bytes nobody verified.
+// Open opens (or creates) the store under dir. Partial files an earlier
+// process left are kept to resume from (keepResumable); anything else left
+// over in partial/ goes.
 //
-// Blobs may be private images: the cache is the agent's alone (directories
-// 0700, files 0600, existing ones included). log is the agent's (nil: a
-// logger of the cache's own).
-func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
+// Blobs may be private images: the store is the agent's alone (directories
+// 0700, files 0600, existing ones included).
+func Open(dir string, o Options) (*Store, error) {
+	log := o.Log
 	if log == nil {
 		log = logrus.NewEntry(logrus.New())
 	}
@@ -77,7 +94,7 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 			return nil, fmt.Errorf("cache dir: %w", err)
 		}
 	}
-	c := &Cache{dir: dir, max: max, log: log, entries: map[string]*cacheEntry{}, lru: list.New()}
+	c := &Store{dir: dir, max: o.MaxBytes, log: log, onEvict: o.OnEvict, entries: map[string]*entry{}, lru: list.New()}
 	if err := c.keepResumable(); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
 	}
@@ -92,7 +109,7 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan cache: %w", err)
 	}
-	var found []*cacheEntry
+	var found []*entry
 	for _, de := range des {
 		if !validHex(de.Name()) || !de.Type().IsRegular() {
 			continue
@@ -106,7 +123,7 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 		}
 		// Not verified: the previous process may have died mid-write of the
 		// filesystem, or the file may have been altered since.
-		found = append(found, &cacheEntry{hex: de.Name(), size: fi.Size(), modTime: fi.ModTime()})
+		found = append(found, &entry{hex: de.Name(), size: fi.Size(), modTime: fi.ModTime()})
 	}
 	// Recreate LRU order from modification times (oldest at the back).
 	sort.Slice(found, func(i, j int) bool { return found[i].modTime.After(found[j].modTime) })
@@ -122,84 +139,11 @@ func OpenCache(dir string, max int64, log *logrus.Entry) (*Cache, error) {
 	return c, nil
 }
 
-// resumeMaxAge is how long a download's partial file left by an earlier
-// process is kept for a download of the same blob to continue from.
-const resumeMaxAge = 24 * time.Hour
-
-// keepResumable tidies partial/ at start: the partial files an earlier
-// process left (killed mid-download) are kept as <hex>.resume, the newest
-// per blob, for the next download of that blob to continue from its
-// verified pieces (partial.Resume); everything else, and those older than
-// resumeMaxAge, goes.
-func (c *Cache) keepResumable() error {
-	dir := filepath.Join(c.dir, "partial")
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	newest := map[string]time.Time{}
-	for _, de := range des {
-		p := filepath.Join(dir, de.Name())
-		h, rest, _ := strings.Cut(de.Name(), ".")
-		fi, err := de.Info()
-		if err != nil || !de.Type().IsRegular() || !validHex(h) || rest == "" || time.Since(fi.ModTime()) > resumeMaxAge {
-			if err := os.RemoveAll(p); err != nil {
-				return err
-			}
-			continue
-		}
-		if t, ok := newest[h]; ok && !fi.ModTime().After(t) {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			continue
-		}
-		if rest != "resume" {
-			if err := os.Rename(p, c.resumePath(h)); err != nil {
-				return err
-			}
-		}
-		newest[h] = fi.ModTime()
-	}
-	return nil
-}
-
-// resumePath is where a blob's partial file from an earlier process waits.
-func (c *Cache) resumePath(hex string) string {
-	return filepath.Join(c.dir, "partial", hex+".resume")
-}
-
-// takeResumable returns the partial file an earlier process left for hex,
-// if any (the caller moves it away; a second taker's rename fails).
-func (c *Cache) takeResumable(hex string) (string, bool) {
-	p := c.resumePath(hex)
-	if _, err := os.Stat(p); err != nil {
-		return "", false
-	}
-	return p, true
-}
-
-func validHex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, r := range s {
-		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func (c *Cache) blobPath(hex string) string    { return filepath.Join(c.dir, "blobs", hex) }
-func (c *Cache) partialPath(hex string) string { return filepath.Join(c.dir, "partial", hex) }
-
-// torrentPath holds the blob's torrent metadata, kept so a restarted agent
-// can seed it again.
-func (c *Cache) torrentPath(hex string) string { return filepath.Join(c.dir, "torrents", hex) }
+func (c *Store) blobPath(hex string) string    { return filepath.Join(c.dir, "blobs", hex) }
+func (c *Store) partialPath(hex string) string { return filepath.Join(c.dir, "partial", hex) }
 
 // Cached lists the cached blobs with their modification times.
-func (c *Cache) Cached() map[string]time.Time {
+func (c *Store) Cached() map[string]time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]time.Time, len(c.entries))
@@ -210,19 +154,19 @@ func (c *Cache) Cached() map[string]time.Time {
 }
 
 // Usage returns used and free bytes (free never negative).
-func (c *Cache) Usage() (used, free int64) {
+func (c *Store) Usage() (used, free int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.used, max(0, c.max-c.used)
 }
 
 // Lookup pins the blob if it is cached.
-func (c *Cache) Lookup(hex string) (*CacheHandle, bool) { return c.pin(hex, true) }
+func (c *Store) Lookup(hex string) (*Handle, bool) { return c.pin(hex, true) }
 
 // Peek pins the blob if it is cached, leaving its place in the LRU order.
-func (c *Cache) Peek(hex string) (*CacheHandle, bool) { return c.pin(hex, false) }
+func (c *Store) Peek(hex string) (*Handle, bool) { return c.pin(hex, false) }
 
-func (c *Cache) pin(hex string, touch bool) (*CacheHandle, bool) {
+func (c *Store) pin(hex string, touch bool) (*Handle, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[hex]
@@ -233,17 +177,28 @@ func (c *Cache) pin(hex string, touch bool) (*CacheHandle, bool) {
 	if touch {
 		c.lru.MoveToFront(e.elem)
 	}
-	return &CacheHandle{c: c, e: e}, true
+	return &Handle{c: c, e: e}, true
 }
 
 // Path is the blob file.
-func (h *CacheHandle) Path() string { return h.c.blobPath(h.e.hex) }
+func (h *Handle) Path() string { return h.c.blobPath(h.e.hex) }
+
+// Verified reports whether the copy was hashed since the store opened (a
+// blob found at Open counts as unverified until then).
+func (h *Handle) Verified() bool {
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	return h.e.verified
+}
+
+// Hex is the blob's sha256.
+func (h *Handle) Hex() string { return h.e.hex }
 
 // Size is the blob length.
-func (h *CacheHandle) Size() int64 { return h.e.size }
+func (h *Handle) Size() int64 { return h.e.size }
 
 // Release unpins the blob.
-func (h *CacheHandle) Release() {
+func (h *Handle) Release() {
 	h.once.Do(func() {
 		h.c.mu.Lock()
 		h.e.refs--
@@ -254,18 +209,27 @@ func (h *CacheHandle) Release() {
 // Verify makes sure the file still hashes to its name. It is cheap when the
 // file was verified before and its size and mtime are unchanged. A mismatch
 // deletes the blob and returns an error; the caller re-fetches.
-func (h *CacheHandle) Verify() error {
-	f, err := h.Open()
+func (h *Handle) Verify() error {
+	r, err := h.Open()
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	return r.Close()
 }
 
-// Open is Verify on a descriptor of the blob file, returned for the caller
-// to send from: what it sends is the file that was checked, whatever
-// replaces the path meanwhile.
-func (h *CacheHandle) Open() (*os.File, error) {
+// Open is Verify on a descriptor of the blob file, returned as a Reader
+// for the caller to send from: what it sends is the file that was checked,
+// whatever replaces the path meanwhile. The caller closes the Reader.
+func (h *Handle) Open() (*Reader, error) {
+	f, err := h.open()
+	if err != nil {
+		return nil, err
+	}
+	size := h.Size()
+	return NewReader(f, max(size, 1), size, func(int) bool { return true }), nil
+}
+
+func (h *Handle) open() (*os.File, error) {
 	c := h.c
 	f, err := os.Open(h.Path())
 	if err != nil {
@@ -305,7 +269,7 @@ func (h *CacheHandle) Open() (*os.File, error) {
 
 // remove deletes an entry regardless of refs: used for corrupt blobs, which
 // nobody should keep reading. Open file descriptors stay valid.
-func (c *Cache) remove(e *cacheEntry) {
+func (c *Store) remove(e *entry) {
 	c.mu.Lock()
 	cur, ok := c.entries[e.hex]
 	if ok && cur == e {
@@ -325,7 +289,7 @@ func (c *Cache) remove(e *cacheEntry) {
 // recently used first, until the cache fits. If pinned blobs make that
 // impossible the reservation is kept anyway: a pull never fails because the
 // cache is full; the overshoot is evicted later.
-func (c *Cache) Reserve(n int64) {
+func (c *Store) Reserve(n int64) {
 	c.mu.Lock()
 	c.used += n
 	evicted := c.evictLocked()
@@ -334,16 +298,16 @@ func (c *Cache) Reserve(n int64) {
 }
 
 // Unreserve returns a reservation that did not become a blob.
-func (c *Cache) Unreserve(n int64) {
+func (c *Store) Unreserve(n int64) {
 	c.mu.Lock()
 	c.used -= n
 	c.mu.Unlock()
 }
 
-func (c *Cache) evictLocked() []string {
+func (c *Store) evictLocked() []string {
 	var evicted []string
 	for el := c.lru.Back(); el != nil && c.used > c.max; {
-		e := el.Value.(*cacheEntry)
+		e := el.Value.(*entry)
 		prev := el.Prev()
 		if e.refs == 0 {
 			c.lru.Remove(el)
@@ -360,12 +324,9 @@ func (c *Cache) evictLocked() []string {
 	return evicted
 }
 
-func (c *Cache) afterEvict(evicted []string) {
+func (c *Store) afterEvict(evicted []string) {
 	for _, h := range evicted {
 		c.log.WithField("digest", "sha256:"+h).Info("evicted blob from agent cache")
-		if c.onEvicts != nil {
-			c.onEvicts()
-		}
 		if c.onEvict != nil {
 			c.onEvict(h)
 		}
@@ -377,14 +338,14 @@ func (c *Cache) afterEvict(evicted []string) {
 // pinned. The blob is in the cache once its name is (clients may already
 // hold every byte: it was verified before); its bytes and the name reach
 // the disk before Commit returns. A crash at any point leaves no blob, or a
-// blob a restarted agent hashes before it serves or seeds it (OpenCache
+// blob a restarted agent hashes before it serves or seeds it (Open
 // marks every blob unverified), so a torn file is never handed out.
 //
 // published, if set, is called once the blob is in the cache, before
 // anyone can find it there (under the cache's lock: it must not call the
 // cache).
-func (c *Cache) Commit(path, hex string, size, reserved int64, published func()) (*CacheHandle, error) {
-	fail := func(err error) (*CacheHandle, error) {
+func (c *Store) Commit(path, hex string, size, reserved int64, published func()) (*Handle, error) {
+	fail := func(err error) (*Handle, error) {
 		c.Unreserve(reserved)
 		return nil, fmt.Errorf("commit blob sha256:%s: %w", hex, err)
 	}
@@ -410,7 +371,7 @@ func (c *Cache) Commit(path, hex string, size, reserved int64, published func())
 		c.lru.Remove(old.elem)
 		c.used -= old.size
 	}
-	e := &cacheEntry{hex: hex, size: size, refs: 1, verified: true, modTime: fi.ModTime()}
+	e := &entry{hex: hex, size: size, refs: 1, verified: true, modTime: fi.ModTime()}
 	e.elem = c.lru.PushFront(e)
 	c.entries[hex] = e
 	c.used += size
@@ -420,7 +381,7 @@ func (c *Cache) Commit(path, hex string, size, reserved int64, published func())
 	evicted := c.evictLocked()
 	c.mu.Unlock()
 	c.afterEvict(evicted)
-	h := &CacheHandle{c: c, e: e}
+	h := &Handle{c: c, e: e}
 	if err := f.Sync(); err != nil {
 		return h, fmt.Errorf("commit blob sha256:%s: sync: %w", hex, err)
 	}
@@ -432,11 +393,12 @@ func (c *Cache) Commit(path, hex string, size, reserved int64, published func())
 	return h, nil
 }
 
-// commitStep, when set (tests), is called at each step of a commit:
-// "begin", then after "renamed", "synced", "dirsynced".
-type commitStep func(step string)
+// SetCommitStep makes fn (tests; nil: none) be called at each step of a
+// commit: "begin", then after "renamed", "synced", "dirsynced". Call it
+// before the store is used.
+func (c *Store) SetCommitStep(fn func(step string)) { c.onStep = fn }
 
-func (c *Cache) step(s string) {
+func (c *Store) step(s string) {
 	if c.onStep != nil {
 		c.onStep(s)
 	}
