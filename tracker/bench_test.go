@@ -2,8 +2,10 @@ package tracker
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -68,4 +70,37 @@ func benchQueries(s *Server) []string {
 		}
 	}
 	return qs
+}
+
+// BenchmarkSelectPeers is the hand-out alone: 800 candidates (numwant 200
+// sampled ×4 for a group) in four classes and two groups, limit 200, one
+// pooled source per call as the announce handler takes it.
+func BenchmarkSelectPeers(b *testing.B) {
+	s, err := New(testConfig(), Deps{Store: NewMemoryStore(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	cands := benchCandidates(800)
+	self := cands[0]
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rng, _ := s.rngs.Get().(*rand.Rand)
+			if rng == nil {
+				rng = newRand()
+			}
+			selectPeers(cands, handOut{selfID: self.ID, selfAddr: self.Addr, group: "a", limit: 200, maxPerIP: 4, rng: rng})
+			s.rngs.Put(rng)
+		}
+	})
+}
+
+func benchCandidates(n int) []Peer {
+	cands := make([]Peer, n)
+	for i := range cands {
+		cands[i] = Peer{ID: pid(i), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 6881),
+			Class: Class(i % int(numClasses)), Group: []string{"a", "b"}[i%2]}
+	}
+	return cands
 }
