@@ -157,7 +157,9 @@ type world struct {
 	net   *network
 	rng   *rand.Rand
 	store *tracker.MemoryStore
-	base  time.Time
+	// handRng orders the tracker's hand-out (tracker.HandOutRequest.Rand).
+	handRng *rand.Rand
+	base    time.Time
 
 	nodes    []*node
 	registry *node
@@ -261,7 +263,10 @@ func newWorld(p Params) *world {
 	w := &world{p: p, sim: &sim{}, rng: rand.New(rand.NewPCG(p.Seed, 0x5eed)), base: time.Unix(1_700_000_000, 0)}
 	w.sim.rng = rand.New(rand.NewPCG(p.Seed, 0xf10))
 	w.net = &network{sim: w.sim, quantum: p.Quantum, sigma: p.Unfairness, period: p.UnfairPeriod}
-	w.store = tracker.NewMemoryStore(24 * time.Hour)
+	// The tracker's own randomness (store sample, hand-out order) is seeded
+	// too, so a seed names one run.
+	w.store = tracker.NewSeededMemoryStore(24*time.Hour, p.Seed)
+	w.handRng = rand.New(rand.NewPCG(p.Seed, 0x7ac))
 	eff := p.Efficiency
 	w.registry = &node{w: w, idx: -1, up: &resource{name: "registry.up", cap: p.RegistryUp * eff}}
 	if p.HostCPU > 0 {
@@ -408,7 +413,7 @@ func (nb *nodeBlob) announce(class tracker.Class, again bool) {
 	if err != nil {
 		panic(err)
 	}
-	sel := tracker.HandOut(sw.Candidates, tracker.HandOutRequest{SelfID: n.id20, SelfAddr: n.addr, Group: w.p.Group, Limit: numwant, Young: tracker.YoungSwarm(sw, tracker.DefaultConfig().YoungSwarmSeeders), MaxPerIP: tracker.DefaultConfig().MaxPeersPerIP})
+	sel := tracker.HandOut(sw.Candidates, tracker.HandOutRequest{SelfID: n.id20, SelfAddr: n.addr, Group: w.p.Group, Limit: numwant, Young: tracker.YoungSwarm(sw, tracker.DefaultConfig().YoungSwarmSeeders), MaxPerIP: tracker.DefaultConfig().MaxPeersPerIP, Rand: w.handRng})
 	nb.answered = true
 	for _, p := range sel {
 		if p.Class == tracker.ClassOrigin {
