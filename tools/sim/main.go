@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 )
 
 func main() {
@@ -45,6 +46,7 @@ func main() {
 		backoff := fs.Float64("backoff", p.BusyBackoff, "engine variant: busy backoff seconds")
 		period := fs.Float64("period", p.UnfairPeriod, "seconds between flow weight draws")
 		stall := fs.Float64("stall", p.StallTimeout, "agents' p2p.stallTimeout, seconds")
+		prof := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		scale := fs.Bool("scalecell", false, "a TestScale cell: -stall, -sndbuf and -maxconns as that run's agents (cells.go)")
 		fs.Parse(os.Args[2:])
 		p.StallTimeout = *stall
@@ -62,6 +64,19 @@ func main() {
 			p.RegistryUp = mbit(*reg)
 		}
 		p.HostCPU = *cpu * 1e6
+		if *prof != "" {
+			f, err := os.Create(*prof)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "sim:", err)
+				os.Exit(1)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(os.Stderr, "sim:", err)
+				os.Exit(1)
+			}
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 		r := newWorld(p).run()
 		r.Seconds = nil
 		b, _ := json.MarshalIndent(r, "", "  ")
