@@ -77,12 +77,13 @@ func selectPeers(cands []Peer, h handOut) []Peer {
 	for b := 1; b <= nb; b++ {
 		counts[b] += counts[b-1]
 	}
-	// Counting sort into bucket order, then shuffle within each bucket.
-	ordered := make([]Peer, counts[nb])
+	// Counting sort of indices into bucket order, then shuffle within each
+	// bucket: indices, not Peers, so a 4x sample of 200 moves 3 KiB, not 70.
+	ordered := make([]int32, counts[nb])
 	next := counts
-	for i, p := range cands {
+	for i := range cands {
 		if b := keep[i]; b >= 0 {
-			ordered[next[b]] = p
+			ordered[next[b]] = int32(i)
 			next[b]++
 		}
 	}
@@ -92,7 +93,8 @@ func selectPeers(cands []Peer, h handOut) []Peer {
 	}
 	out := make([]Peer, 0, min(h.limit, len(ordered)))
 	var perIP map[netip.Addr]int
-	for _, p := range ordered {
+	for _, i := range ordered {
+		p := cands[i]
 		if len(out) == h.limit {
 			break
 		}
