@@ -208,3 +208,41 @@ func readJSON(path string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// cmdCharts draws the projections in a results directory together: every
+// p*.json run's completion CDF in one chart, and p50 and max ÷ T* against
+// N per rollout (name), with scale.json's smaller N beside them.
+func cmdCharts(args []string) error {
+	fs := flag.NewFlagSet("charts", flag.ExitOnError)
+	out := fs.String("out", "results", "directory")
+	fs.Parse(args)
+	files, err := filepath.Glob(filepath.Join(*out, "p*.json"))
+	if err != nil {
+		return err
+	}
+	slices.Sort(files)
+	var rs []Result
+	series := map[string][]Result{}
+	for _, f := range append(files, filepath.Join(*out, "scale.json")) {
+		var ps []projection
+		if err := readJSON(f, &ps); err != nil {
+			if filepath.Base(f) == "scale.json" {
+				continue
+			}
+			return err
+		}
+		for _, p := range ps {
+			if filepath.Base(f) != "scale.json" {
+				rs = append(rs, p.Result)
+			}
+			series[p.Name] = append(series[p.Name], p.Result)
+		}
+	}
+	if len(rs) == 0 {
+		return fmt.Errorf("no p*.json projections in %s", *out)
+	}
+	if err := cdfChart("Completion time CDF (projections)", rs, filepath.Join(*out, "projections-cdf.svg")); err != nil {
+		return err
+	}
+	return ratioChart("p50 and max ÷ T* against N", series, filepath.Join(*out, "projections-ratio.svg"))
+}

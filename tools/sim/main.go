@@ -9,6 +9,7 @@
 //	sim run [flags]        one rollout, JSON on stdout
 //	sim validate -out DIR  every e2e netns cell, simulated beside measured
 //	sim project -out DIR   N = 1,000 / 10,000 at 64 MiB and 1 GiB; Kraken's experiment
+//	sim charts -out DIR    the projections' CDF and p50/max ÷ T* against N, together
 package main
 
 import (
@@ -100,4 +101,5 @@ func init() {
 	commands["validate"] = cmdValidate
 	commands["project"] = cmdProject
 	commands["scale"] = cmdScale
+	commands["charts"] = cmdCharts
 }
