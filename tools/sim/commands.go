@@ -235,7 +235,10 @@ func cmdCharts(args []string) error {
 			if filepath.Base(f) != "scale.json" {
 				rs = append(rs, p.Result)
 			}
-			series[p.Name] = append(series[p.Name], p.Result)
+			// scale.json repeats the projections of its image.
+			if !slices.ContainsFunc(series[p.Name], func(r Result) bool { return r.N == p.N }) {
+				series[p.Name] = append(series[p.Name], p.Result)
+			}
 		}
 	}
 	if len(rs) == 0 {

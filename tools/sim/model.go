@@ -84,6 +84,10 @@ type Params struct {
 	// next 50 ms tick; BusyBackoff replaces peerBusyBackoff.
 	PokeOnHave  bool
 	BusyBackoff float64
+	// StealDedupe: what-if the agent marked steals as share fetches
+	// (regshare.Header), so the registry refuses a steal of a range another
+	// node fetched within regshare.Hold and the swarm gets it instead.
+	StealDedupe bool
 	// Quantum bounds how often flow rates are recomputed (0: on every
 	// change).
 	Quantum float64
@@ -801,7 +805,7 @@ func (nb *nodeBlob) fetchOrigin(f sched.Fetch) {
 		}
 		// The registry refuses a share fetch of a range another node
 		// fetched as its share within shareHold (internal/regshare).
-		if f.Why == "share" && !p.NoShareDedupe {
+		if (f.Why == "share" || (f.Why == "steal" && p.StealDedupe)) && !p.NoShareDedupe {
 			if nb.b.shares == nil {
 				nb.b.shares = map[int]shareRec{}
 			}
