@@ -1,9 +1,12 @@
 package tracker
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -68,4 +71,74 @@ func benchQueries(s *Server) []string {
 		}
 	}
 	return qs
+}
+
+// BenchmarkSelectPeers is the hand-out alone: 800 candidates (numwant 200
+// sampled ×4 for a group) in four classes and two groups, limit 200, one
+// pooled source per call as the announce handler takes it.
+func BenchmarkSelectPeers(b *testing.B) {
+	s, err := New(testConfig(), Deps{Store: NewMemoryStore(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	cands := benchCandidates(800)
+	self := cands[0]
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rng, _ := s.rngs.Get().(*rand.Rand)
+			if rng == nil {
+				rng = newRand()
+			}
+			selectPeers(cands, handOut{selfID: self.ID, selfAddr: self.Addr, group: "a", limit: 200, maxPerIP: 4, rng: rng})
+			s.rngs.Put(rng)
+		}
+	})
+}
+
+func benchCandidates(n int) []Peer {
+	cands := make([]Peer, n)
+	for i := range cands {
+		cands[i] = Peer{ID: pid(i), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 6881),
+			Class: Class(i % int(numClasses)), Group: []string{"a", "b"}[i%2]}
+	}
+	return cands
+}
+
+// BenchmarkAnnounceSwarmSize is the handler on the memory store for a
+// swarm of 100 and of 10,000 peers, numwant 50: the cost per announce
+// follows numwant, not the swarm (compare the two in one run). The swarm
+// is filled with the handler's TTL: the expiry list is kept in order by a
+// search from its tail, O(1) when every announce has the same TTL.
+func BenchmarkAnnounceSwarmSize(b *testing.B) {
+	for _, size := range []int{100, 10000} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			store := NewMemoryStore(time.Hour)
+			s, err := New(testConfig(), Deps{Store: store})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			h := ih(42)
+			for i := 0; i < size; i++ {
+				p := Peer{ID: pid(i), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 6881), Class: Class(i % 2)}
+				if _, err := store.Announce(context.Background(), time.Now(), AnnounceInput{InfoHash: h, Peer: p, TTL: s.cfg.PeerTTL}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tok := s.keys.Sign(token.PurposeAnnounce, h[:], time.Now().Add(time.Hour))
+			qs := make([]string, 100)
+			for i := range qs {
+				qs[i] = url.Values{"info_hash": {string(h[:])}, "peer_id": {fmt.Sprintf("-BM0001-%012d", i)},
+					"port": {fmt.Sprint(20000 + i)}, "left": {"5"}, "numwant": {"50"}, "token": {tok}}.Encode()
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r := httptest.NewRequest(http.MethodGet, "/announce", nil)
+				r.URL.RawQuery = qs[i%len(qs)]
+				s.handleAnnounce(httptest.NewRecorder(), r)
+			}
+		})
+	}
 }

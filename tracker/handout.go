@@ -1,6 +1,9 @@
 package tracker
 
-import "net/netip"
+import (
+	"math/rand/v2"
+	"net/netip"
+)
 
 // HandOutRequest is who asks and how many peers it may get, as the announce
 // handler fills it.
@@ -13,6 +16,11 @@ type HandOutRequest struct {
 	Young bool
 	// MaxPerIP caps the peers of one address; 0 means no cap.
 	MaxPerIP int
+	// Rand orders the peers within a class and group. A seeded source makes
+	// the hand-out a function of its inputs (the simulator seeds it from its
+	// seed); nil draws a source seeded from crypto/rand for this call. Not
+	// safe for concurrent use.
+	Rand *rand.Rand
 }
 
 // HandOut is the tracker's hand-out policy (selectPeers) for callers
@@ -24,9 +32,13 @@ func HandOut(cands []Peer, r HandOutRequest) []Peer {
 	if maxPerIP <= 0 {
 		maxPerIP = len(cands) + 1
 	}
+	rng := r.Rand
+	if rng == nil {
+		rng = newRand()
+	}
 	return selectPeers(cands, handOut{
 		selfID: r.SelfID, selfAddr: r.SelfAddr, group: r.Group, limit: r.Limit,
-		young: r.Young, maxPerIP: maxPerIP,
+		young: r.Young, maxPerIP: maxPerIP, rng: rng,
 	})
 }
 

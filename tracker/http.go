@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -265,10 +266,16 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	var sel []Peer
 	if !in.Stopped {
+		rng, _ := s.rngs.Get().(*rand.Rand)
+		if rng == nil {
+			rng = newRand()
+		}
 		sel = selectPeers(sw.Candidates, handOut{
 			selfID: peer.ID, selfAddr: peer.Addr, group: peer.Group, limit: q.numwant,
 			young: youngSwarm(sw, s.cfg.YoungSwarmSeeders), maxPerIP: s.cfg.MaxPeersPerIP,
+			rng: rng,
 		})
+		s.rngs.Put(rng)
 	}
 	s.metrics.announceEvent(q.event).Inc()
 	s.metrics.swarmSize.Observe(float64(sw.Complete + sw.Incomplete))

@@ -27,6 +27,9 @@ type MemoryStore struct {
 type memShard struct {
 	mu     sync.Mutex
 	swarms map[[20]byte]*memSwarm
+	// rng draws the shard's samples, under mu: announces to one shard are
+	// serialised anyway, so a source per shard costs no lock of its own.
+	rng *rand.Rand
 }
 
 type memSwarm struct {
@@ -49,9 +52,22 @@ type memPeer struct {
 // every sweep interval, so memory stays bounded even for swarms nobody
 // announces to again.
 func NewMemoryStore(sweep time.Duration) *MemoryStore {
+	return newMemoryStore(sweep, func(int) *rand.Rand { return newRand() })
+}
+
+// NewSeededMemoryStore is NewMemoryStore whose samples are a function of
+// seed and the announces applied, in order: for simulations and tests that
+// must replay a run. Anyone who knows the seed can predict the samples, so
+// a tracker facing the network uses NewMemoryStore.
+func NewSeededMemoryStore(sweep time.Duration, seed uint64) *MemoryStore {
+	return newMemoryStore(sweep, func(i int) *rand.Rand { return rand.New(rand.NewPCG(seed, uint64(i))) })
+}
+
+func newMemoryStore(sweep time.Duration, source func(shard int) *rand.Rand) *MemoryStore {
 	s := &MemoryStore{stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range s.shards {
 		s.shards[i].swarms = make(map[[20]byte]*memSwarm)
+		s.shards[i].rng = source(i)
 	}
 	if sweep <= 0 {
 		sweep = time.Minute
@@ -175,7 +191,7 @@ func (sw *memSwarm) liveCounts(now time.Time) (n [numClasses]int) {
 }
 
 // sample appends up to want random peers of class c other than self.
-func (sw *memSwarm) sample(out []Peer, c Class, want int, self peerKey) ([]Peer, int) {
+func (sw *memSwarm) sample(rng *rand.Rand, out []Peer, c Class, want int, self peerKey) ([]Peer, int) {
 	cl := sw.classes[c]
 	if want <= 0 || len(cl) == 0 {
 		return out, want
@@ -194,7 +210,7 @@ func (sw *memSwarm) sample(out []Peer, c Class, want int, self peerKey) ([]Peer,
 	picked := make(map[int]struct{}, want+1)
 	n := len(cl)
 	for j := n - (want + 1); j < n; j++ {
-		t := rand.IntN(j + 1)
+		t := rng.IntN(j + 1)
 		if _, dup := picked[t]; dup {
 			t = j
 		}
@@ -248,10 +264,10 @@ func (s *MemoryStore) Announce(_ context.Context, now time.Time, in AnnounceInpu
 	out := Swarm{Counts: sw.counts()}
 	if in.Sample > 0 {
 		out.Candidates = make([]Peer, 0, in.Sample+maxOriginCandidates)
-		out.Candidates, _ = sw.sample(out.Candidates, ClassOrigin, maxOriginCandidates, self)
+		out.Candidates, _ = sw.sample(sh.rng, out.Candidates, ClassOrigin, maxOriginCandidates, self)
 		want := in.Sample
 		for _, c := range []Class{ClassComplete, ClassIncomplete, ClassUnverified} {
-			out.Candidates, want = sw.sample(out.Candidates, c, want, self)
+			out.Candidates, want = sw.sample(sh.rng, out.Candidates, c, want, self)
 		}
 	}
 	if len(sw.peers) == 0 && sw.downloaded == 0 {

@@ -1,6 +1,8 @@
 package tracker
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
 )
@@ -16,6 +18,18 @@ type handOut struct {
 	young bool
 	// maxPerIP caps the peers of one address (loopback exempt).
 	maxPerIP int
+	// rng draws the order within a bucket. Not safe for concurrent use:
+	// one per request (the server's pool) or per simulation.
+	rng *rand.Rand
+}
+
+// newRand returns a source seeded from crypto/rand: every tracker and
+// every pooled source draws its own sequence, so no announce can predict
+// another's hand-out, and nothing shares the process-wide source.
+func newRand() *rand.Rand {
+	var b [16]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand.Read since Go 1.24)
+	return rand.New(rand.NewPCG(binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])))
 }
 
 // numBuckets: per class rank, same group then other groups.
@@ -28,7 +42,8 @@ const numBuckets = 2 * int(numClasses)
 // across equal peers. A young swarm gets the origin first, so whatever
 // else the swarm holds, the requester can reach its source. No address
 // gets more than h.maxPerIP of the places. The requester itself (by key,
-// peer id or address) is never returned. O(candidates).
+// peer id or address) is never returned. O(candidates). The order is a
+// function of cands and h.rng's state alone, so a seeded source replays it.
 func selectPeers(cands []Peer, h handOut) []Peer {
 	if h.limit <= 0 || len(cands) == 0 {
 		return nil
@@ -62,22 +77,24 @@ func selectPeers(cands []Peer, h handOut) []Peer {
 	for b := 1; b <= nb; b++ {
 		counts[b] += counts[b-1]
 	}
-	// Counting sort into bucket order, then shuffle within each bucket.
-	ordered := make([]Peer, counts[nb])
+	// Counting sort of indices into bucket order, then shuffle within each
+	// bucket: indices, not Peers, so a 4x sample of 200 moves 3 KiB, not 70.
+	ordered := make([]int32, counts[nb])
 	next := counts
-	for i, p := range cands {
+	for i := range cands {
 		if b := keep[i]; b >= 0 {
-			ordered[next[b]] = p
+			ordered[next[b]] = int32(i)
 			next[b]++
 		}
 	}
 	for b := 0; b < nb; b++ {
 		part := ordered[counts[b]:counts[b+1]]
-		rand.Shuffle(len(part), func(i, j int) { part[i], part[j] = part[j], part[i] })
+		h.rng.Shuffle(len(part), func(i, j int) { part[i], part[j] = part[j], part[i] })
 	}
 	out := make([]Peer, 0, min(h.limit, len(ordered)))
 	var perIP map[netip.Addr]int
-	for _, p := range ordered {
+	for _, i := range ordered {
+		p := cands[i]
 		if len(out) == h.limit {
 			break
 		}

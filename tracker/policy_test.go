@@ -8,7 +8,7 @@ import (
 
 // ho is a hand-out for requester self with the default per-IP cap.
 func ho(self Peer, group string, limit int) handOut {
-	return handOut{selfID: self.ID, selfAddr: self.Addr, group: group, limit: limit, maxPerIP: 4}
+	return handOut{selfID: self.ID, selfAddr: self.Addr, group: group, limit: limit, maxPerIP: 4, rng: newRand()}
 }
 
 func TestSelectPeers(t *testing.T) {

@@ -59,6 +59,10 @@ type Server struct {
 	log       *logrus.Entry
 	handler   http.Handler
 	now       func() time.Time
+	// rngs hold the hand-out's sources, each seeded from crypto/rand and
+	// used by one announce at a time: no lock on the announce path, and no
+	// draw from the process-wide source.
+	rngs sync.Pool
 
 	closeOnce sync.Once
 	closeErr  error

@@ -9,6 +9,7 @@
 //	sim run [flags]        one rollout, JSON on stdout
 //	sim validate -out DIR  every e2e netns cell, simulated beside measured
 //	sim project -out DIR   N = 1,000 / 10,000 at 64 MiB and 1 GiB; Kraken's experiment
+//	sim charts -out DIR    the projections' CDF and p50/max ÷ T* against N, together
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 )
 
 func main() {
@@ -42,9 +44,11 @@ func main() {
 		conns := fs.Int("maxconns", p.MaxConns, "established connections per torrent")
 		numwant := fs.Int("numwant", p.Numwant, "peers asked of the tracker")
 		pokeHave := fs.Bool("pokeonhave", false, "engine variant: wake on a neighbour's have")
+		stealDedupe := fs.Bool("stealdedupe", false, "what-if: steals carry the share header, so the registry refuses duplicate ones")
 		backoff := fs.Float64("backoff", p.BusyBackoff, "engine variant: busy backoff seconds")
 		period := fs.Float64("period", p.UnfairPeriod, "seconds between flow weight draws")
 		stall := fs.Float64("stall", p.StallTimeout, "agents' p2p.stallTimeout, seconds")
+		prof := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		scale := fs.Bool("scalecell", false, "a TestScale cell: -stall, -sndbuf and -maxconns as that run's agents (cells.go)")
 		fs.Parse(os.Args[2:])
 		p.StallTimeout = *stall
@@ -52,7 +56,7 @@ func main() {
 			*sb, *conns, p.StallTimeout = 2*DataSendBuffer, 50, ScaleStallTimeout
 		}
 		p.UnfairPeriod = *period
-		p.PokeOnHave, p.BusyBackoff = *pokeHave, *backoff
+		p.PokeOnHave, p.BusyBackoff, p.StealDedupe = *pokeHave, *backoff, *stealDedupe
 		p.MaxConns, p.Numwant = *conns, *numwant
 		p.SendBuffer = *sb
 		p.Unfairness = *unf
@@ -62,6 +66,19 @@ func main() {
 			p.RegistryUp = mbit(*reg)
 		}
 		p.HostCPU = *cpu * 1e6
+		if *prof != "" {
+			f, err := os.Create(*prof)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "sim:", err)
+				os.Exit(1)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(os.Stderr, "sim:", err)
+				os.Exit(1)
+			}
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 		r := newWorld(p).run()
 		r.Seconds = nil
 		b, _ := json.MarshalIndent(r, "", "  ")
@@ -85,4 +102,5 @@ func init() {
 	commands["validate"] = cmdValidate
 	commands["project"] = cmdProject
 	commands["scale"] = cmdScale
+	commands["charts"] = cmdCharts
 }

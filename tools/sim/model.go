@@ -84,6 +84,10 @@ type Params struct {
 	// next 50 ms tick; BusyBackoff replaces peerBusyBackoff.
 	PokeOnHave  bool
 	BusyBackoff float64
+	// StealDedupe: what-if the agent marked steals as share fetches
+	// (regshare.Header), so the registry refuses a steal of a range another
+	// node fetched within regshare.Hold and the swarm gets it instead.
+	StealDedupe bool
 	// Quantum bounds how often flow rates are recomputed (0: on every
 	// change).
 	Quantum float64
@@ -157,7 +161,9 @@ type world struct {
 	net   *network
 	rng   *rand.Rand
 	store *tracker.MemoryStore
-	base  time.Time
+	// handRng orders the tracker's hand-out (tracker.HandOutRequest.Rand).
+	handRng *rand.Rand
+	base    time.Time
 
 	nodes    []*node
 	registry *node
@@ -261,7 +267,10 @@ func newWorld(p Params) *world {
 	w := &world{p: p, sim: &sim{}, rng: rand.New(rand.NewPCG(p.Seed, 0x5eed)), base: time.Unix(1_700_000_000, 0)}
 	w.sim.rng = rand.New(rand.NewPCG(p.Seed, 0xf10))
 	w.net = &network{sim: w.sim, quantum: p.Quantum, sigma: p.Unfairness, period: p.UnfairPeriod}
-	w.store = tracker.NewMemoryStore(24 * time.Hour)
+	// The tracker's own randomness (store sample, hand-out order) is seeded
+	// too, so a seed names one run.
+	w.store = tracker.NewSeededMemoryStore(24*time.Hour, p.Seed)
+	w.handRng = rand.New(rand.NewPCG(p.Seed, 0x7ac))
 	eff := p.Efficiency
 	w.registry = &node{w: w, idx: -1, up: &resource{name: "registry.up", cap: p.RegistryUp * eff}}
 	if p.HostCPU > 0 {
@@ -408,7 +417,7 @@ func (nb *nodeBlob) announce(class tracker.Class, again bool) {
 	if err != nil {
 		panic(err)
 	}
-	sel := tracker.HandOut(sw.Candidates, tracker.HandOutRequest{SelfID: n.id20, SelfAddr: n.addr, Group: w.p.Group, Limit: numwant, Young: tracker.YoungSwarm(sw, tracker.DefaultConfig().YoungSwarmSeeders), MaxPerIP: tracker.DefaultConfig().MaxPeersPerIP})
+	sel := tracker.HandOut(sw.Candidates, tracker.HandOutRequest{SelfID: n.id20, SelfAddr: n.addr, Group: w.p.Group, Limit: numwant, Young: tracker.YoungSwarm(sw, tracker.DefaultConfig().YoungSwarmSeeders), MaxPerIP: tracker.DefaultConfig().MaxPeersPerIP, Rand: w.handRng})
 	nb.answered = true
 	for _, p := range sel {
 		if p.Class == tracker.ClassOrigin {
@@ -796,7 +805,7 @@ func (nb *nodeBlob) fetchOrigin(f sched.Fetch) {
 		}
 		// The registry refuses a share fetch of a range another node
 		// fetched as its share within shareHold (internal/regshare).
-		if f.Why == "share" && !p.NoShareDedupe {
+		if (f.Why == "share" || (f.Why == "steal" && p.StealDedupe)) && !p.NoShareDedupe {
 			if nb.b.shares == nil {
 				nb.b.shares = map[int]shareRec{}
 			}
