@@ -628,3 +628,14 @@ func TestLoopPace(t *testing.T) {
 		}
 	}
 }
+
+// Which registry fetches the registry may refuse as already on their way
+// through the swarm (regshare): shares and steals, never a stalled node's,
+// a lone node's or a waiting reader's.
+func TestMarkedShare(t *testing.T) {
+	for why, want := range map[string]bool{"share": true, "steal": true, "solo": false, "alone": false, "range": false, "": false} {
+		if got := MarkedShare(context.WithValue(context.Background(), whyKey{}, why)); got != want {
+			t.Errorf("%q: marked %v, want %v", why, got, want)
+		}
+	}
+}

@@ -9,6 +9,8 @@
 // get several owners, and the registry sends them several times (issue
 // 20). Only the registry sees every share fetch, so it is where a second
 // owner learns that the block is on its way through the swarm already.
+// A node's steals (a piece nobody in its neighbourhood fetches) carry it
+// too: in a big swarm a neighbourhood idles while others fetch that piece.
 // Fetches of a stalled node (solo) and plain pulls never carry Header:
 // they are always served, so the refusal cannot hold a node back for
 // longer than the stall rule allows.

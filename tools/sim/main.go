@@ -44,7 +44,7 @@ func main() {
 		conns := fs.Int("maxconns", p.MaxConns, "established connections per torrent")
 		numwant := fs.Int("numwant", p.Numwant, "peers asked of the tracker")
 		pokeHave := fs.Bool("pokeonhave", false, "engine variant: wake on a neighbour's have")
-		stealDedupe := fs.Bool("stealdedupe", false, "what-if: steals carry the share header, so the registry refuses duplicate ones")
+		stealUnmarked := fs.Bool("stealunmarked", false, "what-if: steals without the share header (the agent before it marked them), so the registry serves duplicate ones")
 		backoff := fs.Float64("backoff", p.BusyBackoff, "engine variant: busy backoff seconds")
 		period := fs.Float64("period", p.UnfairPeriod, "seconds between flow weight draws")
 		stall := fs.Float64("stall", p.StallTimeout, "agents' p2p.stallTimeout, seconds")
@@ -56,7 +56,7 @@ func main() {
 			*sb, *conns, p.StallTimeout = 2*DataSendBuffer, 50, ScaleStallTimeout
 		}
 		p.UnfairPeriod = *period
-		p.PokeOnHave, p.BusyBackoff, p.StealDedupe = *pokeHave, *backoff, *stealDedupe
+		p.PokeOnHave, p.BusyBackoff, p.StealUnmarked = *pokeHave, *backoff, *stealUnmarked
 		p.MaxConns, p.Numwant = *conns, *numwant
 		p.SendBuffer = *sb
 		p.Unfairness = *unf

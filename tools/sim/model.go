@@ -84,10 +84,11 @@ type Params struct {
 	// next 50 ms tick; BusyBackoff replaces peerBusyBackoff.
 	PokeOnHave  bool
 	BusyBackoff float64
-	// StealDedupe: what-if the agent marked steals as share fetches
-	// (regshare.Header), so the registry refuses a steal of a range another
-	// node fetched within regshare.Hold and the swarm gets it instead.
-	StealDedupe bool
+	// StealUnmarked: what-if steals did not carry regshare.Header, as
+	// before the agent marked them (swarm.MarkedShare): the registry then
+	// serves every steal, also of a range another node fetched within
+	// regshare.Hold.
+	StealUnmarked bool
 	// Quantum bounds how often flow rates are recomputed (0: on every
 	// change).
 	Quantum float64
@@ -805,7 +806,7 @@ func (nb *nodeBlob) fetchOrigin(f sched.Fetch) {
 		}
 		// The registry refuses a share fetch of a range another node
 		// fetched as its share within shareHold (internal/regshare).
-		if (f.Why == "share" || (f.Why == "steal" && p.StealDedupe)) && !p.NoShareDedupe {
+		if (f.Why == "share" || (f.Why == "steal" && !p.StealUnmarked)) && !p.NoShareDedupe {
 			if nb.b.shares == nil {
 				nb.b.shares = map[int]shareRec{}
 			}

@@ -231,7 +231,7 @@ func (c *Client) Range(f *Flight, length int64, dataURL string, log *logrus.Entr
 // ReadRange implements swarm.Origin.
 func (o *Range) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if u := o.dataURL.Load(); u != nil {
-		body, err := o.get(ctx, *u, "", off, n, swarm.FetchWhy(ctx) == "share")
+		body, err := o.get(ctx, *u, "", off, n, swarm.MarkedShare(ctx))
 		var se *swarm.StatusError
 		if !errors.As(err, &se) || se.Status < 400 || se.Status >= 500 || se.Status == regshare.StatusTaken {
 			// Taken: another node fetches this share (regshare); the
