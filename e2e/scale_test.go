@@ -251,7 +251,7 @@ func (c *Cluster) measuredRollout(t *testing.T, spec rolloutSpec) ScaleRun {
 		s.ShoalCPUPerGiB = shoal / gib
 	}
 	t.Logf("N=%d: host idle %.0f%% (load before %.2f), Shoal %.1f CPU-s = %.2f CPU-s/GiB delivered, agents mean %.2f CPU-s, RSS mean %s peak max %s, private mean %s",
-		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mib(meanInt(s.AgentRSS)), mib(maxInt(s.AgentPeak)), mib(meanInt(s.AgentAnon)))
+		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mib(mean(s.AgentRSS)), mib(maxInt(s.AgentPeak)), mib(mean(s.AgentAnon)))
 	return s
 }
 
@@ -273,8 +273,8 @@ func (c *Cluster) measureIdle(t *testing.T, what string, n int, d time.Duration)
 		pcts = append(pcts, 100*cpu/d.Seconds())
 	}
 	r.CorePct, r.MaxPct = mean(pcts), percentile(pcts, 1)
-	r.MeanRSS, r.MaxRSS = meanInt(r.AgentRSS), maxInt(r.AgentRSS)
-	r.MeanAnon, r.MaxAnon = meanInt(r.AgentAnon), maxInt(r.AgentAnon)
+	r.MeanRSS, r.MaxRSS = mean(r.AgentRSS), maxInt(r.AgentRSS)
+	r.MeanAnon, r.MaxAnon = mean(r.AgentAnon), maxInt(r.AgentAnon)
 	t.Logf("idle (%s): %d agents over %s: %.3f%% of a core each (max %.3f%%), RSS mean %s max %s (private mean %s max %s), host idle %.0f%%",
 		what, n, d, r.CorePct, r.MaxPct, mib(r.MeanRSS), mib(r.MaxRSS), mib(r.MeanAnon), mib(r.MaxAnon), 100*r.HostIdle)
 	return r
@@ -455,26 +455,15 @@ func fetchProfile(h *Host, url, file string) error {
 	return os.WriteFile(file, b, 0o644)
 }
 
-func mean(xs []float64) float64 {
+func mean[T int64 | float64](xs []T) T {
 	if len(xs) == 0 {
 		return 0
 	}
-	var s float64
+	var s T
 	for _, x := range xs {
 		s += x
 	}
-	return s / float64(len(xs))
-}
-
-func meanInt(xs []int64) int64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	var s int64
-	for _, x := range xs {
-		s += x
-	}
-	return s / int64(len(xs))
+	return s / T(len(xs))
 }
 
 func maxInt(xs []int64) int64 {
@@ -520,7 +509,7 @@ func scaleMarkdown(rep ScaleReport) string {
 		fmt.Fprintf(&b, "| %d | %s | %d Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f× | %s | %.0f %% (load %.1f before) | %.2f | %.2f (%.2f) | %s (%s) | %s | %s |\n",
 			r.N, mib(r.ImageBytes), r.RateMbit, r.TStar, r.P50, r.P90, r.P99, r.Max, r.P50VsTStar, r.P90VsTStar, r.P99VsTStar, r.VsTStar,
 			r.EgressRatio, mib(r.PeerBytes), 100*r.HostIdle, r.LoadBefore, r.ShoalCPUPerGiB, mean(r.AgentCPU), maxCPU,
-			mib(meanInt(r.AgentRSS)), mib(maxInt(r.AgentPeak)), mib(meanInt(r.AgentAnon)), r.Note)
+			mib(mean(r.AgentRSS)), mib(maxInt(r.AgentPeak)), mib(mean(r.AgentAnon)), r.Note)
 	}
 	b.WriteString("\nEvery node's completion time is in scale.json (`seconds`); T* = max(F/u_s, F/d, N·F/(u_s+N·u)) with every link, the registry's included, at the rate shown. ")
 	b.WriteString("Host idle: idle + iowait of all CPUs over the rollout (/proc/stat; other users of the machine included). ")

@@ -46,9 +46,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -402,13 +399,5 @@ func checkRequestSizes(req JobRequest) error {
 	return nil
 }
 
-func sortedUnique(in []string) []string {
-	out := []string{}
-	for _, v := range in {
-		if v = strings.TrimSpace(v); v != "" && !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+// sortedUnique is nodes.SortedUnique (handlers here name locals "nodes").
+var sortedUnique = nodes.SortedUnique

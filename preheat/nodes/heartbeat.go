@@ -92,7 +92,7 @@ func (e *Enroller) Accept(ctx context.Context, now time.Time, h http.Header, bod
 	case err != nil:
 		return Node{}, err
 	}
-	hb.Address, hb.Groups = addr, sortedUnique(hb.Groups)
+	hb.Address, hb.Groups = addr, SortedUnique(hb.Groups)
 	n := Node{Heartbeat: hb, KeyFingerprint: nodeapi.Fingerprint(m.Key)}
 	if err := e.Nodes.PutNode(ctx, now, n, e.TTL); err != nil {
 		return Node{}, err
@@ -100,7 +100,9 @@ func (e *Enroller) Accept(ctx context.Context, now time.Time, h http.Header, bod
 	return n, nil
 }
 
-func sortedUnique(in []string) []string {
+// SortedUnique is the form preheat keeps every list of names in (groups,
+// node ids, platforms): trimmed, without empty or repeated entries, sorted.
+func SortedUnique(in []string) []string {
 	out := []string{}
 	for _, v := range in {
 		if v = strings.TrimSpace(v); v != "" && !slices.Contains(out, v) {

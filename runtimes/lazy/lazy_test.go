@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -379,7 +378,7 @@ func runContainer(t *testing.T, n node, reg, ref, id string) string {
 			t.Errorf("delete container %s: %v", id, err)
 		}
 	}()
-	var out syncBuf
+	var out testenv.SyncBuffer
 	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
 	if err != nil {
 		t.Fatalf("task %s: %v", id, err)
@@ -483,22 +482,4 @@ func logDelta(t *testing.T, what string, d metrics) {
 		}
 	}
 	t.Logf("%s: agent metric deltas: %s", what, strings.Join(keys, " "))
-}
-
-// syncBuf is the container's stdout and stderr, written by two copiers.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
