@@ -40,6 +40,13 @@ log: {level: info}
 	if st, sum, _ := getBlob(t, mirror, "lib/proc", d, nil); st != 200 || sum != d.String() {
 		t.Fatalf("first pull: %d %s", st, sum)
 	}
+	// The client has every byte before the commit's fsync and rename end:
+	// a download counts in the duration histogram once it is committed.
+	for deadline := time.Now().Add(30 * time.Second); metric(t, mirror, `shoal_agent_blob_download_duration_seconds_count{source="http"}`) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("first pull never committed to the cache")
+		}
+	}
 	p.Kill()
 	p2 := testenv.Start(t, "shoal-agent-2", bin, []string{"agent", "--config", path})
 	testenv.WaitHTTP(t, p2, "http://"+mirror+"/healthz", 30*time.Second)
