@@ -284,3 +284,78 @@ func TestCorruptedDuringCommit(t *testing.T) {
 		t.Errorf("upstream blob GETs = %d, want 2 (fetched again once)", n)
 	}
 }
+
+// The cache's bound holds while several large blobs download at once
+// (ORAS pulls three at a time): their reservations count from the start,
+// a download that finds no room waits for it, and every client still gets
+// its verified bytes. The bound fits two of the four blobs.
+func TestCacheBoundHolds(t *testing.T) {
+	reg := startUpstreamRegistry(t, "")
+	const size, blobs = 6 << 20, 4
+	img := pushRandom(t, reg, "lib/big", size, blobs)
+	cfg := testConfig(t, reg)
+	cfg.Cache.MaxBytes = 2*size + size/3
+	cfg.P2P.DownloadBytesPerSec = 16 << 20 // shared: the four overlap
+	a := startAgent(t, cfg)
+
+	// Sample the store's count and the bytes really on disk under the
+	// cache's blobs/ and partial/ until the pulls end.
+	var peakUsed, peakDisk int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			used, _ := a.store.Usage()
+			peakUsed = max(peakUsed, used)
+			peakDisk = max(peakDisk, cacheDiskBytes(cfg.Cache.Dir))
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, d := range layerDigests(t, img) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st, sum, _ := getBlob(t, a.mirror, "lib/big", d, nil); st != http.StatusOK || sum != d.String() {
+				t.Errorf("blob %s: status %d, body %s", d, st, sum)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	t.Logf("bound %d MiB: peak use %.1f MiB counted, %.1f MiB on disk; waits admitted %v", cfg.Cache.MaxBytes>>20,
+		float64(peakUsed)/(1<<20), float64(peakDisk)/(1<<20), metric(t, a.mirror, `shoal_agent_cache_room_waits_total{result="admitted"}`))
+	if peakUsed > cfg.Cache.MaxBytes || peakDisk > cfg.Cache.MaxBytes {
+		t.Errorf("cache use peaked at %d bytes counted, %d on disk: over its bound of %d", peakUsed, peakDisk, cfg.Cache.MaxBytes)
+	}
+	if v := metric(t, a.mirror, `shoal_agent_cache_room_waits_total{result="admitted"}`); v < 1 {
+		t.Errorf("no download waited for room (%v): the test did not fill the cache", v)
+	}
+}
+
+// cacheDiskBytes is what the cache's blob files take on disk (allocated
+// blocks, at most each file's length).
+func cacheDiskBytes(dir string) int64 {
+	var n int64
+	for _, sub := range []string{"blobs", "partial"} {
+		des, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, de := range des {
+			fi, err := de.Info()
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += min(fi.Size(), st.Blocks*512)
+			}
+		}
+	}
+	return n
+}

@@ -45,6 +45,8 @@ type cacheMetrics struct {
 	hits      prometheus.Counter
 	misses    prometheus.Counter
 	evictions prometheus.Counter
+	// roomWaits counts downloads that waited for room, by result.
+	roomWaits *prometheus.CounterVec
 }
 
 // Values of shoal_agent_blob_bytes_total's source label: where the bytes
@@ -62,6 +64,9 @@ func newMetrics(a *Agent) *agentMetrics {
 	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
 	m.misses = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_misses_total", Help: "Blob requests that needed a download (or joined one)."})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_evictions_total", Help: "Blobs evicted from the cache."})
+	m.roomWaits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_cache_room_waits_total",
+		Help: "Downloads that found no room in the cache (everything cached being read, or reserved by downloads) and waited for it, by result: admitted, or failed (no room within the wait's bound, 10 min)."},
+		[]string{"result"})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_fallbacks_total",
 		Help: "Downloads that left the swarm path, by reason (solo: every missing piece from the registry; stall, deadline: plain HTTP; no_torrent...)."}, []string{"reason"})
 	m.mismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_digest_mismatches_total", Help: "Downloads discarded because their sha256 did not match."})
@@ -80,12 +85,12 @@ func newMetrics(a *Agent) *agentMetrics {
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 17)}, []string{"source"})
 	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_resumed_bytes_total",
 		Help: "Bytes of pieces an interrupted download (the agent killed mid-blob) left on disk that matched their SHA-1 and were kept by the next download of the blob."})
-	m.reg.MustRegister(m.requests, m.ranges, m.pulls, m.resumed, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
+	m.reg.MustRegister(m.requests, m.ranges, m.roomWaits, m.pulls, m.resumed, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shoal_agent_uploaded_bytes_total", Help: "Blob bytes uploaded to other nodes since start."},
 			func() float64 { return float64(a.uploadedBytes()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used (including reservations)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used: cached blobs, the whole size of downloads under way (reserved before they write) and files kept to resume interrupted downloads; never above cache.maxBytes."},
 			func() float64 { u, _ := a.store.Usage(); return float64(u) }),
 	)
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
@@ -93,6 +98,9 @@ func newMetrics(a *Agent) *agentMetrics {
 	}
 	for _, src := range []string{"p2p", "http"} {
 		m.pulls.WithLabelValues(src)
+	}
+	for _, r := range []string{"admitted", "failed"} {
+		m.roomWaits.WithLabelValues(r)
 	}
 	for _, kind := range []string{"early", "stream"} {
 		m.ranges.WithLabelValues(kind)

@@ -136,6 +136,14 @@ func (f fetchMetrics) Lookup(hit bool) {
 	}
 }
 
+func (f fetchMetrics) RoomWait(admitted bool) {
+	if admitted {
+		f.m.roomWaits.WithLabelValues("admitted").Inc()
+	} else {
+		f.m.roomWaits.WithLabelValues("failed").Inc()
+	}
+}
+
 func (f fetchMetrics) Mismatch()           { f.m.mismatches.Inc() }
 func (f fetchMetrics) Resumed(bytes int64) { f.m.resumed.Add(float64(bytes)) }
 

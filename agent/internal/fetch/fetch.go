@@ -10,6 +10,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -53,7 +54,16 @@ type Config struct {
 	SeedTime               time.Duration
 	// Group is the node's first group, told to the tracker ("" none).
 	Group string
+	// RoomWait bounds how long a download waits for room in the cache
+	// (store.Pending.Reserve) before it fails (0: DefaultRoomWait).
+	RoomWait time.Duration
 }
+
+// DefaultRoomWait is how long a download waits for room in the cache by
+// default: as long as p2p.deadline's default, the time a big blob may take
+// to come in; room comes back as other downloads finish and their readers
+// go.
+const DefaultRoomWait = 10 * time.Minute
 
 // Store is where downloads go: partial blobs, their way into the store
 // (reservation and commit), what anacrolix reads them through, and the
@@ -93,6 +103,9 @@ type Metrics interface {
 	Fetched(fromPeers, fromRegistry int64)
 	// Lookup counts a requester's blob found in the cache (hit) or not.
 	Lookup(hit bool)
+	// RoomWait counts a download that had to wait for room in the cache:
+	// admitted, or failed for want of it.
+	RoomWait(admitted bool)
 }
 
 // Progress is one download's live counts.
@@ -134,6 +147,9 @@ type Fetcher struct {
 func New(life context.Context, cfg Config, deps Deps) *Fetcher {
 	f := &Fetcher{cfg: cfg, deps: deps, life: life, flights: origin.NewFlights(),
 		meta: newMetaMemo(10*time.Minute, 16<<20), seeds: newSeeder()}
+	if f.cfg.RoomWait <= 0 {
+		f.cfg.RoomWait = DefaultRoomWait
+	}
 	if cfg.DownloadBytesPerSec > 0 {
 		f.httpRate = rate.NewLimiter(rate.Limit(cfg.DownloadBytesPerSec), 1<<20)
 	}
@@ -191,9 +207,15 @@ type dl struct {
 
 // download fills the partial blob, verifies it and commits it to the
 // store: the torrent's way when the upstream has one, plain HTTP for what
-// is left.
+// is left. The blob's room in the store is taken first when its size is
+// known.
 func (d *dl) download(ctx context.Context) error {
 	defer d.pending.Abort() // the reservation, unless committed
+	if d.f.Size > 0 {
+		if err := d.reserve(ctx, d.f.Size); err != nil {
+			return err
+		}
+	}
 	mi, plain, reason, err := d.metainfo(ctx)
 	if err != nil {
 		return err
@@ -296,6 +318,23 @@ func (d *dl) finish(ctx context.Context, mi *metainfo.MetaInfo) error {
 		d.seed(mi, unchecked)
 	}
 	return nil
+}
+
+// reserve makes the blob hold size bytes of the store, waiting for room
+// up to the configured bound: the cache's bound holds, and a download
+// that cannot get room in that time fails (507: the client may retry).
+func (d *dl) reserve(ctx context.Context, size int64) error {
+	ctx, cancel := context.WithTimeout(ctx, d.fe.cfg.RoomWait)
+	defer cancel()
+	waited, err := d.pending.Reserve(ctx, size)
+	if waited {
+		d.fe.deps.Metrics.RoomWait(err == nil)
+	}
+	if err != nil && d.fe.life.Err() == nil {
+		return &origin.RequestError{Status: http.StatusInsufficientStorage, Code: "UNAVAILABLE",
+			Msg: fmt.Sprintf("no room in the cache for blob sha256:%s (%d bytes) within %s", d.req.Hex, size, d.fe.cfg.RoomWait)}
+	}
+	return err
 }
 
 func (d *dl) dropTorrent() {

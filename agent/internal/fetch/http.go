@@ -39,7 +39,7 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 				continue
 			}
 		}
-		skip, err := d.accept(resp, off)
+		skip, err := d.accept(ctx, resp, off)
 		var ue *origin.UpstreamError
 		switch {
 		case errors.As(err, &ue):
@@ -68,7 +68,7 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 			continue
 		}
 		if d.blob.Size() < 0 { // no Content-Length: the end of the body is the end
-			if err := d.setSize(d.blob.Prefix()); err != nil {
+			if err := d.setSize(ctx, d.blob.Prefix()); err != nil {
 				return err
 			}
 		}
@@ -86,11 +86,11 @@ func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
 // whole blob, of which the first skip bytes are already here) or a 206
 // starting at off, either of a size the blob agrees with. Any other status
 // is an *origin.UpstreamError, the body closed; so is resp on every error.
-func (d *dl) accept(resp *http.Response, off int64) (skip int64, err error) {
+func (d *dl) accept(ctx context.Context, resp *http.Response, off int64) (skip int64, err error) {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 {
-			err = d.setSize(resp.ContentLength)
+			err = d.setSize(ctx, resp.ContentLength)
 		}
 		skip = off // a full answer to a Range request: drop what we have
 	case http.StatusPartialContent:
@@ -98,7 +98,7 @@ func (d *dl) accept(resp *http.Response, off int64) (skip int64, err error) {
 		if perr != nil || start != off {
 			err = fmt.Errorf("fetch blob over HTTP: bad Content-Range %q for offset %d", resp.Header.Get("Content-Range"), off)
 		} else {
-			err = d.setSize(total)
+			err = d.setSize(ctx, total)
 		}
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -141,8 +141,9 @@ func parseContentRange(h string) (first, last, total int64, err error) {
 	return first, last, total, nil
 }
 
-// setSize records the size a plain HTTP answer gives, bounded by the cache.
-func (d *dl) setSize(n int64) error {
+// setSize records the size a plain HTTP answer gives, bounded by the
+// cache, and takes the blob's room in it.
+func (d *dl) setSize(ctx context.Context, n int64) error {
 	if n > d.fe.cfg.MaxBytes {
 		return fmt.Errorf("blob sha256:%s: %d bytes exceed cache.maxBytes", d.req.Hex, n)
 	}
@@ -150,8 +151,7 @@ func (d *dl) setSize(n int64) error {
 		return err
 	}
 	d.prog.Size(n)
-	d.pending.Reserve(n)
-	return nil
+	return d.reserve(ctx, n)
 }
 
 // waitHTTP holds back n bytes of download to the configured rate.
@@ -193,6 +193,11 @@ func (d *dl) copyBody(ctx context.Context, body io.Reader, off, skip int64) erro
 		if n > 0 {
 			if off+int64(n) > d.fe.cfg.MaxBytes {
 				return fmt.Errorf("upstream sent more than cache.maxBytes")
+			}
+			// A body of unknown size takes its room as it comes (a no-op
+			// once the size is known and reserved).
+			if err := d.reserve(ctx, off+int64(n)); err != nil {
+				return err
 			}
 			if werr := d.fe.waitHTTP(ctx, n); werr != nil {
 				return werr

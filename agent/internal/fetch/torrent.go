@@ -56,7 +56,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 		d.log.WithError(err).Warn("torrent metadata does not describe this blob; using HTTP")
 		return "bad_torrent", nil
 	}
-	if err := d.layout(&info); err != nil {
+	if err := d.layout(ctx, &info); err != nil {
 		return "", err
 	}
 	fe.seeds.drop(d.req.Hex)
@@ -106,7 +106,7 @@ func (d *dl) viaTorrent(ctx context.Context, mi *metainfo.MetaInfo) (string, err
 // layout gives the partial blob the torrent's pieces and their check,
 // keeps the pieces an interrupted download left that pass it, and
 // reserves the blob's size.
-func (d *dl) layout(info *metainfo.Info) error {
+func (d *dl) layout(ctx context.Context, info *metainfo.Info) error {
 	if err := d.blob.SetLayout(info.Length, info.PieceLength); err != nil {
 		return err
 	}
@@ -121,9 +121,8 @@ func (d *dl) layout(info *metainfo.Info) error {
 		d.log.WithField("pieces", n).Info("continuing an interrupted download from its verified pieces")
 		d.fe.deps.Metrics.Resumed(int64(n) * info.PieceLength)
 	}
-	d.pending.Reserve(info.Length)
 	d.prog.Size(info.Length)
-	return nil
+	return d.reserve(ctx, info.Length)
 }
 
 // withGroup appends the node group to announce URLs so the tracker can

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/shoalproject/shoal/agent/internal/partial"
@@ -14,15 +15,22 @@ import (
 // NewPartial makes the partial blob of a download of hex, in a file of its
 // own (two upstreams may download one digest at once). The file an earlier
 // process left for hex, if any, is taken over: its pieces are checked once
-// the torrent gives their hashes (partial.Blob.Recover). The blob's hasher
-// lives until ctx ends or the blob is closed.
+// the torrent gives their hashes (partial.Blob.Recover). Its bytes stay
+// counted in the store's use, now as the download's (Pending). The blob's
+// hasher lives until ctx ends or the blob is closed.
 func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, error) {
 	path := filepath.Join(c.dir, "partial", fmt.Sprintf("%s.%d", hex, c.partialSeq.Add(1)))
-	if from, ok := c.takeResumable(hex); ok {
-		// A second taker's rename fails: it starts afresh.
-		if b, err := partial.Resume(ctx, path, hex, from); err == nil {
+	if from, n, ok := c.takeResumable(hex); ok {
+		b, err := partial.Resume(ctx, path, hex, from)
+		if err == nil {
+			c.mu.Lock()
+			c.adopted[path] = n
+			c.mu.Unlock()
 			return b, nil
 		}
+		c.log.WithError(err).WithField("digest", "sha256:"+hex).Warn("cannot continue an interrupted download; starting afresh")
+		_ = os.Remove(from)
+		c.Unreserve(n)
 	}
 	return partial.Create(ctx, path, hex)
 }
@@ -31,42 +39,48 @@ func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, erro
 // process is kept for a download of the same blob to continue from.
 const resumeMaxAge = 24 * time.Hour
 
+// resumeFile is a partial file kept for the next download of its blob.
+type resumeFile struct {
+	size int64 // bytes on disk, counted in Store.used
+	at   time.Time
+}
+
 // keepResumable tidies partial/ at start: the partial files an earlier
 // process left (killed mid-download) are kept as <hex>.resume, the newest
 // per blob, for the next download of that blob to continue from its
 // verified pieces (partial.Resume); everything else, and those older than
-// resumeMaxAge, goes.
-func (c *Store) keepResumable() error {
+// resumeMaxAge, goes. It returns the kept files.
+func (c *Store) keepResumable() (map[string]resumeFile, error) {
 	dir := filepath.Join(c.dir, "partial")
 	des, err := os.ReadDir(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	newest := map[string]time.Time{}
+	out := map[string]resumeFile{}
 	for _, de := range des {
 		p := filepath.Join(dir, de.Name())
 		h, rest, _ := strings.Cut(de.Name(), ".")
 		fi, err := de.Info()
 		if err != nil || !de.Type().IsRegular() || !validHex(h) || rest == "" || time.Since(fi.ModTime()) > resumeMaxAge {
 			if err := os.RemoveAll(p); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
-		if t, ok := newest[h]; ok && !fi.ModTime().After(t) {
+		if r, ok := out[h]; ok && !fi.ModTime().After(r.at) {
 			if err := os.Remove(p); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
 		if rest != "resume" {
 			if err := os.Rename(p, c.resumePath(h)); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		newest[h] = fi.ModTime()
+		out[h] = resumeFile{size: fileBytes(fi), at: fi.ModTime()}
 	}
-	return nil
+	return out, nil
 }
 
 // resumePath is where a blob's partial file from an earlier process waits.
@@ -74,14 +88,39 @@ func (c *Store) resumePath(hex string) string {
 	return filepath.Join(c.dir, "partial", hex+".resume")
 }
 
-// takeResumable returns the partial file an earlier process left for hex,
-// if any (the caller moves it away; a second taker's rename fails).
-func (c *Store) takeResumable(hex string) (string, bool) {
-	p := c.resumePath(hex)
-	if _, err := os.Stat(p); err != nil {
-		return "", false
+// takeResumable hands the partial file an earlier download left for hex,
+// if any, to a new download, with the bytes it counts for.
+func (c *Store) takeResumable(hex string) (string, int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.resumable[hex]
+	if !ok {
+		return "", 0, false
 	}
-	return p, true
+	delete(c.resumable, hex)
+	return c.resumePath(hex), r.size, true
+}
+
+// dropResumableLocked removes hex's resume file (evicted, or the blob is
+// cached after all).
+func (c *Store) dropResumableLocked(hex string) {
+	r, ok := c.resumable[hex]
+	if !ok {
+		return
+	}
+	delete(c.resumable, hex)
+	c.used -= r.size
+	_ = os.Remove(c.resumePath(hex))
+}
+
+// diskBytes is what a file takes on disk: its allocated blocks (a partial
+// file of pieces has holes), at most its length.
+func diskBytes(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fileBytes(fi)
 }
 
 func validHex(s string) bool {
@@ -94,4 +133,11 @@ func validHex(s string) bool {
 		}
 	}
 	return true
+}
+
+func fileBytes(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return min(fi.Size(), st.Blocks*512)
+	}
+	return fi.Size()
 }

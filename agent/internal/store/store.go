@@ -2,6 +2,7 @@ package store
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,12 +20,15 @@ import (
 // Store is the node's blob store, the one owner of every blob file under
 // its directory: <dir>/blobs/<hex> holds verified sha256 blobs (the
 // index, with LRU eviction that skips blobs somebody is reading, refs > 0),
-// <dir>/partial/ the downloads in progress (NewPartial) and the files an
-// earlier process left to resume from, <dir>/torrents/ the metadata to
-// seed a blob again after a restart. Downloads reserve their size up front
-// so the limit accounts for them too. The open files of the node's
-// torrents, partial or cached, are found by infohash (Readers), and every
-// reader of a blob, the mirror's included, reads it through a Reader.
+// <dir>/partial/ the downloads in progress (NewPartial) and the files
+// earlier downloads left to resume from, <dir>/torrents/ the metadata to
+// seed a blob again after a restart. Every byte of blobs/ and partial/
+// counts against the bound: cached blobs, the reservations of downloads
+// (their whole size, taken before they write) and the files kept to resume
+// from; a download that finds no room waits for it (Pending.Reserve). The
+// open files of the node's torrents, partial or cached, are found by
+// infohash (Readers), and every reader of a blob, the mirror's included,
+// reads it through a Reader.
 type Store struct {
 	dir string
 	max int64
@@ -36,9 +40,24 @@ type Store struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	lru     *list.List // front = most recently used; values are *entry
-	used    int64      // committed bytes + outstanding reservations
+	space
 	onEvict func(hex string)
 	onStep  func(step string)
+}
+
+// space is the store's use against its bound (under Store.mu).
+type space struct {
+	// used is committed bytes + reservations + resume files; never above
+	// max once the store is open.
+	used int64
+	// resumable are the partial files kept for the next download of their
+	// blob, by hex; adopted those a download took over, by its partial
+	// path, until its Pending counts them.
+	resumable map[string]resumeFile
+	adopted   map[string]int64
+	// freed is closed (and replaced) whenever room may have been given
+	// back: a reservation returned, a blob unpinned or removed.
+	freed chan struct{}
 }
 
 // Options are a store's limits and hooks.
@@ -94,8 +113,10 @@ func Open(dir string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("cache dir: %w", err)
 		}
 	}
-	c := &Store{dir: dir, max: o.MaxBytes, log: log, onEvict: o.OnEvict, entries: map[string]*entry{}, lru: list.New()}
-	if err := c.keepResumable(); err != nil {
+	c := &Store{dir: dir, max: o.MaxBytes, log: log, onEvict: o.OnEvict, entries: map[string]*entry{}, lru: list.New(),
+		space: space{adopted: map[string]int64{}, freed: make(chan struct{})}}
+	var err error
+	if c.resumable, err = c.keepResumable(); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
 	}
 	// Metadata a crash left half-saved (saveMetainfo writes *.tmp, then
@@ -132,8 +153,16 @@ func Open(dir string, o Options) (*Store, error) {
 		c.entries[e.hex] = e
 		c.used += e.size
 	}
-	for h := range c.entries {
-		_ = os.Remove(c.resumePath(h)) // cached after all
+	for h, r := range c.resumable {
+		c.used += r.size
+		if _, ok := c.entries[h]; ok {
+			c.dropResumableLocked(h) // cached after all
+		}
+	}
+	// A smaller bound than the last run's: make it hold from the start
+	// (nothing is seeded yet, so nobody is told).
+	for _, h := range c.evictLocked(0) {
+		c.log.WithField("digest", "sha256:"+h).Info("evicted blob from agent cache: over the bound at start")
 	}
 	c.log.WithFields(logrus.Fields{"dir": dir, "blobs": len(found), "usedBytes": c.used}).Info("agent cache opened")
 	return c, nil
@@ -202,6 +231,9 @@ func (h *Handle) Release() {
 	h.once.Do(func() {
 		h.c.mu.Lock()
 		h.e.refs--
+		if h.e.refs == 0 {
+			h.c.roomLocked() // evictable now
+		}
 		h.c.mu.Unlock()
 	})
 }
@@ -276,6 +308,7 @@ func (c *Store) remove(e *entry) {
 		delete(c.entries, e.hex)
 		c.lru.Remove(e.elem)
 		c.used -= e.size
+		c.roomLocked()
 	}
 	c.mu.Unlock()
 	if ok && cur == e {
@@ -285,28 +318,70 @@ func (c *Store) remove(e *entry) {
 	}
 }
 
-// Reserve accounts n bytes for a download and evicts unpinned blobs, least
-// recently used first, until the cache fits. If pinned blobs make that
-// impossible the reservation is kept anyway: a pull never fails because the
-// cache is full; the overshoot is evicted later.
-func (c *Store) Reserve(n int64) {
-	c.mu.Lock()
-	c.used += n
-	evicted := c.evictLocked()
-	c.mu.Unlock()
-	c.afterEvict(evicted)
+// Reserve accounts n more bytes for a download, once there is room for
+// them: it evicts what it can (evictLocked) and otherwise waits until room
+// is given back or ctx ends. The bound holds: no reservation takes the
+// store's use beyond it. waited says whether it had to wait.
+func (c *Store) Reserve(ctx context.Context, n int64) (waited bool, err error) {
+	if n > c.max {
+		return false, fmt.Errorf("%d bytes exceed the cache's %d", n, c.max)
+	}
+	for {
+		c.mu.Lock()
+		evicted := c.evictLocked(n)
+		ok := c.used+n <= c.max
+		if ok {
+			c.used += n
+		}
+		freed := c.freed
+		c.mu.Unlock()
+		c.afterEvict(evicted)
+		if ok {
+			return waited, nil
+		}
+		waited = true
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return true, fmt.Errorf("no room in the cache for %d bytes: everything cached is being read or downloaded: %w", n, ctx.Err())
+		}
+	}
 }
 
 // Unreserve returns a reservation that did not become a blob.
 func (c *Store) Unreserve(n int64) {
+	if n == 0 {
+		return
+	}
 	c.mu.Lock()
 	c.used -= n
+	c.roomLocked()
 	c.mu.Unlock()
 }
 
-func (c *Store) evictLocked() []string {
+// roomLocked wakes the reservations waiting for room.
+func (c *Store) roomLocked() {
+	close(c.freed)
+	c.freed = make(chan struct{})
+}
+
+// evictLocked makes room for need more bytes: the files kept to resume
+// interrupted downloads go first (oldest first; they save a download part
+// of its bytes, a cached blob all of them), then cached blobs nobody is
+// reading, least recently used first. It returns the evicted blobs.
+func (c *Store) evictLocked(need int64) []string {
+	for c.used+need > c.max && len(c.resumable) > 0 {
+		oldest := ""
+		for h, r := range c.resumable {
+			if oldest == "" || r.at.Before(c.resumable[oldest].at) {
+				oldest = h
+			}
+		}
+		c.log.WithField("digest", "sha256:"+oldest).Info("dropped an interrupted download's file to make room")
+		c.dropResumableLocked(oldest)
+	}
 	var evicted []string
-	for el := c.lru.Back(); el != nil && c.used > c.max; {
+	for el := c.lru.Back(); el != nil && c.used+need > c.max; {
 		e := el.Value.(*entry)
 		prev := el.Prev()
 		if e.refs == 0 {
@@ -365,6 +440,7 @@ func (c *Store) Commit(path, hex string, size, reserved int64, published func())
 	}
 	c.mu.Lock()
 	c.used -= reserved
+	c.dropResumableLocked(hex) // cached now
 	if old, ok := c.entries[hex]; ok {
 		// Replaced (a corrupt copy was re-fetched while the old entry
 		// lived, or another upstream's download of it finished first).
@@ -378,7 +454,8 @@ func (c *Store) Commit(path, hex string, size, reserved int64, published func())
 	if published != nil {
 		published()
 	}
-	evicted := c.evictLocked()
+	evicted := c.evictLocked(0)
+	c.roomLocked()
 	c.mu.Unlock()
 	c.afterEvict(evicted)
 	h := &Handle{c: c, e: e}

@@ -4,25 +4,32 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// A blob being read is never evicted, even when the cache overflows.
+// A blob being read is never evicted, and the bound holds all the same: a
+// reservation that only evicting it could fit waits until it is released.
 func TestEvictionSkipsPinned(t *testing.T) {
 	dir := t.TempDir()
 	c, err := Open(dir, Options{MaxBytes: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	put := func(content string) string {
 		sum := sha256.Sum256([]byte(content))
 		h := hex.EncodeToString(sum[:])
 		if err := os.WriteFile(c.partialPath(h), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c.Reserve(int64(len(content)))
+		if _, err := c.Reserve(ctx, int64(len(content))); err != nil {
+			t.Fatal(err)
+		}
 		hd, err := c.Commit(c.partialPath(h), h, int64(len(content)), int64(len(content)), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -35,21 +42,47 @@ func TestEvictionSkipsPinned(t *testing.T) {
 	if !ok {
 		t.Fatal("blob a not cached")
 	}
-	b := put(strings.Repeat("b", 60)) // over the limit: only b is unpinned... but it is newest
-	c2 := put(strings.Repeat("c", 30))
-	if _, ok := c.Lookup(a); !ok {
+	b := put(strings.Repeat("b", 30))
+	// 60 more bytes fit only without a, which is pinned: b goes, and the
+	// rest waits for a's release.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	waited, err := c.Reserve(short, 60)
+	cancel()
+	if err == nil || !waited {
+		t.Fatalf("Reserve past a pinned blob: waited %v, err %v; want a wait that ends with ctx", waited, err)
+	}
+	cached := func(h string) bool {
+		hd, ok := c.Lookup(h)
+		if ok {
+			hd.Release()
+		}
+		return ok
+	}
+	if !cached(a) {
 		t.Error("pinned blob evicted")
 	}
 	if _, err := os.Stat(c.blobPath(a)); err != nil {
 		t.Errorf("pinned blob file gone: %v", err)
 	}
-	if _, ok := c.Lookup(b); ok {
+	if cached(b) {
 		t.Error("unpinned LRU blob b should have been evicted")
 	}
-	if _, ok := c.Lookup(c2); !ok {
-		t.Error("newest blob missing")
+	if used, _ := c.Usage(); used != 60 {
+		t.Errorf("used %d after a refused reservation, want 60", used)
 	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Reserve(ctx, 60); done <- err }()
 	pin.Release()
+	pin.Release() // a second release changes nothing
+	if err := <-done; err != nil {
+		t.Fatalf("Reserve after the release: %v", err)
+	}
+	if used, _ := c.Usage(); used != 60 {
+		t.Errorf("used %d, want 60 (a evicted, 60 reserved)", used)
+	}
+	if cached(a) {
+		t.Error("released blob a still cached")
+	}
 }
 
 // A pending blob reserves its size once, and gives it back unless it was
@@ -69,8 +102,8 @@ func TestPendingReservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := c.Pending(b)
-	p.Reserve(100)
-	p.Reserve(100) // once
+	p.Reserve(context.Background(), 100)
+	p.Reserve(context.Background(), 100) // once
 	if u := used(); u != 100 {
 		t.Fatalf("used %d after reserving, want 100", u)
 	}
@@ -96,7 +129,7 @@ func TestPendingReservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = c.Pending(b)
-	p.Reserve(100)
+	p.Reserve(context.Background(), 100)
 	published := false
 	h, err := p.Commit(func() { published = true })
 	if err != nil {
@@ -113,5 +146,71 @@ func TestPendingReservation(t *testing.T) {
 		t.Fatal(err)
 	} else {
 		hd.Release()
+	}
+}
+
+// The file a killed download left counts in the store's use from the
+// start, as the next download's once it takes it over, and goes before any
+// cached blob when room is needed.
+func TestResumeFilesCount(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	content := []byte(strings.Repeat("r", 200<<10))
+	sum := sha256.Sum256(content)
+	hx := hex.EncodeToString(sum[:])
+	c, err := Open(dir, Options{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := func() int64 { u, _ := c.Usage(); return u }
+	left := func(hx string, n int) { // a download killed with n bytes written
+		if err := os.WriteFile(filepath.Join(dir, "partial", hx+".7"), content[:n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left(hx, 100<<10)
+	if c, err = Open(dir, Options{MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	kept := used()
+	if kept <= 0 || kept > 100<<10 {
+		t.Fatalf("used %d with a 100 KiB resume file", kept)
+	}
+	b, err := c.NewPartial(ctx, hx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p := c.Pending(b)
+	if u := used(); u != kept {
+		t.Fatalf("used %d once taken over, want %d", u, kept)
+	}
+	if _, err := p.Reserve(ctx, int64(len(content))); err != nil {
+		t.Fatal(err)
+	}
+	if u := used(); u != int64(len(content)) {
+		t.Fatalf("used %d after reserving the whole blob over its resume file, want %d", u, len(content))
+	}
+	p.Abort()
+	if u := used(); u != 0 {
+		t.Fatalf("used %d after abort, want 0", u)
+	}
+
+	// Resume files go before cached blobs.
+	other := strings.Repeat("o", 64)
+	osum := sha256.Sum256([]byte(other))
+	ohx := hex.EncodeToString(osum[:])
+	left(ohx, 50<<10)
+	if c, err = Open(dir, Options{MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reserve(ctx, 1<<20-10<<10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(c.resumePath(ohx)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("resume file kept while the store needed its room: %v", err)
+	}
+	if u := used(); u != 1<<20-10<<10 {
+		t.Errorf("used %d, want only the reservation", u)
 	}
 }
