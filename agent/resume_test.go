@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,12 +16,36 @@ import (
 
 // An agent killed (-9) mid-blob leaves its pieces on disk; restarted, it
 // checks them against their SHA-1 and fetches only the rest.
-func TestResumeAfterKill(t *testing.T) {
-	trackerURL, _ := startShoalTracker(t, testTrackerSecret)
-	reg := startShoalRegistrySecret(t, trackerURL, testTrackerSecret, 0, true)
+func TestResumeAfterKill(t *testing.T) { testResume(t, true, (*testenv.Process).Kill) }
+
+// An agent stopped gracefully (SIGTERM) mid-blob keeps its partial file as
+// a killed one does, and its restart continues from the verified pieces.
+func TestResumeAfterGracefulStop(t *testing.T) { testResume(t, true, (*testenv.Process).Stop) }
+
+// testResume runs a `shoal agent` process, stops it (stop) once half of a
+// 24 MiB blob came in, through the swarm (torrent) or over plain HTTP, and
+// wants the restarted agent to keep at least half of what it had and to
+// fetch little more than the rest.
+func testResume(t *testing.T, torrent bool, stop func(*testenv.Process)) {
 	const size = 24 << 20
-	img := pushRandom(t, reg, "lib/resume", size, 1)
+	var upstream, p2p string
+	if torrent {
+		trackerURL, _ := startShoalTracker(t, testTrackerSecret)
+		upstream = startShoalRegistrySecret(t, trackerURL, testTrackerSecret, 0, true)
+		p2p = `{enabled: true, addr: "127.0.0.1:0", downloadBytesPerSec: 4194304}`
+	} else {
+		upstream = startUpstreamRegistry(t, "")
+		p2p = `{enabled: false, downloadBytesPerSec: 4194304}`
+	}
+	img := pushRandom(t, upstream, "lib/resume", size, 1)
 	d := layerDigests(t, img)[0]
+	// A plain download's bytes are counted by a proxy in front of the
+	// upstream; the swarm's registry pieces by the agent.
+	proxy := startCountingProxy(t, upstream)
+	via := proxy.addr
+	if torrent {
+		via = upstream
+	}
 	bin := testenv.ShoalBinary(t)
 	dir := t.TempDir()
 	cache := filepath.Join(dir, "cache")
@@ -31,36 +58,70 @@ control: {addr: %s}
 upstreams:
   - {host: %q, url: "http://%s", default: true}
 cache: {dir: %q, maxBytes: 1073741824}
-p2p: {enabled: true, addr: "127.0.0.1:0", downloadBytesPerSec: 4194304}
+p2p: %s
 log: {level: warn}
-`, testClusterSecret, mirror, testenv.FreeAddr(t), reg, reg, cache), 0o600)
+`, testClusterSecret, mirror, testenv.FreeAddr(t), upstream, via, cache, p2p), 0o600)
 	start := func() *testenv.Process {
 		p := testenv.Start(t, "shoal agent", bin, []string{"agent", "--config", cfg})
 		testenv.WaitHTTP(t, p, "http://"+mirror+"/healthz", 30*time.Second)
 		return p
 	}
 	p := start()
-	go http.Get("http://" + mirror + "/v2/lib/resume/blobs/" + d.String()) // dies with the agent
+	// The client goes away before the stop, as a graceful stop would wait
+	// for its response to end (and with it the download); the download
+	// goes on without it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+mirror+"/v2/lib/resume/blobs/"+d.String(), nil)
+	go func() {
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
 	fetched := func() float64 {
+		if !torrent {
+			return float64(proxy.blobBytes.Load())
+		}
 		return metric(t, mirror, `shoal_agent_registry_piece_bytes_total{reason="alone"}`) + metric(t, mirror, `shoal_agent_registry_piece_bytes_total{reason="share"}`)
 	}
-	for deadline := time.Now().Add(30 * time.Second); fetched() < size/2; time.Sleep(20 * time.Millisecond) {
+	// What the agent wrote of the blob: its partial file's bytes on disk.
+	written := func() float64 {
+		var n int64
+		des, _ := os.ReadDir(filepath.Join(cache, "partial"))
+		for _, de := range des {
+			if fi, err := de.Info(); err == nil && filepath.Ext(de.Name()) != ".sha256" {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					n += min(fi.Size(), st.Blocks*512)
+				}
+			}
+		}
+		return float64(n)
+	}
+	for deadline := time.Now().Add(30 * time.Second); written() < size/2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the download never got half way")
 		}
 	}
-	before := fetched()
-	p.Kill()
+	cancel()
+	before := written() // what a stop must not throw away
+	stop(p)
+	var base float64 // what the proxy counted before the restart
+	if !torrent {
+		base = fetched()
+	}
 
 	start()
 	if st, sum, _ := getBlob(t, mirror, "lib/resume", d, nil); st != 200 || sum != d.String() {
 		t.Fatalf("after the restart: %d %s", st, sum)
 	}
 	resumed := metric(t, mirror, "shoal_agent_resumed_bytes_total")
-	again := fetched()
-	t.Logf("killed after %.0f MiB from the registry; restarted: %.0f MiB kept, %.0f MiB fetched", before/(1<<20), resumed/(1<<20), again/(1<<20))
+	again := fetched() - base
+	t.Logf("stopped with %.1f MiB or more written; restarted: %.1f MiB kept, %.1f MiB fetched", before/(1<<20), resumed/(1<<20), again/(1<<20))
+	// A plain stream keeps what it hashed up to its last checkpoint (every
+	// MiB, and at a graceful stop); the hasher keeps up with the stream.
 	if resumed < before/2 {
-		t.Errorf("the restarted agent kept %v bytes of the %v fetched before the kill", resumed, before)
+		t.Errorf("the restarted agent kept %v bytes of the %v written before the stop", resumed, before)
 	}
 	if again > size-resumed+4<<20 {
 		t.Errorf("the restarted agent fetched %v bytes again of %d, having kept %v", again, size, resumed)

@@ -208,9 +208,16 @@ type dl struct {
 // download fills the partial blob, verifies it and commits it to the
 // store: the torrent's way when the upstream has one, plain HTTP for what
 // is left. The blob's room in the store is taken first when its size is
-// known.
-func (d *dl) download(ctx context.Context) error {
-	defer d.pending.Abort() // the reservation, unless committed
+// known. A download that fails or is stopped (the agent shutting down)
+// leaves its file for the next download of the blob to continue from
+// (store.Pending.Abandon), unless it failed its digest.
+func (d *dl) download(ctx context.Context) (err error) {
+	defer d.pending.Abort() // the reservation, if neither committed nor abandoned
+	defer func() {
+		if err != nil {
+			d.pending.Abandon(err)
+		}
+	}()
 	if d.f.Size > 0 {
 		if err := d.reserve(ctx, d.f.Size); err != nil {
 			return err

@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"os"
 	"slices"
 	"sync"
 
@@ -147,13 +146,13 @@ func (f *Flight) Finish(release func(), o Outcome) {
 
 // End closes the download with its verdict (nil: committed), after taking
 // it out of the set: a requester told of a failure must be able to start
-// afresh rather than join the failed flight. A failed download's partial
-// file goes; then the runner's reference.
+// afresh rather than join the failed flight; then the runner's reference.
+// A failed download's file is the store's to keep or remove (the runner
+// abandons it first).
 func (f *Flight) End(err error) {
 	f.Retire()
 	if err != nil {
 		f.Blob.Fail(err)
-		_ = os.Remove(f.Blob.Path()) // the path is this flight's own
 	}
 	f.mu.Lock()
 	f.err = err

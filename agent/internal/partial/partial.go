@@ -74,6 +74,8 @@ type hashState struct {
 	sealed bool  // the sha256 of the whole blob matched
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
+	// loopDone is closed when the hasher has ended.
+	loopDone chan struct{}
 
 	// lent are piece buffers their writers handed over (WritePieceLent), so
 	// that the hasher need not read back bytes that just arrived. Bounded:
@@ -97,13 +99,14 @@ func Create(ctx context.Context, path, want string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1)}}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1), loopDone: make(chan struct{})}}
 	go b.hashLoop(ctx)
 	return b, nil
 }
 
-// Resume is Create over the partial file an earlier process left at from
-// (killed mid-download): it is moved to path and kept, and once the
+// Resume is Create over the partial file an earlier download left at from
+// (the agent killed or stopped mid-download, or the download failed): it
+// is moved to path and kept, and once the
 // layout is known Recover finds which of its pieces are good. Nothing in
 // it is trusted before that: a piece counts only if its SHA-1 matches.
 func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
@@ -114,7 +117,7 @@ func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resume partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1)}, resumed: true}
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1), loopDone: make(chan struct{})}, resumed: true}
 	go b.hashLoop(ctx)
 	return b, nil
 }
@@ -168,6 +171,15 @@ func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
 	}
 	b.ring()
 	return found, nil
+}
+
+// Stop ends the blob with err (unless it sealed or ended already) and
+// waits for its hasher to stop: the file is then the caller's to keep for
+// a later download (Resume) or to remove.
+func (b *Blob) Stop(err error) {
+	b.Fail(err)
+	b.ring()
+	<-b.hs.loopDone
 }
 
 // hasData reports whether [off, off+n) of f may hold written bytes: false
@@ -634,6 +646,7 @@ func (b *Blob) Wait(ctx context.Context) error {
 // cannot (pieces that arrived out of order beyond what it keeps, streams) —
 // and seals the blob when the whole of it matched.
 func (b *Blob) hashLoop(ctx context.Context) {
+	defer close(b.hs.loopDone)
 	defer b.returnLent(-1)
 	h := sha256.New()
 	var buf []byte // for reading back; most bytes come from lent buffers

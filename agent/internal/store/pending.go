@@ -10,7 +10,7 @@ import (
 
 // Pending is a partial blob on its way into the store: the room it holds
 // in the store, and its commit once it matched its digest. End it with
-// Commit or Abort (Abort after Commit does nothing).
+// Commit, Abandon or Abort (after one of them the others do nothing).
 type Pending struct {
 	s *Store
 	b *partial.Blob
@@ -72,6 +72,20 @@ func (p *Pending) Commit(published func()) (*Handle, error) {
 	return p.s.Commit(p.b.Path(), p.b.Hex(), p.b.Size(), held, published)
 }
 
+// Abandon ends a download that failed or was stopped with err: its file
+// is kept for the next download of the blob, or removed (Store.abandon),
+// and its reservation returned.
+func (p *Pending) Abandon(err error) {
+	held, ok := p.end()
+	if !ok {
+		return
+	}
+	if err == nil {
+		err = errAbandoned
+	}
+	p.s.abandon(p.b, err, held)
+}
+
 // Abort returns the reservation of a blob that did not make it, leaving
 // its file to whoever owns it.
 func (p *Pending) Abort() {
@@ -80,7 +94,10 @@ func (p *Pending) Abort() {
 	}
 }
 
-var errPendingEnded = errors.New("blob store: download already ended")
+var (
+	errPendingEnded = errors.New("blob store: download already ended")
+	errAbandoned    = errors.New("partial blob abandoned")
+)
 
 func (p *Pending) end() (held int64, ok bool) {
 	p.mu.Lock()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 
 // NewPartial makes the partial blob of a download of hex, in a file of its
 // own (two upstreams may download one digest at once). The file an earlier
-// process left for hex, if any, is taken over: its pieces are checked once
+// download left for hex, if any, is taken over: its pieces are checked once
 // the torrent gives their hashes (partial.Blob.Recover). Its bytes stay
 // counted in the store's use, now as the download's (Pending). The blob's
 // hasher lives until ctx ends or the blob is closed.
@@ -35,6 +36,47 @@ func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, erro
 	return partial.Create(ctx, path, hex)
 }
 
+// abandon ends a download that failed or was stopped (err) and sets its
+// partial file aside for the next download of the blob to continue from
+// (NewPartial), replacing an older one: its bytes count in the store's use
+// (in place of the download's held bytes, under one lock) until it is
+// taken or evicted (resume files go first) or is older than resumeMaxAge
+// at a start. A blob that failed its digest, or holds nothing, is removed
+// instead. Readers keep their descriptors.
+func (c *Store) abandon(b *partial.Blob, err error, held int64) {
+	b.Stop(err)
+	path, hex := b.Path(), b.Hex()
+	n := diskBytes(path)
+	var evicted []string
+	c.mu.Lock()
+	defer func() {
+		c.roomLocked()
+		c.mu.Unlock()
+		c.afterEvict(evicted)
+	}()
+	c.used -= held
+	if errors.Is(err, partial.ErrDigest) || n == 0 {
+		_ = os.Remove(path)
+		return
+	}
+	to := c.resumePath(hex)
+	if err := os.Rename(path, to); err != nil {
+		c.log.WithError(err).WithField("digest", "sha256:"+hex).Warn("cannot keep an interrupted download's file")
+		_ = os.Remove(path)
+		return
+	}
+	if old, ok := c.resumable[hex]; ok {
+		c.used -= old.size
+	}
+	c.resumable[hex] = resumeFile{size: n, at: time.Now()}
+	c.used += n
+	if c.used > c.max {
+		// Only if held was less than the file (no reservation yet): make
+		// room as a reservation would, this file last.
+		evicted = c.evictLocked(0)
+	}
+}
+
 // resumeMaxAge is how long a download's partial file left by an earlier
 // process is kept for a download of the same blob to continue from.
 const resumeMaxAge = 24 * time.Hour
@@ -46,7 +88,7 @@ type resumeFile struct {
 }
 
 // keepResumable tidies partial/ at start: the partial files an earlier
-// process left (killed mid-download) are kept as <hex>.resume, the newest
+// process left (killed or stopped mid-download) are kept as <hex>.resume, the newest
 // per blob, for the next download of that blob to continue from its
 // verified pieces (partial.Resume); everything else, and those older than
 // resumeMaxAge, goes. It returns the kept files.

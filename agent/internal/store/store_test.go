@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,39 +148,58 @@ func TestPendingReservation(t *testing.T) {
 	}
 }
 
-// The file a killed download left counts in the store's use from the
-// start, as the next download's once it takes it over, and goes before any
-// cached blob when room is needed.
+// A download that ends without its blob leaves its file and checkpoint to
+// the next download of the blob, counted in the store's use until taken
+// over (then as that download's) and evicted before any cached blob; a
+// restarted store finds them again.
 func TestResumeFilesCount(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
-	content := []byte(strings.Repeat("r", 200<<10))
-	sum := sha256.Sum256(content)
-	hx := hex.EncodeToString(sum[:])
 	c, err := Open(dir, Options{MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	used := func() int64 { u, _ := c.Usage(); return u }
-	left := func(hx string, n int) { // a download killed with n bytes written
-		if err := os.WriteFile(filepath.Join(dir, "partial", hx+".7"), content[:n], 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	left(hx, 100<<10)
-	if c, err = Open(dir, Options{MaxBytes: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	kept := used()
-	if kept <= 0 || kept > 100<<10 {
-		t.Fatalf("used %d with a 100 KiB resume file", kept)
-	}
+	content := []byte(strings.Repeat("r", 200<<10))
+	sum := sha256.Sum256(content)
+	hx := hex.EncodeToString(sum[:])
+
 	b, err := c.NewPartial(ctx, hx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
 	p := c.Pending(b)
+	if _, err := p.Reserve(ctx, int64(len(content))); err != nil {
+		t.Fatal(err)
+	}
+	b.SetSize(int64(len(content)))
+	if err := b.Append(0, content[:100<<10]); err != nil {
+		t.Fatal(err)
+	}
+	p.Abandon(errors.New("upstream gone"))
+	b.Close()
+	kept := used()
+	if kept <= 0 || kept > 100<<10 {
+		t.Fatalf("used %d after abandoning 100 KiB, want those bytes", kept)
+	}
+	if _, err := os.Stat(c.resumePath(hx)); err != nil {
+		t.Fatalf("no resume file: %v", err)
+	}
+
+	// A restart finds it, counted the same.
+	c, err = Open(dir, Options{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := used(); u != kept {
+		t.Fatalf("used %d after a restart, want the resume file's %d", u, kept)
+	}
+	b, err = c.NewPartial(ctx, hx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p = c.Pending(b)
 	if u := used(); u != kept {
 		t.Fatalf("used %d once taken over, want %d", u, kept)
 	}
@@ -197,13 +215,16 @@ func TestResumeFilesCount(t *testing.T) {
 	}
 
 	// Resume files go before cached blobs.
-	other := strings.Repeat("o", 64)
-	osum := sha256.Sum256([]byte(other))
+	other := []byte(strings.Repeat("o", 100<<10))
+	osum := sha256.Sum256(other)
 	ohx := hex.EncodeToString(osum[:])
-	left(ohx, 50<<10)
-	if c, err = Open(dir, Options{MaxBytes: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
+	ob, _ := c.NewPartial(ctx, ohx)
+	op := c.Pending(ob)
+	op.Reserve(ctx, int64(len(other)))
+	ob.SetSize(int64(len(other)))
+	ob.Append(0, other[:50<<10])
+	op.Abandon(errors.New("stopped"))
+	ob.Close()
 	if _, err := c.Reserve(ctx, 1<<20-10<<10); err != nil {
 		t.Fatal(err)
 	}
