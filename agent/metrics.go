@@ -84,7 +84,7 @@ func newMetrics(a *Agent) *agentMetrics {
 		Help:    "Time from a download's start to its blob verified and cached, by source (p2p: through the swarm, http: plain HTTP).",
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 17)}, []string{"source"})
 	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_resumed_bytes_total",
-		Help: "Bytes of pieces an interrupted download (agent killed or stopped, or download failed) left on disk that matched their SHA-1 and were kept by the next download of the blob."})
+		Help: "Bytes an interrupted download (agent killed or stopped, or download failed) left on disk that the next download of the blob kept: pieces whose SHA-1 matched, or a plain stream's prefix that hashed to its checkpoint."})
 	m.reg.MustRegister(m.requests, m.ranges, m.roomWaits, m.pulls, m.resumed, progressCollector{&m.inflight}, m.swarm, m.origin, m.bytes, m.hits, m.misses, m.evictions, m.fallbacks, m.mismatches, m.downloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_active_torrents", Help: "Torrents downloading or seeding."},
 			func() float64 { return float64(a.activeTorrents()) }),

@@ -22,6 +22,14 @@ func TestResumeAfterKill(t *testing.T) { testResume(t, true, (*testenv.Process).
 // a killed one does, and its restart continues from the verified pieces.
 func TestResumeAfterGracefulStop(t *testing.T) { testResume(t, true, (*testenv.Process).Stop) }
 
+// A blob over plain HTTP (the upstream has no torrent) continues too: from
+// the prefix whose sha256 checkpoint the file still hashes to, with a
+// Range request for the rest.
+func TestResumeHTTPAfterKill(t *testing.T) { testResume(t, false, (*testenv.Process).Kill) }
+
+// The same after a graceful stop.
+func TestResumeHTTPAfterGracefulStop(t *testing.T) { testResume(t, false, (*testenv.Process).Stop) }
+
 // testResume runs a `shoal agent` process, stops it (stop) once half of a
 // 24 MiB blob came in, through the swarm (torrent) or over plain HTTP, and
 // wants the restarted agent to keep at least half of what it had and to

@@ -19,6 +19,21 @@ import (
 // present prefix with Range. plain, if set, is an already-open response
 // with the whole blob.
 func (d *dl) viaHTTP(ctx context.Context, plain *http.Response) error {
+	if d.blob.PieceLength() == 0 {
+		// No piece hashes: what an earlier download of the blob left
+		// counts up to where its sha256 checkpoint says, once the file
+		// hashes to it again.
+		if n, err := d.blob.RecoverPrefix(); err != nil {
+			return err
+		} else if n > 0 {
+			d.log.WithField("bytes", n).Info("continuing an interrupted download from its verified prefix")
+			d.fe.deps.Metrics.Resumed(n)
+			if plain != nil {
+				plain.Body.Close() // a Range request for the rest instead
+				plain = nil
+			}
+		}
+	}
 	const attempts = 4
 	var lastErr error
 	for i := 0; i < attempts && !d.blob.Complete(); i++ {

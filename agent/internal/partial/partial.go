@@ -13,13 +13,17 @@
 package partial
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"os"
 	"sync"
 
@@ -72,10 +76,17 @@ type pieceState struct {
 type hashState struct {
 	hashed int64 // [0, hashed) went into the sha256
 	sealed bool  // the sha256 of the whole blob matched
+	// sum is the sha256 of [0, hashed). Only the hasher writes it; a
+	// resumed stream's recovered prefix (RecoverPrefix) replaces it before
+	// anything was hashed.
+	sum hash.Hash
+	// saved is where the last checkpoint of sum was written (StatePath).
+	saved int64
+	// loopDone is closed when the hasher has ended (and written its last
+	// checkpoint).
+	loopDone chan struct{}
 
 	wake chan struct{} // the hasher's doorbell (capacity 1)
-	// loopDone is closed when the hasher has ended.
-	loopDone chan struct{}
 
 	// lent are piece buffers their writers handed over (WritePieceLent), so
 	// that the hasher need not read back bytes that just arrived. Bounded:
@@ -99,27 +110,156 @@ func Create(ctx context.Context, path, want string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1), loopDone: make(chan struct{})}}
-	go b.hashLoop(ctx)
-	return b, nil
+	_ = os.Remove(StatePath(path))
+	return start(ctx, path, want, f, false), nil
 }
+
+func start(ctx context.Context, path, want string, f *os.File, resumed bool) *Blob {
+	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, resumed: resumed,
+		hs: hashState{wake: make(chan struct{}, 1), sum: sha256.New(), loopDone: make(chan struct{})}}
+	go b.hashLoop(ctx)
+	return b
+}
+
+// StatePath is where the blob at path keeps the checkpoint of its sha256
+// (how far it hashed and the hash's state there), so that a stream without
+// piece hashes can continue from its prefix after the download stopped
+// (RecoverPrefix). It goes with the blob once it sealed.
+func StatePath(path string) string { return path + ".sha256" }
 
 // Resume is Create over the partial file an earlier download left at from
 // (the agent killed or stopped mid-download, or the download failed): it
-// is moved to path and kept, and once the
-// layout is known Recover finds which of its pieces are good. Nothing in
-// it is trusted before that: a piece counts only if its SHA-1 matches.
+// is moved to path, with its sha256 checkpoint if any, and kept. Nothing
+// in it is trusted before it is checked again: once the layout is known
+// Recover keeps the pieces whose SHA-1 matches; a stream without piece
+// hashes keeps, through RecoverPrefix, the prefix whose bytes hash to the
+// checkpoint.
 func Resume(ctx context.Context, path, want, from string) (*Blob, error) {
 	if err := os.Rename(from, path); err != nil {
+		return nil, fmt.Errorf("resume partial blob: %w", err)
+	}
+	_ = os.Remove(StatePath(path))
+	if err := os.Rename(StatePath(from), StatePath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("resume partial blob: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("resume partial blob: %w", err)
 	}
-	b := &Blob{path: path, want: want, f: f, changed: make(chan struct{}), pc: pieceState{size: -1}, hs: hashState{wake: make(chan struct{}, 1), loopDone: make(chan struct{})}, resumed: true}
-	go b.hashLoop(ctx)
-	return b, nil
+	return start(ctx, path, want, f, true), nil
+}
+
+// RecoverPrefix is Recover for a resumed blob without a layout (a plain
+// stream, no piece hashes): the prefix its sha256 checkpoint covers is
+// hashed again from the file, and kept only if that gives the
+// checkpoint's state, so bytes changed or lost on disk since (a torn tail
+// after a power cut) are fetched again. What follows the kept prefix is
+// dropped from the file. It returns the kept length; call it before
+// anything is appended. The whole blob is still checked against its digest
+// before it is sealed.
+func (b *Blob) RecoverPrefix() (int64, error) {
+	b.mu.Lock()
+	if !b.resumed || b.pc.pieceLen != 0 || b.pc.prefix > 0 || b.hs.hashed > 0 {
+		b.mu.Unlock()
+		return 0, nil
+	}
+	b.resumed = false
+	size := b.pc.size
+	b.mu.Unlock()
+	off, h := b.checkpointed(size)
+	if err := b.f.Truncate(off); err != nil {
+		return 0, fmt.Errorf("resume partial blob: %w", err)
+	}
+	if off == 0 {
+		return 0, nil
+	}
+	b.update(func() {
+		b.hs.sum, b.hs.hashed, b.hs.saved = h, off, off
+		b.pc.prefix = off
+	})
+	b.ring()
+	return off, nil
+}
+
+// checkpointed reads the blob's sha256 checkpoint and hashes the file's
+// prefix it covers: off is that prefix's length if the file still hashes
+// to the checkpoint's state (h then is that hash, ready to go on), else 0.
+func (b *Blob) checkpointed(size int64) (off int64, h hash.Hash) {
+	raw, err := os.ReadFile(StatePath(b.path))
+	if err != nil {
+		return 0, nil
+	}
+	off, state, ok := parseCheckpoint(raw, b.want)
+	if !ok || off <= 0 || size >= 0 && off > size {
+		return 0, nil
+	}
+	h = sha256.New()
+	if n, err := io.Copy(h, io.NewSectionReader(b.f, 0, off)); err != nil || n != off {
+		return 0, nil
+	}
+	got, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil || !bytes.Equal(got, state) {
+		return 0, nil
+	}
+	return off, h
+}
+
+// checkpointMagic starts a checkpoint: magic, the blob's digest (hex),
+// the hashed length (8 bytes, big-endian), the sha256's state
+// (encoding.BinaryMarshaler).
+const checkpointMagic = "shoal-sha256-checkpoint-1\n"
+
+// checkpointEvery is how much more of the prefix is hashed before the
+// hasher saves its state again (and it does when it stops).
+const checkpointEvery = 1 << 20
+
+func appendCheckpoint(dst []byte, want string, off int64, state []byte) []byte {
+	dst = append(dst, checkpointMagic...)
+	dst = append(dst, want...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	return append(dst, state...)
+}
+
+func parseCheckpoint(raw []byte, want string) (off int64, state []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(raw, []byte(checkpointMagic))
+	if !ok || len(rest) < len(want)+8 || string(rest[:len(want)]) != want {
+		return 0, nil, false
+	}
+	rest = rest[len(want):]
+	n := binary.BigEndian.Uint64(rest)
+	if n > math.MaxInt64 {
+		return 0, nil, false
+	}
+	return int64(n), rest[8:], true
+}
+
+// checkpoint saves the hasher's state at hashed, replacing the last one
+// (atomically: a crash leaves the old or the new). Not synced: the bytes
+// it covers are not synced either, and RecoverPrefix checks both agree.
+func (b *Blob) checkpoint(h hash.Hash, hashed int64) {
+	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil || hashed <= 0 {
+		return
+	}
+	p := StatePath(b.path)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, appendCheckpoint(nil, b.want, hashed, state), 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		_ = os.Remove(tmp)
+	}
+}
+
+// Stop ends the blob with err (unless it sealed or ended already) and
+// waits for its hasher to stop, which saves its checkpoint first: the file
+// and its checkpoint are then at rest, to be kept for a later download
+// (Resume) or removed.
+func (b *Blob) Stop(err error) {
+	b.Fail(err)
+	b.ring()
+	<-b.hs.loopDone
 }
 
 // Recover marks present every piece of a resumed blob whose bytes in the
@@ -173,15 +313,6 @@ func (b *Blob) Recover(verify func(i int, data []byte) bool) (int, error) {
 	return found, nil
 }
 
-// Stop ends the blob with err (unless it sealed or ended already) and
-// waits for its hasher to stop: the file is then the caller's to keep for
-// a later download (Resume) or to remove.
-func (b *Blob) Stop(err error) {
-	b.Fail(err)
-	b.ring()
-	<-b.hs.loopDone
-}
-
 // hasData reports whether [off, off+n) of f may hold written bytes: false
 // when the whole span is a hole (SEEK_DATA finds no data before its end).
 func hasData(f *os.File, off, n int64) bool {
@@ -230,8 +361,8 @@ func (b *Blob) AppendPresent(dst []uint32) []uint32 {
 	return dst
 }
 
-// Close stops the hasher and closes the file. Blocked waiters see an error
-// unless the blob was sealed.
+// Close stops the hasher (which saves its checkpoint first) and closes the
+// file. Blocked waiters see an error unless the blob was sealed.
 func (b *Blob) Close() error {
 	b.update(func() {
 		b.closed = true
@@ -240,6 +371,7 @@ func (b *Blob) Close() error {
 		}
 	})
 	b.ring()
+	<-b.hs.loopDone
 	return b.f.Close()
 }
 
@@ -648,12 +780,18 @@ func (b *Blob) Wait(ctx context.Context) error {
 func (b *Blob) hashLoop(ctx context.Context) {
 	defer close(b.hs.loopDone)
 	defer b.returnLent(-1)
-	h := sha256.New()
 	var buf []byte // for reading back; most bytes come from lent buffers
 	for {
 		b.mu.Lock()
-		from, to, size, done := b.hs.hashed, b.pc.prefix, b.pc.size, b.closed || b.err != nil || b.hs.sealed
+		from, to, size, h, done := b.hs.hashed, b.pc.prefix, b.pc.size, b.hs.sum, b.closed || b.err != nil || b.hs.sealed
+		saved, err, sealed := b.hs.saved, b.err, b.hs.sealed
 		b.mu.Unlock()
+		if !sealed && (from-saved >= checkpointEvery || done && from > saved && !errors.Is(err, ErrDigest)) {
+			b.checkpoint(h, from)
+			b.mu.Lock()
+			b.hs.saved = from
+			b.mu.Unlock()
+		}
 		if done {
 			return
 		}
@@ -668,9 +806,17 @@ func (b *Blob) hashLoop(ctx context.Context) {
 				if buf == nil {
 					buf = make([]byte, 1<<20)
 				}
-				if err := b.hashRange(h, buf, from, next); err != nil {
-					b.Fail(err)
-					return
+				n, err := b.hashRange(h, buf, from, next)
+				if err != nil {
+					// h holds [0, from+n): the checkpoint the next
+					// round saves must say so.
+					b.mu.Lock()
+					b.hs.hashed = from + n
+					b.mu.Unlock()
+					if !errors.Is(err, errStopped) {
+						b.Fail(err)
+					}
+					continue
 				}
 			}
 			b.mu.Lock()
@@ -685,8 +831,7 @@ func (b *Blob) hashLoop(ctx context.Context) {
 		select {
 		case <-b.hs.wake:
 		case <-ctx.Done():
-			b.Fail(ctx.Err())
-			return
+			b.Fail(ctx.Err()) // the next round saves the checkpoint and ends
 		}
 	}
 }
@@ -730,20 +875,32 @@ func (b *Blob) returnLent(hashed int64) {
 	}
 }
 
-func (b *Blob) hashRange(h hash.Hash, buf []byte, from, to int64) error {
+// errStopped ends a read back when the blob ended meanwhile.
+var errStopped = errors.New("partial blob ended")
+
+// hashRange feeds [from, to) of the file into h, stopping early (errStopped)
+// if the blob ends meanwhile; n is how much went in.
+func (b *Blob) hashRange(h hash.Hash, buf []byte, from, to int64) (n int64, err error) {
 	for off := from; off < to; {
-		n := min(int64(len(buf)), to-off)
-		if _, err := b.f.ReadAt(buf[:n], off); err != nil {
-			return fmt.Errorf("read back partial blob for hashing: %w", err)
+		b.mu.Lock()
+		stopped := b.closed || b.err != nil
+		b.mu.Unlock()
+		if stopped {
+			return off - from, errStopped
 		}
-		h.Write(buf[:n])
-		off += n
+		k := min(int64(len(buf)), to-off)
+		if _, err := b.f.ReadAt(buf[:k], off); err != nil {
+			return off - from, fmt.Errorf("read back partial blob for hashing: %w", err)
+		}
+		h.Write(buf[:k])
+		off += k
 	}
-	return nil
+	return to - from, nil
 }
 
 func (b *Blob) seal(h hash.Hash) {
 	got := hex.EncodeToString(h.Sum(nil))
+	_ = os.Remove(StatePath(b.path)) // whole, or wrong: nothing to resume either way
 	b.update(func() {
 		if got != b.want {
 			b.err = fmt.Errorf("%w: want sha256:%s, got sha256:%s; discarded", ErrDigest, b.want, got)

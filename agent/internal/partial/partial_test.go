@@ -340,3 +340,99 @@ func TestResumeRecoversVerifiedPieces(t *testing.T) {
 		t.Fatalf("resumed blob: %v", err)
 	}
 }
+
+// A stream without piece hashes stopped mid-way continues from the prefix
+// its sha256 checkpoint covers, once the file hashes to it again; a file
+// changed since, or without a checkpoint, starts from zero.
+func TestResumeStreamFromCheckpoint(t *testing.T) {
+	size := 3*checkpointEvery + 12345
+	data, want := blobOf(t, size)
+	ctx := waitCtx(t)
+	dir := t.TempDir()
+	// stopped writes a stream's first part and stops the blob (as a failed
+	// or stopped download does), leaving its file and checkpoint at from.
+	stopped := func(from string, n int) {
+		t.Helper()
+		b, err := Create(ctx, from, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetSize(int64(size))
+		if err := b.Append(0, data[:n]); err != nil {
+			t.Fatal(err)
+		}
+		// The hasher keeps up with the stream; Stop does not wait for
+		// it to catch up, so let it.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			b.mu.Lock()
+			hashed := b.hs.hashed
+			b.mu.Unlock()
+			if hashed == int64(n) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hashed %d of %d bytes", hashed, n)
+			}
+		}
+		b.Stop(errors.New("agent stopping"))
+		b.Close()
+	}
+	resume := func(from, to string) (*Blob, int64) {
+		t.Helper()
+		b, err := Resume(ctx, to, want, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		b.SetSize(int64(size))
+		n, err := b.RecoverPrefix()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, n
+	}
+
+	stopped(filepath.Join(dir, "a.1"), 2*checkpointEvery+100)
+	b, n := resume(filepath.Join(dir, "a.1"), filepath.Join(dir, "a.2"))
+	if n != 2*checkpointEvery+100 || b.Prefix() != n {
+		t.Fatalf("RecoverPrefix kept %d (prefix %d), want the %d bytes hashed before the stop", n, b.Prefix(), 2*checkpointEvery+100)
+	}
+	if m, _ := b.RecoverPrefix(); m != 0 {
+		t.Fatal("RecoverPrefix ran twice")
+	}
+	if err := b.Append(n, data[n:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(ctx); err != nil {
+		t.Fatalf("resumed stream: %v", err)
+	}
+	if _, err := os.Stat(StatePath(b.Path())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("checkpoint of a sealed blob still there: %v", err)
+	}
+
+	// One byte of the prefix changed on disk: nothing is kept.
+	stopped(filepath.Join(dir, "b.1"), 2*checkpointEvery)
+	f, _ := os.OpenFile(filepath.Join(dir, "b.1"), os.O_RDWR, 0)
+	f.WriteAt([]byte{data[4096] ^ 1}, 4096)
+	f.Close()
+	b, n = resume(filepath.Join(dir, "b.1"), filepath.Join(dir, "b.2"))
+	if n != 0 || b.Prefix() != 0 {
+		t.Fatalf("RecoverPrefix kept %d bytes of a file changed since its checkpoint", n)
+	}
+	if fi, _ := os.Stat(b.Path()); fi.Size() != 0 {
+		t.Errorf("the untrusted file keeps %d bytes", fi.Size())
+	}
+	if err := b.Append(0, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(ctx); err != nil {
+		t.Fatalf("stream started afresh: %v", err)
+	}
+
+	// No checkpoint (an older agent's file): nothing is kept.
+	stopped(filepath.Join(dir, "c.1"), 2*checkpointEvery)
+	os.Remove(StatePath(filepath.Join(dir, "c.1")))
+	if _, n = resume(filepath.Join(dir, "c.1"), filepath.Join(dir, "c.2")); n != 0 {
+		t.Fatalf("RecoverPrefix kept %d bytes without a checkpoint", n)
+	}
+}

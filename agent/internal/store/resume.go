@@ -15,8 +15,9 @@ import (
 
 // NewPartial makes the partial blob of a download of hex, in a file of its
 // own (two upstreams may download one digest at once). The file an earlier
-// download left for hex, if any, is taken over: its pieces are checked once
-// the torrent gives their hashes (partial.Blob.Recover). Its bytes stay
+// download left for hex, if any, is taken over: nothing in it is trusted
+// until it is checked again (partial.Blob.Recover once the torrent gives
+// the piece hashes, RecoverPrefix for a plain stream). Its bytes stay
 // counted in the store's use, now as the download's (Pending). The blob's
 // hasher lives until ctx ends or the blob is closed.
 func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, error) {
@@ -31,6 +32,7 @@ func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, erro
 		}
 		c.log.WithError(err).WithField("digest", "sha256:"+hex).Warn("cannot continue an interrupted download; starting afresh")
 		_ = os.Remove(from)
+		_ = os.Remove(partial.StatePath(from))
 		c.Unreserve(n)
 	}
 	return partial.Create(ctx, path, hex)
@@ -44,7 +46,7 @@ func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, erro
 // at a start. A blob that failed its digest, or holds nothing, is removed
 // instead. Readers keep their descriptors.
 func (c *Store) abandon(b *partial.Blob, err error, held int64) {
-	b.Stop(err)
+	b.Stop(err) // the hasher's last checkpoint is written before we move it
 	path, hex := b.Path(), b.Hex()
 	n := diskBytes(path)
 	var evicted []string
@@ -57,13 +59,18 @@ func (c *Store) abandon(b *partial.Blob, err error, held int64) {
 	c.used -= held
 	if errors.Is(err, partial.ErrDigest) || n == 0 {
 		_ = os.Remove(path)
+		_ = os.Remove(partial.StatePath(path))
 		return
 	}
 	to := c.resumePath(hex)
 	if err := os.Rename(path, to); err != nil {
 		c.log.WithError(err).WithField("digest", "sha256:"+hex).Warn("cannot keep an interrupted download's file")
 		_ = os.Remove(path)
+		_ = os.Remove(partial.StatePath(path))
 		return
+	}
+	if err := os.Rename(partial.StatePath(path), partial.StatePath(to)); err != nil {
+		_ = os.Remove(partial.StatePath(to)) // an older file's checkpoint
 	}
 	if old, ok := c.resumable[hex]; ok {
 		c.used -= old.size
@@ -87,45 +94,60 @@ type resumeFile struct {
 	at   time.Time
 }
 
-// keepResumable tidies partial/ at start: the partial files an earlier
-// process left (killed or stopped mid-download) are kept as <hex>.resume, the newest
-// per blob, for the next download of that blob to continue from its
-// verified pieces (partial.Resume); everything else, and those older than
-// resumeMaxAge, goes. It returns the kept files.
+// keepResumable tidies partial/ at start: of the partial files an earlier
+// process left (killed or stopped mid-download), the newest per blob is
+// kept as <hex>.resume with its sha256 checkpoint, for the next download
+// of that blob to continue from (partial.Resume); everything else, and
+// those older than resumeMaxAge, goes. It returns the kept files.
 func (c *Store) keepResumable() (map[string]resumeFile, error) {
 	dir := filepath.Join(c.dir, "partial")
 	des, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]resumeFile{}
+	type kept struct {
+		name string
+		mod  time.Time
+	}
+	newest := map[string]kept{}
 	for _, de := range des {
-		p := filepath.Join(dir, de.Name())
 		h, rest, _ := strings.Cut(de.Name(), ".")
 		fi, err := de.Info()
-		if err != nil || !de.Type().IsRegular() || !validHex(h) || rest == "" || time.Since(fi.ModTime()) > resumeMaxAge {
-			if err := os.RemoveAll(p); err != nil {
+		if err != nil || !de.Type().IsRegular() || !validHex(h) || rest == "" || strings.Contains(rest, ".") || time.Since(fi.ModTime()) > resumeMaxAge {
+			continue // a checkpoint, a temporary file, or junk
+		}
+		if k, ok := newest[h]; !ok || fi.ModTime().After(k.mod) {
+			newest[h] = kept{de.Name(), fi.ModTime()}
+		}
+	}
+	keep := map[string]bool{}
+	for _, k := range newest {
+		keep[k.name], keep[partial.StatePath(k.name)] = true, true
+	}
+	for _, de := range des {
+		if !keep[de.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, de.Name())); err != nil {
 				return nil, err
 			}
-			continue
 		}
-		if r, ok := out[h]; ok && !fi.ModTime().After(r.at) {
-			if err := os.Remove(p); err != nil {
+	}
+	out := map[string]resumeFile{}
+	for h, k := range newest {
+		from, to := filepath.Join(dir, k.name), c.resumePath(h)
+		if from != to {
+			if err := os.Rename(from, to); err != nil {
 				return nil, err
 			}
-			continue
-		}
-		if rest != "resume" {
-			if err := os.Rename(p, c.resumePath(h)); err != nil {
+			if err := os.Rename(partial.StatePath(from), partial.StatePath(to)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, err
 			}
 		}
-		out[h] = resumeFile{size: fileBytes(fi), at: fi.ModTime()}
+		out[h] = resumeFile{size: diskBytes(to), at: k.mod}
 	}
 	return out, nil
 }
 
-// resumePath is where a blob's partial file from an earlier process waits.
+// resumePath is where a blob's partial file from an earlier download waits.
 func (c *Store) resumePath(hex string) string {
 	return filepath.Join(c.dir, "partial", hex+".resume")
 }
@@ -152,7 +174,9 @@ func (c *Store) dropResumableLocked(hex string) {
 	}
 	delete(c.resumable, hex)
 	c.used -= r.size
-	_ = os.Remove(c.resumePath(hex))
+	p := c.resumePath(hex)
+	_ = os.Remove(p)
+	_ = os.Remove(partial.StatePath(p))
 }
 
 // diskBytes is what a file takes on disk: its allocated blocks (a partial
