@@ -2,11 +2,21 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -134,4 +144,105 @@ log: {level: warn}
 	if again > size-resumed+4<<20 {
 		t.Errorf("the restarted agent fetched %v bytes again of %d, having kept %v", again, size, resumed)
 	}
+}
+
+// A plain HTTP download that fails for good mid-blob (the upstream cuts
+// the body, then refuses every request) keeps its verified prefix: the
+// next request for the blob continues from it with a Range request,
+// without any restart.
+func TestResumeHTTPAfterFailure(t *testing.T) {
+	reg := startUpstreamRegistry(t, "")
+	const size, cut = 16 << 20, 8 << 20
+	img := pushRandom(t, reg, "lib/flaky", size, 1)
+	d := layerDigests(t, img)[0]
+	var broken atomic.Bool
+	var body atomic.Int64 // blob body bytes sent
+	broken.Store(true)
+	u, _ := url.Parse("http://" + reg)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") {
+			limit := int64(-1)
+			if broken.Load() {
+				limit = cut
+			}
+			resp.Body = &cutBody{ReadCloser: resp.Body, left: limit, sent: &body}
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	var ranges []string // of blob GETs once the upstream recovered
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rg := r.Header.Get("Range"); !broken.Load() && rg != "" && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			mu.Lock()
+			ranges = append(ranges, rg)
+			mu.Unlock()
+		}
+		// Once the first body was cut, every blob GET is refused.
+		if broken.Load() && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") && body.Load() >= cut {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	a := startAgent(t, testConfig(t, strings.TrimPrefix(srv.URL, "http://")))
+
+	// whole GETs the blob and reports whether it came whole and right (a
+	// failed download cuts the body).
+	whole := func() bool {
+		resp, err := http.Get("http://" + a.mirror + "/v2/lib/flaky/blobs/" + d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		h := sha256.New()
+		_, err = io.Copy(h, resp.Body)
+		return err == nil && resp.StatusCode == http.StatusOK && "sha256:"+hex.EncodeToString(h.Sum(nil)) == d.String()
+	}
+	if whole() {
+		t.Fatal("the first download succeeded through a broken upstream")
+	}
+	broken.Store(false)
+	before := body.Load()
+	// The failed flight ends (its file set aside) before a new request
+	// can start one: retry until the blob comes whole.
+	for deadline := time.Now().Add(30 * time.Second); !whole(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no whole blob after the upstream recovered")
+		}
+	}
+	resumed := metric(t, a.mirror, "shoal_agent_resumed_bytes_total")
+	t.Logf("cut at %d MiB; then %.1f MiB kept, %.1f MiB through the proxy (the torrent request's answer, a plain registry's blob body, is closed unread), ranges %q",
+		cut>>20, resumed/(1<<20), float64(body.Load()-before)/(1<<20), ranges)
+	if resumed < cut/2 {
+		t.Errorf("kept %v bytes of the %d the failed download had", resumed, cut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := fmt.Sprintf("bytes=%d-", int64(resumed)); !slices.Contains(ranges, want) {
+		t.Errorf("the upstream was asked for %q, not the rest from the kept prefix (%s)", ranges, want)
+	}
+}
+
+// cutBody ends a body with an error after left bytes (left < 0: never).
+type cutBody struct {
+	io.ReadCloser
+	left int64
+	sent *atomic.Int64
+}
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, errors.New("connection cut")
+	}
+	if c.left > 0 && int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.ReadCloser.Read(p)
+	c.sent.Add(int64(n))
+	if c.left > 0 {
+		c.left -= int64(n)
+	}
+	return n, err
 }

@@ -252,11 +252,28 @@ func (b *Blob) checkpoint(h hash.Hash, hashed int64) {
 	}
 }
 
-// Stop ends the blob with err (unless it sealed or ended already) and
-// waits for its hasher to stop, which saves its checkpoint first: the file
-// and its checkpoint are then at rest, to be kept for a later download
-// (Resume) or removed.
+// Stop ends the blob with err (unless it sealed or ended already) once
+// its hasher caught up with the present prefix (reading back from the page
+// cache), and waits for the hasher to stop, which saves its checkpoint
+// first: the file and its checkpoint are then at rest, to be kept for a
+// later download (Resume) or removed. A hasher that ended already (the
+// agent stopping, the blob failed) is not waited for.
 func (b *Blob) Stop(err error) {
+	for {
+		b.mu.Lock()
+		caught := b.hs.hashed >= b.pc.prefix
+		ch := b.changed
+		b.mu.Unlock()
+		if caught {
+			break
+		}
+		select {
+		case <-ch:
+			continue
+		case <-b.hs.loopDone:
+		}
+		break
+	}
 	b.Fail(err)
 	b.ring()
 	<-b.hs.loopDone
@@ -819,9 +836,7 @@ func (b *Blob) hashLoop(ctx context.Context) {
 					continue
 				}
 			}
-			b.mu.Lock()
-			b.hs.hashed = next
-			b.mu.Unlock()
+			b.update(func() { b.hs.hashed = next }) // Stop may wait for it
 			continue
 		}
 		if size >= 0 && from == size {
