@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/preheat/harbor"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // Config is the preheat service configuration (configs/preheat.yml).
@@ -110,18 +109,8 @@ type TrackerConfig struct {
 	Token config.Secret `yaml:"token"`
 }
 
-// Policy decides what a push (registry notification or Harbor webhook)
-// preheats. All set fields must match; the first matching policy wins.
-type Policy struct {
-	Name string `yaml:"name"`
-	// Repository is a path.Match glob, e.g. "library/*".
-	Repository string `yaml:"repository"`
-	// Tag is a glob; TagRegex a regular expression (anchored by the user).
-	Tag       string   `yaml:"tag"`
-	TagRegex  string   `yaml:"tagRegex"`
-	Groups    []string `yaml:"groups"`
-	Platforms []string `yaml:"platforms"`
-}
+// Policy decides what a push preheats (webhook.Policy).
+type Policy = webhook.Policy
 
 // HarborConfig covers Shoal acting as a Harbor P2P preheat provider
 // (harbor.Config).
@@ -219,58 +208,8 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s must be at least 1", n.name)
 		}
 	}
-	_, err := compilePolicies(c.Policies)
+	_, err := webhook.Compile(c.Policies)
 	return err
-}
-
-// policy is a Policy with its tag regexp compiled (by New, once).
-type policy struct {
-	Policy
-	tagRe *regexp.Regexp
-}
-
-// compilePolicies checks every policy's globs and compiles its regexp.
-func compilePolicies(ps []Policy) ([]policy, error) {
-	out := make([]policy, 0, len(ps))
-	for i, p := range ps {
-		if p.Repository == "" {
-			return nil, fmt.Errorf("policy %d (%s): repository glob is required", i, p.Name)
-		}
-		if _, err := path.Match(p.Repository, ""); err != nil {
-			return nil, fmt.Errorf("policy %s: repository %q: %w", p.Name, p.Repository, err)
-		}
-		if p.Tag != "" {
-			if _, err := path.Match(p.Tag, ""); err != nil {
-				return nil, fmt.Errorf("policy %s: tag %q: %w", p.Name, p.Tag, err)
-			}
-		}
-		cp := policy{Policy: p}
-		if p.TagRegex != "" {
-			re, err := regexp.Compile(p.TagRegex)
-			if err != nil {
-				return nil, fmt.Errorf("policy %s: tagRegex: %w", p.Name, err)
-			}
-			cp.tagRe = re
-		}
-		out = append(out, cp)
-	}
-	return out, nil
-}
-
-// match reports whether a push of repo:tag falls under the policy.
-func (p *policy) match(repo, tag string) bool {
-	if ok, _ := path.Match(p.Repository, repo); !ok {
-		return false
-	}
-	if p.Tag != "" {
-		if ok, _ := path.Match(p.Tag, tag); !ok {
-			return false
-		}
-	}
-	if p.tagRe != nil && !p.tagRe.MatchString(tag) {
-		return false
-	}
-	return true
 }
 
 // clusterSecrets resolves the join secret and the previous ones, current

@@ -1,15 +1,16 @@
 package preheat
 
 // The Harbor P2P preheat provider's routes: preheat/harbor translates,
-// these handlers answer.
+// these handlers decode, start and answer.
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/harbor"
@@ -36,12 +37,22 @@ func (s *Service) dragonflyError(w http.ResponseWriter, err error) {
 	writeDragonflyErr(w, ae.Status, ae.Code, ae.Msg)
 }
 
+// harborJob is the job request a Harbor request translates to.
+func harborJob(hr harbor.Request) JobRequest {
+	return JobRequest{URL: hr.URL, Headers: hr.Headers, Groups: hr.Groups, onePerGroup: hr.OnePerGroup, clusterIDs: hr.ClusterIDs}
+}
+
+// blobURL is the registry URL of a blob of j's repository.
+func blobURL(j *Job) func(digest string) string {
+	return ImageRef{Registry: j.Registry, Repository: j.Repository}.BlobURL
+}
+
 func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) {
 	var req harbor.CreateRequest
 	if err := decode(r, &req); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
-			ae.Status = http.StatusUnprocessableEntity
+			ae.Status = http.StatusUnprocessableEntity // as Dragonfly's manager answers binding errors
 		}
 		s.dragonflyError(w, err)
 		return
@@ -51,20 +62,13 @@ func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) 
 		s.dragonflyError(w, err)
 		return
 	}
-	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: hr.URL, Headers: hr.Headers, Groups: hr.Groups, onePerGroup: hr.OnePerGroup, clusterIDs: hr.ClusterIDs}, "dragonfly")
+	j, _, err := s.CreateJob(r.Context(), harborJob(hr), "dragonfly")
 	if err != nil {
 		s.dragonflyError(w, err)
 		return
 	}
-	v := s.dragonflyView(r, j)
-	v.State = "PENDING" // what Dragonfly answers on create; Harbor then polls
-	httpx.WriteJSON(w, http.StatusOK, v)
-}
-
-func (s *Service) dragonflyView(r *http.Request, j *Job) *harbor.Job {
 	ps, _ := s.store.ListProgress(r.Context(), j.ID)
-	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
-	return s.cfg.Harbor.View(j, ps, ref.BlobURL)
+	httpx.WriteJSON(w, http.StatusOK, s.cfg.Harbor.Created(j, ps, blobURL(j)))
 }
 
 func (s *Service) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +82,8 @@ func (s *Service) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
 		s.dragonflyError(w, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, s.dragonflyView(r, j))
+	ps, _ := s.store.ListProgress(r.Context(), j.ID)
+	httpx.WriteJSON(w, http.StatusOK, s.cfg.Harbor.View(j, ps, blobURL(j)))
 }
 
 func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
@@ -87,12 +92,12 @@ func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	if req.Type != "image" || req.URL == "" {
-		httpx.WriteError(w, http.StatusBadRequest, "", "want type image and a manifest url")
+	hr, err := s.cfg.Harbor.Legacy(req)
+	if err != nil {
+		s.writeError(w, err)
 		return
 	}
-	groups, _, _ := s.cfg.Harbor.Groups(nil, "")
-	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: req.URL, Headers: req.StringHeaders(), Groups: groups}, "dragonfly-legacy")
+	j, _, err := s.CreateJob(r.Context(), harborJob(hr), "dragonfly-legacy")
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -115,43 +120,40 @@ func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleKraken accepts Harbor's Kraken-driver notification (capitalised
-// keys; decoded by the same struct as distribution envelopes). Harbor
-// reports SUCCESS as soon as we answer 2xx, so a failure to start any job
-// is answered non-2xx (the failure's own status: 422 no target nodes, 404
-// image not found, 502 registry unreachable) to surface it in Harbor.
+// keys; decoded by the same struct as distribution envelopes) and answers
+// as harbor.KrakenAnswer says: non-2xx when any job did not start.
 func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
 	var env Envelope
 	if err := decode(r, &env); err != nil {
 		s.writeError(w, err)
 		return
 	}
-	if len(env.Events) == 0 {
-		httpx.WriteError(w, http.StatusBadRequest, "", "notification has no events")
-		return
-	}
-	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
+	b, err := s.up.push.Kraken(env, s.cfg.Harbor.KrakenGroups())
+	if err != nil {
 		s.writeError(w, err)
 		return
 	}
-	groups, _, _ := s.cfg.Harbor.Groups(nil, "")
-	res := WebhookResult{Jobs: []int64{}}
-	todo, ignored := webhook.Kraken(env, groups)
-	res.Ignored += ignored
-	if err := s.startAll(r.Context(), &res, todo, "kraken"); err != nil {
-		s.writeError(w, err)
-		return
+	res := s.startAll(r, b, "kraken")
+	status := http.StatusBadGateway
+	var ae *APIError
+	if errors.As(res.FirstErr, &ae) {
+		status = ae.Status
 	}
-	// Any event that could not be started makes the answer non-2xx: Harbor
-	// never polls this provider, so a 2xx is reported as a finished preheat.
-	if len(res.Errors) > 0 {
-		status := res.status
-		if status < 400 {
-			status = http.StatusBadGateway
-		}
+	status, body := harbor.KrakenAnswer(res, status)
+	if status != http.StatusOK {
 		w.Header().Set("Cache-Control", "no-store")
-		httpx.WriteJSON(w, status, map[string]any{"error": strings.Join(res.Errors, "; "), "code": httpx.CodeFor(status),
-			"errors": res.Errors, "jobs": res.Jobs})
-		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, res)
+	httpx.WriteJSON(w, status, body)
+}
+
+// startAll starts the jobs of one push-trigger request (webhook.StartAll).
+func (s *Service) startAll(r *http.Request, b webhook.Batch, source string) webhook.Result {
+	return webhook.StartAll(r.Context(), s.store, s.now(), b, func(ctx context.Context, t webhook.Trigger) (int64, error) {
+		j, _, err := s.CreateJob(ctx, JobRequest{Image: t.Image, URL: t.URL, Groups: t.Groups, Platforms: t.Platforms}, source)
+		if err != nil {
+			s.log.WithFields(logrus.Fields{"image": t.What(), "trigger": source}).WithError(err).Warn("push-triggered preheat not started")
+			return 0, err
+		}
+		return j.ID, nil
+	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/preheat/harbor"
 	"github.com/shoalproject/shoal/preheat/nodes"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -106,11 +107,14 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 func (s *Service) apiError(err error) *APIError {
 	var ae *APIError
 	var refusal *harbor.Refusal
+	var pushRefusal *webhook.Refusal
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &refusal):
-		return &APIError{Status: http.StatusUnprocessableEntity, Msg: refusal.Msg}
+		return &APIError{Status: refusal.Status, Msg: refusal.Msg}
+	case errors.As(err, &pushRefusal):
+		return &APIError{Status: pushRefusal.Status, Msg: pushRefusal.Msg}
 	case errors.Is(err, ErrNotFound):
 		return &APIError{Status: http.StatusNotFound, Code: httpx.CodeNotFound, Msg: err.Error()}
 	}
