@@ -1,7 +1,8 @@
 package preheat
 
-// The Harbor P2P preheat provider's routes: preheat/harbor translates,
-// these handlers decode, start and answer.
+// The Harbor P2P preheat provider's routes (Dragonfly driver, new and
+// legacy API; the Kraken driver's notification is a push route):
+// preheat/harbor translates, these handlers decode, start and answer.
 
 import (
 	"context"
@@ -10,12 +11,23 @@ import (
 	"strconv"
 
 	"github.com/gorilla/mux"
-	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/harbor"
-	"github.com/shoalproject/shoal/preheat/webhook"
 )
+
+// createFunc starts a job (Service.CreateJob).
+type createFunc func(ctx context.Context, req JobRequest, source string) (*Job, bool, error)
+
+// harborRoutes answer Harbor's Dragonfly driver: what they read and how
+// they start a job, nothing else of the Service.
+type harborRoutes struct {
+	errorWriter
+	cfg      harbor.Config
+	jobs     JobStore
+	progress ProgressStore
+	create   createFunc
+}
 
 // dragonflyErrBody is Dragonfly's manager's error shape ({"errors": "..."}
 // on binding errors) carrying Shoal's one shape ("error", "code") too.
@@ -32,8 +44,8 @@ func writeDragonflyErr(w http.ResponseWriter, status int, code, msg string) {
 	httpx.WriteJSON(w, status, dragonflyErrBody{Errors: msg, ErrorBody: httpx.ErrorBody{Error: msg, Code: code}})
 }
 
-func (s *Service) dragonflyError(w http.ResponseWriter, err error) {
-	ae := s.apiError(err)
+func (h harborRoutes) dragonflyError(w http.ResponseWriter, err error) {
+	ae := h.apiError(err)
 	writeDragonflyErr(w, ae.Status, ae.Code, ae.Msg)
 }
 
@@ -47,113 +59,74 @@ func blobURL(j *Job) func(digest string) string {
 	return ImageRef{Registry: j.Registry, Repository: j.Repository}.BlobURL
 }
 
-func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) {
 	var req harbor.CreateRequest
 	if err := decode(r, &req); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
 			ae.Status = http.StatusUnprocessableEntity // as Dragonfly's manager answers binding errors
 		}
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	hr, err := s.cfg.Harbor.Translate(req)
+	hr, err := h.cfg.Translate(req)
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	j, _, err := s.CreateJob(r.Context(), harborJob(hr), "dragonfly")
+	j, _, err := h.create(r.Context(), harborJob(hr), "dragonfly")
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	ps, _ := s.store.ListProgress(r.Context(), j.ID)
-	httpx.WriteJSON(w, http.StatusOK, s.cfg.Harbor.Created(j, ps, blobURL(j)))
+	ps, _ := h.progress.ListProgress(r.Context(), j.ID)
+	httpx.WriteJSON(w, http.StatusOK, h.cfg.Created(j, ps, blobURL(j)))
 }
 
-func (s *Service) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
 		writeDragonflyErr(w, http.StatusBadRequest, "", "job id must be an integer")
 		return
 	}
-	j, err := s.store.GetJob(r.Context(), id)
+	j, err := h.jobs.GetJob(r.Context(), id)
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	ps, _ := s.store.ListProgress(r.Context(), j.ID)
-	httpx.WriteJSON(w, http.StatusOK, s.cfg.Harbor.View(j, ps, blobURL(j)))
+	ps, _ := h.progress.ListProgress(r.Context(), j.ID)
+	httpx.WriteJSON(w, http.StatusOK, h.cfg.View(j, ps, blobURL(j)))
 }
 
-func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
 	var req harbor.LegacyImage
 	if err := decode(r, &req); err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
-	hr, err := s.cfg.Harbor.Legacy(req)
+	hr, err := h.cfg.Legacy(req)
 	if err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
-	j, _, err := s.CreateJob(r.Context(), harborJob(hr), "dragonfly-legacy")
+	j, _, err := h.create(r.Context(), harborJob(hr), "dragonfly-legacy")
 	if err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{"ID": strconv.FormatInt(j.ID, 10)})
 }
 
-func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "", "task id must be an integer")
 		return
 	}
-	j, err := s.store.GetJob(r.Context(), id)
+	j, err := h.jobs.GetJob(r.Context(), id)
 	if err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, harbor.LegacyStatus(j))
-}
-
-// handleKraken accepts Harbor's Kraken-driver notification (capitalised
-// keys; decoded by the same struct as distribution envelopes) and answers
-// as harbor.KrakenAnswer says: non-2xx when any job did not start.
-func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
-	var env Envelope
-	if err := decode(r, &env); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	b, err := s.up.push.Kraken(env, s.cfg.Harbor.KrakenGroups())
-	if err != nil {
-		s.writeError(w, err)
-		return
-	}
-	res := s.startAll(r, b, "kraken")
-	status := http.StatusBadGateway
-	var ae *APIError
-	if errors.As(res.FirstErr, &ae) {
-		status = ae.Status
-	}
-	status, body := harbor.KrakenAnswer(res, status)
-	if status != http.StatusOK {
-		w.Header().Set("Cache-Control", "no-store")
-	}
-	httpx.WriteJSON(w, status, body)
-}
-
-// startAll starts the jobs of one push-trigger request (webhook.StartAll).
-func (s *Service) startAll(r *http.Request, b webhook.Batch, source string) webhook.Result {
-	return webhook.StartAll(r.Context(), s.store, s.now(), b, func(ctx context.Context, t webhook.Trigger) (int64, error) {
-		j, _, err := s.CreateJob(ctx, JobRequest{Image: t.Image, URL: t.URL, Groups: t.Groups, Platforms: t.Platforms}, source)
-		if err != nil {
-			s.log.WithFields(logrus.Fields{"image": t.What(), "trigger": source}).WithError(err).Warn("push-triggered preheat not started")
-			return 0, err
-		}
-		return j.ID, nil
-	})
 }
