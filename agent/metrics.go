@@ -8,25 +8,43 @@ import (
 )
 
 // agentMetrics is the agent's private registry and what it counts
-// (docs/metrics.md lists every metric).
+// (docs/metrics.md lists every metric), grouped by concern. The groups are
+// embedded so a handle reads the same from anywhere in the package
+// (a.metrics.evictions is the cache group's).
 type agentMetrics struct {
-	reg        *prometheus.Registry
-	bytes      *prometheus.CounterVec
-	hits       prometheus.Counter
-	misses     prometheus.Counter
-	evictions  prometheus.Counter
-	fallbacks  *prometheus.CounterVec
-	mismatches prometheus.Counter
+	reg *prometheus.Registry
+	mirrorMetrics
+	downloadMetrics
+	cacheMetrics
+}
+
+// mirrorMetrics count what clients ask the mirror.
+type mirrorMetrics struct {
+	requests *prometheus.CounterVec
+	ranges   *prometheus.CounterVec
+}
+
+// downloadMetrics count the blobs' downloads: how many, where their bytes
+// came from, how they ended and how long they took.
+type downloadMetrics struct {
 	downloads  prometheus.Counter
+	bytes      *prometheus.CounterVec
 	swarm      *prometheus.CounterVec
 	origin     *prometheus.CounterVec
-	requests   *prometheus.CounterVec
-	ranges     *prometheus.CounterVec
+	fallbacks  *prometheus.CounterVec
+	mismatches prometheus.Counter
 	resumed    prometheus.Counter
 	// pulls is how long whole downloads took, by how they came (p2p, http).
 	pulls *prometheus.HistogramVec
 	// inflight is the downloads under way, for their progress series.
 	inflight progressSet
+}
+
+// cacheMetrics count the blob store's answers and evictions.
+type cacheMetrics struct {
+	hits      prometheus.Counter
+	misses    prometheus.Counter
+	evictions prometheus.Counter
 }
 
 // Values of shoal_agent_blob_bytes_total's source label: where the bytes
@@ -38,7 +56,7 @@ const (
 )
 
 func newMetrics(a *Agent) *agentMetrics {
-	m := &agentMetrics{reg: prometheus.NewRegistry(), requests: newMirrorRequests()}
+	m := &agentMetrics{reg: prometheus.NewRegistry(), mirrorMetrics: mirrorMetrics{requests: newMirrorRequests()}}
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_blob_bytes_total",
 		Help: "Blob bytes by source: peer (other nodes) and registry (its share of pieces and HTTP fallback) downloaded; cache = served to clients from the cache."}, []string{"source"})
 	m.hits = prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_agent_cache_hits_total", Help: "Blob requests served from the cache."})
@@ -55,7 +73,7 @@ func newMetrics(a *Agent) *agentMetrics {
 		Help: "Piece bytes fetched from the registry over the swarm path, by reason: share (this node's share), alone (no other node connected), steal (an idle node took a piece nobody was fetching), solo (the swarm stalled), range (a Range reader waited for it)."},
 		[]string{"reason"})
 	m.ranges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_agent_range_responses_total",
-		Help: "Range responses of blobs being downloaded, by kind: early (sent piece by piece as the pieces verified, before the blob was whole), stream (from the verified prefix)."},
+		Help: "Range responses of blobs being downloaded, by kind: early (sent before the blob was whole, each piece once its SHA-1 matched, in the present prefix or beyond it), stream (none was: the range reached the last byte, or the download has no piece hashes)."},
 		[]string{"kind"})
 	m.pulls = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "shoal_agent_blob_download_duration_seconds",
 		Help:    "Time from a download's start to its blob verified and cached, by source (p2p: through the swarm, http: plain HTTP).",

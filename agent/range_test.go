@@ -49,6 +49,19 @@ func TestRangeBeforeBlobComplete(t *testing.T) {
 	if v := metric(t, a.mirror, `shoal_agent_registry_piece_bytes_total{reason="range"}`); v < 1<<20 || v > 3<<20 {
 		t.Errorf("registry bytes for the range %v, want its covering pieces (1-3 MiB)", v)
 	}
+	// A range from byte 0 is early too: its pieces verified and went out
+	// before the blob was whole, though they lie in the present prefix
+	// (counted "stream" before).
+	if st, _, head := getBlob(t, a.mirror, "lib/lazy", d, map[string]string{"Range": rangeHeader(0, 1<<20-1)}); st != http.StatusPartialContent || !bytes.Equal(head, whole[:1<<20]) {
+		t.Fatalf("Range from byte 0: status %d, %d bytes", st, len(head))
+	}
+	if h, ok := a.store.Lookup(d.Hex); ok {
+		h.Release()
+		t.Fatal("blob already cached after the range from byte 0: it proves nothing")
+	}
+	if v := metric(t, a.mirror, `shoal_agent_range_responses_total{kind="early"}`); v != 2 {
+		t.Errorf("early range responses %v after a range from byte 0, want 2 (stream: %v)", v, metric(t, a.mirror, `shoal_agent_range_responses_total{kind="stream"}`))
+	}
 	// A range longer than the wanted window (16 pieces) slides it along.
 	if st, _, long := getBlob(t, a.mirror, "lib/lazy", d, map[string]string{"Range": rangeHeader(1, 20<<20)}); st != http.StatusPartialContent || !bytes.Equal(long, whole[1:20<<20+1]) {
 		t.Fatalf("long Range: status %d, %d bytes", st, len(long))

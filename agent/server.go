@@ -255,7 +255,7 @@ const wantWindow = 16
 
 // streamed is how a stream's bytes went out.
 type streamed struct {
-	early int64 // sent piece by piece before the blob was whole
+	early int64 // sent before the blob was whole, each piece's SHA-1 matched first
 	total int64
 }
 
@@ -339,6 +339,13 @@ func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *or
 			sent, err := store.SendRange(ctx, w, file, off, n, nil)
 			off += sent
 			out.total += sent
+			if early && !sealed {
+				// Verified piece by piece (EnsureVerified) and sent before
+				// the blob was whole, like the pieces above: that they
+				// lay in the prefix (a range from byte 0, pieces arriving
+				// in order) changes nothing.
+				out.early += sent
+			}
 			if err != nil {
 				return out
 			}
