@@ -285,6 +285,14 @@ func (a *Agent) activeTorrents() int {
 }
 
 // uploadedBytes only grows.
+// dataStats is the data path's counters (zero without P2P).
+func (a *Agent) dataStats() peer.DataStats {
+	if a.p2p == nil {
+		return peer.DataStats{}
+	}
+	return a.p2p.DataStats()
+}
+
 func (a *Agent) uploadedBytes() int64 {
 	if a.p2p == nil {
 		return 0

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoalproject/shoal/agent/internal/peer"
 )
 
 // agentMetrics is the agent's private registry and what it counts
@@ -92,6 +94,7 @@ func newMetrics(a *Agent) *agentMetrics {
 			func() float64 { return float64(a.uploadedBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shoal_agent_cache_used_bytes", Help: "Cache bytes used: cached blobs, the whole size of downloads under way (reserved before they write) and files kept to resume interrupted downloads; never above cache.maxBytes."},
 			func() float64 { u, _ := a.store.Usage(); return float64(u) }),
+		dataCollector{a.dataStats},
 	)
 	for _, s := range []string{sourcePeer, sourceRegistry, sourceCache} {
 		m.bytes.WithLabelValues(s)
@@ -112,6 +115,34 @@ func newMetrics(a *Agent) *agentMetrics {
 		m.swarm.WithLabelValues(kind)
 	}
 	return m
+}
+
+var (
+	dataAnswersDesc = prometheus.NewDesc("shoal_agent_data_answers_total",
+		"Answers of this node's data path to other nodes' piece requests, by answer: served, busy (no upload slot free: the requester asks another node), refused (not held here, not a peer of the torrent, or a bad range).",
+		[]string{"answer"}, nil)
+	dataConnsDesc = prometheus.NewDesc("shoal_agent_data_connections_total",
+		"Connections accepted by this node's data path, each a mutual-TLS handshake; growing with the answers, it means requesters do not reuse their connections.",
+		nil, nil)
+)
+
+// dataCollector shows the data path's counters at scrape time.
+type dataCollector struct{ stats func() peer.DataStats }
+
+func (c dataCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dataAnswersDesc
+	ch <- dataConnsDesc
+}
+
+func (c dataCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for _, a := range []struct {
+		answer string
+		n      int64
+	}{{"served", st.Served}, {"busy", st.Busy}, {"refused", st.Refused}} {
+		ch <- prometheus.MustNewConstMetric(dataAnswersDesc, prometheus.CounterValue, float64(a.n), a.answer)
+	}
+	ch <- prometheus.MustNewConstMetric(dataConnsDesc, prometheus.CounterValue, float64(st.Connections))
 }
 
 // mirrorRequests counts what runtimes ask the mirror, so an operator (and the

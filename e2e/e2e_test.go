@@ -214,6 +214,12 @@ func (c *Cluster) rollout(t *testing.T, s rolloutSpec) Run {
 		if len(why) > 0 {
 			r.Note += "registry pieces: " + strings.Join(why, ", ") + ". "
 		}
+		r.DataAnswers = map[string]int64{}
+		for _, a := range []string{"served", "busy", "refused"} {
+			r.DataAnswers[a] = sum(all, `shoal_agent_data_answers_total{answer="`+a+`"}`)
+		}
+		r.DataConnections = sum(all, "shoal_agent_data_connections_total")
+		r.Note += fmt.Sprintf("data path: %d served, %d busy, %d connections. ", r.DataAnswers["served"], r.DataAnswers["busy"], r.DataConnections)
 		if mm := delta("shoal_agent_digest_mismatches_total"); mm > 0 {
 			r.Note += fmt.Sprintf("%d agent-side digest mismatches (discarded). ", mm)
 		}

@@ -46,10 +46,16 @@ type Run struct {
 	// (shoal_agent_registry_piece_bytes_total).
 	Fallbacks      map[string]int64 `json:"fallbacks,omitempty"`
 	RegistryPieces map[string]int64 `json:"registryPieceBytes,omitempty"`
-	TStar          float64          `json:"tStar"`
-	VsTStar        float64          `json:"maxOverTStar"`
-	VsDirect       float64          `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
-	Note           string           `json:"note,omitempty"`
+	// DataAnswers counts the agents' data-path answers to each other
+	// (served, busy, refused: shoal_agent_data_answers_total) and
+	// DataConnections the connections they accepted, each a mutual-TLS
+	// handshake (tools/sim reports busy answers per node too).
+	DataAnswers     map[string]int64 `json:"dataAnswers,omitempty"`
+	DataConnections int64            `json:"dataConnections,omitempty"`
+	TStar           float64          `json:"tStar"`
+	VsTStar         float64          `json:"maxOverTStar"`
+	VsDirect        float64          `json:"maxOverDirect,omitempty"` // p2p runs: max / direct max of the same cell
+	Note            string           `json:"note,omitempty"`
 }
 
 // tStar is the Kumar & Ross lower bound for distributing F bytes to n nodes

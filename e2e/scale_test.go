@@ -56,11 +56,16 @@ type ScaleRun struct {
 	HostCPUs   int     `json:"hostCPUs"`
 	LoadBefore float64 `json:"loadAvgBefore"`
 	// CPU-seconds (user + system, /proc/<pid>/stat) over the rollout.
-	AgentCPU    []float64 `json:"agentCPUSeconds"`
-	TrackerCPU  float64   `json:"trackerCPUSeconds"`
-	RegistryCPU float64   `json:"registryCPUSeconds"`
-	TestCPU     float64   `json:"testProcessCPUSeconds"` // the pulling clients' sha256 checks
-	HostBusyCPU float64   `json:"hostBusyCPUSeconds"`    // everything, kernel softirq and other users included
+	AgentCPU []float64 `json:"agentCPUSeconds"`
+	// AgentSwitches: each agent's context switches over the rollout,
+	// voluntary (it waited: a read, a timer, a lock) and not, summed over
+	// its threads. The off-CPU side of what an agent costs: every wakeup
+	// is a switch in and out, whatever it then does.
+	AgentSwitches []int64 `json:"agentContextSwitches"`
+	TrackerCPU    float64 `json:"trackerCPUSeconds"`
+	RegistryCPU   float64 `json:"registryCPUSeconds"`
+	TestCPU       float64 `json:"testProcessCPUSeconds"` // the pulling clients' sha256 checks
+	HostBusyCPU   float64 `json:"hostBusyCPUSeconds"`    // everything, kernel softirq and other users included
 	// ShoalCPUPerGiB: agents + tracker + registry CPU-seconds per GiB
 	// delivered to the nodes (N × image).
 	ShoalCPUPerGiB float64 `json:"shoalCPUSecondsPerGiB"`
@@ -154,6 +159,7 @@ func TestScale(t *testing.T) {
 type cpuSnap struct {
 	total, idle uint64 // /proc/stat jiffies, all CPUs
 	agents      []float64
+	switches    []int64 // the agents' context switches
 	tracker     float64
 	registry    float64
 	self        float64
@@ -163,9 +169,10 @@ func (c *Cluster) cpuSnap(t *testing.T, n int) cpuSnap {
 	t.Helper()
 	var s cpuSnap
 	s.total, s.idle = hostCPU(t)
-	s.agents = make([]float64, n)
+	s.agents, s.switches = make([]float64, n), make([]int64, n)
 	for i := range n {
-		s.agents[i] = procCPUSeconds(c.agentPid(t, i))
+		pid := c.agentPid(t, i)
+		s.agents[i], s.switches[i] = procCPUSeconds(pid), procSwitches(pid)
 	}
 	s.tracker, s.registry = procCPUSeconds(c.infraPid(t, "tracker")), procCPUSeconds(c.infraPid(t, "registry"))
 	s.self = procCPUSeconds(os.Getpid())
@@ -240,6 +247,7 @@ func (c *Cluster) measuredRollout(t *testing.T, spec rolloutSpec) ScaleRun {
 	for i := range n {
 		d := after.agents[i] - before.agents[i]
 		s.AgentCPU = append(s.AgentCPU, d)
+		s.AgentSwitches = append(s.AgentSwitches, after.switches[i]-before.switches[i])
 		shoal += d
 		rss, peak, anon := procRSS(c.agentPid(t, i))
 		s.AgentRSS, s.AgentPeak, s.AgentAnon = append(s.AgentRSS, rss), append(s.AgentPeak, peak), append(s.AgentAnon, anon)
@@ -250,8 +258,8 @@ func (c *Cluster) measuredRollout(t *testing.T, spec rolloutSpec) ScaleRun {
 	if gib := float64(n) * float64(r.ImageBytes) / (1 << 30); gib > 0 {
 		s.ShoalCPUPerGiB = shoal / gib
 	}
-	t.Logf("N=%d: host idle %.0f%% (load before %.2f), Shoal %.1f CPU-s = %.2f CPU-s/GiB delivered, agents mean %.2f CPU-s, RSS mean %s peak max %s, private mean %s",
-		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mib(mean(s.AgentRSS)), mib(maxInt(s.AgentPeak)), mib(mean(s.AgentAnon)))
+	t.Logf("N=%d: host idle %.0f%% (load before %.2f), Shoal %.1f CPU-s = %.2f CPU-s/GiB delivered, agents mean %.2f CPU-s and %d context switches, RSS mean %s peak max %s, private mean %s",
+		n, 100*s.HostIdle, load, shoal, s.ShoalCPUPerGiB, mean(s.AgentCPU), mean(s.AgentSwitches), mib(mean(s.AgentRSS)), mib(maxInt(s.AgentPeak)), mib(mean(s.AgentAnon)))
 	return s
 }
 
@@ -396,6 +404,21 @@ func parsePidStat(s string) (float64, error) {
 	return float64(u+st) / clkTck, nil
 }
 
+// procSwitches is a process's context switches, voluntary and not, summed
+// over its threads (0 if it is gone).
+func procSwitches(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	var n int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		n += parseStatusCount(string(b), "voluntary_ctxt_switches:") + parseStatusCount(string(b), "nonvoluntary_ctxt_switches:")
+	}
+	return n
+}
+
 // procRSS is a process's VmRSS, VmHWM and RssAnon in bytes.
 func procRSS(pid int) (rss, peak, anon int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -405,13 +428,16 @@ func procRSS(pid int) (rss, peak, anon int64) {
 	return parseStatusKB(string(b), "VmRSS:"), parseStatusKB(string(b), "VmHWM:"), parseStatusKB(string(b), "RssAnon:")
 }
 
-func parseStatusKB(s, key string) int64 {
+func parseStatusKB(s, key string) int64 { return parseStatusCount(s, key) << 10 }
+
+// parseStatusCount is the number after key in a /proc status file.
+func parseStatusCount(s, key string) int64 {
 	for _, l := range strings.Split(s, "\n") {
 		if rest, ok := strings.CutPrefix(l, key); ok {
 			f := strings.Fields(rest)
 			if len(f) >= 1 {
 				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v << 10
+				return v
 			}
 		}
 	}
@@ -499,21 +525,21 @@ func writeScaleReport(name string, rep ScaleReport) error {
 func scaleMarkdown(rep ScaleReport) string {
 	var b strings.Builder
 	b.WriteString("# Shoal at scale (TestScale)\n\n")
-	b.WriteString("| N | image | link | T* s | p50 s | p90 s | p99 s | max s | p50/T* | p90/T* | p99/T* | max/T* | registry egress/image | node-to-node | host idle | Shoal CPU-s/GiB | agent CPU-s mean (max) | agent RSS mean (peak max) | agent private RSS mean | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| N | image | link | T* s | p50 s | p90 s | p99 s | max s | p50/T* | p90/T* | p99/T* | max/T* | registry egress/image | node-to-node | host idle | Shoal CPU-s/GiB | agent CPU-s mean (max) | agent context switches mean | agent RSS mean (peak max) | agent private RSS mean | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Runs {
 		var maxCPU float64
 		for _, x := range r.AgentCPU {
 			maxCPU = max(maxCPU, x)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f× | %s | %.0f %% (load %.1f before) | %.2f | %.2f (%.2f) | %s (%s) | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f× | %s | %.0f %% (load %.1f before) | %.2f | %.2f (%.2f) | %d | %s (%s) | %s | %s |\n",
 			r.N, mib(r.ImageBytes), r.RateMbit, r.TStar, r.P50, r.P90, r.P99, r.Max, r.P50VsTStar, r.P90VsTStar, r.P99VsTStar, r.VsTStar,
 			r.EgressRatio, mib(r.PeerBytes), 100*r.HostIdle, r.LoadBefore, r.ShoalCPUPerGiB, mean(r.AgentCPU), maxCPU,
-			mib(mean(r.AgentRSS)), mib(maxInt(r.AgentPeak)), mib(mean(r.AgentAnon)), r.Note)
+			mean(r.AgentSwitches), mib(mean(r.AgentRSS)), mib(maxInt(r.AgentPeak)), mib(mean(r.AgentAnon)), r.Note)
 	}
 	b.WriteString("\nEvery node's completion time is in scale.json (`seconds`); T* = max(F/u_s, F/d, N·F/(u_s+N·u)) with every link, the registry's included, at the rate shown. ")
 	b.WriteString("Host idle: idle + iowait of all CPUs over the rollout (/proc/stat; other users of the machine included). ")
-	b.WriteString("Shoal CPU-s/GiB: user + system time of every agent, the tracker and the registry over the rollout (/proc/<pid>/stat), per GiB delivered (N × image). ")
+	b.WriteString("Shoal CPU-s/GiB: user + system time of every agent, the tracker and the registry over the rollout (/proc/<pid>/stat), per GiB delivered (N × image). Context switches: voluntary and involuntary, summed over an agent's threads (/proc/<pid>/task/*/status). ")
 	b.WriteString("Registry egress: the registry host's veth tx bytes (headers and tracker replies included).\n")
 	if len(rep.Idle) > 0 {
 		b.WriteString("\n## Idle agents\n\n| agents | state | over | % of a core, mean (max) | RSS mean (max) | private RSS mean (max) | host idle |\n|---|---|---|---|---|---|---|\n")

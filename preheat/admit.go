@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/image"
+	"github.com/shoalproject/shoal/preheat/jobs"
 	"github.com/shoalproject/shoal/preheat/nodes"
 )
 
@@ -131,11 +132,13 @@ func (a *admission) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *R
 		strings.Join(spec.Nodes, ","), fmt.Sprint(spec.Count, "/", spec.Percentage)}, "\x00")))
 	now := a.now().UTC()
 	j := &Job{
-		State: StatePending, Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
-		Reference: ref.Reference, Digest: res.Digest, Platforms: platforms, Groups: spec.Groups,
-		Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage, ClusterIDs: req.clusterIDs,
-		Blobs: res.Blobs, Source: source, NeedsCreds: len(res.AgentHeaders) > 0,
-		DedupeKey: hex.EncodeToString(key[:]), CreatedAt: now, UpdatedAt: now,
+		State: StatePending,
+		Artifact: jobs.Artifact{Image: ref.String(), Registry: ref.Registry, Repository: ref.Repository,
+			Reference: ref.Reference, Digest: res.Digest, Platforms: platforms},
+		Targeting:  jobs.Targeting{Groups: spec.Groups, Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage},
+		ClusterIDs: req.clusterIDs, Blobs: res.Blobs,
+		Bookkeeping: jobs.Bookkeeping{Source: source, NeedsCreds: len(res.AgentHeaders) > 0, DedupeKey: hex.EncodeToString(key[:])},
+		CreatedAt:   now, UpdatedAt: now,
 	}
 	if req.onePerGroup {
 		j.Source += ":single"

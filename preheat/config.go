@@ -5,22 +5,22 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
 	"github.com/shoalproject/shoal/preheat/harbor"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
-// Config is the preheat service configuration (configs/preheat.yml).
+// Config is the preheat service configuration (configs/preheat.yml). The
+// file keeps most keys at its top level; here they are grouped by what
+// reads them (the inlined blocks), and their fields are promoted, so
+// cfg.HeartbeatTTL reads as before.
 type Config struct {
-	// Addr is the API address (jobs, nodes, webhooks, Harbor provider,
-	// console, /metrics, /healthz).
-	Addr string     `yaml:"addr"`
-	Log  config.Log `yaml:"log"`
+	APIConfig `yaml:",inline"`
+	Log       config.Log `yaml:"log"`
 	// Debug.Addr, when set, serves net/http/pprof there; loopback only.
 	Debug config.Debug `yaml:"debug"`
 	// Redis: no addrs selects the in-memory store (embedded mode, one
@@ -31,7 +31,37 @@ type Config struct {
 	// agents only over mutual TLS with them. Values may be the secret,
 	// env:VAR or file:/path; PreviousSecrets are still accepted while the
 	// secret rotates.
-	Cluster ClusterConfig `yaml:"cluster"`
+	Cluster          ClusterConfig `yaml:"cluster"`
+	RegistriesConfig `yaml:",inline"`
+	NodesConfig      `yaml:",inline"`
+	JobsConfig       `yaml:",inline"`
+	PushConfig       `yaml:",inline"`
+	Harbor           HarborConfig `yaml:"harbor"`
+	// Tracker is the tracker's read API, which the console's Swarms view
+	// shows: URL is the tracker's base URL (e.g. http://tracker:6969) and
+	// Token one of its API tokens (the token, env:VAR or file:/path).
+	// Empty URL: the view says no tracker is configured.
+	Tracker TrackerConfig `yaml:"tracker"`
+}
+
+// APIConfig is where the API listens and who may call it (top-level keys).
+type APIConfig struct {
+	// Addr is the API address (jobs, nodes, webhooks, Harbor provider,
+	// console, /metrics, /healthz).
+	Addr string `yaml:"addr"`
+	// APITokens, when set, are required (Bearer) on every /api/v1 call
+	// but heartbeats (which authenticate with the cluster's certificates),
+	// and are what the console logs in with; forgetting a node (DELETE
+	// /api/v1/nodes/{id}) always needs one. Without them preheat must
+	// listen on loopback, and the API answers only loopback clients asking
+	// for a loopback host with same-origin JSON writes (docs/security.md).
+	APITokens config.Tokens `yaml:"apiTokens"`
+	// MaxBodyBytes bounds every request body.
+	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
+}
+
+// RegistriesConfig is where jobs may fetch from (top-level keys).
+type RegistriesConfig struct {
 	// Registry is the default registry for image references without a
 	// host, e.g. http://127.0.0.1:5000.
 	Registry string `yaml:"registry"`
@@ -42,7 +72,10 @@ type Config struct {
 	// PlainHTTPRegistries are host:port values reached over http:// when an
 	// image reference names them (others use https://).
 	PlainHTTPRegistries []string `yaml:"plainHTTPRegistries"`
+}
 
+// NodesConfig is how heartbeats are judged (top-level keys).
+type NodesConfig struct {
 	HeartbeatTTL time.Duration `yaml:"heartbeatTTL"`
 	// HeartbeatMaxSkew is how far a heartbeat's signed timestamp may be
 	// from this replica's clock.
@@ -51,6 +84,10 @@ type Config struct {
 	// its last heartbeat; within it, only that key may use the id (an
 	// operator forgets a re-imaged node with DELETE /api/v1/nodes/{id}).
 	NodeKeyRetention time.Duration `yaml:"nodeKeyRetention"`
+}
+
+// JobsConfig is how jobs run (top-level keys).
+type JobsConfig struct {
 	// Retention: finished jobs and their progress expire after this.
 	Retention  time.Duration `yaml:"retention"`
 	JobTimeout time.Duration `yaml:"jobTimeout"`
@@ -61,33 +98,21 @@ type Config struct {
 	// LeaseTTL: a job whose owner replica stops renewing for this long is
 	// taken over by another replica.
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
-	// MaxBodyBytes bounds every request body.
-	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
-	// MaxWebhookEvents bounds the events (or Harbor resources) of one
-	// webhook request, MaxWebhookJobs the jobs one request may start; a
-	// request over either is refused whole, before any job starts.
-	MaxWebhookEvents int `yaml:"maxWebhookEvents"`
-	MaxWebhookJobs   int `yaml:"maxWebhookJobs"`
 	// MaxActiveJobs bounds the unfinished jobs across replicas: a request
 	// beyond it is refused (429) before anything is resolved.
 	MaxActiveJobs int `yaml:"maxActiveJobs"`
 	// DefaultGroups are targeted when a request names none (empty = all).
 	DefaultGroups []string `yaml:"defaultGroups"`
+}
 
-	Policies []Policy     `yaml:"policies"`
-	Harbor   HarborConfig `yaml:"harbor"`
-	// APITokens, when set, are required (Bearer) on every /api/v1 call
-	// but heartbeats (which authenticate with the cluster's certificates),
-	// and are what the console logs in with; forgetting a node (DELETE
-	// /api/v1/nodes/{id}) always needs one. Without them preheat must
-	// listen on loopback, and the API answers only loopback clients asking
-	// for a loopback host with same-origin JSON writes (docs/security.md).
-	APITokens config.Tokens `yaml:"apiTokens"`
-	// Tracker is the tracker's read API, which the console's Swarms view
-	// shows: URL is the tracker's base URL (e.g. http://tracker:6969) and
-	// Token one of its API tokens (the token, env:VAR or file:/path).
-	// Empty URL: the view says no tracker is configured.
-	Tracker TrackerConfig `yaml:"tracker"`
+// PushConfig is what a push notification preheats (top-level keys).
+type PushConfig struct {
+	// MaxWebhookEvents bounds the events (or Harbor resources) of one
+	// webhook request, MaxWebhookJobs the jobs one request may start; a
+	// request over either is refused whole, before any job starts.
+	MaxWebhookEvents int      `yaml:"maxWebhookEvents"`
+	MaxWebhookJobs   int      `yaml:"maxWebhookJobs"`
+	Policies         []Policy `yaml:"policies"`
 }
 
 // renamed lists the keys preheat no longer reads, with what replaced them.
@@ -110,18 +135,8 @@ type TrackerConfig struct {
 	Token config.Secret `yaml:"token"`
 }
 
-// Policy decides what a push (registry notification or Harbor webhook)
-// preheats. All set fields must match; the first matching policy wins.
-type Policy struct {
-	Name string `yaml:"name"`
-	// Repository is a path.Match glob, e.g. "library/*".
-	Repository string `yaml:"repository"`
-	// Tag is a glob; TagRegex a regular expression (anchored by the user).
-	Tag       string   `yaml:"tag"`
-	TagRegex  string   `yaml:"tagRegex"`
-	Groups    []string `yaml:"groups"`
-	Platforms []string `yaml:"platforms"`
-}
+// Policy decides what a push preheats (webhook.Policy).
+type Policy = webhook.Policy
 
 // HarborConfig covers Shoal acting as a Harbor P2P preheat provider
 // (harbor.Config).
@@ -130,23 +145,25 @@ type HarborConfig = harbor.Config
 // DefaultConfig is the embedded-mode configuration `shoal run` uses.
 func DefaultConfig() Config {
 	return Config{
-		Addr:             config.PreheatAddr,
+		APIConfig:        APIConfig{Addr: config.PreheatAddr, MaxBodyBytes: 1 << 20},
 		Log:              config.DefaultLog(),
 		Redis:            config.DefaultRedis("{shoal-preheat}:"),
 		Cluster:          ClusterConfig{Secret: config.NewSecret("env:SHOAL_CLUSTER_SECRET")},
-		Registry:         "http://" + config.RegistryAddr,
-		HeartbeatTTL:     30 * time.Second,
-		HeartbeatMaxSkew: time.Minute,
-		NodeKeyRetention: 30 * 24 * time.Hour,
-		MaxWebhookEvents: 100,
-		MaxWebhookJobs:   20,
-		MaxActiveJobs:    1000,
-		Retention:        24 * time.Hour,
-		JobTimeout:       30 * time.Minute,
-		FetchTimeout:     10 * time.Minute,
-		AgentConcurrency: 4,
-		LeaseTTL:         15 * time.Second,
-		MaxBodyBytes:     1 << 20,
+		RegistriesConfig: RegistriesConfig{Registry: "http://" + config.RegistryAddr},
+		NodesConfig: NodesConfig{
+			HeartbeatTTL:     30 * time.Second,
+			HeartbeatMaxSkew: time.Minute,
+			NodeKeyRetention: 30 * 24 * time.Hour,
+		},
+		JobsConfig: JobsConfig{
+			Retention:        24 * time.Hour,
+			JobTimeout:       30 * time.Minute,
+			FetchTimeout:     10 * time.Minute,
+			AgentConcurrency: 4,
+			LeaseTTL:         15 * time.Second,
+			MaxActiveJobs:    1000,
+		},
+		PushConfig: PushConfig{MaxWebhookEvents: 100, MaxWebhookJobs: 20},
 	}
 }
 
@@ -219,58 +236,8 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s must be at least 1", n.name)
 		}
 	}
-	_, err := compilePolicies(c.Policies)
+	_, err := webhook.Compile(c.Policies)
 	return err
-}
-
-// policy is a Policy with its tag regexp compiled (by New, once).
-type policy struct {
-	Policy
-	tagRe *regexp.Regexp
-}
-
-// compilePolicies checks every policy's globs and compiles its regexp.
-func compilePolicies(ps []Policy) ([]policy, error) {
-	out := make([]policy, 0, len(ps))
-	for i, p := range ps {
-		if p.Repository == "" {
-			return nil, fmt.Errorf("policy %d (%s): repository glob is required", i, p.Name)
-		}
-		if _, err := path.Match(p.Repository, ""); err != nil {
-			return nil, fmt.Errorf("policy %s: repository %q: %w", p.Name, p.Repository, err)
-		}
-		if p.Tag != "" {
-			if _, err := path.Match(p.Tag, ""); err != nil {
-				return nil, fmt.Errorf("policy %s: tag %q: %w", p.Name, p.Tag, err)
-			}
-		}
-		cp := policy{Policy: p}
-		if p.TagRegex != "" {
-			re, err := regexp.Compile(p.TagRegex)
-			if err != nil {
-				return nil, fmt.Errorf("policy %s: tagRegex: %w", p.Name, err)
-			}
-			cp.tagRe = re
-		}
-		out = append(out, cp)
-	}
-	return out, nil
-}
-
-// match reports whether a push of repo:tag falls under the policy.
-func (p *policy) match(repo, tag string) bool {
-	if ok, _ := path.Match(p.Repository, repo); !ok {
-		return false
-	}
-	if p.Tag != "" {
-		if ok, _ := path.Match(p.Tag, tag); !ok {
-			return false
-		}
-	}
-	if p.tagRe != nil && !p.tagRe.MatchString(tag) {
-		return false
-	}
-	return true
 }
 
 // clusterSecrets resolves the join secret and the previous ones, current

@@ -1,20 +1,33 @@
 package preheat
 
-// The Harbor P2P preheat provider's routes: preheat/harbor translates,
-// these handlers answer.
+// The Harbor P2P preheat provider's routes (Dragonfly driver, new and
+// legacy API; the Kraken driver's notification is a push route):
+// preheat/harbor translates, these handlers decode, start and answer.
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/gorilla/mux"
 
 	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/harbor"
-	"github.com/shoalproject/shoal/preheat/webhook"
 )
+
+// createFunc starts a job (Service.CreateJob).
+type createFunc func(ctx context.Context, req JobRequest, source string) (*Job, bool, error)
+
+// harborRoutes answer Harbor's Dragonfly driver: what they read and how
+// they start a job, nothing else of the Service.
+type harborRoutes struct {
+	errorWriter
+	cfg      harbor.Config
+	jobs     JobStore
+	progress ProgressStore
+	create   createFunc
+}
 
 // dragonflyErrBody is Dragonfly's manager's error shape ({"errors": "..."}
 // on binding errors) carrying Shoal's one shape ("error", "code") too.
@@ -31,127 +44,89 @@ func writeDragonflyErr(w http.ResponseWriter, status int, code, msg string) {
 	httpx.WriteJSON(w, status, dragonflyErrBody{Errors: msg, ErrorBody: httpx.ErrorBody{Error: msg, Code: code}})
 }
 
-func (s *Service) dragonflyError(w http.ResponseWriter, err error) {
-	ae := s.apiError(err)
+func (h harborRoutes) dragonflyError(w http.ResponseWriter, err error) {
+	ae := h.apiError(err)
 	writeDragonflyErr(w, ae.Status, ae.Code, ae.Msg)
 }
 
-func (s *Service) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) {
+// harborJob is the job request a Harbor request translates to.
+func harborJob(hr harbor.Request) JobRequest {
+	return JobRequest{URL: hr.URL, Headers: hr.Headers, Groups: hr.Groups, onePerGroup: hr.OnePerGroup, clusterIDs: hr.ClusterIDs}
+}
+
+// blobURL is the registry URL of a blob of j's repository.
+func blobURL(j *Job) func(digest string) string {
+	return ImageRef{Registry: j.Registry, Repository: j.Repository}.BlobURL
+}
+
+func (h harborRoutes) handleDragonflyCreate(w http.ResponseWriter, r *http.Request) {
 	var req harbor.CreateRequest
 	if err := decode(r, &req); err != nil {
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
-			ae.Status = http.StatusUnprocessableEntity
+			ae.Status = http.StatusUnprocessableEntity // as Dragonfly's manager answers binding errors
 		}
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	hr, err := s.cfg.Harbor.Translate(req)
+	hr, err := h.cfg.Translate(req)
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: hr.URL, Headers: hr.Headers, Groups: hr.Groups, onePerGroup: hr.OnePerGroup, clusterIDs: hr.ClusterIDs}, "dragonfly")
+	j, _, err := h.create(r.Context(), harborJob(hr), "dragonfly")
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	v := s.dragonflyView(r, j)
-	v.State = "PENDING" // what Dragonfly answers on create; Harbor then polls
-	httpx.WriteJSON(w, http.StatusOK, v)
+	ps, _ := h.progress.ListProgress(r.Context(), j.ID)
+	httpx.WriteJSON(w, http.StatusOK, h.cfg.Created(j, ps, blobURL(j)))
 }
 
-func (s *Service) dragonflyView(r *http.Request, j *Job) *harbor.Job {
-	ps, _ := s.store.ListProgress(r.Context(), j.ID)
-	ref := ImageRef{Registry: j.Registry, Repository: j.Repository}
-	return s.cfg.Harbor.View(j, ps, ref.BlobURL)
-}
-
-func (s *Service) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleDragonflyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
 		writeDragonflyErr(w, http.StatusBadRequest, "", "job id must be an integer")
 		return
 	}
-	j, err := s.store.GetJob(r.Context(), id)
+	j, err := h.jobs.GetJob(r.Context(), id)
 	if err != nil {
-		s.dragonflyError(w, err)
+		h.dragonflyError(w, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, s.dragonflyView(r, j))
+	ps, _ := h.progress.ListProgress(r.Context(), j.ID)
+	httpx.WriteJSON(w, http.StatusOK, h.cfg.View(j, ps, blobURL(j)))
 }
 
-func (s *Service) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleLegacyCreate(w http.ResponseWriter, r *http.Request) {
 	var req harbor.LegacyImage
 	if err := decode(r, &req); err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
-	if req.Type != "image" || req.URL == "" {
-		httpx.WriteError(w, http.StatusBadRequest, "", "want type image and a manifest url")
-		return
-	}
-	groups, _, _ := s.cfg.Harbor.Groups(nil, "")
-	j, _, err := s.CreateJob(r.Context(), JobRequest{URL: req.URL, Headers: req.StringHeaders(), Groups: groups}, "dragonfly-legacy")
+	hr, err := h.cfg.Legacy(req)
 	if err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
+		return
+	}
+	j, _, err := h.create(r.Context(), harborJob(hr), "dragonfly-legacy")
+	if err != nil {
+		h.writeError(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{"ID": strconv.FormatInt(j.ID, 10)})
 }
 
-func (s *Service) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
+func (h harborRoutes) handleLegacyGet(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	if err != nil {
 		httpx.WriteError(w, http.StatusBadRequest, "", "task id must be an integer")
 		return
 	}
-	j, err := s.store.GetJob(r.Context(), id)
+	j, err := h.jobs.GetJob(r.Context(), id)
 	if err != nil {
-		s.writeError(w, err)
+		h.writeError(w, err)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, harbor.LegacyStatus(j))
-}
-
-// handleKraken accepts Harbor's Kraken-driver notification (capitalised
-// keys; decoded by the same struct as distribution envelopes). Harbor
-// reports SUCCESS as soon as we answer 2xx, so a failure to start any job
-// is answered non-2xx (the failure's own status: 422 no target nodes, 404
-// image not found, 502 registry unreachable) to surface it in Harbor.
-func (s *Service) handleKraken(w http.ResponseWriter, r *http.Request) {
-	var env Envelope
-	if err := decode(r, &env); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	if len(env.Events) == 0 {
-		httpx.WriteError(w, http.StatusBadRequest, "", "notification has no events")
-		return
-	}
-	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	groups, _, _ := s.cfg.Harbor.Groups(nil, "")
-	res := WebhookResult{Jobs: []int64{}}
-	todo, ignored := webhook.Kraken(env, groups)
-	res.Ignored += ignored
-	if err := s.startAll(r.Context(), &res, todo, "kraken"); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	// Any event that could not be started makes the answer non-2xx: Harbor
-	// never polls this provider, so a 2xx is reported as a finished preheat.
-	if len(res.Errors) > 0 {
-		status := res.status
-		if status < 400 {
-			status = http.StatusBadGateway
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		httpx.WriteJSON(w, status, map[string]any{"error": strings.Join(res.Errors, "; "), "code": httpx.CodeFor(status),
-			"errors": res.Errors, "jobs": res.Jobs})
-		return
-	}
-	httpx.WriteJSON(w, http.StatusOK, res)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/shoalproject/shoal/internal/nodeapi"
 	"github.com/shoalproject/shoal/preheat/harbor"
 	"github.com/shoalproject/shoal/preheat/nodes"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // handler is the full HTTP API: shoal's own /api/v1, the Harbor provider
@@ -39,13 +40,16 @@ func (s *Service) handler() http.Handler {
 	r.Handle("/api/v1/jobs", read(s.handleList)).Methods(http.MethodGet)
 	r.Handle("/api/v1/jobs/{id}", read(s.handleGet)).Methods(http.MethodGet)
 	r.Handle("/api/v1/jobs/{id}", cancel(s.handleCancel)).Methods(http.MethodDelete)
-	r.Handle("/api/v1/webhooks/distribution", write(s.handleDistribution)).Methods(http.MethodPost)
-	r.Handle("/api/v1/webhooks/harbor", write(s.handleHarborWebhook)).Methods(http.MethodPost)
+	push := pushRoutes{errorWriter: errorWriter{s.log}, translate: s.up.push, krakenGroups: s.cfg.Harbor.KrakenGroups(),
+		seen: s.store, now: s.now, create: s.CreateJob}
+	r.Handle("/api/v1/webhooks/distribution", write(push.handleDistribution)).Methods(http.MethodPost)
+	r.Handle("/api/v1/webhooks/harbor", write(push.handleHarbor)).Methods(http.MethodPost)
 
 	// The Harbor provider routes exist only when Harbor is configured:
 	// with tokens (its OAUTH mode) or, on loopback, harbor.auth: none.
 	if s.cfg.harborEnabled() {
 		ht := s.cfg.Harbor.Tokens
+		hp := harborRoutes{errorWriter: errorWriter{s.log}, cfg: s.cfg.Harbor, jobs: s.store, progress: s.store, create: s.CreateJob}
 		// Harbor calls the health endpoints with credentials too, and a
 		// health check that passes with a bad token would hide a
 		// misconfiguration until the first preheat.
@@ -53,16 +57,16 @@ func (s *Service) handler() http.Handler {
 		hw := func(h http.HandlerFunc) http.Handler { return s.routeAuth(ht, true, false, h) }
 		ok := func(w http.ResponseWriter, r *http.Request) { httpx.WriteJSON(w, http.StatusOK, "OK") }
 		r.Handle("/healthy", hr(ok)).Methods(http.MethodGet)
-		r.Handle("/oapi/v1/jobs", hw(s.handleDragonflyCreate)).Methods(http.MethodPost)
-		r.Handle("/oapi/v1/jobs/{id}", hr(s.handleDragonflyGet)).Methods(http.MethodGet)
+		r.Handle("/oapi/v1/jobs", hw(hp.handleDragonflyCreate)).Methods(http.MethodPost)
+		r.Handle("/oapi/v1/jobs/{id}", hr(hp.handleDragonflyGet)).Methods(http.MethodGet)
 		r.Handle("/_ping", hr(ok)).Methods(http.MethodGet)
-		r.Handle("/preheats", hw(s.handleLegacyCreate)).Methods(http.MethodPost)
-		r.Handle("/preheats/{id}", hr(s.handleLegacyGet)).Methods(http.MethodGet)
+		r.Handle("/preheats", hw(hp.handleLegacyCreate)).Methods(http.MethodPost)
+		r.Handle("/preheats/{id}", hr(hp.handleLegacyGet)).Methods(http.MethodGet)
 		r.Handle("/health", hr(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = io.WriteString(w, "OK\n")
 		})).Methods(http.MethodGet)
-		r.Handle("/registry/notifications", hw(s.handleKraken)).Methods(http.MethodPost)
+		r.Handle("/registry/notifications", hw(push.handleKraken)).Methods(http.MethodPost)
 	}
 
 	s.consoleRoutes(r)
@@ -95,26 +99,37 @@ func (s *Service) requireToken(tokens config.Tokens, h http.HandlerFunc) http.Ha
 	return s.routeAuth(tokens, true, false, h)
 }
 
+// writeError answers err in the one error shape (errorWriter).
+func (s *Service) writeError(w http.ResponseWriter, err error) { errorWriter{s.log}.writeError(w, err) }
+
+// errorWriter answers errors; routes built apart from the Service embed
+// one.
+type errorWriter struct{ log *logrus.Entry }
+
 // writeError answers err in the one error shape: an APIError carries its
-// status and code, ErrNotFound is 404, anything else is an internal error.
-func (s *Service) writeError(w http.ResponseWriter, err error) {
-	ae := s.apiError(err)
+// status and code, a refusal of the Harbor or push translation its status,
+// ErrNotFound is 404, anything else is an internal error.
+func (e errorWriter) writeError(w http.ResponseWriter, err error) {
+	ae := e.apiError(err)
 	httpx.WriteError(w, ae.Status, ae.Code, ae.Msg)
 }
 
 // apiError classifies err for an answer (and logs what is unexpected).
-func (s *Service) apiError(err error) *APIError {
+func (e errorWriter) apiError(err error) *APIError {
 	var ae *APIError
 	var refusal *harbor.Refusal
+	var pushRefusal *webhook.Refusal
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &refusal):
-		return &APIError{Status: http.StatusUnprocessableEntity, Msg: refusal.Msg}
+		return &APIError{Status: refusal.Status, Msg: refusal.Msg}
+	case errors.As(err, &pushRefusal):
+		return &APIError{Status: pushRefusal.Status, Msg: pushRefusal.Msg}
 	case errors.Is(err, ErrNotFound):
 		return &APIError{Status: http.StatusNotFound, Code: httpx.CodeNotFound, Msg: err.Error()}
 	}
-	s.log.WithError(err).Error("preheat API error")
+	e.log.WithError(err).Error("preheat API error")
 	return &APIError{Status: http.StatusInternalServerError, Code: httpx.CodeInternal, Msg: err.Error()}
 }
 

@@ -61,6 +61,7 @@ import (
 	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/nodes"
 	"github.com/shoalproject/shoal/preheat/runner"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // Service is one preheat replica: the wiring of its parts and the HTTP
@@ -92,14 +93,14 @@ type member struct {
 	agents    *nodeapi.Client
 }
 
-// upstreams are what the replica reads swarms from, and the policies
-// that decide what a push preheats.
+// upstreams are what the replica reads swarms from, and what turns a
+// push into preheats.
 type upstreams struct {
 	// swarms reads the tracker's swarm listing; nil when no tracker is
 	// configured.
 	swarms *swarmClient
-	// policies are cfg.Policies with their regexps compiled.
-	policies []policy
+	// push translates push notifications, with cfg.Policies compiled.
+	push webhook.Translator
 }
 
 // lifecycle is what Serve and Close start and stop.
@@ -211,11 +212,12 @@ func newUpstreams(cfg Config, log *logrus.Entry) (upstreams, error) {
 	if err != nil {
 		return upstreams{}, err
 	}
-	policies, err := compilePolicies(cfg.Policies)
+	policies, err := webhook.Compile(cfg.Policies)
 	if err != nil {
 		return upstreams{}, err
 	}
-	up := upstreams{policies: policies}
+	up := upstreams{push: webhook.Translator{Registry: cfg.Registry, Policies: policies,
+		MaxEvents: cfg.MaxWebhookEvents, MaxJobs: cfg.MaxWebhookJobs}}
 	if trackerURL != "" {
 		up.swarms = &swarmClient{base: trackerURL, token: trackerToken, client: &http.Client{Timeout: 5 * time.Second}, log: log}
 	}

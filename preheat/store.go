@@ -2,9 +2,6 @@ package preheat
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"sort"
 
 	"github.com/shoalproject/shoal/preheat/image"
 	"github.com/shoalproject/shoal/preheat/jobs"
@@ -74,17 +71,4 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// seenKey is the fixed-size form of a delivery id: ids come from webhook
-// senders, and a key sized by the sender would size the store.
-func seenKey(id string) string {
-	h := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(h[:])
-}
-
 func progressField(nodeID, digest string) string { return jobs.ProgressKey(nodeID, digest) }
-
-func sortProgress(ps []Progress) { jobs.SortProgress(ps) }
-
-func sortNodes(ns []Node) { nodes.Sort(ns) }
-
-func sortIDs(ids []int64) { sort.Slice(ids, func(i, k int) bool { return ids[i] < ids[k] }) }

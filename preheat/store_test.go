@@ -3,9 +3,6 @@ package preheat_test
 import (
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/shoalproject/shoal/internal/testenv"
 	"github.com/shoalproject/shoal/preheat"
 	"github.com/shoalproject/shoal/preheat/storetest"
 )
@@ -17,10 +14,6 @@ func TestMemoryStore(t *testing.T) {
 }
 
 func TestRedisStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Store {
-		rs := testenv.StartRedis(t)
-		rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{rs.Addr}})
-		t.Cleanup(func() { rdb.Close() })
-		return preheat.NewRedisStore(rdb, "test:preheat:")
-	})
+	fresh := storetest.Redis(t)
+	storetest.Run(t, func(t *testing.T) storetest.Store { return preheat.NewRedisStore(fresh(t)) })
 }

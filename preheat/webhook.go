@@ -1,158 +1,112 @@
 package preheat
 
+// The push-trigger routes (registry notifications, Harbor webhooks and
+// Harbor's Kraken driver): preheat/webhook translates and starts, these
+// handlers decode and answer.
+
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
-	"mime"
 	"net/http"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/shoalproject/shoal/internal/httpx"
+	"github.com/shoalproject/shoal/preheat/harbor"
 	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
-// seenTTL is how long a webhook delivery id is remembered: long enough to
-// absorb the sender's retries of an already-finished preheat.
-const seenTTL = time.Hour
-
-// The notification shapes are webhook's.
+// The notification shapes and the answer are webhook's.
 type (
 	Envelope        = webhook.Envelope
 	Event           = webhook.Event
 	HarborPayload   = webhook.HarborPayload
 	HarborEventData = webhook.HarborEventData
+	WebhookResult   = webhook.Result
 )
 
-// WebhookResult is the answer to every push-trigger endpoint.
-type WebhookResult struct {
-	Jobs    []int64  `json:"jobs"`
-	Ignored int      `json:"ignored"`
-	Errors  []string `json:"errors,omitempty"`
-
-	// status is the HTTP status of the first error, for the Kraken
-	// endpoint, which must answer non-2xx when anything failed.
-	status int
+// pushRoutes answer push notifications: what they translate with, where
+// deliveries are remembered and how a job starts, nothing else of the
+// Service.
+type pushRoutes struct {
+	errorWriter
+	translate webhook.Translator
+	// krakenGroups are where the Kraken driver's pushes go
+	// (harbor.Config.KrakenGroups).
+	krakenGroups []string
+	seen         webhook.DeliveryStore
+	now          func() time.Time
+	create       createFunc
 }
 
-func (s *Service) handleDistribution(w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, _ := mime.ParseMediaType(ct)
-		if mt != webhook.EventsV1 && mt != webhook.EventsV2 && mt != "application/json" {
-			httpx.WriteError(w, http.StatusUnsupportedMediaType, "", "content type "+mt+" is not a distribution events envelope ("+webhook.EventsV1+" or "+webhook.EventsV2+")")
-			return
-		}
+func (p pushRoutes) handleDistribution(w http.ResponseWriter, r *http.Request) {
+	if err := webhook.CheckContentType(r.Header.Get("Content-Type")); err != nil {
+		p.writeError(w, err)
+		return
 	}
 	var env Envelope
 	if err := decode(r, &env); err != nil {
-		s.writeError(w, err)
+		p.writeError(w, err)
 		return
 	}
-	if err := s.checkFanOut(len(env.Events), "events"); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	res := WebhookResult{Jobs: []int64{}}
-	todo, ignored := webhook.Distribution(env, s.cfg.Registry, s.matchPolicy)
-	res.Ignored += ignored
-	if err := s.startAll(r.Context(), &res, todo, "distribution"); err != nil {
-		s.writeError(w, err)
-		return
-	}
-	httpx.WriteJSON(w, http.StatusOK, res)
-}
-
-// checkFanOut refuses a webhook request carrying more events than
-// MaxWebhookEvents, before any of them is looked at.
-func (s *Service) checkFanOut(n int, what string) error {
-	if n > s.cfg.MaxWebhookEvents {
-		return &APIError{Status: http.StatusRequestEntityTooLarge,
-			Msg: fmt.Sprintf("request carries %d %s; at most %d are accepted per request (maxWebhookEvents)", n, what, s.cfg.MaxWebhookEvents)}
-	}
-	return nil
-}
-
-// startAll starts the jobs of one webhook request, or none of them when
-// they are more than MaxWebhookJobs: one request must not fan out into an
-// unbounded number of resolutions and dispatches.
-func (s *Service) startAll(ctx context.Context, res *WebhookResult, todo []webhook.Trigger, source string) error {
-	if len(todo) > s.cfg.MaxWebhookJobs {
-		return &APIError{Status: http.StatusUnprocessableEntity,
-			Msg: fmt.Sprintf("request would start %d preheat jobs; at most %d are started per request (maxWebhookJobs); none was started", len(todo), s.cfg.MaxWebhookJobs)}
-	}
-	for _, t := range todo {
-		s.trigger(ctx, res, t.Delivery, JobRequest{Image: t.Image, URL: t.URL, Groups: t.Groups, Platforms: t.Platforms}, source)
-	}
-	return nil
-}
-
-// matchPolicy is the first policy that applies to a pushed repository and
-// tag (webhook.Match).
-func (s *Service) matchPolicy(repo, tag string) (webhook.Target, bool) {
-	for i := range s.up.policies {
-		if s.up.policies[i].match(repo, tag) {
-			p := s.up.policies[i].Policy
-			return webhook.Target{Groups: p.Groups, Platforms: p.Platforms}, true
-		}
-	}
-	return webhook.Target{}, false
-}
-
-// trigger starts a job for one delivered event unless the delivery was
-// seen before. Failures are reported in the body but answered 200: a
-// registry retries non-2xx forever and would block its notification queue
-// on an image that cannot be preheated.
-func (s *Service) trigger(ctx context.Context, res *WebhookResult, seenKey string, req JobRequest, source string) {
-	first, err := s.store.MarkSeen(ctx, s.now(), seenKey, seenTTL)
+	b, err := p.translate.Distribution(env)
 	if err != nil {
-		res.Errors = append(res.Errors, err.Error())
+		p.writeError(w, err)
 		return
 	}
-	if !first {
-		res.Ignored++
-		return
-	}
-	j, _, err := s.CreateJob(ctx, req, source)
-	if err != nil {
-		s.log.WithFields(logrus.Fields{"image": cmp.Or(req.Image, req.URL), "trigger": source}).WithError(err).Warn("push-triggered preheat not started")
-		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", cmp.Or(req.Image, req.URL), err))
-		if res.status == 0 {
-			res.status = http.StatusBadGateway
-			var ae *APIError
-			if errors.As(err, &ae) {
-				res.status = ae.Status
-			}
-		}
-		return
-	}
-	res.Jobs = append(res.Jobs, j.ID)
+	httpx.WriteJSON(w, http.StatusOK, p.startAll(r.Context(), b, "distribution"))
 }
 
-func (s *Service) handleHarborWebhook(w http.ResponseWriter, r *http.Request) {
-	var p HarborPayload
-	if err := decode(r, &p); err != nil {
-		s.writeError(w, err)
+func (p pushRoutes) handleHarbor(w http.ResponseWriter, r *http.Request) {
+	var body HarborPayload
+	if err := decode(r, &body); err != nil {
+		p.writeError(w, err)
 		return
 	}
-	data := webhook.HarborData(p)
-	res := WebhookResult{Jobs: []int64{}}
-	if data == nil {
-		res.Ignored++
-		httpx.WriteJSON(w, http.StatusOK, res)
+	b, err := p.translate.Harbor(body)
+	if err != nil {
+		p.writeError(w, err)
 		return
 	}
-	if err := s.checkFanOut(len(data.Resources), "resources"); err != nil {
-		s.writeError(w, err)
+	httpx.WriteJSON(w, http.StatusOK, p.startAll(r.Context(), b, "harbor"))
+}
+
+// handleKraken accepts Harbor's Kraken-driver notification (capitalised
+// keys; decoded by the same struct as distribution envelopes) and answers
+// as harbor.KrakenAnswer says: non-2xx when any job did not start.
+func (p pushRoutes) handleKraken(w http.ResponseWriter, r *http.Request) {
+	var env Envelope
+	if err := decode(r, &env); err != nil {
+		p.writeError(w, err)
 		return
 	}
-	todo, ignored := webhook.Harbor(p, data, s.matchPolicy)
-	res.Ignored += ignored
-	if err := s.startAll(r.Context(), &res, todo, "harbor"); err != nil {
-		s.writeError(w, err)
+	b, err := p.translate.Kraken(env, p.krakenGroups)
+	if err != nil {
+		p.writeError(w, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, res)
+	res := p.startAll(r.Context(), b, "kraken")
+	status := http.StatusBadGateway
+	var ae *APIError
+	if errors.As(res.FirstErr, &ae) {
+		status = ae.Status
+	}
+	status, body := harbor.KrakenAnswer(res, status)
+	if status != http.StatusOK {
+		w.Header().Set("Cache-Control", "no-store")
+	}
+	httpx.WriteJSON(w, status, body)
+}
+
+// startAll starts the jobs of one request (webhook.StartAll).
+func (p pushRoutes) startAll(ctx context.Context, b webhook.Batch, source string) webhook.Result {
+	return webhook.StartAll(ctx, p.seen, p.now(), b, func(ctx context.Context, t webhook.Trigger) (int64, error) {
+		j, _, err := p.create(ctx, JobRequest{Image: t.Image, URL: t.URL, Groups: t.Groups, Platforms: t.Platforms}, source)
+		if err != nil {
+			p.log.WithFields(logrus.Fields{"image": t.What(), "trigger": source}).WithError(err).Warn("push-triggered preheat not started")
+			return 0, err
+		}
+		return j.ID, nil
+	})
 }

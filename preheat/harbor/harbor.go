@@ -9,14 +9,18 @@ package harbor
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoalproject/shoal/internal/config"
+	"github.com/shoalproject/shoal/internal/httpx"
 	"github.com/shoalproject/shoal/preheat/jobs"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 // Config covers Shoal acting as a Harbor P2P preheat provider.
@@ -43,13 +47,19 @@ type Config struct {
 	SeedGroups    []string         `yaml:"seedGroups"`
 }
 
-// Refusal is a request Harbor sent that cannot become a job: answered 422,
-// as Dragonfly's manager does.
-type Refusal struct{ Msg string }
+// Refusal is a request Harbor sent that cannot become a job, with the
+// status it is answered with: 422, as Dragonfly's manager answers, unless
+// the request is malformed (400).
+type Refusal struct {
+	Status int
+	Msg    string
+}
 
 func (e *Refusal) Error() string { return e.Msg }
 
-func refuse(format string, a ...any) error { return &Refusal{Msg: fmt.Sprintf(format, a...)} }
+func refuse(format string, a ...any) error {
+	return &Refusal{Status: http.StatusUnprocessableEntity, Msg: fmt.Sprintf(format, a...)}
+}
 
 // CreateRequest is what Harbor's Dragonfly driver posts to /oapi/v1/jobs.
 type CreateRequest struct {
@@ -180,6 +190,14 @@ func (c Config) Groups(ids []int, scope string) ([]string, bool, error) {
 	return groups, scope == "single_seed_peer", nil
 }
 
+// Created is the job as the create call answers it: Dragonfly answers
+// PENDING whatever the job did meanwhile, and Harbor then polls.
+func (c Config) Created(j *jobs.Job, progress []jobs.Progress, blobURL func(digest string) string) *Job {
+	v := c.View(j, progress, blobURL)
+	v.State = "PENDING"
+	return v
+}
+
 // View is the job as Harbor polls it: one result per scheduler cluster,
 // each blob on each target a success or failure task once it is known.
 // blobURL is the registry URL of a blob of the job's repository.
@@ -298,6 +316,39 @@ func (li LegacyImage) StringHeaders() map[string]string {
 		}
 	}
 	return out
+}
+
+// Legacy checks a legacy (Harbor 2.1–2.11) create request and maps it to
+// the job it asks for: every node of DefaultGroups (the legacy API names
+// no clusters or scope).
+func (c Config) Legacy(li LegacyImage) (Request, error) {
+	if li.Type != "image" || li.URL == "" {
+		return Request{}, &Refusal{Status: http.StatusBadRequest, Msg: "want type image and a manifest url"}
+	}
+	return Request{URL: li.URL, Headers: li.StringHeaders(), Groups: c.KrakenGroups()}, nil
+}
+
+// KrakenGroups are the groups of the requests that name no cluster: the
+// Kraken driver's notifications and legacy creates.
+func (c Config) KrakenGroups() []string {
+	groups, _, _ := c.Groups(nil, "")
+	return groups
+}
+
+// KrakenAnswer is the status and body of the answer to a Kraken-driver
+// notification whose jobs were started with res; status is that of the
+// first job that failed to start (502 when it had none). Harbor never
+// polls this provider and reports any 2xx as a finished preheat, so
+// anything that did not start makes the answer non-2xx.
+func KrakenAnswer(res webhook.Result, status int) (int, any) {
+	if len(res.Errors) == 0 {
+		return http.StatusOK, res
+	}
+	if status < 400 {
+		status = http.StatusBadGateway
+	}
+	return status, map[string]any{"error": strings.Join(res.Errors, "; "), "code": httpx.CodeFor(status),
+		"errors": res.Errors, "jobs": res.Jobs}
 }
 
 // LegacyStatus is the job as Harbor 2.1–2.11 polls /preheats/{id}.

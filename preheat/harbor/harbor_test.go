@@ -1,12 +1,15 @@
 package harbor
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/shoalproject/shoal/preheat/jobs"
+	"github.com/shoalproject/shoal/preheat/webhook"
 )
 
 var cfg = Config{
@@ -103,5 +106,54 @@ func TestView(t *testing.T) {
 	}
 	if st := LegacyStatus(j); st["Status"] != "FAILED" || st["ID"] != "7" || st["finishTime"] != "" {
 		t.Fatalf("legacy %v", st)
+	}
+}
+
+func TestLegacy(t *testing.T) {
+	li := LegacyImage{Type: "image", URL: "https://r/v2/a/manifests/1", Headers: map[string]any{"Authorization": "Bearer x", "n": 1.0}}
+	got, err := cfg.Legacy(li)
+	want := Request{URL: li.URL, Headers: map[string]string{"Authorization": "Bearer x"}, Groups: []string{"zone-a"}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Legacy = %+v %v, want %+v", got, err, want)
+	}
+	for _, bad := range []LegacyImage{{Type: "file", URL: li.URL}, {Type: "image"}} {
+		var r *Refusal
+		if _, err := cfg.Legacy(bad); !errors.As(err, &r) || r.Status != http.StatusBadRequest {
+			t.Errorf("%+v: err %v, want a 400 refusal", bad, err)
+		}
+	}
+	if g := (Config{}).KrakenGroups(); g != nil {
+		t.Errorf("no default groups: %v, want all nodes (nil)", g)
+	}
+}
+
+func TestCreated(t *testing.T) {
+	j := &jobs.Job{ID: 3, State: jobs.StateSuccess, Blobs: []jobs.Blob{{Digest: "sha256:a"}}}
+	v := cfg.Created(j, nil, func(d string) string { return d })
+	if v.State != "PENDING" || v.Result.State != "SUCCESS" {
+		t.Fatalf("created %+v", v)
+	}
+}
+
+func TestKrakenAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		res        webhook.Result
+		status     int
+		wantStatus int
+		wantBody   string
+	}{
+		{webhook.Result{Jobs: []int64{1, 2}}, 0, 200, `{"jobs":[1,2],"ignored":0}`},
+		{webhook.Result{Jobs: []int64{}, Ignored: 2}, 0, 200, `{"jobs":[],"ignored":2}`},
+		{webhook.Result{Jobs: []int64{1}, Errors: []string{"a: no nodes", "b: gone"}}, 422, 422,
+			`{"code":"INVALID","error":"a: no nodes; b: gone","errors":["a: no nodes","b: gone"],"jobs":[1]}`},
+		// A failure without a status of its own (the store failed) is a 502.
+		{webhook.Result{Jobs: []int64{}, Errors: []string{"store down"}}, 0, 502,
+			`{"code":"UNAVAILABLE","error":"store down","errors":["store down"],"jobs":[]}`},
+	} {
+		status, body := KrakenAnswer(tc.res, tc.status)
+		b, _ := json.Marshal(body)
+		if status != tc.wantStatus || string(b) != tc.wantBody {
+			t.Errorf("KrakenAnswer(%+v, %d) = %d %s, want %d %s", tc.res, tc.status, status, b, tc.wantStatus, tc.wantBody)
+		}
 	}
 }

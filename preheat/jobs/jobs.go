@@ -45,41 +45,68 @@ type Target struct {
 	Offline bool `json:"offline,omitempty"`
 }
 
-// Job is the persisted job record. Credentials are deliberately absent: they
-// live only in the memory of the replica that accepted the request.
+// Job is the persisted job record and the jobs API's wire record.
+// Credentials are deliberately absent: they live only in the memory of
+// the replica that accepted the request.
+//
+// Its blocks are embedded without a JSON name, so their fields are
+// promoted (j.Repository) and marshal flat, in field order, exactly as
+// when they were the Job's own (testdata/job.golden.json): no two blocks
+// may have a field of the same name, which JSON would silently drop.
 type Job struct {
 	// ID must stay the first field: the Redis store allocates it atomically
 	// and splices it into the JSON it was given (see createScript).
-	ID         int64    `json:"id"`
-	State      State    `json:"state"`
-	Error      string   `json:"error,omitempty"`
+	ID    int64  `json:"id"`
+	State State  `json:"state"`
+	Error string `json:"error,omitempty"`
+	Artifact
+	Targeting
+	// ClusterIDs are the Harbor scheduler cluster ids the job was asked
+	// for, so that each gets its results[] entry.
+	ClusterIDs []int    `json:"clusterIds,omitempty"`
+	Blobs      []Blob   `json:"blobs"`
+	Targets    []Target `json:"targets,omitempty"`
+	Bookkeeping
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Artifact is the image a job preheats: as asked, and as resolved.
+type Artifact struct {
 	Image      string   `json:"image"`
 	Registry   string   `json:"registry"`
 	Repository string   `json:"repository"`
 	Reference  string   `json:"reference"`
 	Digest     string   `json:"digest,omitempty"`
 	Platforms  []string `json:"platforms,omitempty"`
-	Groups     []string `json:"groups,omitempty"`
-	// Nodes, Count and Percentage narrow the groups' nodes (TargetSpec).
+}
+
+// Targeting is which nodes a job asked for (nodes.TargetSpec) and which
+// of its groups had none.
+type Targeting struct {
+	Groups []string `json:"groups,omitempty"`
+	// Nodes, Count and Percentage narrow the groups' nodes.
 	Nodes      []string `json:"nodes,omitempty"`
 	Count      int      `json:"count,omitempty"`
 	Percentage int      `json:"percentage,omitempty"`
 	// EmptyGroups are requested groups that had no node when the job
 	// started; each is a failure of the job.
 	EmptyGroups []string `json:"emptyGroups,omitempty"`
-	// ClusterIDs are the Harbor scheduler cluster ids the job was asked
-	// for, so that each gets its results[] entry.
-	ClusterIDs []int     `json:"clusterIds,omitempty"`
-	Blobs      []Blob    `json:"blobs"`
-	Targets    []Target  `json:"targets,omitempty"`
-	Source     string    `json:"source,omitempty"` // api, distribution, harbor, dragonfly, kraken
-	NeedsCreds bool      `json:"needsCredentials,omitempty"`
-	Owner      string    `json:"owner,omitempty"`
-	DedupeKey  string    `json:"dedupeKey,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
-	StartedAt  time.Time `json:"startedAt,omitzero"`
-	FinishedAt time.Time `json:"finishedAt,omitzero"`
+}
+
+// Bookkeeping is what the service keeps about a job to run it.
+type Bookkeeping struct {
+	Source string `json:"source,omitempty"` // api, distribution, harbor, dragonfly, kraken
+	// NeedsCreds: the job's registry wanted credentials, which only the
+	// accepting replica holds.
+	NeedsCreds bool `json:"needsCredentials,omitempty"`
+	// Owner is the replica running the job.
+	Owner string `json:"owner,omitempty"`
+	// DedupeKey identifies the request: an identical one while the job is
+	// unfinished gets this job.
+	DedupeKey string `json:"dedupeKey,omitempty"`
 }
 
 // Progress is the state of one blob on one node.

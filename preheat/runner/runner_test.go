@@ -155,9 +155,10 @@ func (e *env) node(id string, age time.Duration, groups ...string) {
 // job stores a pending job for groups with two blobs.
 func (e *env) job(groups []string, mod func(j *jobs.Job)) int64 {
 	e.t.Helper()
-	j := &jobs.Job{State: jobs.StatePending, Image: "registry.test/lib/app:1", Registry: "https://registry.test", Repository: "lib/app",
-		Groups: groups, Blobs: []jobs.Blob{{Digest: d1, Size: 10}, {Digest: d2, Size: 20}}, Source: "api",
-		CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}
+	j := &jobs.Job{State: jobs.StatePending,
+		Artifact:  jobs.Artifact{Image: "registry.test/lib/app:1", Registry: "https://registry.test", Repository: "lib/app"},
+		Targeting: jobs.Targeting{Groups: groups}, Blobs: []jobs.Blob{{Digest: d1, Size: 10}, {Digest: d2, Size: 20}},
+		Bookkeeping: jobs.Bookkeeping{Source: "api"}, CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}
 	if mod != nil {
 		mod(j)
 	}

@@ -4,26 +4,22 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shoalproject/shoal/preheat/internal/rstore"
 )
 
 // Redis is the Store of replicas sharing a Redis.
-type Redis struct {
-	rdb    redis.UniversalClient
-	prefix string
-}
+type Redis struct{ rstore.Base }
 
-// NewRedis keeps traffic under prefix (which carries the hash tag of the
-// preheat store it is part of): prefix + "traffic", "traffic:<minute>"
-// and "traffic:node:<id>".
+// NewRedis keeps traffic under prefix (one is given a {hash tag} when it
+// has none): prefix + "traffic", "traffic:<minute>" and
+// "traffic:node:<id>".
 func NewRedis(rdb redis.UniversalClient, prefix string) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix}
+	return &Redis{rstore.New(rdb, prefix)}
 }
-
-func (r *Redis) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 
 // trafficScript applies one report atomically, so two replicas hearing
 // the same node never count its bytes twice.
@@ -59,19 +55,19 @@ func (r *Redis) RecordTraffic(ctx context.Context, nodeID string, t NodeTraffic,
 	if t.Fresh {
 		fresh = "1"
 	}
-	err := trafficScript.Run(ctx, r.rdb, []string{r.k("traffic", "node", nodeID), r.k("traffic", minute), r.k("traffic")},
+	err := trafficScript.Run(ctx, r.RDB, []string{r.Key("traffic", "node", nodeID), r.Key("traffic", minute), r.Key("traffic")},
 		t.StartedAt.UTC().Format(time.RFC3339Nano), t.FromRegistry, t.FromPeers, fresh, minute, keep.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("redis: record traffic of %s: %w", nodeID, err)
 	}
 	// The minute index is trimmed here rather than by expiry: a zset
 	// member cannot expire on its own.
-	r.rdb.ZRemRangeByScore(ctx, r.k("traffic"), "-inf", "("+strconv.FormatInt(at.Add(-keep).Unix()/60, 10))
+	r.RDB.ZRemRangeByScore(ctx, r.Key("traffic"), "-inf", "("+strconv.FormatInt(at.Add(-keep).Unix()/60, 10))
 	return nil
 }
 
 func (r *Redis) Traffic(ctx context.Context, since time.Time) ([]Point, error) {
-	mins, err := r.rdb.ZRangeByScore(ctx, r.k("traffic"), &redis.ZRangeBy{Min: strconv.FormatInt(since.Unix()/60, 10), Max: "+inf"}).Result()
+	mins, err := r.RDB.ZRangeByScore(ctx, r.Key("traffic"), &redis.ZRangeBy{Min: strconv.FormatInt(since.Unix()/60, 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis: list traffic: %w", err)
 	}
@@ -80,9 +76,9 @@ func (r *Redis) Traffic(ctx context.Context, since time.Time) ([]Point, error) {
 		return out, nil
 	}
 	cmds := make([]*redis.SliceCmd, len(mins))
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.RDB.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range mins {
-			cmds[i] = p.HMGet(ctx, r.k("traffic", m), "reg", "peers")
+			cmds[i] = p.HMGet(ctx, r.Key("traffic", m), "reg", "peers")
 		}
 		return nil
 	})

@@ -7,8 +7,14 @@ import (
 	"github.com/shoalproject/shoal/preheat/traffic"
 )
 
-// The traffic store alone passes its part of the store suite (preheat's
-// stores run it too, memory and Redis, as parts of a whole Store).
+// The traffic store alone passes its part of the store suite, in memory
+// and on a real Redis (preheat's stores run it too, as parts of a whole
+// Store).
 func TestMemorySuite(t *testing.T) {
 	storetest.RunTraffic(t, func(*testing.T) traffic.Store { return traffic.NewMemory() })
+}
+
+func TestRedisSuite(t *testing.T) {
+	fresh := storetest.Redis(t)
+	storetest.RunTraffic(t, func(t *testing.T) traffic.Store { return traffic.NewRedis(fresh(t)) })
 }

@@ -6,12 +6,10 @@
 package webhook
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/shoalproject/shoal/preheat/internal/mediatype"
 )
@@ -184,14 +182,6 @@ func Kraken(env Envelope, groups []string) (todo []Trigger, ignored int) {
 		todo = append(todo, Trigger{Delivery: seen, URL: ev.Target.URL, Groups: groups})
 	}
 	return todo, ignored
-}
-
-// DeliveryStore remembers deliveries, so a redelivery does not start a
-// second preheat.
-type DeliveryStore interface {
-	// MarkSeen records a delivery id until now + ttl; false when it was
-	// seen before and has not expired (duplicate delivery).
-	MarkSeen(ctx context.Context, now time.Time, key string, ttl time.Duration) (bool, error)
 }
 
 // hashKey is a delivery id for senders that send none.

@@ -68,6 +68,7 @@ type Client struct {
 	ports  sync.Map // *torrent.PeerConn → int
 	swarms sync.Map // metainfo.Hash → *Swarm, the torrents downloading now
 	served atomic.Int64
+	stats  dataStats
 }
 
 // New builds a client from cfg; nothing listens yet.
@@ -104,7 +105,7 @@ func (c *Client) Start() error {
 	if err != nil {
 		return fmt.Errorf("agent data listen %s: %w", dataAddr, err)
 	}
-	dl = sendBufferListener{dl}
+	dl = sendBufferListener{Listener: dl, n: &c.stats.conns}
 	// Members only, like the peer wire: a request without a certificate
 	// of this cluster ends in the TLS handshake.
 	dtls := c.cfg.Authority.ServerTLS(c.cfg.Identity)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/gorilla/mux"
@@ -53,17 +54,20 @@ func (c *Client) handlePieces(w http.ResponseWriter, r *http.Request) {
 	}
 	st, ok := c.cfg.Readers.Lookup(ih)
 	if !ok || !c.isPeerOf(ih, r.RemoteAddr) {
+		c.stats.refused.Add(1)
 		// The same answer for "unknown" and "not yours": nothing to learn.
 		httpx.WriteError(w, http.StatusNotFound, "", "no such torrent for this peer")
 		return
 	}
 	start, n, ok := httprange.Parse(r.Header.Values("Range"), st.Length())
 	if !ok {
+		c.stats.refused.Add(1)
 		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "", "a single byte range is required")
 		return
 	}
 	end := start + n - 1
 	if !st.HasRange(start, n) {
+		c.stats.refused.Add(1)
 		httpx.WriteError(w, http.StatusRequestedRangeNotSatisfiable, "", "range not present here")
 		return
 	}
@@ -74,6 +78,7 @@ func (c *Client) handlePieces(w http.ResponseWriter, r *http.Request) {
 	case c.slots <- struct{}{}:
 		defer func() { <-c.slots }()
 	default:
+		c.stats.busy.Add(1)
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteError(w, http.StatusServiceUnavailable, "", "no upload slot free; ask another node")
 		return
@@ -97,6 +102,30 @@ func (c *Client) handlePieces(w http.ResponseWriter, r *http.Request) {
 		sent, _ = store.SendRange(r.Context(), w, f, start, n, c.uploadRate)
 	}
 	c.served.Add(sent)
+	c.stats.served.Add(1)
+}
+
+// DataStats counts the data path's answers and connections since the
+// client started.
+type DataStats struct {
+	// Served: ranges sent. Busy: "no upload slot free" (the requester
+	// asks another node). Refused: not held here, not a peer of the
+	// torrent, or a bad range.
+	Served, Busy, Refused int64
+	// Connections accepted: each is a mutual-TLS handshake, so a
+	// connection count growing with the requests means connections are
+	// not being reused.
+	Connections int64
+}
+
+type dataStats struct {
+	served, busy, refused, conns atomic.Int64
+}
+
+// DataStats reports the data path's counters.
+func (c *Client) DataStats() DataStats {
+	return DataStats{Served: c.stats.served.Load(), Busy: c.stats.busy.Load(),
+		Refused: c.stats.refused.Load(), Connections: c.stats.conns.Load()}
 }
 
 // DataSendBuffer is the socket send buffer of the data listener's
@@ -110,14 +139,19 @@ func (c *Client) handlePieces(w http.ResponseWriter, r *http.Request) {
 // bandwidth-delay product of a LAN (10 Gbit/s × 0.2 ms = 250 KB).
 const DataSendBuffer = 128 << 10
 
-// sendBufferListener sets DataSendBuffer on every accepted connection.
-type sendBufferListener struct{ net.Listener }
+// sendBufferListener sets DataSendBuffer on every accepted connection,
+// and counts them.
+type sendBufferListener struct {
+	net.Listener
+	n *atomic.Int64
+}
 
 func (l sendBufferListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
+	l.n.Add(1)
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Best effort: a failure leaves the kernel's default, which only
 		// loses the slots' effect.

@@ -68,4 +68,9 @@ func TestDataServerRefusesStrangers(t *testing.T) {
 			}
 		})
 	}
+	// Two of the four reached the handler's checks (the others failed
+	// routing); both count as refused, nothing as served.
+	if st := c.DataStats(); st.Refused != 2 || st.Served != 0 || st.Busy != 0 {
+		t.Errorf("stats %+v, want 2 refused", st)
+	}
 }

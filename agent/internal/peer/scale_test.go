@@ -2,6 +2,7 @@ package peer
 
 import (
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -37,7 +38,8 @@ func TestDataSendBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	sl := sendBufferListener{l}
+	var accepted atomic.Int64
+	sl := sendBufferListener{Listener: l, n: &accepted}
 	go func() {
 		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
 			defer c.Close()
@@ -62,5 +64,8 @@ func TestDataSendBuffer(t *testing.T) {
 	// Linux doubles what is set, for its bookkeeping.
 	if got != DataSendBuffer && got != 2*DataSendBuffer {
 		t.Errorf("SO_SNDBUF = %d, want %d (or doubled)", got, DataSendBuffer)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("counted %d accepted connections, want 1", n)
 	}
 }
