@@ -271,91 +271,111 @@ func (s streamed) kind() string {
 // Range request of a blob with piece hashes is answered piece by piece,
 // each as soon as it is present and its SHA-1 matched, wherever it lies:
 // its pieces are the flight's Wants, which the engine fetches first.
-func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) (out streamed) {
-	b := f.Blob
+func stream(ctx context.Context, w http.ResponseWriter, log *logrus.Entry, f *origin.Flight, file *os.File, start, end, size int64) streamed {
 	// A range that ends before the blob does gets no protection from the
 	// held-back last byte: its pieces' SHA-1 is computed and matched before
 	// they go out, those of the trusted registry included.
 	early := end < size-1
-	ranged := start > 0 || early
+	rs := &rangeSender{ctx: ctx, w: w, log: log, f: f, file: file, end: end, size: size,
+		early: early, ranged: start > 0 || early, wantedTo: -1}
+	defer rs.unwant()
+	b := f.Blob
+	for off := start; off <= end; {
+		readable, _, sealed, ferr, ch := b.Readable()
+		var sent int64
+		var ok bool
+		switch pl := b.PieceLength(); {
+		case rs.ranged && pl > 0 && !sealed && off >= readable:
+			sent, ok = rs.piece(off, pl)
+		case off < readable:
+			sent, ok = rs.prefix(off, readable, sealed)
+		default:
+			ok = true // nothing readable yet
+		}
+		if !ok {
+			return rs.out
+		}
+		if sent == 0 && !awaitMore(ctx, log, ferr, ch) {
+			return rs.out
+		}
+		off += sent
+	}
+	return rs.out
+}
+
+// rangeSender is one stream's state: where the reader's wanted pieces
+// reach, and what went out.
+type rangeSender struct {
+	ctx           context.Context
+	w             http.ResponseWriter
+	log           *logrus.Entry
+	f             *origin.Flight
+	file          *os.File
+	end, size     int64
+	early, ranged bool
 	// The wanted pieces are a window ahead of the reader: a range of a
 	// whole multi-GiB blob must not make all of it urgent at once.
-	var release func()
-	wantedTo := int64(-1)
-	defer func() {
-		if release != nil {
-			release()
+	wantedTo int64
+	release  func()
+	out      streamed
+}
+
+func (rs *rangeSender) unwant() {
+	if rs.release != nil {
+		rs.release()
+	}
+}
+
+// piece sends what is left of the piece off lies in, beyond the readable
+// prefix, once it is present and its SHA-1 matched; 0 bytes and ok: wait
+// for it. Not ok: the client went away.
+func (rs *rangeSender) piece(off, pl int64) (sent int64, ok bool) {
+	b := rs.f.Blob
+	i := off / pl
+	if i > rs.wantedTo {
+		rs.unwant()
+		rs.wantedTo = min(rs.end/pl, i+wantWindow-1)
+		rs.release = rs.f.Wants.Add(int(i), int(rs.wantedTo))
+	}
+	if !b.Present(int(i)) {
+		return 0, true
+	}
+	if err := b.EnsureVerified(i*pl, min(pl, rs.size-i*pl)); err != nil {
+		rs.log.WithError(err).Warn("piece of a range failed its check; aborting response")
+		panic(http.ErrAbortHandler)
+	}
+	sent, err := store.SendRange(rs.ctx, rs.w, rs.file, off, min((i+1)*pl-1, rs.end)+1-off, nil)
+	rs.out.early += sent
+	rs.out.total += sent
+	return sent, err == nil
+}
+
+// prefix sends from the readable prefix; 0 bytes and ok: wait for the
+// blob to move on.
+func (rs *rangeSender) prefix(off, readable int64, sealed bool) (sent int64, ok bool) {
+	n := min(readable, rs.end+1) - off
+	if rs.early {
+		err := rs.f.Blob.EnsureVerified(off, n)
+		if errors.Is(err, partial.ErrUncheckable) {
+			// A plain stream has no piece hashes: these bytes go out
+			// once the whole blob matched its digest.
+			return 0, true
 		}
-	}()
-	off := start
-	for off <= end {
-		readable, _, sealed, ferr, ch := b.Readable()
-		if pl := b.PieceLength(); ranged && pl > 0 && !sealed && off >= readable {
-			i := off / pl
-			if i > wantedTo {
-				if release != nil {
-					release()
-				}
-				wantedTo = min(end/pl, i+wantWindow-1)
-				release = f.Wants.Add(int(i), int(wantedTo))
-			}
-			if !b.Present(int(i)) {
-				if !awaitMore(ctx, log, ferr, ch) {
-					return out
-				}
-				continue
-			}
-			if err := b.EnsureVerified(i*pl, min(pl, size-i*pl)); err != nil {
-				log.WithError(err).Warn("piece of a range failed its check; aborting response")
-				panic(http.ErrAbortHandler)
-			}
-			n := min((i+1)*pl-1, end) + 1 - off
-			sent, err := store.SendRange(ctx, w, file, off, n, nil)
-			off += sent
-			out.early += sent
-			out.total += sent
-			if err != nil {
-				return out
-			}
-			continue
-		}
-		if off < readable {
-			n := min(readable, end+1) - off
-			if early {
-				err := b.EnsureVerified(off, n)
-				if errors.Is(err, partial.ErrUncheckable) {
-					// A plain stream has no piece hashes: these bytes
-					// go out once the whole blob matched its digest.
-					if !awaitMore(ctx, log, ferr, ch) {
-						return out
-					}
-					continue
-				}
-				if err != nil {
-					log.WithError(err).Warn("range of a blob failed its check; aborting response")
-					panic(http.ErrAbortHandler)
-				}
-			}
-			sent, err := store.SendRange(ctx, w, file, off, n, nil)
-			off += sent
-			out.total += sent
-			if early && !sealed {
-				// Verified piece by piece (EnsureVerified) and sent before
-				// the blob was whole, like the pieces above: that they
-				// lay in the prefix (a range from byte 0, pieces arriving
-				// in order) changes nothing.
-				out.early += sent
-			}
-			if err != nil {
-				return out
-			}
-			continue
-		}
-		if !awaitMore(ctx, log, ferr, ch) {
-			return out
+		if err != nil {
+			rs.log.WithError(err).Warn("range of a blob failed its check; aborting response")
+			panic(http.ErrAbortHandler)
 		}
 	}
-	return out
+	sent, err := store.SendRange(rs.ctx, rs.w, rs.file, off, n, nil)
+	rs.out.total += sent
+	if rs.early && !sealed {
+		// Verified piece by piece (EnsureVerified) and sent before the
+		// blob was whole, like the pieces beyond the prefix: that they lay
+		// in the prefix (a range from byte 0, pieces arriving in order)
+		// changes nothing.
+		rs.out.early += sent
+	}
+	return sent, err == nil
 }
 
 // awaitMore waits for more of a streaming blob (ch), false when the client

@@ -71,14 +71,25 @@ type Snapshot struct {
 	Self      string
 	Have      *roaring.Bitmap // present here
 	InFlight  *roaring.Bitmap // being fetched by this node, from anywhere
+	Claimed   *roaring.Bitmap // other nodes are fetching these from the registry
+	Peers     []Peer
+	OriginState
+	Phase
+	Readers
+}
+
+// OriginState is this node's registry requests for the blob.
+type OriginState struct {
 	// OriginInFlight is the part of InFlight coming from the registry.
 	OriginInFlight *roaring.Bitmap
 	// OriginBusy is this node's registry requests in flight.
 	OriginBusy int
 	// OriginPieces is the pieces of those requests not yet arrived.
 	OriginPieces int
-	Claimed      *roaring.Bitmap // other nodes are fetching these from the registry
-	Peers        []Peer
+}
+
+// Phase is where this node's download of the blob stands.
+type Phase struct {
 	// AloneRun is how many pieces a registry request may take while this
 	// node is alone (it grows with every run that completes alone).
 	AloneRun int
@@ -93,6 +104,10 @@ type Snapshot struct {
 	// advertises or claims it, and pieces being fetched from nodes too.
 	Solo      bool
 	IdleSince time.Time
+}
+
+// Readers is what Range readers wait for.
+type Readers struct {
 	// Urgent are the pieces readers wait for now (Range requests), each
 	// with when it was first wanted; UrgentBusy is this node's registry
 	// requests for them in flight (not counted in OriginBusy).
@@ -116,14 +131,19 @@ type Limits struct {
 	SwarmOrigin    int // registry pieces in flight swarm-wide, in a swarm
 	StealAfter     time.Duration
 	StealStagger   time.Duration
+	UrgentLimits
+}
+
+// UrgentLimits bound what is done for pieces readers wait for.
+type UrgentLimits struct {
 	// UrgentPerPeer is how many requests for urgent pieces a node may have
 	// beyond PerPeer, UrgentRequests the registry requests for them.
 	UrgentPerPeer  int
 	UrgentRequests int
 	// UrgentGrace is how long an urgent piece whose block another node
 	// owns waits for a claim before this node fetches it from the
-	// registry; UrgentClaimWait
-	// how long a claimed one waits for its claimer.
+	// registry; UrgentClaimWait how long a claimed one waits for its
+	// claimer.
 	UrgentGrace     time.Duration
 	UrgentClaimWait time.Duration
 	// UrgentSettle is how long an urgent piece waits for the swarm to
@@ -133,19 +153,21 @@ type Limits struct {
 
 // DefaultLimits suit 1 MiB pieces on a LAN.
 var DefaultLimits = Limits{
-	PerPeer:         2,
-	PeerRun:         16,
-	OriginRequests:  2,
-	OriginRun:       4,
-	AloneRun:        64,
-	SwarmOrigin:     8,
-	StealAfter:      time.Second,
-	StealStagger:    100 * time.Millisecond,
-	UrgentPerPeer:   2,
-	UrgentRequests:  4,
-	UrgentGrace:     15 * time.Millisecond,
-	UrgentClaimWait: 2 * time.Second,
-	UrgentSettle:    250 * time.Millisecond,
+	PerPeer:        2,
+	PeerRun:        16,
+	OriginRequests: 2,
+	OriginRun:      4,
+	AloneRun:       64,
+	SwarmOrigin:    8,
+	StealAfter:     time.Second,
+	StealStagger:   100 * time.Millisecond,
+	UrgentLimits: UrgentLimits{
+		UrgentPerPeer:   2,
+		UrgentRequests:  4,
+		UrgentGrace:     15 * time.Millisecond,
+		UrgentClaimWait: 2 * time.Second,
+		UrgentSettle:    250 * time.Millisecond,
+	},
 }
 
 // Fetch is one request to start: pieces [First, First+Count) from Peer, or

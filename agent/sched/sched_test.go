@@ -86,7 +86,7 @@ func TestPlan(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	lim := Limits{PerPeer: 2, PeerRun: 4, OriginRequests: 2, OriginRun: 2, AloneRun: 5, SwarmOrigin: 4, StealAfter: time.Second, StealStagger: 100 * time.Millisecond}
 	base := func() Snapshot {
-		return Snapshot{Now: t0, NumPieces: 8, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Settled: true}
+		return Snapshot{Now: t0, NumPieces: 8, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Phase: Phase{Settled: true}}
 	}
 	tests := []struct {
 		name string
@@ -275,7 +275,7 @@ func TestPlanPartitionCoversEveryPieceOnce(t *testing.T) {
 				peers = append(peers, Peer{ID: o, Has: bm(), Data: true})
 			}
 		}
-		s := Snapshot{Now: time.Unix(0, 0), NumPieces: 37, Self: self, Have: bm(), InFlight: bm(), Claimed: bm(), Peers: peers, Settled: true}
+		s := Snapshot{Now: time.Unix(0, 0), NumPieces: 37, Self: self, Have: bm(), InFlight: bm(), Claimed: bm(), Peers: peers, Phase: Phase{Settled: true}}
 		fs, _ := Plan(s, lim)
 		for _, f := range fs {
 			for i := f.First; i < f.First+f.Count; i++ {
@@ -378,7 +378,7 @@ func TestPlanUrgent(t *testing.T) {
 		return out
 	}
 	base := func() Snapshot {
-		return Snapshot{Now: t0, NumPieces: 16, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Settled: true}
+		return Snapshot{Now: t0, NumPieces: 16, Self: "b", Have: bm(), InFlight: bm(), Claimed: bm(), Phase: Phase{Settled: true}}
 	}
 	seed := func(busy int) Peer { return Peer{ID: "a", Has: bm(span(0, 16)...), Data: true, Busy: busy} }
 	tests := []struct {

@@ -225,10 +225,11 @@ func (l *loop) snapshot(now time.Time) sched.Snapshot {
 	l.observe(now, int(have.GetCardinality()))
 	snap := sched.Snapshot{
 		Now: now, NumPieces: l.e.cfg.Layout.NumPieces(), Self: p.Self(), Have: have,
-		InFlight: roaring.Or(l.nodes.inFlight, l.origin.inFlight), OriginInFlight: l.origin.inFlight,
-		OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces,
+		InFlight: roaring.Or(l.nodes.inFlight, l.origin.inFlight),
+		OriginState: sched.OriginState{OriginInFlight: l.origin.inFlight,
+			OriginBusy: l.origin.busy, OriginPieces: l.origin.pieces},
 		Claimed: p.Claimed(now, func(id string) bool { return l.nodes.banned[id] }),
-		Settled: l.phase.settled, IdleSince: l.phase.idleSince,
+		Phase:   sched.Phase{Settled: l.phase.settled, IdleSince: l.phase.idleSince},
 	}
 	// Pieces another node fetches from the registry, as the registry told
 	// us, count as claimed.

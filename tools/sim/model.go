@@ -604,8 +604,8 @@ func (nb *nodeBlob) step() {
 	}
 
 	snap := sched.Snapshot{Now: w.t(now), NumPieces: nb.b.pieces, Self: n.id, Have: nb.have, InFlight: nb.inFlight,
-		OriginBusy: nb.originBusy, OriginPieces: nb.originPieces, Claimed: roaring.New(),
-		Settled: nb.settled, Solo: nb.solo, IdleSince: nb.idleSince}
+		OriginState: sched.OriginState{OriginBusy: nb.originBusy, OriginPieces: nb.originPieces}, Claimed: roaring.New(),
+		Phase: sched.Phase{Settled: nb.settled, Solo: nb.solo, IdleSince: nb.idleSince}}
 	peers := nb.peerBuf[:0]
 	off := 0
 	if len(nb.conns) > 0 {
