@@ -140,6 +140,9 @@ type Result struct {
 	BytesPerEntry float64 `json:"bytes_per_entry"`
 	MemorySource  string  `json:"memory_source,omitempty"`
 	Profile       string  `json:"cpu_profile,omitempty"`
+	// CommandStats is where Redis's INFO commandstats over the steady
+	// phase was saved.
+	CommandStats string `json:"redis_commandstats,omitempty"`
 }
 
 // Report is the whole run.
@@ -231,6 +234,13 @@ func main() {
 			r.BytesPerEntry = float64(after-before) / float64(*agents**swarms)
 			r.MemorySource = src
 		}
+		if a := rds[tname]; a != "" {
+			// Per-command cost over the steady phase (calls, usec_per_call;
+			// commands a script runs are counted too) beside the profile.
+			if err := redisCommand(a, "CONFIG", "RESETSTAT"); err != nil {
+				logrus.WithError(err).Warn("redis CONFIG RESETSTAT")
+			}
+		}
 		var prof chan string
 		if d := dbg[tname]; d != "" {
 			prof = make(chan string, 1)
@@ -240,6 +250,9 @@ func main() {
 		logPhase(tname, "steady", r.Steady)
 		if prof != nil {
 			r.Profile = <-prof
+		}
+		if a := rds[tname]; a != "" {
+			r.CommandStats = saveCommandStats(a, filepath.Join(*out, "profiles"), *name+"-"+tname)
 		}
 		if *rate > 0 {
 			p := cpu.measure(func() Phase { return w.run(base, *conc*4, phaseRated, *dur, *rate) })
@@ -431,6 +444,73 @@ func redisUsedMemory(addr string) (int64, error) {
 		return 0, fmt.Errorf("no used_memory in INFO")
 	}
 	return strconv.ParseInt(v, 10, 64)
+}
+
+// redisCommand sends one command and reads a simple-string or error reply.
+func redisCommand(addr string, args ...string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		return err
+	}
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(l, "+") {
+		return fmt.Errorf("redis %s: %s", args[0], strings.TrimSpace(l))
+	}
+	return nil
+}
+
+// saveCommandStats writes INFO commandstats, one command a line, sorted by
+// total time, and returns the file's path ("" on failure).
+func saveCommandStats(addr, dir, name string) string {
+	info, err := redisInfo(addr, "commandstats")
+	if err != nil {
+		logrus.WithError(err).Warn("redis INFO commandstats")
+		return ""
+	}
+	type stat struct {
+		line string
+		usec float64
+	}
+	var stats []stat
+	for k, v := range info {
+		if !strings.HasPrefix(k, "cmdstat_") {
+			continue
+		}
+		var st stat
+		st.line = strings.TrimSuffix(strings.TrimPrefix(k, "cmdstat_"), ":") + " " + v
+		for _, f := range strings.Split(v, ",") {
+			if u, ok := strings.CutPrefix(f, "usec="); ok {
+				st.usec, _ = strconv.ParseFloat(u, 64)
+			}
+		}
+		stats = append(stats, st)
+	}
+	slices.SortFunc(stats, func(a, b stat) int { return int(b.usec - a.usec) })
+	var b strings.Builder
+	for _, st := range stats {
+		b.WriteString(st.line + "\n")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ""
+	}
+	path := filepath.Join(dir, name+"-commandstats.txt")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return ""
+	}
+	return path
 }
 
 // redisInfo speaks just enough RESP for INFO section: "key:" -> value.
