@@ -56,7 +56,9 @@ start() {
 	args+=(-target "$name=http://127.0.0.1:$port" -debug "$name=http://127.0.0.1:$dport")
 }
 if [ -n "$baseline" ]; then
-	start baseline-redis "$baseline" redis 0
+	# Signed like the others: a tracker without cluster.secret refuses to
+	# start unless allowUnsigned, and the load signs its announces.
+	start baseline-redis "$baseline" redis 1
 fi
 start redis "$shoal" redis 1
 start memory "$shoal" memory 1
