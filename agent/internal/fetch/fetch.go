@@ -215,6 +215,10 @@ func (d *dl) download(ctx context.Context) (err error) {
 	defer d.pending.Abort() // the reservation, if neither committed nor abandoned
 	defer func() {
 		if err != nil {
+			// Out of the set before readers hear of the failure (Abandon
+			// stops the blob with err): a requester told of it must
+			// start afresh, not join this flight and be handed its error.
+			d.f.Retire()
 			d.pending.Abandon(err)
 		}
 	}()
