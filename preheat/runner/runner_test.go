@@ -169,28 +169,30 @@ func (e *env) job(groups []string, mod func(j *jobs.Job)) int64 {
 	return got.ID
 }
 
+// receive is the next value on ch, or the test fails naming what never
+// came.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitLimit):
+		t.Fatal(what)
+		var zero T
+		return zero
+	}
+}
+
 // finished waits for the runner to record a final state.
 func (e *env) finished() *jobs.Job {
 	e.t.Helper()
-	select {
-	case j := <-e.obs.finished:
-		return j
-	case <-time.After(waitLimit):
-		e.t.Fatal("no job finished")
-		return nil
-	}
+	return receive(e.t, e.obs.finished, "no job finished")
 }
 
 // fetchStarted waits for a fetch to reach an agent.
 func (e *env) fetchStarted() fetchCall {
 	e.t.Helper()
-	select {
-	case c := <-e.agents.calls:
-		return c
-	case <-time.After(waitLimit):
-		e.t.Fatal("no fetch started")
-		return fetchCall{}
-	}
+	return receive(e.t, e.agents.calls, "no fetch started")
 }
 
 // waiters waits until n timers and tickers wait on the fake clock.
@@ -205,13 +207,7 @@ func (e *env) waiters(n int) {
 
 func (e *env) acquired() bool {
 	e.t.Helper()
-	select {
-	case ok := <-e.leases.acquired:
-		return ok
-	case <-time.After(waitLimit):
-		e.t.Fatal("no lease renewal")
-		return false
-	}
+	return receive(e.t, e.leases.acquired, "no lease renewal")
 }
 
 func (e *env) progress(id int64) map[string]jobs.Progress {
