@@ -387,9 +387,14 @@ func TestPlanUrgent(t *testing.T) {
 		want []Fetch
 	}{
 		{
-			name: "alone: the wanted pieces from the registry first, in one run, then the rest",
+			name: "alone: the wanted pieces from the registry, a request each, and nothing else while they are on their way",
 			edit: func(s *Snapshot) { s.Urgent = want(t0, 9, 10) },
-			want: []Fetch{{First: 9, Count: 2, Why: "range"}, {First: 0, Count: 1, Why: "alone"}, {First: 1, Count: 1, Why: "alone"}},
+			want: []Fetch{{First: 9, Count: 1, Why: "range"}, {First: 10, Count: 1, Why: "range"}},
+		},
+		{
+			name: "the reader's pieces arrived: the rest of the blob resumes",
+			edit: func(s *Snapshot) { s.Urgent = want(t0, 9, 10); s.Have = bm(9, 10) },
+			want: []Fetch{{First: 0, Count: 1, Why: "alone"}, {First: 1, Count: 1, Why: "alone"}},
 		},
 		{
 			name: "present or in flight: not fetched again",
@@ -397,7 +402,7 @@ func TestPlanUrgent(t *testing.T) {
 				s.Urgent = want(t0, 9, 10, 11)
 				s.Have, s.InFlight, s.OriginInFlight, s.OriginBusy = bm(9), bm(span(0, 2)...), bm(span(0, 2)...), 2
 			},
-			want: []Fetch{{First: 10, Count: 2, Why: "range"}},
+			want: []Fetch{{First: 10, Count: 1, Why: "range"}, {First: 11, Count: 1, Why: "range"}},
 		},
 		{
 			name: "a node has them: from it, even when its bulk slots are taken",
@@ -406,7 +411,7 @@ func TestPlanUrgent(t *testing.T) {
 				s.Peers = []Peer{seed(2)}
 				s.InFlight = bm(span(0, 8)...)
 			},
-			want: []Fetch{{Peer: "a", First: 12, Count: 2, Why: "range"}},
+			want: []Fetch{{Peer: "a", First: 12, Count: 1, Why: "range"}, {Peer: "a", First: 13, Count: 1, Why: "range"}},
 		},
 		{
 			name: "urgent slots taken too: wait for the node, not the registry",
@@ -416,12 +421,12 @@ func TestPlanUrgent(t *testing.T) {
 			},
 		},
 		{
-			name: "a node has them and bulk slots are free: urgent first, bulk after",
+			name: "a node has them and bulk slots are free: no bulk while the reader waits",
 			edit: func(s *Snapshot) {
 				s.Urgent = want(t0, 14)
 				s.Peers = []Peer{seed(0)}
 			},
-			want: []Fetch{{Peer: "a", First: 14, Count: 1, Why: "range"}, {Peer: "a", First: 0, Count: 4}},
+			want: []Fetch{{Peer: "a", First: 14, Count: 1, Why: "range"}},
 		},
 		{
 			name: "no node has it, my block: the registry at once",
@@ -480,7 +485,7 @@ func TestPlanUrgent(t *testing.T) {
 		{
 			name: "not settled, a node has it: from the node",
 			edit: func(s *Snapshot) { s.Settled = false; s.Urgent = want(t0, 3); s.Peers = []Peer{seed(0)} },
-			want: []Fetch{{Peer: "a", First: 3, Count: 1, Why: "range"}, {Peer: "a", First: 0, Count: 3}},
+			want: []Fetch{{Peer: "a", First: 3, Count: 1, Why: "range"}},
 		},
 		{
 			name: "urgent registry requests capped on their own",
