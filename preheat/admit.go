@@ -138,7 +138,7 @@ func (a *admission) newJob(req JobRequest, ref ImageRef, spec TargetSpec, res *R
 		Targeting:  jobs.Targeting{Groups: spec.Groups, Nodes: spec.Nodes, Count: spec.Count, Percentage: spec.Percentage},
 		ClusterIDs: req.clusterIDs, Blobs: res.Blobs,
 		Bookkeeping: jobs.Bookkeeping{Source: source, NeedsCreds: len(res.AgentHeaders) > 0, DedupeKey: hex.EncodeToString(key[:])},
-		CreatedAt:   now, UpdatedAt: now,
+		Times:       jobs.Times{CreatedAt: now, UpdatedAt: now},
 	}
 	if req.onePerGroup {
 		j.Source += ":single"

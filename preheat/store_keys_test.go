@@ -48,7 +48,7 @@ func TestRedisStoreKeyLayout(t *testing.T) {
 	_, err := st.EnrollNode(ctx, now, "n1", key, at, time.Hour)
 	must(err)
 	mk := func(dedupe string) *jobs.Job {
-		j := &jobs.Job{State: jobs.StatePending, Blobs: []jobs.Blob{{Digest: "sha256:aa", Size: 3}}, CreatedAt: at, UpdatedAt: at}
+		j := &jobs.Job{State: jobs.StatePending, Blobs: []jobs.Blob{{Digest: "sha256:aa", Size: 3}}, Times: jobs.Times{CreatedAt: at, UpdatedAt: at}}
 		j.Image, j.Registry, j.Repository, j.Reference, j.DedupeKey = "127.0.0.1:5000/lib/x:1", "http://127.0.0.1:5000", "lib/x", "1", dedupe
 		return j
 	}

@@ -76,7 +76,7 @@ func TestTranslate(t *testing.T) {
 
 func TestView(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	j := &jobs.Job{ID: 7, State: jobs.StateFailure, Error: "1 of 4 fetches failed", CreatedAt: now, UpdatedAt: now,
+	j := &jobs.Job{ID: 7, State: jobs.StateFailure, Error: "1 of 4 fetches failed", Times: jobs.Times{CreatedAt: now, UpdatedAt: now},
 		Blobs:      []jobs.Blob{{Digest: "sha256:a"}, {Digest: "sha256:b"}},
 		Targets:    []jobs.Target{{NodeID: "n1", Address: "https://10.0.0.1:65003", Groups: []string{"zone-b"}}, {NodeID: "n2", Address: "https://10.0.0.2:65003"}},
 		ClusterIDs: []int{1, 3}}

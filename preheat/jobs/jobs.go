@@ -67,6 +67,11 @@ type Job struct {
 	Blobs      []Blob   `json:"blobs"`
 	Targets    []Target `json:"targets,omitempty"`
 	Bookkeeping
+	Times
+}
+
+// Times are a job's milestones.
+type Times struct {
 	CreatedAt  time.Time `json:"createdAt"`
 	UpdatedAt  time.Time `json:"updatedAt"`
 	StartedAt  time.Time `json:"startedAt,omitzero"`

@@ -158,7 +158,7 @@ func (e *env) job(groups []string, mod func(j *jobs.Job)) int64 {
 	j := &jobs.Job{State: jobs.StatePending,
 		Artifact:  jobs.Artifact{Image: "registry.test/lib/app:1", Registry: "https://registry.test", Repository: "lib/app"},
 		Targeting: jobs.Targeting{Groups: groups}, Blobs: []jobs.Blob{{Digest: d1, Size: 10}, {Digest: d2, Size: 20}},
-		Bookkeeping: jobs.Bookkeeping{Source: "api"}, CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}
+		Bookkeeping: jobs.Bookkeeping{Source: "api"}, Times: jobs.Times{CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}}
 	if mod != nil {
 		mod(j)
 	}

@@ -149,7 +149,7 @@ func testNodeTTL(t *testing.T, s nodes.Store) {
 func newJob(key string) *jobs.Job {
 	now := time.Now().UTC()
 	return &jobs.Job{State: jobs.StatePending, Artifact: jobs.Artifact{Image: "127.0.0.1:5000/lib/x:1", Repository: "lib/x", Reference: "1"},
-		Blobs: []jobs.Blob{{Digest: "sha256:aa", Size: 3}}, Bookkeeping: jobs.Bookkeeping{DedupeKey: key}, CreatedAt: now, UpdatedAt: now}
+		Blobs: []jobs.Blob{{Digest: "sha256:aa", Size: 3}}, Bookkeeping: jobs.Bookkeeping{DedupeKey: key}, Times: jobs.Times{CreatedAt: now, UpdatedAt: now}}
 }
 
 func testJobCRUD(t *testing.T, s JobAndProgress) {
