@@ -99,3 +99,60 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 		t.Errorf("registry bytes = %v, want %d", v, len(data))
 	}
 }
+
+// A registry that fails to answer the first torrent requests (the
+// connection drops, as an overloaded one's does) is asked again: the blob
+// still comes through the swarm engine, never as a whole-blob HTTP GET.
+func TestTorrentRequestRetried(t *testing.T) {
+	data := make([]byte, 2<<20+777)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	hexd := hex.EncodeToString(sum[:])
+	var plainGets, torrentGets atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/torrent":
+			if torrentGets.Add(1) <= 2 {
+				panic(http.ErrAbortHandler)
+			}
+			info := metainfo.Info{Name: hexd, Length: int64(len(data)), PieceLength: 256 << 10}
+			priv := true
+			info.Private = &priv
+			if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(data)), nil
+			}); err != nil {
+				t.Error(err)
+			}
+			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x"}
+			w.Header().Set("Content-Type", "application/x-bittorrent")
+			mi.Write(w)
+		case strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hexd):
+			if r.Header.Get("Accept") == "application/x-bittorrent" {
+				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
+				return
+			}
+			if r.Method == http.MethodGet && r.Header.Get("Range") == "" {
+				plainGets.Add(1)
+			}
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ag := startAgent(t, testConfig(t, strings.TrimPrefix(srv.URL, "http://")))
+	d := v1.Hash{Algorithm: "sha256", Hex: hexd}
+	if st, got, _ := getBlob(t, ag.mirror, "lib/retry", d, nil); st != 200 || got != d.String() {
+		t.Fatalf("pull: %d %s", st, got)
+	}
+	if n := torrentGets.Load(); n != 3 {
+		t.Errorf("torrent metadata asked %d times, want 3 (two dropped, then answered)", n)
+	}
+	if n := plainGets.Load(); n != 0 {
+		t.Errorf("%d whole-blob GETs: the agent fell back to plain HTTP", n)
+	}
+	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="torrent_request_failed"}`); v != 0 {
+		t.Errorf("torrent_request_failed fallbacks = %v, want 0", v)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -263,11 +264,27 @@ func (d *dl) metainfo(ctx context.Context) (mi *metainfo.MetaInfo, plain *http.R
 	key := origin.Key{Base: d.req.Base, Hex: d.req.Hex}
 	var memo bool
 	if mi, d.dataURL, memo = d.fe.meta.get(key, time.Now()); !memo {
-		for {
+		for attempt := 0; ; attempt++ {
 			c := d.f.Credential()
 			mi, plain, d.dataURL, err = d.fe.deps.Origin.AskTorrent(ctx, d.req.Base, c, d.req.Hex)
-			if !origin.IsRefusal(err) || !d.f.SwitchCred(c, true) {
+			if origin.IsRefusal(err) && d.f.SwitchCred(c, true) {
+				continue
+			}
+			if !retryTorrent(err) || attempt+1 >= torrentAttempts {
 				break
+			}
+			// A registry that fails to answer is most likely overloaded
+			// (a rollout's first seconds), and the plain-HTTP fallback
+			// asks it for the whole blob: the heaviest request there is,
+			// from every node at once (issue 20: at N = 128 on 10 Mbit/s
+			// links every node fell back and the rollout collapsed).
+			wait := torrentRetryWait << attempt
+			wait += time.Duration(rand.Int64N(int64(wait)))
+			d.log.WithError(err).WithField("retryIn", wait.Round(time.Millisecond)).Info("torrent request failed; asking again")
+			select {
+			case <-ctx.Done():
+				return nil, nil, "", ctx.Err()
+			case <-time.After(wait):
 			}
 		}
 		if err == nil && mi != nil {
@@ -285,6 +302,24 @@ func (d *dl) metainfo(ctx context.Context) (mi *metainfo.MetaInfo, plain *http.R
 		return nil, plain, "no_torrent", nil
 	}
 	return mi, plain, "", nil
+}
+
+// torrentAttempts bound how often a download asks for a blob's torrent
+// when the upstream fails to answer, torrentRetryWait the wait before the
+// second ask (doubling, plus up to as much again at random so that nodes
+// that failed together do not ask together again): ~1.5, 3, 6 s.
+const (
+	torrentAttempts  = 4
+	torrentRetryWait = time.Second
+)
+
+// retryTorrent reports whether a failed torrent request is worth
+// repeating: the upstream did not answer (network, timeout), not that it
+// answered no (UpstreamError: relayed to the client) or sent metadata
+// that does not parse (it would again).
+func retryTorrent(err error) bool {
+	var ue *origin.UpstreamError
+	return err != nil && !errors.As(err, &ue) && !errors.Is(err, origin.ErrBadTorrent) && !errors.Is(err, context.Canceled)
 }
 
 // finish waits for the blob's sha256 and commits it to the store; the

@@ -119,6 +119,9 @@ func isTorrentType(ct string) bool {
 	return mt == "application/x-bittorrent"
 }
 
+// ErrBadTorrent is AskTorrent's error for metadata that does not parse.
+var ErrBadTorrent = errors.New("parse torrent metadata")
+
 // AskTorrent asks the upstream for the blob's torrent. A Shoal registry
 // answers 307 to signed torrent metadata; a plain registry answers with the
 // blob (200) or a storage redirect, which is returned as plain to be
@@ -154,7 +157,7 @@ func (c *Client) AskTorrent(ctx context.Context, base string, cred Cred, hexd st
 	defer resp.Body.Close()
 	mi, err = metainfo.Load(io.LimitReader(resp.Body, 32<<20))
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("parse torrent metadata: %w", err)
+		return nil, nil, "", fmt.Errorf("%w: %w", ErrBadTorrent, err)
 	}
 	return mi, nil, BlobDataURL(resp), nil
 }
