@@ -35,17 +35,7 @@ func TestFallbackStallThenHTTPResume(t *testing.T) {
 		switch {
 		case r.URL.Path == "/torrent":
 			torrentGets.Add(1)
-			info := metainfo.Info{Name: hexd, Length: int64(len(data)), PieceLength: 256 << 10}
-			priv := true
-			info.Private = &priv
-			if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(data)), nil
-			}); err != nil {
-				t.Error(err)
-			}
-			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x"}
-			w.Header().Set("Content-Type", "application/x-bittorrent")
-			mi.Write(w)
+			serveTorrent(t, w, hexd, data)
 		case strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hexd):
 			if r.Header.Get("Accept") == "application/x-bittorrent" {
 				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
@@ -116,17 +106,7 @@ func TestTorrentRequestRetried(t *testing.T) {
 			if torrentGets.Add(1) <= 2 {
 				panic(http.ErrAbortHandler)
 			}
-			info := metainfo.Info{Name: hexd, Length: int64(len(data)), PieceLength: 256 << 10}
-			priv := true
-			info.Private = &priv
-			if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(data)), nil
-			}); err != nil {
-				t.Error(err)
-			}
-			mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x"}
-			w.Header().Set("Content-Type", "application/x-bittorrent")
-			mi.Write(w)
+			serveTorrent(t, w, hexd, data)
 		case strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+hexd):
 			if r.Header.Get("Accept") == "application/x-bittorrent" {
 				http.Redirect(w, r, srv.URL+"/torrent", http.StatusTemporaryRedirect)
@@ -155,4 +135,20 @@ func TestTorrentRequestRetried(t *testing.T) {
 	if v := metric(t, ag.mirror, `shoal_agent_fallbacks_total{reason="torrent_request_failed"}`); v != 0 {
 		t.Errorf("torrent_request_failed fallbacks = %v, want 0", v)
 	}
+}
+
+// serveTorrent answers with a private torrent of data in 256 KiB pieces
+// whose tracker is dead: a node that gets it is alone with the registry.
+func serveTorrent(t *testing.T, w http.ResponseWriter, hexd string, data []byte) {
+	info := metainfo.Info{Name: hexd, Length: int64(len(data)), PieceLength: 256 << 10}
+	priv := true
+	info.Private = &priv
+	if err := info.GeneratePieces(func(metainfo.FileInfo) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}); err != nil {
+		t.Error(err)
+	}
+	mi := metainfo.MetaInfo{InfoBytes: bencode.MustMarshal(info), Announce: "http://127.0.0.1:1/announce?token=x"}
+	w.Header().Set("Content-Type", "application/x-bittorrent")
+	mi.Write(w)
 }
