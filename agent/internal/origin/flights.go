@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shoalproject/shoal/agent/internal/partial"
 	"github.com/shoalproject/shoal/agent/swarm"
@@ -38,6 +39,9 @@ type Flight struct {
 	Wants   *swarm.Wants
 	flights *Flights
 	done    chan struct{} // closed once committed or failed
+	// retired: nobody joins from then on (Retire); the set drops it
+	// when it next looks it up.
+	retired atomic.Bool
 
 	mu   sync.Mutex
 	err  error
@@ -72,7 +76,7 @@ func (fs *Flights) Join(key Key, c Cred, size int64, create func() (*partial.Blo
 	cred := &c
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if f, ok := fs.m[key]; ok {
+	if f, ok := fs.live(key); ok {
 		f.mu.Lock()
 		f.refs++
 		f.who.creds = append(f.who.creds, cred)
@@ -89,11 +93,22 @@ func (fs *Flights) Join(key Key, c Cred, size int64, create func() (*partial.Blo
 	return f, func() { f.leave(cred) }, true, nil
 }
 
+// live is key's flight if it is joinable; a retired one leaves the set.
+// Call with fs.mu held.
+func (fs *Flights) live(key Key) (*Flight, bool) {
+	f, ok := fs.m[key]
+	if ok && f.retired.Load() {
+		delete(fs.m, key)
+		return nil, false
+	}
+	return f, ok
+}
+
 // Requesters counts the requesters attached to key's download (0: none).
 func (fs *Flights) Requesters(key Key) int {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	f, ok := fs.m[key]
+	f, ok := fs.live(key)
 	if !ok {
 		return 0
 	}
@@ -120,8 +135,11 @@ func (fs *Flights) SwitchCred(f *Flight, used Cred, final bool) bool {
 			return true
 		}
 	}
-	if final && fs.m[f.Key] == f {
-		delete(fs.m, f.Key)
+	if final {
+		f.retired.Store(true)
+		if fs.m[f.Key] == f {
+			delete(fs.m, f.Key)
+		}
 	}
 	return false
 }
@@ -151,6 +169,12 @@ func (f *Flight) Finish(release func(), o Outcome) {
 // abandons it first).
 func (f *Flight) End(err error) {
 	f.Retire()
+	fs := f.flights
+	fs.mu.Lock()
+	if fs.m[f.Key] == f {
+		delete(fs.m, f.Key)
+	}
+	fs.mu.Unlock()
 	if err != nil {
 		f.Blob.Fail(err)
 	}
@@ -168,14 +192,12 @@ func (f *Flight) End(err error) {
 // checks it again once it changed. A requester that found the cached copy
 // corrupt and joined this flight would be handed the same file as
 // verified bytes.
-func (f *Flight) Retire() {
-	fs := f.flights
-	fs.mu.Lock()
-	if fs.m[f.Key] == f {
-		delete(fs.m, f.Key)
-	}
-	fs.mu.Unlock()
-}
+//
+// It takes no lock: the store calls it under its own (Store.Commit's
+// published), while Join holds the set's lock as it creates a partial
+// blob in the store; taking the set's lock here deadlocked the two (a
+// 20-minute hang of the agent's tests under `make stress`).
+func (f *Flight) Retire() { f.retired.Store(true) }
 
 // Outcome is where the bytes came from (after Wait returned nil).
 func (f *Flight) Outcome() Outcome {

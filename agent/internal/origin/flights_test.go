@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoalproject/shoal/agent/internal/partial"
 )
@@ -79,4 +81,55 @@ func TestAllowed(t *testing.T) {
 			t.Errorf("Allowed(%q) = %d, %v; want %d", tc.base, i, err, tc.want)
 		}
 	}
+}
+
+// Retire is called under the store's lock (Store.Commit) while another
+// requester may hold the set's lock in Join, creating its partial blob in
+// the store: Retire must not need the set's lock, or the two deadlock.
+// A retired flight is not joined; the next Join starts afresh.
+func TestRetireWhileJoinCreates(t *testing.T) {
+	fs := NewFlights()
+	key := Key{Base: "http://r", Hex: "00"}
+	f, leave, _, err := fs.Join(key, Cred{}, -1, createIn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leave()
+	var store sync.Mutex // the store's lock
+	store.Lock()         // held by a commit...
+	creating, joined := make(chan struct{}), make(chan struct{})
+	go func() {
+		// ...while another blob's first requester creates its partial
+		// blob under the set's lock, waiting for the store's.
+		_, leave2, _, err := fs.Join(Key{Base: "http://r", Hex: "11"}, Cred{}, -1, func() (*partial.Blob, error) {
+			close(creating)
+			store.Lock()
+			defer store.Unlock()
+			return createIn(t)()
+		})
+		if err == nil {
+			leave2()
+		}
+		close(joined)
+	}()
+	<-creating
+	retired := make(chan struct{})
+	go func() { f.Retire(); close(retired) }() // the commit's published, under the store's lock
+	select {
+	case <-retired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Retire waits for the set's lock, which a Join holds while it waits for the store's: deadlock")
+	}
+	store.Unlock()
+	<-joined
+	if n := fs.Requesters(key); n != 0 {
+		t.Fatalf("a retired flight still counts %d requesters", n)
+	}
+	g, leaveG, started, err := fs.Join(key, Cred{}, -1, createIn(t))
+	if err != nil || !started || g == f {
+		t.Fatalf("Join after Retire: started %v, same flight %v, %v", started, g == f, err)
+	}
+	leaveG()
+	g.End(nil)
+	f.End(nil)
 }
