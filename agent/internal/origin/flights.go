@@ -48,6 +48,11 @@ type Flight struct {
 	refs int
 	who  requesters
 	// Set by Finish, before done closes; read after it.
+	finished finished
+}
+
+// finished is what Finish records of a committed blob.
+type finished struct {
 	release func()
 	outcome Outcome
 }
@@ -158,7 +163,7 @@ func (f *Flight) SwitchCred(used Cred, final bool) bool { return f.flights.Switc
 // requester left.
 func (f *Flight) Finish(release func(), o Outcome) {
 	f.mu.Lock()
-	f.release, f.outcome = release, o
+	f.finished = finished{release: release, outcome: o}
 	f.mu.Unlock()
 }
 
@@ -203,7 +208,7 @@ func (f *Flight) Retire() { f.retired.Store(true) }
 func (f *Flight) Outcome() Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.outcome
+	return f.finished.outcome
 }
 
 // leave detaches one requester (c its credentials, nil for the runner).
@@ -214,7 +219,7 @@ func (f *Flight) leave(c *Cred) {
 	if i := slices.Index(f.who.creds, c); c != nil && i >= 0 {
 		f.who.creds = slices.Delete(f.who.creds, i, i+1)
 	}
-	release := f.release
+	release := f.finished.release
 	f.mu.Unlock()
 	if last {
 		f.Blob.Close()
