@@ -109,6 +109,15 @@ func (fs *Flights) live(key Key) (*Flight, bool) {
 	return f, ok
 }
 
+// dropLocked retires f and takes it out of the set (if it is still
+// there, not a newer flight of its key). Call with fs.mu held.
+func (fs *Flights) dropLocked(f *Flight) {
+	f.Retire()
+	if fs.m[f.Key] == f {
+		delete(fs.m, f.Key)
+	}
+}
+
 // Requesters counts the requesters attached to key's download (0: none).
 func (fs *Flights) Requesters(key Key) int {
 	fs.mu.Lock()
@@ -141,10 +150,7 @@ func (fs *Flights) SwitchCred(f *Flight, used Cred, final bool) bool {
 		}
 	}
 	if final {
-		f.retired.Store(true)
-		if fs.m[f.Key] == f {
-			delete(fs.m, f.Key)
-		}
+		fs.dropLocked(f)
 	}
 	return false
 }
@@ -173,12 +179,9 @@ func (f *Flight) Finish(release func(), o Outcome) {
 // A failed download's file is the store's to keep or remove (the runner
 // abandons it first).
 func (f *Flight) End(err error) {
-	f.Retire()
 	fs := f.flights
 	fs.mu.Lock()
-	if fs.m[f.Key] == f {
-		delete(fs.m, f.Key)
-	}
+	fs.dropLocked(f)
 	fs.mu.Unlock()
 	if err != nil {
 		f.Blob.Fail(err)
