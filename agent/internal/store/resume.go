@@ -46,12 +46,24 @@ func (c *Store) NewPartial(ctx context.Context, hex string) (*partial.Blob, erro
 // at a start. A blob that failed its digest, or holds nothing, is removed
 // instead. Readers keep their descriptors.
 func (c *Store) abandon(b *partial.Blob, err error, held int64) {
-	b.Stop(err) // the hasher's last checkpoint is written before we move it
 	path, hex := b.Path(), b.Hex()
+	// Stopping the blob tells its readers of the failure, and a client
+	// retrying at once starts a new download of it: that download waits
+	// in takeResumable until the file is set aside, so it continues from
+	// it rather than from zero.
+	set := make(chan struct{})
+	c.mu.Lock()
+	c.abandoning[hex] = set
+	c.mu.Unlock()
+	b.Stop(err) // the hasher's last checkpoint is written before we move it
 	n := diskBytes(path)
 	var evicted []string
 	c.mu.Lock()
 	defer func() {
+		if c.abandoning[hex] == set {
+			delete(c.abandoning, hex)
+		}
+		close(set)
 		c.roomLocked()
 		c.mu.Unlock()
 		c.afterEvict(evicted)
@@ -157,6 +169,11 @@ func (c *Store) resumePath(hex string) string {
 func (c *Store) takeResumable(hex string) (string, int64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for set, ok := c.abandoning[hex]; ok; set, ok = c.abandoning[hex] {
+		c.mu.Unlock()
+		<-set
+		c.mu.Lock()
+	}
 	r, ok := c.resumable[hex]
 	if !ok {
 		return "", 0, false

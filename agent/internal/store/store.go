@@ -55,6 +55,9 @@ type space struct {
 	// path, until its Pending counts them.
 	resumable map[string]resumeFile
 	adopted   map[string]int64
+	// abandoning are the blobs whose failed download is setting its file
+	// aside, each closed once it is in resumable (or gone).
+	abandoning map[string]chan struct{}
 	// freed is closed (and replaced) whenever room may have been given
 	// back: a reservation returned, a blob unpinned or removed.
 	freed chan struct{}
@@ -114,7 +117,7 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 	}
 	c := &Store{dir: dir, max: o.MaxBytes, log: log, onEvict: o.OnEvict, entries: map[string]*entry{}, lru: list.New(),
-		space: space{adopted: map[string]int64{}, freed: make(chan struct{})}}
+		space: space{adopted: map[string]int64{}, abandoning: map[string]chan struct{}{}, freed: make(chan struct{})}}
 	var err error
 	if c.resumable, err = c.keepResumable(); err != nil {
 		return nil, fmt.Errorf("clean partial dir: %w", err)
